@@ -1,0 +1,152 @@
+"""The ``facebench`` command line: run, validate, list, cache."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from facebench import __version__
+from facebench.errors import FacebenchError
+
+
+def _add_run_overrides(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("overrides of the suite's defaults")
+    g.add_argument("--batch-size", type=int, help="images per forward pass")
+    g.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    g.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision for the forward pass")
+    g.add_argument("--num-workers", help="DataLoader workers (integer or auto)")
+    g.add_argument("--seed", type=int, help="seed of the bootstrap resampling")
+    g.add_argument("--bootstrap", type=int, help="bootstrap resamples for CIs (0 = none)")
+    g.add_argument("--confidence", type=float, help="CI level (default 0.95)")
+    g.add_argument("--data-root", help="folder holding the datasets (default: $FACEBENCH_DATA)")
+    g.add_argument("--missing-data", choices=["error", "skip"], help="what to do when a task's data is absent")
+
+
+def _overrides(args) -> dict:
+    out = {k: getattr(args, k, None) for k in
+           ("batch_size", "device", "amp", "seed", "bootstrap", "confidence", "data_root", "missing_data")}
+    if getattr(args, "num_workers", None) is not None:
+        nw = args.num_workers
+        out["num_workers"] = int(nw) if str(nw).isdigit() else nw
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facebench", description="Evaluate face-perception models under the "
+                                     "field's protocols: run the model once, evaluate many times.")
+    parser.add_argument("--version", action="version", version=f"facebench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a suite on a model and write a run folder")
+    run.add_argument("suite", help="suite YAML, e.g. suites/demo.yaml")
+    run.add_argument("--model", help="registered model name (facebench list models)")
+    run.add_argument("--model-args", help="adapter settings: key=value,key2=value2")
+    run.add_argument("--out", help="run folder (default reports/<suite>/<model>/)")
+    run.add_argument("--force", action="store_true", help="overwrite results in an existing run folder")
+    run.add_argument("--cache-dir", help="prediction store (default $FACEBENCH_CACHE or ~/.cache/facebench)")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--quiet", action="store_true", help="do not print the leaderboard")
+    _add_run_overrides(run)
+
+    val = sub.add_parser("validate", help="check a suite without running anything")
+    val.add_argument("suite")
+    val.add_argument("--no-data-check", action="store_true", help="do not check that dataset folders exist")
+    _add_run_overrides(val)
+
+    ls = sub.add_parser("list", help="list registered datasets, models or protocols")
+    ls.add_argument("what", choices=["datasets", "models", "protocols"])
+
+    cache = sub.add_parser("cache", help="inspect or clear the prediction store")
+    cache.add_argument("action", choices=["ls", "clear"])
+    cache.add_argument("--cache-dir", help="prediction store (default $FACEBENCH_CACHE or ~/.cache/facebench)")
+    cache.add_argument("--model", help="clear: only entries of this model")
+    cache.add_argument("--dataset", help="clear: only entries of this dataset")
+    return parser
+
+
+def cmd_run(args) -> int:
+    from facebench.models.base import parse_model_args
+    from facebench.runner import run_suite
+
+    outcome = run_suite(args.suite, model=args.model, model_args=parse_model_args(args.model_args),
+                        overrides=_overrides(args), out=args.out, force=args.force, cache_dir=args.cache_dir,
+                        progress=not args.no_progress)
+    if not args.quiet:
+        print(outcome.leaderboard)
+    print(f"wrote {outcome.out_dir}/results.json, manifest.json, leaderboard.md "
+          f"({outcome.manifest['total_s']:.1f} s)", file=sys.stderr)
+    return outcome.exit_code
+
+
+def cmd_validate(args) -> int:
+    from facebench.suite import validate_suite
+
+    suite, notes = validate_suite(args.suite, _overrides(args), check_data=not args.no_data_check)
+    for note in notes:
+        print(f"note: {note}")
+    print(f"{args.suite}: OK ({len(suite.tasks)} tasks)")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from facebench.registry import REGISTRIES
+
+    entries = REGISTRIES[args.what].entries()
+    width = max((len(e.name) for e in entries), default=0)
+    for e in entries:
+        print(f"{e.name:<{width}}  {e.description}")
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_cache(args) -> int:
+    from facebench.engine.store import PredictionStore
+
+    store = PredictionStore(args.cache_dir)
+    rows = store.entries()
+    if args.action == "ls":
+        print(f"prediction store: {store.root}")
+        if not rows:
+            print("(empty)")
+        for row in rows:
+            meta = row["meta"] or {}
+            state = "complete" if row["meta"] else f"partial ({row['partial_shards']} shards)"
+            what = f"{meta.get('model', '?')} on {meta.get('dataset', '?')}/{meta.get('split', '?')}"
+            extra = f"n={meta.get('n', '?')} outputs={','.join(meta.get('outputs', []))}" if meta else ""
+            print(f"{row['key']}  {what:<40} {state:<10} {_size(row['bytes']):>9}  {extra}")
+        return 0
+    keys = [r["key"] for r in rows
+            if (not args.model or (r["meta"] or {}).get("model") == args.model)
+            and (not args.dataset or (r["meta"] or {}).get("dataset") == args.dataset)]
+    removed = store.clear(keys)
+    print(f"removed {removed} entr{'y' if removed == 1 else 'ies'} from {store.root}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    handler = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "cache": cmd_cache}[args.command]
+    try:
+        return handler(args)
+    except FacebenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

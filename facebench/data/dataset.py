@@ -1,0 +1,163 @@
+"""The Dataset abstraction and the DatasetLoader interface that registered datasets implement.
+
+A ``Dataset`` is one split: stable sample ids, an image source, labels as canonical class names,
+the dataset's own class order, and optional per-sample attributes (subject, group, domain, ...).
+Its fingerprint hashes the sorted (id, label) pairs plus the loader's content tag, so a store
+entry is reused only for the same samples with the same labels.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from facebench.errors import DatasetNotFoundError
+from facebench.fingerprint import hash_object
+
+
+@dataclass
+class Dataset:
+    name: str
+    split: str
+    ids: np.ndarray
+    classes: tuple[str, ...]
+    labels: np.ndarray | None
+    images: Any  # FileImages | ArrayImages
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
+    content_tag: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.ids = np.asarray(self.ids).astype(str)
+        n = len(self.ids)
+        if len(np.unique(self.ids)) != n:
+            raise ValueError(f"dataset {self.name}/{self.split}: sample ids are not unique")
+        if len(self.images) != n:
+            raise ValueError(f"dataset {self.name}/{self.split}: {len(self.images)} images for {n} ids")
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels).astype(str)
+            if len(self.labels) != n:
+                raise ValueError(f"dataset {self.name}/{self.split}: {len(self.labels)} labels for {n} ids")
+            unknown = sorted(set(self.labels) - set(self.classes))
+            if unknown:
+                raise ValueError(f"dataset {self.name}/{self.split}: labels {unknown} not in classes {self.classes}")
+        for key, values in self.attributes.items():
+            if len(values) != n:
+                raise ValueError(f"dataset {self.name}/{self.split}: attribute {key!r} has {len(values)} values for {n} ids")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def fingerprint(self) -> str:
+        """Hash of sorted (id, label) pairs, the class order and the loader's content tag."""
+        order = np.argsort(self.ids, kind="stable")
+        labels = self.labels[order].tolist() if self.labels is not None else None
+        return hash_object(
+            {
+                "name": self.name,
+                "split": self.split,
+                "ids": self.ids[order].tolist(),
+                "labels": labels,
+                "classes": list(self.classes),
+                "content": self.content_tag,
+            }
+        )
+
+    def subset(self, indices) -> "Dataset":
+        idx = np.asarray(indices, dtype=np.int64)
+        return Dataset(
+            name=self.name,
+            split=self.split,
+            ids=self.ids[idx],
+            classes=self.classes,
+            labels=None if self.labels is None else self.labels[idx],
+            images=self.images.subset(idx),
+            attributes={k: np.asarray(v)[idx] for k, v in self.attributes.items()},
+            content_tag=self.content_tag,
+        )
+
+    def class_counts(self) -> dict[str, int]:
+        if self.labels is None:
+            return {}
+        return {c: int(np.sum(self.labels == c)) for c in self.classes}
+
+
+def resolve_data_root(data_root: str | Path | None) -> Path | None:
+    """``--data-root`` / suite ``data_root`` first, then the FACEBENCH_DATA environment variable."""
+    if data_root:
+        return Path(data_root).expanduser()
+    env = os.environ.get("FACEBENCH_DATA")
+    return Path(env).expanduser() if env else None
+
+
+class DatasetLoader:
+    """Base class of registered datasets.
+
+    Subclasses set the class attributes (they form the dataset card) and implement ``load``;
+    ``check`` must be cheap (no image decoding) and raise ``DatasetNotFoundError`` naming the
+    expected layout, so that a run stops before any model is loaded.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
+    license: ClassVar[str] = ""
+    how_to_get: ClassVar[str] = ""
+    layout: ClassVar[str] = ""
+    splits: ClassVar[tuple[str, ...]] = ("train", "test")
+    default_dirname: ClassVar[str] = ""
+    needs_files: ClassVar[bool] = True
+
+    def __init__(self, path: str | Path | None = None, data_root: str | Path | None = None, **options):
+        self.options = options
+        root = resolve_data_root(data_root)
+        if path is not None:
+            path = Path(path).expanduser()
+            self.root = path if path.is_absolute() or root is None else root / path
+        elif root is not None and self.default_dirname:
+            self.root = root / self.default_dirname
+        else:
+            self.root = None
+
+    # -- to implement ---------------------------------------------------------------------
+    def load(self, split: str) -> Dataset:
+        raise NotImplementedError
+
+    def required_paths(self, split: str) -> list[Path]:
+        """Files/folders that must exist for ``split`` (used by ``check``)."""
+        return [self.root] if self.root is not None else []
+
+    # -- shared -----------------------------------------------------------------------------
+    def check(self, split: str) -> None:
+        if split not in self.splits:
+            from facebench.errors import ConfigError, did_you_mean
+
+            raise ConfigError(
+                f"Dataset {self.name!r} has no split {split!r}.{did_you_mean(split, self.splits)} "
+                f"Splits: {', '.join(self.splits)}."
+            )
+        if not self.needs_files:
+            return
+        if self.root is None:
+            raise DatasetNotFoundError(
+                f"Dataset {self.name!r}: no location given. Set `path:` for the task in the suite, "
+                f"pass --data-root DIR (expects DIR/{self.default_dirname or '<dataset>'}), or set FACEBENCH_DATA.\n"
+                + self.layout_help()
+            )
+        missing = [p for p in self.required_paths(split) if not p.exists()]
+        if missing:
+            raise DatasetNotFoundError(
+                f"Dataset {self.name!r} ({split}): {missing[0]} does not exist.\n" + self.layout_help()
+            )
+
+    def layout_help(self) -> str:
+        text = f"Expected layout:\n{self.layout.rstrip()}" if self.layout else ""
+        if self.how_to_get:
+            text += f"\nHow to get it: {self.how_to_get}"
+        return text
+
+    def fingerprint_tag(self) -> dict:
+        return {"loader": type(self).__name__, "options": self.options}

@@ -1,0 +1,151 @@
+"""Generic datasets: class-named image folders and CSV files of paths and labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facebench.data.dataset import Dataset, DatasetLoader
+from facebench.data.images import FileImages
+from facebench.data.taxonomy import CANONICAL_EXPRESSIONS, canonical_name
+from facebench.errors import ConfigError, DatasetNotFoundError
+from facebench.registry import DATASETS
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
+
+def _map_name(raw: str, name_map: dict | None) -> str | None:
+    """Folder/CSV class name -> canonical name; a name mapped to null is skipped (None)."""
+    if name_map and raw in name_map:
+        value = name_map[raw]
+        return None if value is None else canonical_name(value)
+    return canonical_name(raw)
+
+
+def _canonical_sort(names) -> tuple[str, ...]:
+    rank = {c: i for i, c in enumerate(CANONICAL_EXPRESSIONS)}
+    return tuple(sorted(set(names), key=lambda c: (rank.get(c, len(rank)), c)))
+
+
+@DATASETS.register("imagefolder")
+class ImageFolder(DatasetLoader):
+    """Generic <root>/<split>/<class>/*.jpg folders, class names mapped to the canonical taxonomy"""
+
+    name = "imagefolder"
+    layout = (
+        "  <path>/<split>/<class>/<image>.jpg   (e.g. train/happy/0001.jpg; class folder names such as\n"
+        "  angry, happy, sad, surprise, fear, disgust, neutral, contempt are recognised; others need\n"
+        "  `name_map: {folder: canonical_name}`, a null value skips a folder)\n"
+        "  with `flat: true`: <path>/<class>/<image>.jpg and the single split `all`"
+    )
+    how_to_get = "any folder of face crops sorted into class-named subfolders"
+
+    def __init__(self, path=None, data_root=None, *, name_map: dict | None = None, flat: bool = False,
+                 splits: list[str] | None = None, dataset_name: str = "imagefolder"):
+        super().__init__(path, data_root, name_map=name_map, flat=flat, splits=splits)
+        self.name_map = name_map or {}
+        self.flat = flat
+        self.splits = ("all",) if flat else tuple(splits or ("train", "test"))
+        self.dataset_name = dataset_name
+
+    def required_paths(self, split):
+        return [self.root if self.flat else self.root / split]
+
+    def load(self, split: str) -> Dataset:
+        self.check(split)
+        base = self.root if self.flat else self.root / split
+        paths, labels, ids = [], [], []
+        for class_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+            label = _map_name(class_dir.name, self.name_map)
+            if label is None:
+                continue
+            for f in sorted(class_dir.iterdir()):
+                if f.suffix.lower() in IMAGE_SUFFIXES:
+                    paths.append(f)
+                    labels.append(label)
+                    ids.append(f"{class_dir.name}/{f.name}")
+        if not paths:
+            raise DatasetNotFoundError(f"No images found under {base}.\n{self.layout_help()}")
+        return Dataset(self.dataset_name, split, np.array(ids), _canonical_sort(labels), np.array(labels),
+                       FileImages(paths), content_tag=self.fingerprint_tag())
+
+
+@DATASETS.register("csv")
+class CsvDataset(DatasetLoader):
+    """Generic CSV of image paths, labels and optional attribute columns (subject, group, domain)"""
+
+    name = "csv"
+    layout = (
+        "  <path>  a CSV file with a header; columns: `path` (image file, relative to `image_root`,\n"
+        "  default the CSV's folder), `label` (class name, or an integer index into `classes`),\n"
+        "  optional `split` (values name the splits), optional `id`; every other column becomes a\n"
+        "  per-sample attribute (e.g. subject, race, gender, domain)"
+    )
+    how_to_get = "write one: path,label[,split][,subject,...]"
+
+    def __init__(self, path=None, data_root=None, *, image_root: str | None = None, path_column: str = "path",
+                 label_column: str = "label", split_column: str = "split", id_column: str | None = None,
+                 classes: list[str] | None = None, name_map: dict | None = None,
+                 attribute_columns: list[str] | None = None, dataset_name: str = "csv"):
+        super().__init__(path, data_root, image_root=image_root, path_column=path_column,
+                         label_column=label_column, split_column=split_column, id_column=id_column,
+                         classes=classes, name_map=name_map, attribute_columns=attribute_columns)
+        self.image_root = image_root
+        self.columns = dict(path=path_column, label=label_column, split=split_column, id=id_column)
+        self.class_order = tuple(canonical_name(c) for c in classes) if classes else None
+        self.name_map = name_map or {}
+        self.attribute_columns = attribute_columns
+        self.dataset_name = dataset_name
+        self._frame = None
+
+    @property
+    def splits(self):  # known only after reading the file
+        frame = self._read() if self.root is not None and self.root.exists() else None
+        if frame is None or self.columns["split"] not in frame.columns:
+            return ("all",)
+        return tuple(sorted(frame[self.columns["split"]].astype(str).unique()))
+
+    def _read(self):
+        if self._frame is None:
+            import pandas as pd
+
+            frame = pd.read_csv(self.root, dtype=str, keep_default_na=False)
+            for role in ("path", "label"):
+                if self.columns[role] not in frame.columns:
+                    raise ConfigError(
+                        f"{self.root}: no column {self.columns[role]!r} (columns: {list(frame.columns)}). "
+                        f"Pass `{role}_column:` in the task's dataset_args."
+                    )
+            self._frame = frame
+        return self._frame
+
+    def load(self, split: str) -> Dataset:
+        self.check(split)
+        frame = self._read()
+        if self.columns["split"] in frame.columns:
+            frame = frame[frame[self.columns["split"]].astype(str) == split]
+        image_root = Path(self.image_root) if self.image_root else self.root.parent
+        if not image_root.is_absolute():
+            image_root = self.root.parent / image_root
+        raw = frame[self.columns["label"]].tolist()
+        labels = []
+        for value in raw:
+            if self.class_order and value.strip().lstrip("-").isdigit():
+                index = int(value)
+                if not 0 <= index < len(self.class_order):
+                    raise ConfigError(f"{self.root}: label index {index} outside classes {self.class_order}")
+                labels.append(self.class_order[index])
+            else:
+                labels.append(_map_name(value, self.name_map))
+        keep = np.array([lab is not None for lab in labels])
+        frame = frame[keep]
+        labels = [lab for lab in labels if lab is not None]
+        paths = [image_root / p for p in frame[self.columns["path"]]]
+        ids = frame[self.columns["id"]].tolist() if self.columns["id"] else frame[self.columns["path"]].tolist()
+        skip = {c for c in self.columns.values() if c}
+        attr_cols = self.attribute_columns or [c for c in frame.columns if c not in skip]
+        attributes = {c: frame[c].to_numpy(dtype=str) for c in attr_cols}
+        classes = self.class_order or _canonical_sort(labels)
+        return Dataset(self.dataset_name, split, np.array(ids), classes, np.array(labels), FileImages(paths),
+                       attributes=attributes, content_tag=self.fingerprint_tag())

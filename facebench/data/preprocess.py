@@ -1,0 +1,97 @@
+"""Preprocessing driven by a model's input spec (decode with Pillow elsewhere; resize with torch).
+
+Pipeline for one image (uint8, H x W x C, RGB or grey):
+  1. centre crop to ``crop_fraction`` of the shorter side's square (1.0 = no crop, keep aspect);
+  2. resize to ``size`` = (height, width) with bilinear (antialiased when shrinking) in uint8;
+  3. channel conversion: grey -> repeat to 3 channels, or RGB -> grey with ITU-R 601 luma
+     L = 0.299 R + 0.587 G + 0.114 B (Pillow's "L" convention); RGB -> BGR when asked.
+The batch is then normalised on the device: x = (pixel * scale - mean) / std, per channel.
+Steps 1-3 run per sample in loader workers and yield uint8 C x H x W; step 4 runs per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facebench.fingerprint import hash_object
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects. ``mean``/``std`` apply after multiplying pixels by ``scale``."""
+
+    size: tuple[int, int] = (112, 112)
+    channels: int = 3
+    color_order: str = "RGB"
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    scale: float = 1.0 / 255.0
+    crop_fraction: float = 1.0
+    interpolation: str = "bilinear"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.channels not in (1, 3):
+            raise ValueError(f"InputSpec.channels must be 1 or 3, got {self.channels}")
+        if self.color_order not in ("RGB", "BGR"):
+            raise ValueError(f"InputSpec.color_order must be 'RGB' or 'BGR', got {self.color_order!r}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(f"InputSpec mean/std need {self.channels} values each, got {self.mean} / {self.std}")
+        if not 0 < self.crop_fraction <= 1:
+            raise ValueError("InputSpec.crop_fraction must be in (0, 1]")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        return d
+
+    def fingerprint(self) -> str:
+        return hash_object(self.to_dict())
+
+
+def _luma(image: np.ndarray) -> np.ndarray:
+    rgb = image.astype(np.float32)
+    grey = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None]
+
+
+def prepare_uint8(image: np.ndarray, spec: InputSpec) -> torch.Tensor:
+    """One decoded image (H, W) or (H, W, C) uint8 -> uint8 tensor (channels, *spec.size)."""
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, got {image.dtype}")
+    if image.shape[2] == 4:
+        image = image[..., :3]
+    if spec.channels == 1 and image.shape[2] == 3:
+        image = _luma(image)
+    elif spec.channels == 3 and image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    if spec.channels == 3 and spec.color_order == "BGR":
+        image = image[..., ::-1]
+    h, w = image.shape[:2]
+    if spec.crop_fraction < 1.0:
+        side = int(round(min(h, w) * spec.crop_fraction))
+        top, left = (h - side) // 2, (w - side) // 2
+        image = image[top : top + side, left : left + side]
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    if tuple(tensor.shape[1:]) != tuple(spec.size):
+        tensor = F.interpolate(
+            tensor[None], size=tuple(spec.size), mode=spec.interpolation,
+            antialias=spec.interpolation in ("bilinear", "bicubic"), align_corners=False
+            if spec.interpolation in ("bilinear", "bicubic") else None,
+        )[0]
+    return tensor.contiguous()
+
+
+def normalise_batch(batch: torch.Tensor, spec: InputSpec, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (B, C, H, W) on any device -> float (x * scale - mean) / std."""
+    mean = torch.tensor(spec.mean, dtype=dtype, device=batch.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=dtype, device=batch.device).view(1, -1, 1, 1)
+    return (batch.to(dtype) * spec.scale - mean) / std

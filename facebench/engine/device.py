@@ -1,0 +1,40 @@
+"""Device and precision choice."""
+
+from __future__ import annotations
+
+import torch
+
+from facebench.errors import ConfigError
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def select_device(requested: str | None = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device must be available."""
+    requested = (requested or "auto").lower()
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {requested}: CUDA is not available here. Use --device cpu or auto.")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"--device {requested}: MPS is not available here. Use --device cpu or auto.")
+    return device
+
+
+def amp_dtype(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
+    """AMP setting -> autocast dtype (None = full fp32). ``true`` means bf16."""
+    if amp in (None, False, "none", "off", "false"):
+        return None
+    if amp is True or amp == "true":
+        amp = "bf16"
+    if amp not in AMP_DTYPES:
+        raise ConfigError(f"amp must be one of none, bf16, fp16; got {amp!r}.")
+    if amp == "fp16" and device.type == "cpu":
+        raise ConfigError("amp=fp16 needs a GPU; on CPU use amp=bf16 or none.")
+    return AMP_DTYPES[amp]

@@ -1,0 +1,147 @@
+"""The ModelAdapter interface: what a model expects (input spec) and what it returns (heads).
+
+``predict(batch)`` takes a normalised float batch (B, C, H, W) on the adapter's device and returns
+``{head_name: logits (B, n_classes)}`` for every requested head, plus ``"features": (B, D)`` when
+asked and available. Each head declares its label space as canonical class names in the model's
+own order; the protocol layer maps them onto a dataset's classes by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from facebench.data.preprocess import InputSpec
+from facebench.errors import ConfigError, ModelError, did_you_mean
+from facebench.fingerprint import hash_bytes, hash_object
+
+
+@dataclass(frozen=True)
+class Head:
+    """An output head: ``kind`` is 'classification' (logits over ``labels``)."""
+
+    name: str
+    labels: tuple[str, ...]
+    kind: str = "classification"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "labels": list(self.labels), "kind": self.kind}
+
+
+class ModelAdapter:
+    """Base class of registered models. Subclasses build ``self.module`` and set the fields."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    input_spec: InputSpec
+    heads: dict[str, Head]
+    default_head: str
+    feature_dim: int | None = None
+
+    def __init__(self, **settings: Any):
+        self.settings = settings
+        self.device = torch.device("cpu")
+        self._fingerprint: str | None = None
+
+    # -- to implement ---------------------------------------------------------------------
+    def forward(self, batch: torch.Tensor, heads: tuple[str, ...], features: bool) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def parameters_for_fingerprint(self):
+        """Tensors whose bytes identify the weights (default: the module's state dict)."""
+        module = getattr(self, "module", None)
+        return [] if module is None else list(module.state_dict().items())
+
+    # -- shared -----------------------------------------------------------------------------
+    def to(self, device: torch.device | str) -> "ModelAdapter":
+        self.device = torch.device(device)
+        module = getattr(self, "module", None)
+        if module is not None:
+            module.to(self.device)
+        return self
+
+    def eval(self) -> "ModelAdapter":
+        module = getattr(self, "module", None)
+        if module is not None:
+            module.eval()
+        return self
+
+    def resolve_heads(self, heads: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+        heads = tuple(heads) if heads else (self.default_head,)
+        for h in heads:
+            if h not in self.heads:
+                raise ConfigError(
+                    f"Model {self.name!r} has no head {h!r}.{did_you_mean(h, self.heads)} "
+                    f"Heads: {', '.join(self.heads)}."
+                )
+        return heads
+
+    @torch.inference_mode()
+    def predict(self, batch: torch.Tensor, heads: tuple[str, ...] | None = None,
+                features: bool = False) -> dict[str, torch.Tensor]:
+        heads = self.resolve_heads(heads)
+        out = self.forward(batch, heads, features)
+        n = batch.shape[0]
+        for h in heads:
+            t = out.get(h)
+            expected = (n, len(self.heads[h].labels))
+            if t is None or tuple(t.shape) != expected:
+                got = None if t is None else tuple(t.shape)
+                raise ModelError(
+                    f"Model {self.name!r} head {h!r} returned shape {got}; it declares {len(self.heads[h].labels)} "
+                    f"classes {self.heads[h].labels}, so the expected shape is {expected}."
+                )
+        if features:
+            f = out.get("features")
+            if f is None or f.ndim != 2 or f.shape[0] != n:
+                raise ModelError(f"Model {self.name!r} was asked for features but returned "
+                                 f"{None if f is None else tuple(f.shape)}; expected ({n}, D).")
+        return out
+
+    def fingerprint(self) -> str:
+        """Hash of the weights' bytes, the adapter settings, heads and input spec."""
+        if self._fingerprint is None:
+            chunks = []
+            for key, tensor in self.parameters_for_fingerprint():
+                chunks.append(key.encode())
+                chunks.append(tensor.detach().cpu().contiguous().numpy().tobytes())
+            weights = hash_bytes(chunks)
+            self._fingerprint = hash_object({
+                "adapter": type(self).__name__,
+                "weights": weights,
+                "settings": {k: v for k, v in self.settings.items() if k != "device"},
+                "heads": {k: h.to_dict() for k, h in self.heads.items()},
+                "input": self.input_spec.to_dict(),
+            })
+        return self._fingerprint
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "adapter": type(self).__name__,
+            "settings": self.settings,
+            "heads": {k: h.to_dict() for k, h in self.heads.items()},
+            "default_head": self.default_head,
+            "input_spec": self.input_spec.to_dict(),
+            "feature_dim": self.feature_dim,
+            "fingerprint": self.fingerprint(),
+        }
+
+
+def parse_model_args(text: str | None) -> dict[str, Any]:
+    """``key=value,key2=value2`` -> dict; values parsed as YAML scalars (numbers, booleans)."""
+    import yaml
+
+    if not text:
+        return {}
+    out: dict[str, Any] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise ConfigError(f"--model-args expects key=value pairs separated by commas; got {part!r}.")
+        key, value = part.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value.strip()) if value.strip() else ""
+    return out

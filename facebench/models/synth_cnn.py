@@ -1,0 +1,51 @@
+"""``synth-cnn``: the small CNN trained on the embedded synthetic faces (``python -m facebench.synth.train``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from facebench.data.preprocess import InputSpec
+from facebench.errors import ModelError
+from facebench.models.base import Head, ModelAdapter
+from facebench.registry import MODELS
+
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "synth_cnn.pt"
+SYNTH_CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
+
+
+@MODELS.register("synth-cnn")
+class SynthCNNAdapter(ModelAdapter):
+    """Small CNN trained on the embedded synthetic faces (48x48 RGB, 7 basic expressions)"""
+
+    name = "synth-cnn"
+    input_spec = InputSpec(size=(48, 48), channels=3, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    heads = {"expression": Head("expression", SYNTH_CLASSES)}
+    default_head = "expression"
+
+    def __init__(self, weights: str | None = None):
+        from facebench.models.synth_cnn_net import SynthCNN
+
+        super().__init__(weights=weights)
+        path = Path(weights) if weights else DEFAULT_WEIGHTS
+        if not path.exists():
+            raise ModelError(
+                f"synth-cnn weights not found at {path}. They ship with facebench; regenerate them with "
+                f"`python -m facebench.synth.train --out {path}`."
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.module = SynthCNN(n_classes=len(SYNTH_CLASSES))
+        try:
+            self.module.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise ModelError(f"{path} does not match the SynthCNN architecture: {err}") from err
+        self.module.eval()
+        self.feature_dim = int(self.module.features(torch.zeros(1, 3, 48, 48)).shape[1])
+
+    def forward(self, batch, heads, features):
+        feats = self.module.features(batch)
+        out = {"expression": self.module.classifier(feats)}
+        if features:
+            out["features"] = feats
+        return out

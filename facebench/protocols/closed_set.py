@@ -1,0 +1,158 @@
+"""Closed-set expression recognition.
+
+Prediction = argmax of the head's logits over the model classes in use (no test-time
+augmentation). Metrics: overall (micro) accuracy = #correct / N; mean class accuracy = unweighted
+mean of per-class recall over the dataset classes that have samples (Mine-Extra-Knowledge;
+sklearn's balanced accuracy); macro-F1 over the same classes; per-class recall and precision;
+confusion matrix (rows = true, columns = predicted); NLL = mean -log softmax(logits)[true]; ECE
+with equal-width bins over the max probability. Bootstrap percentile CIs resample samples
+(the confusion-matrix resamples are shared by accuracy, mean accuracy, macro-F1 and per-class recall).
+
+Label spaces are matched by class name. Two explicit policies:
+* ``unsupported_classes``: dataset classes the model cannot predict: ``drop`` those samples
+  (default) or count them as ``error`` (always wrong; excluded from NLL).
+* ``extra_model_classes``: model classes the dataset lacks (e.g. contempt on a 7-class set):
+  ``restrict`` the argmax and softmax to the shared classes (default) or ``keep`` them, so that
+  predicting one counts as an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from facebench.metrics import bootstrap as bs
+from facebench.metrics import calibration as cal
+from facebench.metrics import classification as cls
+from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice
+from facebench.registry import PROTOCOLS
+
+
+@PROTOCOLS.register("closed_set")
+class ClosedSetProtocol(Protocol):
+    """Closed-set expression recognition: accuracy, mean class accuracy, macro-F1, NLL, ECE, bootstrap CIs"""
+
+    name = "closed_set"
+    version = "1"
+
+    @dataclass
+    class Params:
+        head: str | None = None
+        unsupported_classes: str = choice("drop", ("drop", "error"))
+        extra_model_classes: str = choice("restrict", ("restrict", "keep"))
+        ece_bins: int = 15
+
+    def evaluate(self, ctx: EvalContext) -> TaskResult:
+        p = self.params
+        ds = ctx.dataset
+        if ds.labels is None:
+            raise ValueError(f"closed_set needs labels; dataset {ds.name}/{ds.split} has none")
+        logits_all = np.asarray(ctx.predictions.outputs[ctx.head], dtype=np.float64)
+        model_classes = tuple(ctx.head_labels)
+        present = [c for c in ds.classes if np.any(ds.labels == c)]
+        warnings = []
+        empty = [c for c in ds.classes if c not in present]
+        if empty:
+            warnings.append(f"classes without samples in {ds.name}/{ds.split} are left out of class means: {empty}")
+
+        used = [c for c in model_classes if c in ds.classes] if p.extra_model_classes == "restrict" else list(model_classes)
+        if not used:
+            raise ValueError(f"model classes {model_classes} and dataset classes {ds.classes} share no class name")
+        unsupported = [c for c in present if c not in used]
+        label_space = used + (unsupported if p.unsupported_classes == "error" else [])
+        index = {c: i for i, c in enumerate(label_space)}
+
+        keep = np.array([lab in index for lab in ds.labels.tolist()])
+        dropped = int((~keep).sum())
+        if dropped:
+            warnings.append(f"{dropped} samples of classes the model cannot predict ({unsupported}) were dropped")
+        columns = [model_classes.index(c) for c in used]
+        logits = logits_all[keep][:, columns]
+        probs = cls.softmax(logits, axis=1)
+        y_true = np.array([index[lab] for lab in ds.labels[keep].tolist()], dtype=np.int64)
+        y_pred = probs.argmax(axis=1).astype(np.int64)
+        n, n_classes = len(y_true), len(label_space)
+        eval_classes = [index[c] for c in present if c in index]
+
+        cm = cls.confusion_matrix(y_true, y_pred, n_classes)
+        conv_common = {
+            "unsupported_classes": p.unsupported_classes,
+            "extra_model_classes": p.extra_model_classes,
+            "prediction": "argmax",
+        }
+        cms = bs.bootstrap_confusion_matrices(y_true, y_pred, n_classes, n_resamples=ctx.n_resamples, seed=ctx.seed)
+
+        def ci(samples):
+            if ctx.n_resamples <= 0:
+                return None
+            return bs.percentile_interval(samples, confidence=ctx.confidence)
+
+        boot = {"bootstrap": f"percentile,resamples={ctx.n_resamples},unit=sample,seed={ctx.seed}",
+                "confidence": ctx.confidence}
+        records = [
+            MetricRecord("accuracy", float(cls.accuracy_from_cm(cm)), ci(cls.accuracy_from_cm(cms)), n,
+                         {**conv_common, **boot, "definition": "micro: #correct / N"}, headline=True),
+            MetricRecord("mean_class_accuracy", float(cls.mean_class_accuracy_from_cm(cm, eval_classes)),
+                         ci(cls.mean_class_accuracy_from_cm(cms, eval_classes)), n,
+                         {**conv_common, **boot, "definition": "unweighted mean of per-class recall",
+                          "classes": [label_space[i] for i in eval_classes]}, headline=True),
+            MetricRecord("macro_f1", float(cls.macro_f1_from_cm(cm, eval_classes)),
+                         ci(cls.macro_f1_from_cm(cms, eval_classes)), n,
+                         {**conv_common, **boot, "definition": "mean F1 over dataset classes; F1=0 when undefined",
+                          "classes": [label_space[i] for i in eval_classes]}),
+        ]
+
+        nll_mask = y_true < len(used)
+        nll_values = cls.per_sample_nll(y_true[nll_mask], probs[nll_mask])
+        records.append(MetricRecord(
+            "nll", float(nll_values.mean()) if len(nll_values) else float("nan"),
+            ci(bs.bootstrap_sample_means(nll_values, n_resamples=ctx.n_resamples, seed=ctx.seed))
+            if len(nll_values) and ctx.n_resamples > 0 else None,
+            int(nll_mask.sum()), {**conv_common, **boot, "definition": "mean -log softmax(logits)[true], eps=1e-15",
+                                  "softmax_over": used}))
+
+        # ECE over all evaluated samples; an unsupported true class is never predicted correctly.
+        confidence = probs.max(axis=1)
+        correct = (y_pred == y_true).astype(np.float64)
+        ece_key = f"ece[{cal.ece_convention(p.ece_bins)}]"
+        ece_value = cal.ece_from_confidence(confidence, correct, p.ece_bins)
+        ece_ci = None
+        if ctx.n_resamples > 0:
+            ece_ci = ci(bs.bootstrap_statistic(cal.ece_statistic_from_confidence(confidence, correct, p.ece_bins),
+                                               n, n_resamples=ctx.n_resamples, seed=ctx.seed))
+        records.append(MetricRecord(ece_key, ece_value, ece_ci, n, {**conv_common, **boot}))
+
+        recall = cls.per_class_recall_from_cm(cm)
+        precision = cls.per_class_precision_from_cm(cm)
+        recall_boot = cls.per_class_recall_from_cm(cms)
+        per_class = []
+        for i, name in enumerate(label_space):
+            support = int(cm[i].sum())
+            if support:
+                records.append(MetricRecord(f"recall[{name}]", float(recall[i]), ci(recall_boot[:, i]), support,
+                                            {**conv_common, **boot}))
+            if name in used and int(cm[:, i].sum()):
+                records.append(MetricRecord(f"precision[{name}]", float(precision[i]), None, int(cm[:, i].sum()),
+                                            conv_common))
+            per_class.append({"class": name, "support": support,
+                              "recall": None if not support else float(recall[i]),
+                              "precision": None if not np.isfinite(precision[i]) else float(precision[i])})
+        details = {
+            "label_space": label_space,
+            "confusion_matrix": cm.tolist(),
+            "per_class": per_class,
+            "dropped_samples": dropped,
+            "unsupported_classes": unsupported,
+            "classes_without_samples": empty,
+            "reliability": _jsonable(cal.reliability_from_confidence(confidence, correct, p.ece_bins)),
+        }
+        return TaskResult(records, details, warnings)
+
+
+def _jsonable(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        arr = np.asarray(v, dtype=np.float64)
+        out[k] = [None if not np.isfinite(x) else float(x) for x in arr.tolist()]
+    return out

@@ -1,0 +1,150 @@
+"""Registries of datasets, models and protocols.
+
+Three ways to add an entry:
+
+* built in: a lazy ``"module:attribute"`` target with a one-line description, listed below, so
+  ``facebench list`` is instant (nothing is imported until the entry is used);
+* the ``@DATASETS.register("name")`` decorator (also ``MODELS``, ``PROTOCOLS``) in any imported module;
+* a Python entry point in the groups ``facebench.datasets``, ``facebench.models`` and
+  ``facebench.protocols`` of a third-party package, e.g. in its ``pyproject.toml``::
+
+      [project.entry-points."facebench.models"]
+      my-model = "my_package.adapter:MyAdapter"
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Callable
+
+from facebench.errors import RegistryError, did_you_mean
+
+
+@dataclass
+class Entry:
+    name: str
+    target: Any  # "module:attr" string (lazy) or the loaded object
+    description: str
+    source: str  # "builtin", "decorator" or "plugin:<distribution>"
+
+
+def _load_target(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr) if attr else module
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0].strip() if (doc or "").strip() else ""
+
+
+class Registry:
+    """A name -> object table with lazy built-ins, decorators and entry points."""
+
+    def __init__(self, kind: str, group: str, builtins: dict[str, tuple[str, str]]):
+        self.kind = kind
+        self.group = group
+        self._entries: dict[str, Entry] = {
+            name: Entry(name, target, desc, "builtin") for name, (target, desc) in builtins.items()
+        }
+        self._plugins_scanned = False
+
+    # -- adding -------------------------------------------------------------------------
+    def register(self, name: str, description: str | None = None) -> Callable[[Any], Any]:
+        """Decorator: ``@REGISTRY.register("name")`` registers a class or factory."""
+
+        def decorate(obj: Any) -> Any:
+            existing = self._entries.get(name)
+            desc = description or (existing.description if existing else "") or _first_line(obj.__doc__)
+            if existing is not None and existing.source != "builtin" and existing.target is not obj:
+                if not isinstance(existing.target, str):
+                    raise RegistryError(f"{self.kind} {name!r} is already registered ({existing.source}).")
+            self._entries[name] = Entry(name, obj, desc, existing.source if existing else "decorator")
+            return obj
+
+        return decorate
+
+    def _scan_plugins(self) -> None:
+        if self._plugins_scanned:
+            return
+        self._plugins_scanned = True
+        for ep in metadata.entry_points(group=self.group):
+            if ep.name in self._entries:
+                continue  # built-ins win; a plugin cannot shadow them silently
+            dist = getattr(getattr(ep, "dist", None), "name", "?")
+            self._entries[ep.name] = Entry(ep.name, ep.value, f"(plugin {dist}: {ep.value})", f"plugin:{dist}")
+
+    # -- reading ------------------------------------------------------------------------
+    def entries(self) -> list[Entry]:
+        self._scan_plugins()
+        return [self._entries[n] for n in sorted(self._entries)]
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries()]
+
+    def __contains__(self, name: str) -> bool:
+        self._scan_plugins()
+        return name in self._entries
+
+    def get(self, name: str) -> Any:
+        """The registered object, importing it on first use."""
+        self._scan_plugins()
+        entry = self._entries.get(name)
+        if entry is None:
+            raise RegistryError(
+                f"Unknown {self.kind} {name!r}.{did_you_mean(name, self._entries)} "
+                f"Run `facebench list {self.kind}s` to see what is available."
+            )
+        if isinstance(entry.target, str):
+            target = entry.target
+            obj = _load_target(target)
+            # the module may have replaced the entry through its decorator; keep the loaded object
+            entry = self._entries[name]
+            entry.target = obj if isinstance(entry.target, str) else entry.target
+        return entry.target
+
+
+DATASETS = Registry(
+    "dataset",
+    "facebench.datasets",
+    {
+        "synth": (
+            "facebench.data.synthetic:SynthFaces",
+            "Embedded procedural synthetic faces (7 basic + compound expressions, groups, domains); no download",
+        ),
+        "imagefolder": (
+            "facebench.data.generic:ImageFolder",
+            "Generic <root>/<split>/<class>/*.jpg folders, class names mapped to the canonical taxonomy",
+        ),
+        "csv": (
+            "facebench.data.generic:CsvDataset",
+            "Generic CSV of image paths, labels and optional attribute columns (subject, group, domain)",
+        ),
+    },
+)
+
+MODELS = Registry(
+    "model",
+    "facebench.models",
+    {
+        "synth-cnn": (
+            "facebench.models.synth_cnn:SynthCNNAdapter",
+            "Small CNN trained on the embedded synthetic faces (48x48 RGB, 7 basic expressions)",
+        ),
+    },
+)
+
+PROTOCOLS = Registry(
+    "protocol",
+    "facebench.protocols",
+    {
+        "closed_set": (
+            "facebench.protocols.closed_set:ClosedSetProtocol",
+            "Closed-set expression recognition: accuracy, mean class accuracy, macro-F1, NLL, ECE, bootstrap CIs",
+        ),
+    },
+)
+
+REGISTRIES = {"datasets": DATASETS, "models": MODELS, "protocols": PROTOCOLS}

@@ -1,0 +1,277 @@
+"""YAML suites: tasks (dataset + split + protocol + parameters) and run defaults.
+
+Example::
+
+    name: demo
+    defaults: {batch_size: 256, device: auto, seed: 0, bootstrap: 1000}
+    tasks:
+      - name: synth-closed-set
+        dataset: synth
+        split: test
+        protocol: closed_set
+        params: {unsupported_classes: drop}
+
+Validation collects every problem with its line number; unknown keys get a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from facebench.errors import ConfigError, FacebenchError, did_you_mean
+
+DEFAULTS: dict[str, Any] = {
+    "batch_size": 256,
+    "device": "auto",
+    "amp": "none",
+    "num_workers": "auto",
+    "seed": 0,
+    "bootstrap": 1000,
+    "confidence": 0.95,
+    "data_root": None,
+    "missing_data": "error",
+    "shard_size": 2048,
+    "model": None,
+    "model_args": {},
+}
+DEFAULT_TYPES: dict[str, tuple] = {
+    "batch_size": (int,),
+    "device": (str,),
+    "amp": (str, bool),
+    "num_workers": (int, str),
+    "seed": (int,),
+    "bootstrap": (int,),
+    "confidence": (float,),
+    "data_root": (str, type(None)),
+    "missing_data": (str,),
+    "shard_size": (int,),
+    "model": (str, type(None)),
+    "model_args": (dict,),
+}
+TOP_KEYS = {"name": (str,), "description": (str,), "defaults": (dict,), "tasks": (list,)}
+TASK_KEYS = {"name": (str,), "dataset": (str,), "split": (str,), "protocol": (str,), "params": (dict,),
+             "dataset_args": (dict,), "path": (str,), "description": (str,)}
+REQUIRED_TASK_KEYS = ("name", "dataset", "protocol")
+
+
+class _LineDict(dict):
+    """A dict that remembers the line (1-based) of each key and of itself."""
+
+    lines: dict
+    line: int
+
+
+class _LineLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader, node, deep=False):
+    loader.flatten_mapping(node)
+    mapping = _LineDict()
+    mapping.lines = {}
+    mapping.line = node.start_mark.line + 1
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.lines[key] = key_node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+@dataclass
+class Problem:
+    line: int | None
+    message: str
+
+    def format(self, file: str) -> str:
+        return f"{file}:{self.line}: {self.message}" if self.line else f"{file}: {self.message}"
+
+
+class SuiteError(FacebenchError):
+    def __init__(self, file: str, problems: list[Problem]):
+        self.file, self.problems = file, problems
+        super().__init__("\n".join(p.format(file) for p in problems))
+
+
+@dataclass
+class Task:
+    name: str
+    dataset: str
+    protocol: str
+    split: str = "test"
+    params: dict = field(default_factory=dict)
+    dataset_args: dict = field(default_factory=dict)
+    path: str | None = None
+    description: str = ""
+    line: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dataset": self.dataset, "split": self.split, "protocol": self.protocol,
+                "params": dict(self.params), "dataset_args": dict(self.dataset_args), "path": self.path}
+
+
+@dataclass
+class Suite:
+    name: str
+    file: str
+    tasks: list[Task]
+    defaults: dict
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "defaults": _plain(self.defaults),
+                "tasks": [t.to_dict() for t in self.tasks]}
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _type_name(types: tuple) -> str:
+    names = {int: "an integer", str: "a string", float: "a number", bool: "true/false", dict: "a mapping",
+             list: "a list", type(None): "null"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _check_type(value, types: tuple) -> bool:
+    if isinstance(value, bool) and bool not in types:
+        return False
+    if float in types and isinstance(value, int):
+        return True
+    return isinstance(value, types)
+
+
+def _check_keys(mapping: dict, allowed: dict, where: str, problems: list[Problem]) -> None:
+    lines = getattr(mapping, "lines", {})
+    for key, value in mapping.items():
+        if key not in allowed:
+            problems.append(Problem(lines.get(key), f"unknown key {key!r} in {where}.{did_you_mean(key, allowed)} "
+                                                    f"Allowed keys: {', '.join(allowed)}."))
+        elif not _check_type(value, allowed[key]):
+            problems.append(Problem(lines.get(key), f"{where}: {key!r} must be {_type_name(allowed[key])}, "
+                                                    f"got {value!r}."))
+
+
+def load_suite(path: str | Path, overrides: dict | None = None) -> Suite:
+    """Parse and structurally validate a suite; raises SuiteError listing every problem."""
+    path = Path(path)
+    file = str(path)
+    if not path.exists():
+        raise ConfigError(f"Suite file {file} not found. Suites shipped with facebench live in suites/ "
+                          f"(e.g. suites/demo.yaml).")
+    try:
+        raw = yaml.load(path.read_text(), Loader=_LineLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise SuiteError(file, [Problem(mark.line + 1 if mark else None, f"invalid YAML: {err}")]) from None
+    problems: list[Problem] = []
+    if not isinstance(raw, dict):
+        raise SuiteError(file, [Problem(None, "a suite must be a mapping with `tasks:` (and optional `defaults:`)")])
+    _check_keys(raw, TOP_KEYS, "the suite", problems)
+
+    defaults = copy.deepcopy(DEFAULTS)
+    given = raw.get("defaults") or _LineDict()
+    if isinstance(given, dict):
+        _check_keys(given, DEFAULT_TYPES, "defaults", problems)
+        defaults.update({k: v for k, v in given.items() if k in DEFAULT_TYPES})
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            defaults[key] = value
+    if defaults["missing_data"] not in ("error", "skip"):
+        problems.append(Problem(getattr(given, "lines", {}).get("missing_data"),
+                                "defaults: missing_data must be 'error' or 'skip'."))
+
+    tasks: list[Task] = []
+    raw_tasks = raw.get("tasks")
+    if not raw_tasks:
+        problems.append(Problem(getattr(raw, "line", None), "the suite has no `tasks:` list."))
+        raw_tasks = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw_tasks if isinstance(raw_tasks, list) else []):
+        if not isinstance(item, dict):
+            problems.append(Problem(getattr(raw, "lines", {}).get("tasks"), f"task #{i + 1} must be a mapping."))
+            continue
+        where = f"task {item.get('name', '#' + str(i + 1))!r}"
+        _check_keys(item, TASK_KEYS, where, problems)
+        missing = [k for k in REQUIRED_TASK_KEYS if k not in item]
+        if missing:
+            problems.append(Problem(item.line, f"{where} is missing {', '.join(missing)}."))
+            continue
+        if item["name"] in seen:
+            problems.append(Problem(item.lines.get("name"), f"duplicate task name {item['name']!r}."))
+        seen.add(item["name"])
+        kwargs = {k: item[k] for k in TASK_KEYS if k in item and _check_type(item[k], TASK_KEYS[k])}
+        tasks.append(Task(line=item.line, **{k: (_plain(v) if isinstance(v, dict) else v) for k, v in kwargs.items()}))
+    if problems:
+        raise SuiteError(file, problems)
+    return Suite(name=raw.get("name") or path.stem, file=file, tasks=tasks, defaults=_plain(defaults),
+                 description=raw.get("description", ""))
+
+
+def make_loader(task: Task, data_root: str | None):
+    """Instantiate the task's dataset loader; unknown dataset_args get a did-you-mean."""
+    from facebench.registry import DATASETS
+
+    loader_cls = DATASETS.get(task.dataset)
+    _check_kwargs(loader_cls, task.dataset_args, f"dataset {task.dataset!r} (dataset_args)")
+    return loader_cls(path=task.path, data_root=data_root, **task.dataset_args)
+
+
+def make_protocol(task: Task):
+    from facebench.registry import PROTOCOLS
+
+    return PROTOCOLS.get(task.protocol)(**task.params)
+
+
+def _check_kwargs(factory, kwargs: dict, what: str) -> None:
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return
+    params = sig.parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [n for n in params if n not in ("self", "path", "data_root")]
+    for key in kwargs:
+        if key not in params:
+            raise ConfigError(f"{what} has no option {key!r}.{did_you_mean(key, allowed)} "
+                              f"Options: {', '.join(allowed) or '(none)'}.")
+
+
+def validate_suite(path: str | Path, overrides: dict | None = None, check_data: bool = True) -> tuple[Suite, list[str]]:
+    """Full validation without running: structure, registries, parameters and data folders.
+
+    Returns the suite and a list of notes (e.g. tasks whose data will be skipped); raises
+    SuiteError with every problem found.
+    """
+    suite = load_suite(path, overrides)
+    problems: list[Problem] = []
+    notes: list[str] = []
+    for task in suite.tasks:
+        try:
+            make_protocol(task)
+            loader = make_loader(task, suite.defaults.get("data_root"))
+            if check_data:
+                loader.check(task.split)
+        except FacebenchError as err:
+            from facebench.errors import DatasetNotFoundError
+
+            if isinstance(err, DatasetNotFoundError) and suite.defaults["missing_data"] == "skip":
+                notes.append(f"task {task.name!r} will be skipped: {str(err).splitlines()[0]}")
+            else:
+                problems.append(Problem(task.line, f"task {task.name!r}: {err}"))
+    if problems:
+        raise SuiteError(suite.file, problems)
+    return suite, notes
