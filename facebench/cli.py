@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list registered datasets, models or protocols")
     ls.add_argument("what", choices=["datasets", "models", "protocols"])
 
+    data = sub.add_parser("data", help="report which datasets are found under the data root")
+    data.add_argument("action", choices=["check"])
+    data.add_argument("names", nargs="*", help="dataset names (default: every native dataset)")
+    data.add_argument("--data-root", help="folder holding the datasets (default: $FACEBENCH_DATA)")
+
     cache = sub.add_parser("cache", help="inspect or clear the prediction store")
     cache.add_argument("action", choices=["ls", "clear"])
     cache.add_argument("--cache-dir", help="prediction store (default $FACEBENCH_CACHE or ~/.cache/facebench)")
@@ -131,13 +136,22 @@ def cmd_cache(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    from facebench.data.check import check_datasets, format_report
+
+    rows = check_datasets(args.names or None, data_root=args.data_root)
+    print(format_report(rows))
+    return 0 if all(r["status"] == "ok" for r in rows) or not args.names else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 2
-    handler = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "cache": cmd_cache}[args.command]
+    handler = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "cache": cmd_cache,
+               "data": cmd_data}[args.command]
     try:
         return handler(args)
     except FacebenchError as err:

