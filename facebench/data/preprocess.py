@@ -80,7 +80,10 @@ def prepare_uint8(image: np.ndarray, spec: InputSpec) -> torch.Tensor:
         side = int(round(min(h, w) * spec.crop_fraction))
         top, left = (h - side) // 2, (w - side) // 2
         image = image[top : top + side, left : left + side]
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    image = np.ascontiguousarray(image)
+    if not image.flags.writeable:  # Pillow's buffers are read-only; torch wants writable memory
+        image = image.copy()
+    tensor = torch.from_numpy(image).permute(2, 0, 1)
     if tuple(tensor.shape[1:]) != tuple(spec.size):
         tensor = F.interpolate(
             tensor[None], size=tuple(spec.size), mode=spec.interpolation,

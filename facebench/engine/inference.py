@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from facebench.data.dataset import Dataset
 from facebench.data.images import ArrayImages
 from facebench.data.preprocess import InputSpec, normalise_batch, prepare_uint8
-from facebench.engine.device import amp_dtype, select_device
+from facebench.engine.device import amp_dtype, select_device, tune_cpu_allocator
 from facebench.engine.store import PredictionStore, Predictions
 from facebench.models.base import ModelAdapter
 
@@ -108,6 +108,8 @@ def run_inference(adapter: ModelAdapter, dataset: Dataset, store: PredictionStor
     autocast_dtype = amp_dtype(settings.amp, device)
     computed = 0
     if len(remaining):
+        if device.type == "cpu":
+            tune_cpu_allocator()
         adapter.to(device).eval()
         subset = dataset.subset(remaining)
         loader = DataLoader(
