@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-PERCENT_METRICS = ("accuracy", "mean_class_accuracy", "macro_f1", "recall[", "precision[")
+PERCENT_METRICS = ("accuracy", "mean_class_accuracy", "macro_f1", "recall[", "precision[", "mean_attribute_accuracy", "cs@")
 
 
 def _is_percent(metric: str) -> bool:

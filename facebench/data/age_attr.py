@@ -1,0 +1,219 @@
+"""Age and attribute datasets: UTKFace (labels in file names), CelebA (40 binary attributes) and
+ChaLearn LAP 2015 (apparent age with per-image annotation mean and std)."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from facebench.data._native import NativeLoader, find_child, list_images
+from facebench.data.dataset import Dataset
+from facebench.data.images import FileImages
+from facebench.data.taxonomy import CELEBA_ATTRIBUTES
+from facebench.errors import ConfigError
+from facebench.registry import DATASETS
+
+UTK_RACES = ("White", "Black", "Asian", "Indian", "Others")
+UTK_GENDERS = ("male", "female")
+_UTK_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d{17})\.jpg(\.chip\.jpg)?$")
+
+
+def _first_existing(candidates: list[Path]) -> Path:
+    for c in candidates:
+        if c.exists():
+            return c
+    return candidates[0]
+
+
+@DATASETS.register("utkface")
+class UTKFace(NativeLoader):
+    """UTKFace: faces with age, gender and race in file names [age]_[gender]_[race]_[datetime].jpg.chip.jpg"""
+
+    name = "utkface"
+    description = __doc__.splitlines()[0]
+    citation = "Zhang, Song, Qi. Age Progression/Regression by Conditional Adversarial Autoencoder. CVPR 2017."
+    license = "non-commercial research only (official UTKFace README); image copyright stays with the owners"
+    how_to_get = "https://susanqq.github.io/UTKFace/ (UTKFace.tar.gz aligned crops, or crop_part1..3)"
+    layout = (
+        "  <path>/<age>_<gender>_<race>_<yyyymmddHHMMSSfff>.jpg.chip.jpg   (or one sub-folder: UTKFace/,\n"
+        "  crop_part1/ ...); age 0-116; gender 0 male, 1 female; race 0 White, 1 Black, 2 Asian, 3 Indian,\n"
+        "  4 Others; names that do not follow the pattern are reported and skipped"
+    )
+    splits = ("all",)
+    default_dirname = "utkface"
+
+    def image_dir(self) -> Path:
+        if self.root is None or not self.root.is_dir():
+            return self.root
+        if list_images(self.root):
+            return self.root
+        for sub in ("UTKFace", "crop_part1", "crop_part2", "crop_part3", "utkface_aligned_cropped"):
+            if (self.root / sub).is_dir():
+                return self.root / sub
+        return self.root
+
+    def load(self, split: str) -> Dataset:
+        self.check(split)
+        folder = self.image_dir()
+        names, ages, genders, races, skipped = [], [], [], [], []
+        for name in list_images(folder):
+            m = _UTK_NAME.match(name)
+            if not m:
+                skipped.append(name)
+                continue
+            names.append(name)
+            ages.append(float(m.group(1)))
+            genders.append(UTK_GENDERS[int(m.group(2))])
+            races.append(UTK_RACES[int(m.group(3))])
+        self.skipped = skipped
+        if skipped:
+            warnings.warn(f"utkface: skipped {len(skipped)} file names that do not follow "
+                          f"<age>_<gender>_<race>_<datetime>.jpg.chip.jpg: {skipped[:5]}", stacklevel=2)
+        return Dataset(self.name, split, np.array(names), (), None, FileImages([folder / n for n in names]),
+                       attributes={"age": np.array(ages), "gender": np.array(genders), "race": np.array(races)},
+                       content_tag=self.fingerprint_tag())
+
+    def summary(self, split: str) -> dict:
+        ds = self.load(split)
+        return {"n": len(ds), "counts": {}, "rows": len(ds) + len(self.skipped)}
+
+
+@DATASETS.register("celeba")
+class CelebA(NativeLoader):
+    """CelebA: 202,599 faces with 40 binary attributes (list_attr_celeba.txt, list_eval_partition.txt)"""
+
+    name = "celeba"
+    description = __doc__.splitlines()[0]
+    citation = "Liu, Luo, Wang, Tang. Deep Learning Face Attributes in the Wild. ICCV 2015."
+    license = "non-commercial research only (CelebA agreement)"
+    how_to_get = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (Img/img_align_celeba, Anno/, Eval/)"
+    layout = (
+        "  <path>/Anno/list_attr_celeba.txt     line 1: count; line 2: the 40 attribute names; then\n"
+        "                                       `000001.jpg -1  1 ...` (1 = present, -1 = absent)\n"
+        "  <path>/Eval/list_eval_partition.txt  `000001.jpg 0` (0 train, 1 val, 2 test)\n"
+        "  <path>/Img/img_align_celeba/000001.jpg\n"
+        "  (the files may also sit directly in <path>)"
+    )
+    splits = ("train", "val", "test")
+    default_dirname = "celeba"
+    _PARTS = {"train": "0", "val": "1", "test": "2"}
+
+    def _attr_file(self) -> Path:
+        return _first_existing([self.root / "Anno" / "list_attr_celeba.txt", self.root / "list_attr_celeba.txt"])
+
+    def _partition_file(self) -> Path:
+        return _first_existing([self.root / "Eval" / "list_eval_partition.txt",
+                                self.root / "list_eval_partition.txt"])
+
+    def _image_dir(self) -> Path:
+        return _first_existing([self.root / "Img" / "img_align_celeba", self.root / "img_align_celeba"])
+
+    def label_paths(self, split):
+        return [self._attr_file(), self._partition_file()]
+
+    def required_paths(self, split):
+        return self.label_paths(split) + [self._image_dir()]
+
+    def _read(self, split):
+        lines = self._attr_file().read_text().splitlines()
+        names = tuple(lines[1].split())
+        if names != CELEBA_ATTRIBUTES:
+            raise ConfigError(f"{self._attr_file()}: line 2 should list the 40 CelebA attributes in the standard "
+                              f"order; got {names[:4]}...")
+        part = dict(line.split()[:2] for line in self._partition_file().read_text().splitlines() if line.strip())
+        wanted = self._PARTS[split]
+        ids, rows = [], []
+        for line in lines[2:]:
+            fields = line.split()
+            if not fields or part.get(fields[0]) != wanted:
+                continue
+            if len(fields) != 41:
+                raise ConfigError(f"{self._attr_file()}: line for {fields[0]} has {len(fields) - 1} values, not 40")
+            ids.append(fields[0])
+            rows.append(fields[1:])
+        targets = (np.array(rows, dtype=np.int64) > 0).astype(np.int64).reshape(-1, 40)
+        return ids, targets
+
+    def load(self, split: str) -> Dataset:
+        self.check(split)
+        ids, targets = self._read(split)
+        return Dataset(self.name, split, np.array(ids), CELEBA_ATTRIBUTES, None,
+                       FileImages([find_child(self._image_dir(), i) for i in ids]),
+                       attributes={"targets": targets}, content_tag=self.fingerprint_tag())
+
+    def summary(self, split: str) -> dict:
+        self.check_labels(split)
+        ids, _ = self._read(split)
+        return {"n": len(ids), "counts": {}, "rows": len(ids)}
+
+
+@DATASETS.register("clap2015")
+class CLAP2015(NativeLoader):
+    """ChaLearn LAP 2015 apparent age: label files name;mean;std per split, images per split folder"""
+
+    name = "clap2015"
+    description = __doc__.splitlines()[0]
+    citation = "Escalera et al. ChaLearn Looking at People 2015: Apparent Age and Cultural Event Recognition. ICCVW 2015."
+    license = "research use (ChaLearn LAP 2015 terms)"
+    how_to_get = "https://chalearnlap.cvc.uab.cat/dataset/18/description/ (train, valid, test with ground truth)"
+    layout = (
+        "  <path>/<split>/<image>.jpg        split folders train, valid (val), test\n"
+        "  <path>/<split>_gt.csv            `image;mean;std` or `image,mean,stdv` (a header line is skipped);\n"
+        "                                   option `labels: FILE` names another file per split, with `{split}`"
+    )
+    splits = ("train", "val", "test")
+    split_aliases = {"valid": "val", "validation": "val"}
+    default_dirname = "clap2015"
+    _FOLDERS = {"train": "train", "val": "valid", "test": "test"}
+
+    def __init__(self, path=None, data_root=None, *, labels: str | None = None):
+        super().__init__(path, data_root)
+        self.labels_pattern = labels
+
+    def _label_file(self, split) -> Path:
+        if self.labels_pattern:
+            return self.root / self.labels_pattern.format(split=self._FOLDERS[split])
+        folder = self._FOLDERS[split]
+        return _first_existing([self.root / f"{folder}_gt.csv", self.root / f"{folder}.txt",
+                                self.root / f"{split}_gt.csv"])
+
+    def label_paths(self, split):
+        return [self._label_file(self.resolve_split(split))]
+
+    def required_paths(self, split):
+        split = self.resolve_split(split)
+        return [self._label_file(split), self.root / self._FOLDERS[split]]
+
+    def _read(self, split):
+        names, mu, sigma = [], [], []
+        for i, line in enumerate(self._label_file(split).read_text().splitlines()):
+            if not line.strip():
+                continue
+            fields = [f.strip() for f in re.split(r"[;,]", line)]
+            try:
+                m, s = float(fields[1]), float(fields[2])
+            except (IndexError, ValueError):
+                if i == 0:
+                    continue  # header
+                raise ConfigError(f"{self._label_file(split)}:{i + 1}: expected `image;mean;std`, got {line!r}") from None
+            names.append(fields[0])
+            mu.append(m)
+            sigma.append(s)
+        return names, np.array(mu), np.array(sigma)
+
+    def load(self, split: str) -> Dataset:
+        split = self.resolve_split(split)
+        self.check(split)
+        names, mu, sigma = self._read(split)
+        folder = self.root / self._FOLDERS[split]
+        return Dataset(self.name, split, np.array(names), (), None, FileImages([folder / n for n in names]),
+                       attributes={"age": mu, "age_std": sigma}, content_tag=self.fingerprint_tag())
+
+    def summary(self, split: str) -> dict:
+        split = self.resolve_split(split)
+        self.check_labels(split)
+        names, _, _ = self._read(split)
+        return {"n": len(names), "counts": {}, "rows": len(names)}
