@@ -162,6 +162,18 @@ DATASETS = Registry(
             "facebench.data.sfew:SFEW",
             "SFEW 2.0: faces in movie frames (EmotiW), Train/ and Val/<Class>/*.png with 7 alphabetical class folders",
         ),
+        "utkface": (
+            "facebench.data.age_attr:UTKFace",
+            "UTKFace: faces with age, gender and race in file names [age]_[gender]_[race]_[datetime].jpg.chip.jpg",
+        ),
+        "celeba": (
+            "facebench.data.age_attr:CelebA",
+            "CelebA: 202,599 faces with 40 binary attributes (list_attr_celeba.txt, list_eval_partition.txt)",
+        ),
+        "clap2015": (
+            "facebench.data.age_attr:CLAP2015",
+            "ChaLearn LAP 2015 apparent age: label files name;mean;std per split, images per split folder",
+        ),
         "expw": (
             "facebench.data.expw:ExpW",
             "ExpW: 91,793 web faces with 7 expressions, label/label.lst boxes (top left right bottom) over image/origin/",
@@ -207,6 +219,14 @@ PROTOCOLS = Registry(
         "closed_set": (
             "facebench.protocols.closed_set:ClosedSetProtocol",
             "Closed-set expression recognition: accuracy, mean class accuracy, macro-F1, NLL, ECE, bootstrap CIs",
+        ),
+        "age_estimation": (
+            "facebench.protocols.age:AgeEstimationProtocol",
+            "Age estimation: MAE, cumulative score CS@5 and the LAP 2015 epsilon-error, with bootstrap CIs",
+        ),
+        "attributes": (
+            "facebench.protocols.attributes:AttributesProtocol",
+            "Binary attributes: per-attribute accuracy at threshold 0.5 and the mean over attributes (mAcc)",
         ),
     },
 )
