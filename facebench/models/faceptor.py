@@ -1,0 +1,328 @@
+"""``faceptor``: Faceptor (Qin et al., ECCV 2024), a clean PyTorch re-implementation that loads the
+authors' checkpoints unchanged (``shared/spec/faceptor.md`` §1).
+
+Loading (spec §1.9): ``torch.load(PATH)["state_dict"]``; strip ``module.``; drop, knowingly, the keys
+no output uses -- ``losses_module.*`` (the recognition CosFace class centres), the tied duplicate
+``*.mask_map.1.ln.*`` and the backbone's ``ln_post.*`` / ``proj`` (never used by any task); remap
+the prefixes onto ``FaceptorNet`` and load strictly. The variant is read from the keys: the task
+set from ``decoder.query_feat.<task>`` (Base: 7 tasks, Full: 13), stage 2 (Layer-Attention) from
+``decoder.new_level_embed``. Widths, layer counts, FFN sizes, query counts and the positional grid
+come from tensor shapes; the few sizes the state dict cannot tell (ViT heads, decoder heads, level
+indices, input size) come from ``config=PATH`` (JSON) or default to the released model's values.
+
+Heads (all on the 112x112 group-0 input, RGB, (x/255 - 0.5)/0.5):
+
+* ``expression`` (= the ``head=`` argument's task, default RAF-DB), ``expression_rafdb``,
+  ``expression_affectnet``, ``expression_ferplus`` (Full only): 7 logits in AffectNet order;
+* ``age`` (``age_head=morph2|utkface``, default morph2), ``age_morph2``, ``age_utkface`` (Full only):
+  kind "regression", the expected age sum_k k p_k with p = sigmoid(101 logits) L1-normalised;
+* ``attributes``: kind "binary", 40 CelebA logits in ``list_attr_celeba`` order;
+* features: the raw 512-d recognition embedding (no flip-sum, no L2 normalisation).
+
+Parsing and landmarks need the 512x512 group-1 input with FaRL normalisation, which a single input
+spec cannot express; ``FaceptorNet`` computes them (``parsing_output``, ``align_output`` in
+``faceptor_net``) and the tests check them, but the adapter does not expose them as heads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facebench.data.preprocess import InputSpec
+from facebench.data.taxonomy import CELEBA_ATTRIBUTES, LABEL_ORDERS
+from facebench.errors import ModelError
+from facebench.models.base import Head, ModelAdapter
+from facebench.registry import MODELS
+
+EXPRESSION_LABELS: tuple[str, ...] = LABEL_ORDERS["affectnet"][:7]
+CHECKPOINT_HINT = (
+    "Faceptor expects the authors' `checkpoint_rank0_iter_50000.pth.tar` (a torch.save dict whose "
+    "'state_dict' has DDP `module.`-prefixed keys), published in the Google Drive folder "
+    "https://drive.google.com/drive/folders/1dMuoto2JFGjek74qa-6twQygQcfqLalL linked from the README of "
+    "https://github.com/lxq1000/Faceptor (output/faceptor/stage_1/train_recog_age_biattr_affect_parsing_align"
+    "[_plus]/<date>/checkpoints/ for Faceptor-Base / Faceptor-Full). Pass it as --model-args checkpoint=PATH."
+)
+EXPRESSION_TASKS = {"rafdb": "affect_rafdb", "affectnet": "affect_affectnet", "ferplus": "affect_ferplus"}
+AGE_TASKS = {"morph2": "age_morph2", "utkface": "age_utkface"}
+ATTRIBUTE_TASK = "biattr_celeba"
+
+# Keys no output uses, dropped on purpose (after stripping ``module.``).
+DROPPED_KEYS = (
+    re.compile(r"^losses_module\."),
+    re.compile(r"\.mask_map\.1\.ln\.(weight|bias)$"),
+    re.compile(r"^backbone_module\.visual\.(proj|ln_post\.weight|ln_post\.bias)$"),
+)
+PREFIXES = (
+    ("backbone_module.visual.", "backbone."),
+    ("heads_module.decoder.", "decoder."),
+    ("heads_module.interpreters.feature_v2.", "recog."),
+    ("heads_module.interpreters.value.", "value."),
+    ("heads_module.interpreters.map_v2.", "map."),
+)
+# Defaults for what the state dict cannot tell: the released model's values (spec §1.4, config.json).
+REAL_DEFAULTS = {"vit_head_dim": 64, "dec_nheads": 8, "levels": (11,), "new_levels": (1, 3, 5, 7, 9),
+                 "input_size": 112}
+
+
+# -- checkpoint reading ---------------------------------------------------------------------------
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The raw state dict (with ``module.`` stripped) of a Faceptor checkpoint file."""
+    if not path:
+        raise ModelError(f"faceptor needs a checkpoint. {CHECKPOINT_HINT}")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelError(f"faceptor checkpoint not found at {path}. {CHECKPOINT_HINT}")
+    try:
+        try:  # memory-map: the real file also holds a large AdamW state that is never used
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) torch.save format cannot be memory-mapped
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a wrong file
+        raise ModelError(f"{path} could not be read as a torch checkpoint ({err}). {CHECKPOINT_HINT}") from None
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
+        state = ckpt["state_dict"]
+    elif isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        state = ckpt
+    else:
+        keys = list(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ModelError(f"{path} has no 'state_dict' entry (top level: {keys}). {CHECKPOINT_HINT}")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def remap_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """Authors' keys -> FaceptorNet keys. Returns (remapped, dropped keys, keys with no known prefix)."""
+    out, dropped, unknown = {}, [], []
+    for key, value in state.items():
+        if any(p.search(key) for p in DROPPED_KEYS):
+            dropped.append(key)
+            continue
+        for old, new in PREFIXES:
+            if key.startswith(old):
+                out[new + key[len(old):]] = value
+                break
+        else:
+            unknown.append(key)
+    return out, dropped, unknown
+
+
+# -- sizes ----------------------------------------------------------------------------------------
+def load_config_json(path: str | Path | None) -> dict[str, Any]:
+    """Flat ``{name: value}`` view of a config JSON: top-level keys and the ``hyperparameters`` block;
+    values given per variant (``{"tiny": .., "real": ..}``) stay dicts, resolved in ``resolve_sizes``."""
+    if not path:
+        return {}
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelError(f"faceptor config not found at {path}; pass a JSON file like the fixture's config.json.")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ModelError(f"faceptor config {path} is not valid JSON: {err}") from None
+    flat = {k: v for k, v in raw.items() if k != "hyperparameters"}
+    flat.update(raw.get("hyperparameters") or {})
+    return flat
+
+
+def _count(state: dict, prefix: str) -> int:
+    pat = re.compile(re.escape(prefix) + r"(\d+)\.")
+    idx = {int(m.group(1)) for k in state for m in [pat.match(k)] if m}
+    return max(idx) + 1 if idx else 0
+
+
+def _shape(state: dict, key: str) -> tuple[int, ...]:
+    if key not in state:
+        raise ModelError(f"faceptor checkpoint lacks {key!r}, so it is not a Faceptor (Base/Full/stage-2) "
+                         f"checkpoint. {CHECKPOINT_HINT}")
+    return tuple(state[key].shape)
+
+
+def resolve_sizes(state: dict[str, torch.Tensor], config: dict[str, Any]):
+    """FaceptorConfig from the remapped state dict's shapes plus ``config`` for what shapes cannot tell.
+    Returns (FaceptorConfig, input size)."""
+    from facebench.models.faceptor_net import FaceptorConfig
+
+    width = _shape(state, "backbone.conv1.weight")[0]
+    hidden = _shape(state, "decoder.level_embed.weight")[1]
+    variants = {k for v in config.values() if isinstance(v, dict) for k in v if k != "from_state_dict"}
+
+    def matches(variant: str) -> bool:
+        def val(name):
+            v = config.get(name)
+            return v.get(variant) if isinstance(v, dict) else None
+        return val("vit_width") == width and val("dec_hidden_dim") == hidden
+
+    chosen = [v for v in sorted(variants) if matches(v)]
+    variant = chosen[0] if chosen else None
+
+    def get(name: str, default=None):
+        v = config.get(name, None)
+        if isinstance(v, dict):
+            if variant is None or variant not in v:
+                return default
+            v = v[variant]
+        return default if v is None else v
+
+    vit_heads = get("vit_heads")
+    if vit_heads is None:
+        head_dim = get("vit_head_dim", REAL_DEFAULTS["vit_head_dim"])
+        if width % head_dim:
+            raise ModelError(f"faceptor: ViT width {width} is not a multiple of the head size {head_dim}; "
+                             f"give the number of heads in config=PATH (key 'vit_heads').")
+        vit_heads = width // head_dim
+    dec_heads = get("dec_nheads", REAL_DEFAULTS["dec_nheads"])
+    if width % vit_heads or hidden % dec_heads:
+        raise ModelError(f"faceptor: widths {width}/{hidden} are not divisible by the head counts "
+                         f"{vit_heads}/{dec_heads}; fix 'vit_heads' / 'dec_nheads' in config=PATH.")
+    levels = tuple(get("dec_levels", get("levels", REAL_DEFAULTS["levels"])))
+    n_new = _count(state, "decoder.new_input_proj.")
+    new_levels: tuple[int, ...] = ()
+    if n_new:
+        new_levels = tuple(get("dec_new_levels_stage2", get("new_levels", REAL_DEFAULTS["new_levels"])))
+        if len(new_levels) != n_new:
+            raise ModelError(f"faceptor: the checkpoint has {n_new} stage-2 level projections but the config "
+                             f"names {len(new_levels)} levels {list(new_levels)}.")
+    tasks = {}
+    for key, value in state.items():
+        m = re.fullmatch(r"decoder\.query_feat\.(\w+)\.weight", key)
+        if m:
+            tasks[m.group(1)] = int(value.shape[0])
+    if not tasks:
+        raise ModelError(f"faceptor checkpoint has no decoder.query_feat.<task> tables. {CHECKPOINT_HINT}")
+    pos_rows = _shape(state, "backbone.positional_embedding")[0] - 1
+    grid = int(round(math.sqrt(pos_rows)))
+    if grid * grid != pos_rows:
+        raise ModelError(f"faceptor: positional_embedding has {pos_rows + 1} rows, not a square grid + 1.")
+    cfg = FaceptorConfig(
+        vit_width=width,
+        vit_layers=_count(state, "backbone.transformer.resblocks."),
+        vit_heads=int(vit_heads),
+        vit_patch=_shape(state, "backbone.conv1.weight")[-1],
+        vit_mlp_hidden=_shape(state, "backbone.transformer.resblocks.0.mlp.c_fc.weight")[0],
+        vit_pos_grid=grid,
+        dec_hidden=hidden,
+        dec_heads=int(dec_heads),
+        dec_ffn=_shape(state, "decoder.transformer_ffn_layers.0.linear1.weight")[0],
+        dec_layers=_count(state, "decoder.transformer_ffn_layers."),
+        levels=levels,
+        new_levels=new_levels,
+        tasks=tasks,
+        recog_in=_shape(state, "recog.head.0.weight")[1],
+        recog_out=_shape(state, "recog.head.2.weight")[0],
+        map_hidden=_shape(state, "map.mask_map.0.weight")[1],
+        map_mlp_layers=_count(state, "map.mask_embed.layers."),
+    )
+    input_size = int(get("input_size_group_0", REAL_DEFAULTS["input_size"]))
+    return cfg, input_size
+
+
+def build_faceptor(checkpoint: str | Path, config: str | Path | None = None):
+    """(FaceptorNet in eval mode with the checkpoint loaded strictly, input size of group 0)."""
+    from facebench.models.faceptor_net import FaceptorNet
+
+    raw = read_checkpoint(checkpoint)
+    state, _dropped, unknown = remap_state_dict(raw)
+    if unknown:
+        raise ModelError(f"faceptor checkpoint {checkpoint} has {len(unknown)} unexpected keys (e.g. "
+                         f"{unknown[:5]}) outside backbone_module / heads_module / losses_module. {CHECKPOINT_HINT}")
+    cfg, input_size = resolve_sizes(state, load_config_json(config))
+    try:
+        net = FaceptorNet(cfg)
+    except ValueError as err:
+        raise ModelError(f"faceptor checkpoint {checkpoint}: {err}") from None
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        detail = " ".join(str(err).split())
+        raise ModelError(f"faceptor checkpoint {checkpoint} does not match the Faceptor architecture: {detail} "
+                         f"{CHECKPOINT_HINT}") from None
+    if missing or unexpected:
+        raise ModelError(
+            f"faceptor checkpoint {checkpoint} does not match the Faceptor architecture: missing keys "
+            f"{list(missing)[:8]}{' ...' if len(missing) > 8 else ''} ({len(missing)}), unexpected keys "
+            f"{list(unexpected)[:8]}{' ...' if len(unexpected) > 8 else ''} ({len(unexpected)}). {CHECKPOINT_HINT}")
+    net.eval()
+    return net, input_size
+
+
+def _variant_name(tasks: dict[str, int], stage2: bool) -> str:
+    base = "Full" if "affect_ferplus" in tasks else "Base"
+    return f"stage-2 ({base} tasks)" if stage2 else base
+
+
+@MODELS.register("faceptor")
+class FaceptorAdapter(ModelAdapter):
+    """Faceptor (ECCV 2024) FaRL ViT-B/16 + task-query decoder from the authors' checkpoint: expression, age, 40 attributes, 512-d embedding"""
+
+    name = "faceptor"
+
+    def __init__(self, checkpoint: str | None = None, head: str = "rafdb", config: str | None = None,
+                 age_head: str = "morph2"):
+        super().__init__(checkpoint=checkpoint, head=head, config=config, age_head=age_head)
+        head, age_head = str(head).lower(), str(age_head).lower()
+        if head not in EXPRESSION_TASKS:
+            raise ModelError(f"faceptor: head={head!r} is not one of {', '.join(EXPRESSION_TASKS)}.")
+        if age_head not in AGE_TASKS:
+            raise ModelError(f"faceptor: age_head={age_head!r} is not one of {', '.join(AGE_TASKS)}.")
+        self.module, size = build_faceptor(checkpoint, config)
+        tasks = self.module.cfg.tasks
+        self.variant = _variant_name(tasks, bool(self.module.cfg.new_levels))
+        self.input_spec = InputSpec(size=(size, size), channels=3, color_order="RGB",
+                                    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+        # head name -> (decoder task, decode)
+        self._tasks: dict[str, tuple[str, str]] = {}
+        self.heads = {}
+        for short, task in EXPRESSION_TASKS.items():
+            if task in tasks:
+                self._add(f"expression_{short}", task, "logits", EXPRESSION_LABELS, "classification")
+        if EXPRESSION_TASKS[head] not in tasks:
+            fallback = "affectnet"
+            if EXPRESSION_TASKS[fallback] not in tasks:
+                raise ModelError(f"faceptor checkpoint {checkpoint} has no expression task (query tables: "
+                                 f"{', '.join(tasks)}). {CHECKPOINT_HINT}")
+            warnings.warn(f"faceptor {self.variant} checkpoint has no {EXPRESSION_TASKS[head]} head; "
+                          f"using {EXPRESSION_TASKS[fallback]} for `expression`.", stacklevel=2)
+            head = fallback
+        self._add("expression", EXPRESSION_TASKS[head], "logits", EXPRESSION_LABELS, "classification")
+        for short, task in AGE_TASKS.items():
+            if task in tasks:
+                self._add(f"age_{short}", task, "age", ("age",), "regression")
+        if AGE_TASKS[age_head] in tasks:
+            self._add("age", AGE_TASKS[age_head], "age", ("age",), "regression")
+        elif "age_morph2" in tasks:
+            warnings.warn(f"faceptor {self.variant} checkpoint has no {AGE_TASKS[age_head]} head; "
+                          f"using age_morph2 for `age`.", stacklevel=2)
+            self._add("age", "age_morph2", "age", ("age",), "regression")
+        if ATTRIBUTE_TASK in tasks:
+            self._add("attributes", ATTRIBUTE_TASK, "logits", CELEBA_ATTRIBUTES, "binary")
+        for name, (task, decode) in self._tasks.items():
+            q = tasks[task]
+            n = len(self.heads[name].labels)
+            if decode != "age" and q != n:
+                raise ModelError(f"faceptor: task {task} has {q} queries in the checkpoint; the {name!r} head "
+                                 f"needs {n}. {CHECKPOINT_HINT}")
+        self.default_head = "expression"
+        self.feature_dim = self.module.cfg.recog_out
+
+    def _add(self, name: str, task: str, decode: str, labels: tuple[str, ...], kind: str) -> None:
+        self._tasks[name] = (task, decode)
+        self.heads[name] = Head(name, tuple(labels), kind)
+
+    def forward(self, batch, heads, features):
+        from facebench.models.faceptor_net import age_expectation
+
+        tasks = tuple(dict.fromkeys(self._tasks[h][0] for h in heads))
+        raw = self.module(batch, tasks=tasks, recognition=features)
+        out = {}
+        for h in heads:
+            task, decode = self._tasks[h]
+            out[h] = age_expectation(raw[task]).unsqueeze(1) if decode == "age" else raw[task]
+        if features:
+            out["features"] = raw["recog"]
+        return out
