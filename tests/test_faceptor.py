@@ -229,25 +229,10 @@ def test_registry_and_model_args(tmp_path):
 # -- without the fixture: a synthetic checkpoint in the authors' layout ------------------------------
 BASE_TASKS = {"age_morph2": 101, "biattr_celeba": 40, "affect_affectnet": 7, "affect_rafdb": 7,
               "parsing_celebam": 19, "align_300w": 68}
-TO_AUTHORS = {"backbone.": "backbone_module.visual.", "decoder.": "heads_module.decoder.",
-              "recog.": "heads_module.interpreters.feature_v2.", "value.": "heads_module.interpreters.value.",
-              "map.": "heads_module.interpreters.map_v2."}
 
 
 def _authors_layout(net) -> dict[str, torch.Tensor]:
-    """FaceptorNet state -> the authors' DDP layout, with the keys the loader drops on purpose."""
-    out = {}
-    for key, value in net.state_dict().items():
-        prefix = next(p for p in TO_AUTHORS if key.startswith(p))
-        out["module." + TO_AUTHORS[prefix] + key[len(prefix):]] = value
-    width = net.cfg.vit_width
-    out["module.backbone_module.visual.proj"] = torch.randn(width, 512)
-    out["module.backbone_module.visual.ln_post.weight"] = torch.ones(width)
-    out["module.backbone_module.visual.ln_post.bias"] = torch.zeros(width)
-    tied = "module.heads_module.interpreters.map_v2.mask_map.1."
-    out[tied + "ln.weight"], out[tied + "ln.bias"] = out[tied + "weight"], out[tied + "bias"]
-    out["module.losses_module.losses.recog_ms1mv3.classifier"] = torch.randn(5, 512)
-    return out
+    return fp.authors_state_dict(net)
 
 
 @pytest.mark.parametrize("stage2", [False, True])

@@ -112,6 +112,31 @@ def remap_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Te
     return out, dropped, unknown
 
 
+def authors_state_dict(net) -> dict[str, torch.Tensor]:
+    """FaceptorNet state -> the authors' DDP checkpoint layout (``module.``-prefixed), including the keys
+    the loader drops on purpose (unused projection, duplicated norm, recognition classifier).
+
+    The inverse of ``remap_state_dict``; used to build checkpoints in the real file structure for tests
+    (``torch.save({"step": ..., "state_dict": authors_state_dict(net)}, path)``).
+    """
+    out = {}
+    for key, value in net.state_dict().items():
+        match = next(((o, n) for o, n in PREFIXES if key.startswith(n)), None)
+        if match is None:
+            raise ValueError(f"no authors' prefix for {key!r}")
+        old, new = match
+        out["module." + old + key[len(new):]] = value
+    width = net.cfg.vit_width
+    out["module.backbone_module.visual.proj"] = torch.randn(width, net.cfg.recog_out)
+    out["module.backbone_module.visual.ln_post.weight"] = torch.ones(width)
+    out["module.backbone_module.visual.ln_post.bias"] = torch.zeros(width)
+    tied = "module.heads_module.interpreters.map_v2.mask_map.1."
+    if tied + "weight" in out:
+        out[tied + "ln.weight"], out[tied + "ln.bias"] = out[tied + "weight"], out[tied + "bias"]
+    out["module.losses_module.losses.recog_ms1mv3.classifier"] = torch.randn(5, net.cfg.recog_out)
+    return out
+
+
 # -- sizes ----------------------------------------------------------------------------------------
 def load_config_json(path: str | Path | None) -> dict[str, Any]:
     """Flat ``{name: value}`` view of a config JSON: top-level keys and the ``hyperparameters`` block;
