@@ -105,3 +105,11 @@ def test_bootstrap_is_seeded():
 def test_no_shared_class_is_an_error():
     with pytest.raises(ValueError, match="share no class"):
         ClosedSetProtocol().evaluate(make_ctx(["neutral"], [[1.0]], ["contempt"]))
+
+
+def test_no_bootstrap_gives_values_without_cis():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 50)
+    res = ClosedSetProtocol().evaluate(make_ctx([CLASSES[i] for i in y], np.eye(4)[y], CLASSES, n_resamples=0))
+    m = by_metric(res)
+    assert m["accuracy"].value == 1.0 and m["accuracy"].ci is None and m["recall[neutral]"].ci is None

@@ -81,24 +81,29 @@ class ClosedSetProtocol(Protocol):
             "extra_model_classes": p.extra_model_classes,
             "prediction": "argmax",
         }
-        cms = bs.bootstrap_confusion_matrices(y_true, y_pred, n_classes, n_resamples=ctx.n_resamples, seed=ctx.seed)
+        cms = (bs.bootstrap_confusion_matrices(y_true, y_pred, n_classes, n_resamples=ctx.n_resamples, seed=ctx.seed)
+               if ctx.n_resamples > 0 else None)
 
         def ci(samples):
-            if ctx.n_resamples <= 0:
+            if samples is None or ctx.n_resamples <= 0:
                 return None
             return bs.percentile_interval(samples, confidence=ctx.confidence)
+
+        def on_boot(fn, *args):
+            """``fn`` over the bootstrap confusion matrices, or None without bootstrap."""
+            return None if cms is None else fn(cms, *args)
 
         boot = {"bootstrap": f"percentile,resamples={ctx.n_resamples},unit=sample,seed={ctx.seed}",
                 "confidence": ctx.confidence}
         records = [
-            MetricRecord("accuracy", float(cls.accuracy_from_cm(cm)), ci(cls.accuracy_from_cm(cms)), n,
+            MetricRecord("accuracy", float(cls.accuracy_from_cm(cm)), ci(on_boot(cls.accuracy_from_cm)), n,
                          {**conv_common, **boot, "definition": "micro: #correct / N"}, headline=True),
             MetricRecord("mean_class_accuracy", float(cls.mean_class_accuracy_from_cm(cm, eval_classes)),
-                         ci(cls.mean_class_accuracy_from_cm(cms, eval_classes)), n,
+                         ci(on_boot(cls.mean_class_accuracy_from_cm, eval_classes)), n,
                          {**conv_common, **boot, "definition": "unweighted mean of per-class recall",
                           "classes": [label_space[i] for i in eval_classes]}, headline=True),
             MetricRecord("macro_f1", float(cls.macro_f1_from_cm(cm, eval_classes)),
-                         ci(cls.macro_f1_from_cm(cms, eval_classes)), n,
+                         ci(on_boot(cls.macro_f1_from_cm, eval_classes)), n,
                          {**conv_common, **boot, "definition": "mean F1 over dataset classes; F1=0 when undefined",
                           "classes": [label_space[i] for i in eval_classes]}),
         ]
@@ -125,12 +130,12 @@ class ClosedSetProtocol(Protocol):
 
         recall = cls.per_class_recall_from_cm(cm)
         precision = cls.per_class_precision_from_cm(cm)
-        recall_boot = cls.per_class_recall_from_cm(cms)
+        recall_boot = on_boot(cls.per_class_recall_from_cm)
         per_class = []
         for i, name in enumerate(label_space):
             support = int(cm[i].sum())
             if support:
-                records.append(MetricRecord(f"recall[{name}]", float(recall[i]), ci(recall_boot[:, i]), support,
+                records.append(MetricRecord(f"recall[{name}]", float(recall[i]), ci(None if recall_boot is None else recall_boot[:, i]), support,
                                             {**conv_common, **boot}))
             if name in used and int(cm[:, i].sum()):
                 records.append(MetricRecord(f"precision[{name}]", float(precision[i]), None, int(cm[:, i].sum()),
