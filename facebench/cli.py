@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from facebench import __version__
 from facebench.errors import FacebenchError

@@ -1,14 +1,12 @@
 """End-to-end runs of the spine on small synthetic splits."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 
-import numpy as np
 import pytest
 
 from facebench.cli import main

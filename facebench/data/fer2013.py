@@ -464,8 +464,8 @@ class FERPlus(NativeLoader):
             images = FileImages([folder / names[r] for r in rows])
         else:
             rows = np.flatnonzero(keep)
-            images = MissingImages(len(rows), f"ferplus was loaded with `images: none` (labels only); set `images: "
-                                              f"csv` and `fer2013_csv:` to read the pixels.")
+            images = MissingImages(len(rows), "ferplus was loaded with `images: none` (labels only); set `images: "
+                                              "csv` and `fer2013_csv:` to read the pixels.")
         ids = np.array([f"ferplus-{r:05d}" for r in rows])
         labels = np.array(self.classes)[index[rows]]
         return self._dataset(split, ids, self.classes, labels, images,

@@ -26,7 +26,6 @@ spec cannot express; ``FaceptorNet`` computes them (``parsing_output``, ``align_
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import warnings
@@ -37,6 +36,7 @@ import torch
 
 from facebench.data.preprocess import InputSpec
 from facebench.data.taxonomy import CELEBA_ATTRIBUTES, LABEL_ORDERS
+from facebench.models._config import load_config_json as _load_config_json
 from facebench.errors import ModelError
 from facebench.models.base import Head, ModelAdapter
 from facebench.registry import MODELS
@@ -139,20 +139,8 @@ def authors_state_dict(net) -> dict[str, torch.Tensor]:
 
 # -- sizes ----------------------------------------------------------------------------------------
 def load_config_json(path: str | Path | None) -> dict[str, Any]:
-    """Flat ``{name: value}`` view of a config JSON: top-level keys and the ``hyperparameters`` block;
-    values given per variant (``{"tiny": .., "real": ..}``) stay dicts, resolved in ``resolve_sizes``."""
-    if not path:
-        return {}
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ModelError(f"faceptor config not found at {path}; pass a JSON file like the fixture's config.json.")
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ModelError(f"faceptor config {path} is not valid JSON: {err}") from None
-    flat = {k: v for k, v in raw.items() if k != "hyperparameters"}
-    flat.update(raw.get("hyperparameters") or {})
-    return flat
+    """Flat view of a faceptor config JSON (see ``facebench.models._config``)."""
+    return _load_config_json(path, "faceptor")
 
 
 def _count(state: dict, prefix: str) -> int:

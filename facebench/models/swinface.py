@@ -48,6 +48,7 @@ from torch import nn
 
 from facebench.data.preprocess import InputSpec
 from facebench.data.taxonomy import CELEBA_ATTRIBUTES, LABEL_ORDERS
+from facebench.models._config import load_config_json as _load_config_json
 from facebench.errors import ModelError
 from facebench.models.base import Head, ModelAdapter
 from facebench.registry import MODELS
@@ -413,21 +414,8 @@ def read_checkpoint(path: str | Path | None) -> dict[str, dict[str, torch.Tensor
 
 
 def load_config_json(path: str | Path | None) -> dict[str, Any]:
-    """Flat view of a config JSON: top-level keys and the ``hyperparameters`` block."""
-    if not path:
-        return {}
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ModelError(f"swinface config not found at {path}; pass a JSON file like the fixture's config.json.")
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ModelError(f"swinface config {path} is not valid JSON: {err}") from None
-    if not isinstance(raw, dict):
-        raise ModelError(f"swinface config {path} must be a JSON object.")
-    flat = {k: v for k, v in raw.items() if k != "hyperparameters"}
-    flat.update(raw.get("hyperparameters") or {})
-    return flat
+    """Flat view of a swinface config JSON (see ``facebench.models._config``)."""
+    return _load_config_json(path, "swinface")
 
 
 def _count(state: dict, prefix: str) -> int:
