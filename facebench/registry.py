@@ -170,6 +170,10 @@ DATASETS = Registry(
             "facebench.data.age_attr:CelebA",
             "CelebA: 202,599 faces with 40 binary attributes (list_attr_celeba.txt, list_eval_partition.txt)",
         ),
+        "morph2": (
+            "facebench.data.age_attr:MORPH2",
+            "MORPH II age estimation in the layout of Faceptor's RANDOM_80_20 protocol: label/<protocol>/<split>.txt",
+        ),
         "clap2015": (
             "facebench.data.age_attr:CLAP2015",
             "ChaLearn LAP 2015 apparent age: label files name;mean;std per split, images per split folder",

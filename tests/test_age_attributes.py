@@ -92,3 +92,31 @@ def test_attributes_protocol_matches_by_name():
     m = {r.metric: r.value for r in res.records}
     assert m["accuracy[Male]"] == 1.0 and m["accuracy[Smiling]"] == 0.75 and m["accuracy[Young]"] == 1.0
     assert m["mean_attribute_accuracy"] == pytest.approx((1 + 0.75 + 1) / 3)
+
+
+def test_morph2_faceptor_protocol_layout(tmp_path):
+    from facebench.data.age_attr import MORPH2
+
+    (tmp_path / "label" / "RANDOM_80_20").mkdir(parents=True)
+    (tmp_path / "label" / "RANDOM_80_20" / "test.txt").write_text("001_0M21.JPG 21\n002_1F45.JPG 45\n\n")
+    (tmp_path / "label" / "RANDOM_80_20" / "train.txt").write_text("003_0M30.JPG 30\n")
+    _img(tmp_path / "data" / "001_0M21.JPG")
+    _img(tmp_path / "data" / "002_1F45.JPG")
+    ds = MORPH2(path=tmp_path).load("test")
+    assert ds.ids.tolist() == ["001_0M21.JPG", "002_1F45.JPG"] and ds.attributes["age"].tolist() == [21.0, 45.0]
+    assert ds.images.load(1).shape == (4, 4, 3)
+    from facebench.errors import DatasetNotFoundError
+
+    with pytest.raises(DatasetNotFoundError, match="RANDOM_80_20"):
+        MORPH2(path=tmp_path / "none").check("test")
+
+
+def test_utkface_faceptor_split_files(tmp_path):
+    (tmp_path / "label").mkdir()
+    (tmp_path / "label" / "test.csv").write_text(",image,age\n0,30_1_0_20170116174525125.jpg.chip.jpg,30\n"
+                                                 "1,odd_name.jpg,7\n")
+    _img(tmp_path / "data" / "30_1_0_20170116174525125.jpg.chip.jpg")
+    _img(tmp_path / "data" / "odd_name.jpg")
+    ds = UTKFace(path=tmp_path).load("test")
+    assert ds.attributes["age"].tolist() == [30.0, 7.0]
+    assert ds.attributes["gender"].tolist() == ["female", "unknown"]

@@ -40,9 +40,11 @@ class UTKFace(NativeLoader):
     layout = (
         "  <path>/<age>_<gender>_<race>_<yyyymmddHHMMSSfff>.jpg.chip.jpg   (or one sub-folder: UTKFace/,\n"
         "  crop_part1/ ...); age 0-116; gender 0 male, 1 female; race 0 White, 1 Black, 2 Asian, 3 Indian,\n"
-        "  4 Others; names that do not follow the pattern are reported and skipped"
+        "  4 Others; names that do not follow the pattern are reported and skipped (split `all`)\n"
+        "  splits train / test as in Faceptor's protocol: <path>/label/train.csv, <path>/label/test.csv\n"
+        "  (a header line, then `<index>,<image>,<age>,...`) over the images in <path>/data/"
     )
-    splits = ("all",)
+    splits = ("all", "train", "test")
     default_dirname = "utkface"
 
     def image_dir(self) -> Path:
@@ -50,13 +52,43 @@ class UTKFace(NativeLoader):
             return self.root
         if list_images(self.root):
             return self.root
-        for sub in ("UTKFace", "crop_part1", "crop_part2", "crop_part3", "utkface_aligned_cropped"):
+        for sub in ("data", "UTKFace", "crop_part1", "crop_part2", "crop_part3", "utkface_aligned_cropped"):
             if (self.root / sub).is_dir():
                 return self.root / sub
         return self.root
 
+    def required_paths(self, split):
+        if split == "all":
+            return [self.root]
+        return [self.root / "label" / f"{split}.csv", self.root / "data"]
+
+    def _split_names(self, split) -> list[tuple[str, float]]:
+        rows = []
+        path = self.root / "label" / f"{split}.csv"
+        for i, line in enumerate(path.read_text().splitlines()[1:], start=2):
+            fields = line.split(",")
+            if len(fields) < 3:
+                continue
+            try:
+                rows.append((fields[1].strip(), float(fields[2])))
+            except ValueError:
+                raise ConfigError(f"{path}:{i}: expected `<index>,<image>,<age>,...`, got {line!r}") from None
+        return rows
+
     def load(self, split: str) -> Dataset:
         self.check(split)
+        if split != "all":
+            rows = self._split_names(split)
+            folder = self.root / "data"
+            parsed = [_UTK_NAME.match(n) for n, _ in rows]
+            return Dataset(self.name, split, np.array([n for n, _ in rows]), (), None,
+                           FileImages([folder / n for n, _ in rows]),
+                           attributes={"age": np.array([a for _, a in rows]),
+                                       "gender": np.array([UTK_GENDERS[int(m.group(2))] if m else "unknown"
+                                                           for m in parsed]),
+                                       "race": np.array([UTK_RACES[int(m.group(3))] if m else "unknown"
+                                                         for m in parsed])},
+                           content_tag=self.fingerprint_tag())
         folder = self.image_dir()
         names, ages, genders, races, skipped = [], [], [], [], []
         for name in list_images(folder):
@@ -78,7 +110,7 @@ class UTKFace(NativeLoader):
 
     def summary(self, split: str) -> dict:
         ds = self.load(split)
-        return {"n": len(ds), "counts": {}, "rows": len(ds) + len(self.skipped)}
+        return {"n": len(ds), "counts": {}, "rows": len(ds) + len(getattr(self, "skipped", []))}
 
 
 @DATASETS.register("celeba")
@@ -216,4 +248,60 @@ class CLAP2015(NativeLoader):
         split = self.resolve_split(split)
         self.check_labels(split)
         names, _, _ = self._read(split)
+        return {"n": len(names), "counts": {}, "rows": len(names)}
+
+
+@DATASETS.register("morph2")
+class MORPH2(NativeLoader):
+    """MORPH II age estimation in the layout of Faceptor's RANDOM_80_20 protocol: label/<protocol>/<split>.txt"""
+
+    name = "morph2"
+    description = __doc__.splitlines()[0]
+    citation = "Ricanek, Tesafaye. MORPH: A Longitudinal Image Database of Normal Adult Age-Progression. FG 2006."
+    license = "academic licence from the University of North Carolina Wilmington (MORPH II)"
+    how_to_get = "https://uncw.edu/myuncw/research/innovation-commercialization/technology-portfolio/morph"
+    layout = (
+        "  <path>/data/<image>                       face images (names as in the label files)\n"
+        "  <path>/label/RANDOM_80_20/train.txt       lines `<image> <age>` (whitespace separated)\n"
+        "  <path>/label/RANDOM_80_20/test.txt        (option `protocol:` names another label folder)"
+    )
+    splits = ("train", "test")
+    default_dirname = "morph2"
+
+    def __init__(self, path=None, data_root=None, *, protocol: str = "RANDOM_80_20"):
+        super().__init__(path, data_root, protocol=protocol)
+        self.protocol = protocol
+
+    def _label_file(self, split) -> Path:
+        return self.root / "label" / self.protocol / f"{split}.txt"
+
+    def label_paths(self, split):
+        return [self._label_file(split)]
+
+    def required_paths(self, split):
+        return [self._label_file(split), self.root / "data"]
+
+    def _read(self, split):
+        names, ages = [], []
+        for i, line in enumerate(self._label_file(split).read_text().splitlines()):
+            fields = line.split()
+            if not fields:
+                continue
+            try:
+                ages.append(float(fields[1]))
+            except (IndexError, ValueError):
+                raise ConfigError(f"{self._label_file(split)}:{i + 1}: expected `<image> <age>`, got {line!r}") from None
+            names.append(fields[0])
+        return names, np.array(ages)
+
+    def load(self, split: str) -> Dataset:
+        self.check(split)
+        names, ages = self._read(split)
+        return Dataset(self.name, split, np.array(names), (), None,
+                       FileImages([self.root / "data" / n for n in names]), attributes={"age": ages},
+                       content_tag=self.fingerprint_tag())
+
+    def summary(self, split: str) -> dict:
+        self.check_labels(split)
+        names, _ = self._read(split)
         return {"n": len(names), "counts": {}, "rows": len(names)}
