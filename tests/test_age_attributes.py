@@ -120,3 +120,12 @@ def test_utkface_faceptor_split_files(tmp_path):
     ds = UTKFace(path=tmp_path).load("test")
     assert ds.attributes["age"].tolist() == [30.0, 7.0]
     assert ds.attributes["gender"].tolist() == ["female", "unknown"]
+
+
+def test_label_file_errors_name_the_line(tmp_path):
+    from facebench.errors import ConfigError
+
+    (tmp_path / "valid_gt.csv").write_text("image,mean,stdv\nimage_1.jpg,24.5,3.1\nimage_2.jpg,forty,5\n")
+    (tmp_path / "valid").mkdir()
+    with pytest.raises(ConfigError, match=r"valid_gt.csv:3: expected `image;mean;std`"):
+        CLAP2015(path=tmp_path).load("val")

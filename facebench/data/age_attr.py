@@ -28,6 +28,70 @@ def _first_existing(candidates: list[Path]) -> Path:
     return candidates[0]
 
 
+def read_label_lines(path: Path, separator: str, name_column: int, value_columns: tuple[int, ...],
+                     expected: str) -> tuple[list[str], np.ndarray]:
+    """Label-file lines -> (image names, float values (n, len(value_columns))).
+
+    Fields are split on the regex ``separator``; blank lines are skipped; a first line whose values
+    do not parse is a header; any other such line is an error naming the file, line and ``expected``.
+    """
+    names, values = [], []
+    for i, line in enumerate(path.read_text().splitlines()):
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in re.split(separator, line.strip())]
+        try:
+            row = [float(fields[c]) for c in value_columns]
+        except (IndexError, ValueError):
+            if i == 0:
+                continue
+            raise ConfigError(f"{path}:{i + 1}: expected `{expected}`, got {line!r}") from None
+        names.append(fields[name_column])
+        values.append(row)
+    return names, np.array(values, dtype=np.float64).reshape(-1, len(value_columns))
+
+
+class _AgeLabelFileLoader(NativeLoader):
+    """An age dataset given by one label file per split over one image folder per split."""
+
+    separator = r"\s+"
+    name_column = 0
+    value_columns: dict[str, int] = {"age": 1}
+    expected_line = "<image> <age>"
+
+    def _label_file(self, split: str) -> Path:
+        raise NotImplementedError
+
+    def _image_dir(self, split: str) -> Path:
+        raise NotImplementedError
+
+    def label_paths(self, split):
+        return [self._label_file(self.resolve_split(split))]
+
+    def required_paths(self, split):
+        split = self.resolve_split(split)
+        return [self._label_file(split), self._image_dir(split)]
+
+    def _read(self, split):
+        return read_label_lines(self._label_file(split), self.separator, self.name_column,
+                                tuple(self.value_columns.values()), self.expected_line)
+
+    def load(self, split: str) -> Dataset:
+        split = self.resolve_split(split)
+        self.check(split)
+        names, values = self._read(split)
+        folder = self._image_dir(split)
+        attributes = {key: values[:, j] for j, key in enumerate(self.value_columns)}
+        return Dataset(self.name, split, np.array(names), (), None, FileImages([folder / n for n in names]),
+                       attributes=attributes, content_tag=self.fingerprint_tag())
+
+    def summary(self, split: str) -> dict:
+        split = self.resolve_split(split)
+        self.check_labels(split)
+        names, _ = self._read(split)
+        return {"n": len(names), "counts": {}, "rows": len(names)}
+
+
 @DATASETS.register("utkface")
 class UTKFace(NativeLoader):
     """UTKFace: faces with age, gender and race in file names [age]_[gender]_[race]_[datetime].jpg.chip.jpg"""
@@ -63,17 +127,9 @@ class UTKFace(NativeLoader):
         return [self.root / "label" / f"{split}.csv", self.root / "data"]
 
     def _split_names(self, split) -> list[tuple[str, float]]:
-        rows = []
-        path = self.root / "label" / f"{split}.csv"
-        for i, line in enumerate(path.read_text().splitlines()[1:], start=2):
-            fields = line.split(",")
-            if len(fields) < 3:
-                continue
-            try:
-                rows.append((fields[1].strip(), float(fields[2])))
-            except ValueError:
-                raise ConfigError(f"{path}:{i}: expected `<index>,<image>,<age>,...`, got {line!r}") from None
-        return rows
+        names, values = read_label_lines(self.root / "label" / f"{split}.csv", ",", 1, (2,),
+                                         "<index>,<image>,<age>,...")
+        return list(zip(names, values[:, 0].tolist()))
 
     def load(self, split: str) -> Dataset:
         self.check(split)
@@ -183,7 +239,7 @@ class CelebA(NativeLoader):
 
 
 @DATASETS.register("clap2015")
-class CLAP2015(NativeLoader):
+class CLAP2015(_AgeLabelFileLoader):
     """ChaLearn LAP 2015 apparent age: label files name;mean;std per split, images per split folder"""
 
     name = "clap2015"
@@ -200,6 +256,9 @@ class CLAP2015(NativeLoader):
     split_aliases = {"valid": "val", "validation": "val"}
     default_dirname = "clap2015"
     _FOLDERS = {"train": "train", "val": "valid", "test": "test"}
+    separator = r"[;,]"
+    value_columns = {"age": 1, "age_std": 2}
+    expected_line = "image;mean;std"
 
     def __init__(self, path=None, data_root=None, *, labels: str | None = None):
         super().__init__(path, data_root)
@@ -212,47 +271,12 @@ class CLAP2015(NativeLoader):
         return _first_existing([self.root / f"{folder}_gt.csv", self.root / f"{folder}.txt",
                                 self.root / f"{split}_gt.csv"])
 
-    def label_paths(self, split):
-        return [self._label_file(self.resolve_split(split))]
-
-    def required_paths(self, split):
-        split = self.resolve_split(split)
-        return [self._label_file(split), self.root / self._FOLDERS[split]]
-
-    def _read(self, split):
-        names, mu, sigma = [], [], []
-        for i, line in enumerate(self._label_file(split).read_text().splitlines()):
-            if not line.strip():
-                continue
-            fields = [f.strip() for f in re.split(r"[;,]", line)]
-            try:
-                m, s = float(fields[1]), float(fields[2])
-            except (IndexError, ValueError):
-                if i == 0:
-                    continue  # header
-                raise ConfigError(f"{self._label_file(split)}:{i + 1}: expected `image;mean;std`, got {line!r}") from None
-            names.append(fields[0])
-            mu.append(m)
-            sigma.append(s)
-        return names, np.array(mu), np.array(sigma)
-
-    def load(self, split: str) -> Dataset:
-        split = self.resolve_split(split)
-        self.check(split)
-        names, mu, sigma = self._read(split)
-        folder = self.root / self._FOLDERS[split]
-        return Dataset(self.name, split, np.array(names), (), None, FileImages([folder / n for n in names]),
-                       attributes={"age": mu, "age_std": sigma}, content_tag=self.fingerprint_tag())
-
-    def summary(self, split: str) -> dict:
-        split = self.resolve_split(split)
-        self.check_labels(split)
-        names, _, _ = self._read(split)
-        return {"n": len(names), "counts": {}, "rows": len(names)}
+    def _image_dir(self, split) -> Path:
+        return self.root / self._FOLDERS[split]
 
 
 @DATASETS.register("morph2")
-class MORPH2(NativeLoader):
+class MORPH2(_AgeLabelFileLoader):
     """MORPH II age estimation in the layout of Faceptor's RANDOM_80_20 protocol: label/<protocol>/<split>.txt"""
 
     name = "morph2"
@@ -275,33 +299,5 @@ class MORPH2(NativeLoader):
     def _label_file(self, split) -> Path:
         return self.root / "label" / self.protocol / f"{split}.txt"
 
-    def label_paths(self, split):
-        return [self._label_file(split)]
-
-    def required_paths(self, split):
-        return [self._label_file(split), self.root / "data"]
-
-    def _read(self, split):
-        names, ages = [], []
-        for i, line in enumerate(self._label_file(split).read_text().splitlines()):
-            fields = line.split()
-            if not fields:
-                continue
-            try:
-                ages.append(float(fields[1]))
-            except (IndexError, ValueError):
-                raise ConfigError(f"{self._label_file(split)}:{i + 1}: expected `<image> <age>`, got {line!r}") from None
-            names.append(fields[0])
-        return names, np.array(ages)
-
-    def load(self, split: str) -> Dataset:
-        self.check(split)
-        names, ages = self._read(split)
-        return Dataset(self.name, split, np.array(names), (), None,
-                       FileImages([self.root / "data" / n for n in names]), attributes={"age": ages},
-                       content_tag=self.fingerprint_tag())
-
-    def summary(self, split: str) -> dict:
-        self.check_labels(split)
-        names, _ = self._read(split)
-        return {"n": len(names), "counts": {}, "rows": len(names)}
+    def _image_dir(self, split) -> Path:
+        return self.root / "data"
