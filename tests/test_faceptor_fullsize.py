@@ -35,6 +35,14 @@ def test_full_size_checkpoint_loads_strictly(full_checkpoint):
     x = torch.randn(2, 3, 112, 112)
     out = adapter.predict(x, heads=("expression", "age", "attributes"), features=True)
     assert out["expression"].shape == (2, 7) and out["attributes"].shape == (2, 40) and out["features"].shape == (2, 512)
+    # dense heads at the published 512 x 512 group-1 input: one image of another size, a 300W box
+    assert adapter.module.cfg.dense_input_size == 512
+    image = (torch.rand(200, 160, 3) * 255).byte().numpy()
+    pts = adapter.landmarks([image], [(20, 10, 180, 150)], dataset="300w")
+    assert pts.shape == (1, 68, 2)
+    # with the 0.8 zoom-out, every point lies inside the frame's footprint: box centre +- (size / 2) / 0.8
+    assert (pts[0, :, 0] > 80 - 87.5 - 1e-6).all() and (pts[0, :, 0] < 80 + 87.5 + 1e-6).all()
+    assert adapter.parsing([image], dataset="celebam")[0].shape == (200, 160)
 
 
 def test_full_size_runs_end_to_end(full_checkpoint, tmp_path):

@@ -19,9 +19,11 @@ Heads (all on the 112x112 group-0 input, RGB, (x/255 - 0.5)/0.5):
 * ``attributes``: kind "binary", 40 CelebA logits in ``list_attr_celeba`` order;
 * features: the raw 512-d recognition embedding (no flip-sum, no L2 normalisation).
 
-Parsing and landmarks need the 512x512 group-1 input with FaRL normalisation, which a single input
-spec cannot express; ``FaceptorNet`` computes them (``parsing_output``, ``align_output`` in
-``faceptor_net``) and the tests check them, but the adapter does not expose them as heads.
+Parsing and landmarks need the 512x512 group-1 input with FaRL normalisation and per-image warps, which
+the 112 input spec cannot express; they are methods instead of stored heads (``faceptor_dense``):
+``adapter.landmarks(images, boxes, dataset="300w"|"cofw"|"wflw"|"aflw")`` gives (N, K, 2) original
+pixel coordinates, ``adapter.parsing(images, dataset="celebam"|"lapa")`` label maps at each image's
+original size; ``adapter.dense_heads`` lists what the checkpoint has.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ PREFIXES = (
 )
 # Defaults for what the state dict cannot tell: the released model's values (spec §1.4, config.json).
 REAL_DEFAULTS = {"vit_head_dim": 64, "dec_nheads": 8, "levels": (11,), "new_levels": (1, 3, 5, 7, 9),
-                 "input_size": 112}
+                 "input_size": 112}  # group-1 (dense) input: 512
 
 
 # -- checkpoint reading ---------------------------------------------------------------------------
@@ -230,6 +232,7 @@ def resolve_sizes(state: dict[str, torch.Tensor], config: dict[str, Any]):
         recog_out=_shape(state, "recog.head.2.weight")[0],
         map_hidden=_shape(state, "map.mask_map.0.weight")[1],
         map_mlp_layers=_count(state, "map.mask_embed.layers."),
+        dense_input_size=int(get("input_size_group_1", 512)),
     )
     input_size = int(get("input_size_group_0", REAL_DEFAULTS["input_size"]))
     return cfg, input_size
@@ -322,6 +325,28 @@ class FaceptorAdapter(ModelAdapter):
                                  f"needs {n}. {CHECKPOINT_HINT}")
         self.default_head = "expression"
         self.feature_dim = self.module.cfg.recog_out
+
+    @property
+    def dense_heads(self) -> dict[str, tuple[str, ...]]:
+        """Dense heads the checkpoint has: ``{"landmarks": (datasets...), "parsing": (datasets...)}``."""
+        tasks = self.module.cfg.tasks
+        return {"landmarks": tuple(t[len("align_"):] for t in tasks if t.startswith("align_")),
+                "parsing": tuple(t[len("parsing_"):] for t in tasks if t.startswith("parsing_"))}
+
+    def landmarks(self, images, boxes, dataset: str = "300w", scale_mu: float | None = None,
+                  batch_size: int = 16):
+        """(N, K, 2) landmarks in original pixel xy from RGB uint8 images and boxes (y1, x1, y2, x2),
+        with the authors' crop (``faceptor_dense.crop_matrix``) and its inverse."""
+        from facebench.models.faceptor_dense import predict_landmarks
+
+        return predict_landmarks(self.module, images, boxes, dataset, self.module.cfg.dense_input_size,
+                                 scale_mu, batch_size)
+
+    def parsing(self, images, dataset: str = "celebam"):
+        """Parsing label maps (H, W) at each image's original size (CelebAMask-HQ whole-image frame)."""
+        from facebench.models.faceptor_dense import predict_parsing
+
+        return predict_parsing(self.module, images, dataset, self.module.cfg.dense_input_size)
 
     def _add(self, name: str, task: str, decode: str, labels: tuple[str, ...], kind: str) -> None:
         self._tasks[name] = (task, decode)

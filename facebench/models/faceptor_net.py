@@ -56,6 +56,7 @@ class FaceptorConfig:
     norm2d_eps: float = 1e-6
     pos_temperature: float = 10000.0
     parsing_out_size: tuple[int, int] = (512, 512)
+    dense_input_size: int = 512  # group-1 input (parsing, landmarks); not visible in the state dict
     softargmax_clamp: float = 1e-6
 
 
