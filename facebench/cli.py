@@ -1,4 +1,4 @@
-"""The ``facebench`` command line: run, validate, list, cache."""
+"""The ``facebench`` command line: run, rescore, validate, list, cache, data."""
 
 from __future__ import annotations
 
@@ -48,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="do not print the leaderboard")
     _add_run_overrides(run)
 
+    rs = sub.add_parser("rescore", help="re-evaluate a finished run from stored predictions (no model is loaded)")
+    rs.add_argument("run_dir", help="a run folder written by `facebench run`")
+    rs.add_argument("--suite", help="evaluate this suite instead of the run's own (same model, stored splits)")
+    rs.add_argument("--out", help="run folder (default <run_dir>-rescored)")
+    rs.add_argument("--force", action="store_true", help="overwrite results in an existing run folder")
+    rs.add_argument("--cache-dir", help="prediction store (default: the run's, else $FACEBENCH_CACHE)")
+    rs.add_argument("--quiet", action="store_true", help="do not print the leaderboard")
+    _add_run_overrides(rs)
+
     val = sub.add_parser("validate", help="check a suite without running anything")
     val.add_argument("suite")
     val.add_argument("--no-data-check", action="store_true", help="do not check that dataset folders exist")
@@ -80,6 +89,17 @@ def cmd_run(args) -> int:
         print(outcome.leaderboard)
     print(f"wrote {outcome.out_dir}/results.json, manifest.json, leaderboard.md "
           f"({outcome.manifest['total_s']:.1f} s)", file=sys.stderr)
+    return outcome.exit_code
+
+
+def cmd_rescore(args) -> int:
+    from facebench.runner import rescore_run
+
+    outcome = rescore_run(args.run_dir, suite_path=args.suite, overrides=_overrides(args), out=args.out,
+                          force=args.force, cache_dir=args.cache_dir)
+    if not args.quiet:
+        print(outcome.leaderboard)
+    print(f"run folder: {outcome.out_dir}", file=sys.stderr)
     return outcome.exit_code
 
 
@@ -149,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    handler = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "cache": cmd_cache,
+    handler = {"run": cmd_run, "rescore": cmd_rescore, "validate": cmd_validate, "list": cmd_list, "cache": cmd_cache,
                "data": cmd_data}[args.command]
     try:
         return handler(args)

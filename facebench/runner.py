@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +34,23 @@ class _Planned:
     status: str = "ok"
     reason: str = ""
     head: str | None = None
+    refs: dict = field(default_factory=dict)  # role -> SplitRef (other splits the protocol needs)
+    ref_loaders: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Unit:
+    """One dataset split to load (and predict, when some task needs its predictions)."""
+
+    ref: Any
+    loader: Any
+    heads: set = field(default_factory=set)
+    predictions: bool = False
+    features: bool = False
+    dataset: Any = None
+    preds: Any = None
+    report: Any = None
+    load_s: float = 0.0
 
 
 def _stderr(msg: str) -> None:
@@ -76,10 +93,11 @@ def make_model(name: str, model_args: dict):
 def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict | None = None,
               overrides: dict | None = None, out: str | Path | None = None, force: bool = False,
               cache_dir: str | Path | None = None, progress: bool = True,
-              log: Callable[[str], None] = _stderr) -> RunOutcome:
+              log: Callable[[str], None] = _stderr, adapter=None) -> RunOutcome:
+    """Run ``suite_path`` on ``model`` (or on a ready ``adapter``, e.g. ``StoredModel``)."""
     from facebench.engine.inference import InferenceSettings, run_inference
     from facebench.engine.store import PredictionStore
-    from facebench.protocols.base import EvalContext
+    from facebench.protocols.base import EvalContext, ExtraSplit
     from facebench.report.leaderboard import leaderboard_markdown
     from facebench.report.results import SCHEMA_VERSION, git_commit, library_versions, write_run_folder
 
@@ -87,7 +105,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     t0 = time.perf_counter()
     suite = load_suite(suite_path, overrides)
     d = suite.defaults
-    model = model or d.get("model")
+    model = adapter.name if adapter is not None else (model or d.get("model"))
     if not model:
         raise ConfigError("No model given: pass --model NAME (see `facebench list models`), or set "
                           "`defaults: {model: NAME}` in the suite.")
@@ -99,9 +117,15 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     for task in suite.tasks:
         protocol = make_protocol(task)
         loader = make_loader(task, d.get("data_root"))
-        item = _Planned(task, protocol, loader)
+        item = _Planned(task, protocol, loader, refs=protocol.requires(task))
+        item.ref_loaders = {role: make_loader(ref, d.get("data_root")) for role, ref in item.refs.items()}
         try:
             loader.check(task.split)
+            for role, ref in item.refs.items():
+                try:
+                    item.ref_loaders[role].check(ref.split)
+                except DatasetNotFoundError as err:
+                    raise DatasetNotFoundError(f"{role} split ({ref.dataset}/{ref.split}): {err}") from None
         except DatasetNotFoundError as err:
             if d["missing_data"] != "skip":
                 raise DatasetNotFoundError(f"task {task.name!r}: {err}\n(nothing was run; set "
@@ -111,7 +135,8 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
         planned.append(item)
 
     # 2. the model, once
-    adapter = make_model(model, model_args)
+    if adapter is None:
+        adapter = make_model(model, model_args)
     for item in planned:
         item.head = adapter.resolve_heads([item.protocol.params.head] if getattr(item.protocol.params, "head", None)
                                           else None)[0]
@@ -120,58 +145,85 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
                                  num_workers=d["num_workers"], shard_size=d["shard_size"],
                                  progress=progress)
 
-    # 3. one prediction per dataset split, shared by every task that needs it
-    groups: dict[str, list[_Planned]] = {}
+    # 3. one prediction per dataset split, shared by every task (and every extra role) that needs it
+    units: dict[str, _Unit] = {}
+
+    def unit_for(ref, loader) -> _Unit:
+        key = hash_object([ref.dataset, ref.path, ref.dataset_args, ref.split])
+        return units.setdefault(key, _Unit(ref, loader))
+
     for item in planned:
-        if item.status == "ok":
-            key = hash_object([item.task.dataset, item.task.path, item.task.dataset_args, item.task.split])
-            groups.setdefault(key, []).append(item)
-    task_rows, records, timings, store_keys = {}, [], {}, {}
-    exit_code = 0
-    for items in groups.values():
-        first = items[0].task
+        if item.status != "ok":
+            continue
+        own = unit_for(item.task, item.loader)
+        own.predictions = True
+        own.heads.add(item.head)
+        own.features |= bool(item.protocol.needs().get("features"))
+        for role, ref in item.refs.items():
+            unit = unit_for(ref, item.ref_loaders[role])
+            if ref.predictions:
+                unit.predictions = True
+                unit.heads.add(item.head)
+                unit.features |= ref.features
+    for unit in units.values():
         t_load = time.perf_counter()
         try:
-            dataset = items[0].loader.load(first.split)
-            heads = tuple(sorted({it.head for it in items}))
-            features = any(it.protocol.needs().get("features") for it in items)
-            preds, report = run_inference(adapter, dataset, store, heads=heads, features=features, settings=settings)
-        except FacebenchError:
-            raise
+            unit.dataset = unit.loader.load(unit.ref.split)
+            if unit.predictions:
+                unit.preds, unit.report = run_inference(adapter, unit.dataset, store, heads=tuple(sorted(unit.heads)),
+                                                        features=unit.features, settings=settings)
+                if unit.report.reused:
+                    log(f"{unit.dataset.name}/{unit.dataset.split}: reused stored predictions ({unit.report.key})")
         except KeyboardInterrupt:
             log("interrupted: predictions computed so far are kept in the store; run again to resume")
             raise
-        for it in items:
-            t_eval = time.perf_counter()
-            ctx = EvalContext(dataset=dataset, predictions=preds, head=it.head,
-                              head_labels=adapter.heads[it.head].labels, seed=d["seed"],
-                              n_resamples=d["bootstrap"], confidence=d["confidence"])
-            fps = {"dataset": dataset.fingerprint(), "model": adapter.fingerprint(),
-                   "protocol": it.protocol.fingerprint(), "preprocess": adapter.input_spec.fingerprint()}
-            row = {**it.task.to_dict(), "status": "ok", "head": it.head, "fingerprints": fps, "n": len(dataset)}
-            try:
-                result = it.protocol.evaluate(ctx)
-            except Exception as err:  # keep the other tasks' results
-                exit_code = 1
-                row.update(status="failed", reason=f"{type(err).__name__}: {err}")
-                log(f"task {it.task.name} failed: {err}\n{traceback.format_exc()}")
-            else:
-                row.update(details=result.details, warnings=result.warnings)
-                for w in result.warnings:
-                    log(f"warning ({it.task.name}): {w}")
-                for rec in result.records:
-                    records.append({"task": it.task.name, "dataset": dataset.name, "split": dataset.split,
-                                    "protocol": it.task.protocol, "model": model, **rec.to_dict(),
-                                    "fingerprints": fps})
-            task_rows[it.task.name] = row
-            timings[it.task.name] = {"inference_s": round(report.seconds, 3), "reused": report.reused,
-                                     "resumed_samples": report.resumed_samples,
-                                     "computed_samples": report.computed_samples,
-                                     "load_s": round(t_eval - t_load, 3) if it is items[0] else 0.0,
-                                     "evaluate_s": round(time.perf_counter() - t_eval, 3)}
-            store_keys[it.task.name] = report.key
-            if report.reused:
-                log(f"{it.task.name}: reused stored predictions ({report.key})")
+        unit.load_s = time.perf_counter() - t_load
+
+    task_rows, records, timings, store_keys = {}, [], {}, {}
+    exit_code = 0
+    for it in planned:
+        if it.status != "ok":
+            continue
+        own = unit_for(it.task, it.loader)
+        dataset, preds, report = own.dataset, own.preds, own.report
+        extras = {role: ExtraSplit(unit_for(ref, None).dataset, unit_for(ref, None).preds)
+                  for role, ref in it.refs.items()}
+        t_eval = time.perf_counter()
+        ctx = EvalContext(dataset=dataset, predictions=preds, head=it.head,
+                          head_labels=adapter.heads[it.head].labels, seed=d["seed"],
+                          n_resamples=d["bootstrap"], confidence=d["confidence"], extras=extras)
+        fps = {"dataset": dataset.fingerprint(), "model": adapter.fingerprint(),
+               "protocol": it.protocol.fingerprint(), "preprocess": adapter.input_spec.fingerprint()}
+        if extras:
+            fps["extra_datasets"] = {role: e.dataset.fingerprint() for role, e in sorted(extras.items())}
+        row = {**it.task.to_dict(), "status": "ok", "head": it.head, "fingerprints": fps, "n": len(dataset)}
+        if it.refs:
+            row["extra_splits"] = {role: {**ref.to_dict(), "n": len(extras[role].dataset)}
+                                   for role, ref in it.refs.items()}
+        try:
+            result = it.protocol.evaluate(ctx)
+        except Exception as err:  # keep the other tasks' results
+            exit_code = 1
+            row.update(status="failed", reason=f"{type(err).__name__}: {err}")
+            log(f"task {it.task.name} failed: {err}\n{traceback.format_exc()}")
+        else:
+            row.update(details=result.details, warnings=result.warnings)
+            for w in result.warnings:
+                log(f"warning ({it.task.name}): {w}")
+            for rec in result.records:
+                records.append({"task": it.task.name, "dataset": dataset.name, "split": dataset.split,
+                                "protocol": it.task.protocol, "model": model, **rec.to_dict(),
+                                "fingerprints": fps})
+        task_rows[it.task.name] = row
+        timings[it.task.name] = {"inference_s": round(report.seconds, 3), "reused": report.reused,
+                                 "resumed_samples": report.resumed_samples,
+                                 "computed_samples": report.computed_samples,
+                                 "load_s": round(own.load_s, 3),
+                                 "evaluate_s": round(time.perf_counter() - t_eval, 3)}
+        store_keys[it.task.name] = report.key
+        extra_keys = {role: unit_for(ref, None).report.key for role, ref in it.refs.items() if ref.predictions}
+        if extra_keys:
+            store_keys[f"{it.task.name}:extra"] = extra_keys
     for item in planned:
         if item.status != "ok":
             task_rows[item.task.name] = {**item.task.to_dict(), "status": item.status, "reason": item.reason}
@@ -205,3 +257,46 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     }
     write_run_folder(out_dir, results, manifest, leaderboard)
     return RunOutcome(out_dir, results, manifest, leaderboard, exit_code)
+
+
+def rescore_run(run_dir: str | Path, suite_path: str | Path | None = None, overrides: dict | None = None,
+                out: str | Path | None = None, force: bool = False, cache_dir: str | Path | None = None,
+                log: Callable[[str], None] = _stderr) -> RunOutcome:
+    """Re-evaluate a finished run from the prediction store without loading its model: the run's
+    suite (or ``suite_path``: other protocols or parameters on the same splits), new settings
+    (e.g. more bootstrap resamples). Default output: ``<run_dir>-rescored`` (then ``-2``, ...)."""
+    import json
+    import tempfile
+
+    import yaml
+
+    from facebench.models.stored import StoredModel
+
+    run_dir = Path(run_dir)
+    try:
+        results = json.loads((run_dir / "results.json").read_text())
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+    except FileNotFoundError as err:
+        raise ConfigError(f"{run_dir} is not a run folder ({err.filename} is missing); pass a folder written "
+                          f"by `facebench run`.") from None
+    adapter = StoredModel(results["model"])
+    if cache_dir is None and manifest.get("cache_dir") and Path(manifest["cache_dir"]).is_dir():
+        cache_dir = manifest["cache_dir"]  # the store the run wrote to
+    if out is None and not force:
+        out = run_dir.parent / f"{run_dir.name}-rescored"
+        k = 2
+        while (out / "results.json").exists():
+            out = run_dir.parent / f"{run_dir.name}-rescored-{k}"
+            k += 1
+    if suite_path is not None:
+        return run_suite(suite_path, overrides=overrides, out=out, force=force, cache_dir=cache_dir,
+                         progress=False, log=log, adapter=adapter)
+    with tempfile.TemporaryDirectory() as tmp:
+        name = manifest["suite_as_run"]["name"]
+        path = Path(tmp) / f"{name}.yaml"
+        suite = dict(manifest["suite_as_run"])
+        suite["defaults"] = {k: v for k, v in (suite.get("defaults") or {}).items() if v is not None}
+        suite["tasks"] = [{k: v for k, v in t.items() if v is not None} for t in suite.get("tasks") or []]
+        path.write_text(yaml.safe_dump(suite, sort_keys=False))
+        return run_suite(path, overrides=overrides, out=out, force=force, cache_dir=cache_dir, progress=False,
+                         log=log, adapter=adapter)

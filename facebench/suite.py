@@ -261,10 +261,14 @@ def validate_suite(path: str | Path, overrides: dict | None = None, check_data: 
     notes: list[str] = []
     for task in suite.tasks:
         try:
-            make_protocol(task)
+            protocol = make_protocol(task)
             loader = make_loader(task, suite.defaults.get("data_root"))
+            ref_loaders = {role: (ref, make_loader(ref, suite.defaults.get("data_root")))
+                           for role, ref in protocol.requires(task).items()}
             if check_data:
                 loader.check(task.split)
+                for role, (ref, ref_loader) in ref_loaders.items():
+                    ref_loader.check(ref.split)
         except FacebenchError as err:
             from facebench.errors import DatasetNotFoundError
 

@@ -88,6 +88,13 @@ def run_inference(adapter: ModelAdapter, dataset: Dataset, store: PredictionStor
         preds = store.load(key).align(dataset.ids)
         return preds, InferenceReport(key, True, 0, 0, time.perf_counter() - start, "store")
 
+    if getattr(adapter, "store_only", False):
+        from facebench.errors import ModelError
+
+        raise ModelError(
+            f"no stored predictions of {adapter.name} on {dataset.name}/{dataset.split} (heads {', '.join(outputs)}) "
+            f"in {store.root} (key {key}). `facebench rescore` only re-evaluates what is stored; compute them "
+            f"with `facebench run SUITE --model {adapter.name} ...` (same model arguments and cache folder).")
     # an entry with fewer outputs is recomputed with the union, so it keeps serving its old requests
     old = store.meta(key)
     if old is not None:

@@ -47,9 +47,36 @@ class TaskResult:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class SplitRef:
+    """Another dataset split a protocol needs besides the task's own (a training split to fit a
+    detector on, cross-domain targets, an unknown-class set). ``predictions=False``: labels only."""
+
+    dataset: str
+    split: str
+    path: str | None = None
+    dataset_args: dict = field(default_factory=dict, hash=False)
+    predictions: bool = True
+    features: bool = False
+
+    def key(self) -> str:
+        return hash_object([self.dataset, self.path, self.dataset_args, self.split])
+
+    def to_dict(self) -> dict:
+        return {"dataset": self.dataset, "split": self.split, "path": self.path,
+                "dataset_args": dict(self.dataset_args)}
+
+
+@dataclass
+class ExtraSplit:
+    dataset: Dataset
+    predictions: Predictions | None = None
+
+
 @dataclass
 class EvalContext:
-    """Everything a protocol may read: the split, its aligned predictions and the model's heads."""
+    """Everything a protocol may read: the split, its aligned predictions, the model's heads, and the
+    other splits it declared in ``requires`` (``extras[role]``)."""
 
     dataset: Dataset
     predictions: Predictions
@@ -58,6 +85,7 @@ class EvalContext:
     seed: int = 0
     n_resamples: int = 1000
     confidence: float = 0.95
+    extras: dict = field(default_factory=dict)
 
 
 class Protocol:
@@ -90,12 +118,44 @@ class Protocol:
         """What the engine must store: {'features': bool}. Heads come from ``params.head``."""
         return {"features": False}
 
+    def requires(self, task) -> dict[str, SplitRef]:
+        """Other dataset splits this task needs, by role (default: none). ``task`` is the suite task,
+        so a role can default to the task's own dataset with another split."""
+        return {}
+
     def fingerprint(self) -> str:
         return hash_object({"protocol": self.name, "version": self.version,
                             "params": dataclasses.asdict(self.params)})
 
     def evaluate(self, ctx: EvalContext) -> TaskResult:
         raise NotImplementedError
+
+
+SPLIT_REF_KEYS = ("dataset", "split", "path", "dataset_args", "name")
+
+
+def split_ref(value: Any, where: str, task=None, **flags: bool) -> SplitRef:
+    """A ``SplitRef`` from a suite parameter: ``{dataset, split, path, dataset_args}`` (``name`` is
+    allowed and ignored here) or a bare split name. Without ``dataset`` it is the task's own dataset,
+    and then ``path`` and ``dataset_args`` default to the task's."""
+    if isinstance(value, str):
+        value = {"split": value}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping with keys {', '.join(SPLIT_REF_KEYS)} (or a split name); "
+                          f"got {value!r}.")
+    for key in value:
+        if key not in SPLIT_REF_KEYS:
+            raise ConfigError(f"{where} has no key {key!r}.{did_you_mean(key, SPLIT_REF_KEYS)} "
+                              f"Keys: {', '.join(SPLIT_REF_KEYS)}.")
+    same = task is not None and value.get("dataset", task.dataset) == task.dataset
+    dataset = value.get("dataset", task.dataset if task is not None else None)
+    if not dataset or "split" not in value:
+        raise ConfigError(f"{where} needs `dataset` and `split` (got {value!r}).")
+    path = value.get("path", task.path if same else None)
+    args = value.get("dataset_args", dict(task.dataset_args) if same else {}) or {}
+    if not isinstance(args, dict):
+        raise ConfigError(f"{where}: dataset_args must be a mapping; got {args!r}.")
+    return SplitRef(str(dataset), str(value["split"]), path, dict(args), **flags)
 
 
 def choice(default, choices):

@@ -25,6 +25,7 @@ import numpy as np
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import calibration as cal
 from facebench.metrics import classification as cls
+from facebench.protocols._labels import match_labels
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice
 from facebench.registry import PROTOCOLS
 
@@ -48,32 +49,18 @@ class ClosedSetProtocol(Protocol):
         ds = ctx.dataset
         if ds.labels is None:
             raise ValueError(f"closed_set needs labels; dataset {ds.name}/{ds.split} has none")
-        logits_all = np.asarray(ctx.predictions.outputs[ctx.head], dtype=np.float64)
-        model_classes = tuple(ctx.head_labels)
-        present = [c for c in ds.classes if np.any(ds.labels == c)]
+        m = match_labels(ctx.predictions.outputs[ctx.head], ds.labels, ds.classes, ctx.head_labels,
+                         p.unsupported_classes, p.extra_model_classes, f"{ds.name}/{ds.split}")
         warnings = []
-        empty = [c for c in ds.classes if c not in present]
-        if empty:
-            warnings.append(f"classes without samples in {ds.name}/{ds.split} are left out of class means: {empty}")
-
-        used = [c for c in model_classes if c in ds.classes] if p.extra_model_classes == "restrict" else list(model_classes)
-        if not used:
-            raise ValueError(f"model classes {model_classes} and dataset classes {ds.classes} share no class name")
-        unsupported = [c for c in present if c not in used]
-        label_space = used + (unsupported if p.unsupported_classes == "error" else [])
-        index = {c: i for i, c in enumerate(label_space)}
-
-        keep = np.array([lab in index for lab in ds.labels.tolist()])
-        dropped = int((~keep).sum())
-        if dropped:
-            warnings.append(f"{dropped} samples of classes the model cannot predict ({unsupported}) were dropped")
-        columns = [model_classes.index(c) for c in used]
-        logits = logits_all[keep][:, columns]
-        probs = cls.softmax(logits, axis=1)
-        y_true = np.array([index[lab] for lab in ds.labels[keep].tolist()], dtype=np.int64)
-        y_pred = probs.argmax(axis=1).astype(np.int64)
+        if m.empty:
+            warnings.append(f"classes without samples in {ds.name}/{ds.split} are left out of class means: {m.empty}")
+        if m.dropped:
+            warnings.append(f"{m.dropped} samples of classes the model cannot predict ({m.unsupported}) were dropped")
+        label_space, used, unsupported, empty, dropped = m.label_space, m.used, m.unsupported, m.empty, m.dropped
+        probs = cls.softmax(m.logits, axis=1)
+        y_true, y_pred = m.y_true, probs.argmax(axis=1).astype(np.int64)
         n, n_classes = len(y_true), len(label_space)
-        eval_classes = [index[c] for c in present if c in index]
+        eval_classes = m.eval_classes
 
         cm = cls.confusion_matrix(y_true, y_pred, n_classes)
         conv_common = {
