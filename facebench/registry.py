@@ -240,6 +240,18 @@ PROTOCOLS = Registry(
             "facebench.protocols.attributes:AttributesProtocol",
             "Binary attributes: per-attribute accuracy at threshold 0.5 and the mean over attributes (mAcc)",
         ),
+        "imbalanced": (
+            "facebench.protocols.imbalanced:ImbalancedProtocol",
+            "Imbalanced FER: overall vs mean class accuracy, shot groups by training frequency, re-sampled imbalance factors",
+        ),
+        "cross_domain": (
+            "facebench.protocols.cross_domain:CrossDomainProtocol",
+            "Cross-domain FER: one model on its source test split and several target datasets, with the Mean over columns",
+        ),
+        "open_set": (
+            "facebench.protocols.open_set:OpenSetProtocol",
+            "Open-set FER: known vs unknown expressions (unknown classes or leave-one-class-out), AUROC, FPR@95, OSCR",
+        ),
     },
 )
 

@@ -1,0 +1,416 @@
+"""Out-of-distribution (OOD) detection and open-set recognition metrics.
+
+Conventions (see ``spec/protocols.md`` §4.2 and ``spec/anchors.md`` §3.1-3.2):
+
+* A score ``s(x)`` is an ID-ness score: **higher = more "known"**
+  (in-distribution / close-set). Metrics take two 1-D arrays, ``known`` and
+  ``unknown`` (OOD / open-set) scores.
+* ``positive`` names the class treated as label 1: ``"known"`` scores the
+  known samples with ``s``; ``"unknown"`` scores the unknown samples with
+  ``-s`` (the outlier score). AUROC and detection error do not depend on
+  the choice; FPR@TPR and AUPR do.
+* Everything is computed in float64 from the raw scores: no sigmoid, no
+  float32, so scores of any magnitude (logits, energies, 1e6, 1e12) keep
+  their order and their ties.
+* An ROC/PR "threshold" ``t`` accepts (predicts positive) every sample with
+  score ``>= t``; thresholds run over the distinct scores in descending order,
+  so tied scores always move together.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Callable
+
+import numpy as np
+
+__all__ = [
+    "auroc",
+    "roc_curve_points",
+    "fpr_at_tpr",
+    "aupr",
+    "detection_error",
+    "oscr_curve",
+    "oscr",
+    "ccr_at_fpr",
+    "metric_key",
+    "ood_metrics",
+    "stratified_bootstrap",
+    "POSITIVES",
+    "FPR_RULES",
+    "AUPR_METHODS",
+]
+
+#: Allowed values of ``positive``.
+POSITIVES = ("known", "unknown")
+#: Allowed values of ``rule`` in :func:`fpr_at_tpr`.
+FPR_RULES = ("interp", "first")
+#: Allowed values of ``method`` in :func:`aupr`.
+AUPR_METHODS = ("ap", "trapezoid")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_choice(value, allowed: tuple[str, ...], name: str) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
+    return value
+
+
+def _check_scores(x, name: str) -> np.ndarray:
+    """Return a non-empty, finite, 1-D float64 copy-free view of ``x``."""
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # pragma: no cover - exotic inputs
+        raise ValueError(f"{name} could not be converted to a NumPy array: {exc}") from exc
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of scores (one per sample), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty; OOD metrics need at least one known and one unknown sample")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+            or arr.dtype == np.bool_):
+        raise ValueError(f"{name} must be numeric scores, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        what = "NaN" if np.isnan(arr[bad]) else "inf"
+        raise ValueError(
+            f"{name} contains {what} at index {bad} ({int((~finite).sum())} non-finite value(s)); "
+            "scores must be finite -- drop or impute them first"
+        )
+    return arr
+
+
+def _check_correct(correct, n: int, name: str = "known_correct") -> np.ndarray:
+    arr = np.asarray(correct)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one flag per known sample), got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise ValueError(f"{name} has {arr.shape[0]} entries but there are {n} known scores (length mismatch)")
+    if arr.dtype != np.bool_:
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise ValueError(f"{name} must be boolean (or 0/1), got dtype {arr.dtype}")
+        if not np.isin(arr, (0, 1)).all():
+            raise ValueError(f"{name} must hold only 0/1 or True/False values")
+        arr = arr.astype(bool)
+    return arr
+
+
+def _check_rate(value, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    v = float(value)
+    if not (0.0 <= v <= 1.0):
+        raise ValueError(f"{name} must be in [0, 1] (a fraction, e.g. 0.95 not 95), got {value!r}")
+    return v
+
+
+def _pos_neg(known: np.ndarray, unknown: np.ndarray, positive: str) -> tuple[np.ndarray, np.ndarray]:
+    """(positive scores, negative scores) with the positive's score direction."""
+    if positive == "known":
+        return known, unknown
+    return -unknown, -known
+
+
+# --------------------------------------------------------------------------- curve core
+
+
+def _clf_counts(pos: np.ndarray, neg: np.ndarray, correct: np.ndarray | None = None):
+    """Cumulative counts at each distinct score, thresholds descending.
+
+    Returns ``(tps, fps, thresholds)`` where ``tps[i]`` / ``fps[i]`` count
+    positives / negatives with score ``>= thresholds[i]`` (no (0, 0) point).
+    With ``correct`` (aligned with ``pos``) ``tps`` counts only correct positives.
+    """
+    scores = np.concatenate([pos, neg])
+    w = np.zeros(scores.shape[0], dtype=np.float64)
+    w[: pos.shape[0]] = 1.0 if correct is None else correct.astype(np.float64)
+    is_neg = np.zeros(scores.shape[0], dtype=np.float64)
+    is_neg[pos.shape[0]:] = 1.0
+    order = np.argsort(-scores, kind="stable")
+    s = scores[order]
+    ends = np.r_[np.flatnonzero(np.diff(s)), s.shape[0] - 1]
+    tps = np.cumsum(w[order])[ends]
+    fps = np.cumsum(is_neg[order])[ends]
+    return tps, fps, s[ends]
+
+
+def _drop_intermediate(tps: np.ndarray, fps: np.ndarray, thr: np.ndarray):
+    """Mirror of ``sklearn.metrics.roc_curve(drop_intermediate=True)``.
+
+    Drops interior points whose second differences in both ``fps`` and
+    ``tps`` are zero (collinear, equally spaced); endpoints are kept.
+    """
+    if fps.shape[0] > 2:
+        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+        tps, fps, thr = tps[keep], fps[keep], thr[keep]
+    return tps, fps, thr
+
+
+def _roc(pos: np.ndarray, neg: np.ndarray, drop_intermediate: bool = False):
+    tps, fps, thr = _clf_counts(pos, neg)
+    if drop_intermediate:
+        tps, fps, thr = _drop_intermediate(tps, fps, thr)
+    tps = np.r_[0.0, tps]
+    fps = np.r_[0.0, fps]
+    thr = np.r_[np.inf, thr]
+    return fps / fps[-1], tps / tps[-1], thr
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def auroc(known, unknown) -> float:
+    """Area under the ROC curve, ``P(s_known > s_unknown) + 0.5 * P(tie)``.
+
+    Mann-Whitney via average ranks of the pooled scores (O(n log n), one
+    argsort): ``AUROC = (R_known - n_k (n_k + 1) / 2) / (n_k * n_u)`` with
+    ``R_known`` the sum of the known scores' average ranks (ties share the
+    mean of their positions, as ``scipy.stats.rankdata(method="average")``). Equals
+    ``sklearn.metrics.roc_auc_score(known=1, scores)`` and does not depend on
+    which class is called positive.
+    """
+    k = _check_scores(known, "known")
+    u = _check_scores(unknown, "unknown")
+    return _auroc_fast(k, u)
+
+
+def _auroc_fast(k: np.ndarray, u: np.ndarray) -> float:
+    """Mann-Whitney U from average ranks (``scipy.stats.rankdata(method="average")``
+    semantics), computed directly from one argsort: tie group ``g`` occupying
+    sorted positions ``start..end-1`` gets rank ``(start + 1 + end) / 2``."""
+    nk, nu = k.shape[0], u.shape[0]
+    pooled = np.concatenate([k, u])
+    n = pooled.shape[0]
+    order = np.argsort(pooled)
+    sv = pooled[order]
+    new_group = np.empty(n, dtype=bool)
+    new_group[0] = True
+    np.not_equal(sv[1:], sv[:-1], out=new_group[1:])
+    start = np.flatnonzero(new_group)
+    end = np.r_[start[1:], n]
+    avg_rank = (start + 1 + end) * 0.5
+    known_per_group = np.add.reduceat((order < nk).astype(np.float64), start)
+    # half-integer products and partial sums: exact in float64 while n**2 < 2**53
+    rank_sum = float(np.dot(avg_rank, known_per_group))
+    return (rank_sum - nk * (nk + 1) / 2.0) / (float(nk) * float(nu))
+
+
+def roc_curve_points(known, unknown, positive="known") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Full ROC curve ``(fpr, tpr, thresholds)``, float64, thresholds descending.
+
+    Same as ``sklearn.metrics.roc_curve(labels, score, drop_intermediate=False)``
+    with the ``positive`` class labelled 1 and scored with ``s`` (known) or
+    ``-s`` (unknown). Point ``i`` accepts scores ``>= thresholds[i]``; the
+    first point is ``(0, 0)`` with threshold ``+inf``, the last ``(1, 1)``.
+    """
+    positive = _check_choice(positive, POSITIVES, "positive")
+    pos, neg = _pos_neg(_check_scores(known, "known"), _check_scores(unknown, "unknown"), positive)
+    return _roc(pos, neg, drop_intermediate=False)
+
+
+def fpr_at_tpr(known, unknown, tpr=0.95, positive="known", rule="interp") -> float:
+    """False-positive rate at true-positive rate ``tpr``.
+
+    ``positive="known"``: FPR = fraction of unknown accepted as known when
+    ``tpr`` of the known are accepted (classic ODIN convention);
+    ``positive="unknown"``: FPR = fraction of known flagged as unknown when
+    ``tpr`` of the unknown are flagged (OpenOOD v1.5 / pytorch-ood convention).
+
+    ``rule="interp"`` (``ood_metrics`` package, protocols.md §4.2): on
+    ``roc_curve`` *with* sklearn's default ``drop_intermediate=True``:
+    0 if all TPR < tpr; min FPR over TPR >= tpr if all TPR >= tpr; else
+    ``np.interp(tpr, TPR, FPR)`` (linear interpolation between ROC vertices).
+
+    ``rule="first"``: FPR at the first point of the full ROC curve
+    (thresholds descending, no points dropped) with TPR >= tpr, i.e. at the
+    largest threshold accepting at least ``tpr`` of the positives
+    (pytorch-ood ``searchsorted``; OpenOOD v1.5 ``argmax(tpr >= t)`` gives the
+    same except when sklearn's ``drop_intermediate`` removed that very point,
+    which needs equally composed tie blocks).
+    """
+    target = _check_rate(tpr, "tpr")
+    positive = _check_choice(positive, POSITIVES, "positive")
+    rule = _check_choice(rule, FPR_RULES, "rule")
+    pos, neg = _pos_neg(_check_scores(known, "known"), _check_scores(unknown, "unknown"), positive)
+    if rule == "first":
+        fpr, tp_rate, _ = _roc(pos, neg, drop_intermediate=False)
+        return float(fpr[np.argmax(tp_rate >= target)])  # tp_rate[-1] == 1 >= target
+    fpr, tp_rate, _ = _roc(pos, neg, drop_intermediate=True)
+    if np.all(tp_rate < target):
+        return 0.0
+    if np.all(tp_rate >= target):
+        return float(np.min(fpr[tp_rate >= target]))
+    return float(np.interp(target, tp_rate, fpr))
+
+
+def aupr(known, unknown, positive="known", method="ap") -> float:
+    """Area under the precision-recall curve of the ``positive`` class.
+
+    ``positive="known"`` is AUPR-In, ``"unknown"`` AUPR-Out (score ``-s``).
+    ``method="ap"``: average precision ``sum_n (R_n - R_{n-1}) P_n`` over
+    thresholds (step-wise, no interpolation) ==
+    ``sklearn.metrics.average_precision_score``.
+    ``method="trapezoid"``: OpenOOD-compatible
+    ``sklearn.metrics.auc(recall, precision)`` of ``precision_recall_curve``
+    (trapezoid rule, including the (recall 0, precision 1) end point;
+    optimistic compared with AP).
+    """
+    positive = _check_choice(positive, POSITIVES, "positive")
+    method = _check_choice(method, AUPR_METHODS, "method")
+    pos, neg = _pos_neg(_check_scores(known, "known"), _check_scores(unknown, "unknown"), positive)
+    tps, fps, _ = _clf_counts(pos, neg)
+    precision = tps / (tps + fps)  # tps + fps >= 1 at every distinct score
+    recall = tps / tps[-1]
+    # curve in increasing-recall order, starting at (recall 0, precision 1) like sklearn
+    r = np.r_[0.0, recall]
+    p = np.r_[1.0, precision]
+    if method == "ap":
+        return float(max(0.0, np.sum(np.diff(r) * p[1:])))
+    return float(np.sum(np.diff(r) * (p[1:] + p[:-1]) / 2.0))
+
+
+def detection_error(known, unknown) -> float:
+    """Minimum detection error ``min_t 0.5 (1 - TPR(t)) + 0.5 FPR(t)``.
+
+    Known taken as positive, ``t`` over all ROC points (including accept-none
+    and accept-all, each 0.5). Equal error priors; the value is the same
+    with unknown as positive (the ROC is reflected).
+    """
+    fpr, tp_rate, _ = roc_curve_points(known, unknown, positive="known")
+    return float(np.min(0.5 * (1.0 - tp_rate) + 0.5 * fpr))
+
+
+def oscr_curve(known_scores, known_correct, unknown_scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Open-set classification rate curve (Dhamija et al., 2018).
+
+    For each threshold ``tau`` over the distinct pooled scores (descending):
+    ``CCR(tau) = #{known: correct and s >= tau} / N_known`` and
+    ``FPR(tau) = #{unknown: s >= tau} / N_unknown``. Returns
+    ``(fpr, ccr, thresholds)`` starting at ``(0, 0, +inf)`` and ending at
+    ``(1, closed-set accuracy, min score)``.
+    """
+    k = _check_scores(known_scores, "known_scores")
+    u = _check_scores(unknown_scores, "unknown_scores")
+    c = _check_correct(known_correct, k.shape[0])
+    return _oscr_curve(k, c, u)
+
+
+def _oscr_curve(k, c, u):
+    ccs, fps, thr = _clf_counts(k, u, correct=c)
+    return np.r_[0.0, fps] / u.shape[0], np.r_[0.0, ccs] / k.shape[0], np.r_[np.inf, thr]
+
+
+def oscr(known_scores, known_correct, unknown_scores) -> float:
+    """Area under the OSCR curve, ``integral CCR dFPR`` (trapezoid rule over
+    :func:`oscr_curve`). At most the closed-set accuracy; equals
+    :func:`auroc` when every known sample is correctly classified.
+    """
+    fpr, ccr, _ = oscr_curve(known_scores, known_correct, unknown_scores)
+    return float(np.sum(np.diff(fpr) * (ccr[1:] + ccr[:-1]) / 2.0))
+
+
+def ccr_at_fpr(known_scores, known_correct, unknown_scores, fpr) -> float:
+    """CCR at the largest accepted set whose FPR does not exceed ``fpr``.
+
+    Rule: among the OSCR thresholds (distinct scores plus ``+inf``), take the
+    smallest ``tau`` with ``FPR(tau) <= fpr`` and return ``CCR(tau)``
+    (no interpolation). Tied scores are accepted or rejected together, so a
+    tie block of unknowns that would push FPR above ``fpr`` is rejected as a
+    whole; ``fpr=0`` gives the CCR above the highest unknown score.
+    """
+    target = _check_rate(fpr, "fpr")
+    f, ccr, _ = oscr_curve(known_scores, known_correct, unknown_scores)
+    # f is non-decreasing and f[0] == 0 <= target, so the index is >= 0
+    idx = int(np.searchsorted(f, target, side="right")) - 1
+    return float(ccr[idx])
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _fmt_rate(tpr: float) -> str:
+    return f"{round(tpr * 100.0, 6):g}"
+
+
+def metric_key(name, positive=None, rule=None, method=None) -> str:
+    """Result key carrying its conventions: ``name[pos=..,rule=..,method=..]``.
+
+    Only the given conventions appear, always in the order pos, rule, method;
+    ``metric_key("auroc") == "auroc"``,
+    ``metric_key("fpr@tpr95", positive="known", rule="interp") == "fpr@tpr95[pos=known,rule=interp]"``.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    parts = []
+    if positive is not None:
+        parts.append(f"pos={_check_choice(positive, POSITIVES, 'positive')}")
+    if rule is not None:
+        parts.append(f"rule={_check_choice(rule, FPR_RULES, 'rule')}")
+    if method is not None:
+        parts.append(f"method={_check_choice(method, AUPR_METHODS, 'method')}")
+    return f"{name}[{','.join(parts)}]" if parts else name
+
+
+def ood_metrics(known, unknown, tpr=0.95) -> dict[str, float]:
+    """All OOD metrics under every convention, keyed by :func:`metric_key`.
+
+    Keys (``tpr=0.95`` -> ``"tpr95"``): ``auroc``; ``aupr[pos=P,method=M]`` for
+    P in known/unknown and M in ap/trapezoid; ``fpr@tpr95[pos=P,rule=R]`` for
+    (known, interp), (unknown, first), (known, first), (unknown, interp);
+    ``detection_error``.
+    """
+    k = _check_scores(known, "known")
+    u = _check_scores(unknown, "unknown")
+    target = _check_rate(tpr, "tpr")
+    fpr_name = f"fpr@tpr{_fmt_rate(target)}"
+    out = {"auroc": _auroc_fast(k, u)}
+    for pos in POSITIVES:
+        for method in AUPR_METHODS:
+            out[metric_key("aupr", positive=pos, method=method)] = aupr(k, u, positive=pos, method=method)
+    for pos, rule in (("known", "interp"), ("unknown", "first"), ("known", "first"), ("unknown", "interp")):
+        out[metric_key(fpr_name, positive=pos, rule=rule)] = fpr_at_tpr(k, u, tpr=target, positive=pos, rule=rule)
+    out["detection_error"] = detection_error(k, u)
+    return out
+
+
+def stratified_bootstrap(
+    stat: Callable[..., float], known, unknown, n_resamples=1000, seed=0, extra_known=None
+) -> np.ndarray:
+    """Stratified bootstrap: ``(B,)`` float64 values of ``stat`` on resamples.
+
+    Each resample draws ``len(known)`` known indices and then ``len(unknown)``
+    unknown indices with replacement, from ``np.random.default_rng(seed)``;
+    both group sizes are kept, so no resample lacks a group. ``stat`` is called
+    as ``stat(known_b, unknown_b)`` or, with ``extra_known`` (aligned with
+    ``known``, e.g. correctness flags), ``stat(known_b, unknown_b, extra_b)``
+    with ``extra_b = extra_known[known indices]``.
+    """
+    if not callable(stat):
+        raise ValueError(f"stat must be callable, got {type(stat).__name__}")
+    k = _check_scores(known, "known")
+    u = _check_scores(unknown, "unknown")
+    if isinstance(n_resamples, (bool, np.bool_)) or not isinstance(n_resamples, numbers.Integral) \
+            or n_resamples < 1:
+        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    extra = None
+    if extra_known is not None:
+        extra = np.asarray(extra_known)
+        if extra.ndim < 1 or extra.shape[0] != k.shape[0]:
+            raise ValueError(
+                f"extra_known must be aligned with known: got {extra.shape[0] if extra.ndim else 'a scalar'} "
+                f"entries for {k.shape[0]} known scores (length mismatch)"
+            )
+    rng = np.random.default_rng(seed)
+    nk, nu = k.shape[0], u.shape[0]
+    out = np.empty(int(n_resamples), dtype=np.float64)
+    for b in range(int(n_resamples)):
+        ik = rng.integers(0, nk, size=nk)
+        iu = rng.integers(0, nu, size=nu)
+        if extra is None:
+            out[b] = stat(k[ik], u[iu])
+        else:
+            out[b] = stat(k[ik], u[iu], extra[ik])
+    return out

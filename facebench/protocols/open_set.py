@@ -1,0 +1,300 @@
+"""Open-set FER: can the model tell expressions it knows from ones it does not?
+
+Two modes (``mode``):
+
+* ``unknown_classes`` -- the model is used as it is. Known = samples of the task split whose class
+  the model's head has; unknown = samples of the other dataset classes (``unknown_classes``
+  overrides the list; e.g. contempt on CK+, AffectNet-8, FERPlus-8) plus every sample of the
+  ``unknowns`` splits (other datasets, RAF-DB compound expressions, non-faces). Known samples count
+  as correct when the argmax of the head's logits is their class.
+* ``leave_one_out`` -- the open-set FER paper's one-class protocol (AAAI 2024, spec §4): for each
+  class k, a linear probe (multinomial logistic regression, ``probe_C``) is fitted on the frozen
+  features of the ``fit_split`` without class k; the pool is the task split plus the ``fit_split``
+  samples of class k (``pool: test+train_k``, the paper's transductive pool; ``pool: test`` uses
+  the task split alone). Known = pool samples of the other classes, unknown = those of class k;
+  per k: AUROC, FPR@TPR95 in both conventions, OSCR and the probe's closed-set accuracy on the
+  known samples; then the Mean row (arithmetic mean over k, as the paper's table).
+
+Scores (``score``, higher = known): ``msp``, ``max_logit``, ``energy`` (``temperature``),
+``entropy`` (negative entropy) of the logits (the head's, or the probe's in ``leave_one_out``);
+or feature detectors fitted on the ``fit_split``'s stored features of known classes:
+``mahalanobis`` (class means, shared covariance) and ``knn`` (cosine, ``knn_k``).
+
+Metrics name their conventions in the key: ``auroc``; ``fpr@tpr95[pos=known,rule=interp]`` (the
+``ood_metrics`` rule that the open-set FER paper used); ``fpr@tpr95[pos=unknown,rule=first]``
+(OpenOOD v1.5, pytorch-ood); ``aupr[pos=...,method=ap|trapezoid]`` (trapezoid = OpenOOD-compatible);
+``detection_error``; ``oscr`` and ``ccr@fpr<x>`` (Dhamija et al. 2018). CIs: percentile bootstrap
+that resamples known and unknown samples separately (stratified, so no resample lacks a group).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from facebench.errors import ConfigError
+from facebench.metrics import bootstrap as bs
+from facebench.metrics import ood
+from facebench.metrics import ood_scores as osc
+from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice, split_ref
+from facebench.registry import PROTOCOLS
+
+LOGIT_SCORES = tuple(osc.LOGIT_SCORES)
+FEATURE_SCORES = ("mahalanobis", "knn")
+
+
+def _fpr_tag(x: float) -> str:
+    return f"ccr@fpr{x:g}"
+
+
+def open_set_metrics(known, known_correct, unknown, tpr: float = 0.95, ccr_fprs=()) -> dict[str, float]:
+    """Every open-set metric of one known/unknown split of scores (keys carry the conventions)."""
+    out = ood.ood_metrics(known, unknown, tpr=tpr)
+    out["oscr"] = ood.oscr(known, known_correct, unknown)
+    for x in ccr_fprs:
+        out[_fpr_tag(x)] = ood.ccr_at_fpr(known, known_correct, unknown, x)
+    out["closed_set_accuracy"] = float(np.mean(known_correct))
+    return out
+
+
+def _boot_metrics(known, correct, unknown, tpr, n_resamples, seed) -> dict[str, np.ndarray]:
+    """Stratified bootstrap draws of AUROC, both FPR@TPR conventions and OSCR (shared resamples)."""
+    tag = f"fpr@tpr{round(tpr * 100, 6):g}"
+    keys = ("auroc", ood.metric_key(tag, positive="known", rule="interp"),
+            ood.metric_key(tag, positive="unknown", rule="first"), "oscr")
+
+    def stat(k, u, c):
+        return np.array([ood.auroc(k, u), ood.fpr_at_tpr(k, u, tpr, positive="known", rule="interp"),
+                         ood.fpr_at_tpr(k, u, tpr, positive="unknown", rule="first"), ood.oscr(k, c, u)])
+
+    rows = _draws(stat, known, unknown, correct, n_resamples, seed)
+    return {key: rows[:, i] for i, key in enumerate(keys)}
+
+
+def _draws(stat, known, unknown, correct, n_resamples, seed) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_resamples):
+        i = rng.integers(0, len(known), len(known))
+        j = rng.integers(0, len(unknown), len(unknown))
+        out.append(stat(known[i], unknown[j], correct[i]))
+    return np.array(out)
+
+
+@PROTOCOLS.register("open_set")
+class OpenSetProtocol(Protocol):
+    """Open-set FER: known vs unknown expressions (unknown classes or leave-one-class-out), AUROC, FPR@95, OSCR"""
+
+    name = "open_set"
+    version = "1"
+
+    @dataclass
+    class Params:
+        head: str | None = None
+        mode: str = choice("unknown_classes", ("unknown_classes", "leave_one_out"))
+        score: str = choice("msp", LOGIT_SCORES + FEATURE_SCORES)
+        temperature: float = 1.0
+        knn_k: int = 50
+        fit_split: Any = "train"
+        unknown_classes: list | None = None
+        unknowns: list = field(default_factory=list)
+        open_classes: list | None = None
+        pool: str = choice("test+train_k", ("test+train_k", "test"))
+        probe_C: float = 1.0
+        tpr: float = 0.95
+        ccr_fprs: list = field(default_factory=lambda: [0.01, 0.1])
+
+    def _feature_based(self) -> bool:
+        return self.params.mode == "leave_one_out" or self.params.score in FEATURE_SCORES
+
+    def needs(self) -> dict:
+        return {"features": self._feature_based()}
+
+    def requires(self, task) -> dict:
+        p = self.params
+        refs = {}
+        if self._feature_based():
+            if p.fit_split is None:
+                raise ConfigError(f"task {task.name!r}: open_set with mode {p.mode!r} and score {p.score!r} needs a "
+                                  f"`fit_split` (the training split whose stored features it fits on).")
+            refs["fit"] = split_ref(p.fit_split, f"task {task.name!r}: fit_split", task, predictions=True,
+                                    features=True)
+        if p.mode == "leave_one_out" and p.unknowns:
+            raise ConfigError(f"task {task.name!r}: `unknowns` applies to mode unknown_classes only.")
+        if not isinstance(p.unknowns, list):
+            raise ConfigError(f"task {task.name!r}: `unknowns` must be a list of {{dataset, split, ...}}.")
+        for i, ref in enumerate(p.unknowns):
+            refs[f"unknown:{i}"] = split_ref(ref, f"task {task.name!r}: unknowns[{i}]", None, predictions=True,
+                                             features=self._feature_based())
+        return refs
+
+    # -- scoring ----------------------------------------------------------------------------------
+    def _logit_scores(self, logits: np.ndarray) -> np.ndarray:
+        return osc.logit_score(self.params.score, logits, temperature=self.params.temperature)
+
+    def _detector(self, features: np.ndarray, labels: np.ndarray):
+        if self.params.score == "mahalanobis":
+            return osc.Mahalanobis().fit(features, labels)
+        k = min(self.params.knn_k, len(features))
+        return osc.KNNScore(k=k).fit(features, labels)
+
+    def _conventions(self, ctx: EvalContext) -> dict:
+        p = self.params
+        conv = {"mode": p.mode, "score": p.score, "higher_is": "known",
+                "bootstrap": f"percentile,resamples={ctx.n_resamples},stratified=known|unknown,seed={ctx.seed}",
+                "confidence": ctx.confidence}
+        if p.score == "energy":
+            conv["temperature"] = p.temperature
+        if p.score == "knn":
+            conv["knn"] = f"k={p.knn_k},cosine"
+        return conv
+
+    def _records(self, prefix_tag: str, known, correct, unknown, ctx, conv, seed_offset=0, headline=False):
+        p = self.params
+        values = open_set_metrics(known, correct, unknown, p.tpr, p.ccr_fprs)
+        boots = (_boot_metrics(known, correct, unknown, p.tpr, ctx.n_resamples, ctx.seed + seed_offset)
+                 if ctx.n_resamples > 0 else {})
+        n = len(known) + len(unknown)
+        records = []
+        for key, value in values.items():
+            name = _tag(key, prefix_tag)
+            ci = bs.percentile_interval(boots[key], ctx.confidence) if key in boots else None
+            records.append(MetricRecord(name, value, ci, len(known) if key == "closed_set_accuracy" else n,
+                                        {**conv, "n_known": len(known), "n_unknown": len(unknown)},
+                                        headline=headline and key in ("auroc", "fpr@tpr95[pos=known,rule=interp]")))
+        return values, boots, records
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def evaluate(self, ctx: EvalContext) -> TaskResult:
+        if ctx.dataset.labels is None:
+            raise ValueError(f"open_set needs labels; dataset {ctx.dataset.name}/{ctx.dataset.split} has none")
+        if self.params.mode == "leave_one_out":
+            return self._leave_one_out(ctx)
+        return self._unknown_classes(ctx)
+
+    def _unknown_classes(self, ctx: EvalContext) -> TaskResult:
+        p = self.params
+        ds, model_classes = ctx.dataset, tuple(ctx.head_labels)
+        unknown_classes = list(p.unknown_classes) if p.unknown_classes is not None else \
+            [c for c in ds.classes if c not in model_classes]
+        bad = [c for c in unknown_classes if c not in ds.classes]
+        if bad:
+            raise ValueError(f"unknown_classes {bad} are not classes of {ds.name} ({', '.join(ds.classes)})")
+        labels = ds.labels
+        is_unknown = np.isin(labels, unknown_classes)
+        is_known = ~is_unknown & np.isin(labels, model_classes)
+        logits = np.asarray(ctx.predictions.outputs[ctx.head], dtype=np.float64)
+        feats = ctx.predictions.outputs.get("features")
+        unknown_parts = [("task", int(is_unknown.sum()))]
+
+        if p.score in FEATURE_SCORES:
+            fit = ctx.extras["fit"]
+            fit_known = np.isin(fit.dataset.labels, model_classes) & ~np.isin(fit.dataset.labels, unknown_classes)
+            fit_y = np.array([model_classes.index(c) for c in fit.dataset.labels[fit_known]])
+            detector = self._detector(np.asarray(fit.predictions.outputs["features"], np.float64)[fit_known], fit_y)
+            scores = detector.score(np.asarray(feats, np.float64))
+        else:
+            scores = self._logit_scores(logits)
+        unknown_scores = [scores[is_unknown]]
+        for role, extra in ctx.extras.items():
+            if role.startswith("unknown:"):
+                out = extra.predictions.outputs
+                s = detector.score(np.asarray(out["features"], np.float64)) if p.score in FEATURE_SCORES else \
+                    self._logit_scores(np.asarray(out[ctx.head], np.float64))
+                unknown_scores.append(s)
+                unknown_parts.append((f"{extra.dataset.name}/{extra.dataset.split}", len(s)))
+        unknown = np.concatenate(unknown_scores)
+        known = scores[is_known]
+        if len(known) == 0 or len(unknown) == 0:
+            raise ValueError(f"open_set needs known and unknown samples; got {len(known)} known and {len(unknown)} "
+                             f"unknown (unknown classes {unknown_classes}, {len(p.unknowns)} unknown splits). Name "
+                             f"the unknown classes with `unknown_classes` or add `unknowns` splits.")
+        pred = np.array(model_classes)[logits[is_known].argmax(axis=1)]
+        correct = pred == labels[is_known]
+        conv = {**self._conventions(ctx), "unknown_classes": unknown_classes,
+                "unknown_sources": [s for s, _ in unknown_parts],
+                "known": "task samples of classes the head has", "correct": "argmax of the head == true class"}
+        values, _, records = self._records("", known, correct, unknown, ctx, conv, headline=True)
+        details = {"n_known": int(len(known)), "n_unknown": int(len(unknown)), "unknown_classes": unknown_classes,
+                   "unknown_sources": [{"source": s, "n": n} for s, n in unknown_parts],
+                   "metrics": values,
+                   "roc": _curve(ood.roc_curve_points(known, unknown, positive="known")),
+                   "oscr_curve": _curve(ood.oscr_curve(known, correct, unknown))}
+        return TaskResult(records, details, [])
+
+    def _leave_one_out(self, ctx: EvalContext) -> TaskResult:
+        p = self.params
+        ds, fit = ctx.dataset, ctx.extras["fit"]
+        if "features" not in ctx.predictions.outputs:
+            raise ValueError("leave_one_out needs the model's features; this adapter exposes none")
+        if fit.dataset.labels is None:
+            raise ValueError(f"fit_split {fit.dataset.name}/{fit.dataset.split} has no labels")
+        test_x = np.asarray(ctx.predictions.outputs["features"], np.float64)
+        train_x = np.asarray(fit.predictions.outputs["features"], np.float64)
+        test_y, train_y = ds.labels, fit.dataset.labels
+        classes = [c for c in ds.classes if np.any(test_y == c) or np.any(train_y == c)]
+        open_classes = list(p.open_classes) if p.open_classes is not None else classes
+        bad = [c for c in open_classes if c not in classes]
+        if bad:
+            raise ValueError(f"open_classes {bad} have no samples in {ds.name} (classes: {', '.join(classes)})")
+        conv = {**self._conventions(ctx), "pool": p.pool, "probe": f"multinomial logistic regression, C={p.probe_C},"
+                f" standardised features, L-BFGS", "fit_split": f"{fit.dataset.name}/{fit.dataset.split}"}
+        rows, records, warnings, boot_rows = [], [], [], []
+        for j, k in enumerate(open_classes):
+            closed = [c for c in classes if c != k]
+            index = {c: i for i, c in enumerate(closed)}
+            tr = train_y != k
+            tr &= np.isin(train_y, closed)
+            probe = osc.LinearProbe(C=p.probe_C).fit(train_x[tr], np.array([index[c] for c in train_y[tr]]),
+                                                    n_classes=len(closed))
+            if not probe.converged:
+                warnings.append(f"open class {k}: the linear probe did not converge")
+            pool_x = test_x if p.pool == "test" else np.concatenate([test_x, train_x[train_y == k]])
+            pool_y = test_y if p.pool == "test" else np.concatenate([test_y, train_y[train_y == k]])
+            logits = probe.logits(pool_x)
+            if p.score in FEATURE_SCORES:
+                scores = self._detector(train_x[tr], np.array([index[c] for c in train_y[tr]])).score(pool_x)
+            else:
+                scores = self._logit_scores(logits)
+            is_unknown = pool_y == k
+            is_known = np.isin(pool_y, closed)
+            pred = np.array(closed)[logits[is_known].argmax(axis=1)]
+            correct = pred == pool_y[is_known]
+            values, boots, recs = self._records(f"open={k}", scores[is_known], correct, scores[is_unknown], ctx,
+                                                {**conv, "open_class": k}, seed_offset=j)
+            records += recs
+            boot_rows.append(boots)
+            rows.append({"open_class": k, "n_known": int(is_known.sum()), "n_unknown": int(is_unknown.sum()),
+                         **values})
+        mean = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key not in
+                ("open_class", "n_known", "n_unknown")}
+        for key, value in mean.items():
+            ci = None
+            if boot_rows and all(key in b for b in boot_rows):
+                ci = bs.percentile_interval(np.mean(np.stack([b[key] for b in boot_rows]), axis=0), ctx.confidence)
+            records.append(MetricRecord(_tag(key, "mean"), value, ci, None,
+                                        {**conv, "definition": "arithmetic mean over the open classes",
+                                         "open_classes": open_classes},
+                                        headline=key in ("auroc", "fpr@tpr95[pos=known,rule=interp]")))
+        details = {"table": rows + [{"open_class": "Mean", **mean}], "open_classes": open_classes}
+        return TaskResult(records, details, warnings)
+
+
+def _tag(key: str, tag: str) -> str:
+    """Add a tag to a metric key: ``auroc`` -> ``auroc[open=fear]``; ``fpr@tpr95[pos=known,rule=interp]`` ->
+    ``fpr@tpr95[pos=known,rule=interp,open=fear]``."""
+    if not tag:
+        return key
+    return key[:-1] + f",{tag}]" if key.endswith("]") else f"{key}[{tag}]"
+
+
+def _curve(arrays, max_points: int = 512) -> dict:
+    """A curve for reports, thinned to at most ``max_points`` points (first and last kept); +-inf -> None."""
+    x, y, t = (np.asarray(a, dtype=np.float64) for a in arrays)
+    if len(x) > max_points:
+        keep = np.unique(np.linspace(0, len(x) - 1, max_points).round().astype(int))
+        x, y, t = x[keep], y[keep], t[keep]
+    clean = lambda a: [None if not np.isfinite(v) else float(v) for v in a.tolist()]  # noqa: E731
+    return {"x": clean(x), "y": clean(y), "thresholds": clean(t)}
