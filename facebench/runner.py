@@ -36,6 +36,7 @@ class _Planned:
     head: str | None = None
     refs: dict = field(default_factory=dict)  # role -> SplitRef (other splits the protocol needs)
     ref_loaders: dict = field(default_factory=dict)
+    skipped_refs: dict = field(default_factory=dict)  # role -> why (optional splits whose data is absent)
 
 
 @dataclass
@@ -121,10 +122,16 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
         item.ref_loaders = {role: make_loader(ref, d.get("data_root")) for role, ref in item.refs.items()}
         try:
             loader.check(task.split)
-            for role, ref in item.refs.items():
+            for role, ref in list(item.refs.items()):
                 try:
                     item.ref_loaders[role].check(ref.split)
                 except DatasetNotFoundError as err:
+                    if ref.optional and d["missing_data"] == "skip":
+                        reason = str(err).splitlines()[0]
+                        item.skipped_refs[role] = reason
+                        del item.refs[role], item.ref_loaders[role]
+                        log(f"{task.name}: leaving out {role} ({ref.dataset}/{ref.split}): {reason}")
+                        continue
                     raise DatasetNotFoundError(f"{role} split ({ref.dataset}/{ref.split}): {err}") from None
         except DatasetNotFoundError as err:
             if d["missing_data"] != "skip":
@@ -200,6 +207,8 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
         if it.refs:
             row["extra_splits"] = {role: {**ref.to_dict(), "n": len(extras[role].dataset)}
                                    for role, ref in it.refs.items()}
+        if it.skipped_refs:
+            row["skipped_extra_splits"] = dict(it.skipped_refs)
         try:
             result = it.protocol.evaluate(ctx)
         except Exception as err:  # keep the other tasks' results
@@ -237,7 +246,12 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
         "records": records,
         "manifest": "manifest.json",
     }
-    leaderboard = leaderboard_markdown(results)
+    try:
+        leaderboard = leaderboard_markdown(results)
+    except Exception as err:  # never lose computed results to a rendering bug
+        exit_code = 1
+        leaderboard = f"(the leaderboard could not be rendered: {type(err).__name__}: {err}; see results.json)"
+        log(f"leaderboard failed: {err}\n{traceback.format_exc()}")
     manifest = {
         "suite_as_run": suite.to_dict(),
         "suite_file": suite.file,

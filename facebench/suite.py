@@ -268,7 +268,13 @@ def validate_suite(path: str | Path, overrides: dict | None = None, check_data: 
             if check_data:
                 loader.check(task.split)
                 for role, (ref, ref_loader) in ref_loaders.items():
-                    ref_loader.check(ref.split)
+                    try:
+                        ref_loader.check(ref.split)
+                    except FacebenchError as err:
+                        if ref.optional and suite.defaults["missing_data"] == "skip":
+                            notes.append(f"task {task.name!r} will leave out {role}: {str(err).splitlines()[0]}")
+                        else:
+                            raise
         except FacebenchError as err:
             from facebench.errors import DatasetNotFoundError
 

@@ -107,3 +107,30 @@ tasks:
     row = out.results["tasks"][0]
     assert set(row["extra_splits"]) == {"target:noise", "target:blur"}
     assert set(row["fingerprints"]["extra_datasets"]) == {"target:noise", "target:blur"}
+
+
+def test_missing_target_is_left_out_with_skip(tmp_path):
+    suite = tmp_path / "cd.yaml"
+    body = """name: cd
+defaults: {{bootstrap: 0, missing_data: {policy}}}
+tasks:
+  - name: domains
+    dataset: synth
+    split: test
+    dataset_args: {{n: 100}}
+    protocol: cross_domain
+    params:
+      targets:
+        - {{dataset: synth, split: test, name: blur, dataset_args: {{n: 100, domain: blur}}}}
+        - {{dataset: rafdb, split: test, path: {missing}}}
+"""
+    suite.write_text(body.format(policy="skip", missing=tmp_path / "nope"))
+    out = run_suite(suite, "synth-cnn", out=tmp_path / "o", progress=False)
+    row = out.results["tasks"][0]
+    assert row["status"] == "ok" and list(row["skipped_extra_splits"]) == ["target:rafdb"]
+    m = {r["metric"]: r for r in out.results["records"]}
+    assert m["accuracy[mean]"]["conventions"]["columns"] == ["synth", "blur"]
+    suite.write_text(body.format(policy="error", missing=tmp_path / "nope"))
+    from facebench.errors import DatasetNotFoundError
+    with pytest.raises(DatasetNotFoundError, match="target:rafdb"):
+        run_suite(suite, "synth-cnn", out=tmp_path / "o2", progress=False)

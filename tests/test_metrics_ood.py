@@ -519,3 +519,23 @@ def test_errors_oscr_inputs():
         ccr_at_fpr([math.nan], [True], [0.0], 0.1)
     with pytest.raises(ValueError, match=r"fpr must be in \[0, 1\]"):
         ccr_at_fpr([1.0], [True], [0.0], 5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_vectorised_open_set_bootstrap_equals_the_loop(seed):
+    """bootstrap_open_set draws the same resamples as stratified_bootstrap and computes the same
+    statistics from per-threshold counts (ties from rounding included)."""
+    from facebench.metrics.ood import bootstrap_open_set, stratified_bootstrap
+
+    rng = np.random.default_rng(seed)
+    nk, nu = int(rng.integers(1, 300)), int(rng.integers(1, 200))
+    k, u = np.round(rng.normal(1, 1, nk), 1), np.round(rng.normal(0, 1, nu), 1)
+    c = rng.random(nk) < 0.8
+    fast = bootstrap_open_set(k, c, u, tpr=0.9, n_resamples=40, seed=seed, chunk=7)
+    loops = [stratified_bootstrap(auroc, k, u, 40, seed),
+             stratified_bootstrap(lambda a, b: fpr_at_tpr(a, b, 0.9, "known", "interp"), k, u, 40, seed),
+             stratified_bootstrap(lambda a, b: fpr_at_tpr(a, b, 0.9, "unknown", "first"), k, u, 40, seed),
+             stratified_bootstrap(lambda a, b, cc: oscr(a, cc, b), k, u, 40, seed, extra_known=c)]
+    assert list(fast) == ["auroc", "fpr@tpr90[pos=known,rule=interp]", "fpr@tpr90[pos=unknown,rule=first]", "oscr"]
+    for got, want in zip(fast.values(), loops):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)

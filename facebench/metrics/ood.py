@@ -414,3 +414,79 @@ def stratified_bootstrap(
         else:
             out[b] = stat(k[ik], u[iu], extra[ik])
     return out
+
+
+def bootstrap_open_set(known, known_correct, unknown, tpr=0.95, n_resamples=1000, seed=0,
+                       chunk=None) -> dict[str, np.ndarray]:
+    """Vectorised stratified bootstrap of AUROC, ``fpr@tpr[pos=known,rule=interp]``,
+    ``fpr@tpr[pos=unknown,rule=first]`` and OSCR: ``{key: (B,) float64}``.
+
+    Resamples are drawn exactly as :func:`stratified_bootstrap` draws them (known indices, then
+    unknown indices, per resample, from ``default_rng(seed)``), but every statistic is computed
+    from per-threshold resample counts: with distinct pooled scores t_1 > ... > t_m and counts
+    k_g (known), c_g (correct known), u_g (unknown) at t_g, TP_g / CC_g / FP_g their cumulative
+    sums, AUROC = sum_g u_g (TP_{g-1} + k_g / 2) / (N_k N_u); the ROC points are (FP_g / N_u,
+    TP_g / N_k) and OSCR is the trapezoid area under (FP_g / N_u, CC_g / N_k). The interp rule is
+    ``np.interp`` on the full curve, which equals it on sklearn's reduced curve up to rounding.
+    """
+    k = _check_scores(known, "known")
+    u = _check_scores(unknown, "unknown")
+    c = _check_correct(known_correct, k.shape[0])
+    target = _check_rate(tpr, "tpr")
+    b_total = int(n_resamples)
+    if b_total < 1:
+        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    levels = np.unique(np.concatenate([k, u]))[::-1]  # descending distinct scores
+    m = levels.shape[0]
+    gk = np.searchsorted(-levels, -k)  # group index of each score
+    gu = np.searchsorted(-levels, -u)
+    nk, nu = k.shape[0], u.shape[0]
+    rng = np.random.default_rng(seed)
+    if chunk is None:
+        chunk = max(1, min(b_total, (32 * 2**20) // (8 * 4 * (m + 1))))
+    keys = ("auroc", metric_key(f"fpr@tpr{_fmt_rate(target)}", positive="known", rule="interp"),
+            metric_key(f"fpr@tpr{_fmt_rate(target)}", positive="unknown", rule="first"), "oscr")
+    out = {key: np.empty(b_total) for key in keys}
+    for start in range(0, b_total, chunk):
+        b = min(chunk, b_total - start)
+        ik = np.empty((b, nk), dtype=np.int64)
+        iu = np.empty((b, nu), dtype=np.int64)
+        for r in range(b):  # same draw order as stratified_bootstrap
+            ik[r] = rng.integers(0, nk, size=nk)
+            iu[r] = rng.integers(0, nu, size=nu)
+        rows = np.arange(b)[:, None] * m
+        kc = np.bincount((rows + gk[ik]).ravel(), minlength=b * m).reshape(b, m).astype(np.float64)
+        cc = np.bincount((rows + gk[ik]).ravel(), weights=c[ik].ravel().astype(np.float64),
+                         minlength=b * m).reshape(b, m)
+        uc = np.bincount((rows + gu[iu]).ravel(), minlength=b * m).reshape(b, m).astype(np.float64)
+        tp, fp, ccr = np.cumsum(kc, axis=1), np.cumsum(uc, axis=1), np.cumsum(cc, axis=1)
+        tp_before = tp - kc
+        out[keys[0]][start:start + b] = (uc * (tp_before + 0.5 * kc)).sum(axis=1) / (nk * nu)
+        zeros = np.zeros((b, 1))
+        tpr_k = np.hstack([zeros, tp / nk])  # ROC with (0, 0) first, known positive
+        fpr_k = np.hstack([zeros, fp / nu])
+        out[keys[1]][start:start + b] = _interp_rows(target, tpr_k, fpr_k)
+        # unknown positive: ascending scores; point g accepts (as unknown) scores <= t_g
+        u_asc = nu - (fp - uc)  # unknown with score <= t_g
+        k_asc = nk - tp_before
+        last = (u_asc / nu >= target).sum(axis=1) - 1  # largest g still reaching the target
+        out[keys[2]][start:start + b] = k_asc[np.arange(b), np.maximum(last, 0)] / nk
+        x = np.hstack([zeros, fp / nu])
+        y = np.hstack([zeros, ccr / nk])
+        out[keys[3]][start:start + b] = (np.diff(x, axis=1) * (y[:, 1:] + y[:, :-1]) / 2).sum(axis=1)
+    return out
+
+
+def _interp_rows(x: float, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """Row-wise ``np.interp(x, xp[r], fp[r])`` for non-decreasing rows (at repeated ``xp`` values
+    the right-most point wins, as in NumPy)."""
+    b, n = xp.shape
+    j = (xp <= x).sum(axis=1) - 1
+    j = np.clip(j, 0, n - 1)
+    r = np.arange(b)
+    x0, y0 = xp[r, j], fp[r, j]
+    nxt = np.minimum(j + 1, n - 1)
+    x1, y1 = xp[r, nxt], fp[r, nxt]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = np.where((x0 >= x) | (x1 == x0), y0, y0 + (x - x0) * (y1 - y0) / (x1 - x0))
+    return y

@@ -34,6 +34,7 @@ from typing import Callable
 import numpy as np
 from scipy import linalg, optimize
 from scipy.special import logsumexp
+from threadpoolctl import threadpool_limits
 
 from ._validation import _as_array, check_labels, check_n_classes, check_positive_int
 
@@ -430,14 +431,16 @@ class LinearProbe:
         onehot = np.zeros((x.shape[0], k))
         onehot[np.arange(x.shape[0]), y] = 1.0
         d = x.shape[1]
-        res = optimize.minimize(
-            self._loss_grad,
-            np.zeros(k * d + k),
-            args=(xs, onehot, 1.0 / self.C),
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 64 * np.finfo(np.float64).eps},
-        )
+        # one BLAS thread: these matrices are small, and threads cost 10x more than they save on them
+        with threadpool_limits(limits=1, user_api="blas"):
+            res = optimize.minimize(
+                self._loss_grad,
+                np.zeros(k * d + k),
+                args=(xs, onehot, 1.0 / self.C),
+                jac=True,
+                method="L-BFGS-B",
+                options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 64 * np.finfo(np.float64).eps},
+            )
         self.coef_ = res.x[: k * d].reshape(k, d)
         self.intercept_ = res.x[k * d:].copy()
         self.n_classes_ = k

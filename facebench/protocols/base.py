@@ -58,6 +58,7 @@ class SplitRef:
     dataset_args: dict = field(default_factory=dict, hash=False)
     predictions: bool = True
     features: bool = False
+    optional: bool = False  # with `missing_data: skip`, absent data drops this split, not the task
 
     def key(self) -> str:
         return hash_object([self.dataset, self.path, self.dataset_args, self.split])

@@ -6,7 +6,9 @@ missing on either side are listed per column; samples of classes the model canno
 ``unsupported_classes``; model classes a target lacks follow ``extra_model_classes``). Metric per
 column: overall top-1 accuracy (``metric: mean_class_accuracy`` for the class-mean), with a
 per-column bootstrap CI. **Mean = arithmetic mean over all columns, source column included**, as
-the published tables compute it; its CI resamples every column independently.
+the published tables compute it; its CI resamples every column independently. With
+``missing_data: skip`` a target whose data is absent is left out (the Mean then covers fewer
+columns: its ``columns`` convention lists them), not the whole task.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class CrossDomainProtocol(Protocol):
                               f"{{dataset, split[, name, path, dataset_args]}}.")
         columns, seen = [], {self.params.source_name or task.dataset}
         for i, target in enumerate(self.params.targets):
-            ref = split_ref(target, f"task {task.name!r}: targets[{i}]", None)
+            ref = split_ref(target, f"task {task.name!r}: targets[{i}]", None, optional=True)
             name = str(target.get("name") or ref.dataset)
             if name in seen:
                 raise ConfigError(f"task {task.name!r}: column name {name!r} is used twice; give targets a `name`.")

@@ -120,7 +120,7 @@ class ImbalancedProtocol(Protocol):
             MetricRecord("mean_class_accuracy", mean, ci(boot_mean), n,
                          {**conv, "definition": "unweighted mean of per-class recall", "classes": evaluated}, True),
             MetricRecord("gap[accuracy-mean_class_accuracy]", acc - mean,
-                         ci(None if cms is None else boot_acc - boot_mean), n, conv),
+                         ci(None if cms is None else boot_acc - boot_mean), n, conv, headline=True),
         ]
         recall = cls.per_class_recall_from_cm(cm)
         boot_recall = None if cms is None else cls.per_class_recall_from_cm(cms)

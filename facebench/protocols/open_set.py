@@ -59,30 +59,6 @@ def open_set_metrics(known, known_correct, unknown, tpr: float = 0.95, ccr_fprs=
     return out
 
 
-def _boot_metrics(known, correct, unknown, tpr, n_resamples, seed) -> dict[str, np.ndarray]:
-    """Stratified bootstrap draws of AUROC, both FPR@TPR conventions and OSCR (shared resamples)."""
-    tag = f"fpr@tpr{round(tpr * 100, 6):g}"
-    keys = ("auroc", ood.metric_key(tag, positive="known", rule="interp"),
-            ood.metric_key(tag, positive="unknown", rule="first"), "oscr")
-
-    def stat(k, u, c):
-        return np.array([ood.auroc(k, u), ood.fpr_at_tpr(k, u, tpr, positive="known", rule="interp"),
-                         ood.fpr_at_tpr(k, u, tpr, positive="unknown", rule="first"), ood.oscr(k, c, u)])
-
-    rows = _draws(stat, known, unknown, correct, n_resamples, seed)
-    return {key: rows[:, i] for i, key in enumerate(keys)}
-
-
-def _draws(stat, known, unknown, correct, n_resamples, seed) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n_resamples):
-        i = rng.integers(0, len(known), len(known))
-        j = rng.integers(0, len(unknown), len(unknown))
-        out.append(stat(known[i], unknown[j], correct[i]))
-    return np.array(out)
-
-
 @PROTOCOLS.register("open_set")
 class OpenSetProtocol(Protocol):
     """Open-set FER: known vs unknown expressions (unknown classes or leave-one-class-out), AUROC, FPR@95, OSCR"""
@@ -154,7 +130,7 @@ class OpenSetProtocol(Protocol):
     def _records(self, prefix_tag: str, known, correct, unknown, ctx, conv, seed_offset=0, headline=False):
         p = self.params
         values = open_set_metrics(known, correct, unknown, p.tpr, p.ccr_fprs)
-        boots = (_boot_metrics(known, correct, unknown, p.tpr, ctx.n_resamples, ctx.seed + seed_offset)
+        boots = (ood.bootstrap_open_set(known, correct, unknown, p.tpr, ctx.n_resamples, ctx.seed + seed_offset)
                  if ctx.n_resamples > 0 else {})
         n = len(known) + len(unknown)
         records = []

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-PERCENT_METRICS = ("accuracy", "mean_class_accuracy", "macro_f1", "recall[", "precision[", "mean_attribute_accuracy", "cs@")
+PERCENT_METRICS = ("accuracy", "mean_class_accuracy", "macro_f1", "recall[", "precision[", "mean_attribute_accuracy", "cs@",
+                   "gap[", "group_accuracy[", "closed_set_accuracy")
 
 
 def _is_percent(metric: str) -> bool:
@@ -31,46 +32,143 @@ def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
 
 
 def leaderboard_markdown(results: dict) -> str:
-    """Headline table (one row per task) followed by per-class tables."""
+    """One headline table per protocol (a row per task), then each task's detail tables."""
     model = results["model"]["name"]
     records = results["records"]
     lines = [f"# {results['suite']['name']} — {model}", ""]
-    headline_metrics: list[str] = []
-    for r in records:
-        if r["headline"] and r["metric"] not in headline_metrics:
-            headline_metrics.append(r["metric"])
-    other = ["nll"] + sorted({r["metric"] for r in records if r["metric"].startswith("ece[")})
-    columns = headline_metrics + [m for m in other if any(r["metric"] == m for r in records)]
-    header = ["task", "dataset / split", "n"] + [_column_name(m) for m in columns]
-    rows = []
+    protocols: list[str] = []
     for task in results["tasks"]:
-        by_metric = {r["metric"]: r for r in records if r["task"] == task["name"]}
+        if task["protocol"] not in protocols:
+            protocols.append(task["protocol"])
+    for protocol in protocols:
+        tasks = [t for t in results["tasks"] if t["protocol"] == protocol]
+        names = {t["name"] for t in tasks}
+        mine = [r for r in records if r["task"] in names]
+        columns: list[str] = []
+        for r in mine:
+            if r["headline"] and r["metric"] not in columns:
+                columns.append(r["metric"])
+        other = ["nll"] + sorted({r["metric"] for r in mine if r["metric"].startswith("ece[")})
+        columns += [m for m in other if any(r["metric"] == m for r in mine)]
+        header = ["task", "dataset / split", "n"] + [_column_name(m) for m in columns]
+        rows = []
+        for task in tasks:
+            by_metric = {r["metric"]: r for r in mine if r["task"] == task["name"]}
+            if task["status"] != "ok":
+                rows.append([task["name"], f"{task['dataset']} / {task['split']}", "-",
+                             f"{task['status']}: {task.get('reason', '')}"] + [""] * max(len(columns) - 1, 0))
+                continue
+            rows.append([task["name"], f"{task['dataset']} / {task['split']}", str(task.get("n", ""))]
+                        + [format_value(by_metric[m]) if m in by_metric else "" for m in columns])
+        lines += [f"## {protocol}", ""] + _table(header, rows) + [""]
+    lines += ["Percentages (OOD metrics as fractions) with 95% bootstrap percentile CIs in brackets; conventions "
+              "are in results.json.", ""]
+    for task in results["tasks"]:
         if task["status"] != "ok":
-            rows.append([task["name"], f"{task['dataset']} / {task['split']}", "-",
-                         f"{task['status']}: {task.get('reason', '')}"] + [""] * (len(columns) - 1))
             continue
-        n = next((str(r["n"]) for r in by_metric.values() if r["headline"]), "")
-        rows.append([task["name"], f"{task['dataset']} / {task['split']}", n]
-                    + [format_value(by_metric[m]) if m in by_metric else "" for m in columns])
-    lines += _table(header, rows)
-    lines += ["", "Percentages with 95% bootstrap percentile CIs in brackets (see results.json for conventions).", ""]
-    for task in results["tasks"]:
-        per_class = task.get("details", {}).get("per_class")
-        if task["status"] != "ok" or not per_class:
-            continue
-        recall = {r["metric"][7:-1]: r for r in records if r["task"] == task["name"] and r["metric"].startswith("recall[")}
-        lines += [f"## {task['name']}: per class", ""]
-        rows = [[row["class"], str(row["support"]),
-                 format_value(recall[row["class"]]) if row["class"] in recall else "n/a",
-                 "n/a" if row["precision"] is None else f"{row['precision'] * 100:.2f}"] for row in per_class]
-        lines += _table(["class", "support", "recall % [CI]", "precision %"], rows)
-        lines.append("")
+        render = DETAILS.get(task["protocol"])
+        if render is not None:
+            lines += render(task, [r for r in records if r["task"] == task["name"]])
     return "\n".join(lines)
 
 
+def _per_class(task: dict, records: list[dict]) -> list[str]:
+    per_class = task.get("details", {}).get("per_class")
+    if not per_class:
+        return []
+    recall = {r["metric"][7:-1]: r for r in records if r["metric"].startswith("recall[")}
+    extra = "train_count" in per_class[0]
+    header = ["class", "support", "recall % [CI]"] + (["train count", "group"] if extra else ["precision %"])
+    rows = []
+    for row in per_class:
+        name = row["class"]
+        support = row.get("support", row.get("test_count"))
+        cells = [name, str(support), format_value(recall[name]) if name in recall else "n/a"]
+        if extra:
+            cells += [str(row.get("train_count")), str(row.get("group"))]
+        else:
+            cells.append("n/a" if row.get("precision") is None else f"{row['precision'] * 100:.2f}")
+        rows.append(cells)
+    return [f"### {task['name']}: per class", ""] + _table(header, rows) + [""]
+
+
+def _imbalanced(task: dict, records: list[dict]) -> list[str]:
+    lines = _per_class(task, records)
+    resampled = task.get("details", {}).get("resampled") or []
+    if resampled:
+        rows = [[f"{r['factor']:g}", str(r["n"]), f"{100 * r['accuracy']:.2f}", f"{100 * r['mean_class_accuracy']:.2f}",
+                 f"{100 * r['gap']:.2f}"] for r in resampled]
+        lines += [f"### {task['name']}: re-sampled test sets", ""]
+        lines += _table(["imbalance factor", "n", "overall %", "mean %", "gap (points)"], rows) + [""]
+    return lines
+
+
+def _open_set(task: dict, records: list[dict]) -> list[str]:
+    table = task.get("details", {}).get("table")
+    if not table:
+        return []
+    keys = [k for k in table[0] if k not in ("open_class", "n_known", "n_unknown")]
+    keys = [k for k in ("auroc", "fpr@tpr95[pos=known,rule=interp]", "fpr@tpr95[pos=unknown,rule=first]", "oscr",
+                        "closed_set_accuracy") if k in keys]
+    rows = [[str(r["open_class"]), str(r.get("n_known", "")), str(r.get("n_unknown", ""))]
+            + [(f"{100 * r[k]:.2f}" if k == "closed_set_accuracy" else f"{r[k]:.3f}") for k in keys] for r in table]
+    header = ["open class", "n known", "n unknown"] + [_column_name(k) for k in keys]
+    return [f"### {task['name']}: leave-one-class-out", ""] + _table(header, rows) + [""]
+
+
+def _cross_domain(task: dict, records: list[dict]) -> list[str]:
+    details = task.get("details", {})
+    columns = details.get("columns")
+    if not columns:
+        return []
+    head = [c["column"] + (" (source)" if c["role"] == "source" else "") for c in columns] + ["Mean"]
+    cells = [f"{100 * c['value']:.2f}" for c in columns] + [f"{100 * details['mean']:.2f}"]
+    lines = [f"### {task['name']}: {details.get('metric', 'accuracy')} % per column", ""] + _table(head, [cells])
+    missing = [f"{c['column']}: model lacks {c['classes_missing_in_model']}" for c in columns
+               if c["classes_missing_in_model"]]
+    missing += [f"{c['column']}: dataset lacks {c['model_classes_missing_in_dataset']}" for c in columns
+                if c["model_classes_missing_in_dataset"]]
+    if missing:
+        lines += ["", "Classes missing on one side: " + "; ".join(missing) + "."]
+    if task.get("skipped_extra_splits"):
+        lines += ["", "Left out (data absent): " + "; ".join(task["skipped_extra_splits"]) + "."]
+    return lines + [""]
+
+
+DETAILS = {"closed_set": _per_class, "imbalanced": _imbalanced, "open_set": _open_set,
+           "cross_domain": _cross_domain}
+
+
+BASE_NAMES = {"accuracy": "accuracy %", "mean_class_accuracy": "mean class acc. %", "macro_f1": "macro-F1 %",
+              "nll": "NLL", "auroc": "AUROC", "oscr": "OSCR", "closed_set_accuracy": "closed-set acc. %",
+              "gap": "gap (points)"}
+
+
 def _column_name(metric: str) -> str:
-    names = {"accuracy": "accuracy %", "mean_class_accuracy": "mean class acc. %", "macro_f1": "macro-F1 %",
-             "nll": "NLL"}
+    """Readable column titles: ``fpr@tpr95[pos=known,rule=interp]`` -> ``FPR@95 (known+, interp)``,
+    ``accuracy[target=blur]`` -> ``blur %``, ``auroc[mean]`` -> ``AUROC (mean)``."""
     if metric.startswith("ece["):
         return "ECE"
-    return names.get(metric, metric)
+    base, _, tags = metric.partition("[")
+    tags = [t for t in tags.rstrip("]").split(",") if t] if tags else []
+    if base.startswith("fpr@tpr"):
+        title = f"FPR@{base[len('fpr@tpr'):]}"
+    else:
+        title = BASE_NAMES.get(base, base)
+    parts = []
+    for tag in tags:
+        key, _, value = tag.partition("=")
+        if key == "pos":
+            parts.append(f"{value}+")
+        elif key in ("target", "source") and base in ("accuracy", "mean_class_accuracy"):
+            suffix = " (source)" if key == "source" else ""
+            return f"{value}{suffix} %" if base == "accuracy" else f"{value}{suffix} mean acc. %"
+        elif key in ("rule", "method"):
+            parts.append(value)
+        elif key == "accuracy-mean_class_accuracy":
+            continue
+        elif tag == "mean" and base in ("accuracy", "mean_class_accuracy") and not parts:
+            return "Mean %" if base == "accuracy" else "Mean (mean acc.) %"
+        else:
+            parts.append(tag)
+    return f"{title} ({', '.join(parts)})" if parts else title
