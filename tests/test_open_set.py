@@ -190,3 +190,30 @@ tasks:
     assert 0.5 < m[("compound-unknowns", "auroc")]["value"] <= 1.0
     assert m[("compound-unknowns", "auroc")]["n"] == 500
     assert ("loco", "auroc[open=fear]") in m and ("loco", "auroc[mean]") in m
+
+
+def test_vim_on_the_probe_in_leave_one_out():
+    from facebench.metrics.ood_scores import LinearProbe, ViM
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(scale=2.0, size=(4, 6))
+    ytr, yte = rng.integers(0, 4, 400), rng.integers(0, 4, 120)
+    xtr, xte = centres[ytr] + rng.normal(size=(400, 6)), centres[yte] + rng.normal(size=(120, 6))
+    test, tp = _ds("toy", "test", [MODEL[i] for i in yte], MODEL, features=xte, logits=np.zeros((120, 4)))
+    train, trp = _ds("toy", "train", [MODEL[i] for i in ytr], MODEL, features=xtr, logits=np.zeros((400, 4)))
+    ctx = EvalContext(test, tp, "expression", MODEL, n_resamples=0, extras={"fit": ExtraSplit(train, trp)})
+    res = OpenSetProtocol(mode="leave_one_out", score="vim", open_classes=["surprise"]).evaluate(ctx)
+    got = {r.metric: r.value for r in res.records}["auroc[open=surprise]"]
+    x_tr = np.asarray(xtr, np.float32).astype(np.float64)
+    x_te = np.asarray(xte, np.float32).astype(np.float64)
+    keep = ytr != 3
+    probe = LinearProbe().fit(x_tr[keep], ytr[keep], n_classes=3)
+    vim = ViM().fit(probe._transform(x_tr[keep]), probe.coef_, probe.intercept_)
+    pool = np.concatenate([x_te, x_tr[ytr == 3]])
+    labels = np.concatenate([yte, ytr[ytr == 3]]) != 3
+    assert got == pytest.approx(roc_auc_score(labels, vim.score(probe._transform(pool))), abs=1e-12)
+
+    class T:
+        name, dataset, path, dataset_args = "t", "synth", None, {}
+    with pytest.raises(ConfigError, match="mode: leave_one_out"):
+        OpenSetProtocol(score="vim").requires(T)

@@ -18,7 +18,9 @@ Two modes (``mode``):
 Scores (``score``, higher = known): ``msp``, ``max_logit``, ``energy`` (``temperature``),
 ``entropy`` (negative entropy) of the logits (the head's, or the probe's in ``leave_one_out``);
 or feature detectors fitted on the ``fit_split``'s stored features of known classes:
-``mahalanobis`` (class means, shared covariance) and ``knn`` (cosine, ``knn_k``).
+``mahalanobis`` (class means, shared covariance) and ``knn`` (cosine, ``knn_k``); in
+``leave_one_out`` also ``vim`` (virtual-logit matching with the probe as the classifier, on its
+standardised features).
 
 Metrics name their conventions in the key: ``auroc``; ``fpr@tpr95[pos=known,rule=interp]`` (the
 ``ood_metrics`` rule that the open-set FER paper used); ``fpr@tpr95[pos=unknown,rule=first]``
@@ -43,6 +45,7 @@ from facebench.registry import PROTOCOLS
 
 LOGIT_SCORES = tuple(osc.LOGIT_SCORES)
 FEATURE_SCORES = ("mahalanobis", "knn")
+PROBE_SCORES = ("vim",)  # need a linear classifier on the features: the leave-one-out probe
 
 
 def _fpr_tag(x: float) -> str:
@@ -70,7 +73,7 @@ class OpenSetProtocol(Protocol):
     class Params:
         head: str | None = None
         mode: str = choice("unknown_classes", ("unknown_classes", "leave_one_out"))
-        score: str = choice("msp", LOGIT_SCORES + FEATURE_SCORES)
+        score: str = choice("msp", LOGIT_SCORES + FEATURE_SCORES + PROBE_SCORES)
         temperature: float = 1.0
         knn_k: int = 50
         fit_split: Any = "train"
@@ -97,6 +100,9 @@ class OpenSetProtocol(Protocol):
                                   f"`fit_split` (the training split whose stored features it fits on).")
             refs["fit"] = split_ref(p.fit_split, f"task {task.name!r}: fit_split", task, predictions=True,
                                     features=True)
+        if p.score in PROBE_SCORES and p.mode != "leave_one_out":
+            raise ConfigError(f"task {task.name!r}: score {p.score!r} needs a linear classifier on the features; it is "
+                              f"available with mode: leave_one_out (the probe), not with the model's own head.")
         if p.mode == "leave_one_out" and p.unknowns:
             raise ConfigError(f"task {task.name!r}: `unknowns` applies to mode unknown_classes only.")
         if not isinstance(p.unknowns, list):
@@ -232,6 +238,9 @@ class OpenSetProtocol(Protocol):
             logits = probe.logits(pool_x)
             if p.score in FEATURE_SCORES:
                 scores = self._detector(train_x[tr], np.array([index[c] for c in train_y[tr]])).score(pool_x)
+            elif p.score == "vim":  # on the probe's standardised feature space, with its weights
+                vim = osc.ViM().fit(probe._transform(train_x[tr]), probe.coef_, probe.intercept_)
+                scores = vim.score(probe._transform(pool_x))
             else:
                 scores = self._logit_scores(logits)
             is_unknown = pool_y == k
