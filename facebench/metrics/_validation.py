@@ -103,6 +103,17 @@ def check_consistent_length(**arrays) -> int:
     return next(iter(lengths.values()))
 
 
+def check_finite_rows(arr: np.ndarray, name: str) -> np.ndarray:
+    """Raise on NaN or inf in a 2-D float array, naming the first row that has one; return ``arr``."""
+    if np.isnan(arr).any():
+        r = int(np.flatnonzero(np.isnan(arr).any(axis=1))[0])
+        raise ValueError(f"{name} contains NaN (first in row {r})")
+    if not np.isfinite(arr).all():
+        r = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
+        raise ValueError(f"{name} contains inf (first in row {r})")
+    return arr
+
+
 def check_probs(probs, name: str = "probs", atol: float = PROB_SUM_ATOL) -> np.ndarray:
     """Validate an (N, C) matrix of class probabilities and return it as float64.
 
@@ -116,13 +127,7 @@ def check_probs(probs, name: str = "probs", atol: float = PROB_SUM_ATOL) -> np.n
         raise ValueError(f"{name} is empty (shape {arr.shape}); need at least one sample and one class")
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
-    if np.isnan(arr).any():
-        r = int(np.flatnonzero(np.isnan(arr).any(axis=1))[0])
-        raise ValueError(f"{name} contains NaN (first in row {r})")
-    if not np.isfinite(arr).all():
-        r = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-        raise ValueError(f"{name} contains inf (first in row {r})")
+    arr = check_finite_rows(arr.astype(np.float64, copy=False), name)
     if (arr < 0).any():
         r = int(np.flatnonzero((arr < 0).any(axis=1))[0])
         raise ValueError(f"{name} contains negative probabilities (first in row {r}); did you pass logits? use softmax()")

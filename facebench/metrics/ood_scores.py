@@ -36,7 +36,7 @@ from scipy import linalg, optimize
 from scipy.special import logsumexp
 from threadpoolctl import threadpool_limits
 
-from ._validation import _as_array, check_labels, check_n_classes, check_positive_int
+from ._validation import _as_array, check_finite_rows, check_labels, check_n_classes, check_positive_int
 
 __all__ = [
     "msp",
@@ -68,14 +68,7 @@ def _check_matrix(x, name: str, min_rows: int = 1, min_cols: int = 1) -> np.ndar
         raise ValueError(f"{name} has {arr.shape[0]} row(s) (shape {arr.shape}); need at least {min_rows}")
     if arr.shape[1] < min_cols:
         raise ValueError(f"{name} has {arr.shape[1]} column(s) (shape {arr.shape}); need at least {min_cols}")
-    arr = arr.astype(np.float64, copy=False)
-    if np.isnan(arr).any():
-        r = int(np.flatnonzero(np.isnan(arr).any(axis=1))[0])
-        raise ValueError(f"{name} contains NaN (first in row {r})")
-    if not np.isfinite(arr).all():
-        r = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-        raise ValueError(f"{name} contains inf (first in row {r})")
-    return arr
+    return check_finite_rows(arr.astype(np.float64, copy=False), name)
 
 
 def _check_logits(logits, name: str = "logits") -> np.ndarray:
