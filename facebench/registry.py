@@ -166,6 +166,22 @@ DATASETS = Registry(
             "facebench.data.age_attr:UTKFace",
             "UTKFace: faces with age, gender and race in file names [age]_[gender]_[race]_[datetime].jpg.chip.jpg",
         ),
+        "fairface": (
+            "facebench.data.fairface:FairFace",
+            "FairFace: faces balanced over 7 race groups, with gender and age-bin labels (label CSVs + images)",
+        ),
+        "lfw": (
+            "facebench.data.pairs:LFWPairs",
+            "LFW View 2: 6,000 verification pairs in 10 folds (pairs.txt), images lfw/<name>/<name>_<4 digits>.jpg",
+        ),
+        "rfw": (
+            "facebench.data.pairs:RFWPairs",
+            "RFW: 6,000 verification pairs per race (African, Asian, Caucasian, Indian), 10 folds each",
+        ),
+        "pairs-csv": (
+            "facebench.data.pairs:PairsCSV",
+            "Any verification pair list as CSV: image_a,image_b,same[,fold][,group][,subject_a,subject_b]",
+        ),
         "celeba": (
             "facebench.data.age_attr:CelebA",
             "CelebA: 202,599 faces with 40 binary attributes (list_attr_celeba.txt, list_eval_partition.txt)",
@@ -251,6 +267,14 @@ PROTOCOLS = Registry(
         "open_set": (
             "facebench.protocols.open_set:OpenSetProtocol",
             "Open-set FER: known vs unknown expressions (unknown classes or leave-one-class-out), AUROC, FPR@95, OSCR",
+        ),
+        "fairness": (
+            "facebench.protocols.fairness:FairnessProtocol",
+            "Bias and fairness: a per-sample metric by demographic group, with disparities (difference, ratio, STD, SER) and group-stratified CIs",
+        ),
+        "verification": (
+            "facebench.protocols.verification:VerificationProtocol",
+            "Face verification: 10-fold accuracy (insightface and FaceX-Zoo conventions), TAR@FAR, per-group rates at a global threshold",
         ),
     },
 )

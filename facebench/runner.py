@@ -144,9 +144,23 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     # 2. the model, once
     if adapter is None:
         adapter = make_model(model, model_args)
+    head_skips: list[_Planned] = []
     for item in planned:
-        item.head = adapter.resolve_heads([item.protocol.params.head] if getattr(item.protocol.params, "head", None)
-                                          else None)[0]
+        if item.status != "ok":
+            continue
+        if not item.protocol.needs().get("head", True):
+            item.head = None  # features only (e.g. verification embeddings)
+            continue
+        try:
+            item.head = adapter.resolve_heads([item.protocol.params.head] if getattr(item.protocol.params, "head", None)
+                                              else None)[0]
+        except ConfigError as err:  # a suite may hold tasks for several kinds of model
+            item.status, item.reason = "skipped", str(err)
+            head_skips.append(item)
+            log(f"skip {item.task.name}: {err}")
+    if head_skips and all(item.status != "ok" for item in planned):
+        reasons = "; ".join(f"{i.task.name}: {i.reason}" for i in planned)
+        raise ConfigError(f"no task of suite {suite.name!r} can run with model {model!r}: {reasons}")
     store = PredictionStore(cache_dir)
     settings = InferenceSettings(batch_size=d["batch_size"], device=d["device"], amp=d["amp"],
                                  num_workers=d["num_workers"], shard_size=d["shard_size"],
@@ -164,13 +178,15 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
             continue
         own = unit_for(item.task, item.loader)
         own.predictions = True
-        own.heads.add(item.head)
+        if item.head is not None:
+            own.heads.add(item.head)
         own.features |= bool(item.protocol.needs().get("features"))
         for role, ref in item.refs.items():
             unit = unit_for(ref, item.ref_loaders[role])
             if ref.predictions:
                 unit.predictions = True
-                unit.heads.add(item.head)
+                if item.head is not None:
+                    unit.heads.add(item.head)
                 unit.features |= ref.features
     for unit in units.values():
         t_load = time.perf_counter()
@@ -197,7 +213,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
                   for role, ref in it.refs.items()}
         t_eval = time.perf_counter()
         ctx = EvalContext(dataset=dataset, predictions=preds, head=it.head,
-                          head_labels=adapter.heads[it.head].labels, seed=d["seed"],
+                          head_labels=adapter.heads[it.head].labels if it.head else (), seed=d["seed"],
                           n_resamples=d["bootstrap"], confidence=d["confidence"], extras=extras)
         fps = {"dataset": dataset.fingerprint(), "model": adapter.fingerprint(),
                "protocol": it.protocol.fingerprint(), "preprocess": adapter.input_spec.fingerprint()}

@@ -221,12 +221,20 @@ def load_suite(path: str | Path, overrides: dict | None = None) -> Suite:
 
 
 def make_loader(task: Task, data_root: str | None):
-    """Instantiate the task's dataset loader; unknown dataset_args get a did-you-mean."""
+    """Instantiate the task's dataset loader; unknown dataset_args get a did-you-mean. ``transform``
+    (any dataset) wraps it in ``facebench.data.transforms.TransformedLoader``."""
     from facebench.registry import DATASETS
 
     loader_cls = DATASETS.get(task.dataset)
-    _check_kwargs(loader_cls, task.dataset_args, f"dataset {task.dataset!r} (dataset_args)")
-    return loader_cls(path=task.path, data_root=data_root, **task.dataset_args)
+    args = dict(task.dataset_args)
+    transform = args.pop("transform", None)  # any dataset: see facebench.data.transforms
+    _check_kwargs(loader_cls, args, f"dataset {task.dataset!r} (dataset_args)")
+    loader = loader_cls(path=task.path, data_root=data_root, **args)
+    if transform is not None:
+        from facebench.data.transforms import TransformedLoader
+
+        loader = TransformedLoader(loader, transform)
+    return loader
 
 
 def make_protocol(task: Task):

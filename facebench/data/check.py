@@ -16,7 +16,7 @@ from facebench.errors import FacebenchError
 
 NATIVE_DATASETS: tuple[str, ...] = (
     "fer2013", "fer2013-images", "ferplus", "rafdb", "rafdb-compound", "affectnet", "ckplus", "ckplus48", "jaffe",
-    "sfew", "expw", "utkface", "celeba", "clap2015", "morph2",
+    "sfew", "expw", "utkface", "celeba", "clap2015", "morph2", "fairface", "lfw", "rfw",
 )
 
 

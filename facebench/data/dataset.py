@@ -29,6 +29,7 @@ class Dataset:
     images: Any  # FileImages | ArrayImages
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
     content_tag: dict = field(default_factory=dict)
+    pairs: dict | None = None  # verification: {"a", "b": image indices, "same": bool, "fold": int[, "group": str]}
 
     def __post_init__(self):
         self.ids = np.asarray(self.ids).astype(str)
@@ -47,6 +48,15 @@ class Dataset:
         for key, values in self.attributes.items():
             if len(values) != n:
                 raise ValueError(f"dataset {self.name}/{self.split}: attribute {key!r} has {len(values)} values for {n} ids")
+        if self.pairs is not None:
+            self.pairs = {k: np.asarray(v) for k, v in self.pairs.items()}
+            m = len(self.pairs["a"])
+            for key in ("a", "b", "same", "fold"):
+                if key not in self.pairs or len(self.pairs[key]) != m:
+                    raise ValueError(f"dataset {self.name}/{self.split}: pairs need equal-length 'a', 'b', 'same', "
+                                     f"'fold' arrays")
+            if m and (self.pairs["a"].max() >= n or self.pairs["b"].max() >= n):
+                raise ValueError(f"dataset {self.name}/{self.split}: a pair refers to an image index >= {n}")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -66,6 +76,15 @@ class Dataset:
             }
         )
 
+    def pairs_fingerprint(self) -> str | None:
+        """Hash of the pair list (image ids of both sides, same flags, folds), None without pairs."""
+        if self.pairs is None:
+            return None
+        return hash_object({"a": self.ids[self.pairs["a"]].tolist(), "b": self.ids[self.pairs["b"]].tolist(),
+                            "same": self.pairs["same"].astype(bool).tolist(),
+                            "fold": self.pairs["fold"].astype(int).tolist(),
+                            "group": self.pairs["group"].tolist() if "group" in self.pairs else None})
+
     def subset(self, indices) -> "Dataset":
         idx = np.asarray(indices, dtype=np.int64)
         return Dataset(
@@ -77,7 +96,7 @@ class Dataset:
             images=self.images.subset(idx),
             attributes={k: np.asarray(v)[idx] for k, v in self.attributes.items()},
             content_tag=self.content_tag,
-        )
+        )  # pairs are not carried over: their indices refer to the full image list
 
     def class_counts(self) -> dict[str, int]:
         if self.labels is None:

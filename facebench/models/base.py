@@ -69,7 +69,13 @@ class ModelAdapter:
         return self
 
     def resolve_heads(self, heads: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
-        heads = tuple(heads) if heads else (self.default_head,)
+        """``None`` -> the default head; an empty tuple -> no head (features only)."""
+        if heads is None or (isinstance(heads, list) and not heads):
+            if self.default_head is None:
+                raise ConfigError(f"Model {self.name!r} has no classification head (it gives features only); "
+                                  f"use it with a protocol that needs features, such as verification.")
+            heads = (self.default_head,)
+        heads = tuple(heads)
         for h in heads:
             if h not in self.heads:
                 raise ConfigError(

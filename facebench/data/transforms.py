@@ -1,0 +1,164 @@
+"""Image transforms applied on top of any registered dataset: ``dataset_args: {transform: NAME}`` or
+``{transform: {name: NAME, severity: 1..5}}`` in a suite.
+
+The transformed split keeps its sample ids and labels; the transform enters the dataset's content
+tag, so it has its own fingerprint and prediction-store entry. Random corruptions are seeded per
+sample (from the sample index and ``seed``), so a transformed split is the same on every run.
+
+* ``hflip`` -- horizontal mirror (verification flip-sum, test-time augmentation);
+* ``gaussian_noise`` -- add N(0, sigma^2) per pixel, sigma = (8, 16, 24, 36, 48)[s-1] grey levels;
+* ``gaussian_blur`` -- Gaussian blur with radius (0.5, 1, 1.5, 2.5, 3.5)[s-1] px (Pillow);
+* ``jpeg`` -- re-encode with JPEG quality (60, 35, 20, 12, 7)[s-1];
+* ``pixelate`` -- downsample by (1.5, 2, 3, 4, 6)[s-1] (box), then upsample (nearest) to the original size;
+* ``contrast`` -- blend towards the mean grey level with factor (0.7, 0.5, 0.35, 0.25, 0.15)[s-1];
+* ``occlusion`` -- a grey square covering (10, 18, 26, 34, 42)[s-1] % of the image area, placed at random.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Callable
+
+import numpy as np
+
+from facebench.errors import ConfigError, did_you_mean
+
+SEVERITIES = (1, 2, 3, 4, 5)
+NOISE_SIGMA = (8, 16, 24, 36, 48)
+BLUR_RADIUS = (0.5, 1.0, 1.5, 2.5, 3.5)
+JPEG_QUALITY = (60, 35, 20, 12, 7)
+PIXELATE_FACTOR = (1.5, 2.0, 3.0, 4.0, 6.0)
+CONTRAST_FACTOR = (0.7, 0.5, 0.35, 0.25, 0.15)
+OCCLUSION_AREA = (0.10, 0.18, 0.26, 0.34, 0.42)
+
+
+def _pil(image: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def _back(pil_image, channels: int) -> np.ndarray:
+    out = np.asarray(pil_image, dtype=np.uint8)
+    return out[..., None] if out.ndim == 2 else out[..., :channels]
+
+
+def hflip(image, severity, rng):
+    return np.ascontiguousarray(image[:, ::-1])
+
+
+def gaussian_noise(image, severity, rng):
+    noisy = image.astype(np.float64) + rng.normal(0.0, NOISE_SIGMA[severity - 1], size=image.shape)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+def gaussian_blur(image, severity, rng):
+    from PIL import ImageFilter
+
+    return _back(_pil(image).filter(ImageFilter.GaussianBlur(BLUR_RADIUS[severity - 1])), image.shape[-1])
+
+
+def jpeg(image, severity, rng):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    _pil(image).save(buffer, format="JPEG", quality=JPEG_QUALITY[severity - 1])
+    buffer.seek(0)
+    return _back(Image.open(buffer).convert("L" if image.shape[-1] == 1 else "RGB"), image.shape[-1])
+
+
+def pixelate(image, severity, rng):
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    f = PIXELATE_FACTOR[severity - 1]
+    small = _pil(image).resize((max(1, round(w / f)), max(1, round(h / f))), Image.BOX)
+    return _back(small.resize((w, h), Image.NEAREST), image.shape[-1])
+
+
+def contrast(image, severity, rng):
+    x = image.astype(np.float64)
+    mean = x.mean()
+    return np.clip(np.rint(mean + CONTRAST_FACTOR[severity - 1] * (x - mean)), 0, 255).astype(np.uint8)
+
+
+def occlusion(image, severity, rng):
+    h, w = image.shape[:2]
+    side = int(round(np.sqrt(OCCLUSION_AREA[severity - 1] * h * w)))
+    side = max(1, min(side, h, w))
+    top = int(rng.integers(0, h - side + 1))
+    left = int(rng.integers(0, w - side + 1))
+    out = image.copy()
+    out[top:top + side, left:left + side] = 128
+    return out
+
+
+TRANSFORMS: dict[str, Callable] = {"hflip": hflip, "gaussian_noise": gaussian_noise, "gaussian_blur": gaussian_blur,
+                                   "jpeg": jpeg, "pixelate": pixelate, "contrast": contrast, "occlusion": occlusion}
+
+
+def parse_transform(value: Any) -> dict:
+    """``"hflip"`` or ``{name, severity=3, seed=0}`` -> a normalised dict (validated)."""
+    spec = {"name": value} if isinstance(value, str) else dict(value) if isinstance(value, dict) else None
+    if spec is None or "name" not in spec:
+        raise ConfigError(f"transform must be a name or {{name, severity, seed}}; got {value!r}. "
+                          f"Transforms: {', '.join(TRANSFORMS)}.")
+    unknown = set(spec) - {"name", "severity", "seed"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"transform has no option {key!r}.{did_you_mean(key, ('name', 'severity', 'seed'))}")
+    name = spec["name"]
+    if name not in TRANSFORMS:
+        raise ConfigError(f"unknown transform {name!r}.{did_you_mean(name, TRANSFORMS)} "
+                          f"Transforms: {', '.join(TRANSFORMS)}.")
+    severity = int(spec.get("severity", 3))
+    if severity not in SEVERITIES:
+        raise ConfigError(f"transform severity must be one of 1..5; got {spec.get('severity')!r}.")
+    out = {"name": name, "severity": severity, "seed": int(spec.get("seed", 0))}
+    if name == "hflip":
+        out = {"name": "hflip"}
+    return out
+
+
+class TransformedImages:
+    """An image source with a transform applied on load (seeded per sample index)."""
+
+    def __init__(self, images, spec: dict, index: np.ndarray | None = None):
+        self.images, self.spec = images, spec
+        self.index = np.arange(len(images)) if index is None else np.asarray(index, dtype=np.int64)
+        self.fn = TRANSFORMS[spec["name"]]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, i: int) -> np.ndarray:
+        rng = np.random.default_rng([self.spec.get("seed", 0), int(self.index[i])])
+        return self.fn(self.images.load(i), self.spec.get("severity", 1), rng)
+
+    def subset(self, indices) -> "TransformedImages":
+        idx = np.asarray(indices, dtype=np.int64)
+        return TransformedImages(self.images.subset(idx), self.spec, self.index[idx])
+
+    def describe(self) -> str:
+        return f"{self.images.describe()}, transformed by {self.spec}"
+
+
+class TransformedLoader:
+    """Wraps a dataset loader: same checks and splits, images transformed, content tag extended."""
+
+    def __init__(self, loader, transform: Any):
+        self.loader = loader
+        self.spec = parse_transform(transform)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def check(self, split: str) -> None:
+        self.loader.check(split)
+
+    def load(self, split: str):
+        from dataclasses import replace
+
+        ds = self.loader.load(split)
+        return replace(ds, images=TransformedImages(ds.images, self.spec),
+                       content_tag={**ds.content_tag, "transform": self.spec})
