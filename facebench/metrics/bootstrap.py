@@ -235,7 +235,8 @@ def percentile_interval(samples, confidence=0.95) -> tuple[float, float]:
     if np.isnan(s).all():
         return float("nan"), float("nan")
     alpha = (1.0 - c) / 2.0
-    lo, hi = np.nanpercentile(s, [100.0 * alpha, 100.0 * (1.0 - alpha)])
+    with np.errstate(invalid="ignore"):  # inf resamples (e.g. a ratio over a zero error) are legitimate
+        lo, hi = np.nanpercentile(s, [100.0 * alpha, 100.0 * (1.0 - alpha)])
     return float(lo), float(hi)
 
 

@@ -9,6 +9,9 @@ PERCENT_METRICS = ("accuracy", "mean_class_accuracy", "macro_f1", "recall[", "pr
 
 
 def _is_percent(metric: str) -> bool:
+    base = metric.split("[")[0]
+    if base.endswith(("_ser", "_ratio")) or base.startswith(("fdr", "fmr_", "fnmr_")):
+        return False  # ratios are printed as ratios
     return metric.startswith(PERCENT_METRICS)
 
 
@@ -135,7 +138,42 @@ def _cross_domain(task: dict, records: list[dict]) -> list[str]:
     return lines + [""]
 
 
-DETAILS = {"closed_set": _per_class, "imbalanced": _imbalanced, "open_set": _open_set,
+def _fairness(task: dict, records: list[dict]) -> list[str]:
+    details = task.get("details", {})
+    groups = details.get("groups")
+    if not groups:
+        return []
+    metric = details.get("metric", "accuracy")
+    by_name = {r["metric"]: r for r in records}
+    rows = [[str(g["group"]), str(g["n"]), format_value(by_name.get(f"{metric}[group={g['group']}]",
+                                                                      {"metric": metric, "value": g["value"]}))]
+            for g in sorted(groups, key=lambda g: _natural(str(g["group"])))]
+    title = f"### {task['name']}: {metric} by {' x '.join(details.get('by', []))}"
+    return [title, ""] + _table(["group", "n", f"{_column_name(metric)} [CI]"], rows) + [""]
+
+
+def _natural(text: str) -> list:
+    """Sort key that orders numbers by value: '3-9' before '10-19'."""
+    import re
+
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text) if t]
+
+
+def _verification(task: dict, records: list[dict]) -> list[str]:
+    groups = task.get("details", {}).get("groups")
+    if not groups or "fmr" not in groups:
+        return []
+    by_name = {r["metric"]: r for r in records}
+    rows = []
+    for g in sorted(groups["accuracy"]):
+        acc = by_name.get(f"accuracy[10fold,insightface,group={g}]")
+        rows.append([g, format_value(acc) if acc else "", format_value(by_name[f"fmr[group={g}]"]),
+                     format_value(by_name[f"fnmr[group={g}]"])])
+    header = ["group", "accuracy % (per-group thresholds)", "FMR (global threshold)", "FNMR (global threshold)"]
+    return [f"### {task['name']}: per group", ""] + _table(header, rows) + [""]
+
+
+DETAILS = {"fairness": _fairness, "verification": _verification, "closed_set": _per_class, "imbalanced": _imbalanced, "open_set": _open_set,
            "cross_domain": _cross_domain}
 
 

@@ -1,0 +1,468 @@
+"""Face verification (1:1) metrics: pair scores, 10-fold accuracy, ROC, TAR@FAR.
+
+Conventions (see ``spec/anchors.md`` §3.4 and ``spec/protocols.md`` §6.2):
+
+* A verification set is a list of pairs with a binary label ``same``
+  (True / 1 = genuine pair, same identity; False / 0 = impostor pair).
+* Pair scores are either a **similarity** (``"cosine"``, higher = same) or a
+  **distance** (``"sqeuclidean"``, squared L2 distance of L2-normalised
+  embeddings, in [0, 4], lower = same). Curve functions take
+  ``higher_is_same_`` to say which; internally a distance ``d`` is scored as
+  ``-d`` and every reported threshold is converted back to the input units.
+* ROC / TAR@FAR: a threshold ``t`` **accepts** (predicts "same") every pair
+  with ``score >= t`` (similarity) or ``dist <= t`` (distance); thresholds run
+  over the distinct scores, so tied scores always move together.
+  FAR = accepted impostors / impostors, TAR = accepted genuines / genuines.
+* The two published 10-fold LFW-style protocols are reproduced exactly,
+  each with its own strict comparison (``dist < t`` and ``score > t``):
+  :func:`insightface_10fold` and :func:`facexzoo_10fold`. Their "accuracy"
+  numbers are **not** interchangeable (different threshold grid, threshold
+  rule and spread statistic).
+* Everything is computed in float64.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "METRICS",
+    "l2_normalize",
+    "flip_sum_embeddings",
+    "pair_scores",
+    "higher_is_same",
+    "kfold_indices",
+    "insightface_10fold",
+    "facexzoo_10fold",
+    "roc_points",
+    "tar_at_far",
+    "det_points",
+    "verification_accuracy_at_threshold",
+    "DEFAULT_FAR_TARGETS",
+]
+
+#: Allowed values of ``metric`` in :func:`pair_scores` / :func:`higher_is_same`.
+METRICS = ("cosine", "sqeuclidean")
+#: FAR targets reported for IJB-B/C 1:1 (insightface ``eval_ijbc.py``).
+DEFAULT_FAR_TARGETS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+
+_INSIGHTFACE_CONVENTION = (
+    "insightface: dist = squared L2 distance (lower = same), predict same iff dist < t; "
+    "t from thresholds (default np.arange(0, 4, 0.01)) maximising accuracy on the other folds "
+    "(first argmax); folds = contiguous KFold(shuffle=False); std = np.std(ddof=0) over folds"
+)
+_FACEXZOO_CONVENTION = (
+    "facexzoo: score = cosine similarity (higher = same); t from the grid min + (max - min) / n * k, "
+    "k = 1..n, over the training folds' scores, maximising Youden J = TPR - FPR (score > t, first argmax); "
+    "held-out accuracy counts genuine score > t and impostor score < t; "
+    "spread = standard error std(ddof=1) / sqrt(n_folds)"
+)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _as_float_array(x, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # pragma: no cover - exotic inputs
+        raise ValueError(f"{name} could not be converted to a NumPy array: {exc}") from exc
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+            or arr.dtype == np.bool_):
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        flat = np.flatnonzero(~finite.ravel())
+        bad = int(flat[0])
+        what = "NaN" if np.isnan(arr.ravel()[bad]) else "inf"
+        raise ValueError(
+            f"{name} contains {what} at flat index {bad} ({flat.size} non-finite value(s)); "
+            "values must be finite -- drop or impute them first"
+        )
+    return arr
+
+
+def _check_scores(x, name: str) -> np.ndarray:
+    """Return a non-empty, finite, 1-D float64 array."""
+    arr = _as_float_array(x, name)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array (one value per pair), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty; verification metrics need at least one pair")
+    return arr
+
+
+def _check_same(same, n: int, name: str = "same") -> np.ndarray:
+    """Return the genuine/impostor labels as a bool array of length ``n``."""
+    arr = np.asarray(same)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one label per pair), got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise ValueError(f"{name} has {arr.shape[0]} entries but there are {n} scores (length mismatch)")
+    if arr.dtype != np.bool_:
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise ValueError(f"{name} must be boolean or 0/1 (1 = genuine pair), got dtype {arr.dtype}")
+        ok = np.isin(arr, (0, 1))
+        if not ok.all():
+            bad = int(np.flatnonzero(~ok)[0])
+            raise ValueError(
+                f"{name} must hold only 0/1 or True/False (1 = genuine pair); {name}[{bad}] = {arr[bad]!r}"
+            )
+        arr = arr.astype(bool)
+    return arr
+
+
+def _check_scores_same(score, same, score_name: str = "score") -> tuple[np.ndarray, np.ndarray]:
+    s = _check_scores(score, score_name)
+    return s, _check_same(same, s.shape[0])
+
+
+def _require_both(same: np.ndarray, what: str) -> tuple[int, int]:
+    n_gen = int(same.sum())
+    n_imp = int(same.shape[0] - n_gen)
+    if n_gen == 0:
+        raise ValueError(f"{what}: there are no genuine pairs (same == 1), so TAR is undefined")
+    if n_imp == 0:
+        raise ValueError(f"{what}: there are no impostor pairs (same == 0), so FAR is undefined")
+    return n_gen, n_imp
+
+
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    v = int(value)
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v
+
+
+def _check_metric(metric) -> str:
+    if not isinstance(metric, str) or metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(repr(m) for m in METRICS)}; got {metric!r}")
+    return metric
+
+
+# --------------------------------------------------------------------------- embeddings and scores
+
+
+def l2_normalize(x, eps=1e-12) -> np.ndarray:
+    """Return ``x / max(||x||_2, eps)`` along the last axis (float64).
+
+    Zero vectors stay zero (as with ``sklearn.preprocessing.normalize``).
+    """
+    arr = _as_float_array(x, "x")
+    if arr.ndim == 0:
+        raise ValueError("x must be at least 1-D (a vector or an (n, d) matrix of embeddings)")
+    if arr.shape[-1] == 0:
+        raise ValueError(f"x has an empty last (feature) axis, shape {arr.shape}")
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real) or not (float(eps) > 0):
+        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    norm = np.sqrt(np.sum(arr * arr, axis=-1, keepdims=True))
+    return arr / np.maximum(norm, float(eps))
+
+
+def flip_sum_embeddings(emb, emb_flipped) -> np.ndarray:
+    """insightface test-time flip: ``L2normalise(emb + emb_flipped)`` (row-wise)."""
+    a = _as_float_array(emb, "emb")
+    b = _as_float_array(emb_flipped, "emb_flipped")
+    if a.shape != b.shape:
+        raise ValueError(f"emb and emb_flipped must have the same shape, got {a.shape} and {b.shape}")
+    return l2_normalize(a + b)
+
+
+def _check_emb_pair(emb_a, emb_b) -> tuple[np.ndarray, np.ndarray]:
+    a = _as_float_array(emb_a, "emb_a")
+    b = _as_float_array(emb_b, "emb_b")
+    for arr, name in ((a, "emb_a"), (b, "emb_b")):
+        if arr.ndim != 2:
+            raise ValueError(f"{name} must be a 2-D (n_pairs, dim) array, got shape {arr.shape}")
+        if arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise ValueError(f"{name} is empty, shape {arr.shape}")
+    if a.shape != b.shape:
+        raise ValueError(
+            f"emb_a and emb_b must have the same shape (one row per pair), got {a.shape} and {b.shape}"
+        )
+    return a, b
+
+
+def pair_scores(emb_a, emb_b, metric="cosine") -> np.ndarray:
+    """Score row ``i`` of ``emb_a`` against row ``i`` of ``emb_b``.
+
+    Both are L2-normalised first (``a = emb_a / ||emb_a||``). ``"cosine"``:
+    ``sum(a * b)`` in [-1, 1], higher = same. ``"sqeuclidean"``:
+    ``sum((a - b) ** 2)`` = ``2 - 2 cos`` in [0, 4], lower = same (insightface).
+    """
+    metric = _check_metric(metric)
+    a, b = _check_emb_pair(emb_a, emb_b)
+    a = l2_normalize(a)
+    b = l2_normalize(b)
+    if metric == "cosine":
+        return np.sum(a * b, axis=1)
+    diff = a - b
+    return np.sum(diff * diff, axis=1)
+
+
+def higher_is_same(metric) -> bool:
+    """True for similarities (``"cosine"``), False for distances (``"sqeuclidean"``)."""
+    return _check_metric(metric) == "cosine"
+
+
+# --------------------------------------------------------------------------- 10-fold protocols
+
+
+def kfold_indices(n_pairs, n_folds=10) -> np.ndarray:
+    """Fold id (0..n_folds-1) per pair, contiguous blocks in pair order.
+
+    Same split as ``sklearn.model_selection.KFold(n_folds, shuffle=False)``:
+    fold sizes are ``n // k``, the first ``n % k`` folds one larger.
+    """
+    n = _check_int(n_pairs, "n_pairs", 1)
+    k = _check_int(n_folds, "n_folds", 2)
+    if k > n:
+        raise ValueError(f"n_folds={k} is larger than n_pairs={n}; every fold needs at least one pair")
+    sizes = np.full(k, n // k, dtype=np.int64)
+    sizes[: n % k] += 1
+    return np.repeat(np.arange(k, dtype=np.int64), sizes)
+
+
+def _resolve_folds(folds, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(fold id per pair, sorted distinct fold ids)``.
+
+    ``folds`` is None (10 contiguous folds), an int k (k contiguous folds) or
+    an array of integer fold ids, one per pair.
+    """
+    if folds is None:
+        ids = kfold_indices(n, 10)
+    elif isinstance(folds, numbers.Integral) and not isinstance(folds, (bool, np.bool_)):
+        ids = kfold_indices(n, folds)
+    else:
+        arr = np.asarray(folds)
+        if arr.ndim != 1:
+            raise ValueError(
+                f"folds must be None, an int, or a 1-D array of fold ids (one per pair), got shape {arr.shape}"
+            )
+        if arr.shape[0] != n:
+            raise ValueError(f"folds has {arr.shape[0]} entries but there are {n} pairs (length mismatch)")
+        if np.issubdtype(arr.dtype, np.integer):
+            ids = arr.astype(np.int64, copy=False)
+        elif np.issubdtype(arr.dtype, np.floating) and np.isfinite(arr).all() and np.all(arr == np.round(arr)):
+            ids = arr.astype(np.int64)
+        else:
+            raise ValueError(f"folds must hold integer fold ids, got dtype {arr.dtype} with non-integer values")
+    uniq = np.unique(ids)
+    if uniq.size < 2:
+        raise ValueError(f"need at least 2 distinct folds for cross-validated thresholds, got {uniq.size}")
+    return ids, uniq
+
+
+def insightface_10fold(dist, same, folds=None, thresholds=None) -> dict:
+    """insightface ``arcface_torch/eval/verification.py`` k-fold accuracy.
+
+    ``dist`` = squared L2 distance (lower = same); predict same iff
+    ``dist < t``. For each fold, ``t`` = the grid value (default
+    ``np.arange(0, 4, 0.01)``) maximising accuracy on the other folds (first
+    argmax); fold accuracy = correct / fold size on the held-out fold.
+    Returns ``accuracy_mean``, ``accuracy_std`` (``np.std``, ddof=0 over
+    folds), ``fold_accuracies``, ``thresholds`` (chosen per fold), ``n_folds``
+    and ``convention``. ``folds``: None (= ``kfold_indices(n, 10)``), an int,
+    or fold ids per pair.
+    """
+    d, y = _check_scores_same(dist, same, "dist")
+    ids, uniq = _resolve_folds(folds, d.shape[0])
+    if thresholds is None:
+        grid = np.arange(0, 4, 0.01)
+    else:
+        grid = _check_scores(thresholds, "thresholds")
+    fold_acc = np.empty(uniq.size, dtype=np.float64)
+    fold_thr = np.empty(uniq.size, dtype=np.float64)
+    for i, f in enumerate(uniq):
+        test = ids == f
+        train = ~test
+        gen = np.sort(d[train & y])
+        imp = np.sort(d[train & ~y])
+        # correct on training folds: genuine with dist < t plus impostors with dist >= t
+        correct = np.searchsorted(gen, grid, side="left") + (imp.size - np.searchsorted(imp, grid, side="left"))
+        t = grid[int(np.argmax(correct))]
+        pred = d[test] < t
+        fold_acc[i] = float(np.count_nonzero(pred == y[test])) / float(np.count_nonzero(test))
+        fold_thr[i] = t
+    return {
+        "accuracy_mean": float(np.mean(fold_acc)),
+        "accuracy_std": float(np.std(fold_acc)),
+        "fold_accuracies": fold_acc,
+        "thresholds": fold_thr,
+        "n_folds": int(uniq.size),
+        "convention": _INSIGHTFACE_CONVENTION,
+    }
+
+
+def facexzoo_10fold(score, same, folds=None, n_thresholds=1000) -> dict:
+    """FaceX-Zoo ``test_protocol/lfw/lfw_evaluator.py`` k-fold accuracy.
+
+    ``score`` = cosine similarity (higher = same). For each fold, on the
+    training folds: grid ``t_k = min + k * (max - min) / n``, k = 1..n (n
+    evenly spaced values in (min, max], FaceX-Zoo's own arithmetic), TPR/FPR
+    with ``score > t``, ``t`` = first argmax of Youden J = TPR - FPR. On the
+    held-out fold a genuine pair is correct iff ``score > t`` and an impostor
+    iff ``score < t`` (as in FaceX-Zoo: a pair exactly at ``t`` counts as an
+    error either way). Returns ``accuracy_mean``, ``accuracy_sem``
+    (``std(ddof=1) / sqrt(n_folds)``), ``fold_accuracies``, ``thresholds``,
+    ``n_folds``, ``convention``.
+    """
+    s, y = _check_scores_same(score, same)
+    ids, uniq = _resolve_folds(folds, s.shape[0])
+    n_thr = _check_int(n_thresholds, "n_thresholds", 1)
+    steps = np.arange(1, n_thr + 1, dtype=np.float64)
+    fold_acc = np.empty(uniq.size, dtype=np.float64)
+    fold_thr = np.empty(uniq.size, dtype=np.float64)
+    for i, f in enumerate(uniq):
+        test = ids == f
+        train = ~test
+        gen = np.sort(s[train & y])
+        imp = np.sort(s[train & ~y])
+        if gen.size == 0 or imp.size == 0:
+            raise ValueError(
+                f"facexzoo_10fold: the training folds for held-out fold {f} have no "
+                f"{'genuine' if gen.size == 0 else 'impostor'} pairs, so Youden J (TPR - FPR) is undefined"
+            )
+        smin = min(gen[0], imp[0])
+        smax = max(gen[-1], imp[-1])
+        grid = smin + (smax - smin) / n_thr * steps
+        tpr = (gen.size - np.searchsorted(gen, grid, side="right")) / gen.size
+        fpr = (imp.size - np.searchsorted(imp, grid, side="right")) / imp.size
+        t = grid[int(np.argmax(tpr - fpr))]
+        st, yt = s[test], y[test]
+        correct = np.count_nonzero(st[yt] > t) + np.count_nonzero(st[~yt] < t)
+        fold_acc[i] = float(correct) / float(st.size)
+        fold_thr[i] = t
+    return {
+        "accuracy_mean": float(np.mean(fold_acc)),
+        "accuracy_sem": float(np.std(fold_acc, ddof=1) / np.sqrt(uniq.size)),
+        "fold_accuracies": fold_acc,
+        "thresholds": fold_thr,
+        "n_folds": int(uniq.size),
+        "convention": _FACEXZOO_CONVENTION,
+    }
+
+
+# --------------------------------------------------------------------------- ROC / TAR@FAR / DET
+
+
+def _roc_counts(s: np.ndarray, y: np.ndarray):
+    """(fps, tps, thresholds) with a leading (0, 0, +inf); ``s`` higher = same."""
+    order = np.argsort(-s, kind="stable")
+    ss = s[order]
+    ends = np.r_[np.flatnonzero(np.diff(ss)), ss.shape[0] - 1]
+    yy = y[order]
+    tps = np.cumsum(yy)[ends]
+    fps = (ends + 1) - tps
+    return (np.r_[0, fps].astype(np.int64), np.r_[0, tps].astype(np.int64), np.r_[np.inf, ss[ends]])
+
+
+def _roc(score, same, higher_is_same_, what: str):
+    hi = _check_bool(higher_is_same_, "higher_is_same_")
+    s, y = _check_scores_same(score, same)
+    n_gen, n_imp = _require_both(y, what)
+    fps, tps, thr = _roc_counts(s if hi else -s, y)
+    if not hi:
+        thr = -thr
+    return fps, tps, thr, n_gen, n_imp
+
+
+def roc_points(score, same, higher_is_same_=True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC as ``(far, tar, thresholds)``.
+
+    Point ``i`` accepts pairs with ``score >= thresholds[i]`` (or
+    ``dist <= thresholds[i]`` when ``higher_is_same_=False``);
+    FAR = accepted impostors / impostors, TAR = accepted genuines / genuines.
+    Thresholds are the distinct scores from strictest to loosest, in the
+    input units; the first point is (0, 0) at threshold +inf (-inf for
+    distances). Equals ``sklearn.metrics.roc_curve(same, score,
+    drop_intermediate=False)`` (with ``-dist`` for distances).
+    """
+    fps, tps, thr, n_gen, n_imp = _roc(score, same, higher_is_same_, "roc_points")
+    return fps / n_imp, tps / n_gen, thr
+
+
+def _needed_impostors(target: float) -> int:
+    return int(math.ceil(1.0 / target - 1e-9))
+
+
+def tar_at_far(score, same, far_targets=DEFAULT_FAR_TARGETS, higher_is_same_=True) -> dict:
+    """TAR at each FAR target: ``{target: {"tar", "far", "threshold", "resolved"}}``.
+
+    Rule: the ROC point with the largest FAR <= target and, among those, the
+    largest TAR (the operating point accepting the most genuine pairs while
+    FAR <= target); ``far`` is that point's achieved FAR and ``threshold`` its
+    threshold (accept ``score >= threshold``, or ``dist <= threshold``).
+    A target below ``1 / n_impostor`` cannot be resolved (no non-zero FAR
+    that small is measurable): ``tar``/``far``/``threshold`` are None,
+    ``resolved`` False and ``reason`` says how many impostor pairs are needed.
+    Note: insightface's IJB code (``eval_ijbc.py``) instead reports the TPR at
+    the *nearest* FAR (``argmin |far - x|``), which may exceed the target.
+    """
+    fps, tps, thr, n_gen, n_imp = _roc(score, same, higher_is_same_, "tar_at_far")
+    far = fps / n_imp
+    tar = tps / n_gen
+    if isinstance(far_targets, numbers.Real) and not isinstance(far_targets, (bool, np.bool_)):
+        far_targets = (far_targets,)
+    try:
+        targets = list(far_targets)
+    except TypeError:
+        raise ValueError(f"far_targets must be a number or a sequence of numbers, got {far_targets!r}") from None
+    if not targets:
+        raise ValueError("far_targets is empty; pass at least one FAR target, e.g. (1e-3,)")
+    out: dict = {}
+    for x in targets:
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real) or not (0.0 < float(x) <= 1.0):
+            raise ValueError(f"each FAR target must be a number in (0, 1] (e.g. 1e-3, not 0.1%), got {x!r}")
+        x = float(x)
+        if 1.0 / n_imp > x:
+            need = _needed_impostors(x)
+            out[x] = {
+                "tar": None, "far": None, "threshold": None, "resolved": False,
+                "reason": (
+                    f"FAR={x:g} is below 1/n_impostor = 1/{n_imp}: resolving it needs at least "
+                    f"{need} impostor pairs, got {n_imp}"
+                ),
+            }
+            continue
+        i = int(np.searchsorted(far, x, side="right")) - 1  # far is non-decreasing; i >= 0 since far[0] = 0
+        out[x] = {"tar": float(tar[i]), "far": float(far[i]), "threshold": float(thr[i]), "resolved": True}
+    return out
+
+
+def det_points(score, same, higher_is_same_=True) -> tuple[np.ndarray, np.ndarray]:
+    """DET curve ``(fmr, fnmr)`` = ``(far, 1 - tar)`` at the :func:`roc_points` thresholds."""
+    far, tar, _ = roc_points(score, same, higher_is_same_)
+    return far, 1.0 - tar
+
+
+def verification_accuracy_at_threshold(score, same, threshold, higher_is_same_=True, *, strict=False) -> float:
+    """Fraction of pairs classified correctly at a fixed threshold.
+
+    Predict same iff ``score >= threshold`` (``dist <= threshold`` when
+    ``higher_is_same_=False``), matching :func:`roc_points`; ``strict=True``
+    uses ``>`` / ``<`` instead (the 10-fold protocols' comparison).
+    """
+    hi = _check_bool(higher_is_same_, "higher_is_same_")
+    st = _check_bool(strict, "strict")
+    s, y = _check_scores_same(score, same)
+    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real) or math.isnan(threshold):
+        raise ValueError(f"threshold must be a real number (not NaN), got {threshold!r}")
+    t = float(threshold)
+    if hi:
+        pred = s > t if st else s >= t
+    else:
+        pred = s < t if st else s <= t
+    return float(np.count_nonzero(pred == y)) / float(y.shape[0])

@@ -1,0 +1,183 @@
+"""Bias and fairness: a per-sample metric disaggregated by demographic attributes.
+
+The per-sample value is ``accuracy`` (1 when the argmax of a classification head names the target
+class, matched case-insensitively), ``mae`` (absolute error of a regression head against a numeric
+target, e.g. UTKFace age) or ``age_bin_accuracy`` (a regression head's value falls inside the
+target's age bin, e.g. FairFace ``20-29``). Groups are the values of one attribute or, with
+several ``by`` attributes, their intersections (``Black & female``).
+
+Reported (fairlearn ``MetricFrame`` semantics): overall; per group with CIs; min and max;
+``difference[between_groups]`` = max - min, ``difference[to_overall]`` = max |m_g - overall|;
+``ratio[between_groups]`` = min / max, ``ratio[to_overall]`` = min_g min(m_g / overall, overall / m_g);
+the STD of the group values with ddof 0 and 1 named; for accuracy also SER = max error / min error;
+for a binary target with ``positive`` set, equalised-odds TPR / FPR gaps. CIs: percentile bootstrap
+**stratified by group** (every resample keeps every group's size, so no resample misses a group)
+and, with ``subject`` set, resampling whole subjects within their group.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facebench.metrics import bootstrap as bs
+from facebench.metrics import fairness as fm
+from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice
+from facebench.registry import PROTOCOLS
+
+METRICS = ("auto", "accuracy", "mae", "age_bin_accuracy")
+_BIN = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$|^\s*more than\s+(\d+)\s*$")
+
+
+def age_bin_bounds(label: str) -> tuple[float, float]:
+    """``"20-29"`` -> (20, 29); ``"more than 70"`` -> (70, inf); a bin contains ages in [low, high + 1)."""
+    m = _BIN.match(str(label))
+    if not m:
+        raise ValueError(f"{label!r} is not an age bin like '20-29' or 'more than 70'")
+    if m.group(3):
+        return float(m.group(3)), float("inf")
+    return float(m.group(1)), float(m.group(2))
+
+
+@PROTOCOLS.register("fairness")
+class FairnessProtocol(Protocol):
+    """Bias and fairness: a per-sample metric by demographic group, with disparities (difference, ratio, STD, SER) and group-stratified CIs"""
+
+    name = "fairness"
+    version = "1"
+
+    @dataclass
+    class Params:
+        head: str | None = None
+        target: str | None = None
+        by: list = field(default_factory=lambda: ["race"])
+        metric: str = choice("auto", METRICS)
+        positive: str | None = None
+        subject: str | None = None
+        groups: list | None = None
+        min_group_size: int = 30
+
+    def _values(self, ctx: EvalContext) -> tuple[np.ndarray, np.ndarray, str, list[str], dict]:
+        """(per-sample values, keep mask, metric name, warnings, extra arrays for equalised odds)."""
+        p, ds = self.params, ctx.dataset
+        if p.target is None:
+            if ds.labels is None:
+                raise ValueError(f"{ds.name}/{ds.split} has no labels; name the ground-truth attribute with `target` "
+                                 f"(attributes: {', '.join(ds.attributes) or 'none'})")
+            target = ds.labels
+        else:
+            if p.target not in ds.attributes:
+                raise ValueError(f"{ds.name}/{ds.split} has no attribute {p.target!r} (attributes: "
+                                 f"{', '.join(ds.attributes) or 'none'})")
+            target = np.asarray(ds.attributes[p.target])
+        out = np.asarray(ctx.predictions.outputs[ctx.head], dtype=np.float64)
+        labels = tuple(ctx.head_labels)
+        metric = p.metric
+        regression = out.shape[1] == 1 and len(labels) == 1
+        if metric == "auto":
+            if not regression:
+                metric = "accuracy"
+            else:
+                metric = "mae" if _numeric(target) else "age_bin_accuracy"
+        warnings, extra = [], {}
+        if metric == "accuracy":
+            index = {c.lower(): i for i, c in enumerate(labels)}
+            t = np.array([str(v).lower() for v in target])
+            keep = np.isin(t, list(index))
+            if (~keep).any():
+                warnings.append(f"{int((~keep).sum())} samples whose {p.target or 'label'} is not a class of the head "
+                                f"({sorted(set(t[~keep].tolist()))[:5]}) were left out")
+            pred = np.array([labels[i].lower() for i in out.argmax(axis=1)])
+            values = (pred == t).astype(np.float64)
+            extra = {"y_true": t, "y_pred": pred}
+        elif metric == "mae":
+            if not _numeric(target):
+                raise ValueError(f"metric mae needs a numeric target; {p.target or 'labels'} holds e.g. {target[:3]}")
+            y = np.asarray(target, dtype=np.float64)
+            keep = np.isfinite(y)
+            values = np.abs(out[:, 0] - np.where(keep, y, 0.0))
+        else:
+            bounds = np.array([age_bin_bounds(v) for v in target])
+            keep = np.ones(len(target), dtype=bool)
+            age = out[:, 0]
+            values = ((age >= bounds[:, 0]) & (age < bounds[:, 1] + 1)).astype(np.float64)
+        return values, keep, metric, warnings, extra
+
+    def evaluate(self, ctx: EvalContext) -> TaskResult:
+        p, ds = self.params, ctx.dataset
+        by = [p.by] if isinstance(p.by, str) else list(p.by)
+        missing = [a for a in by if a not in ds.attributes]
+        if missing:
+            raise ValueError(f"{ds.name}/{ds.split} has no attribute {missing} to group by (attributes: "
+                             f"{', '.join(ds.attributes) or 'none'})")
+        values, keep, metric, warnings, extra = self._values(ctx)
+        groups = fm.group_keys(*[np.asarray(ds.attributes[a]) for a in by])
+        if p.groups is not None:
+            keep &= np.isin(groups, [str(g) for g in p.groups])
+        clusters = None
+        if p.subject is not None:
+            if p.subject not in ds.attributes:
+                raise ValueError(f"{ds.name}/{ds.split} has no attribute {p.subject!r} for subject clustering")
+            clusters = np.asarray(ds.attributes[p.subject])[keep]
+        values, groups = values[keep], groups[keep]
+        extra = {k: v[keep] for k, v in extra.items()}
+        if len(values) == 0:
+            raise ValueError("no samples left to evaluate")
+        d = fm.disaggregate(values, groups, min_group_size=p.min_group_size)
+        for g in d["small_groups"]:
+            warnings.append(f"group {g!r} has only {d['n'][g]} samples (< {p.min_group_size}): its value and CI say "
+                            f"little")
+        boots, disp = None, {}
+        if ctx.n_resamples > 0:
+            boots = fm.grouped_bootstrap(values, groups, n_resamples=ctx.n_resamples, seed=ctx.seed, clusters=clusters)
+            disp = fm.bootstrap_disparities(values, groups, n_resamples=ctx.n_resamples, seed=ctx.seed,
+                                            clusters=clusters)
+
+        def ci(samples):
+            return None if samples is None else bs.percentile_interval(samples, ctx.confidence)
+
+        unit = f"subject ({p.subject}) within group" if clusters is not None else "sample within group"
+        conv = {"metric": metric, "by": by, "target": p.target or "labels",
+                "bootstrap": f"percentile,resamples={ctx.n_resamples},stratified=group,unit={unit},seed={ctx.seed}",
+                "confidence": ctx.confidence}
+        n = len(values)
+        records = [MetricRecord(f"{metric}[overall]", d["overall"], ci(None if boots is None else boots["overall"]), n,
+                                conv, headline=True)]
+        order = list(boots["groups"]) if boots is not None else sorted(d["by_group"])
+        for j, g in enumerate(order):
+            records.append(MetricRecord(f"{metric}[group={g}]", d["by_group"][g],
+                                        ci(None if boots is None else boots["by_group"][:, j]), d["n"][g], conv))
+        for key, name, headline in (("min", f"{metric}[min]", False), ("max", f"{metric}[max]", False),
+                                    ("difference_between_groups", f"{metric}_difference[between_groups]", True),
+                                    ("ratio_between_groups", f"{metric}_ratio[between_groups]", True),
+                                    ("difference_to_overall", f"{metric}_difference[to_overall]", False),
+                                    ("ratio_to_overall", f"{metric}_ratio[to_overall]", False),
+                                    ("std_ddof0", f"{metric}_std[ddof=0]", False),
+                                    ("std_ddof1", f"{metric}_std[ddof=1]", False)):
+            boot_key = {"difference_between_groups": "difference_between_groups",
+                        "ratio_between_groups": "ratio_between_groups", "min": "min", "max": "max",
+                        "std_ddof0": "std_ddof0", "std_ddof1": "std_ddof1"}.get(key)
+            records.append(MetricRecord(name, d[key], ci(disp.get(boot_key)) if boot_key in disp else None, n, conv,
+                                        headline=headline))
+        if metric in ("accuracy", "age_bin_accuracy"):
+            ser = fm.skewed_error_ratio(list(d["by_group"].values()))
+            records.append(MetricRecord(f"{metric}_ser", ser, ci(disp.get("ser")), n,
+                                        {**conv, "definition": "max group error / min group error (inf when a group "
+                                                               "has no error)"}, headline=True))
+        if p.positive is not None and metric == "accuracy":
+            eo = fm.equalized_odds(extra["y_true"], extra["y_pred"], groups, str(p.positive).lower())
+            for key in ("tpr_difference", "fpr_difference", "equalized_odds_difference", "equalized_odds_ratio"):
+                records.append(MetricRecord(key, eo[key], None, n, {**conv, "positive": p.positive}))
+        details = {"groups": [{"group": g, "n": d["n"][g], "value": d["by_group"][g]} for g in order],
+                   "overall": d["overall"], "metric": metric, "by": by, "small_groups": d["small_groups"]}
+        return TaskResult(records, details, warnings)
+
+
+def _numeric(values) -> bool:
+    try:
+        np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -1,0 +1,172 @@
+"""Face verification on pair lists (LFW View 2, RFW, any CSV of pairs), with verification fairness.
+
+Embeddings are the model's features; with ``flip: true`` (default) the embedding of the mirrored
+image is added before L2 normalisation (insightface's flip-sum; the mirrored split is predicted
+once like any other). Two 10-fold conventions are reported side by side, because papers use both:
+
+* ``accuracy[10fold,insightface]``: squared L2 distance of normalised embeddings, thresholds
+  0..4 step 0.01, the accuracy-maximising threshold of the other 9 folds, mean and std (ddof 0);
+* ``accuracy[10fold,facexzoo]``: cosine similarity, 1000 thresholds over the training folds'
+  score range, Youden's J, mean and standard error (ddof 1 / sqrt(10)).
+
+``tar@far<x>``: TAR at the largest FAR <= x on the cosine ROC; a FAR the impostor count cannot
+resolve (x < 1 / n_impostor) is reported as unresolved with the reason. ROC and DET points go to
+the task details.
+
+When pairs carry a group (RFW's race): per-group 10-fold accuracy with **per-group thresholds**
+(the RFW convention, labelled so) with Avg, STD (ddof 0 and 1) and SER; and per-group FMR and FNMR
+at **one global threshold** set for ``fmr_target`` on all impostor pairs (NIST FRVT), with the
+max/min and max/geometric-mean ratios and the Fairness Discrepancy Rate (``fdr_alpha``); CIs
+resample whole subjects (the identity of the pair's first image) within each group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facebench.metrics import bootstrap as bs
+from facebench.metrics import fairness as fm
+from facebench.metrics import verification as vm
+from facebench.protocols.base import EvalContext, MetricRecord, Protocol, SplitRef, TaskResult
+from facebench.registry import PROTOCOLS
+
+
+def _far_tag(x: float) -> str:
+    return f"{x:.0e}".replace("e-0", "e-")
+
+
+@PROTOCOLS.register("verification")
+class VerificationProtocol(Protocol):
+    """Face verification: 10-fold accuracy (insightface and FaceX-Zoo conventions), TAR@FAR, per-group rates at a global threshold"""
+
+    name = "verification"
+    version = "1"
+
+    @dataclass
+    class Params:
+        flip: bool = True
+        far_targets: list = field(default_factory=lambda: [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6])
+        fmr_target: float = 1e-3
+        fdr_alpha: float = 0.5
+        min_group_size: int = 30
+
+    def needs(self) -> dict:
+        return {"features": True, "head": False}
+
+    def requires(self, task) -> dict:
+        if not self.params.flip:
+            return {}
+        args = {**task.dataset_args, "transform": "hflip"}
+        return {"flipped": SplitRef(task.dataset, task.split, task.path, args, predictions=True, features=True)}
+
+    def _embeddings(self, ctx: EvalContext) -> np.ndarray:
+        emb = np.asarray(ctx.predictions.outputs["features"], dtype=np.float64)
+        if self.params.flip:
+            flipped = ctx.extras["flipped"].predictions.align(ctx.dataset.ids)
+            return vm.flip_sum_embeddings(emb, np.asarray(flipped.outputs["features"], dtype=np.float64))
+        return vm.l2_normalize(emb)
+
+    def evaluate(self, ctx: EvalContext) -> TaskResult:
+        p, ds = self.params, ctx.dataset
+        if ds.pairs is None:
+            raise ValueError(f"{ds.name}/{ds.split} has no pair list; verification needs a pairs dataset "
+                             f"(lfw, rfw, pairs-csv)")
+        emb = self._embeddings(ctx)
+        a, b = ds.pairs["a"], ds.pairs["b"]
+        same, folds = ds.pairs["same"].astype(bool), ds.pairs["fold"].astype(int)
+        cos = vm.pair_scores(emb[a], emb[b], "cosine")
+        dist = vm.pair_scores(emb[a], emb[b], "sqeuclidean")
+        conv = {"embedding": "L2-normalise(f(x) + f(hflip x))" if p.flip else "L2-normalise(f(x))",
+                "pairs": int(len(same)), "genuine": int(same.sum()), "impostor": int((~same).sum())}
+        records, warnings = [], []
+        ins = vm.insightface_10fold(dist, same, folds)
+        fxz = vm.facexzoo_10fold(cos, same, folds)
+        records.append(MetricRecord("accuracy[10fold,insightface]", ins["accuracy_mean"], None, len(same),
+                                    {**conv, "score": "squared L2", "rule": "argmax accuracy, grid 0..4 step 0.01",
+                                     "std_ddof0": ins["accuracy_std"], "folds": ins["fold_accuracies"].tolist()
+                                     if hasattr(ins["fold_accuracies"], "tolist") else ins["fold_accuracies"]},
+                                    headline=True))
+        records.append(MetricRecord("accuracy[10fold,facexzoo]", fxz["accuracy_mean"], None, len(same),
+                                    {**conv, "score": "cosine", "rule": "Youden J, 1000 thresholds in (min, max]",
+                                     "sem": fxz["accuracy_sem"]}, headline=True))
+        tars = vm.tar_at_far(cos, same, tuple(p.far_targets))
+        for target, row in tars.items():
+            records.append(MetricRecord(f"tar@far{_far_tag(target)}", row.get("tar"), None, int(same.sum()),
+                                        {**conv, "score": "cosine", "rule": "largest FAR <= target",
+                                         "far": row.get("far"), "threshold": row.get("threshold"),
+                                         **({"reason": row["reason"]} if not row.get("resolved") else {})},
+                                        headline=abs(target - 1e-3) < 1e-15))
+        far, tar, _ = vm.roc_points(cos, same)
+        details = {"roc": _thin(far, tar), "det": _thin(*vm.det_points(cos, same)),
+                   "tar_at_far": {_far_tag(k): v for k, v in tars.items()}}
+        if "group" in ds.pairs:
+            group_records, group_details, group_warnings = self._groups(ctx, ds, cos, dist, same, folds, conv)
+            records += group_records
+            details["groups"] = group_details
+            warnings += group_warnings
+        return TaskResult(records, details, warnings)
+
+    def _groups(self, ctx, ds, cos, dist, same, folds, conv):
+        p = self.params
+        groups = ds.pairs["group"].astype(str)
+        subjects = np.asarray(ds.attributes["subject"])[ds.pairs["a"]] if "subject" in ds.attributes else None
+        names = sorted(set(groups.tolist()))
+        records, warnings, rows = [], [], []
+        acc = {}
+        for g in names:
+            m = groups == g
+            res = vm.insightface_10fold(dist[m], same[m], folds[m])
+            acc[g] = res["accuracy_mean"]
+            records.append(MetricRecord(f"accuracy[10fold,insightface,group={g}]", acc[g], None, int(m.sum()),
+                                        {**conv, "thresholds": "per group (RFW convention)",
+                                         "std_ddof0": res["accuracy_std"]}))
+        stats = fm.summary_stats([acc[g] for g in names])
+        gconv = {"thresholds": "per group (RFW convention)", "groups": names}
+        for key, name in (("avg", "accuracy[group_avg]"), ("std_ddof0", "accuracy_std[ddof=0]"),
+                          ("std_ddof1", "accuracy_std[ddof=1]"), ("ser", "accuracy_ser")):
+            records.append(MetricRecord(name, stats[key], None, len(same), gconv, headline=key in ("avg", "ser")))
+        # one global threshold for the whole population (NIST FRVT)
+        try:
+            threshold = vm_threshold = fm.threshold_at_fmr(cos[~same], p.fmr_target, higher_is_same=True)
+        except ValueError as err:
+            warnings.append(f"global threshold: {err}")
+            return records, {"accuracy": acc}, warnings
+        rates = fm.group_error_rates(cos, same, groups, threshold, higher_is_same=True)
+        tconv = {"threshold": f"global, FMR={p.fmr_target:g} over all impostor pairs", "value": float(vm_threshold),
+                 "bootstrap": f"percentile,resamples={ctx.n_resamples},stratified=group,unit="
+                              f"{'subject' if subjects is not None else 'pair'},seed={ctx.seed}"}
+        fmr_g = {g: rates[g]["fmr"] if isinstance(rates.get(g), dict) else rates["fmr"][g] for g in names}
+        fnmr_g = {g: rates[g]["fnmr"] if isinstance(rates.get(g), dict) else rates["fnmr"][g] for g in names}
+        for kind, mask, value_of in (("fmr", ~same, lambda s: (s >= threshold).astype(float)),
+                                     ("fnmr", same, lambda s: (s < threshold).astype(float))):
+            vals = value_of(cos[mask])
+            boots = None
+            if ctx.n_resamples > 0:
+                boots = fm.grouped_bootstrap(vals, groups[mask], n_resamples=ctx.n_resamples, seed=ctx.seed,
+                                             clusters=None if subjects is None else subjects[mask])
+            for j, g in enumerate(names):
+                point = fmr_g[g] if kind == "fmr" else fnmr_g[g]
+                ci = None
+                if boots is not None and g in boots["groups"]:
+                    ci = bs.percentile_interval(boots["by_group"][:, list(boots["groups"]).index(g)], ctx.confidence)
+                n_g = int((mask & (groups == g)).sum())
+                records.append(MetricRecord(f"{kind}[group={g}]", point, ci, n_g, tconv))
+                if n_g < p.min_group_size:
+                    warnings.append(f"group {g!r}: only {n_g} {'impostor' if kind == 'fmr' else 'genuine'} pairs")
+        diff = fm.demographic_differentials(fmr_g, fnmr_g)
+        for key, value in diff.items():
+            records.append(MetricRecord(key, value, None, len(same), tconv))
+        fdr = fm.fairness_discrepancy_rate(fmr_g, fnmr_g, alpha=p.fdr_alpha)
+        records.append(MetricRecord(f"fdr[alpha={p.fdr_alpha:g}]", fdr, None, len(same), tconv, headline=True))
+        details = {"accuracy": acc, "fmr": fmr_g, "fnmr": fnmr_g, "threshold": float(threshold), **stats}
+        return records, details, warnings
+
+
+def _thin(x, y, max_points: int = 512) -> dict:
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) > max_points:
+        keep = np.unique(np.linspace(0, len(x) - 1, max_points).round().astype(int))
+        x, y = x[keep], y[keep]
+    return {"x": x.tolist(), "y": y.tolist()}
