@@ -216,3 +216,49 @@ def check_confidence(confidence) -> float:
     if not (0.0 < c < 1.0):
         raise ValueError(f"confidence must be in (0, 1), e.g. 0.95; got {confidence!r}")
     return c
+
+
+def check_score_vector(x, name: str, empty_hint: str = "need at least one sample") -> np.ndarray:
+    """A non-empty, finite, 1-D numeric vector as float64 (no copy when already float64).
+
+    Errors name the first non-finite index and the count, and say what the vector is for
+    (``empty_hint``, e.g. "OOD metrics need at least one known and one unknown sample")."""
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # pragma: no cover - exotic inputs
+        raise ValueError(f"{name} could not be converted to a NumPy array: {exc}") from exc
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of scores (one per sample), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty; {empty_hint}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+            or arr.dtype == np.bool_):
+        raise ValueError(f"{name} must be numeric scores, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        what = "NaN" if np.isnan(arr[bad]) else "inf"
+        raise ValueError(
+            f"{name} contains {what} at index {bad} ({int((~finite).sum())} non-finite value(s)); "
+            "scores must be finite -- drop or impute them first"
+        )
+    return arr
+
+
+def check_binary_flags(x, n: int, name: str, meaning: str) -> np.ndarray:
+    """A 1-D vector of ``n`` booleans or 0/1 values as bool; ``meaning`` says what 1 stands for."""
+    arr = np.asarray(x)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one flag per sample), got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise ValueError(f"{name} has {arr.shape[0]} entries but there are {n} scores (length mismatch)")
+    if arr.dtype != np.bool_:
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise ValueError(f"{name} must be boolean or 0/1 ({meaning}), got dtype {arr.dtype}")
+        ok = np.isin(arr, (0, 1))
+        if not ok.all():
+            bad = int(np.flatnonzero(~ok)[0])
+            raise ValueError(f"{name} must hold only 0/1 or True/False values ({meaning}); {name}[{bad}] = {arr[bad]!r}")
+        arr = arr.astype(bool)
+    return arr

@@ -24,6 +24,8 @@ from typing import Callable
 
 import numpy as np
 
+from ._validation import check_binary_flags, check_score_vector
+
 __all__ = [
     "auroc",
     "roc_curve_points",
@@ -59,43 +61,12 @@ def _check_choice(value, allowed: tuple[str, ...], name: str) -> str:
 
 
 def _check_scores(x, name: str) -> np.ndarray:
-    """Return a non-empty, finite, 1-D float64 copy-free view of ``x``."""
-    try:
-        arr = np.asarray(x)
-    except Exception as exc:  # pragma: no cover - exotic inputs
-        raise ValueError(f"{name} could not be converted to a NumPy array: {exc}") from exc
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of scores (one per sample), got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty; OOD metrics need at least one known and one unknown sample")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-            or arr.dtype == np.bool_):
-        raise ValueError(f"{name} must be numeric scores, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
-    finite = np.isfinite(arr)
-    if not finite.all():
-        bad = int(np.flatnonzero(~finite)[0])
-        what = "NaN" if np.isnan(arr[bad]) else "inf"
-        raise ValueError(
-            f"{name} contains {what} at index {bad} ({int((~finite).sum())} non-finite value(s)); "
-            "scores must be finite -- drop or impute them first"
-        )
-    return arr
+    """A non-empty, finite, 1-D float64 vector of scores."""
+    return check_score_vector(x, name, "OOD metrics need at least one known and one unknown sample")
 
 
 def _check_correct(correct, n: int, name: str = "known_correct") -> np.ndarray:
-    arr = np.asarray(correct)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one flag per known sample), got shape {arr.shape}")
-    if arr.shape[0] != n:
-        raise ValueError(f"{name} has {arr.shape[0]} entries but there are {n} known scores (length mismatch)")
-    if arr.dtype != np.bool_:
-        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-            raise ValueError(f"{name} must be boolean (or 0/1), got dtype {arr.dtype}")
-        if not np.isin(arr, (0, 1)).all():
-            raise ValueError(f"{name} must hold only 0/1 or True/False values")
-        arr = arr.astype(bool)
-    return arr
+    return check_binary_flags(correct, n, name, "1 = correctly classified known sample")
 
 
 def _check_rate(value, name: str) -> float:

@@ -28,6 +28,8 @@ import numbers
 
 import numpy as np
 
+from ._validation import check_binary_flags, check_score_vector
+
 __all__ = [
     "METRICS",
     "l2_normalize",
@@ -87,33 +89,13 @@ def _as_float_array(x, name: str) -> np.ndarray:
 
 
 def _check_scores(x, name: str) -> np.ndarray:
-    """Return a non-empty, finite, 1-D float64 array."""
-    arr = _as_float_array(x, name)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array (one value per pair), got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty; verification metrics need at least one pair")
-    return arr
+    """A non-empty, finite, 1-D float64 vector (one value per pair)."""
+    return check_score_vector(x, name, "verification metrics need at least one pair")
 
 
 def _check_same(same, n: int, name: str = "same") -> np.ndarray:
-    """Return the genuine/impostor labels as a bool array of length ``n``."""
-    arr = np.asarray(same)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one label per pair), got shape {arr.shape}")
-    if arr.shape[0] != n:
-        raise ValueError(f"{name} has {arr.shape[0]} entries but there are {n} scores (length mismatch)")
-    if arr.dtype != np.bool_:
-        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-            raise ValueError(f"{name} must be boolean or 0/1 (1 = genuine pair), got dtype {arr.dtype}")
-        ok = np.isin(arr, (0, 1))
-        if not ok.all():
-            bad = int(np.flatnonzero(~ok)[0])
-            raise ValueError(
-                f"{name} must hold only 0/1 or True/False (1 = genuine pair); {name}[{bad}] = {arr[bad]!r}"
-            )
-        arr = arr.astype(bool)
-    return arr
+    """The genuine/impostor labels as a bool array of length ``n``."""
+    return check_binary_flags(same, n, name, "1 = genuine pair")
 
 
 def _check_scores_same(score, same, score_name: str = "score") -> tuple[np.ndarray, np.ndarray]:
