@@ -156,10 +156,7 @@ class FairnessProtocol(Protocol):
                                     ("ratio_to_overall", f"{metric}_ratio[to_overall]", False),
                                     ("std_ddof0", f"{metric}_std[ddof=0]", False),
                                     ("std_ddof1", f"{metric}_std[ddof=1]", False)):
-            boot_key = {"difference_between_groups": "difference_between_groups",
-                        "ratio_between_groups": "ratio_between_groups", "min": "min", "max": "max",
-                        "std_ddof0": "std_ddof0", "std_ddof1": "std_ddof1"}.get(key)
-            records.append(MetricRecord(name, d[key], ci(disp.get(boot_key)) if boot_key in disp else None, n, conv,
+            records.append(MetricRecord(name, d[key], ci(disp.get(key)) if key in disp else None, n, conv,
                                         headline=headline))
         if metric in ("accuracy", "age_bin_accuracy"):
             ser = fm.skewed_error_ratio(list(d["by_group"].values()))
