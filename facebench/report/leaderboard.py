@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterable
 
 PERCENT_METRICS = ("accuracy", "mean_class_accuracy", "macro_f1", "recall[", "precision[", "mean_attribute_accuracy", "cs@",
-                   "gap[", "group_accuracy[", "closed_set_accuracy")
+                   "gap[", "group_accuracy[", "closed_set_accuracy", "age_bin_accuracy")
 
 
 def _is_percent(metric: str) -> bool:
