@@ -182,6 +182,14 @@ DATASETS = Registry(
             "facebench.data.pairs:PairsCSV",
             "Any verification pair list as CSV: image_a,image_b,same[,fold][,group][,subject_a,subject_b]",
         ),
+        "noise": (
+            "facebench.data.nonfaces:NoiseImages",
+            "Procedural noise images (uniform, Gaussian, smooth fields, colour blobs): a far-OOD source with no download",
+        ),
+        "skimage-lfw-subset": (
+            "facebench.data.nonfaces:SkimageLFWSubset",
+            "scikit-image's lfw_subset: 100 LFW face crops and 100 non-face crops, 25x25 grey (pip install scikit-image)",
+        ),
         "celeba": (
             "facebench.data.age_attr:CelebA",
             "CelebA: 202,599 faces with 40 binary attributes (list_attr_celeba.txt, list_eval_partition.txt)",
@@ -287,6 +295,10 @@ PROTOCOLS = Registry(
         "verification": (
             "facebench.protocols.verification:VerificationProtocol",
             "Face verification: 10-fold accuracy (insightface and FaceX-Zoo conventions), TAR@FAR, per-group rates at a global threshold",
+        ),
+        "label_free": (
+            "facebench.protocols.label_free:LabelFreeProtocol",
+            "Label-free (Gscore-style) evaluation: indicators of OOD AUROC and accuracy estimators, judged on a meta-benchmark of test sets",
         ),
     },
 )

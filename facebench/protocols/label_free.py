@@ -1,0 +1,287 @@
+"""Label-free evaluation (Gscore-style): can a detector's performance, or a model's accuracy, be read
+off unlabelled data? Judged on a meta-benchmark of many test sets whose truth is known.
+
+**Meta-benchmark** (seeded; every set is described in the task details). In-distribution = the
+task's split. OOD sources (``ood_sources``: other face datasets, corrupted copies of the task's
+data through ``transform``, non-faces, noise, synthetic faces) and, with ``class_families``, each
+expression class of the task split held out as "unknown" against the others (near-OOD, AUROC near
+0.5 for a model that knows the class). For each source, ``sets_per_source`` unlabelled mixtures of
+sizes ``sizes`` and OOD fractions ``ood_fractions``; the truth of a set is the AUROC of the
+detector score (``score``, higher = in-distribution) computed with the hidden ID/OOD labels.
+
+**Indicators of AUROC** (from the set's scores only; ``facebench.metrics.label_free``): the AUROC
+implied by a two-component 1-D Gaussian mixture (``gmm_auroc``, also used directly), Ashman's D, the
+bimodality coefficient, the mixture overlap, and the trivial baselines mean score and score spread;
+plus learned maps from the score-distribution feature vector (``linear``, and ``mlp``, a small
+neural network, as the Gscore journal abstract describes). These are Gscore-*style*: the paper's
+exact formulas are not published.
+
+**Accuracy estimators** (with ``fit_split``, a labelled source split): temperature scaling fitted
+on it (recorded), then AC, DoC, ATC-MC, ATC-NE and COT used directly, and the nuclear-norm score
+through a learned linear map; their test sets are subsamples of the task split and of the labelled
+``shifts`` (e.g. corruptions), with the true accuracy as the target.
+
+**Judging** (``facebench.metrics.meta_eval``): every map is fitted leave-one-family-out (a family
+= one source) and evaluated on the held-out family; MAE, RMSE, R^2, Pearson, Spearman and Kendall
+against the truth over all sets, with bootstrap CIs over test sets (stratified by family); the raw
+indicators also get their rank correlations. ``best_*`` records name the winner per target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facebench.errors import ConfigError
+from facebench.metrics import bootstrap as bs
+from facebench.metrics import label_free as lf
+from facebench.metrics import meta_eval as me
+from facebench.metrics import ood
+from facebench.metrics import ood_scores as osc
+from facebench.protocols._labels import match_labels
+from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice, split_ref
+from facebench.registry import PROTOCOLS
+
+STATS = ("mae", "rmse", "r2", "pearson", "spearman", "kendall")
+
+
+@dataclass
+class MetaSet:
+    """One unlabelled test set: indices into the ID pool and into one source's pool."""
+
+    family: str
+    source: str
+    id_index: np.ndarray
+    other_index: np.ndarray
+
+
+def draw_sets(n_id: int, n_other: int, family: str, source: str, sets: int, fractions, sizes,
+              rng: np.random.Generator) -> list[MetaSet]:
+    """``sets`` mixtures: set k has size ``sizes[(k // len(fractions)) % len(sizes)]`` and OOD fraction
+    ``fractions[k % len(fractions)]``, both capped by what the pools hold; drawn without replacement."""
+    out = []
+    for k in range(sets):
+        frac = float(fractions[k % len(fractions)])
+        size = int(sizes[(k // len(fractions)) % len(sizes)])
+        m = min(n_other, max(1, int(round(size * frac))))
+        n = min(n_id, max(1, size - m))
+        out.append(MetaSet(family, source, rng.choice(n_id, n, replace=False), rng.choice(n_other, m, replace=False)))
+    return out
+
+
+@PROTOCOLS.register("label_free")
+class LabelFreeProtocol(Protocol):
+    """Label-free (Gscore-style) evaluation: indicators of OOD AUROC and accuracy estimators, judged on a meta-benchmark of test sets"""
+
+    name = "label_free"
+    version = "1"
+
+    @dataclass
+    class Params:
+        head: str | None = None
+        score: str = choice("msp", tuple(osc.LOGIT_SCORES))
+        temperature: float = 1.0
+        ood_sources: list = field(default_factory=list)
+        class_families: bool = True
+        shifts: list = field(default_factory=list)
+        fit_split: object = None
+        sets_per_source: int = 12
+        ood_fractions: list = field(default_factory=lambda: [0.1, 0.25, 0.5, 0.75])
+        sizes: list = field(default_factory=lambda: [300, 1000])
+        min_class_samples: int = 30
+
+    # -- configuration ---------------------------------------------------------------------------
+    def _named(self, items, kind: str, task) -> list[tuple[str, str, object]]:
+        if not isinstance(items, list):
+            raise ConfigError(f"task {task.name!r}: `{kind}` must be a list of {{dataset, split, name, family, ...}}")
+        out, seen = [], set()
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ConfigError(f"task {task.name!r}: {kind}[{i}] must be a mapping; got {item!r}")
+            item = dict(item)
+            name = str(item.pop("name", None) or item.get("dataset"))
+            family = str(item.pop("family", None) or name)
+            if name in seen:
+                raise ConfigError(f"task {task.name!r}: {kind} name {name!r} is used twice; give each a `name`.")
+            seen.add(name)
+            out.append((name, family, split_ref(item, f"task {task.name!r}: {kind}[{i}]", None, predictions=True,
+                                                optional=True)))
+        return out
+
+    def requires(self, task) -> dict:
+        p = self.params
+        refs = {f"ood:{name}": ref for name, _, ref in self._named(p.ood_sources, "ood_sources", task)}
+        refs.update({f"shift:{name}": ref for name, _, ref in self._named(p.shifts, "shifts", task)})
+        if p.fit_split is not None:
+            refs["fit"] = split_ref(p.fit_split, f"task {task.name!r}: fit_split", task, predictions=True)
+        if not refs and not p.class_families:
+            raise ConfigError(f"task {task.name!r}: label_free needs `ood_sources` or `class_families: true`")
+        return refs
+
+    def _families(self, key: str) -> dict[str, str]:
+        items = self.params.ood_sources if key == "ood" else self.params.shifts
+        return {str(i.get("name") or i.get("dataset")): str(i.get("family") or i.get("name") or i.get("dataset"))
+                for i in items if isinstance(i, dict)}
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def _scores(self, logits) -> np.ndarray:
+        return osc.logit_score(self.params.score, np.asarray(logits, np.float64), temperature=self.params.temperature)
+
+    def evaluate(self, ctx: EvalContext) -> TaskResult:
+        p = self.params
+        rng = np.random.default_rng(ctx.seed)
+        records, warnings, details = [], [], {}
+        auroc_sets = self._auroc_sets(ctx, rng, warnings)
+        if len({s["family"] for s in auroc_sets}) >= 2:
+            recs, det = self._judge_auroc(auroc_sets, ctx)
+            records += recs
+            details["auroc"] = det
+        else:
+            warnings.append("AUROC indicators need sets from at least two families (for leave-one-family-out)")
+        if "fit" in ctx.extras:
+            acc_sets, temperature = self._accuracy_sets(ctx, rng, warnings)
+            if len({s["family"] for s in acc_sets}) >= 2:
+                recs, det = self._judge_accuracy(acc_sets, ctx)
+                records += recs
+                details["accuracy"] = {**det, "temperature": temperature}
+            else:
+                warnings.append("accuracy estimators need sets from at least two families: add `shifts`")
+        details["sets"] = [{k: v for k, v in s.items() if not k.startswith("_")} for s in auroc_sets]
+        return TaskResult(records, details, warnings)
+
+    # AUROC: build the mixtures and their truth
+    def _auroc_sets(self, ctx, rng, warnings) -> list[dict]:
+        p, ds = self.params, ctx.dataset
+        id_scores = self._scores(ctx.predictions.outputs[ctx.head])
+        sources = []  # (family, name, id pool scores, other pool scores)
+        families = self._families("ood")
+        for role, extra in ctx.extras.items():
+            if role.startswith("ood:"):
+                name = role[4:]
+                sources.append((families.get(name, name), name, id_scores,
+                                self._scores(extra.predictions.outputs[ctx.head])))
+        if p.class_families and ds.labels is not None:
+            for c in ds.classes:
+                mask = ds.labels == c
+                if mask.sum() >= p.min_class_samples and (~mask).sum() >= p.min_class_samples:
+                    sources.append((f"class:{c}", f"held-out class {c}", id_scores[~mask], id_scores[mask]))
+        out = []
+        for family, name, pool_id, pool_other in sources:
+            for s in draw_sets(len(pool_id), len(pool_other), family, name, p.sets_per_source, p.ood_fractions,
+                               p.sizes, rng):
+                a, b = pool_id[s.id_index], pool_other[s.other_index]
+                out.append({"family": family, "source": name, "n_id": int(len(a)), "n_ood": int(len(b)),
+                            "ood_fraction": round(len(b) / (len(a) + len(b)), 4),
+                            "true_auroc": ood.auroc(a, b), "_scores": np.concatenate([a, b])})
+        return out
+
+    def _judge_auroc(self, sets, ctx) -> tuple[list, dict]:
+        truth = np.array([s["true_auroc"] for s in sets])
+        families = np.array([s["family"] for s in sets])
+        rows, feats = [], []
+        for s in sets:  # set by set, so the indicators share one mixture fit per set
+            rows.append([fn(s["_scores"]) for fn in lf.INDICATORS.values()])
+            feats.append(list(lf.score_features(s["_scores"]).values()))
+        raw = {name: np.array([r[j] for r in rows]) for j, name in enumerate(lf.INDICATORS)}
+        feats = np.array(feats)
+        for s, r in zip(sets, rows):
+            s["indicators"] = dict(zip(lf.INDICATORS, (float(v) for v in r)))
+        predictions = {("gmm_auroc", "direct"): raw["gmm_auroc"]}
+        for name, values in raw.items():
+            predictions[(name, "linear")] = me.leave_one_family_out(values, truth, families, me.LinearMap)
+        predictions[("features", "linear")] = me.leave_one_family_out(feats, truth, families, me.LinearMap)
+        predictions[("features", "mlp")] = me.leave_one_family_out(
+            feats, truth, families, lambda: me.NonLinearMap(seed=ctx.seed))
+        return self._judge("auroc", truth, families, raw, predictions, ctx)
+
+    # accuracy: shifted labelled sets and the estimators
+    def _accuracy_sets(self, ctx, rng, warnings) -> tuple[list[dict], float]:
+        p = self.params
+        fit = ctx.extras["fit"]
+
+        def matched(ds, preds):
+            m = match_labels(preds.outputs[ctx.head], ds.labels, ds.classes, ctx.head_labels)
+            return m.logits, m.y_true
+
+        src_logits, src_y = matched(fit.dataset, fit.predictions)
+        temperature = lf.fit_temperature(src_logits, src_y)
+        src_probs = lf.softmax_t(src_logits, temperature)
+        src_correct = src_probs.argmax(1) == src_y
+        marginal = np.bincount(src_y, minlength=src_logits.shape[1]) / len(src_y)
+        pools = [("id", ctx.dataset.name + "/" + ctx.dataset.split, *matched(ctx.dataset, ctx.predictions))]
+        families = self._families("shift")
+        for role, extra in ctx.extras.items():
+            if role.startswith("shift:") and extra.dataset.labels is not None:
+                name = role[6:]
+                pools.append((families.get(name, name), name, *matched(extra.dataset, extra.predictions)))
+        out = []
+        for family, name, logits, y in pools:
+            probs = lf.softmax_t(logits, temperature)
+            for k in range(p.sets_per_source):
+                size = min(len(y), int(p.sizes[k % len(p.sizes)]))
+                idx = rng.choice(len(y), size, replace=False)
+                pr, yy = probs[idx], y[idx]
+                est = {
+                    "AC": lf.average_confidence(pr),
+                    "DoC": lf.difference_of_confidences(src_probs, src_y, pr),
+                    "ATC-MC": lf.atc_estimate(src_probs.max(1), src_correct, pr.max(1)),
+                    "ATC-NE": lf.atc_estimate(lf.neg_entropy_scores(src_probs), src_correct,
+                                              lf.neg_entropy_scores(pr)),
+                    "COT": lf.cot_estimate(pr, marginal, seed=int(rng.integers(1 << 31))),
+                    "nuclear_norm": lf.nuclear_norm_score(pr),
+                }
+                out.append({"family": family, "source": name, "n": int(size),
+                            "true_accuracy": float(np.mean(pr.argmax(1) == yy)), "estimates": est})
+        return out, float(temperature)
+
+    def _judge_accuracy(self, sets, ctx) -> tuple[list, dict]:
+        truth = np.array([s["true_accuracy"] for s in sets])
+        families = np.array([s["family"] for s in sets])
+        raw = {name: np.array([s["estimates"][name] for s in sets]) for name in sets[0]["estimates"]}
+        predictions = {(name, "direct"): raw[name] for name in raw if name != "nuclear_norm"}
+        predictions[("nuclear_norm", "linear")] = me.leave_one_family_out(raw["nuclear_norm"], truth, families,
+                                                                          me.LinearMap)
+        recs, det = self._judge("accuracy", truth, families, raw, predictions, ctx)
+        det["sets"] = [{k: v for k, v in s.items()} for s in sets]
+        return recs, det
+
+    # shared judging: agreement of predictions, rank correlation of raw indicators
+    def _judge(self, target, truth, families, raw, predictions, ctx) -> tuple[list, dict]:
+        conv = {"target": target, "n_sets": int(len(truth)), "families": sorted(set(families.tolist())),
+                "fit": "leave-one-family-out", "bootstrap": f"percentile,resamples={ctx.n_resamples},"
+                f"unit=test set,stratified=family,seed={ctx.seed}", "confidence": ctx.confidence}
+        records, table = [], []
+        for (indicator, mapping), pred in predictions.items():
+            values = me.agreement_metrics(pred, truth)
+            boots = (me.bootstrap_agreement(pred, truth, n_resamples=ctx.n_resamples, seed=ctx.seed, groups=families)
+                     if ctx.n_resamples > 0 else {})
+            row = {"indicator": indicator, "map": mapping, **values}
+            for stat in STATS:
+                ci = bs.percentile_interval(boots[stat], ctx.confidence) if stat in boots else None
+                records.append(MetricRecord(f"{stat}[target={target},indicator={indicator},map={mapping}]",
+                                            values[stat], ci, len(truth), conv))
+                row[f"{stat}_ci"] = ci
+            table.append(row)
+        for indicator, values in raw.items():
+            corr = me.correlation_metrics(values, truth)
+            for stat, value in corr.items():
+                records.append(MetricRecord(f"{stat}[target={target},indicator={indicator},map=raw]", value, None,
+                                            len(truth), conv))
+        ranked = sorted(table, key=lambda r: (np.inf if not np.isfinite(r["mae"]) else r["mae"]))
+        best, second = ranked[0], ranked[1] if len(ranked) > 1 else None
+        margin = None if second is None else second["mae"] - best["mae"]
+        records.append(MetricRecord(f"best_mae[target={target}]", best["mae"], best.get("mae_ci"), len(truth),
+                                    {**conv, "indicator": best["indicator"], "map": best["map"],
+                                     "runner_up": None if second is None else f"{second['indicator']} ({second['map']})",
+                                     "margin_mae": margin}, headline=True))
+        by_rho = max(table, key=lambda r: -np.inf if not np.isfinite(r["spearman"]) else r["spearman"])
+        records.append(MetricRecord(f"best_spearman[target={target}]", by_rho["spearman"], by_rho.get("spearman_ci"),
+                                    len(truth), {**conv, "indicator": by_rho["indicator"], "map": by_rho["map"]},
+                                    headline=True))
+        scatter = {f"{r['indicator']}/{r['map']}": {"true": truth.tolist(),
+                                                     "pred": np.asarray(predictions[(r["indicator"], r["map"])]).tolist()}
+                   for r in ranked[:3]}
+        truth_range = [float(truth.min()), float(truth.max())]
+        return records, {"table": ranked, "scatter": scatter, "truth_range": truth_range,
+                         "families": {f: int((families == f).sum()) for f in sorted(set(families.tolist()))}}

@@ -1,0 +1,312 @@
+import time
+import warnings
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.linear_model import LinearRegression
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+from facebench.metrics import meta_eval
+from facebench.metrics.bootstrap import percentile_interval
+from facebench.metrics.meta_eval import (AGREEMENT_KEYS, LinearMap, NonLinearMap, agreement_metrics,
+                                         bootstrap_agreement, correlation_metrics, leave_one_family_out)
+
+
+def _oracle(pred, true):
+    """Independent reference: sklearn for errors/R^2, scipy.stats for correlations."""
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns on constant input and returns NaN
+        return {
+            "mae": mean_absolute_error(true, pred),
+            "rmse": float(np.sqrt(mean_squared_error(true, pred))),
+            "r2": r2_score(true, pred),
+            "pearson": stats.pearsonr(pred, true).statistic if np.ptp(pred) and np.ptp(true) else np.nan,
+            "spearman": stats.spearmanr(pred, true).statistic,
+            "kendall": stats.kendalltau(pred, true).statistic,  # tau-b by default
+        }
+
+
+def _assert_close(got, want, keys=AGREEMENT_KEYS, rtol=1e-10, atol=1e-12):
+    assert set(got) == set(keys)
+    for k in keys:
+        assert np.isnan(got[k]) == np.isnan(want[k]), (k, got[k], want[k])
+        if not np.isnan(want[k]):
+            assert got[k] == pytest.approx(want[k], rel=rtol, abs=atol), k
+
+
+# --------------------------------------------------------------------------- point estimates
+
+@pytest.mark.parametrize("n", [2, 3, 7, 50, 400, 2500])
+@pytest.mark.parametrize("ties", [False, True])
+def test_agreement_matches_sklearn_and_scipy(n, ties):
+    rng = np.random.default_rng(n + 1000 * ties)
+    true = rng.uniform(0.5, 1.0, n)
+    pred = true + rng.normal(0, 0.05, n)
+    if ties:  # coarse grids give many ties in both vectors (n=2500 also exercises the scipy Kendall path)
+        true, pred = np.round(true, 1), np.round(pred, 1)
+        true[:2], pred[:2] = [0.6, 0.9], [0.7, 0.9]  # never constant
+    got = agreement_metrics(pred, true)
+    _assert_close(got, _oracle(pred, true))
+    assert all(isinstance(v, float) for v in got.values())
+
+
+def test_agreement_integer_ties_and_negative_relation():
+    rng = np.random.default_rng(3)
+    true = rng.integers(0, 4, 120)
+    pred = -true + rng.integers(0, 3, 120)  # integers: heavy ties, negative correlation
+    got = agreement_metrics(pred, true)
+    _assert_close(got, _oracle(pred, true))
+    assert got["kendall"] < 0 and got["r2"] < 0
+
+
+def test_agreement_by_hand():
+    got = agreement_metrics([0.9, 0.8, 0.6], [1.0, 0.8, 0.7])
+    assert got["mae"] == pytest.approx(0.2 / 3)
+    assert got["rmse"] == pytest.approx(np.sqrt(0.02 / 3))
+    assert got["spearman"] == pytest.approx(1.0) and got["kendall"] == pytest.approx(1.0)
+    # two sets: every correlation is +-1
+    assert agreement_metrics([1, 2], [5, 3])["kendall"] == pytest.approx(-1.0)
+
+
+def test_constant_inputs_give_nan_correlations_and_sklearn_r2():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no scipy ConstantInputWarning leaks out
+        c = agreement_metrics([0.7, 0.7, 0.7], [0.6, 0.8, 0.9])
+        assert all(np.isnan(c[k]) for k in ("pearson", "spearman", "kendall"))
+        assert c["mae"] == pytest.approx(0.4 / 3)
+        assert c["r2"] == pytest.approx(r2_score([0.6, 0.8, 0.9], [0.7] * 3))
+        # constant truth: sklearn gives 1.0 for a perfect prediction, 0.0 otherwise
+        perfect = agreement_metrics([0.1, 0.1], [0.1, 0.1])
+        assert perfect["r2"] == 1.0 == r2_score([0.1, 0.1], [0.1, 0.1]) and np.isnan(perfect["pearson"])
+        assert agreement_metrics([0.75, 0.25, 0.5], [0.5] * 3)["r2"] == 0.0 == r2_score([0.5] * 3, [0.75, 0.25, 0.5])
+        # constancy is tested exactly: sklearn's float mean of [0.1]*3 is not 0.1, so its SS_tot is
+        # ~1e-33 and R^2 ~ -9e31; ours reports the constant-truth value 0.0
+        assert agreement_metrics([0.3, 0.2, 0.1], [0.1] * 3)["r2"] == 0.0
+        r = correlation_metrics([5.0, 5.0, 5.0], [0.1, 0.2, 0.3])
+        assert set(r) == {"pearson", "spearman", "kendall"} and all(np.isnan(v) for v in r.values())
+
+
+def test_correlation_metrics_vs_scipy():
+    rng = np.random.default_rng(7)
+    true = rng.uniform(0.5, 1, 80)
+    indicator = -50 * true ** 2 + rng.normal(0, 1, 80)  # different scale, negative relation
+    want = _oracle(indicator, true)
+    _assert_close(correlation_metrics(indicator, true), want, keys=("pearson", "spearman", "kendall"))
+
+
+@pytest.mark.parametrize("args, msg", [
+    (([0.1], [0.2]), "at least 2 test sets"),
+    (([0.1, 0.2], [0.2, 0.3, 0.4]), "inconsistent"),
+    (([0.1, np.nan], [0.2, 0.3]), "NaN at index 1"),
+    (([0.1, np.inf], [0.2, 0.3]), "inf"),
+    (([[0.1, 0.2]], [0.2, 0.3]), "1-D"),
+    (([], []), "at least 2 test sets"),
+])
+def test_agreement_errors(args, msg):
+    with pytest.raises(ValueError, match=msg):
+        agreement_metrics(*args)
+    with pytest.raises(ValueError, match=msg):
+        bootstrap_agreement(*args, n_resamples=3)
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+def _data(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    true = rng.uniform(0.6, 1.0, n)
+    pred = true + rng.normal(0, 0.04, n)
+    return np.round(pred, 3), true
+
+
+def test_bootstrap_deterministic_and_shapes():
+    pred, true = _data()
+    a = bootstrap_agreement(pred, true, n_resamples=200, seed=3)
+    b = bootstrap_agreement(pred, true, n_resamples=200, seed=3)
+    c = bootstrap_agreement(pred, true, n_resamples=200, seed=4)
+    assert tuple(a) == AGREEMENT_KEYS
+    for k in AGREEMENT_KEYS:
+        assert a[k].shape == (200,) and a[k].dtype == np.float64
+        np.testing.assert_array_equal(a[k], b[k])
+        assert not np.array_equal(a[k], c[k])
+    with pytest.raises(ValueError, match="n_resamples"):
+        bootstrap_agreement(pred, true, n_resamples=0)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize("n", [40, 2100])  # 2100 > matrix limit: Kendall loops scipy
+def test_bootstrap_draws_equal_metrics_of_resampled_rows(grouped, n, monkeypatch):
+    """Each draw equals the sklearn/scipy oracle on the explicitly resampled test sets."""
+    pred, true = _data(n, seed=n)
+    pred = np.round(pred, 2)  # ties
+    groups = np.arange(n) % 3 if grouped else None
+    B = 6
+    # same rng stream as bootstrap_agreement: one chunk, weights drawn first
+    inv = None if groups is None else np.arange(n) % 3
+    W = meta_eval._resample_weights(np.random.default_rng(11), B, inv, 3 if grouped else n)
+    got = bootstrap_agreement(pred, true, n_resamples=B, seed=11, groups=groups)
+    for r in range(B):
+        idx = np.repeat(np.arange(n), W[r].astype(int))
+        assert idx.size == n
+        want = _oracle(pred[idx], true[idx])
+        _assert_close({k: got[k][r] for k in AGREEMENT_KEYS}, want, rtol=1e-9, atol=1e-11)
+
+
+def test_stratified_bootstrap_keeps_every_family():
+    # family "a": perfect predictions; family "b": error exactly 0.25; family "c": error 0.5.
+    # A resample's MAE is (n_b * 0.25 + n_c * 0.5) / n, so it is constant iff every family
+    # keeps exactly its size in every resample.
+    fam = np.array(["a"] * 5 + ["b"] * 3 + ["c"] * 2)
+    true = np.linspace(0.5, 0.95, 10)
+    pred = true + np.where(fam == "b", 0.25, np.where(fam == "c", 0.5, 0.0))
+    boot = bootstrap_agreement(pred, true, n_resamples=300, seed=0, groups=fam)
+    np.testing.assert_allclose(boot["mae"], (3 * 0.25 + 2 * 0.5) / 10, rtol=1e-12)
+    plain = bootstrap_agreement(pred, true, n_resamples=300, seed=0)
+    assert np.ptp(plain["mae"]) > 0.05  # unstratified resamples do lose / duplicate families
+    # and the weights themselves: every family keeps its count in every row
+    inv = np.unique(fam, return_inverse=True)[1]
+    W = meta_eval._resample_weights(np.random.default_rng(1), 500, inv, 3)
+    for f, size in enumerate([5, 3, 2]):
+        np.testing.assert_array_equal(W[:, inv == f].sum(axis=1), size)
+    with pytest.raises(ValueError, match="groups has 3 entries"):
+        bootstrap_agreement(pred, true, n_resamples=5, groups=["a", "b", "c"])
+
+
+def test_bootstrap_percentile_ci_contains_point_estimate():
+    pred, true = _data(120, seed=5)
+    point = agreement_metrics(pred, true)
+    boot = bootstrap_agreement(pred, true, n_resamples=1000, seed=0, groups=np.arange(120) % 4)
+    for k in AGREEMENT_KEYS:
+        assert not np.isnan(boot[k]).any()
+        lo, hi = percentile_interval(boot[k], 0.95)
+        assert lo <= point[k] <= hi, (k, lo, point[k], hi)
+
+
+def test_bootstrap_constant_resample_gives_nan_correlation():
+    # two sets: about half of the resamples draw one set twice -> constant -> NaN correlations
+    boot = bootstrap_agreement([0.1, 0.3], [0.2, 0.5], n_resamples=400, seed=0)
+    nan = np.isnan(boot["pearson"])
+    assert 0.3 < nan.mean() < 0.7
+    np.testing.assert_array_equal(nan, np.isnan(boot["kendall"]))
+    np.testing.assert_array_equal(boot["pearson"][~nan], 1.0)
+    assert set(np.unique(boot["r2"][nan])) <= {0.0}  # constant truth, imperfect prediction
+
+
+def test_bootstrap_runtime_budget():
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0.5, 1, 1000)
+    pred = np.round(true + rng.normal(0, 0.05, 1000), 2)
+    t0 = time.perf_counter()
+    out = bootstrap_agreement(pred, true, n_resamples=1000, seed=0, groups=np.arange(1000) % 9)
+    assert time.perf_counter() - t0 < 4.0  # target ~2 s on a slow machine; ~0.3 s typical
+    assert out["kendall"].shape == (1000,)
+
+
+# --------------------------------------------------------------------------- regressors
+
+def test_linear_map_vs_sklearn():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = X @ [1.5, -2.0, 0.3] + 0.7 + rng.normal(0, 0.1, 40)
+    ours = LinearMap().fit(X, y)
+    ref = LinearRegression().fit(X, y)
+    np.testing.assert_allclose(ours.coef_, ref.coef_, rtol=1e-10)
+    assert ours.intercept_ == pytest.approx(ref.intercept_, rel=1e-10)
+    Xt = rng.normal(size=(5, 3))
+    np.testing.assert_allclose(ours.predict(Xt), ref.predict(Xt), rtol=1e-10)
+    # 1-D X = one feature
+    x = rng.uniform(0, 1, 30)
+    y1 = 2 * x - 1 + rng.normal(0, 0.05, 30)
+    m = LinearMap().fit(x, y1)
+    r = LinearRegression().fit(x[:, None], y1)
+    assert m.coef_.shape == (1,) and isinstance(m.intercept_, float)
+    np.testing.assert_allclose(m.predict(x), r.predict(x[:, None]), rtol=1e-10)
+    # rank-deficient (duplicated column): same minimum-norm solution as sklearn
+    Xd = np.column_stack([x, x])
+    np.testing.assert_allclose(LinearMap().fit(Xd, y1).coef_, LinearRegression().fit(Xd, y1).coef_, rtol=1e-8)
+
+
+def test_linear_map_errors():
+    with pytest.raises(ValueError, match="not fitted"):
+        LinearMap().predict([1.0])
+    with pytest.raises(ValueError, match="inconsistent"):
+        LinearMap().fit([1.0, 2.0, 3.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="NaN or inf"):
+        LinearMap().fit([1.0, np.nan], [1.0, 2.0])
+    m = LinearMap().fit(np.ones((3, 2)) * [[1], [2], [3]], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="1 feature"):
+        m.predict([1.0, 2.0])
+
+
+def test_nonlinear_map_fits_sine_and_is_deterministic():
+    x = np.linspace(0, 2 * np.pi, 120)
+    y = 0.8 + 0.1 * np.sin(x)  # a sine on an AUROC-like scale
+    for seed in range(3):
+        m = NonLinearMap(seed=seed).fit(x, y)
+        assert r2_score(y, m.predict(x)) > 0.9
+    a = NonLinearMap(seed=1).fit(x, y).predict(x)
+    b = NonLinearMap(seed=1).fit(x, y).predict(x)
+    np.testing.assert_array_equal(a, b)
+    # a straight line cannot follow a full sine period
+    assert r2_score(y, LinearMap().fit(x, y).predict(x)) < 0.7
+    with pytest.raises(ValueError, match="not fitted"):
+        NonLinearMap().predict(x)
+    with pytest.raises(ValueError, match="seed"):
+        NonLinearMap(seed=-1)
+
+
+def test_nonlinear_map_constant_target_and_2d():
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    m = NonLinearMap(seed=0).fit(X, np.full(20, 0.75))  # std 0 scaler -> 1
+    np.testing.assert_allclose(m.predict(X), 0.75, atol=1e-2)
+    assert m.predict(X).shape == (20,)
+
+
+# --------------------------------------------------------------------------- leave-one-family-out
+
+def _manual_lofo(X, y, fam, factory):
+    out = np.full(len(y), np.nan)
+    for f in np.unique(fam):
+        te = fam == f
+        out[te] = factory().fit(X[~te], y[~te]).predict(X[te])
+    return out
+
+
+@pytest.mark.parametrize("factory", [LinearMap, lambda: NonLinearMap(seed=2)])
+def test_lofo_matches_manual_loop(factory):
+    rng = np.random.default_rng(0)
+    fam = np.repeat(["blur", "noise", "occl", "pose"], 6)
+    x = rng.uniform(0, 1, 24)
+    y = 0.6 + 0.3 * x + rng.normal(0, 0.02, 24)
+    got = leave_one_family_out(x, y, fam, factory)
+    np.testing.assert_array_equal(got, _manual_lofo(x, y, fam, factory))
+    X2 = np.column_stack([x, x ** 2])
+    got2 = leave_one_family_out(X2, y, list(fam), factory)
+    np.testing.assert_array_equal(got2, _manual_lofo(X2, y, fam, factory))
+    # and it is genuinely out-of-family: differs from the in-sample fit
+    assert not np.allclose(got, factory().fit(x, y).predict(x))
+
+
+def test_lofo_feeds_agreement_metrics():
+    rng = np.random.default_rng(1)
+    fam = np.repeat(np.arange(5), 10)
+    ind = rng.uniform(0, 1, 50)
+    true = 0.55 + 0.4 * ind + rng.normal(0, 0.01, 50)
+    pred = leave_one_family_out(ind, true, fam, LinearMap)
+    res = agreement_metrics(pred, true)
+    assert res["mae"] < 0.02 and res["r2"] > 0.9
+
+
+def test_lofo_errors():
+    x, y = np.arange(6.0), np.arange(6.0)
+    with pytest.raises(ValueError, match="at least 2 shift families"):
+        leave_one_family_out(x, y, [0] * 6, LinearMap)
+    with pytest.raises(ValueError, match="leaves 1 training set"):
+        leave_one_family_out(x, y, [0, 0, 0, 0, 0, 1], LinearMap)
+    with pytest.raises(ValueError, match="families has 2 entries"):
+        leave_one_family_out(x, y, [0, 1], LinearMap)
+    with pytest.raises(ValueError, match="inconsistent"):
+        leave_one_family_out(x, y[:5], [0, 1, 2, 0, 1, 2], LinearMap)
+    with pytest.raises(ValueError, match="callable"):
+        leave_one_family_out(x, y, [0, 1, 2, 0, 1, 2], LinearMap())
