@@ -157,3 +157,21 @@ def test_transforms(tmp_path):
         parse_transform("hflp")
     with pytest.raises(ConfigError, match="severity"):
         parse_transform({"name": "jpeg", "severity": 9})
+
+
+def test_noise_and_skimage_nonfaces():
+    from facebench.data.nonfaces import NoiseImages, SkimageLFWSubset
+
+    ds = NoiseImages(n=8, size=32).load("test")
+    assert len(ds) == 8 and ds.images.load(0).shape == (32, 32, 3)
+    assert ds.attributes["kind"].tolist() == ["uniform", "gaussian", "smooth", "blobs"] * 2
+    again = NoiseImages(n=8, size=32).load("test")
+    assert all((ds.images.load(i) == again.images.load(i)).all() for i in range(8))  # seeded
+    assert NoiseImages(n=8, seed=1).load("test").fingerprint() != NoiseImages(n=8).load("test").fingerprint()
+    with pytest.raises(ConfigError, match="kind"):
+        NoiseImages(kind="pink")
+    pytest.importorskip("skimage", reason="scikit-image not installed (pip install scikit-image)")
+    nonfaces = SkimageLFWSubset().load("nonface")
+    assert len(nonfaces) == 100 and set(nonfaces.labels) == {"nonface"}
+    assert nonfaces.images.load(0).shape == (25, 25, 1) and nonfaces.images.load(0).dtype == np.uint8
+    assert len(SkimageLFWSubset().load("all")) == 200

@@ -173,7 +173,28 @@ def _verification(task: dict, records: list[dict]) -> list[str]:
     return [f"### {task['name']}: per group", ""] + _table(header, rows) + [""]
 
 
-DETAILS = {"fairness": _fairness, "verification": _verification, "closed_set": _per_class, "imbalanced": _imbalanced, "open_set": _open_set,
+def _label_free(task: dict, records: list[dict]) -> list[str]:
+    details = task.get("details", {})
+    lines = []
+    for target in ("auroc", "accuracy"):
+        part = details.get(target)
+        if not part or not part.get("table"):
+            continue
+        lo, hi = part.get("truth_range", [None, None])
+        rows = []
+        for r in part["table"]:
+            ci = r.get("mae_ci")
+            mae = f"{r['mae']:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci and None not in ci else "")
+            rows.append([r["indicator"], r["map"], mae] + [("n/a" if r[k] is None or r[k] != r[k] else f"{r[k]:.3f}")
+                                                          for k in ("rmse", "r2", "pearson", "spearman", "kendall")])
+        n_sets = sum(part.get("families", {}).values())
+        lines += [f"### {task['name']}: predicting {target} ({n_sets} test sets, true {target} {lo:.3f} to {hi:.3f}; "
+                  f"maps fitted leave-one-family-out)", ""]
+        lines += _table(["indicator", "map", "MAE [CI]", "RMSE", "R2", "Pearson", "Spearman", "Kendall"], rows) + [""]
+    return lines
+
+
+DETAILS = {"label_free": _label_free, "fairness": _fairness, "verification": _verification, "closed_set": _per_class, "imbalanced": _imbalanced, "open_set": _open_set,
            "cross_domain": _cross_domain}
 
 
