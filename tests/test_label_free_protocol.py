@@ -95,6 +95,7 @@ tasks:
     protocol: label_free
     params:
       fit_split: {split: val, dataset_args: {n: 200}}
+      detectors: [msp, mahalanobis]
       sets_per_source: 4
       sizes: [100, 200]
       min_class_samples: 20
@@ -115,4 +116,18 @@ def test_runs_and_rescoring_needs_no_model(tmp_path, monkeypatch):
     again = rescore_run(tmp_path / "run", log=lambda m: None)
     values = lambda r: {(x["metric"], x["value"]) for x in r["records"]}  # noqa: E731
     assert values(again.results) == values(first.results)
-    assert len(again.results["tasks"][0]["details"]["sets"]) >= 4 * 2
+    sets = again.results["tasks"][0]["details"]["sets"]
+    assert {s["detector"] for s in sets} == {"msp", "mahalanobis"} and len(sets) >= 2 * 4 * 2
+
+
+def test_feature_detector_needs_fit_split_and_features():
+    class T:
+        name, dataset, path, dataset_args = "t", "synth", None, {}
+    with pytest.raises(ConfigError, match="fit_split"):
+        LabelFreeProtocol(detectors=["mahalanobis"]).requires(T)
+    with pytest.raises(ConfigError, match="detectors"):
+        LabelFreeProtocol(detectors=["odin"]).requires(T)
+    proto = LabelFreeProtocol(detectors=["msp", "mahalanobis"], fit_split="val",
+                              ood_sources=[{"dataset": "noise", "split": "test"}])
+    refs = proto.requires(T)
+    assert proto.needs() == {"features": True} and refs["ood:noise"].features and refs["fit"].features

@@ -7,7 +7,9 @@ data through ``transform``, non-faces, noise, synthetic faces) and, with ``class
 expression class of the task split held out as "unknown" against the others (near-OOD, AUROC near
 0.5 for a model that knows the class). For each source, ``sets_per_source`` unlabelled mixtures of
 sizes ``sizes`` and OOD fractions ``ood_fractions``; the truth of a set is the AUROC of the
-detector score (``score``, higher = in-distribution) computed with the hidden ID/OOD labels.
+detector score computed with the hidden ID/OOD labels, for each of the ``detectors`` (logit scores
+``msp``, ``max_logit``, ``energy``, ``entropy``, or ``mahalanobis`` / ``knn`` fitted on the stored
+features of ``fit_split``; higher = in-distribution), as Gbench varies the detection method.
 
 **Indicators of AUROC** (from the set's scores only; ``facebench.metrics.label_free``): the AUROC
 implied by a two-component 1-D Gaussian mixture (``gmm_auroc``, also used directly), Ashman's D, the
@@ -29,6 +31,7 @@ indicators also get their rank correlations. ``best_*`` records name the winner 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,8 +83,9 @@ class LabelFreeProtocol(Protocol):
     @dataclass
     class Params:
         head: str | None = None
-        score: str = choice("msp", tuple(osc.LOGIT_SCORES))
+        detectors: list = field(default_factory=lambda: ["msp"])
         temperature: float = 1.0
+        knn_k: int = 50
         ood_sources: list = field(default_factory=list)
         class_families: bool = True
         shifts: list = field(default_factory=list)
@@ -109,12 +113,29 @@ class LabelFreeProtocol(Protocol):
                                                 optional=True)))
         return out
 
+    def _feature_detectors(self) -> list[str]:
+        return [d for d in self.params.detectors if d in osc.FEATURE_DETECTORS]
+
+    def needs(self) -> dict:
+        return {"features": bool(self._feature_detectors())}
+
     def requires(self, task) -> dict:
         p = self.params
-        refs = {f"ood:{name}": ref for name, _, ref in self._named(p.ood_sources, "ood_sources", task)}
+        known = tuple(osc.LOGIT_SCORES) + tuple(osc.FEATURE_DETECTORS)
+        if not isinstance(p.detectors, list) or not p.detectors or any(d not in known for d in p.detectors):
+            raise ConfigError(f"task {task.name!r}: `detectors` must be a non-empty list of {', '.join(known)}; "
+                              f"got {p.detectors!r}")
+        feats = bool(self._feature_detectors())
+        if feats and p.fit_split is None:
+            raise ConfigError(f"task {task.name!r}: detectors {self._feature_detectors()} are fitted on stored "
+                              f"features of a labelled `fit_split`; set one (e.g. `fit_split: val`).")
+        refs = {}
+        for name, _, ref in self._named(p.ood_sources, "ood_sources", task):
+            refs[f"ood:{name}"] = dataclasses.replace(ref, features=feats)
         refs.update({f"shift:{name}": ref for name, _, ref in self._named(p.shifts, "shifts", task)})
         if p.fit_split is not None:
-            refs["fit"] = split_ref(p.fit_split, f"task {task.name!r}: fit_split", task, predictions=True)
+            refs["fit"] = split_ref(p.fit_split, f"task {task.name!r}: fit_split", task, predictions=True,
+                                    features=feats)
         if not refs and not p.class_families:
             raise ConfigError(f"task {task.name!r}: label_free needs `ood_sources` or `class_families: true`")
         return refs
@@ -125,8 +146,21 @@ class LabelFreeProtocol(Protocol):
                 for i in items if isinstance(i, dict)}
 
     # -- evaluation ---------------------------------------------------------------------------
-    def _scores(self, logits) -> np.ndarray:
-        return osc.logit_score(self.params.score, np.asarray(logits, np.float64), temperature=self.params.temperature)
+    def _scorer(self, detector: str, ctx: EvalContext):
+        """predictions -> detector scores (higher = in-distribution); feature detectors are fitted on the
+        ``fit_split``'s stored features of the classes the head has."""
+        p = self.params
+        if detector in osc.LOGIT_SCORES:
+            return lambda preds: osc.logit_score(detector, np.asarray(preds.outputs[ctx.head], np.float64),
+                                                 temperature=p.temperature)
+        fit = ctx.extras["fit"]
+        classes = list(ctx.head_labels)
+        keep = np.isin(fit.dataset.labels, classes)
+        x = np.asarray(fit.predictions.outputs["features"], np.float64)[keep]
+        y = np.array([classes.index(c) for c in fit.dataset.labels[keep]])
+        model = osc.Mahalanobis().fit(x, y) if detector == "mahalanobis" else \
+            osc.KNNScore(k=min(p.knn_k, len(x))).fit(x, y)
+        return lambda preds: model.score(np.asarray(preds.outputs["features"], np.float64))
 
     def evaluate(self, ctx: EvalContext) -> TaskResult:
         p = self.params
@@ -153,27 +187,28 @@ class LabelFreeProtocol(Protocol):
     # AUROC: build the mixtures and their truth
     def _auroc_sets(self, ctx, rng, warnings) -> list[dict]:
         p, ds = self.params, ctx.dataset
-        id_scores = self._scores(ctx.predictions.outputs[ctx.head])
-        sources = []  # (family, name, id pool scores, other pool scores)
         families = self._families("ood")
-        for role, extra in ctx.extras.items():
-            if role.startswith("ood:"):
-                name = role[4:]
-                sources.append((families.get(name, name), name, id_scores,
-                                self._scores(extra.predictions.outputs[ctx.head])))
-        if p.class_families and ds.labels is not None:
-            for c in ds.classes:
-                mask = ds.labels == c
-                if mask.sum() >= p.min_class_samples and (~mask).sum() >= p.min_class_samples:
-                    sources.append((f"class:{c}", f"held-out class {c}", id_scores[~mask], id_scores[mask]))
         out = []
-        for family, name, pool_id, pool_other in sources:
-            for s in draw_sets(len(pool_id), len(pool_other), family, name, p.sets_per_source, p.ood_fractions,
-                               p.sizes, rng):
-                a, b = pool_id[s.id_index], pool_other[s.other_index]
-                out.append({"family": family, "source": name, "n_id": int(len(a)), "n_ood": int(len(b)),
-                            "ood_fraction": round(len(b) / (len(a) + len(b)), 4),
-                            "true_auroc": ood.auroc(a, b), "_scores": np.concatenate([a, b])})
+        for detector in p.detectors:
+            score = self._scorer(detector, ctx)
+            id_scores = score(ctx.predictions)
+            sources = []  # (family, name, ID pool scores, other pool scores)
+            for role, extra in ctx.extras.items():
+                if role.startswith("ood:"):
+                    name = role[4:]
+                    sources.append((families.get(name, name), name, id_scores, score(extra.predictions)))
+            if p.class_families and ds.labels is not None:
+                for c in ds.classes:
+                    mask = ds.labels == c
+                    if mask.sum() >= p.min_class_samples and (~mask).sum() >= p.min_class_samples:
+                        sources.append((f"class:{c}", f"held-out class {c}", id_scores[~mask], id_scores[mask]))
+            for family, name, pool_id, pool_other in sources:
+                for s in draw_sets(len(pool_id), len(pool_other), family, name, p.sets_per_source, p.ood_fractions,
+                                   p.sizes, rng):
+                    a, b = pool_id[s.id_index], pool_other[s.other_index]
+                    out.append({"family": family, "source": name, "detector": detector, "n_id": int(len(a)),
+                                "n_ood": int(len(b)), "ood_fraction": round(len(b) / (len(a) + len(b)), 4),
+                                "true_auroc": ood.auroc(a, b), "_scores": np.concatenate([a, b])})
         return out
 
     def _judge_auroc(self, sets, ctx) -> tuple[list, dict]:
