@@ -61,15 +61,15 @@ def test_judging_matches_the_metric_layer():
     pred = np.array([s["indicators"]["gmm_auroc"] for s in sets])
     want = me.agreement_metrics(pred, truth)
     for stat in ("mae", "rmse", "spearman", "kendall"):
-        assert m[f"{stat}[target=auroc,indicator=gmm_auroc,map=direct]"].value == pytest.approx(want[stat])
-    assert m["best_mae[target=auroc]"].headline and m["best_mae[target=auroc]"].conventions["indicator"]
+        assert m[f"{stat}[target=auroc,detector=msp,indicator=gmm_auroc,map=direct]"].value == pytest.approx(want[stat])
+    assert m["best_mae[target=auroc,detector=msp]"].headline and m["best_mae[target=auroc,detector=msp]"].conventions["indicator"]
     assert "temperature" in res.details["accuracy"]
     acc = res.details["accuracy"]
     assert {s["family"] for s in acc["sets"]} == {"id", "shift"}
     # AC on a set equals the mean max probability after temperature scaling
     assert m["mae[target=accuracy,indicator=COT,map=direct]"].n == len(acc["sets"])
-    lo, hi = m["spearman[target=auroc,indicator=features,map=linear]"].ci
-    assert lo <= m["spearman[target=auroc,indicator=features,map=linear]"].value <= hi
+    lo, hi = m["spearman[target=auroc,detector=msp,indicator=features,map=linear]"].ci
+    assert lo <= m["spearman[target=auroc,detector=msp,indicator=features,map=linear]"].value <= hi
 
 
 def test_configuration_errors():

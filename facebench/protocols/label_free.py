@@ -26,7 +26,8 @@ through a learned linear map; their test sets are subsamples of the task split a
 **Judging** (``facebench.metrics.meta_eval``): every map is fitted leave-one-family-out (a family
 = one source) and evaluated on the held-out family; MAE, RMSE, R^2, Pearson, Spearman and Kendall
 against the truth over all sets, with bootstrap CIs over test sets (stratified by family); the raw
-indicators also get their rank correlations. ``best_*`` records name the winner per target.
+indicators also get their rank correlations. ``best_*`` records name the winner per target (and per detector: AUROC indicators are judged
+separately for each detector, whose score scales differ).
 """
 
 from __future__ import annotations
@@ -167,12 +168,16 @@ class LabelFreeProtocol(Protocol):
         rng = np.random.default_rng(ctx.seed)
         records, warnings, details = [], [], {}
         auroc_sets = self._auroc_sets(ctx, rng, warnings)
-        if len({s["family"] for s in auroc_sets}) >= 2:
-            recs, det = self._judge_auroc(auroc_sets, ctx)
-            records += recs
-            details["auroc"] = det
-        else:
-            warnings.append("AUROC indicators need sets from at least two families (for leave-one-family-out)")
+        details["auroc"] = {}
+        for detector in p.detectors:  # judged per detector: score scales differ between detectors
+            subset = [s for s in auroc_sets if s["detector"] == detector]
+            if len({s["family"] for s in subset}) >= 2:
+                recs, det = self._judge_auroc(subset, ctx, f"auroc,detector={detector}")
+                records += recs
+                details["auroc"][detector] = det
+            else:
+                warnings.append(f"AUROC indicators for {detector} need sets from at least two families "
+                                f"(for leave-one-family-out)")
         if "fit" in ctx.extras:
             acc_sets, temperature = self._accuracy_sets(ctx, rng, warnings)
             if len({s["family"] for s in acc_sets}) >= 2:
@@ -211,7 +216,7 @@ class LabelFreeProtocol(Protocol):
                                 "true_auroc": ood.auroc(a, b), "_scores": np.concatenate([a, b])})
         return out
 
-    def _judge_auroc(self, sets, ctx) -> tuple[list, dict]:
+    def _judge_auroc(self, sets, ctx, target: str) -> tuple[list, dict]:
         truth = np.array([s["true_auroc"] for s in sets])
         families = np.array([s["family"] for s in sets])
         rows, feats = [], []
@@ -228,7 +233,7 @@ class LabelFreeProtocol(Protocol):
         predictions[("features", "linear")] = me.leave_one_family_out(feats, truth, families, me.LinearMap)
         predictions[("features", "mlp")] = me.leave_one_family_out(
             feats, truth, families, lambda: me.NonLinearMap(seed=ctx.seed))
-        return self._judge("auroc", truth, families, raw, predictions, ctx)
+        return self._judge(target, truth, families, raw, predictions, ctx)
 
     # accuracy: shifted labelled sets and the estimators
     def _accuracy_sets(self, ctx, rng, warnings) -> tuple[list[dict], float]:

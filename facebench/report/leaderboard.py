@@ -176,8 +176,9 @@ def _verification(task: dict, records: list[dict]) -> list[str]:
 def _label_free(task: dict, records: list[dict]) -> list[str]:
     details = task.get("details", {})
     lines = []
-    for target in ("auroc", "accuracy"):
-        part = details.get(target)
+    parts = [(f"auroc ({det})", part) for det, part in (details.get("auroc") or {}).items()]
+    parts += [("accuracy", details["accuracy"])] if details.get("accuracy") else []
+    for target, part in parts:
         if not part or not part.get("table"):
             continue
         lo, hi = part.get("truth_range", [None, None])
@@ -188,7 +189,7 @@ def _label_free(task: dict, records: list[dict]) -> list[str]:
             rows.append([r["indicator"], r["map"], mae] + [("n/a" if r[k] is None or r[k] != r[k] else f"{r[k]:.3f}")
                                                           for k in ("rmse", "r2", "pearson", "spearman", "kendall")])
         n_sets = sum(part.get("families", {}).values())
-        lines += [f"### {task['name']}: predicting {target} ({n_sets} test sets, true {target} {lo:.3f} to {hi:.3f}; "
+        lines += [f"### {task['name']}: predicting {target} ({n_sets} test sets, truth {lo:.3f} to {hi:.3f}; "
                   f"maps fitted leave-one-family-out)", ""]
         lines += _table(["indicator", "map", "MAE [CI]", "RMSE", "R2", "Pearson", "Spearman", "Kendall"], rows) + [""]
     return lines
