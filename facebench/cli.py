@@ -1,4 +1,4 @@
-"""The ``facebench`` command line: run, rescore, validate, list, cache, data."""
+"""The ``facebench`` command line: run, rescore, compare, baseline, report, validate, list, cache, data."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", help="prediction store (default $FACEBENCH_CACHE or ~/.cache/facebench)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.add_argument("--quiet", action="store_true", help="do not print the leaderboard")
+    run.add_argument("--no-figures", action="store_true", help="do not draw the figures (PNG + PDF in <out>/figures)")
     _add_run_overrides(run)
 
     rs = sub.add_parser("rescore", help="re-evaluate a finished run from stored predictions (no model is loaded)")
@@ -55,7 +56,35 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--force", action="store_true", help="overwrite results in an existing run folder")
     rs.add_argument("--cache-dir", help="prediction store (default: the run's, else $FACEBENCH_CACHE)")
     rs.add_argument("--quiet", action="store_true", help="do not print the leaderboard")
+    rs.add_argument("--no-figures", action="store_true", help="do not draw the figures")
     _add_run_overrides(rs)
+
+    cmp_ = sub.add_parser("compare", help="regression gate: compare a run against a baseline (exit 0 ok, 1 "
+                                           "regression, 2 cannot compare)")
+    cmp_.add_argument("run", help="run folder (or its results.json)")
+    cmp_.add_argument("--baseline", required=True, help="baseline file (facebench baseline), results.json or run folder")
+    cmp_.add_argument("--tolerance", type=float, default=0.01,
+                      help="allowed drop: absolute (default 0.01 = 1 point), or a multiple of the baseline CI "
+                           "half-width with --tolerance-mode ci")
+    cmp_.add_argument("--tolerance-mode", choices=["abs", "ci"], default="abs")
+    cmp_.add_argument("--tolerances", help="YAML/JSON of per-metric rules {metric glob: {abs: x} | {ci: k}}")
+    cmp_.add_argument("--metrics", choices=["headline", "all"], default="headline")
+    cmp_.add_argument("--alpha", type=float, default=0.05, help="level of the Holm-corrected paired tests")
+    cmp_.add_argument("--json", help="also write the comparison as JSON here")
+    cmp_.add_argument("--junit", help="also write JUnit XML here (one testcase per metric)")
+
+    base = sub.add_parser("baseline", help="pack a run (results and per-sample outcomes) into a baseline file")
+    base.add_argument("run", help="run folder")
+    base.add_argument("--out", required=True, help="baseline JSON to write, e.g. baselines/demo.json")
+
+    rep = sub.add_parser("report", help="merge run folders into leaderboards (Markdown, LaTeX, CSV, HTML) and figures")
+    rep.add_argument("runs", nargs="+", help="run folders")
+    rep.add_argument("--out", default="reports/report", help="output folder (default reports/report)")
+    rep.add_argument("--strict", action="store_true", help="refuse (instead of splitting) columns whose protocol "
+                                                            "or dataset fingerprints differ between runs")
+    rep.add_argument("--baseline", help="run label to mark significance against in the LaTeX table")
+    rep.add_argument("--ci", choices=["pm", "brackets"], default="brackets", help="how LaTeX prints CIs")
+    rep.add_argument("--no-figures", action="store_true", help="skip the figures")
 
     val = sub.add_parser("validate", help="check a suite without running anything")
     val.add_argument("suite")
@@ -84,7 +113,7 @@ def cmd_run(args) -> int:
 
     outcome = run_suite(args.suite, model=args.model, model_args=parse_model_args(args.model_args),
                         overrides=_overrides(args), out=args.out, force=args.force, cache_dir=args.cache_dir,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, figures=not args.no_figures)
     if not args.quiet:
         print(outcome.leaderboard)
     print(f"wrote {outcome.out_dir}/results.json, manifest.json, leaderboard.md "
@@ -96,11 +125,42 @@ def cmd_rescore(args) -> int:
     from facebench.runner import rescore_run
 
     outcome = rescore_run(args.run_dir, suite_path=args.suite, overrides=_overrides(args), out=args.out,
-                          force=args.force, cache_dir=args.cache_dir)
+                          force=args.force, cache_dir=args.cache_dir, figures=not args.no_figures)
     if not args.quiet:
         print(outcome.leaderboard)
     print(f"run folder: {outcome.out_dir}", file=sys.stderr)
     return outcome.exit_code
+
+
+def cmd_compare(args) -> int:
+    from pathlib import Path
+
+    from facebench.report import compare as cmp
+
+    report = cmp.compare_runs(args.baseline, args.run, tolerance=args.tolerance, mode=args.tolerance_mode,
+                              metrics=args.metrics, alpha=args.alpha, tolerances=cmp.load_tolerances(args.tolerances))
+    print(cmp.to_markdown(report), end="")
+    if args.json:
+        Path(args.json).write_text(cmp.to_json(report))
+    if args.junit:
+        Path(args.junit).write_text(cmp.to_junit(report))
+    return report.exit_code
+
+
+def cmd_baseline(args) -> int:
+    from facebench.report.compare import write_baseline
+
+    print(f"wrote {write_baseline(args.run, args.out)}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from facebench.report.build import build_report
+
+    out = build_report(args.runs, args.out, strict=args.strict, baseline=args.baseline, ci=args.ci,
+                       figures=not args.no_figures)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
 
 
 def cmd_validate(args) -> int:
@@ -169,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    handler = {"run": cmd_run, "rescore": cmd_rescore, "validate": cmd_validate, "list": cmd_list, "cache": cmd_cache,
+    handler = {"run": cmd_run, "rescore": cmd_rescore, "compare": cmd_compare, "baseline": cmd_baseline,
+               "report": cmd_report, "validate": cmd_validate, "list": cmd_list, "cache": cmd_cache,
                "data": cmd_data}[args.command]
     try:
         return handler(args)

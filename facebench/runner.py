@@ -94,8 +94,9 @@ def make_model(name: str, model_args: dict):
 def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict | None = None,
               overrides: dict | None = None, out: str | Path | None = None, force: bool = False,
               cache_dir: str | Path | None = None, progress: bool = True,
-              log: Callable[[str], None] = _stderr, adapter=None) -> RunOutcome:
-    """Run ``suite_path`` on ``model`` (or on a ready ``adapter``, e.g. ``StoredModel``)."""
+              log: Callable[[str], None] = _stderr, adapter=None, figures: bool = False) -> RunOutcome:
+    """Run ``suite_path`` on ``model`` (or on a ready ``adapter``, e.g. ``StoredModel``); with ``figures``
+    each task's figures go to ``<out>/figures/`` (the command line does this by default)."""
     from facebench.engine.inference import InferenceSettings, run_inference
     from facebench.engine.store import PredictionStore
     from facebench.protocols.base import EvalContext, ExtraSplit
@@ -202,7 +203,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
             raise
         unit.load_s = time.perf_counter() - t_load
 
-    task_rows, records, timings, store_keys = {}, [], {}, {}
+    task_rows, records, timings, store_keys, samples = {}, [], {}, {}, {}
     exit_code = 0
     for it in planned:
         if it.status != "ok":
@@ -233,6 +234,8 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
             log(f"task {it.task.name} failed: {err}\n{traceback.format_exc()}")
         else:
             row.update(details=result.details, warnings=result.warnings)
+            if result.samples is not None:
+                samples[it.task.name] = result.samples
             for w in result.warnings:
                 log(f"warning ({it.task.name}): {w}")
             for rec in result.records:
@@ -285,13 +288,20 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
         "started_utc": started.isoformat(timespec="seconds"),
         "total_s": round(time.perf_counter() - t0, 3),
     }
-    write_run_folder(out_dir, results, manifest, leaderboard)
+    write_run_folder(out_dir, results, manifest, leaderboard, samples)
+    if figures:
+        try:
+            from facebench.report.figures import run_figures
+
+            run_figures(results, out_dir)
+        except Exception as err:  # figures never cost the results
+            log(f"figures could not be drawn: {type(err).__name__}: {err}")
     return RunOutcome(out_dir, results, manifest, leaderboard, exit_code)
 
 
 def rescore_run(run_dir: str | Path, suite_path: str | Path | None = None, overrides: dict | None = None,
                 out: str | Path | None = None, force: bool = False, cache_dir: str | Path | None = None,
-                log: Callable[[str], None] = _stderr) -> RunOutcome:
+                log: Callable[[str], None] = _stderr, figures: bool = False) -> RunOutcome:
     """Re-evaluate a finished run from the prediction store without loading its model: the run's
     suite (or ``suite_path``: other protocols or parameters on the same splits), new settings
     (e.g. more bootstrap resamples). Default output: ``<run_dir>-rescored`` (then ``-2``, ...)."""
@@ -320,7 +330,7 @@ def rescore_run(run_dir: str | Path, suite_path: str | Path | None = None, overr
             k += 1
     if suite_path is not None:
         return run_suite(suite_path, overrides=overrides, out=out, force=force, cache_dir=cache_dir,
-                         progress=False, log=log, adapter=adapter)
+                         progress=False, log=log, adapter=adapter, figures=figures)
     with tempfile.TemporaryDirectory() as tmp:
         name = manifest["suite_as_run"]["name"]
         path = Path(tmp) / f"{name}.yaml"
@@ -329,4 +339,4 @@ def rescore_run(run_dir: str | Path, suite_path: str | Path | None = None, overr
         suite["tasks"] = [{k: v for k, v in t.items() if v is not None} for t in suite.get("tasks") or []]
         path.write_text(yaml.safe_dump(suite, sort_keys=False))
         return run_suite(path, overrides=overrides, out=out, force=force, cache_dir=cache_dir, progress=False,
-                         log=log, adapter=adapter)
+                         log=log, adapter=adapter, figures=figures)

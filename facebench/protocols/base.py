@@ -45,6 +45,9 @@ class TaskResult:
     records: list[MetricRecord]
     details: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # per-sample outcomes for paired tests in `facebench compare`: {"ids", "y_true", "y_pred"} (int indices
+    # into details["label_space"]); written to the run folder's samples.npz
+    samples: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,8 @@ class ClosedSetProtocol(Protocol):
             "classes_without_samples": empty,
             "reliability": _jsonable(cal.reliability_from_confidence(confidence, correct, p.ece_bins)),
         }
-        return TaskResult(records, details, warnings)
+        samples = {"ids": ds.ids[m.keep], "y_true": y_true, "y_pred": y_pred}
+        return TaskResult(records, details, warnings, samples)
 
 
 def _jsonable(d: dict) -> dict:

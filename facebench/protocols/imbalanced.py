@@ -176,7 +176,8 @@ class ImbalancedProtocol(Protocol):
             "frequency_source": source,
             "resampled": resampled,
         }
-        return TaskResult(records, details, warnings)
+        samples = {"ids": ds.ids[m.keep], "y_true": y_true, "y_pred": y_pred}
+        return TaskResult(records, details, warnings, samples)
 
     def _resample(self, y_true, y_pred, m, evaluated, train_counts, seed) -> list[dict]:
         p = self.params

@@ -74,8 +74,35 @@ def library_versions() -> dict:
     return versions
 
 
-def write_run_folder(out_dir: Path, results: dict, manifest: dict, leaderboard: str) -> None:
+def write_samples(path: Path, samples: dict[str, dict]) -> None:
+    """Per-task per-sample outcomes as one NPZ: ``<task>/ids``, ``<task>/y_true``, ``<task>/y_pred``."""
+    from facebench.engine.store import atomic_save_npz
+
+    arrays = {}
+    for task, s in samples.items():
+        arrays[f"{task}/ids"] = np.asarray(s["ids"]).astype(str)
+        arrays[f"{task}/y_true"] = np.asarray(s["y_true"], dtype=np.int64)
+        arrays[f"{task}/y_pred"] = np.asarray(s["y_pred"], dtype=np.int64)
+    atomic_save_npz(path, arrays)
+
+
+def read_samples(path: Path) -> dict[str, dict]:
+    """Inverse of ``write_samples`` (empty when the file is absent)."""
+    if not Path(path).exists():
+        return {}
+    out: dict[str, dict] = {}
+    with np.load(path, allow_pickle=False) as z:
+        for key in z.files:
+            task, _, field = key.rpartition("/")
+            out.setdefault(task, {})[field] = z[key]
+    return out
+
+
+def write_run_folder(out_dir: Path, results: dict, manifest: dict, leaderboard: str,
+                     samples: dict | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
+    if samples:
+        write_samples(out_dir / "samples.npz", samples)
     atomic_write_text(out_dir / "results.json", to_json(_clean_nans(results)))
     atomic_write_text(out_dir / "manifest.json", to_json(_clean_nans(manifest)))
     atomic_write_text(out_dir / "leaderboard.md", leaderboard)

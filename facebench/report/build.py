@@ -1,0 +1,46 @@
+"""``facebench report RUN... --out DIR``: leaderboards in every format plus figures and a static site.
+
+Writes ``leaderboard.md``, ``leaderboard.tex`` (a standalone booktabs document), ``leaderboard.csv``,
+``figures/<run>/<task>-<kind>.{png,pdf}`` and ``site/index.html`` (one page per task, figures embedded,
+no network assets). Columns whose protocol or dataset fingerprints differ between runs are split
+(or, with ``strict``, refused) -- see ``facebench.report.tables``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from facebench.report import tables
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "run"
+
+
+def build_report(paths, out: str | Path, strict: bool = False, baseline: str | None = None, ci: str = "brackets",
+                 figures: bool = True) -> Path:
+    from facebench.report.html import write_site
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = tables.load_runs(paths)
+    table = tables.build_table(runs, strict=strict)
+    (out / "leaderboard.md").write_text(tables.to_markdown(table))
+    (out / "leaderboard.csv").write_text(tables.to_csv(table))
+    (out / "leaderboard.tex").write_text(tables.to_latex_document(table, ci="pm" if ci == "pm" else "brackets",
+                                                                  baseline=baseline))
+    by_task: dict[str, list[str]] = {}
+    if figures:
+        from facebench.report.figures import task_figures
+
+        for run in runs:
+            results = run["results"]
+            folder = out / "figures" / _safe(run["label"])
+            for task in results["tasks"]:
+                recs = [r for r in results["records"] if r["task"] == task["name"]]
+                for path in task_figures(task, recs, folder):
+                    if str(path).endswith(".png"):
+                        by_task.setdefault(task["name"], []).append(str(path))
+    write_site(runs, out / "site", figures=by_task, strict=strict)
+    return out

@@ -1,0 +1,807 @@
+"""Paper figures (PNG + PDF) from benchmark results.
+
+Every figure function takes plain data (lists / arrays / dicts) and an output path *stem*; it writes
+``<stem>.png`` and ``<stem>.pdf`` and returns ``[png_path, pdf_path]``. :func:`task_figures` turns one
+task row of ``results.json`` (plus that task's records) into the figures its protocol declares in
+:data:`FIGURES_BY_PROTOCOL`; :func:`run_figures` does so for every task of a run.
+
+Style. One paper style (:data:`PAPER_STYLE`) applied with :func:`matplotlib.rc_context` around both
+building and saving, so no global matplotlib state changes. Figures are built with
+:class:`matplotlib.figure.Figure` + :class:`~matplotlib.backends.backend_agg.FigureCanvasAgg` (no
+pyplot, no interactive backend, nothing kept alive after the call). DejaVu Sans (bundled with
+matplotlib, so the same font everywhere) at 7-9 pt; single-column figures are
+:data:`SINGLE_COLUMN` = 3.4 in wide, wide ones :data:`DOUBLE_COLUMN` = 7 in; constrained layout
+keeps margins tight without changing the figure size (so a figure included at its natural width is
+not rescaled). Colours: seaborn's ``colorblind`` palette (colour-blind safe), and curves / series also
+differ by line style / marker so they stay distinguishable in greyscale; heat maps use the
+single-hue ``Blues`` map. PDF fonts are embedded as TrueType (``pdf.fonttype`` 42, no Type 3 fonts).
+
+Determinism. The same inputs give byte-identical files in any process: PNGs are written at a fixed
+:data:`DPI` with the ``Software`` text chunk removed (matplotlib writes no timestamp in PNGs); PDFs
+are written without ``Creator`` / ``Producer`` / ``CreationDate`` (so neither the clock nor
+``SOURCE_DATE_EPOCH`` matters; matplotlib's PDF writer uses sequential object ids and no ``/ID``).
+Nothing random is drawn, dict orders are the caller's, and text is laid out with the bundled font.
+(Bytes are stable for a given matplotlib / FreeType / fontTools install; other versions may differ.)
+
+Log axes. Curves drawn on log axes (verification ROC's FAR, DET's FMR and FNMR, optional log-x ROC /
+OSCR) contain exact zeros. These are clipped to a *floor*: the largest power of ten strictly below
+the smallest positive value plotted on that axis (e.g. smallest FAR 1/400 = 2.5e-3 -> floor 1e-3;
+1e-2 -> 1e-3), or 1e-3 when the axis has no positive value; see :func:`log_floor`. Points at the
+floor therefore mean "0" and the axis starts there.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Iterable
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+
+__all__ = [
+    "DPI", "SINGLE_COLUMN", "DOUBLE_COLUMN", "PAPER_STYLE", "PALETTE", "FIGURES_BY_PROTOCOL",
+    "row_normalise", "log_floor", "sanitise_filename",
+    "confusion_matrix_figure", "per_class_recall_figure", "reliability_figure", "roc_figure",
+    "det_figure", "oscr_figure", "group_bars_figure", "cross_domain_heatmap", "scatter_figure",
+    "task_figures", "run_figures",
+]
+
+DPI = 200
+SINGLE_COLUMN = 3.4  # inches
+DOUBLE_COLUMN = 7.0  # inches
+CMAP = "Blues"
+EMPTY_CELL = "#eeeeee"  # colour of heat-map cells without a value (e.g. a true class with no samples)
+
+PAPER_STYLE: dict[str, Any] = {
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans"],
+    "font.size": 8,
+    "axes.titlesize": 9,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "legend.frameon": False,
+    "axes.linewidth": 0.6,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": False,
+    "grid.linewidth": 0.4,
+    "grid.alpha": 0.5,
+    "lines.linewidth": 1.2,
+    "lines.markersize": 3.5,
+    "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6,
+    "xtick.major.size": 2.5,
+    "ytick.major.size": 2.5,
+    "xtick.minor.size": 1.5,
+    "ytick.minor.size": 1.5,
+    "errorbar.capsize": 2,
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+    "figure.facecolor": "white",
+    "savefig.facecolor": "white",
+    "figure.constrained_layout.h_pad": 0.02,
+    "figure.constrained_layout.w_pad": 0.02,
+    "pdf.fonttype": 42,
+    "ps.fonttype": 42,
+    "svg.hashsalt": "facebench",
+    "path.simplify": True,
+    "text.usetex": False,
+}
+
+# seaborn's "colorblind" palette (10 colours, colour-blind safe), resolved once.
+try:  # pragma: no cover - seaborn is a declared dependency; the fallback is the same list
+    import seaborn as _sns
+
+    PALETTE: tuple[tuple[float, float, float], ...] = tuple(tuple(c) for c in _sns.color_palette("colorblind", 10))
+except Exception:  # pragma: no cover
+    PALETTE = tuple(to_rgb(c) for c in ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc",
+                                        "#ca9161", "#fbafe4", "#949494", "#ece133", "#56b4e9"))
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+NEUTRAL = "#555555"
+
+_PNG_METADATA = {"Software": None}
+_PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def row_normalise(cm) -> np.ndarray:
+    """Row-normalised confusion matrix: ``out[t, p] = cm[t, p] / sum_p cm[t, p]``.
+
+    Rows are true classes, so each row with samples sums to 1; rows without samples are all NaN
+    (drawn as empty cells).
+    """
+    a = np.asarray(cm, dtype=float)
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ValueError(f"confusion matrix must be square 2-D, got shape {a.shape}")
+    if np.any(a < 0) or not np.all(np.isfinite(a)):
+        raise ValueError("confusion matrix must hold finite non-negative counts")
+    sums = a.sum(axis=1, keepdims=True)
+    out = np.full_like(a, np.nan)
+    np.divide(a, sums, out=out, where=sums > 0)
+    return out
+
+
+def log_floor(values: Iterable[float], default: float = 1e-3) -> float:
+    """The value zeros are clipped to on a log axis: the largest power of ten strictly below the
+    smallest positive finite value (``default`` when there is none)."""
+    arr = np.asarray([v for v in values if v is not None], dtype=float)
+    arr = arr[np.isfinite(arr) & (arr > 0)]
+    if arr.size == 0:
+        return float(default)
+    smallest = float(arr.min())
+    floor = 10.0 ** (math.ceil(math.log10(smallest)) - 1)
+    while floor >= smallest:
+        floor /= 10.0
+    return float(floor)
+
+
+def sanitise_filename(name: str) -> str:
+    """A file-name-safe version of ``name``: characters outside ``[A-Za-z0-9._-]`` become ``_``."""
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._")
+    return text or "figure"
+
+
+def _as_float_array(values) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+
+
+def _color(i: int):
+    return PALETTE[i % len(PALETTE)]
+
+
+def _text_color(rgba) -> str:
+    r, g, b = rgba[:3]
+    return "white" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.5 else "black"
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, stem) -> list[Path]:
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    png = stem.with_name(stem.name + ".png")
+    pdf = stem.with_name(stem.name + ".pdf")
+    fig.savefig(png, format="png", dpi=DPI, metadata=_PNG_METADATA)
+    fig.savefig(pdf, format="pdf", metadata=_PDF_METADATA)
+    return [png, pdf]
+
+
+def _render(stem, width: float, height: float, draw) -> list[Path]:
+    """Build a figure under the paper style, let ``draw(fig)`` fill it, write PNG + PDF."""
+    with matplotlib.rc_context(PAPER_STYLE):
+        fig = _new_figure(width, height)
+        draw(fig)
+        paths = _save(fig, stem)
+    fig.clear()
+    return paths
+
+
+def _rotate_labels(ax, labels: Sequence[str]) -> None:
+    if len(labels) > 5 or max((len(str(s)) for s in labels), default=0) > 7:
+        for t in ax.get_xticklabels():
+            t.set_rotation(40)
+            t.set_ha("right")
+            t.set_rotation_mode("anchor")
+
+
+def _bar_width(n: int, base: float = 0.9, per_bar: float = 0.28, wide_after: int = 9) -> float:
+    return DOUBLE_COLUMN if n > wide_after else max(SINGLE_COLUMN, min(DOUBLE_COLUMN, base + per_bar * n))
+
+
+def _heatmap(ax, data: np.ndarray, fmt, vmin=0.0, vmax=1.0, fontsize=7.0, annotate=True) -> Any:
+    masked = np.ma.masked_invalid(data)
+    cmap = matplotlib.colormaps[CMAP].with_extremes(bad=EMPTY_CELL)
+    im = ax.imshow(masked, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
+    if annotate:
+        for (i, j), v in np.ndenumerate(data):
+            if np.isfinite(v):
+                ax.text(j, i, fmt(v), ha="center", va="center", fontsize=fontsize,
+                        color=_text_color(cmap(im.norm(v))))
+    ax.tick_params(length=0)
+    for side in ("top", "right", "bottom", "left"):
+        ax.spines[side].set_visible(False)
+    return im
+
+
+def _errorbars(values: np.ndarray, cis: Sequence | None) -> tuple[np.ndarray, np.ndarray]:
+    """Lower / upper whisker lengths from CIs (NaN where a CI is missing)."""
+    n = len(values)
+    lo = np.full(n, np.nan)
+    hi = np.full(n, np.nan)
+    for i, ci in enumerate(cis or [None] * n):
+        if ci is None or len(ci) != 2 or ci[0] is None or ci[1] is None or not np.isfinite(values[i]):
+            continue
+        lo[i] = max(values[i] - float(ci[0]), 0.0)
+        hi[i] = max(float(ci[1]) - values[i], 0.0)
+    return lo, hi
+
+
+def _bars(ax, names: Sequence[str], values: np.ndarray, cis, colors, percent: bool) -> None:
+    x = np.arange(len(names))
+    scale = 100.0 if percent else 1.0
+    finite = np.isfinite(values)
+    ax.bar(x[finite], values[finite] * scale, width=0.7, color=[colors[i] for i in np.flatnonzero(finite)],
+           edgecolor="none", zorder=2)
+    lo, hi = _errorbars(values, cis)
+    has = finite & np.isfinite(lo)
+    if has.any():
+        ax.errorbar(x[has], values[has] * scale, yerr=np.vstack([lo[has], hi[has]]) * scale, fmt="none",
+                    ecolor="black", elinewidth=0.7, capthick=0.7, zorder=3)
+    for i in np.flatnonzero(~finite):
+        ax.text(x[i], 0, "n/a", ha="center", va="bottom", fontsize=6, color=NEUTRAL)
+    ax.set_xticks(x)
+    ax.set_xticklabels([str(s) for s in names])
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    _rotate_labels(ax, names)
+    ax.yaxis.grid(True, zorder=0)
+    ax.set_axisbelow(True)
+    if percent:
+        ax.yaxis.set_major_formatter(PercentFormatter(100, decimals=0))
+
+
+def _value_range(values: np.ndarray, cis) -> tuple[float, float]:
+    pts = [v for v in values if np.isfinite(v)]
+    for ci in cis or []:
+        if ci is not None and len(ci) == 2:
+            pts += [float(c) for c in ci if c is not None and np.isfinite(c)]
+    return (min(pts), max(pts)) if pts else (0.0, 1.0)
+
+
+# ------------------------------------------------------------------------------------ figure kinds
+def confusion_matrix_figure(cm, class_names: Sequence[str], stem, title: str | None = None) -> list[Path]:
+    """Row-normalised confusion matrix (true classes = rows, predicted = columns), cells in %."""
+    norm = row_normalise(cm)
+    names = [str(c) for c in class_names]
+    if len(names) != norm.shape[0]:
+        raise ValueError(f"{len(names)} class names for a {norm.shape[0]}x{norm.shape[0]} confusion matrix")
+    n = len(names)
+    width = SINGLE_COLUMN if n <= 10 else DOUBLE_COLUMN
+    height = max(2.2, min(7.5, 1.0 + 0.3 * n)) if n <= 10 else min(7.5, 1.4 + 0.22 * n)
+    fontsize = 7.0 if n <= 8 else (6.0 if n <= 12 else 5.0)
+
+    def draw(fig):
+        ax = fig.add_subplot()
+        im = _heatmap(ax, norm * 100.0, lambda v: f"{v:.0f}", vmin=0.0, vmax=100.0, fontsize=fontsize,
+                      annotate=n <= 25)
+        ax.set_xticks(np.arange(n), labels=names)
+        ax.set_yticks(np.arange(n), labels=names)
+        for t in ax.get_xticklabels():
+            t.set_rotation(45)
+            t.set_ha("right")
+            t.set_rotation_mode("anchor")
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        cb = fig.colorbar(im, ax=ax, shrink=0.85, pad=0.02, aspect=25)
+        cb.ax.yaxis.set_major_formatter(PercentFormatter(100, decimals=0))
+        cb.ax.tick_params(labelsize=6, width=0.5, length=2)
+        cb.outline.set_linewidth(0.5)
+        if title:
+            ax.set_title(title)
+
+    return _render(stem, width, height, draw)
+
+
+def per_class_recall_figure(names: Sequence[str], values: Sequence, cis: Sequence | None, stem,
+                            title: str | None = None, groups: Sequence[str] | None = None,
+                            ylabel: str = "recall") -> list[Path]:
+    """Per-class recall bars with CI whiskers (``cis`` entries may be None; ``values`` may hold None).
+
+    ``groups`` (optional, one label per class, e.g. many/medium/few) colours bars by group.
+    """
+    names = [str(s) for s in names]
+    vals = _as_float_array(values)
+    if len(vals) != len(names) or (cis is not None and len(cis) != len(names)):
+        raise ValueError("names, values and cis must have the same length")
+    if groups is not None:
+        order = list(dict.fromkeys(str(g) for g in groups))
+        colors = [_color(order.index(str(g))) for g in groups]
+    else:
+        order, colors = [], [_color(0)] * len(names)
+
+    def draw(fig):
+        ax = fig.add_subplot()
+        _bars(ax, names, vals, cis, colors, percent=True)
+        ax.set_ylim(0, 102)  # room for a whisker reaching 100%
+        ax.set_ylabel(ylabel)
+        if order:
+            from matplotlib.patches import Patch
+            ax.legend(handles=[Patch(color=_color(i), label=g) for i, g in enumerate(order)],
+                      loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=len(order), borderaxespad=0.1,
+                      handlelength=1.0, columnspacing=1.0)
+        if title:
+            ax.set_title(title, loc="left")
+
+    return _render(stem, _bar_width(len(names)), 2.3, draw)
+
+
+def reliability_figure(reliability: Mapping, stem, title: str | None = None, ece: float | None = None
+                       ) -> list[Path]:
+    """Reliability diagram from a closed_set ``details["reliability"]`` dict.
+
+    ``reliability`` holds ``edges`` (B+1 bin edges), and per bin ``accuracy``, ``confidence`` (mean
+    confidence; None for empty bins) and ``counts``. Top panel: accuracy per bin (bars) against the
+    diagonal, with the gap to the bin's mean confidence outlined; bottom panel: samples per bin.
+    """
+    edges = np.asarray(reliability["edges"], dtype=float)
+    acc = _as_float_array(reliability["accuracy"])
+    conf = _as_float_array(reliability["confidence"])
+    counts = _as_float_array(reliability.get("counts", [0.0] * len(acc)))
+    if not (len(edges) == len(acc) + 1 == len(conf) + 1 == len(counts) + 1):
+        raise ValueError("reliability: edges must have one more entry than accuracy/confidence/counts")
+    left, widths = edges[:-1], np.diff(edges)
+    ok = np.isfinite(acc) & np.isfinite(conf)
+
+    def draw(fig):
+        top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+        top.plot([edges[0], edges[-1]], [edges[0], edges[-1]], ls="--", color=NEUTRAL, lw=0.8,
+                 label="perfect calibration", zorder=1)
+        top.bar(left[ok], acc[ok], width=widths[ok], align="edge", color=_color(0), edgecolor="white",
+                linewidth=0.5, label="accuracy", zorder=2)
+        gap_bottom = np.minimum(acc, conf)[ok]
+        top.bar(left[ok], np.abs(conf - acc)[ok], bottom=gap_bottom, width=widths[ok], align="edge",
+                facecolor=(*_color(3), 0.25), edgecolor=_color(3), linewidth=0.5, label="gap to confidence",
+                zorder=3)
+        top.set_xlim(edges[0], edges[-1])
+        top.set_ylim(0, 1)
+        top.set_ylabel("accuracy")
+        has_ece = ece is not None and np.isfinite(ece)
+        top.legend(loc="upper left", title=f"ECE = {100 * ece:.2f}%" if has_ece else None,
+                   title_fontsize=7, alignment="left")
+        bottom.bar(left, np.nan_to_num(counts), width=widths, align="edge", color=_color(7),
+                   edgecolor="white", linewidth=0.5)
+        bottom.set_ylabel("samples")
+        bottom.set_xlabel("confidence")
+        bottom.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
+        bottom.yaxis.get_offset_text().set_fontsize(6)
+        if title:
+            top.set_title(title)
+
+    return _render(stem, SINGLE_COLUMN, 3.2, draw)
+
+
+def _curves(curves: Mapping) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    out = []
+    for label, xy in curves.items():
+        x, y = xy[0], xy[1]
+        x, y = _as_float_array(x), _as_float_array(y)
+        if len(x) != len(y):
+            raise ValueError(f"curve {label!r}: x and y differ in length")
+        keep = np.isfinite(x) & np.isfinite(y)
+        out.append((str(label), x[keep], y[keep]))
+    if not out:
+        raise ValueError("no curves to draw")
+    return out
+
+
+def _line_figure(curves: Mapping, stem, xlabel: str, ylabel: str, log_x: bool, log_y: bool, diagonal: bool,
+                 title: str | None, legend_loc: str) -> list[Path]:
+    data = _curves(curves)
+    fx = log_floor(np.concatenate([x for _, x, _ in data])) if log_x else None
+    fy = log_floor(np.concatenate([y for _, _, y in data])) if log_y else None
+
+    def draw(fig):
+        ax = fig.add_subplot()
+        for i, (label, x, y) in enumerate(data):
+            if log_x:
+                x = np.maximum(x, fx)
+            if log_y:
+                y = np.maximum(y, fy)
+            ax.plot(x, y, color=_color(i), ls=LINESTYLES[i % len(LINESTYLES)], label=label, zorder=3,
+                    drawstyle="default")
+        lo_x = fx if log_x else 0.0
+        lo_y = fy if log_y else 0.0
+        if diagonal:
+            d = np.geomspace(max(lo_x, lo_y), 1.0, 64) if (log_x or log_y) else np.array([0.0, 1.0])
+            ax.plot(d, d, ls=":", color=NEUTRAL, lw=0.8, zorder=1)
+        if log_x:
+            ax.set_xscale("log")
+        if log_y:
+            ax.set_yscale("log")
+        ax.set_xlim(lo_x, 1.0)
+        ax.set_ylim(lo_y, 1.0)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="major")
+        if len(data) > 1 or data[0][0]:
+            ax.legend(loc=legend_loc)
+        if title:
+            ax.set_title(title)
+
+    return _render(stem, SINGLE_COLUMN, 2.7, draw)
+
+
+def roc_figure(curves: Mapping, stem, xlabel: str = "FPR", ylabel: str = "TPR", log_x: bool = False,
+               title: str | None = None) -> list[Path]:
+    """ROC curves, ``curves = {label: (x, y)}``; with ``log_x`` zeros are clipped to :func:`log_floor`."""
+    return _line_figure(curves, stem, xlabel, ylabel, log_x, False, diagonal=not log_x, title=title,
+                        legend_loc="lower right")
+
+
+def det_figure(curves: Mapping, stem, xlabel: str = "FMR", ylabel: str = "FNMR", title: str | None = None
+               ) -> list[Path]:
+    """DET curves (FMR vs FNMR) on log-log axes; ``curves = {label: (fmr, fnmr)}``. Zeros are clipped
+    to :func:`log_floor` per axis; the dotted line marks FMR = FNMR (the EER points)."""
+    return _line_figure(curves, stem, xlabel, ylabel, True, True, diagonal=True, title=title,
+                        legend_loc="lower left")
+
+
+def oscr_figure(curves: Mapping, stem, log_x: bool = False, xlabel: str = "FPR (unknowns accepted)",
+                ylabel: str = "CCR", title: str | None = None) -> list[Path]:
+    """Open-set classification rate curves: CCR vs FPR, ``curves = {label: (fpr, ccr)}``."""
+    return _line_figure(curves, stem, xlabel, ylabel, log_x, False, diagonal=False, title=title,
+                        legend_loc="lower right" if not log_x else "upper left")
+
+
+def group_bars_figure(groups: Sequence[str], values: Sequence, cis: Sequence | None, stem, metric_label: str,
+                      overall: float | None = None, title: str | None = None, percent: bool = False,
+                      overall_label: str = "overall") -> list[Path]:
+    """Per-group bars with CI whiskers (entries may be None) and a dashed line at ``overall``."""
+    names = [str(g) for g in groups]
+    vals = _as_float_array(values)
+    if len(vals) != len(names) or (cis is not None and len(cis) != len(names)):
+        raise ValueError("groups, values and cis must have the same length")
+    scale = 100.0 if percent else 1.0
+
+    def draw(fig):
+        ax = fig.add_subplot()
+        _bars(ax, names, vals, cis, [_color(0)] * len(names), percent=percent)
+        lo, hi = _value_range(vals, cis)
+        if overall is not None and np.isfinite(overall):
+            ax.axhline(overall * scale, color=_color(3), ls="--", lw=1.0, zorder=4,
+                       label=f"{overall_label} ({overall * scale:.1f}%)" if percent else f"{overall_label} ({overall:.3f})")
+            lo, hi = min(lo, overall), max(hi, overall)
+            ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.1)
+        if 0.0 <= lo and hi <= 1.0:
+            ax.set_ylim(0, 102 if percent else 1.02)
+        else:
+            ax.set_ylim(min(0.0, lo * scale), hi * scale * 1.05 if hi > 0 else 1.0)
+        ax.set_ylabel(metric_label)
+        if title:
+            ax.set_title(title, loc="left")
+
+    return _render(stem, _bar_width(len(names)), 2.4, draw)
+
+
+def cross_domain_heatmap(row_labels: Sequence[str], col_labels: Sequence[str], matrix, stem,
+                         title: str | None = None, percent: bool = True) -> list[Path]:
+    """Rows = models / runs, columns = datasets (source first, Mean last), cells annotated in %.
+
+    ``matrix`` entries may be None (empty cell)."""
+    data = np.array([_as_float_array(r) for r in matrix], dtype=float).reshape(len(row_labels), len(col_labels))
+    rows, cols = [str(r) for r in row_labels], [str(c) for c in col_labels]
+    width = SINGLE_COLUMN if len(cols) <= 8 else DOUBLE_COLUMN
+    height = min(9.0, 0.75 + 0.25 * len(rows) + 0.06 * min(max(len(c) for c in cols), 16))
+    scale = 100.0 if percent else 1.0
+    fmt = (lambda v: f"{v:.1f}") if percent else (lambda v: f"{v:.3f}")
+
+    def draw(fig):
+        ax = fig.add_subplot()
+        finite = data[np.isfinite(data)]
+        vmax = 1.0 if finite.size == 0 or finite.max() <= 1.0 else float(finite.max())
+        im = _heatmap(ax, data * scale, fmt, vmin=0.0, vmax=vmax * scale, fontsize=6.5 if len(cols) <= 8 else 5.5)
+        ax.set_xticks(np.arange(len(cols)), labels=cols)
+        ax.set_yticks(np.arange(len(rows)), labels=rows)
+        for t in ax.get_xticklabels():
+            t.set_rotation(35)
+            t.set_ha("right")
+            t.set_rotation_mode("anchor")
+        if len(cols) > 1 and cols[-1].lower() == "mean":
+            ax.axvline(len(cols) - 1.5, color="white", lw=2.0)
+        cb = fig.colorbar(im, ax=ax, pad=0.02, aspect=10, fraction=0.05)
+        if percent:
+            cb.ax.yaxis.set_major_formatter(PercentFormatter(100, decimals=0))
+        cb.ax.tick_params(labelsize=6, width=0.5, length=2)
+        cb.outline.set_linewidth(0.5)
+        if title:
+            ax.set_title(title)
+
+    return _render(stem, width, height, draw)
+
+
+def scatter_figure(true, pred=None, stem=None, label: str | None = None, xlabel: str = "true",
+                   ylabel: str = "predicted", truth_range: Sequence[float] | None = None,
+                   title: str | None = None) -> list[Path]:
+    """Predicted-vs-true scatter with the identity line (label-free estimation).
+
+    One series: ``scatter_figure(true, pred, stem, label)``. Several: pass ``{name: (true, pred)}`` as
+    ``true`` and leave ``pred`` None (``scatter_figure(series, stem=...)``; ``scatter_figure(series,
+    stem)`` also works). Pairs with a missing value are dropped. ``truth_range`` (optional) fixes the
+    extent of the identity line; by default it spans all plotted values.
+    """
+    if isinstance(true, Mapping):
+        if stem is None and pred is not None:
+            pred, stem = None, pred
+        if pred is not None:
+            raise ValueError("pass either {name: (true, pred)} or true and pred, not both")
+        series = {str(k): (v[0], v[1]) for k, v in true.items()}
+    else:
+        if pred is None:
+            raise ValueError("pred is required with a single series")
+        series = {label or "": (true, pred)}
+    if stem is None:
+        raise ValueError("stem is required")
+    data = []
+    for name, (t, p) in series.items():
+        t, p = _as_float_array(t), _as_float_array(p)
+        if len(t) != len(p):
+            raise ValueError(f"series {name!r}: true and pred differ in length")
+        keep = np.isfinite(t) & np.isfinite(p)
+        data.append((name, t[keep], p[keep]))
+    allv = np.concatenate([np.concatenate([t, p]) for _, t, p in data]) if data else np.array([])
+    if truth_range is not None and len(truth_range) == 2 and None not in truth_range:
+        lo, hi = float(min(truth_range)), float(max(truth_range))
+        if allv.size:
+            lo, hi = min(lo, float(allv.min())), max(hi, float(allv.max()))
+    elif allv.size:
+        lo, hi = float(allv.min()), float(allv.max())
+    else:
+        lo, hi = 0.0, 1.0
+    pad = 0.05 * (hi - lo) if hi > lo else 0.05
+    lo, hi = lo - pad, hi + pad
+
+    def draw(fig):
+        ax = fig.add_subplot()
+        ax.plot([lo, hi], [lo, hi], ls="--", color=NEUTRAL, lw=0.8, zorder=1, label="identity")
+        for i, (name, t, p) in enumerate(data):
+            ax.scatter(t, p, s=10, color=_color(i), marker=MARKERS[i % len(MARKERS)], alpha=0.8,
+                       linewidths=0, label=name or None, zorder=2 + i * 0.01)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal", adjustable="box")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True)
+        ax.legend(loc="upper left")
+        if title:
+            ax.set_title(title)
+
+    return _render(stem, SINGLE_COLUMN, 3.0, draw)
+
+
+# -------------------------------------------------------------------------------------- dispatcher
+#: Figure kinds each protocol can produce (stem suffixes). open_set draws ``roc`` + ``oscr`` in mode
+#: unknown_classes and ``per_class_auroc`` in mode leave_one_out; label_free one scatter per target.
+FIGURES_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
+    "closed_set": ("confusion_matrix", "per_class_recall", "reliability"),
+    "imbalanced": ("confusion_matrix", "per_class_recall"),
+    "open_set": ("roc", "oscr", "per_class_auroc"),
+    "cross_domain": ("heatmap",),
+    "fairness": ("group_bars",),
+    "verification": ("roc", "det"),
+    "label_free": ("scatter_accuracy", "scatter_auroc"),
+    "age_estimation": (),
+    "attributes": (),
+}
+
+_LABEL_FREE_TARGETS = ("accuracy", "auroc")
+
+
+def _record_map(records: Iterable[Mapping]) -> dict[str, Mapping]:
+    return {r["metric"]: r for r in records if isinstance(r, Mapping) and "metric" in r}
+
+
+def _ci(recs: Mapping[str, Mapping], metric: str):
+    r = recs.get(metric)
+    ci = r.get("ci") if r else None
+    return list(ci) if ci is not None else None
+
+
+def _run_label(task_row: Mapping, records: Sequence[Mapping]) -> str:
+    for r in records:
+        if r.get("model"):
+            return str(r["model"])
+    return str(task_row.get("name", ""))
+
+
+def _is_percent_metric(metric: str) -> bool:
+    try:
+        from facebench.report.leaderboard import _is_percent
+        return bool(_is_percent(metric))
+    except Exception:  # pragma: no cover
+        return metric.split("[")[0] in ("accuracy", "recall", "precision", "mean_class_accuracy")
+
+
+class _Ctx:
+    """What a figure-kind builder needs from one task."""
+
+    def __init__(self, task: Mapping, details: Mapping, records: Sequence[Mapping], out_dir: Path):
+        self.task, self.details, self.records = task, details, list(records)
+        self.recs = _record_map(records)
+        self.name = str(task.get("name", "task"))
+        self.label = _run_label(task, records)
+        self.out_dir = out_dir
+
+    def stem(self, kind: str) -> Path:
+        return self.out_dir / f"{sanitise_filename(self.name)}-{kind}"
+
+    def ci(self, metric: str):
+        return _ci(self.recs, metric)
+
+    @property
+    def open_set_mode(self) -> str:
+        mode = (self.task.get("params") or {}).get("mode")
+        return str(mode) if mode else ("leave_one_out" if "table" in self.details else "unknown_classes")
+
+
+def _fig_confusion_matrix(c: _Ctx) -> list[Path]:
+    d = c.details
+    labels = [str(x) for x in d.get("label_space") or []]
+    if d.get("confusion_matrix") is None or not labels:
+        return []
+    return confusion_matrix_figure(d["confusion_matrix"], labels, c.stem("confusion_matrix"))
+
+
+def _fig_per_class_recall(c: _Ctx) -> list[Path]:
+    per_class = c.details.get("per_class") or []
+    if not per_class:
+        return []
+    names = [str(row["class"]) for row in per_class]
+    values = [row.get("recall") for row in per_class]
+    cis = [c.ci(f"recall[{n}]") for n in names]
+    groups = [row.get("group") for row in per_class]  # imbalanced: many / medium / few
+    groups = groups if all(g is not None for g in groups) else None
+    return per_class_recall_figure(names, values, cis, c.stem("per_class_recall"), groups=groups)
+
+
+def _fig_reliability(c: _Ctx) -> list[Path]:
+    rel = c.details.get("reliability")
+    if not isinstance(rel, Mapping):
+        return []
+    ece = next((r.get("value") for m, r in c.recs.items() if m == "ece" or m.startswith("ece[")), None)
+    return reliability_figure(rel, c.stem("reliability"), ece=ece)
+
+
+def _fig_open_set_roc(c: _Ctx) -> list[Path]:
+    roc = c.details.get("roc")
+    if c.open_set_mode == "leave_one_out" or not isinstance(roc, Mapping) or roc.get("x") is None:
+        return []
+    return roc_figure({c.label: (roc["x"], roc["y"])}, c.stem("roc"), xlabel="FPR (unknowns accepted)",
+                      ylabel="TPR (knowns accepted)")
+
+
+def _fig_oscr(c: _Ctx) -> list[Path]:
+    oscr = c.details.get("oscr_curve")
+    if c.open_set_mode == "leave_one_out" or not isinstance(oscr, Mapping) or oscr.get("x") is None:
+        return []
+    return oscr_figure({c.label: (oscr["x"], oscr["y"])}, c.stem("oscr"))
+
+
+def _fig_per_class_auroc(c: _Ctx) -> list[Path]:
+    table = c.details.get("table") or []
+    if c.open_set_mode != "leave_one_out" or not table:
+        return []
+    rows = [r for r in table if str(r.get("open_class")) != "Mean"]
+    mean = next((r for r in table if str(r.get("open_class")) == "Mean"), None)
+    if not rows:
+        return []
+    names = [str(r["open_class"]) for r in rows]
+    values = [r.get("auroc") for r in rows]
+    cis = [c.ci(f"auroc[open={n}]") for n in names]
+    return group_bars_figure(names, values, cis, c.stem("per_class_auroc"), "AUROC (class held out)",
+                             overall=mean.get("auroc") if mean else None, overall_label="mean")
+
+
+def _fig_heatmap(c: _Ctx) -> list[Path]:
+    columns = list(c.details.get("columns") or [])
+    if not columns:
+        return []
+    columns.sort(key=lambda col: 0 if col.get("role") == "source" else 1)  # stable: source first
+    names = [str(col.get("column")) for col in columns] + ["Mean"]
+    values = [col.get("value") for col in columns] + [c.details.get("mean")]
+    metric = str(c.details.get("metric") or "accuracy")
+    return cross_domain_heatmap([c.label], names, [values], c.stem("heatmap"), percent=_is_percent_metric(metric))
+
+
+def _fig_group_bars(c: _Ctx) -> list[Path]:
+    groups = list(c.details.get("groups") or [])
+    if not groups:
+        return []
+    metric = str(c.details.get("metric") or "value")
+    names = [str(g["group"]) for g in groups]
+    values = [g.get("value") for g in groups]
+    cis = [c.ci(f"{metric}[group={n}]") for n in names]
+    by = c.details.get("by") or []
+    title = f"{metric} by {' & '.join(map(str, by))}" if by else None
+    return group_bars_figure(names, values, cis, c.stem("group_bars"), metric, overall=c.details.get("overall"),
+                             title=title, percent=_is_percent_metric(metric))
+
+
+def _fig_verification_roc(c: _Ctx) -> list[Path]:
+    roc = c.details.get("roc")
+    if not isinstance(roc, Mapping) or roc.get("x") is None:
+        return []
+    return roc_figure({c.label: (roc["x"], roc["y"])}, c.stem("roc"), xlabel="FAR", ylabel="TAR", log_x=True)
+
+
+def _fig_det(c: _Ctx) -> list[Path]:
+    det = c.details.get("det")
+    if not isinstance(det, Mapping) or det.get("x") is None:
+        return []
+    return det_figure({c.label: (det["x"], det["y"])}, c.stem("det"))
+
+
+def _fig_label_free(target: str):
+    def build(c: _Ctx) -> list[Path]:
+        block = c.details.get(target)
+        if not isinstance(block, Mapping) or not block.get("scatter"):
+            return []
+        series = {name: (s["true"], s["pred"]) for name, s in block["scatter"].items()}
+        return scatter_figure(series, stem=c.stem(f"scatter_{target}"), xlabel=f"true {target}",
+                              ylabel=f"estimated {target}", truth_range=block.get("truth_range"))
+    return build
+
+
+_BUILDERS = {
+    ("closed_set", "confusion_matrix"): _fig_confusion_matrix,
+    ("closed_set", "per_class_recall"): _fig_per_class_recall,
+    ("closed_set", "reliability"): _fig_reliability,
+    ("imbalanced", "confusion_matrix"): _fig_confusion_matrix,
+    ("imbalanced", "per_class_recall"): _fig_per_class_recall,
+    ("open_set", "roc"): _fig_open_set_roc,
+    ("open_set", "oscr"): _fig_oscr,
+    ("open_set", "per_class_auroc"): _fig_per_class_auroc,
+    ("cross_domain", "heatmap"): _fig_heatmap,
+    ("fairness", "group_bars"): _fig_group_bars,
+    ("verification", "roc"): _fig_verification_roc,
+    ("verification", "det"): _fig_det,
+    **{("label_free", f"scatter_{t}"): _fig_label_free(t) for t in _LABEL_FREE_TARGETS},
+}
+
+
+def task_figures(task_row: Mapping, records: Sequence[Mapping] | None, out_dir) -> list[Path]:
+    """Render the figures ``task_row``'s protocol declares (:data:`FIGURES_BY_PROTOCOL`) into ``out_dir``.
+
+    Stems are ``<task name>-<kind>`` with the task name sanitised (:func:`sanitise_filename`); returns
+    the written paths (PNG, then PDF, of each figure, in the protocol's kind order). Tasks whose status
+    is not ``"ok"``, without details, or of a protocol without figures give ``[]``; a kind whose data
+    is absent (e.g. ROC in leave_one_out mode) is not drawn, and one whose data is malformed is
+    skipped with a warning while the others are still drawn. ``records`` are the run's records; those
+    of other tasks are ignored.
+    """
+    if not isinstance(task_row, Mapping) or task_row.get("status") != "ok":
+        return []
+    details = task_row.get("details")
+    protocol = str(task_row.get("protocol", ""))
+    if not isinstance(details, Mapping) or not details or not FIGURES_BY_PROTOCOL.get(protocol):
+        return []
+    name = str(task_row.get("name", "task"))
+    records = [r for r in (records or []) if isinstance(r, Mapping) and r.get("task", name) == name]
+    ctx = _Ctx(task_row, details, records, Path(out_dir))
+    paths: list[Path] = []
+    for kind in FIGURES_BY_PROTOCOL[protocol]:
+        build = _BUILDERS.get((protocol, kind))
+        if build is None:  # pragma: no cover - table and builders are kept in step
+            continue
+        try:
+            paths += build(ctx)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+            warnings.warn(f"figure {kind!r} of task {name!r} ({protocol}) skipped: {type(err).__name__}: {err}",
+                          stacklevel=2)
+    return paths
+
+
+def run_figures(results: Mapping, out_dir) -> list[Path]:
+    """Figures for every task of a run (``results.json`` as a dict), written into ``out_dir/figures``."""
+    fig_dir = Path(out_dir) / "figures"
+    by_task: dict[str, list[Mapping]] = {}
+    for r in results.get("records") or []:
+        by_task.setdefault(str(r.get("task")), []).append(r)
+    paths: list[Path] = []
+    for row in results.get("tasks") or []:
+        paths += task_figures(row, by_task.get(str(row.get("name")), []), fig_dir)
+    return paths
