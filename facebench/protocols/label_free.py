@@ -289,10 +289,12 @@ class LabelFreeProtocol(Protocol):
     # shared judging: agreement of predictions, rank correlation of raw indicators
     def _judge(self, target, truth, families, raw, predictions, ctx) -> tuple[list, dict]:
         conv = {"target": target, "n_sets": int(len(truth)), "families": sorted(set(families.tolist())),
-                "fit": "leave-one-family-out", "bootstrap": f"percentile,resamples={ctx.n_resamples},"
+                "fit": "leave-one-family-out", "predictions": "clipped to [0, 1]", "bootstrap": f"percentile,resamples={ctx.n_resamples},"
                 f"unit=test set,stratified=family,seed={ctx.seed}", "confidence": ctx.confidence}
         records, table = [], []
         for (indicator, mapping), pred in predictions.items():
+            pred = np.clip(pred, 0.0, 1.0)  # AUROC and accuracy live in [0, 1]; a map may overshoot
+            predictions[(indicator, mapping)] = pred
             values = me.agreement_metrics(pred, truth)
             boots = (me.bootstrap_agreement(pred, truth, n_resamples=ctx.n_resamples, seed=ctx.seed, groups=families)
                      if ctx.n_resamples > 0 else {})

@@ -738,11 +738,20 @@ def _fig_det(c: _Ctx) -> list[Path]:
 def _fig_label_free(target: str):
     def build(c: _Ctx) -> list[Path]:
         block = c.details.get(target)
-        if not isinstance(block, Mapping) or not block.get("scatter"):
+        if not isinstance(block, Mapping):
             return []
-        series = {name: (s["true"], s["pred"]) for name, s in block["scatter"].items()}
-        return scatter_figure(series, stem=c.stem(f"scatter_{target}"), xlabel=f"true {target}",
-                              ylabel=f"estimated {target}", truth_range=block.get("truth_range"))
+        # AUROC results are judged per detector: {detector: block}; accuracy is one block
+        blocks = {"": block} if "scatter" in block else {k: v for k, v in block.items() if isinstance(v, Mapping)}
+        out: list[Path] = []
+        for detector, part in blocks.items():
+            if not part.get("scatter"):
+                continue
+            series = {name: (s["true"], s["pred"]) for name, s in part["scatter"].items()}
+            kind = f"scatter_{target}" + (f"_{detector}" if detector else "")
+            label = f"{target}" + (f" ({detector})" if detector else "")
+            out += scatter_figure(series, stem=c.stem(kind), xlabel=f"true {label}", ylabel=f"estimated {label}",
+                                  truth_range=part.get("truth_range"))
+        return out
     return build
 
 
