@@ -90,8 +90,14 @@ def mcnemar_exact(correct_base, correct_new) -> dict:
     n_samples = int(base_arr.shape[0])
     if n_samples == 0:
         raise ValueError("correct_base is empty; the McNemar test needs at least one paired sample")
+    new_arr = np.asarray(correct_new)
+    if new_arr.ndim == 1 and new_arr.shape[0] != n_samples:
+        raise ValueError(
+            f"correct_base has {n_samples} entries but correct_new has {new_arr.shape[0]}; "
+            "the McNemar test needs the same samples, in the same order, for both runs"
+        )
     cb = check_binary_flags(base_arr, n_samples, "correct_base", "1 = the baseline got the sample right")
-    cn = check_binary_flags(correct_new, n_samples, "correct_new", "1 = the new run got the sample right")
+    cn = check_binary_flags(new_arr, n_samples, "correct_new", "1 = the new run got the sample right")
     b = int(np.count_nonzero(cb & ~cn))
     c = int(np.count_nonzero(~cb & cn))
     n = b + c
@@ -186,10 +192,10 @@ def paired_bootstrap(metric_fn: Callable, y_true, pred_base, pred_new, n_resampl
       ``confidence`` (default 95%, :func:`~facebench.metrics.bootstrap.percentile_interval`);
     * ``p_worse``: one-sided p for H0 "new is not worse" vs H1 "new is worse"
       (higher metric = better): ``(1 + #{delta_b >= 0}) / (B + 1)`` -- the
-      add-one Monte-Carlo p-value, never 0; its minimum ``1 / (B + 1)`` is
-      reached when the new run is better on every resample... no: when it is
-      *worse* on every resample. (A new run better on every resample gives
-      ``p_worse = 1``.)
+      add-one Monte-Carlo p-value, never 0. Its minimum ``1 / (B + 1)`` is
+      reached when the new run is strictly *worse* on every resample (the
+      baseline strictly better); a new run at least as good on every
+      resample gives ``p_worse = 1``;
     * ``p_value``: two-sided ``min(1, 2 * min(#{delta_b <= 0}, #{delta_b >= 0}) / B)``
       (twice the smaller tail fraction; 1 when all deltas are 0);
     * ``n_resamples`` = B; extras: ``metric_base``, ``metric_new``,

@@ -80,13 +80,15 @@ def load_side(path: str | Path) -> tuple[dict, dict]:
 
 
 def write_baseline(run: str | Path, out: str | Path) -> Path:
-    """Pack a run's results and per-sample outcomes into one JSON baseline file."""
+    """Pack a run's results (without the per-task detail tables, which compare does not read) and its
+    per-sample outcomes into one JSON baseline file."""
     results, samples = load_side(run)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    results = {**results, "tasks": [{k: v for k, v in t.items() if k != "details"} for t in results["tasks"]]}
     payload = {"facebench_baseline": BASELINE_FORMAT, "results": results,
                "samples": {t: {k: np.asarray(v).tolist() for k, v in s.items()} for t, s in samples.items()}}
-    out.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    out.write_text(json.dumps(payload, sort_keys=True, separators=(",", ":")) + "\n")
     return out
 
 
@@ -215,7 +217,7 @@ def compare_runs(baseline: str | Path, run: str | Path, tolerance: float = 0.01,
 
 # -- outputs ------------------------------------------------------------------------------------
 def _fmt(x, digits=4) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
+    return "n/a" if x is None else f"{x + 0.0:.{digits}f}".replace("-0.0000", "0.0000")
 
 
 def to_markdown(report: CompareReport) -> str:
