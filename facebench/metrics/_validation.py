@@ -262,3 +262,13 @@ def check_binary_flags(x, n: int, name: str, meaning: str) -> np.ndarray:
             raise ValueError(f"{name} must hold only 0/1 or True/False values ({meaning}); {name}[{bad}] = {arr[bad]!r}")
         arr = arr.astype(bool)
     return arr
+
+
+def check_int_at_least(value, name: str, minimum: int) -> int:
+    """An integer (not a bool) >= ``minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    v = int(value)
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v

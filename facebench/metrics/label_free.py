@@ -33,6 +33,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from ._validation import (
+    check_int_at_least,
     check_binary_flags,
     check_consistent_length,
     check_finite_rows,
@@ -74,15 +75,6 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    v = int(value)
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return v
 
 
 def _check_mixture_scores(scores, name: str = "scores", min_n: int = 2) -> np.ndarray:
@@ -154,9 +146,9 @@ def fit_gmm_1d(scores, n_init: int = 5, max_iter: int = 500, tol: float = 1e-8, 
     Needs at least 2 scores.
     """
     x = _check_mixture_scores(scores)
-    n_init = _check_int(n_init, "n_init", 1)
-    max_iter = _check_int(max_iter, "max_iter", 1)
-    seed = _check_int(seed, "seed", 0)
+    n_init = check_int_at_least(n_init, "n_init", 1)
+    max_iter = check_int_at_least(max_iter, "max_iter", 1)
+    seed = check_int_at_least(seed, "seed", 0)
     if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real) or not (float(tol) >= 0.0):
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
     tol = float(tol)
@@ -273,7 +265,7 @@ def gmm_overlap(scores, grid: int = 2048, **gmm_kwargs) -> float:
     more overlap = worse separation** (raw value, not negated). Computed numerically
     (trapezoid) on ``grid`` points over mu_k +- 8 s_k for each component (union of the grids).
     """
-    grid = _check_int(grid, "grid", 16)
+    grid = check_int_at_least(grid, "grid", 16)
     return _overlap_from_fit(_fit(scores, **gmm_kwargs), grid)
 
 
@@ -556,8 +548,8 @@ def cot_estimate(probs_target, source_label_marginal, seed: int = 0, *, max_batc
     """
     p = check_probs(probs_target, "probs_target")
     marginal = _check_marginal(source_label_marginal, p.shape[1])
-    seed = _check_int(seed, "seed", 0)
-    max_batch = _check_int(max_batch, "max_batch", 1)
+    seed = check_int_at_least(seed, "seed", 0)
+    max_batch = check_int_at_least(max_batch, "max_batch", 1)
     n = p.shape[0]
     if n <= max_batch:
         total = _cot_cost(p, marginal)

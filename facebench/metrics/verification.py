@@ -28,7 +28,7 @@ import numbers
 
 import numpy as np
 
-from ._validation import check_binary_flags, check_score_vector
+from ._validation import check_int_at_least, check_binary_flags, check_score_vector
 
 __all__ = [
     "METRICS",
@@ -119,15 +119,6 @@ def _check_bool(value, name: str) -> bool:
     return bool(value)
 
 
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    v = int(value)
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return v
-
-
 def _check_metric(metric) -> str:
     if not isinstance(metric, str) or metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(repr(m) for m in METRICS)}; got {metric!r}")
@@ -208,8 +199,8 @@ def kfold_indices(n_pairs, n_folds=10) -> np.ndarray:
     Same split as ``sklearn.model_selection.KFold(n_folds, shuffle=False)``:
     fold sizes are ``n // k``, the first ``n % k`` folds one larger.
     """
-    n = _check_int(n_pairs, "n_pairs", 1)
-    k = _check_int(n_folds, "n_folds", 2)
+    n = check_int_at_least(n_pairs, "n_pairs", 1)
+    k = check_int_at_least(n_folds, "n_folds", 2)
     if k > n:
         raise ValueError(f"n_folds={k} is larger than n_pairs={n}; every fold needs at least one pair")
     sizes = np.full(k, n // k, dtype=np.int64)
@@ -303,7 +294,7 @@ def facexzoo_10fold(score, same, folds=None, n_thresholds=1000) -> dict:
     """
     s, y = _check_scores_same(score, same)
     ids, uniq = _resolve_folds(folds, s.shape[0])
-    n_thr = _check_int(n_thresholds, "n_thresholds", 1)
+    n_thr = check_int_at_least(n_thresholds, "n_thresholds", 1)
     steps = np.arange(1, n_thr + 1, dtype=np.float64)
     fold_acc = np.empty(uniq.size, dtype=np.float64)
     fold_thr = np.empty(uniq.size, dtype=np.float64)
