@@ -114,6 +114,8 @@ def cmd_run(args) -> int:
     outcome = run_suite(args.suite, model=args.model, model_args=parse_model_args(args.model_args),
                         overrides=_overrides(args), out=args.out, force=args.force, cache_dir=args.cache_dir,
                         progress=not args.no_progress, figures=not args.no_figures)
+    if outcome.manifest.get("rank", 0) != 0:  # under torchrun, rank 0 speaks for the job
+        return outcome.exit_code
     if not args.quiet:
         print(outcome.leaderboard)
     print(f"wrote {outcome.out_dir}/results.json, manifest.json, leaderboard.md "

@@ -96,7 +96,14 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
               cache_dir: str | Path | None = None, progress: bool = True,
               log: Callable[[str], None] = _stderr, adapter=None, figures: bool = False) -> RunOutcome:
     """Run ``suite_path`` on ``model`` (or on a ready ``adapter``, e.g. ``StoredModel``); with ``figures``
-    each task's figures go to ``<out>/figures/`` (the command line does this by default)."""
+    each task's figures go to ``<out>/figures/`` (the command line does this by default).
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) every rank runs this: all ranks share the inference of
+    each split (see ``facebench.engine.distributed``); only rank 0 evaluates the tasks, writes the run
+    folder, draws figures and logs. Other ranks return a ``RunOutcome`` with exit code 0, no results,
+    no files and an empty leaderboard (``manifest`` holds only ``rank``, ``world_size``, ``total_s``).
+    """
+    from facebench.engine import distributed as fdist
     from facebench.engine.inference import InferenceSettings, run_inference
     from facebench.engine.store import PredictionStore
     from facebench.protocols.base import EvalContext, ExtraSplit
@@ -112,7 +119,11 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
         raise ConfigError("No model given: pass --model NAME (see `facebench list models`), or set "
                           "`defaults: {model: NAME}` in the suite.")
     model_args = {**(d.get("model_args") or {}), **(model_args or {})}
+    dist_ctx = fdist.init_from_env(d["device"])
+    if not dist_ctx.is_main:  # quiet: rank 0 speaks for the job
+        log, progress = (lambda msg: None), False
     out_dir = choose_out_dir(suite, model, out, force, log)
+    fdist.barrier()  # every rank has checked the out folder before rank 0 may write into it
 
     # 1. everything that can fail cheaply fails before the model is loaded
     planned: list[_Planned] = []
@@ -202,6 +213,9 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
             log("interrupted: predictions computed so far are kept in the store; run again to resume")
             raise
         unit.load_s = time.perf_counter() - t_load
+    if not dist_ctx.is_main:
+        return RunOutcome(out_dir, {}, {"rank": dist_ctx.rank, "world_size": dist_ctx.world_size,
+                                        "total_s": round(time.perf_counter() - t0, 3)}, "", 0)
 
     task_rows, records, timings, store_keys, samples = {}, [], {}, {}, {}
     exit_code = 0
@@ -285,6 +299,8 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
         "cache_dir": str(store.root),
         "store_keys": store_keys,
         "timings": timings,
+        **({"distributed": {"world_size": dist_ctx.world_size, "backend": dist_ctx.backend}}
+           if dist_ctx.distributed else {}),
         "started_utc": started.isoformat(timespec="seconds"),
         "total_s": round(time.perf_counter() - t0, 3),
     }

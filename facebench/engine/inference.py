@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from facebench.data.dataset import Dataset
 from facebench.data.images import ArrayImages
 from facebench.data.preprocess import InputSpec, normalise_batch, prepare_uint8
+from facebench.engine import distributed as fdist
 from facebench.engine.device import amp_dtype, select_device, tune_cpu_allocator
 from facebench.engine.store import PredictionStore, Predictions
 from facebench.models.base import ModelAdapter
@@ -51,6 +52,7 @@ class InferenceReport:
     computed_samples: int
     seconds: float
     device: str
+    world_size: int = 1  # processes that shared the inference (torchrun); computed_samples counts them all
 
 
 def _workers(setting, images, device: torch.device) -> int:
@@ -68,8 +70,94 @@ def _workers(setting, images, device: torch.device) -> int:
     return max(0, min(8, cores - 1))
 
 
+# Test hook (used by tests/test_distributed.py): with FACEBENCH_TEST_STOP_AFTER_SHARDS=k, every
+# process raises KeyboardInterrupt right after writing its k-th shard in a run_inference call, as
+# if the run had been interrupted there. Unset (the default) it does nothing.
+STOP_AFTER_SHARDS_ENV = "FACEBENCH_TEST_STOP_AFTER_SHARDS"
+
+
 def prediction_key(adapter: ModelAdapter, dataset: Dataset, store: PredictionStore) -> str:
     return store.key(adapter.fingerprint(), adapter.input_spec.fingerprint(), dataset.fingerprint())
+
+
+def _entry_meta(adapter: ModelAdapter, dataset: Dataset, heads) -> dict:
+    return {"model": adapter.name,
+            "model_fingerprint": adapter.fingerprint(),
+            "preprocess_fingerprint": adapter.input_spec.fingerprint(),
+            "dataset": dataset.name,
+            "split": dataset.split,
+            "dataset_fingerprint": dataset.fingerprint(),
+            "heads": {h: list(adapter.heads[h].labels) for h in heads}}
+
+
+def _store_only_error(adapter, dataset, store, key, outputs):
+    from facebench.errors import ModelError
+
+    return ModelError(
+        f"no stored predictions of {adapter.name} on {dataset.name}/{dataset.split} (heads {', '.join(outputs)}) "
+        f"in {store.root} (key {key}). `facebench rescore` only re-evaluates what is stored; compute them "
+        f"with `facebench run SUITE --model {adapter.name} ...` (same model arguments and cache folder).")
+
+
+def _predict_into_shards(adapter: ModelAdapter, subset: Dataset, store: PredictionStore, key: str, *,
+                         outputs: list[str], heads: tuple[str, ...], features: bool,
+                         settings: InferenceSettings, device: torch.device, shard_index: int,
+                         rank: int | None, bar, on_shard=None) -> int:
+    """Run the model over ``subset`` and write its outputs as shards (named with ``rank`` when given);
+    ``on_shard(ids, outputs)`` sees each shard. Returns the next free shard index."""
+    autocast_dtype = amp_dtype(settings.amp, device)
+    stop_after = int(os.environ.get(STOP_AFTER_SHARDS_ENV) or 0)
+    if device.type == "cpu":
+        tune_cpu_allocator()
+    adapter.to(device).eval()
+    loader = DataLoader(
+        _Preprocessed(subset.images, adapter.input_spec),
+        batch_size=settings.batch_size,
+        shuffle=False,
+        num_workers=_workers(settings.num_workers, subset.images, device),
+        pin_memory=device.type == "cuda",
+    )
+    buffer_ids: list[np.ndarray] = []
+    buffer: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
+    buffered = 0
+    position = 0
+    written = 0
+    autocast = (torch.autocast(device_type=device.type, dtype=autocast_dtype)
+                if autocast_dtype is not None else contextlib.nullcontext())
+
+    def flush():
+        nonlocal shard_index, buffer_ids, buffer, buffered
+        ids = np.concatenate(buffer_ids)
+        outs = {k: np.concatenate(v) for k, v in buffer.items()}
+        store.write_shard(key, shard_index, ids, outs, rank=rank)
+        if on_shard is not None:
+            on_shard(ids, outs)
+        shard_index += 1
+        buffer_ids, buffer, buffered = [], {name: [] for name in outputs}, 0
+
+    try:
+        for batch in loader:
+            batch = batch.to(device, non_blocking=True)
+            x = normalise_batch(batch, adapter.input_spec)
+            with autocast:
+                out = adapter.predict(x, heads=heads, features=features)
+            n = batch.shape[0]
+            buffer_ids.append(subset.ids[position : position + n])
+            for name in outputs:
+                buffer[name].append(out[name].float().cpu().numpy())
+            position += n
+            buffered += n
+            bar.update(n)
+            if buffered >= settings.shard_size:
+                flush()
+                written += 1
+                if stop_after and written >= stop_after:
+                    raise KeyboardInterrupt(f"{STOP_AFTER_SHARDS_ENV}={stop_after} (test hook)")
+    finally:
+        bar.close()
+        if buffered:  # keep what was computed, even when interrupted
+            flush()
+    return shard_index
 
 
 def run_inference(adapter: ModelAdapter, dataset: Dataset, store: PredictionStore, *,
@@ -79,22 +167,22 @@ def run_inference(adapter: ModelAdapter, dataset: Dataset, store: PredictionStor
 
     Outputs are written in shards of ``shard_size`` samples while running; a run that is
     interrupted resumes from its shards; the finished entry replaces them atomically.
+    Under ``torchrun`` (``WORLD_SIZE > 1``) every rank must call this with the same arguments:
+    see :func:`_run_inference_distributed`.
     """
     settings = settings or InferenceSettings()
     start = time.perf_counter()
     outputs = list(heads) + (["features"] if features else [])
     key = prediction_key(adapter, dataset, store)
+    ctx = fdist.init_from_env(settings.device)  # a plain process: no group, world_size 1
+    if ctx.distributed:
+        return _run_inference_distributed(adapter, dataset, store, key, outputs, settings, ctx, start)
     if store.has(key, outputs):
         preds = store.load(key).align(dataset.ids)
         return preds, InferenceReport(key, True, 0, 0, time.perf_counter() - start, "store")
 
     if getattr(adapter, "store_only", False):
-        from facebench.errors import ModelError
-
-        raise ModelError(
-            f"no stored predictions of {adapter.name} on {dataset.name}/{dataset.split} (heads {', '.join(outputs)}) "
-            f"in {store.root} (key {key}). `facebench rescore` only re-evaluates what is stored; compute them "
-            f"with `facebench run SUITE --model {adapter.name} ...` (same model arguments and cache folder).")
+        raise _store_only_error(adapter, dataset, store, key, outputs)
     # an entry with fewer outputs is recomputed with the union, so it keeps serving its old requests
     old = store.meta(key)
     if old is not None:
@@ -104,13 +192,8 @@ def run_inference(adapter: ModelAdapter, dataset: Dataset, store: PredictionStor
 
     if getattr(adapter, "precomputed", False):
         # predictions that came from elsewhere (a paper's released logits): looked up by sample id
-        looked_up = adapter.predict_ids(dataset.ids, heads=heads, features=features)
-        preds = Predictions(dataset.ids, {name: np.asarray(looked_up[name], dtype=np.float32) for name in outputs})
-        store.save(key, preds, {"model": adapter.name, "model_fingerprint": adapter.fingerprint(),
-                                "preprocess_fingerprint": adapter.input_spec.fingerprint(),
-                                "dataset": dataset.name, "split": dataset.split,
-                                "dataset_fingerprint": dataset.fingerprint(),
-                                "heads": {h: list(adapter.heads[h].labels) for h in heads}})
+        preds = _lookup_precomputed(adapter, dataset, outputs, heads, features)
+        store.save(key, preds, _entry_meta(adapter, dataset, heads))
         return preds, InferenceReport(key, False, 0, len(dataset), time.perf_counter() - start, "precomputed")
 
     done_ids, done_outs, shard_index = store.read_shards(key, outputs)
@@ -119,70 +202,116 @@ def run_inference(adapter: ModelAdapter, dataset: Dataset, store: PredictionStor
     resumed = len(dataset) - len(remaining)
 
     device = select_device(settings.device)
-    autocast_dtype = amp_dtype(settings.amp, device)
     computed = 0
     if len(remaining):
-        if device.type == "cpu":
-            tune_cpu_allocator()
-        adapter.to(device).eval()
-        subset = dataset.subset(remaining)
-        loader = DataLoader(
-            _Preprocessed(subset.images, adapter.input_spec),
-            batch_size=settings.batch_size,
-            shuffle=False,
-            num_workers=_workers(settings.num_workers, subset.images, device),
-            pin_memory=device.type == "cuda",
-        )
-        buffer_ids: list[np.ndarray] = []
-        buffer: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
-        buffered = 0
-        position = 0
+        def keep(ids, outs):
+            done_ids.append(ids)
+            for k, v in outs.items():
+                done_outs[k].append(v)
+
         bar = tqdm(total=len(dataset), initial=resumed, disable=not settings.progress, unit="img",
                    desc=f"{adapter.name} on {dataset.name}/{dataset.split}", leave=False)
-        autocast = (torch.autocast(device_type=device.type, dtype=autocast_dtype)
-                    if autocast_dtype is not None else contextlib.nullcontext())
-        try:
-            for batch in loader:
-                batch = batch.to(device, non_blocking=True)
-                x = normalise_batch(batch, adapter.input_spec)
-                with autocast:
-                    out = adapter.predict(x, heads=heads, features=features)
-                n = batch.shape[0]
-                buffer_ids.append(subset.ids[position : position + n])
-                for name in outputs:
-                    buffer[name].append(out[name].float().cpu().numpy())
-                position += n
-                buffered += n
-                bar.update(n)
-                if buffered >= settings.shard_size:
-                    store.write_shard(key, shard_index, np.concatenate(buffer_ids),
-                                      {k: np.concatenate(v) for k, v in buffer.items()})
-                    done_ids.append(np.concatenate(buffer_ids))
-                    for k, v in buffer.items():
-                        done_outs[k].append(np.concatenate(v))
-                    shard_index += 1
-                    buffer_ids, buffer, buffered = [], {name: [] for name in outputs}, 0
-        finally:
-            bar.close()
-            if buffered:  # keep what was computed, even when interrupted
-                store.write_shard(key, shard_index, np.concatenate(buffer_ids),
-                                  {k: np.concatenate(v) for k, v in buffer.items()})
-                done_ids.append(np.concatenate(buffer_ids))
-                for k, v in buffer.items():
-                    done_outs[k].append(np.concatenate(v))
+        _predict_into_shards(adapter, dataset.subset(remaining), store, key, outputs=outputs, heads=heads,
+                             features=features, settings=settings, device=device, shard_index=shard_index,
+                             rank=None, bar=bar, on_shard=keep)
         computed = len(remaining)
 
     all_ids = np.concatenate(done_ids) if done_ids else np.array([], dtype=str)
     merged = Predictions(all_ids, {k: np.concatenate(v) for k, v in done_outs.items()})
     preds = merged.align(dataset.ids)
-    store.save(key, preds, {
-        "model": adapter.name,
-        "model_fingerprint": adapter.fingerprint(),
-        "preprocess_fingerprint": adapter.input_spec.fingerprint(),
-        "dataset": dataset.name,
-        "split": dataset.split,
-        "dataset_fingerprint": dataset.fingerprint(),
-        "heads": {h: list(adapter.heads[h].labels) for h in heads},
-    })
+    store.save(key, preds, _entry_meta(adapter, dataset, heads))
     preds = store.load(key).align(dataset.ids)
     return preds, InferenceReport(key, False, resumed, computed, time.perf_counter() - start, str(device))
+
+
+def _lookup_precomputed(adapter, dataset, outputs, heads, features) -> Predictions:
+    looked_up = adapter.predict_ids(dataset.ids, heads=heads, features=features)
+    return Predictions(dataset.ids, {name: np.asarray(looked_up[name], dtype=np.float32) for name in outputs})
+
+
+def _load_shared(store: PredictionStore, key: str, dataset: Dataset, ctx) -> Predictions:
+    """The finished entry, as every rank sees it on the shared filesystem."""
+    try:
+        return store.load(key).align(dataset.ids)
+    except (KeyError, OSError) as err:
+        from facebench.errors import ConfigError
+
+        raise ConfigError(
+            f"rank {ctx.rank}: rank 0 saved predictions {key} but this process cannot read them from "
+            f"{store.root} ({err}). Multi-process runs need a prediction store on a filesystem that every "
+            f"rank sees: pass --cache-dir on a shared folder.") from None
+
+
+def _run_inference_distributed(adapter: ModelAdapter, dataset: Dataset, store: PredictionStore, key: str,
+                               outputs: list[str], settings: InferenceSettings, ctx,
+                               start: float) -> tuple[Predictions, InferenceReport]:
+    """``world_size`` processes share one split. Rank 0 reads the store's state (complete entry?
+    shards of an interrupted run?) and broadcasts it, so every rank sees the same remaining samples;
+    each rank predicts its contiguous block of them (:func:`fdist.shard_indices`) into shards named
+    with its rank; after a barrier rank 0 assembles all shards by sample id and saves the entry
+    atomically, and every rank then loads it. Assumes a store on a filesystem every rank sees."""
+    state = None
+    if ctx.is_main:
+        state = {"reused": store.has(key, outputs), "outputs": outputs}
+        old = None if state["reused"] else store.meta(key)
+        if old is not None:
+            state["outputs"] = sorted(set(outputs) | set(old.get("outputs", [])))
+        if not state["reused"] and not getattr(adapter, "store_only", False) \
+                and not getattr(adapter, "precomputed", False):
+            done_ids, _, next_index = store.read_shards(key, state["outputs"])
+            done = set(np.concatenate(done_ids).tolist()) if done_ids else set()
+            mask = np.fromiter((sid in done for sid in dataset.ids.tolist()), dtype=bool, count=len(dataset))
+            state.update(done=np.packbits(mask), next_index=next_index)
+    state = fdist.broadcast_object(state)
+    if state["reused"]:
+        preds = _load_shared(store, key, dataset, ctx)
+        return preds, InferenceReport(key, True, 0, 0, time.perf_counter() - start, "store", ctx.world_size)
+    outputs = state["outputs"]
+    if getattr(adapter, "store_only", False):
+        raise _store_only_error(adapter, dataset, store, key, outputs)
+    heads = tuple(o for o in outputs if o != "features")
+    features = "features" in outputs
+
+    if getattr(adapter, "precomputed", False):
+        if ctx.is_main:
+            store.save(key, _lookup_precomputed(adapter, dataset, outputs, heads, features),
+                       _entry_meta(adapter, dataset, heads))
+        fdist.barrier()
+        preds = _load_shared(store, key, dataset, ctx)
+        return preds, InferenceReport(key, False, 0, len(dataset), time.perf_counter() - start, "precomputed",
+                                      ctx.world_size)
+
+    done = np.unpackbits(state["done"], count=len(dataset)).astype(bool)
+    remaining = np.flatnonzero(~done)
+    resumed = len(dataset) - len(remaining)
+    mine = remaining[fdist.shard_indices(len(remaining), ctx.rank, ctx.world_size)]
+    device = fdist.rank_device(settings.device, ctx)
+    if len(mine):
+        # one bar, on rank 0, over rank 0's block (the other ranks' blocks are the same size, +-1)
+        bar = tqdm(total=len(mine), disable=not (settings.progress and ctx.is_main), unit="img", leave=False,
+                   desc=f"{adapter.name} on {dataset.name}/{dataset.split} [rank 0 of {ctx.world_size}]")
+        _predict_into_shards(adapter, dataset.subset(mine), store, key, outputs=outputs, heads=heads,
+                             features=features, settings=settings, device=device,
+                             shard_index=state["next_index"], rank=ctx.rank, bar=bar)
+    fdist.barrier()  # every rank's shards are on disk
+
+    error = None
+    if ctx.is_main:
+        try:
+            ids, outs, _ = store.read_shards(key, outputs)
+            merged = Predictions(np.concatenate(ids) if ids else np.array([], dtype=str),
+                                 {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in outs.items()})
+            store.save(key, merged.align(dataset.ids), _entry_meta(adapter, dataset, heads))
+        except (KeyError, OSError) as err:
+            error = (f"rank 0 could not assemble predictions {key} from the shards of {ctx.world_size} ranks "
+                     f"in {store.root}: {err}. Multi-process runs need a prediction store on a filesystem "
+                     f"that every rank sees: pass --cache-dir on a shared folder.")
+    error = fdist.broadcast_object(error)
+    if error is not None:
+        from facebench.errors import ConfigError
+
+        raise ConfigError(error)
+    preds = _load_shared(store, key, dataset, ctx)
+    return preds, InferenceReport(key, False, resumed, len(remaining), time.perf_counter() - start,
+                                  str(device), ctx.world_size)
+

@@ -4,7 +4,9 @@ Layout under the cache folder::
 
     predictions/<key>/meta.json          what was run (model, preprocessing, dataset, outputs, n)
     predictions/<key>/predictions.npz    ids + one float32 array per output, in dataset order
-    predictions/<key>/shards/*.npz       partial results of an unfinished run (resumed on restart)
+    predictions/<key>/shards/*.npz       partial results of an unfinished run (resumed on restart):
+                                         shard-<index>.npz, or shard-<index>-rank<r>.npz from rank r
+                                         of a multi-process run (rank-unique names never collide)
 
 ``key`` = hash(model fingerprint, preprocessing fingerprint, dataset-split fingerprint). Every
 file is written to a temporary name in the same folder and renamed, so a killed run never leaves
@@ -127,13 +129,17 @@ class PredictionStore:
         shutil.rmtree(directory / "shards", ignore_errors=True)
 
     # -- partial entries (resume) -------------------------------------------------------------
-    def write_shard(self, key: str, index: int, ids: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+    def write_shard(self, key: str, index: int, ids: np.ndarray, outputs: dict[str, np.ndarray],
+                    rank: int | None = None) -> None:
+        """One shard; ``rank`` (multi-process runs) goes into the name so that ranks never collide."""
         arrays = {"ids": np.asarray(ids).astype(str)}
         arrays.update({f"out__{k}": v for k, v in outputs.items()})
-        atomic_save_npz(self.entry_dir(key) / "shards" / f"shard-{index:06d}.npz", arrays)
+        name = f"shard-{index:06d}.npz" if rank is None else f"shard-{index:06d}-rank{rank:05d}.npz"
+        atomic_save_npz(self.entry_dir(key) / "shards" / name, arrays)
 
     def read_shards(self, key: str, outputs: list[str]) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]], int]:
-        """Shards of an interrupted run that hold every requested output: (ids, outputs, next index)."""
+        """Shards of an interrupted run that hold every requested output: (ids, outputs, next index).
+        Shards of every rank of a multi-process run count: a run resumes under any number of processes."""
         shard_dir = self.entry_dir(key) / "shards"
         ids, outs, next_index = [], {name: [] for name in outputs}, 0
         if not shard_dir.exists():
