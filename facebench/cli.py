@@ -15,6 +15,12 @@ def _add_run_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     g.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision for the forward pass")
     g.add_argument("--num-workers", help="DataLoader workers (integer or auto)")
+    g.add_argument("--decode-cache", choices=["on", "off"],
+                   help="decode each split once into a memory-mapped uint8 cache in the cache folder (default on)")
+    g.add_argument("--channels-last", action="store_true", default=None,
+                   help="channels-last memory format for inputs and conv weights")
+    g.add_argument("--compile", nargs="?", const=True, default=None, metavar="MODE",
+                   help="torch.compile the model's forward (optional mode: reduce-overhead, max-autotune)")
     g.add_argument("--seed", type=int, help="seed of the bootstrap resampling")
     g.add_argument("--bootstrap", type=int, help="bootstrap resamples for CIs (0 = none)")
     g.add_argument("--confidence", type=float, help="CI level (default 0.95)")
@@ -25,6 +31,11 @@ def _add_run_overrides(p: argparse.ArgumentParser) -> None:
 def _overrides(args) -> dict:
     out = {k: getattr(args, k, None) for k in
            ("batch_size", "device", "amp", "seed", "bootstrap", "confidence", "data_root", "missing_data")}
+    if getattr(args, "decode_cache", None) is not None:
+        out["decode_cache"] = args.decode_cache == "on"
+    for name in ("channels_last", "compile"):
+        if getattr(args, name, None) is not None:
+            out[name] = getattr(args, name)
     if getattr(args, "num_workers", None) is not None:
         nw = args.num_workers
         out["num_workers"] = int(nw) if str(nw).isdigit() else nw
@@ -99,11 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("names", nargs="*", help="dataset names (default: every native dataset)")
     data.add_argument("--data-root", help="folder holding the datasets (default: $FACEBENCH_DATA)")
 
-    cache = sub.add_parser("cache", help="inspect or clear the prediction store")
+    cache = sub.add_parser("cache", help="inspect or clear the prediction store and the decoded-image cache")
     cache.add_argument("action", choices=["ls", "clear"])
-    cache.add_argument("--cache-dir", help="prediction store (default $FACEBENCH_CACHE or ~/.cache/facebench)")
-    cache.add_argument("--model", help="clear: only entries of this model")
+    cache.add_argument("--cache-dir", help="cache folder (default $FACEBENCH_CACHE or ~/.cache/facebench)")
+    cache.add_argument("--model", help="clear: only prediction entries of this model")
     cache.add_argument("--dataset", help="clear: only entries of this dataset")
+    cache.add_argument("--only", choices=["predictions", "decoded"],
+                       help="clear: only the prediction store, or only the decoded-image cache")
     return parser
 
 
@@ -194,10 +207,12 @@ def _size(n: int) -> str:
 
 
 def cmd_cache(args) -> int:
+    from facebench.engine.decoded import DecodedCache
     from facebench.engine.store import PredictionStore
 
     store = PredictionStore(args.cache_dir)
-    rows = store.entries()
+    decoded = DecodedCache(store.root)
+    rows, decoded_rows = store.entries(), decoded.entries()
     if args.action == "ls":
         print(f"prediction store: {store.root}")
         if not rows:
@@ -208,11 +223,24 @@ def cmd_cache(args) -> int:
             what = f"{meta.get('model', '?')} on {meta.get('dataset', '?')}/{meta.get('split', '?')}"
             extra = f"n={meta.get('n', '?')} outputs={','.join(meta.get('outputs', []))}" if meta else ""
             print(f"{row['key']}  {what:<40} {state:<10} {_size(row['bytes']):>9}  {extra}")
+        print(f"decoded-image cache: {decoded.dir}")
+        if not decoded_rows:
+            print("(empty)")
+        for row in decoded_rows:
+            meta = row["meta"] or {}
+            what = f"{meta.get('dataset', '?')}/{meta.get('split', '?')}"
+            shape = "x".join(str(v) for v in meta.get("shape", [])) or "?"
+            print(f"{row['key']}  {what:<40} uint8 {shape:<18} {_size(row['bytes']):>9}")
         return 0
-    keys = [r["key"] for r in rows
-            if (not args.model or (r["meta"] or {}).get("model") == args.model)
-            and (not args.dataset or (r["meta"] or {}).get("dataset") == args.dataset)]
-    removed = store.clear(keys)
+    removed = 0
+    if args.only != "decoded":
+        keys = [r["key"] for r in rows
+                if (not args.model or (r["meta"] or {}).get("model") == args.model)
+                and (not args.dataset or (r["meta"] or {}).get("dataset") == args.dataset)]
+        removed += store.clear(keys)
+    if args.only != "predictions" and not args.model:  # decoded images belong to no model
+        removed += decoded.clear([r["key"] for r in decoded_rows
+                                  if not args.dataset or (r["meta"] or {}).get("dataset") == args.dataset])
     print(f"removed {removed} entr{'y' if removed == 1 else 'ies'} from {store.root}")
     return 0
 

@@ -176,7 +176,8 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     store = PredictionStore(cache_dir)
     settings = InferenceSettings(batch_size=d["batch_size"], device=d["device"], amp=d["amp"],
                                  num_workers=d["num_workers"], shard_size=d["shard_size"],
-                                 progress=progress)
+                                 decode_cache=d["decode_cache"], channels_last=d["channels_last"],
+                                 compile=d["compile"], progress=progress)
 
     # 3. one prediction per dataset split, shared by every task (and every extra role) that needs it
     units: dict[str, _Unit] = {}
@@ -336,6 +337,10 @@ def rescore_run(run_dir: str | Path, suite_path: str | Path | None = None, overr
         raise ConfigError(f"{run_dir} is not a run folder ({err.filename} is missing); pass a folder written "
                           f"by `facebench run`.") from None
     adapter = StoredModel(results["model"])
+    run_amp = ((manifest.get("suite_as_run") or {}).get("defaults") or {}).get("amp")
+    overrides = dict(overrides or {})
+    if overrides.get("amp") is None and run_amp not in (None, "none", False):
+        overrides["amp"] = run_amp  # the precision is part of the prediction key: look up what the run stored
     if cache_dir is None and manifest.get("cache_dir") and Path(manifest["cache_dir"]).is_dir():
         cache_dir = manifest["cache_dir"]  # the store the run wrote to
     if out is None and not force:

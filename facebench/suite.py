@@ -37,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
     "data_root": None,
     "missing_data": "error",
     "shard_size": 2048,
+    "decode_cache": True,
+    "channels_last": False,
+    "compile": False,
     "model": None,
     "model_args": {},
 }
@@ -51,6 +54,9 @@ DEFAULT_TYPES: dict[str, tuple] = {
     "data_root": (str, type(None)),
     "missing_data": (str,),
     "shard_size": (int,),
+    "decode_cache": (bool,),
+    "channels_last": (bool,),
+    "compile": (bool, str),
     "model": (str, type(None)),
     "model_args": (dict,),
 }

@@ -171,3 +171,32 @@ def test_interrupted_two_process_run_resumes(reference, tmp_path):
     assert t["resumed_samples"] > 0 and t["resumed_samples"] % 64 == 0  # whole shards of 64
     assert t["resumed_samples"] + t["computed_samples"] == N
     _assert_same_as_reference(cache, out, reference)
+
+
+def test_two_processes_build_the_decoded_cache_together(tmp_path):
+    """File images under torchrun: both ranks decode their block into one cache entry, which a
+    single process then reads; predictions equal a single process that never used the cache."""
+    from PIL import Image
+
+    from facebench.engine.decoded import DecodedCache
+
+    rng = np.random.default_rng(1)
+    for cls in ("happy", "sad", "neutral"):
+        for i in range(23):
+            path = tmp_path / "faces" / "test" / cls / f"{i:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (40 + i, 44, 3), dtype=np.uint8)).save(path)
+    suite = tmp_path / "files.yaml"
+    suite.write_text(SUITE.replace("dataset: synth", "dataset: imagefolder").replace(
+        "dataset_args: {n: 300}", f"path: {(tmp_path / 'faces').as_posix()}"))
+    single = run_suite(suite, "synth-cnn", out=tmp_path / "single", cache_dir=tmp_path / "c1", progress=False,
+                       overrides={"decode_cache": False})
+    proc = _torchrun(suite, tmp_path / "out", tmp_path / "c2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    entries = DecodedCache(tmp_path / "c2").entries()
+    assert len(entries) == 1 and entries[0]["meta"]["n"] == 69
+    assert not list((tmp_path / "c2" / "decoded").glob(".tmp-*"))
+    ref = _stored(tmp_path / "c1")
+    got = _stored(tmp_path / "c2").align(ref.ids)
+    np.testing.assert_array_equal(got.outputs["expression"], ref.outputs["expression"])
+    assert _values(json.loads((tmp_path / "out" / "results.json").read_text())) == _values(single.results)

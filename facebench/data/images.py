@@ -6,11 +6,14 @@ A source is indexable (``load(i) -> uint8 array H x W x C``), has a length, supp
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
+
+from facebench.fingerprint import hash_object
 
 
 def decode_image(path: str | Path, box: Sequence[float] | None = None) -> np.ndarray:
@@ -30,6 +33,17 @@ def decode_image(path: str | Path, box: Sequence[float] | None = None) -> np.nda
             im = im.crop((left, top, right, bottom))
         array = np.asarray(im, dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
+
+
+def _stats(paths) -> list:
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return out
 
 
 class FileImages:
@@ -52,6 +66,20 @@ class FileImages:
 
     def describe(self) -> str:
         return f"{len(self)} image files"
+
+    def content_stamp(self) -> dict:
+        """Paths, boxes, byte sizes and modification times (one ``stat`` per file, no reading):
+        what the decoded-image cache keys on, so an edited or replaced file is decoded again."""
+        if len(self.paths) > 4096:  # os.stat releases the GIL: threads overlap the system calls
+            from concurrent.futures import ThreadPoolExecutor
+
+            chunks = [self.paths[i : i + 2048] for i in range(0, len(self.paths), 2048)]
+            with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+                stats = [s for part in pool.map(_stats, chunks) for s in part]
+        else:
+            stats = _stats(self.paths)
+        return {"paths": hash_object(self.paths), "stats": hash_object(stats),
+                "boxes": None if self.boxes is None else hash_object(self.boxes.round(6).tolist())}
 
 
 class ArrayImages:

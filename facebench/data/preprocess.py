@@ -11,6 +11,8 @@ Steps 1-3 run per sample in loader workers and yield uint8 C x H x W; step 4 run
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -93,8 +95,16 @@ def prepare_uint8(image: np.ndarray, spec: InputSpec) -> torch.Tensor:
     return tensor.contiguous()
 
 
+@functools.lru_cache(maxsize=64)
+def _mean_std(mean: tuple, std: tuple, dtype: torch.dtype, device: torch.device):
+    # made once per device: building them per batch would copy from pageable memory each time,
+    # which on CUDA makes the host wait for every queued kernel (no overlap of loading and compute)
+    with torch.inference_mode(False):  # ordinary tensors, usable outside inference mode too
+        return (torch.tensor(mean, dtype=dtype, device=device).view(1, -1, 1, 1),
+                torch.tensor(std, dtype=dtype, device=device).view(1, -1, 1, 1))
+
+
 def normalise_batch(batch: torch.Tensor, spec: InputSpec, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 (B, C, H, W) on any device -> float (x * scale - mean) / std."""
-    mean = torch.tensor(spec.mean, dtype=dtype, device=batch.device).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, dtype=dtype, device=batch.device).view(1, -1, 1, 1)
+    mean, std = _mean_std(tuple(spec.mean), tuple(spec.std), dtype, batch.device)
     return (batch.to(dtype) * spec.scale - mean) / std

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from facebench.errors import ConfigError, did_you_mean
+from facebench.fingerprint import hash_object
 
 SEVERITIES = (1, 2, 3, 4, 5)
 NOISE_SIGMA = (8, 16, 24, 36, 48)
@@ -141,6 +142,12 @@ class TransformedImages:
 
     def describe(self) -> str:
         return f"{self.images.describe()}, transformed by {self.spec}"
+
+    def content_stamp(self) -> dict | None:
+        base = getattr(self.images, "content_stamp", None)
+        base = base() if callable(base) else None
+        return None if base is None else {"base": base, "transform": self.spec,
+                                          "index": hash_object(self.index.tolist())}
 
 
 class TransformedLoader:

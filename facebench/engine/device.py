@@ -27,14 +27,22 @@ def select_device(requested: str | None = "auto") -> torch.device:
     return device
 
 
-def amp_dtype(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
-    """AMP setting -> autocast dtype (None = full fp32). ``true`` means bf16."""
+def normalise_amp(amp: str | bool | None) -> str | None:
+    """AMP setting -> ``bf16``, ``fp16`` or None (full fp32). ``true`` means bf16."""
     if amp in (None, False, "none", "off", "false"):
         return None
     if amp is True or amp == "true":
         amp = "bf16"
     if amp not in AMP_DTYPES:
         raise ConfigError(f"amp must be one of none, bf16, fp16; got {amp!r}.")
+    return amp
+
+
+def amp_dtype(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
+    """AMP setting -> autocast dtype (None = full fp32). ``true`` means bf16."""
+    amp = normalise_amp(amp)
+    if amp is None:
+        return None
     if amp == "fp16" and device.type == "cpu":
         raise ConfigError("amp=fp16 needs a GPU; on CPU use amp=bf16 or none.")
     return AMP_DTYPES[amp]

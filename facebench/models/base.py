@@ -62,6 +62,24 @@ class ModelAdapter:
             module.to(self.device)
         return self
 
+    def compile(self, mode: str | None = None, backend: str = "inductor") -> "ModelAdapter":
+        """Route ``predict`` through ``torch.compile(self.forward)`` (``mode``: default,
+        reduce-overhead, max-autotune). ``uncompile`` goes back to eager."""
+        self._compiled_forward = torch.compile(self.forward, mode=mode, backend=backend)
+        return self
+
+    def uncompile(self) -> "ModelAdapter":
+        self._compiled_forward = None
+        return self
+
+    def channels_last(self) -> "ModelAdapter":
+        """Convert the module's 4-D weights to the channels-last memory format (convolutions on
+        GPUs and oneDNN prefer it); inputs are converted by the engine."""
+        module = getattr(self, "module", None)
+        if module is not None:
+            module.to(memory_format=torch.channels_last)
+        return self
+
     def eval(self) -> "ModelAdapter":
         module = getattr(self, "module", None)
         if module is not None:
@@ -88,7 +106,7 @@ class ModelAdapter:
     def predict(self, batch: torch.Tensor, heads: tuple[str, ...] | None = None,
                 features: bool = False) -> dict[str, torch.Tensor]:
         heads = self.resolve_heads(heads)
-        out = self.forward(batch, heads, features)
+        out = (getattr(self, "_compiled_forward", None) or self.forward)(batch, heads, features)
         n = batch.shape[0]
         for h in heads:
             t = out.get(h)

@@ -1,0 +1,249 @@
+"""Decoded-image cache: each dataset split decoded and preprocessed once into uint8 (N, C, H, W).
+
+Layout under the cache folder::
+
+    decoded/<key>/images.npy   uint8 (N, C, H, W) in dataset order (NumPy .npy, memory-mapped on read)
+    decoded/<key>/meta.json    dataset, split, n, shape, the uint8 preprocessing, the content stamp
+
+``key`` = hash(content stamp of the images, dataset fingerprint, uint8 preprocessing). The uint8
+preprocessing is the part of an ``InputSpec`` that acts before normalisation (size, channels, colour
+order, crop, interpolation), so models that share it (whatever their mean/std) share the entry.
+The content stamp of image files is their paths, boxes, byte sizes and modification times: an
+edited or replaced file gives a new key. In-memory images (``ArrayImages``) have no stamp and
+are never cached: there is nothing to decode.
+
+An entry is built in a temporary folder and renamed into place, so a killed build leaves no half
+entry (the temporary folder is removed on the next build). A build that would not fit on the disk
+is skipped with a warning and inference decodes in line instead: nothing fails for want of cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import uuid
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from facebench.data.dataset import Dataset
+from facebench.data.preprocess import InputSpec, prepare_uint8
+from facebench.fingerprint import hash_object
+
+DECODE_BATCH = 256
+
+
+def uint8_spec(spec: InputSpec) -> dict:
+    """The preprocessing that produces the uint8 tensor (everything before ``normalise_batch``)."""
+    return {"size": list(spec.size), "channels": spec.channels, "color_order": spec.color_order,
+            "crop_fraction": spec.crop_fraction, "interpolation": spec.interpolation, "extra": spec.extra}
+
+
+def content_stamp(images) -> dict | None:
+    """What identifies the images' bytes without reading them (``None``: not cacheable)."""
+    stamp = getattr(images, "content_stamp", None)
+    return stamp() if callable(stamp) else None
+
+
+class CachedImages:
+    """Rows of a memory-mapped uint8 (N, C, H, W) array, already preprocessed for one input spec.
+
+    ``load(i)`` gives row i as (H, W, C) like any image source; ``batch(start, stop)`` the rows
+    as one (B, C, H, W) tensor (a slice of the map when the rows are contiguous). Pickles by path,
+    so DataLoader workers re-open the map instead of copying it."""
+
+    def __init__(self, path: str | Path, index: np.ndarray | None = None):
+        self.path = Path(path)
+        self._array: np.ndarray | None = None
+        self.index = None if index is None else np.asarray(index, dtype=np.int64)
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode="r")
+        return self._array
+
+    def __getstate__(self):
+        return {"path": self.path, "index": self.index, "_array": None}
+
+    def __len__(self) -> int:
+        return len(self.array) if self.index is None else len(self.index)
+
+    def load(self, i: int) -> np.ndarray:
+        row = self.array[i if self.index is None else self.index[i]]
+        return np.ascontiguousarray(np.transpose(row, (1, 2, 0)))
+
+    def batch(self, start: int, stop: int) -> torch.Tensor:
+        if self.index is None:
+            rows = self.array[start:stop]
+        else:
+            idx = self.index[start:stop]
+            contiguous = len(idx) and idx[-1] - idx[0] == len(idx) - 1 and bool(np.all(np.diff(idx) == 1))
+            rows = self.array[idx[0] : idx[-1] + 1] if contiguous else self.array[idx]
+        return torch.from_numpy(np.array(rows, dtype=np.uint8, copy=True))
+
+    def subset(self, indices) -> "CachedImages":
+        idx = np.asarray(indices, dtype=np.int64)
+        return CachedImages(self.path, idx if self.index is None else self.index[idx])
+
+    def describe(self) -> str:
+        return f"{len(self)} decoded images from {self.path}"
+
+
+class _Decode(torch.utils.data.Dataset):
+    def __init__(self, images, spec: InputSpec):
+        self.images, self.spec = images, spec
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return prepare_uint8(self.images.load(i), self.spec)
+
+
+class DecodedCache:
+    """The ``decoded/`` folder of a cache root (see the module docstring)."""
+
+    def __init__(self, root: str | Path):
+        self.dir = Path(root) / "decoded"
+
+    def key(self, dataset: Dataset, spec: InputSpec) -> str | None:
+        stamp = content_stamp(dataset.images)
+        if stamp is None:
+            return None
+        return hash_object({"stamp": stamp, "dataset": dataset.fingerprint(), "uint8": uint8_spec(spec)}, length=24)
+
+    def get(self, key: str, dataset: Dataset, spec: InputSpec) -> CachedImages | None:
+        """The entry when it exists and has the expected size and shape, else ``None``."""
+        entry = self.dir / key
+        try:
+            meta = json.loads((entry / "meta.json").read_text())
+            images = CachedImages(entry / "images.npy")
+            shape = images.array.shape
+        except (OSError, ValueError):
+            return None
+        expected = (len(dataset), spec.channels, *spec.size)
+        if tuple(shape) != expected or meta.get("n") != len(dataset):
+            return None
+        return images
+
+    def build(self, key: str, dataset: Dataset, spec: InputSpec, *, num_workers: int = 0,
+              progress: bool = True, rank: int = 0, world_size: int = 1) -> CachedImages | None:
+        """Decode every image of ``dataset`` into a new entry and return it (``None`` when it
+        does not fit on the disk). With ``world_size > 1`` (torchrun) every rank must call this:
+        each decodes a contiguous block of rows into the same file, rank 0 publishes the entry."""
+        from facebench.engine import distributed as fdist
+
+        shape = (len(dataset), spec.channels, *spec.size)
+        need = int(np.prod(shape)) + 4096
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = None
+        if rank == 0:
+            self._remove_stale_tmp()
+            free = shutil.disk_usage(self.dir).free
+            if need > 0.9 * free:
+                warnings.warn(f"not caching decoded {dataset.name}/{dataset.split}: it needs {need / 2**20:.0f} MiB "
+                              f"and {self.dir} has {free / 2**20:.0f} MiB free; images are decoded in line "
+                              f"(set decode_cache: off to silence this, or free space / use --cache-dir).",
+                              stacklevel=2)
+            else:
+                tmp = self.dir / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+                tmp.mkdir()
+                (tmp / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+                np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=shape).flush()
+        tmp = fdist.broadcast_object(None if tmp is None else str(tmp))
+        if tmp is None:
+            return None
+        tmp = Path(tmp)
+        try:
+            block = fdist.shard_indices(len(dataset), rank, world_size)
+            if len(block):
+                self._fill(tmp / "images.npy", dataset.subset(block), spec, int(block[0]), num_workers,
+                           progress and rank == 0, world_size)
+            fdist.barrier()
+            if rank == 0:
+                self._publish(tmp, key, dataset, spec, shape)
+        except BaseException:
+            if rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fdist.barrier()
+        return self.get(key, dataset, spec)
+
+    @staticmethod
+    def _fill(path: Path, part: Dataset, spec: InputSpec, offset: int, num_workers: int, progress: bool,
+              world_size: int) -> None:
+        array = np.load(path, mmap_mode="r+")
+        loader = DataLoader(_Decode(part.images, spec), batch_size=DECODE_BATCH, shuffle=False,
+                            num_workers=num_workers)
+        suffix = f" [rank 0 of {world_size}]" if world_size > 1 else ""
+        position = offset
+        with tqdm(total=len(part), disable=not progress, unit="img", leave=False,
+                  desc=f"decoding {part.name}/{part.split} into the uint8 cache{suffix}") as bar:
+            for batch in loader:
+                n = batch.shape[0]
+                array[position : position + n] = batch.numpy()
+                position += n
+                bar.update(n)
+        array.flush()
+        del array
+
+    def _publish(self, tmp: Path, key: str, dataset: Dataset, spec: InputSpec, shape: tuple) -> None:
+        meta = {"dataset": dataset.name, "split": dataset.split, "n": len(dataset), "shape": list(shape),
+                "uint8": uint8_spec(spec), "dataset_fingerprint": dataset.fingerprint()}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        (tmp / "owner.json").unlink(missing_ok=True)
+        final = self.dir / key
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process published the same entry first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _remove_stale_tmp(self) -> None:
+        """Temporary folders of builds that were killed (a process of this host that is gone)."""
+        for path in self.dir.glob(".tmp-*"):
+            try:
+                owner = json.loads((path / "owner.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if owner.get("host") == socket.gethostname() and owner.get("pid") != os.getpid() \
+                    and not _alive(int(owner.get("pid", 0))):
+                shutil.rmtree(path, ignore_errors=True)
+
+    # -- housekeeping ---------------------------------------------------------------------------
+    def entries(self) -> list[dict]:
+        rows = []
+        if not self.dir.exists():
+            return rows
+        for entry in sorted(p for p in self.dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            try:
+                meta = json.loads((entry / "meta.json").read_text())
+            except (OSError, ValueError):
+                meta = None
+            size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+            rows.append({"key": entry.name, "meta": meta, "bytes": size})
+        return rows
+
+    def clear(self, keys: list[str] | None = None) -> int:
+        removed = 0
+        for row in self.entries():
+            if keys is None or row["key"] in keys:
+                shutil.rmtree(self.dir / row["key"], ignore_errors=True)
+                removed += 1
+        return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
