@@ -275,7 +275,8 @@ def _predict_into_shards(adapter: ModelAdapter, subset: Dataset, store: Predicti
             n = batch.shape[0]
             buffer_ids.append(subset.ids[position : position + n])
             for name in outputs:
-                buffer[name].append(out[name].detach().float())
+                # a copy: outputs of CUDA-graph replays (compile mode reduce-overhead) are overwritten
+                buffer[name].append(out[name].detach().to(torch.float32, copy=True))
             position += n
             buffered += n
             bar.update(n)

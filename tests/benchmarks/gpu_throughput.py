@@ -91,7 +91,11 @@ def write_images(folder: Path, n: int, shape: tuple, seed: int = 0) -> Dataset:
     return Dataset("gpu-bench", "test", ids, ("a",), None, FileImages(paths))
 
 
-def bare_forward(adapter, ready: torch.Tensor, amp: bool, channels_last: bool = False, rounds: int = 3):
+ROUNDS = 3
+
+
+def bare_forward(adapter, ready: torch.Tensor, amp: bool, channels_last: bool = False, rounds: int | None = None):
+    rounds = rounds or ROUNDS
     heads = (adapter.default_head,)
     if channels_last:
         ready = ready.contiguous(memory_format=torch.channels_last)
@@ -100,14 +104,15 @@ def bare_forward(adapter, ready: torch.Tensor, amp: bool, channels_last: bool = 
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            outs = [adapter.predict(ready[s : s + BATCH], heads=heads)[heads[0]].float()
+            outs = [adapter.predict(ready[s : s + BATCH], heads=heads)[heads[0]].float().clone()
                     for s in range(0, len(ready), BATCH)]
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return min(times[1:]), torch.cat(outs).cpu().numpy()
 
 
-def end_to_end(adapter, dataset, cache: Path, amp: bool, rounds: int = 3, **options):
+def end_to_end(adapter, dataset, cache: Path, amp: bool, rounds: int | None = None, **options):
+    rounds = rounds or ROUNDS
     settings = InferenceSettings(batch_size=BATCH, device="cuda", amp="bf16" if amp else "none", progress=False,
                                  **options)
     store = PredictionStore(cache)
@@ -126,7 +131,7 @@ def end_to_end(adapter, dataset, cache: Path, amp: bool, rounds: int = 3, **opti
     return min(times), preds.outputs[heads[0]], util[int(np.argmin(times))]
 
 
-def bench_model(name, adapter, dataset, cache: Path, results: dict, compile_too: bool):
+def bench_model(name, adapter, dataset, cache: Path, results: dict, compile_too: bool, compile_mode=None):
     n = len(dataset)
     adapter.to("cuda").eval()
     spec = adapter.input_spec
@@ -150,7 +155,7 @@ def bench_model(name, adapter, dataset, cache: Path, results: dict, compile_too:
     row["bf16_channels_last"] = {"bare_img_s": n / bare_cl, "e2e_img_s": n / e2e_cl, "gpu_util_pct": util_cl}
     if compile_too:
         t0 = time.perf_counter()
-        adapter.compile()
+        adapter.compile(mode=compile_mode)
         try:
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
                 adapter.predict(ready[:BATCH], heads=(adapter.default_head,))
@@ -158,8 +163,9 @@ def bench_model(name, adapter, dataset, cache: Path, results: dict, compile_too:
             compile_s = time.perf_counter() - t0
             bare_c, _ = bare_forward(adapter, ready, True)
             adapter.uncompile()
-            e2e_c, _, util_c = end_to_end(adapter, dataset, cache, True, rounds=2, compile=True)
-            row["bf16_compiled"] = {"compile_s": compile_s, "bare_img_s": n / bare_c, "e2e_img_s": n / e2e_c,
+            e2e_c, _, util_c = end_to_end(adapter, dataset, cache, True, compile=compile_mode or True)
+            row["bf16_compiled"] = {"mode": compile_mode or "default", "compile_s": compile_s,
+                                    "bare_img_s": n / bare_c, "e2e_img_s": n / e2e_c,
                                     "gpu_util_pct": util_c}
         except Exception as err:  # noqa: BLE001 - report, do not lose the other numbers
             adapter.uncompile()
@@ -211,11 +217,16 @@ def main():
     parser.add_argument("--n-faceptor", type=int, default=8192)
     parser.add_argument("--out", default=".")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--compile-mode", help="torch.compile mode (default, reduce-overhead, max-autotune)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (the minimum is reported)")
     args = parser.parse_args()
+    global ROUNDS
+    ROUNDS = args.rounds
     if not torch.cuda.is_available():
         sys.exit("CUDA is not available: this benchmark needs a GPU.")
     torch.backends.cudnn.benchmark = True
-    results = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "batch": BATCH}
+    results = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "batch": BATCH,
+               "rounds": ROUNDS, "argv": sys.argv[1:]}
     work = Path(tempfile.mkdtemp(prefix="fb-gpu-"))
     t0 = time.perf_counter()
     fer_data = write_images(work / "fer", args.n_fer, (48, 48))
@@ -226,7 +237,7 @@ def main():
         from facebench.models.fer_minixception import FerMiniXceptionAdapter
 
         bench_model("fer-minixception", FerMiniXceptionAdapter(weights=args.fer_weights), fer_data,
-                    work / "cache-fer", results, compile_too=not args.no_compile)
+                    work / "cache-fer", results, compile_too=not args.no_compile, compile_mode=args.compile_mode)
         print(json.dumps(results["fer-minixception"], indent=1), flush=True)
     if args.faceptor_config:
         from facebench.models import faceptor as fp
@@ -241,7 +252,7 @@ def main():
         del net
         adapter = fp.FaceptorAdapter(checkpoint=str(ckpt))
         bench_model("faceptor-vit-b16", adapter, face_data, work / "cache-face", results,
-                    compile_too=not args.no_compile)
+                    compile_too=not args.no_compile, compile_mode=args.compile_mode)
         print(json.dumps(results["faceptor-vit-b16"], indent=1), flush=True)
         oom_check(adapter, face_data.subset(np.arange(min(4096, len(face_data)))), work / "oom", results)
         print(json.dumps(results["oom_halving"], indent=1), flush=True)
