@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import facebench
-from facebench.errors import ConfigError, DatasetNotFoundError, FacebenchError
+from facebench.errors import ConfigError, DatasetNotFoundError
 from facebench.fingerprint import hash_object
 from facebench.suite import Suite, _check_kwargs, load_suite, make_loader, make_protocol
 

@@ -106,7 +106,7 @@ def test_an_interrupted_build_leaves_no_entry(folder, tmp_path, monkeypatch):
     spec = SynthCNNAdapter().input_spec
     cache = DecodedCache(tmp_path)
     calls = {"n": 0}
-    real = dec._Decode.__getitem__
+    real = dec.PreparedImages.__getitem__
 
     def interrupted(self, i):
         calls["n"] += 1
@@ -114,11 +114,11 @@ def test_an_interrupted_build_leaves_no_entry(folder, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(self, i)
 
-    monkeypatch.setattr(dec._Decode, "__getitem__", interrupted)
+    monkeypatch.setattr(dec.PreparedImages, "__getitem__", interrupted)
     with pytest.raises(KeyboardInterrupt):
         cache.build(cache.key(dataset, spec), dataset, spec, progress=False)
     assert cache.entries() == [] and list(cache.dir.iterdir()) == []  # no half entry, no temporary folder
-    monkeypatch.setattr(dec._Decode, "__getitem__", real)
+    monkeypatch.setattr(dec.PreparedImages, "__getitem__", real)
     built = cache.build(cache.key(dataset, spec), dataset, spec, progress=False)
     assert built is not None and len(built) == len(dataset)
 

@@ -95,6 +95,20 @@ def prepare_uint8(image: np.ndarray, spec: InputSpec) -> torch.Tensor:
     return tensor.contiguous()
 
 
+class PreparedImages(torch.utils.data.Dataset):
+    """``images`` decoded and cropped/resized/converted to uint8 (C, H, W) one sample at a time
+    (:func:`prepare_uint8`); what DataLoader workers run."""
+
+    def __init__(self, images, spec: InputSpec):
+        self.images, self.spec = images, spec
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return prepare_uint8(self.images.load(i), self.spec)
+
+
 @functools.lru_cache(maxsize=64)
 def _mean_std(mean: tuple, std: tuple, dtype: torch.dtype, device: torch.device):
     # made once per device: building them per batch would copy from pageable memory each time,

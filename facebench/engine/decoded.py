@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from facebench.data.dataset import Dataset
-from facebench.data.preprocess import InputSpec, prepare_uint8
+from facebench.data.preprocess import InputSpec, PreparedImages
 from facebench.fingerprint import hash_object
 
 DECODE_BATCH = 256
@@ -94,17 +94,6 @@ class CachedImages:
 
     def describe(self) -> str:
         return f"{len(self)} decoded images from {self.path}"
-
-
-class _Decode(torch.utils.data.Dataset):
-    def __init__(self, images, spec: InputSpec):
-        self.images, self.spec = images, spec
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return prepare_uint8(self.images.load(i), self.spec)
 
 
 class DecodedCache:
@@ -180,7 +169,7 @@ class DecodedCache:
     def _fill(path: Path, part: Dataset, spec: InputSpec, offset: int, num_workers: int, progress: bool,
               world_size: int) -> None:
         array = np.load(path, mmap_mode="r+")
-        loader = DataLoader(_Decode(part.images, spec), batch_size=DECODE_BATCH, shuffle=False,
+        loader = DataLoader(PreparedImages(part.images, spec), batch_size=DECODE_BATCH, shuffle=False,
                             num_workers=num_workers)
         suffix = f" [rank 0 of {world_size}]" if world_size > 1 else ""
         position = offset

@@ -44,7 +44,7 @@ from facebench.metrics import meta_eval as me
 from facebench.metrics import ood
 from facebench.metrics import ood_scores as osc
 from facebench.protocols._labels import match_labels
-from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice, split_ref
+from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, split_ref
 from facebench.registry import PROTOCOLS
 
 STATS = ("mae", "rmse", "r2", "pearson", "spearman", "kendall")

@@ -113,7 +113,7 @@ class VerificationProtocol(Protocol):
         groups = ds.pairs["group"].astype(str)
         subjects = np.asarray(ds.attributes["subject"])[ds.pairs["a"]] if "subject" in ds.attributes else None
         names = sorted(set(groups.tolist()))
-        records, warnings, rows = [], [], []
+        records, warnings = [], []
         acc = {}
         for g in names:
             m = groups == g

@@ -16,7 +16,6 @@ Run with ``python -m pytest tests/benchmarks/test_bench_decode.py -q -s --benchm
 project default ``--benchmark-disable`` runs each body once as a plain test).
 """
 
-import time
 
 import numpy as np
 import pytest
@@ -83,16 +82,7 @@ def test_bench_decode_fer2013_privatetest_jpeg(benchmark, spec_name, shared_data
     _bench(benchmark, _fer2013_files(shared_data), SPECS[spec_name], "fer2013-privatetest-jpeg")
 
 
-def _best_of(fn, *args, repeats=3):
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(*args)
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def test_decode_throughput_report(shared_data_or_none):
+def test_decode_throughput_report(shared_data_or_none, best_of):
     """Prints images/s (one thread) for each source x spec; timing is asserted nowhere."""
     sources = {"synthetic 48x48 grey (in memory)": _synthetic()}
     if shared_data_or_none is not None:
@@ -101,7 +91,7 @@ def test_decode_throughput_report(shared_data_or_none):
     for source, images in sources.items():
         for spec_name, spec in SPECS.items():
             _check(_decode_all(images, spec), spec)  # warm-up (file cache, first-call allocations)
-            seconds = _best_of(_decode_all, images, spec)
+            seconds = best_of(_decode_all, images, spec)
             lines.append(f"  {source:34s} -> {spec_name:28s}: {N_IMAGES / seconds:8.0f} images/s "
                          f"({seconds / N_IMAGES * 1e6:.0f} us/image)")
     print(f"\ndecode + prepare_uint8, {N_IMAGES} images, 1 thread (per core):\n" + "\n".join(lines))
