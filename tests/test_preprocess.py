@@ -42,6 +42,19 @@ def test_normalise_formula():
     assert torch.allclose(x[0, :, 0, 0], torch.tensor(-1.0)) and torch.allclose(x[0, :, 0, 1], torch.tensor(1.0))
 
 
+def test_normalise_is_the_formula_bit_for_bit_and_leaves_its_input_alone():
+    g = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, 256, (4, 3, 9, 7), dtype=torch.uint8, generator=g)
+    spec = InputSpec(size=(9, 7), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1), torch.tensor(spec.std).view(1, 3, 1, 1)
+    expected = (batch.float() * spec.scale - mean) / std  # the formula, out of place
+    assert torch.equal(normalise_batch(batch, spec), expected)
+    floats = batch.float()
+    before = floats.clone()
+    normalise_batch(floats, spec, dtype=torch.float32)  # already float32: must not be normalised in place
+    assert torch.equal(floats, before)
+
+
 def test_bad_spec():
     with pytest.raises(ValueError):
         InputSpec(channels=2)

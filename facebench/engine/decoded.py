@@ -66,7 +66,8 @@ class CachedImages:
     @property
     def array(self) -> np.ndarray:
         if self._array is None:
-            self._array = np.load(self.path, mmap_mode="r")
+            # copy-on-write: a writable view (torch takes it without a copy); writes never reach the file
+            self._array = np.load(self.path, mmap_mode="c")
         return self._array
 
     def __getstate__(self):
@@ -86,7 +87,7 @@ class CachedImages:
             idx = self.index[start:stop]
             contiguous = len(idx) and idx[-1] - idx[0] == len(idx) - 1 and bool(np.all(np.diff(idx) == 1))
             rows = self.array[idx[0] : idx[-1] + 1] if contiguous else self.array[idx]
-        return torch.from_numpy(np.array(rows, dtype=np.uint8, copy=True))
+        return torch.from_numpy(rows)  # contiguous rows: a view of the map, no copy (the consumer copies once)
 
     def subset(self, indices) -> "CachedImages":
         idx = np.asarray(indices, dtype=np.int64)
