@@ -260,10 +260,12 @@ def _predict_into_shards(adapter: ModelAdapter, subset: Dataset, store: Predicti
             batch = batch.to(device, non_blocking=True)
             out = forward(normalise_batch(batch, adapter.input_spec))
             n = batch.shape[0]
+            # copies: outputs of CUDA-graph replays (compile mode reduce-overhead) are overwritten.
+            # Made before anything is appended, so an interruption never leaves ids without outputs.
+            copies = {name: out[name].detach().to(torch.float32, copy=True) for name in outputs}
             buffer_ids.append(subset.ids[position : position + n])
             for name in outputs:
-                # a copy: outputs of CUDA-graph replays (compile mode reduce-overhead) are overwritten
-                buffer[name].append(out[name].detach().to(torch.float32, copy=True))
+                buffer[name].append(copies[name])
             position += n
             buffered += n
             bar.update(n)

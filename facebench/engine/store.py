@@ -71,6 +71,12 @@ class Predictions:
     outputs: dict[str, np.ndarray]
     meta: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        n = len(self.ids)
+        bad = {k: len(v) for k, v in self.outputs.items() if len(v) != n}
+        if bad:
+            raise ValueError(f"predictions of {n} samples have outputs with other row counts: {bad}")
+
     def align(self, ids: np.ndarray) -> "Predictions":
         """Reorder rows to follow ``ids``; raises if any id has no prediction."""
         ids = np.asarray(ids).astype(str)
@@ -82,6 +88,22 @@ class Predictions:
             raise KeyError(f"{len(missing)} samples have no stored prediction (e.g. {missing[:3]})")
         order = np.fromiter((position[s] for s in ids.tolist()), dtype=np.int64, count=len(ids))
         return Predictions(ids, {k: v[order] for k, v in self.outputs.items()}, self.meta)
+
+
+def _read_shard(path: Path, outputs: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """A whole shard, or None when it lacks an output, cannot be read (truncated, empty, not a
+    zip: any error) or its arrays disagree on the number of rows."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not all(f"out__{name}" in data for name in outputs):
+                return None
+            ids = data["ids"].astype(str)
+            outs = {name: data[f"out__{name}"] for name in outputs}
+    except Exception:  # noqa: BLE001 - BadZipFile, EOFError, ValueError, OSError, KeyError, ...
+        return None
+    if any(len(v) != len(ids) for v in outs.values()):
+        return None
+    return ids, outs
 
 
 class PredictionStore:
@@ -146,15 +168,12 @@ class PredictionStore:
             return ids, outs, next_index
         for path in sorted(shard_dir.glob("shard-*.npz")):
             next_index = max(next_index, int(path.stem.split("-")[1]) + 1)
-            try:
-                with np.load(path, allow_pickle=False) as data:
-                    if not all(f"out__{name}" in data for name in outputs):
-                        continue
-                    ids.append(data["ids"].astype(str))
-                    for name in outputs:
-                        outs[name].append(data[f"out__{name}"])
-            except (OSError, ValueError, KeyError):
-                continue  # unreadable shard: its samples are simply run again
+            shard = _read_shard(path, outputs)
+            if shard is None:
+                continue  # unreadable, truncated or inconsistent shard: its samples are simply run again
+            ids.append(shard[0])
+            for name in outputs:
+                outs[name].append(shard[1][name])
         return ids, outs, next_index
 
     # -- housekeeping ---------------------------------------------------------------------------
