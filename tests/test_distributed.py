@@ -200,3 +200,62 @@ def test_two_processes_build_the_decoded_cache_together(tmp_path):
     got = _stored(tmp_path / "c2").align(ref.ids)
     np.testing.assert_array_equal(got.outputs["expression"], ref.outputs["expression"])
     assert _values(json.loads((tmp_path / "out" / "results.json").read_text())) == _values(single.results)
+
+
+RANKS_DISAGREE = """\
+import sys
+from pathlib import Path
+from facebench.data.generic import ImageFolder
+from facebench.engine import distributed as fdist
+from facebench.engine.decoded import DecodedCache
+from facebench.engine.inference import InferenceSettings, _with_decoded_images
+from facebench.engine.store import PredictionStore
+from facebench.models.synth_cnn import SynthCNNAdapter
+
+root = Path(sys.argv[1])
+ctx = fdist.init_from_env("cpu")
+dataset = ImageFolder(path=root / "faces").load("test")
+spec = SynthCNNAdapter().input_spec
+real_get = DecodedCache.get
+looks = []
+
+def get(self, key, ds, sp):  # rank 0's first look came just before a concurrent job published the entry
+    looks.append(key)
+    return None if ctx.rank == 0 and len(looks) == 1 else real_get(self, key, ds, sp)
+
+DecodedCache.get = get
+source = _with_decoded_images(dataset, spec, PredictionStore(root / "cache"), InferenceSettings(progress=False),
+                              ctx, may_build=True)
+fdist.barrier()
+print(f"rank {ctx.rank} done: {type(source.images).__name__}", flush=True)
+"""
+
+
+def test_ranks_that_disagree_on_the_decoded_entry_do_not_hang(tmp_path):
+    """Rank 0 sees no entry, rank 1 sees one: rank 0's answer holds for both, so they build
+    together instead of rank 0 waiting alone in the build's collectives."""
+    from PIL import Image
+
+    from facebench.data.generic import ImageFolder
+    from facebench.engine.decoded import DecodedCache
+    from facebench.models.synth_cnn import SynthCNNAdapter
+
+    rng = np.random.default_rng(0)
+    for cls in ("angry", "happy"):
+        for i in range(6):
+            path = tmp_path / "faces" / "test" / cls / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+    dataset = ImageFolder(path=tmp_path / "faces").load("test")
+    spec = SynthCNNAdapter().input_spec
+    cache = DecodedCache(tmp_path / "cache")
+    cache.build(cache.key(dataset, spec), dataset, spec, progress=False)  # the "concurrent job"'s entry
+    script = tmp_path / "disagree.py"
+    script.write_text(RANKS_DISAGREE)
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(script),
+                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 0 done: CachedImages" in proc.stdout and "rank 1 done: CachedImages" in proc.stdout

@@ -123,6 +123,21 @@ def test_an_interrupted_build_leaves_no_entry(folder, tmp_path, monkeypatch):
     assert built is not None and len(built) == len(dataset)
 
 
+def test_a_broken_entry_in_the_way_is_replaced_by_the_next_build(folder, tmp_path):
+    dataset = ImageFolder(path=folder).load("test")
+    spec = SynthCNNAdapter().input_spec
+    cache = DecodedCache(tmp_path)
+    key = cache.key(dataset, spec)
+    cache.build(key, dataset, spec, progress=False)
+    npy = cache.dir / key / "images.npy"
+    good = npy.read_bytes()
+    npy.write_bytes(good[: len(good) // 3])  # truncated: the entry no longer loads
+    assert cache.get(key, dataset, spec) is None
+    rebuilt = cache.build(key, dataset, spec, progress=False)
+    assert rebuilt is not None and npy.read_bytes() == good
+    assert not list(cache.dir.glob(".tmp-*"))
+
+
 def test_stale_temporary_folder_of_a_dead_process_is_removed(folder, tmp_path):
     dataset = ImageFolder(path=folder).load("test")
     spec = SynthCNNAdapter().input_spec

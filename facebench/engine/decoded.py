@@ -192,8 +192,15 @@ class DecodedCache:
         final = self.dir / key
         try:
             os.rename(tmp, final)
-        except OSError:  # another process published the same entry first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            if self.get(key, dataset, spec) is None:  # a broken entry is in the way: replace it
+                shutil.rmtree(final, ignore_errors=True)
+                try:
+                    os.rename(tmp, final)
+                    return
+                except OSError:
+                    pass
+            shutil.rmtree(tmp, ignore_errors=True)  # another process published the same entry first: keep theirs
 
     def _remove_stale_tmp(self) -> None:
         """Temporary folders of builds that were killed (a process of this host that is gone)."""

@@ -185,10 +185,13 @@ def _with_decoded_images(dataset: Dataset, spec: InputSpec, store: PredictionSto
     key = cache.key(dataset, spec)
     if key is None:
         return dataset
-    images = cache.get(key, dataset, spec)
-    if fdist.broadcast_object(images is not None) and images is None:  # rank 0 decides for every rank
-        images = cache.get(key, dataset, spec)
-    if images is None and may_build:
+    found = cache.get(key, dataset, spec)
+    # rank 0's answer holds for every rank (the build is collective: all ranks or none). Where rank 0
+    # has the entry, a rank that cannot read it decodes in line; where rank 0 has none, every rank
+    # builds, even one that sees an entry a concurrent job has just published.
+    present = fdist.broadcast_object(found is not None)
+    images = found if present else None
+    if not present and may_build:
         images = cache.build(key, dataset, spec, num_workers=_decode_workers(settings.num_workers, ctx.world_size),
                              progress=settings.progress, rank=ctx.rank, world_size=ctx.world_size)
     return dataset if images is None else dataclasses.replace(dataset, images=images)
