@@ -339,8 +339,10 @@ def rescore_run(run_dir: str | Path, suite_path: str | Path | None = None, overr
     adapter = StoredModel(results["model"])
     run_amp = ((manifest.get("suite_as_run") or {}).get("defaults") or {}).get("amp")
     overrides = dict(overrides or {})
-    if overrides.get("amp") is None and run_amp not in (None, "none", False):
-        overrides["amp"] = run_amp  # the precision is part of the prediction key: look up what the run stored
+    if overrides.get("amp") is None and run_amp is not None:
+        # the precision is part of the prediction key: look up what the run stored, even when the
+        # rescoring suite's defaults name another precision
+        overrides["amp"] = run_amp
     if cache_dir is None and manifest.get("cache_dir") and Path(manifest["cache_dir"]).is_dir():
         cache_dir = manifest["cache_dir"]  # the store the run wrote to
     if out is None and not force:

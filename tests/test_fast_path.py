@@ -94,6 +94,27 @@ def test_an_edited_file_gets_a_new_cache_entry(folder, tmp_path):
     assert cache.key(dataset, other) != key  # another uint8 preprocessing, another entry
 
 
+def test_a_same_size_replacement_that_keeps_the_mtime_gets_a_new_entry(folder, tmp_path):
+    """What ``cp -p`` / ``rsync -a`` of another image of the same byte size does: size and mtime
+    are unchanged, the change time and inode are not."""
+    import shutil
+
+    cache = DecodedCache(tmp_path)
+    spec = SynthCNNAdapter().input_spec
+    key = cache.key(ImageFolder(path=folder).load("test"), spec)
+    target, donor = folder / "test" / "happy" / "001.png", tmp_path / "donor.png"
+    before = target.stat()
+    data = bytearray(target.read_bytes())
+    data[-13] ^= 0xFF  # same size, other bytes (inside the PNG trailer: a different file)
+    donor.write_bytes(bytes(data))
+    os.utime(donor, ns=(before.st_atime_ns, before.st_mtime_ns))
+    shutil.copy2(donor, tmp_path / "staged.png")
+    os.replace(tmp_path / "staged.png", target)  # a new inode, same size and mtime
+    after = target.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert cache.key(ImageFolder(path=folder).load("test"), spec) != key
+
+
 def test_in_memory_images_are_not_cached(tmp_path):
     from facebench.data.synthetic import SynthFaces
 
@@ -228,6 +249,27 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_sample():
     adapter.sizes.clear()
     forward(x[:6])
     assert adapter.sizes == [2, 2, 2]  # the smaller size is kept
+
+
+class _GraphReplay(_Greedy):
+    """Like a CUDA-graph replay: every call writes its outputs into the same static buffer."""
+
+    def forward(self, batch, heads, features):
+        out = super().forward(batch, heads, features)["expression"]
+        if not hasattr(self, "static"):
+            self.static = torch.empty(64, 2)
+        self.static[: len(out)] = out
+        return {"expression": self.static[: len(out)]}
+
+
+def test_out_of_memory_under_cuda_graphs_keeps_each_part():
+    adapter = _GraphReplay(limit=3)
+    forward = _Forward(adapter, ("expression",), False, _settings(), torch.device("cpu"), _nullcontext())
+    forward.compiled = True  # as after adapter.compile(mode="reduce-overhead")
+    adapter.uncompile = lambda: None
+    x = torch.arange(10 * 16, dtype=torch.float32).reshape(10, 1, 4, 4)
+    out = forward(x)["expression"]
+    np.testing.assert_array_equal(out[:, 0].numpy(), x.flatten(1).sum(1).numpy())
 
 
 def test_out_of_memory_with_one_image_says_what_to_do():

@@ -86,3 +86,15 @@ def test_rescore_cli(finished_run, capsys):
     assert all(r["ci"] is None for r in results["records"])
     assert main(["rescore", str(tmp_path / "nowhere")]) == 2
     assert "is not a run folder" in capsys.readouterr().err
+
+
+def test_rescore_looks_up_the_precision_the_run_stored(finished_run, monkeypatch):
+    """An fp32 run re-scored with a suite whose defaults ask for bf16 still finds its predictions:
+    the precision is part of the store key, and the run's own precision is the one that was stored."""
+    tmp_path, first = finished_run
+    monkeypatch.setattr(runner, "make_model", lambda *a, **k: pytest.fail("rescore must not load a model"))
+    bf16_suite = tmp_path / "three-bf16.yaml"
+    bf16_suite.write_text(SUITE.replace("defaults: {bootstrap: 100, seed: 3}",
+                                        "defaults: {bootstrap: 100, seed: 3, amp: bf16}"))
+    again = rescore_run(tmp_path / "run", suite_path=bf16_suite, out=tmp_path / "bf16", log=lambda m: None)
+    assert _values(again.results) == _values(first.results)

@@ -40,7 +40,9 @@ def _stats(paths) -> list:
     for path in paths:
         try:
             st = os.stat(path)
-            out.append((st.st_size, st.st_mtime_ns))
+            # ctime and inode too: a same-size rewrite within a coarse mtime tick, or a copy that
+            # keeps mtimes (cp -p, rsync -a, archives), still changes them
+            out.append((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
         except OSError:
             out.append(None)
     return out
@@ -68,7 +70,7 @@ class FileImages:
         return f"{len(self)} image files"
 
     def content_stamp(self) -> dict:
-        """Paths, boxes, byte sizes and modification times (one ``stat`` per file, no reading):
+        """Paths, boxes, byte sizes, modification and change times and inodes (one ``stat`` per file, no reading):
         what the decoded-image cache keys on, so an edited or replaced file is decoded again."""
         if len(self.paths) > 4096:  # os.stat releases the GIL: threads overlap the system calls
             from concurrent.futures import ThreadPoolExecutor

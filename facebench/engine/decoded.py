@@ -8,7 +8,7 @@ Layout under the cache folder::
 ``key`` = hash(content stamp of the images, dataset fingerprint, uint8 preprocessing). The uint8
 preprocessing is the part of an ``InputSpec`` that acts before normalisation (size, channels, colour
 order, crop, interpolation), so models that share it (whatever their mean/std) share the entry.
-The content stamp of image files is their paths, boxes, byte sizes and modification times: an
+The content stamp of image files is their paths, boxes, byte sizes, mtimes, ctimes and inodes: an
 edited or replaced file gives a new key. In-memory images (``ArrayImages``) have no stamp and
 are never cached: there is nothing to decode.
 

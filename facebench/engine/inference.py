@@ -80,7 +80,12 @@ class _Forward:
         while start < x.shape[0]:
             chunk = x[start : start + self.micro]
             try:
-                parts.append(self._predict(chunk))
+                out = self._predict(chunk)
+                if self.compiled and chunk.shape[0] < x.shape[0]:
+                    # a split batch under CUDA graphs (compile modes reduce-overhead, max-autotune): the
+                    # next call overwrites this call's outputs, so keep copies
+                    out = {k: v.clone() for k, v in out.items()}
+                parts.append(out)
             except Exception as err:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                 if not _is_oom(err):
                     raise
