@@ -196,6 +196,8 @@ def test_two_processes_build_the_decoded_cache_together(tmp_path):
     entries = DecodedCache(tmp_path / "c2").entries()
     assert len(entries) == 1 and entries[0]["meta"]["n"] == 69
     assert not list((tmp_path / "c2" / "decoded").glob(".tmp-*"))
+    entry = tmp_path / "c2" / "decoded" / entries[0]["key"]
+    assert sorted(p.name for p in entry.iterdir()) == ["images.npy", "meta.json"]  # the rank parts were joined
     ref = _stored(tmp_path / "c1")
     got = _stored(tmp_path / "c2").align(ref.ids)
     np.testing.assert_array_equal(got.outputs["expression"], ref.outputs["expression"])

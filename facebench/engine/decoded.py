@@ -127,11 +127,11 @@ class DecodedCache:
               progress: bool = True, rank: int = 0, world_size: int = 1) -> CachedImages | None:
         """Decode every image of ``dataset`` into a new entry and return it (``None`` when it
         does not fit on the disk). With ``world_size > 1`` (torchrun) every rank must call this:
-        each decodes a contiguous block of rows into the same file, rank 0 publishes the entry."""
+        each decodes a contiguous block of rows into its own part file; rank 0 joins them and publishes the entry."""
         from facebench.engine import distributed as fdist
 
         shape = (len(dataset), spec.channels, *spec.size)
-        need = int(np.prod(shape)) + 4096
+        need = (int(np.prod(shape)) + 4096) * (2 if world_size > 1 else 1)  # the entry, and the rank parts
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = None
         if rank == 0:
@@ -153,11 +153,20 @@ class DecodedCache:
         tmp = Path(tmp)
         try:
             block = fdist.shard_indices(len(dataset), rank, world_size)
+            # one process writes the entry in place; several write a part file each, which rank 0
+            # then joins (ranks never write to the same file: on a network filesystem, pages that
+            # two nodes write would be written back whole, one node's over the other's rows)
+            target, offset = tmp / "images.npy", int(block[0]) if len(block) else 0
+            if world_size > 1:
+                target, offset = tmp / f"part-{rank:05d}.npy", 0
+                np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(len(block), *shape[1:])).flush()
             if len(block):
-                self._fill(tmp / "images.npy", dataset.subset(block), spec, int(block[0]), num_workers,
-                           progress and rank == 0, world_size)
+                self._fill(target, dataset.subset(block), spec, offset, num_workers, progress and rank == 0,
+                           world_size)
             fdist.barrier()
             if rank == 0:
+                if world_size > 1:
+                    self._join_parts(tmp, world_size)
                 self._publish(tmp, key, dataset, spec, shape)
         except BaseException:
             if rank == 0:
@@ -181,6 +190,23 @@ class DecodedCache:
                 array[position : position + n] = batch.numpy()
                 position += n
                 bar.update(n)
+        array.flush()
+        del array
+
+    @staticmethod
+    def _join_parts(tmp: Path, world_size: int) -> None:
+        """Copy every rank's part file, in rank order, into ``images.npy`` and remove the parts."""
+        array = np.load(tmp / "images.npy", mmap_mode="r+")
+        position = 0
+        for r in range(world_size):
+            part_path = tmp / f"part-{r:05d}.npy"
+            part = np.load(part_path, mmap_mode="r")
+            array[position : position + len(part)] = part
+            position += len(part)
+            del part
+            part_path.unlink()
+        if position != len(array):
+            raise RuntimeError(f"decoded-cache parts hold {position} rows, expected {len(array)}")
         array.flush()
         del array
 
