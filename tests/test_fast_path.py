@@ -173,6 +173,32 @@ def test_stale_temporary_folder_of_a_dead_process_is_removed(folder, tmp_path):
     assert not stale.exists()
 
 
+def test_a_live_build_is_told_from_a_dead_one_by_its_lock_not_its_process_id(folder, tmp_path):
+    """Containers sharing a hostname but not a PID namespace: the owner's pid looks dead from here.
+    A build whose lock is held stays; one whose lock is free (its process is gone) is removed."""
+    import json
+    import socket
+
+    from facebench.engine.decoded import LOCK_NAME, _hold_lock
+
+    dataset = ImageFolder(path=folder).load("test")
+    spec = SynthCNNAdapter().input_spec
+    cache = DecodedCache(tmp_path)
+    live, dead = cache.dir / ".tmp-live-00000001", cache.dir / ".tmp-dead-00000002"
+    for path in (live, dead):
+        path.mkdir(parents=True)
+        (path / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345}))
+    held = _hold_lock(live / LOCK_NAME)  # a running build elsewhere
+    _hold_lock(dead / LOCK_NAME).close()  # a build whose process died: the lock file stays, unlocked
+    try:
+        cache.build(cache.key(dataset, spec), dataset, spec, progress=False)
+        assert live.exists() and not dead.exists()
+    finally:
+        held.close()
+    entry = next(p for p in cache.dir.iterdir() if not p.name.startswith("."))
+    assert sorted(p.name for p in entry.iterdir()) == ["images.npy", "meta.json"]
+
+
 def test_no_room_on_disk_falls_back_to_decoding_in_line(folder, tmp_path, monkeypatch):
     dataset = ImageFolder(path=folder).load("test")
     adapter = SynthCNNAdapter()

@@ -133,7 +133,7 @@ class DecodedCache:
         shape = (len(dataset), spec.channels, *spec.size)
         need = (int(np.prod(shape)) + 4096) * (2 if world_size > 1 else 1)  # the entry, and the rank parts
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = None
+        tmp, lock = None, None
         if rank == 0:
             self._remove_stale_tmp()
             free = shutil.disk_usage(self.dir).free
@@ -146,6 +146,7 @@ class DecodedCache:
                 tmp = self.dir / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
                 tmp.mkdir()
                 (tmp / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+                lock = _hold_lock(tmp / LOCK_NAME)
                 np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=shape).flush()
         tmp = fdist.broadcast_object(None if tmp is None else str(tmp))
         if tmp is None:
@@ -172,6 +173,9 @@ class DecodedCache:
             if rank == 0:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            if lock is not None:
+                lock.close()  # releases the lock
         fdist.barrier()
         return self.get(key, dataset, spec)
 
@@ -215,6 +219,7 @@ class DecodedCache:
                 "uint8": uint8_spec(spec), "dataset_fingerprint": dataset.fingerprint()}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
         (tmp / "owner.json").unlink(missing_ok=True)
+        (tmp / LOCK_NAME).unlink(missing_ok=True)  # the builder still holds it open until the build returns
         final = self.dir / key
         try:
             os.rename(tmp, final)
@@ -235,8 +240,12 @@ class DecodedCache:
                 owner = json.loads((path / "owner.json").read_text())
             except (OSError, ValueError):
                 continue
-            if owner.get("host") == socket.gethostname() and owner.get("pid") != os.getpid() \
-                    and not _alive(int(owner.get("pid", 0))):
+            if owner.get("host") != socket.gethostname() or owner.get("pid") == os.getpid():
+                continue
+            # the builder's lock says whether it still runs, also across PID namespaces (containers
+            # sharing a hostname); folders without a lock fall back to the process id
+            held = _lock_held(path / LOCK_NAME)
+            if held is False or (held is None and not _alive(int(owner.get("pid", 0)))):
                 shutil.rmtree(path, ignore_errors=True)
 
     # -- housekeeping ---------------------------------------------------------------------------
@@ -260,6 +269,41 @@ class DecodedCache:
                 shutil.rmtree(self.dir / row["key"], ignore_errors=True)
                 removed += 1
         return removed
+
+
+LOCK_NAME = "build.lock"
+
+
+def _hold_lock(path: Path):
+    """An open file holding an exclusive ``flock`` on ``path`` (None where there is no fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the process-id check alone
+        return None
+    handle = open(path, "w")  # noqa: SIM115 - held open for the whole build
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
+def _lock_held(path: Path) -> bool | None:
+    """Whether a live process holds the lock on ``path``; None when unknown (no lock file, no fcntl)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        handle = open(path)
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def _alive(pid: int) -> bool:
