@@ -86,6 +86,21 @@ def test_bench_fer_end_to_end_vs_bare_forward(benchmark, tmp_path):
                                        f"(preprocessing, normalisation, store writes)")
 
 
+def _ready_tensors(dataset, spec) -> torch.Tensor:
+    """Every image of ``dataset`` decoded, resized and normalised: the bare forward's input."""
+    return normalise_batch(torch.stack([prepare_uint8(dataset.images.load(i), spec) for i in range(len(dataset))]),
+                           spec)
+
+
+def _bare_forward(adapter, ready: torch.Tensor) -> tuple[float, np.ndarray]:
+    """Seconds and outputs of the adapter's forward alone over ``ready``, batch by batch."""
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        outs = [adapter.forward(ready[s : s + BATCH], ("expression",), False)["expression"].numpy()
+                for s in range(0, len(ready), BATCH)]
+    return time.perf_counter() - t0, np.concatenate(outs)
+
+
 def test_bench_fer_real_privatetest_files_vs_bare_forward(benchmark, tmp_path, shared_data):
     """The same ratio on the real FER2013 PrivateTest JPEG files with a warm decoded-image cache
     (the files were decoded once by an earlier run; the prediction store is empty every round).
@@ -101,19 +116,14 @@ def test_bench_fer_real_privatetest_files_vs_bare_forward(benchmark, tmp_path, s
         dataset = dataset.subset(np.arange(256))
     adapter = fm.FerMiniXceptionAdapter().eval()
     spec = adapter.input_spec
-    ready = normalise_batch(torch.stack([prepare_uint8(dataset.images.load(i), spec) for i in range(len(dataset))]),
-                            spec)
+    ready = _ready_tensors(dataset, spec)
     settings = InferenceSettings(batch_size=BATCH, device="cpu", progress=False)
     store = PredictionStore(tmp_path / "cache")
     bare_s, e2e_s, results = [], [], {}
 
     def bare():
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            outs = [adapter.forward(ready[s : s + BATCH], ("expression",), False)["expression"].numpy()
-                    for s in range(0, len(dataset), BATCH)]
-        bare_s.append(time.perf_counter() - t0)
-        results["bare"] = np.concatenate(outs)
+        seconds, results["bare"] = _bare_forward(adapter, ready)
+        bare_s.append(seconds)
 
     def end_to_end():
         store.clear()  # predictions gone; the decoded images stay
@@ -168,19 +178,14 @@ def test_bench_fer_whole_run_vs_bare_forward(benchmark, tmp_path, shared_data):
     dataset = FER2013Images(path=shared_data / "fer2013_images").load("test")
     adapter = fm.FerMiniXceptionAdapter().eval()
     spec = adapter.input_spec
-    ready = normalise_batch(torch.stack([prepare_uint8(dataset.images.load(i), spec) for i in range(len(dataset))]),
-                            spec)
+    ready = _ready_tensors(dataset, spec)
     cache = tmp_path / "cache"
     store = PredictionStore(cache)
     bare_s, whole_s, results = [], [], {}
 
     def bare():
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            outs = [adapter.forward(ready[s : s + BATCH], ("expression",), False)["expression"].numpy()
-                    for s in range(0, len(dataset), BATCH)]
-        bare_s.append(time.perf_counter() - t0)
-        results["bare"] = np.concatenate(outs)
+        seconds, results["bare"] = _bare_forward(adapter, ready)
+        bare_s.append(seconds)
 
     def whole_run():
         store.clear()  # predictions gone; the decoded images stay
