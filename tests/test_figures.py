@@ -17,7 +17,8 @@ import pytest
 
 from facebench.report import figures as F
 
-EXAMPLES = Path(os.environ.get("FACEBENCH_EXAMPLES", "/tmp/examples"))
+# a folder of example run folders (e.g. from `facebench run`), given by the environment; unset: those tests skip
+EXAMPLES = Path(os.environ["FACEBENCH_EXAMPLES"]) if os.environ.get("FACEBENCH_EXAMPLES") else None
 EXAMPLE_RUNS = ("demo", "verification", "open_set_loo", "fairness_real", "cross_domain_real", "label_free_real")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -303,6 +304,8 @@ def test_run_figures_writes_into_figures_folder(tmp_path):
 
 # ------------------------------------------------------------------------------------ example runs
 def _example(name: str) -> dict:
+    if EXAMPLES is None:
+        pytest.skip("no example runs: set FACEBENCH_EXAMPLES to a folder of run folders (demo, ...)")
     path = EXAMPLES / name / "results.json"
     if not path.exists():
         pytest.skip(f"example run {path} not present (set FACEBENCH_EXAMPLES to a folder of example runs)")
