@@ -26,6 +26,10 @@ class RegistryError(FacebenchError):
     """An unknown dataset, model or protocol name."""
 
 
+class CompareError(FacebenchError):
+    """``compare`` or ``baseline`` cannot judge its inputs (unreadable, malformed, incomparable): exit 2."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ' Did you mean "x"?' for the closest choice, or '' when none is close."""
     matches = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
