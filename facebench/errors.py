@@ -30,6 +30,21 @@ class CompareError(FacebenchError):
     """``compare`` or ``baseline`` cannot judge its inputs (unreadable, malformed, incomparable): exit 2."""
 
 
+class CacheWarning(UserWarning):
+    """The cache folder (prediction store, decoded images) is corrupt or unusable; the run goes on."""
+
+
+# Exit codes: the one table (README "Exit codes" lists the same; tests/test_integrity.py checks it).
+EXIT_OK = 0  # every command: done; run/rescore: every task ran
+EXIT_TASK_FAILED = 1  # run/rescore: a task failed (the others' results are kept)
+EXIT_BAD_INPUT = 2  # every command: bad configuration, arguments or data (a FacebenchError); nothing was judged
+EXIT_NOTHING_EVALUATED = 3  # run/rescore: every task was skipped (the run folder records why)
+EXIT_REGRESSION = 1  # compare: a metric regressed
+EXIT_CANNOT_JUDGE = 2  # compare: cannot judge (unreadable, malformed, NaN, missing, mismatched)
+EXIT_INTERNAL_ERROR = 4  # every command: a bug in facebench (never read as "regression" or "task failed")
+EXIT_INTERRUPTED = 130  # every command: Ctrl-C (128 + SIGINT)
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ' Did you mean "x"?' for the closest choice, or '' when none is close."""
     matches = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
