@@ -14,7 +14,7 @@ from typing import Any, Callable
 import facebench
 from facebench.errors import ConfigError, DatasetNotFoundError
 from facebench.fingerprint import hash_object
-from facebench.suite import Suite, _check_kwargs, load_suite, make_loader, make_protocol
+from facebench.suite import Suite, _check_kwargs, check_name, load_suite, make_loader, make_protocol
 
 
 @dataclass
@@ -118,6 +118,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     if not model:
         raise ConfigError("No model given: pass --model NAME (see `facebench list models`), or set "
                           "`defaults: {model: NAME}` in the suite.")
+    check_name(model, "model name")  # it names the default run folder
     model_args = {**(d.get("model_args") or {}), **(model_args or {})}
     dist_ctx = fdist.init_from_env(d["device"])
     if not dist_ctx.is_main:  # quiet: rank 0 speaks for the job
@@ -355,7 +356,7 @@ def rescore_run(run_dir: str | Path, suite_path: str | Path | None = None, overr
         return run_suite(suite_path, overrides=overrides, out=out, force=force, cache_dir=cache_dir,
                          progress=False, log=log, adapter=adapter, figures=figures)
     with tempfile.TemporaryDirectory() as tmp:
-        name = manifest["suite_as_run"]["name"]
+        name = check_name(manifest["suite_as_run"]["name"], "the run's suite name")
         path = Path(tmp) / f"{name}.yaml"
         suite = dict(manifest["suite_as_run"])
         suite["defaults"] = {k: v for k, v in (suite.get("defaults") or {}).items() if v is not None}

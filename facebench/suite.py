@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from typing import Any
 import yaml
 
 from facebench.errors import ConfigError, FacebenchError, did_you_mean
+from facebench.safe_yaml import BoundedLoader, YamlError
+from facebench.safe_yaml import load_file as _load_yaml_file
 
 DEFAULTS: dict[str, Any] = {
     "batch_size": 256,
@@ -64,6 +67,33 @@ TOP_KEYS = {"name": (str,), "description": (str,), "defaults": (dict,), "tasks":
 TASK_KEYS = {"name": (str,), "dataset": (str,), "split": (str,), "protocol": (str,), "params": (dict,),
              "dataset_args": (dict,), "path": (str,), "description": (str,)}
 REQUIRED_TASK_KEYS = ("name", "dataset", "protocol")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_NAME = 100
+
+
+def name_problem(value, what: str) -> str | None:
+    """Why ``value`` cannot name a suite, task or model (they become folder, file and array names), or None.
+
+    The rule: 1 to 100 characters of ``A-Z a-z 0-9 . _ -``, starting with a letter or digit, no ``..``.
+    """
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or len(value) > MAX_NAME or ".." in value:
+        return (f"{what} {value!r} is not a safe name: use 1 to {MAX_NAME} letters, digits, '.', '_' or '-', "
+                f"starting with a letter or digit, without '..' (names become folder and file names).")
+    return None
+
+
+def check_name(value, what: str) -> str:
+    """``value`` if it is a safe name (see ``name_problem``), else a ConfigError."""
+    problem = name_problem(value, what)
+    if problem:
+        raise ConfigError(problem)
+    return value
+
+
+def _stem_name(path: Path) -> str:
+    """A suite without ``name:`` is named after its file, unsafe characters replaced by '-'."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).replace("..", "-").strip("._-")[:MAX_NAME]
+    return stem or "suite"
 
 
 class _LineDict(dict):
@@ -73,8 +103,8 @@ class _LineDict(dict):
     line: int
 
 
-class _LineLoader(yaml.SafeLoader):
-    pass
+class _LineLoader(BoundedLoader):
+    """The bounded loader (size, depth, aliases, duplicate keys: facebench.safe_yaml) with line numbers."""
 
 
 def _construct_mapping(loader, node, deep=False):
@@ -84,6 +114,9 @@ def _construct_mapping(loader, node, deep=False):
     mapping.line = node.start_mark.line + 1
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float, bool, type(None))):
+            raise yaml.constructor.ConstructorError(None, None, "a key must be a plain value, not a list or "
+                                                    "mapping", key_node.start_mark)
         mapping[key] = loader.construct_object(value_node, deep=True)
         mapping.lines[key] = key_node.start_mark.line + 1
     return mapping
@@ -178,14 +211,15 @@ def load_suite(path: str | Path, overrides: dict | None = None) -> Suite:
         raise ConfigError(f"Suite file {file} not found. Suites shipped with facebench live in suites/ "
                           f"(e.g. suites/demo.yaml).")
     try:
-        raw = yaml.load(path.read_text(), Loader=_LineLoader)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise SuiteError(file, [Problem(mark.line + 1 if mark else None, f"invalid YAML: {err}")]) from None
+        raw = _load_yaml_file(path, loader=_LineLoader)
+    except YamlError as err:
+        raise SuiteError(file, [Problem(err.line, err.problem)]) from None
     problems: list[Problem] = []
     if not isinstance(raw, dict):
         raise SuiteError(file, [Problem(None, "a suite must be a mapping with `tasks:` (and optional `defaults:`)")])
     _check_keys(raw, TOP_KEYS, "the suite", problems)
+    if isinstance(raw.get("name"), str) and name_problem(raw["name"], "suite name"):
+        problems.append(Problem(raw.lines.get("name"), name_problem(raw["name"], "suite name")))
 
     defaults = copy.deepcopy(DEFAULTS)
     given = raw.get("defaults") or _LineDict()
@@ -215,6 +249,10 @@ def load_suite(path: str | Path, overrides: dict | None = None) -> Suite:
         if missing:
             problems.append(Problem(item.line, f"{where} is missing {', '.join(missing)}."))
             continue
+        if isinstance(item["name"], str) and name_problem(item["name"], "task name"):
+            problems.append(Problem(item.lines.get("name"), name_problem(item["name"], "task name")))
+        if not all(_check_type(item[k], TASK_KEYS[k]) for k in REQUIRED_TASK_KEYS):
+            continue  # reported by _check_keys
         if item["name"] in seen:
             problems.append(Problem(item.lines.get("name"), f"duplicate task name {item['name']!r}."))
         seen.add(item["name"])
@@ -222,7 +260,7 @@ def load_suite(path: str | Path, overrides: dict | None = None) -> Suite:
         tasks.append(Task(line=item.line, **{k: (_plain(v) if isinstance(v, dict) else v) for k, v in kwargs.items()}))
     if problems:
         raise SuiteError(file, problems)
-    return Suite(name=raw.get("name") or path.stem, file=file, tasks=tasks, defaults=_plain(defaults),
+    return Suite(name=raw.get("name") or _stem_name(path), file=file, tasks=tasks, defaults=_plain(defaults),
                  description=raw.get("description", ""))
 
 

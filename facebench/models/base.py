@@ -156,7 +156,7 @@ class ModelAdapter:
 
 def parse_model_args(text: str | None) -> dict[str, Any]:
     """``key=value,key2=value2`` -> dict; values parsed as YAML scalars (numbers, booleans)."""
-    import yaml
+    from facebench.safe_yaml import load as load_yaml
 
     if not text:
         return {}
@@ -167,5 +167,5 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
         if "=" not in part:
             raise ConfigError(f"--model-args expects key=value pairs separated by commas; got {part!r}.")
         key, value = part.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value.strip()) if value.strip() else ""
+        out[key.strip()] = load_yaml(value.strip(), f"--model-args {key.strip()}") if value.strip() else ""
     return out

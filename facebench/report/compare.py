@@ -95,9 +95,9 @@ def write_baseline(run: str | Path, out: str | Path) -> Path:
 def load_tolerances(path: str | Path | None) -> dict[str, dict]:
     if path is None:
         return {}
-    import yaml
+    from facebench.safe_yaml import load_file
 
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = load_file(path) or {}
     if not isinstance(data, dict) or not all(isinstance(v, dict) and set(v) <= {"abs", "ci"} and len(v) == 1
                                              for v in data.values()):
         raise ConfigError(f"{path}: expected {{metric glob: {{abs: x}} or {{ci: k}}}}, e.g. "
