@@ -11,21 +11,84 @@ Layout under the cache folder::
 ``key`` = hash(model fingerprint, preprocessing fingerprint, dataset-split fingerprint). Every
 file is written to a temporary name in the same folder and renamed, so a killed run never leaves
 a half-written file behind.
+
+Integrity: ``meta.json`` records the size and BLAKE2b digest of ``predictions.npz``; ``has`` and
+``load`` verify them (once per process and file version: a stat signature of size, mtime and
+inode skips the hash afterwards; 100 MB hash in about 0.16 s on the 2-core development CPU, a FER2013
+split's 100 KB in well under 1 ms). A corrupt, truncated or swapped entry is reported with one
+``CacheWarning`` naming it, removed (it is facebench's own file) and computed again. Each shard holds a
+``checksum__`` array, the digest of its other arrays; a shard that fails it is skipped (its samples
+are run again). Entries written before checksums existed are checked by reading every array.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from facebench.errors import CacheWarning
 from facebench.fingerprint import hash_object
+
+SHARD_CHECKSUM = "checksum__"
+_verified: dict[str, tuple] = {}  # file -> stat signature whose content was verified in this process
+_warned: set[str] = set()  # topics already reported in this process (one warning each)
+
+
+def warn_once(topic: str, message: str) -> None:
+    """One ``CacheWarning`` per ``topic`` and process (a broken cache is reported once, not per file)."""
+    if topic not in _warned:
+        _warned.add(topic)
+        warnings.warn(CacheWarning(message), stacklevel=3)
+
+
+def cache_unavailable(root: Path, err: OSError) -> None:
+    """Report, once per cache folder, that it cannot be written and the run goes on without it."""
+    warn_once(f"unavailable:{root}",
+              f"the cache folder {root} cannot be used ({type(err).__name__}: {err.strerror or err}); this run "
+              f"goes on without it: predictions are computed in memory and not stored. Free space, fix its "
+              f"permissions, or pass --cache-dir (or set FACEBENCH_CACHE) to a writable folder.")
+
+
+def digest_bytes(data) -> str:
+    return "blake2b:" + hashlib.blake2b(data, digest_size=20).hexdigest()
+
+
+def digest_file(path: Path, block: int = 1 << 20) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(block), b""):
+            h.update(chunk)
+    return "blake2b:" + h.hexdigest()
+
+
+def _stat_signature(path: Path) -> tuple:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    """Digest of named arrays: name, dtype, shape and bytes of each, in name order."""
+    h = hashlib.blake2b(digest_size=20)
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return "blake2b:" + h.hexdigest()
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def default_cache_dir() -> Path:
@@ -38,7 +101,23 @@ def default_cache_dir() -> Path:
     return base / "facebench"
 
 
+def current_umask() -> int:
+    """The process's umask (read from /proc where possible; else set and restored at once)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary name beside ``path`` and rename it; the file gets the mode a plain
+    ``open(path, "w")`` would (``0o666 & ~umask``), not mkstemp's 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -46,6 +125,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -58,9 +138,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, _npz_bytes(arrays))
 
 
 @dataclass
@@ -92,18 +170,43 @@ class Predictions:
 
 def _read_shard(path: Path, outputs: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
     """A whole shard, or None when it lacks an output, cannot be read (truncated, empty, not a
-    zip: any error) or its arrays disagree on the number of rows."""
+    zip: any error), fails its checksum or its arrays disagree on the number of rows."""
     try:
         with np.load(path, allow_pickle=False) as data:
             if not all(f"out__{name}" in data for name in outputs):
                 return None
-            ids = data["ids"].astype(str)
-            outs = {name: data[f"out__{name}"] for name in outputs}
+            arrays = {name: data[name] for name in data.files}
     except Exception:  # noqa: BLE001 - BadZipFile, EOFError, ValueError, OSError, KeyError, ...
         return None
+    checksum = arrays.pop(SHARD_CHECKSUM, None)
+    if checksum is not None and str(checksum) != _arrays_digest(arrays):
+        return None
+    ids = arrays["ids"].astype(str)
+    outs = {name: arrays[f"out__{name}"] for name in outputs}
     if any(len(v) != len(ids) for v in outs.values()):
         return None
     return ids, outs
+
+
+def _check_entry_file(path: Path, meta: dict) -> str | None:
+    """What is wrong with a complete entry's ``predictions.npz`` (None: nothing). Hashes it once per
+    process and file version (stat signature); entries without a checksum are read whole instead."""
+    try:
+        signature = _stat_signature(path)
+        if _verified.get(str(path)) == signature:
+            return None
+        if "checksum" not in meta:  # written before checksums: every array must read back (zip CRC)
+            with np.load(path, allow_pickle=False) as data:
+                for name in data.files:
+                    data[name]
+        elif meta.get("bytes") != signature[0]:
+            return f"predictions.npz has {signature[0]} bytes, meta.json says {meta.get('bytes')}"
+        elif digest_file(path) != meta["checksum"]:
+            return "predictions.npz does not match the checksum in meta.json"
+    except Exception as err:  # noqa: BLE001 - BadZipFile, EOFError, ValueError, OSError, ...
+        return f"predictions.npz cannot be read: {type(err).__name__}: {err}"
+    _verified[str(path)] = signature
+    return None
 
 
 class PredictionStore:
@@ -128,12 +231,32 @@ class PredictionStore:
         except (OSError, json.JSONDecodeError):
             return None
 
-    def has(self, key: str, outputs: list[str]) -> bool:
+    def verified_meta(self, key: str) -> dict | None:
+        """``meta`` of a complete entry whose ``predictions.npz`` passes its checksum; a corrupt entry
+        is reported (one ``CacheWarning``), removed, and ``None`` returned, so that it is recomputed."""
         meta = self.meta(key)
+        if meta is None:
+            return None
+        path = self.entry_dir(key) / "predictions.npz"
+        problem = _check_entry_file(path, meta)
+        if problem is None:
+            return meta
+        what = f"{meta.get('model', '?')} on {meta.get('dataset', '?')}/{meta.get('split', '?')}"
+        warn_once(f"corrupt:{path}", f"prediction store entry {key} ({what}) in {self.predictions_dir} is "
+                                     f"corrupt ({problem}): removed; its predictions are computed again.")
+        for name in ("meta.json", "predictions.npz"):
+            try:
+                (self.entry_dir(key) / name).unlink(missing_ok=True)
+            except OSError:
+                pass  # a read-only store: the entry stays unused
+        return None
+
+    def has(self, key: str, outputs: list[str]) -> bool:
+        meta = self.verified_meta(key)
         return meta is not None and set(outputs) <= set(meta.get("outputs", []))
 
     def load(self, key: str) -> Predictions:
-        meta = self.meta(key)
+        meta = self.verified_meta(key)
         if meta is None:
             raise KeyError(f"no complete prediction entry {key} in {self.predictions_dir}")
         with np.load(self.entry_dir(key) / "predictions.npz", allow_pickle=False) as data:
@@ -145,9 +268,12 @@ class PredictionStore:
         arrays = {"ids": np.asarray(predictions.ids).astype(str)}
         arrays.update({f"out__{k}": v for k, v in predictions.outputs.items()})
         directory = self.entry_dir(key)
-        atomic_save_npz(directory / "predictions.npz", arrays)
-        meta = {**meta, "outputs": sorted(predictions.outputs), "n": int(len(predictions.ids))}
+        data = _npz_bytes(arrays)
+        atomic_write_bytes(directory / "predictions.npz", data)
+        meta = {**meta, "outputs": sorted(predictions.outputs), "n": int(len(predictions.ids)),
+                "checksum": digest_bytes(data), "bytes": len(data)}
         atomic_write_text(directory / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
+        _verified[str(directory / "predictions.npz")] = _stat_signature(directory / "predictions.npz")
         shutil.rmtree(directory / "shards", ignore_errors=True)
 
     # -- partial entries (resume) -------------------------------------------------------------
@@ -156,6 +282,7 @@ class PredictionStore:
         """One shard; ``rank`` (multi-process runs) goes into the name so that ranks never collide."""
         arrays = {"ids": np.asarray(ids).astype(str)}
         arrays.update({f"out__{k}": v for k, v in outputs.items()})
+        arrays[SHARD_CHECKSUM] = np.array(_arrays_digest(arrays))
         name = f"shard-{index:06d}.npz" if rank is None else f"shard-{index:06d}-rank{rank:05d}.npz"
         atomic_save_npz(self.entry_dir(key) / "shards" / name, arrays)
 
