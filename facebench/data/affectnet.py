@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facebench.data.confine import confined_paths
 from facebench.data._native import NativeLoader, check_choice, resolve_file, summarize
 from facebench.data.images import FileImages
 from facebench.data.taxonomy import LABEL_ORDERS
@@ -119,7 +120,7 @@ class AffectNet(NativeLoader):
         frame, rows, expression = self._select(split)
         sub = frame.iloc[rows]
         rel = sub["subDirectory_filePath"].str.strip().to_numpy().astype(str)
-        paths = [self.image_dir / r for r in rel]
+        paths = confined_paths(self.image_dir, list(rel), "AffectNet labels")
         boxes = None
         if self.crop:
             x, y, w, h = (pd_numeric(sub[c]) for c in ("face_x", "face_y", "face_width", "face_height"))

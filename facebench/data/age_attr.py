@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facebench.data.confine import confined_paths
 from facebench.data._native import NativeLoader, find_child, list_images
 from facebench.data.dataset import Dataset
 from facebench.data.images import FileImages
@@ -138,7 +139,7 @@ class UTKFace(NativeLoader):
             folder = self.root / "data"
             parsed = [_UTK_NAME.match(n) for n, _ in rows]
             return Dataset(self.name, split, np.array([n for n, _ in rows]), (), None,
-                           FileImages([folder / n for n, _ in rows]),
+                           FileImages(confined_paths(folder, [n for n, _ in rows], f"{self.name} labels")),
                            attributes={"age": np.array([a for _, a in rows]),
                                        "gender": np.array([UTK_GENDERS[int(m.group(2))] if m else "unknown"
                                                            for m in parsed]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from facebench.data.confine import confined_paths
 from facebench.data._native import NativeLoader, summarize
 from facebench.data.images import FileImages
 from facebench.data.taxonomy import LABEL_ORDERS
@@ -115,6 +116,7 @@ class ExpW(NativeLoader):
         if len(rows) == 0:
             raise self._not_found(f"no faces in {self.label_file} (with confidence >= {self.min_confidence}).")
         origin = self.root / "image" / "origin"
-        images = FileImages([origin / n for n in names[rows]], boxes[rows] if self.crop else None)
+        images = FileImages(confined_paths(origin, list(names[rows]), str(self.label_file)),
+                            boxes[rows] if self.crop else None)
         return self._dataset(split, ids[rows], LABEL_ORDERS["expw"], np.array(LABEL_ORDERS["expw"])[values[rows]],
                              images, attributes={"confidence": conf[rows]})

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facebench.data.confine import confined_paths
 from facebench.data._native import NativeLoader, check_choice, summarize
 from facebench.data.images import FileImages
 from facebench.registry import DATASETS
@@ -86,6 +87,7 @@ class FairFace(NativeLoader):
         split = self.resolve_split(split)
         self.check(split)
         rows = self._rows(split)
+        confined_paths(self.root, [r["file"] for r in rows], str(self._csv(split)))  # before any file is looked at
         present = [(self.root / r["file"]).is_file() for r in rows]
         missing = len(rows) - sum(present)
         if missing and self.missing_images == "error":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facebench.data.confine import confined_paths
 from facebench.data._native import (MissingImages, NativeLoader, check_choice, list_dirs, list_images,
                                     resolve_file, summarize)
 from facebench.data.dataset import resolve_data_root
@@ -461,7 +462,7 @@ class FERPlus(NativeLoader):
             has_image = np.zeros(len(frame), dtype=bool)
             has_image[list(last.values())] = True
             rows = np.flatnonzero(keep & has_image)
-            images = FileImages([folder / names[r] for r in rows])
+            images = FileImages(confined_paths(folder, [names[r] for r in rows], "FER+ labels"))
         else:
             rows = np.flatnonzero(keep)
             images = MissingImages(len(rows), "ferplus was loaded with `images: none` (labels only); set `images: "

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facebench.data.confine import confined_paths
 from facebench.data.dataset import Dataset, DatasetLoader
 from facebench.data.images import FileImages
 from facebench.data.taxonomy import CANONICAL_EXPRESSIONS, canonical_name
@@ -80,17 +81,21 @@ class CsvDataset(DatasetLoader):
         "  <path>  a CSV file with a header; columns: `path` (image file, relative to `image_root`,\n"
         "  default the CSV's folder), `label` (class name, or an integer index into `classes`),\n"
         "  optional `split` (values name the splits), optional `id`; every other column becomes a\n"
-        "  per-sample attribute (e.g. subject, race, gender, domain)"
+        "  per-sample attribute (e.g. subject, race, gender, domain); paths that leave the image root\n"
+        "  (absolute, or `..` above it) are refused unless `allow_outside_root: true`"
     )
     how_to_get = "write one: path,label[,split][,subject,...]"
 
     def __init__(self, path=None, data_root=None, *, image_root: str | None = None, path_column: str = "path",
                  label_column: str = "label", split_column: str = "split", id_column: str | None = None,
                  classes: list[str] | None = None, name_map: dict | None = None,
-                 attribute_columns: list[str] | None = None, dataset_name: str = "csv"):
+                 attribute_columns: list[str] | None = None, dataset_name: str = "csv",
+                 allow_outside_root: bool = False):
         super().__init__(path, data_root, image_root=image_root, path_column=path_column,
                          label_column=label_column, split_column=split_column, id_column=id_column,
-                         classes=classes, name_map=name_map, attribute_columns=attribute_columns)
+                         classes=classes, name_map=name_map, attribute_columns=attribute_columns,
+                         **({"allow_outside_root": True} if allow_outside_root else {}))
+        self.allow_outside_root = bool(allow_outside_root)
         self.image_root = image_root
         self.columns = dict(path=path_column, label=label_column, split=split_column, id=id_column)
         self.class_order = tuple(canonical_name(c) for c in classes) if classes else None
@@ -141,7 +146,9 @@ class CsvDataset(DatasetLoader):
         keep = np.array([lab is not None for lab in labels])
         frame = frame[keep]
         labels = [lab for lab in labels if lab is not None]
-        paths = [image_root / p for p in frame[self.columns["path"]]]
+        rows = [f"line {int(i) + 2}" for i in frame.index]  # file line: header is line 1 (pandas keeps the index)
+        paths = confined_paths(image_root, frame[self.columns["path"]].tolist(), str(self.root),
+                               self.allow_outside_root, rows)
         ids = frame[self.columns["id"]].tolist() if self.columns["id"] else frame[self.columns["path"]].tolist()
         skip = {c for c in self.columns.values() if c}
         attr_cols = self.attribute_columns or [c for c in frame.columns if c not in skip]

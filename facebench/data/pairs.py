@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facebench.data.confine import confined_paths
 from facebench.data._native import NativeLoader, check_choice, find_child
 from facebench.data.dataset import Dataset
 from facebench.data.images import FileImages
@@ -42,9 +43,13 @@ def _image_name(name: str, index: str) -> str:
     return f"{name}/{name}_{int(index):04d}.jpg"
 
 
-def build_pairs_dataset(loader, split: str, entries: list[tuple], image_root: Path, missing: str) -> Dataset:
+def build_pairs_dataset(loader, split: str, entries: list[tuple], image_root: Path, missing: str,
+                        allow_outside: bool = False) -> Dataset:
     """``entries`` = (path_a, path_b, same, fold, group, subject_a, subject_b) with image paths relative to
-    ``image_root``; pairs with an absent image are an error, or left out (``missing == "skip"``)."""
+    ``image_root``; pairs with an absent image are an error, or left out (``missing == "skip"``); a path
+    leaving ``image_root`` is an error unless ``allow_outside`` (see facebench.data.confine)."""
+    confined_paths(image_root, [r for e in entries for r in e[:2]], f"{loader.name} pairs", allow_outside,
+                   [f"pair {i // 2 + 1}" for i in range(2 * len(entries))])
     exists: dict[str, bool] = {}
 
     def present(rel: str) -> bool:
@@ -230,10 +235,12 @@ class PairsCSV(NativeLoader):
     splits = ("test",)
     split_aliases = {"all": "test"}
 
-    def __init__(self, path=None, data_root=None, *, missing_images: str = "error"):
-        super().__init__(path, data_root, missing_images=missing_images)
+    def __init__(self, path=None, data_root=None, *, missing_images: str = "error", allow_outside_root: bool = False):
+        super().__init__(path, data_root, missing_images=missing_images,
+                         **({"allow_outside_root": True} if allow_outside_root else {}))
         check_choice("pairs-csv", "missing_images", missing_images, ("error", "skip"))
         self.missing_images = missing_images
+        self.allow_outside_root = bool(allow_outside_root)
 
     def _file(self) -> Path:
         return self.root if self.root is None or self.root.suffix.lower() == ".csv" else self.root / "pairs.csv"
@@ -265,4 +272,5 @@ class PairsCSV(NativeLoader):
     def load(self, split: str) -> Dataset:
         split = self.resolve_split(split)
         self.check(split)
-        return build_pairs_dataset(self, split, self.entries(), self._file().parent, self.missing_images)
+        return build_pairs_dataset(self, split, self.entries(), self._file().parent, self.missing_images,
+                                   self.allow_outside_root)

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from facebench.data.confine import confined_paths
 from facebench.data._native import NativeLoader, summarize
 from facebench.data.images import FileImages
 from facebench.data.taxonomy import LABEL_ORDERS
@@ -110,7 +111,8 @@ class _RafLoader(NativeLoader):
         ids = np.array([n.rsplit(".", 1)[0] for n in chosen])
         attributes = self._manual_attributes(ids) if self.manual_attributes else {}
         return self._dataset(split, ids, self.class_names, np.array(self.class_names)[values[rows]],
-                             FileImages([self.image_path(n) for n in chosen]), attributes=attributes)
+                             FileImages(confined_paths(self.image_dir, [str(self.image_path(n).relative_to(self.image_dir))
+                                                                        for n in chosen], str(self.label_file))), attributes=attributes)
 
     def _manual_attributes(self, stems: np.ndarray) -> dict[str, np.ndarray]:
         """gender, race and age group from ``Annotation/manual/<stem>_manu_attri.txt`` (lines 6-8)."""
