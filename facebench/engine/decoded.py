@@ -8,17 +8,30 @@ Layout under the cache folder::
 ``key`` = hash(content stamp of the images, dataset fingerprint, uint8 preprocessing). The uint8
 preprocessing is the part of an ``InputSpec`` that acts before normalisation (size, channels, colour
 order, crop, interpolation), so models that share it (whatever their mean/std) share the entry.
-The content stamp of image files is their paths, boxes, byte sizes, mtimes, ctimes and inodes: an
-edited or replaced file gives a new key. In-memory images (``ArrayImages``) have no stamp and
+The content digest of image files hashes their bytes (``facebench.content``: a stat cache in front
+of BLAKE2b, so a warm key reads no file) and crop boxes: an edited or replaced file gives a new key,
+a touched one (same bytes) does not. In-memory images (``ArrayImages``) have no stamp and
 are never cached: there is nothing to decode.
 
 An entry is built in a temporary folder and renamed into place, so a killed build leaves no half
 entry (the temporary folder is removed on the next build). A build that would not fit on the disk
-is skipped with a warning and inference decodes in line instead: nothing fails for want of cache.
+is skipped with a warning and inference decodes in line instead: nothing fails for want of cache;
+so is one whose folder cannot be written (read-only, full, vanished, a file in its place: one
+``CacheWarning`` per cache folder).
+
+Integrity: ``meta.json`` records the size of ``images.npy`` and a BLAKE2b checksum, verified by
+``get`` on first use in a process (a stat signature of size, mtime and inode skips it afterwards).
+Up to ``FULL_CHECK_BYTES`` (64 MiB: FER2013 PrivateTest, 3,589 faces at 64x64 grey, is 14.7 MB and
+hashes in about 25 ms) the checksum covers the whole file; above, it covers the .npy header and
+``SAMPLE_PAGES`` 4 KiB pages spread evenly over the file (a few ms for 1.3 GB, where a full hash
+would cost about 2 s on every run): truncation, a zeroed or overwritten region of any size beyond a
+few pages, and a replaced file are caught, a flipped byte between sampled pages of a large entry
+is not. A corrupt entry is reported (one ``CacheWarning``), removed and decoded again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -34,9 +47,44 @@ from tqdm.auto import tqdm
 
 from facebench.data.dataset import Dataset
 from facebench.data.preprocess import InputSpec, PreparedImages
+from facebench.engine.store import cache_unavailable, digest_file, warn_once
 from facebench.fingerprint import hash_object
 
 DECODE_BATCH = 256
+FULL_CHECK_BYTES = 64 * 2**20  # entries up to this size are hashed whole; larger ones by sampled pages
+SAMPLE_PAGES = 256
+PAGE = 4096
+_verified: dict[str, tuple] = {}  # images.npy -> stat signature verified in this process
+
+
+def images_checksum(path: Path, size: int) -> str:
+    """``blake2b:`` digest of the whole file up to ``FULL_CHECK_BYTES``, else ``blake2b-pages:`` of
+    the first page and ``SAMPLE_PAGES`` pages at evenly spaced offsets (the last one ends the file)."""
+    if size <= FULL_CHECK_BYTES:
+        return digest_file(path)
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        for offset in np.linspace(0, size - PAGE, SAMPLE_PAGES).astype(np.int64).tolist():
+            f.seek(offset)
+            h.update(f.read(PAGE))
+    return "blake2b-pages:" + h.hexdigest()
+
+
+def _check_images(path: Path, meta: dict) -> str | None:
+    """What is wrong with an entry's ``images.npy`` (None: nothing, or no checksum recorded)."""
+    try:
+        st = path.stat()
+        signature = (st.st_size, st.st_mtime_ns, st.st_ino)
+        if "checksum" not in meta or _verified.get(str(path)) == signature:
+            return None
+        if meta.get("bytes") != st.st_size:
+            return f"images.npy has {st.st_size} bytes, meta.json says {meta.get('bytes')}"
+        if images_checksum(path, st.st_size) != meta["checksum"]:
+            return "images.npy does not match the checksum in meta.json"
+    except OSError as err:
+        return f"images.npy cannot be read: {type(err).__name__}: {err}"
+    _verified[str(path)] = signature
+    return None
 
 
 def uint8_spec(spec: InputSpec) -> dict:
@@ -104,24 +152,39 @@ class DecodedCache:
         self.dir = Path(root) / "decoded"
 
     def key(self, dataset: Dataset, spec: InputSpec) -> str | None:
-        stamp = content_stamp(dataset.images)
-        if stamp is None:
+        """hash(content digest of the images in dataset order, dataset fingerprint, uint8 preprocessing);
+        ``None`` for sources that are not cached (in-memory arrays)."""
+        if content_stamp(dataset.images) is None:
             return None
-        return hash_object({"stamp": stamp, "dataset": dataset.fingerprint(), "uint8": uint8_spec(spec)}, length=24)
+        content = dataset.images.content_fingerprint()  # the bytes of every file, through the stat cache
+        return hash_object({"content": content, "dataset": dataset.fingerprint(), "uint8": uint8_spec(spec)},
+                           length=24)
 
     def get(self, key: str, dataset: Dataset, spec: InputSpec) -> CachedImages | None:
-        """The entry when it exists and has the expected size and shape, else ``None``."""
+        """The entry when it exists, passes its checksum and has the expected shape, else ``None``;
+        a corrupt entry is reported (one ``CacheWarning``) and removed, so that it is built again."""
         entry = self.dir / key
         try:
             meta = json.loads((entry / "meta.json").read_text())
-            images = CachedImages(entry / "images.npy")
-            shape = images.array.shape
         except (OSError, ValueError):
-            return None
-        expected = (len(dataset), spec.channels, *spec.size)
-        if tuple(shape) != expected or meta.get("n") != len(dataset):
-            return None
-        return images
+            return None  # no entry (a published entry always has its meta.json)
+        problem = _check_images(entry / "images.npy", meta)
+        if problem is None:
+            expected = (len(dataset), spec.channels, *spec.size)
+            try:
+                images = CachedImages(entry / "images.npy")
+                shape = tuple(images.array.shape)
+            except (OSError, ValueError) as err:
+                problem = f"images.npy cannot be read: {type(err).__name__}: {err}"
+            else:
+                if shape != expected or meta.get("n") != len(dataset):
+                    problem = f"images.npy holds {shape}, expected {expected}"
+        if problem is None:
+            return images
+        warn_once(f"corrupt:{entry}", f"decoded-image cache entry {key} ({dataset.name}/{dataset.split}) in "
+                                      f"{self.dir} is corrupt ({problem}): removed; the images are decoded again.")
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
 
     def build(self, key: str, dataset: Dataset, spec: InputSpec, *, num_workers: int = 0,
               progress: bool = True, rank: int = 0, world_size: int = 1) -> CachedImages | None:
@@ -132,22 +195,12 @@ class DecodedCache:
 
         shape = (len(dataset), spec.channels, *spec.size)
         need = (int(np.prod(shape)) + 4096) * (2 if world_size > 1 else 1)  # the entry, and the rank parts
-        self.dir.mkdir(parents=True, exist_ok=True)
         tmp, lock = None, None
         if rank == 0:
-            self._remove_stale_tmp()
-            free = shutil.disk_usage(self.dir).free
-            if need > 0.9 * free:
-                warnings.warn(f"not caching decoded {dataset.name}/{dataset.split}: it needs {need / 2**20:.0f} MiB "
-                              f"and {self.dir} has {free / 2**20:.0f} MiB free; images are decoded in line "
-                              f"(set decode_cache: off to silence this, or free space / use --cache-dir).",
-                              stacklevel=2)
-            else:
-                tmp = self.dir / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-                tmp.mkdir()
-                (tmp / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
-                lock = _hold_lock(tmp / LOCK_NAME)
-                np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=shape).flush()
+            try:
+                tmp, lock = self._start_build(key, dataset, shape, need)
+            except OSError as err:  # read-only, full or vanished cache folder, a file in its way
+                cache_unavailable(self.dir.parent, err)
         tmp = fdist.broadcast_object(None if tmp is None else str(tmp))
         if tmp is None:
             return None
@@ -169,6 +222,13 @@ class DecodedCache:
                 if world_size > 1:
                     self._join_parts(tmp, world_size)
                 self._publish(tmp, key, dataset, spec, shape)
+        except OSError as err:
+            if rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if world_size > 1:
+                raise
+            cache_unavailable(self.dir.parent, err)  # one process: it decodes in line instead
+            return None
         except BaseException:
             if rank == 0:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -178,6 +238,32 @@ class DecodedCache:
                 lock.close()  # releases the lock
         fdist.barrier()
         return self.get(key, dataset, spec)
+
+    def _start_build(self, key: str, dataset: Dataset, shape: tuple, need: int):
+        """Rank 0: (temporary folder holding an empty images.npy, its lock), or (None, None) when the
+        disk lacks room (with a warning). Raises ``OSError`` when the folder cannot be written."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_tmp()
+        free = shutil.disk_usage(self.dir).free
+        if need > 0.9 * free:
+            warnings.warn(f"not caching decoded {dataset.name}/{dataset.split}: it needs {need / 2**20:.0f} MiB "
+                          f"and {self.dir} has {free / 2**20:.0f} MiB free; images are decoded in line "
+                          f"(set decode_cache: off to silence this, or free space / use --cache-dir).",
+                          stacklevel=3)
+            return None, None
+        tmp = self.dir / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+        lock = None
+        try:
+            tmp.mkdir()
+            (tmp / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+            lock = _hold_lock(tmp / LOCK_NAME)
+            np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=shape).flush()
+        except OSError:
+            if lock is not None:
+                lock.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return tmp, lock
 
     @staticmethod
     def _fill(path: Path, part: Dataset, spec: InputSpec, offset: int, num_workers: int, progress: bool,
@@ -215,14 +301,18 @@ class DecodedCache:
         del array
 
     def _publish(self, tmp: Path, key: str, dataset: Dataset, spec: InputSpec, shape: tuple) -> None:
+        size = (tmp / "images.npy").stat().st_size
         meta = {"dataset": dataset.name, "split": dataset.split, "n": len(dataset), "shape": list(shape),
-                "uint8": uint8_spec(spec), "dataset_fingerprint": dataset.fingerprint()}
+                "uint8": uint8_spec(spec), "dataset_fingerprint": dataset.fingerprint(),
+                "bytes": size, "checksum": images_checksum(tmp / "images.npy", size)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
         (tmp / "owner.json").unlink(missing_ok=True)
         (tmp / LOCK_NAME).unlink(missing_ok=True)  # the builder still holds it open until the build returns
         final = self.dir / key
         try:
             os.rename(tmp, final)
+            st = (final / "images.npy").stat()  # just hashed: no need to hash it again in this process
+            _verified[str(final / "images.npy")] = (st.st_size, st.st_mtime_ns, st.st_ino)
         except OSError:
             if self.get(key, dataset, spec) is None:  # a broken entry is in the way: replace it
                 shutil.rmtree(final, ignore_errors=True)

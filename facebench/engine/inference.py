@@ -19,7 +19,7 @@ from facebench.data.preprocess import InputSpec, PreparedImages, normalise_batch
 from facebench.engine import distributed as fdist
 from facebench.engine.decoded import CachedImages, DecodedCache
 from facebench.engine.device import amp_dtype, normalise_amp, select_device, tune_cpu_allocator
-from facebench.engine.store import PredictionStore, Predictions
+from facebench.engine.store import PredictionStore, Predictions, cache_unavailable
 from facebench.errors import ModelError
 from facebench.models.base import ModelAdapter
 
@@ -149,6 +149,27 @@ class InferenceReport:
     world_size: int = 1  # processes that shared the inference (torchrun); computed_samples counts them all
 
 
+class _StoreWrites:
+    """The store's writes of one ``run_inference`` call. The first ``OSError`` (a read-only, full or
+    vanished cache folder, or a file in its place) is reported once (``cache_unavailable``) and every
+    later write is skipped: the run goes on with its predictions in memory."""
+
+    def __init__(self, store: PredictionStore):
+        self.store, self.ok = store, True
+
+    def __call__(self, method: str, *args, **kwargs) -> bool:
+        """``store.<method>(*args, **kwargs)``; False when it failed or the store is given up."""
+        if not self.ok:
+            return False
+        try:
+            getattr(self.store, method)(*args, **kwargs)
+            return True
+        except OSError as err:
+            self.ok = False
+            cache_unavailable(self.store.root, err)
+            return False
+
+
 def _workers(setting, images, device: torch.device) -> int:
     """``auto``: no workers for in-memory images; on CPU only the cores torch's own threads leave
     free (a worker competing with the forward pass for a core costs more than decoding in-line:
@@ -234,9 +255,11 @@ def _store_only_error(adapter, dataset, store, key, outputs):
 def _predict_into_shards(adapter: ModelAdapter, subset: Dataset, store: PredictionStore, key: str, *,
                          outputs: list[str], heads: tuple[str, ...], features: bool,
                          settings: InferenceSettings, device: torch.device, shard_index: int,
-                         rank: int | None, bar, on_shard=None) -> int:
-    """Run the model over ``subset`` and write its outputs as shards (named with ``rank`` when given);
-    ``on_shard(ids, outputs)`` sees each shard. Returns the next free shard index."""
+                         rank: int | None, bar, on_shard=None, write_shard=None) -> int:
+    """Run the model over ``subset`` and write its outputs as shards (named with ``rank`` when given)
+    through ``write_shard`` (default ``store.write_shard``); ``on_shard(ids, outputs)`` sees each
+    shard. Returns the next free shard index."""
+    write_shard = write_shard or store.write_shard
     autocast_dtype = amp_dtype(settings.amp, device)
     stop_after = int(os.environ.get(STOP_AFTER_SHARDS_ENV) or 0)
     if device.type == "cpu":
@@ -257,7 +280,7 @@ def _predict_into_shards(adapter: ModelAdapter, subset: Dataset, store: Predicti
         ids = np.concatenate(buffer_ids)
         # outputs stay on the device until here: one synchronisation per shard, not per batch
         outs = {k: torch.cat(v).cpu().numpy() for k, v in buffer.items()}
-        store.write_shard(key, shard_index, ids, outs, rank=rank)
+        write_shard(key, shard_index, ids, outs, rank=rank)
         if on_shard is not None:
             on_shard(ids, outs)
         shard_index += 1
@@ -321,10 +344,11 @@ def run_inference(adapter: ModelAdapter, dataset: Dataset, store: PredictionStor
         heads = tuple(o for o in outputs if o != "features")
         features = "features" in outputs
 
+    writes = _StoreWrites(store)
     if getattr(adapter, "precomputed", False):
         # predictions that came from elsewhere (a paper's released logits): looked up by sample id
         preds = _lookup_precomputed(adapter, dataset, outputs, heads, features)
-        store.save(key, preds, _entry_meta(adapter, dataset, heads))
+        writes("save", key, preds, _entry_meta(adapter, dataset, heads))
         return preds, InferenceReport(key, False, 0, len(dataset), time.perf_counter() - start, "precomputed")
 
     done_ids, done_outs, shard_index = store.read_shards(key, outputs)
@@ -346,14 +370,15 @@ def run_inference(adapter: ModelAdapter, dataset: Dataset, store: PredictionStor
                                       may_build=len(remaining) == len(dataset))
         _predict_into_shards(adapter, source.subset(remaining), store, key, outputs=outputs, heads=heads,
                              features=features, settings=settings, device=device, shard_index=shard_index,
-                             rank=None, bar=bar, on_shard=keep)
+                             rank=None, bar=bar, on_shard=keep,
+                             write_shard=lambda *a, **k: writes("write_shard", *a, **k))
         computed = len(remaining)
 
     all_ids = np.concatenate(done_ids) if done_ids else np.array([], dtype=str)
     merged = Predictions(all_ids, {k: np.concatenate(v) for k, v in done_outs.items()})
     preds = merged.align(dataset.ids)
-    store.save(key, preds, _entry_meta(adapter, dataset, heads))
-    preds = store.load(key).align(dataset.ids)
+    if writes("save", key, preds, _entry_meta(adapter, dataset, heads)):
+        preds = store.load(key).align(dataset.ids)
     return preds, InferenceReport(key, False, resumed, computed, time.perf_counter() - start, str(device))
 
 

@@ -54,7 +54,8 @@ def cache_unavailable(root: Path, err: OSError) -> None:
     """Report, once per cache folder, that it cannot be written and the run goes on without it."""
     warn_once(f"unavailable:{root}",
               f"the cache folder {root} cannot be used ({type(err).__name__}: {err.strerror or err}); this run "
-              f"goes on without it: predictions are computed in memory and not stored. Free space, fix its "
+              f"goes on without it (nothing is stored: predictions stay in memory, images are decoded in "
+              f"line). Free space, fix its "
               f"permissions, or pass --cache-dir (or set FACEBENCH_CACHE) to a writable folder.")
 
 
