@@ -30,6 +30,10 @@ class CompareError(FacebenchError):
     """``compare`` or ``baseline`` cannot judge its inputs (unreadable, malformed, incomparable): exit 2."""
 
 
+class OutputError(ConfigError):
+    """An output folder or file cannot be written without touching what facebench did not write."""
+
+
 class CacheWarning(UserWarning):
     """The cache folder (prediction store, decoded images) is corrupt or unusable; the run goes on."""
 

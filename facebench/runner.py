@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import facebench
-from facebench.errors import ConfigError, DatasetNotFoundError
+from facebench.errors import (EXIT_NOTHING_EVALUATED, EXIT_OK, EXIT_TASK_FAILED, ConfigError, DatasetNotFoundError,
+                              OutputError)
 from facebench.fingerprint import hash_object
 from facebench.suite import Suite, _check_kwargs, check_name, load_suite, make_loader, make_protocol
 
@@ -58,25 +59,43 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _debug_traceback() -> str:
+    """The current exception's traceback under ``FACEBENCH_DEBUG=1``, else '' (users see one line)."""
+    import os
+
+    return f"\n{traceback.format_exc()}" if os.environ.get("FACEBENCH_DEBUG") == "1" else ""
+
+
 def default_out_dir(suite: Suite, model: str, root: Path = Path("reports")) -> Path:
     return root / suite.name / model
 
 
 def choose_out_dir(suite: Suite, model: str, out: str | Path | None, force: bool,
                    log: Callable[[str], None] = _stderr) -> Path:
-    """An explicit --out that holds results is refused unless --force; the default folder moves
-    on to ``<model>-2``, ``<model>-3`` ... so that an earlier run is never overwritten silently."""
+    """Where the run folder goes (the marker rule: ``facebench.outdir``). A file, or a non-empty folder
+    that is not a facebench run folder, is always refused; an explicit --out holding an earlier run is
+    refused unless --force. The default folder moves on to ``<model>-2``, ``<model>-3`` ... past any
+    non-empty folder, so nothing is overwritten silently; with --force it replaces an earlier run."""
+    from facebench.outdir import RUN, check_target, is_empty_dir
+
     if out is not None:
         out = Path(out)
-        if (out / "results.json").exists() and not force:
-            raise ConfigError(f"{out}/results.json exists from an earlier run. Pass --force to overwrite it, "
+        if check_target(out, RUN) and not force:
+            raise OutputError(f"{out} holds an earlier run (results.json exists). Pass --force to replace it, "
                               f"or choose another --out folder.")
         return out
     base = default_out_dir(suite, model)
-    if force or not (base / "results.json").exists():
+    if force:
+        check_target(base, RUN)
+        return base
+
+    def free(path: Path) -> bool:
+        return (not path.exists() and not path.is_symlink()) or is_empty_dir(path)
+
+    if free(base):
         return base
     k = 2
-    while (base.parent / f"{base.name}-{k}" / "results.json").exists():
+    while not free(base.parent / f"{base.name}-{k}"):
         k += 1
     chosen = base.parent / f"{base.name}-{k}"
     log(f"note: {base} holds an earlier run; writing to {chosen} (use --force to overwrite, or --out DIR)")
@@ -109,6 +128,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     from facebench.protocols.base import EvalContext, ExtraSplit
     from facebench.report.leaderboard import leaderboard_markdown
     from facebench.report.results import SCHEMA_VERSION, git_commit, library_versions, write_run_folder
+    from facebench.outdir import RUN, write_folder
 
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
@@ -346,10 +366,10 @@ def rescore_run(run_dir: str | Path, suite_path: str | Path | None = None, overr
         overrides["amp"] = run_amp
     if cache_dir is None and manifest.get("cache_dir") and Path(manifest["cache_dir"]).is_dir():
         cache_dir = manifest["cache_dir"]  # the store the run wrote to
-    if out is None and not force:
+    if out is None:  # <run>-rescored; without --force the next free one (-2, ...) past any non-empty folder
         out = run_dir.parent / f"{run_dir.name}-rescored"
         k = 2
-        while (out / "results.json").exists():
+        while not force and out.exists() and not (out.is_dir() and not any(out.iterdir())):
             out = run_dir.parent / f"{run_dir.name}-rescored-{k}"
             k += 1
     if suite_path is not None:

@@ -353,10 +353,18 @@ class DecodedCache:
         return rows
 
     def clear(self, keys: list[str] | None = None) -> int:
+        """Remove entries (all, or those of ``keys``) that are facebench's (key-named folders with a
+        meta.json or images.npy, see ``is_entry_dir``) and the temporary folders of dead builds;
+        never another file or folder."""
+        from facebench.engine.store import is_entry_dir
+
+        if self.dir.is_dir():
+            self._remove_stale_tmp()
         removed = 0
         for row in self.entries():
-            if keys is None or row["key"] in keys:
-                shutil.rmtree(self.dir / row["key"], ignore_errors=True)
+            entry = self.dir / row["key"]
+            if (keys is None or row["key"] in keys) and is_entry_dir(entry, data_files=("images.npy",)):
+                shutil.rmtree(entry, ignore_errors=True)
                 removed += 1
         return removed
 

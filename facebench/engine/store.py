@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -319,9 +320,33 @@ class PredictionStore:
         return rows
 
     def clear(self, keys: list[str] | None = None) -> int:
+        """Remove entries (all, or those of ``keys``); only folders that ``is_entry_dir`` recognises,
+        never another file or folder of the cache root (which may be any folder the user named)."""
         removed = 0
         for row in self.entries():
-            if keys is None or row["key"] in keys:
-                shutil.rmtree(self.entry_dir(row["key"]), ignore_errors=True)
+            directory = self.entry_dir(row["key"])
+            if (keys is None or row["key"] in keys) and is_entry_dir(directory):
+                shutil.rmtree(directory, ignore_errors=True)
                 removed += 1
         return removed
+
+
+ENTRY_KEY = re.compile(r"[0-9a-f]{16,64}")
+
+
+def is_entry_dir(directory: Path, data_files: tuple[str, ...] = ("predictions.npz",)) -> bool:
+    """Whether ``directory`` is a cache entry facebench wrote: a real folder named like a store key
+    (16-64 lowercase hex digits) holding a ``meta.json`` object, a data file, or a ``shards/`` folder
+    of ``shard-*.npz`` files."""
+    directory = Path(directory)
+    if directory.is_symlink() or not directory.is_dir() or not ENTRY_KEY.fullmatch(directory.name):
+        return False
+    try:
+        if isinstance(json.loads((directory / "meta.json").read_text()), dict):
+            return True
+    except (OSError, ValueError):
+        pass
+    if any((directory / name).is_file() for name in data_files):
+        return True
+    shards = directory / "shards"
+    return shards.is_dir() and any(shards.glob("shard-*.npz"))

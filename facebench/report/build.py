@@ -2,8 +2,8 @@
 
 Writes ``leaderboard.md``, ``leaderboard.tex`` (a standalone booktabs document), ``leaderboard.csv``,
 ``figures/<run>/<task>-<kind>.{png,pdf}`` and ``site/index.html`` (one page per task, figures embedded,
-no network assets). Columns whose protocol or dataset fingerprints differ between runs are split
-(or, with ``strict``, refused) -- see ``facebench.report.tables``.
+no network assets), and the ``.facebench-report`` marker. Columns whose protocol or dataset
+fingerprints differ between runs are split (or, with ``strict``, refused) -- see ``facebench.report.tables``.
 """
 
 from __future__ import annotations
@@ -20,12 +20,26 @@ def _safe(text: str) -> str:
 
 def build_report(paths, out: str | Path, strict: bool = False, baseline: str | None = None, ci: str = "brackets",
                  figures: bool = True) -> Path:
-    from facebench.report.html import write_site
+    """Write the report folder ``out`` whole: into a temporary sibling, renamed into place. An earlier
+    report folder (``.facebench-report`` marker) there is replaced; a file, or a non-empty folder
+    without the marker, is refused (``OutputError``) before anything is written."""
+    from facebench.outdir import REPORT, check_target, write_folder
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_target(out, REPORT)
     runs = tables.load_runs(paths)
     table = tables.build_table(runs, strict=strict)
+
+    def write(folder: Path) -> None:
+        _write_report(folder, runs, table, strict=strict, baseline=baseline, ci=ci, figures=figures)
+
+    return write_folder(out, REPORT, write, replace=True)
+
+
+def _write_report(out: Path, runs: list, table, *, strict: bool, baseline: str | None, ci: str,
+                  figures: bool) -> None:
+    from facebench.report.html import write_site
+
     (out / "leaderboard.md").write_text(tables.to_markdown(table))
     (out / "leaderboard.csv").write_text(tables.to_csv(table))
     (out / "leaderboard.tex").write_text(tables.to_latex_document(table, ci="pm" if ci == "pm" else "brackets",
@@ -43,4 +57,3 @@ def build_report(paths, out: str | Path, strict: bool = False, baseline: str | N
                     if str(path).endswith(".png"):
                         by_task.setdefault(task["name"], []).append(str(path))
     write_site(runs, out / "site", figures=by_task, strict=strict)
-    return out

@@ -100,7 +100,14 @@ def read_samples(path: Path) -> dict[str, dict]:
 
 def write_run_folder(out_dir: Path, results: dict, manifest: dict, leaderboard: str,
                      samples: dict | None = None) -> None:
+    """Write the run's files into ``out_dir`` (the runner passes a fresh temporary folder, see
+    ``facebench.outdir.write_folder``), with the ``.facebench-run`` marker when it has none yet."""
+    from facebench.outdir import RUN, read_marker, write_marker
+
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if read_marker(out_dir, RUN) is None:
+        write_marker(out_dir, RUN)
     if samples:
         write_samples(out_dir / "samples.npz", samples)
     atomic_write_text(out_dir / "results.json", to_json(_clean_nans(results)))
