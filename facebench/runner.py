@@ -326,14 +326,17 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
         "started_utc": started.isoformat(timespec="seconds"),
         "total_s": round(time.perf_counter() - t0, 3),
     }
-    write_run_folder(out_dir, results, manifest, leaderboard, samples)
-    if figures:
-        try:
-            from facebench.report.figures import run_figures
+    def write(folder: Path) -> None:  # the temporary sibling; renamed into place once whole
+        write_run_folder(folder, results, manifest, leaderboard, samples)
+        if figures:
+            try:
+                from facebench.report.figures import run_figures
 
-            run_figures(results, out_dir)
-        except Exception as err:  # figures never cost the results
-            log(f"figures could not be drawn: {type(err).__name__}: {err}")
+                run_figures(results, folder)
+            except Exception as err:  # figures never cost the results
+                log(f"figures could not be drawn: {type(err).__name__}: {err}")
+
+    write_folder(out_dir, RUN, write, replace=force)
     return RunOutcome(out_dir, results, manifest, leaderboard, exit_code)
 
 
