@@ -18,6 +18,14 @@ class DatasetNotFoundError(FacebenchError):
     """A dataset folder or file is missing or does not have the expected layout."""
 
 
+class DataError(FacebenchError):
+    """Input data exists but cannot be used as it is (e.g. unreadable image files): exit 2."""
+
+
+class BadImageError(DataError):
+    """One image file cannot be decoded (missing, empty, truncated, not an image)."""
+
+
 class ModelError(FacebenchError):
     """A model cannot be loaded or its outputs disagree with its declared heads."""
 

@@ -11,28 +11,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
-
 from facebench.fingerprint import hash_object
 
 
-def decode_image(path: str | Path, box: Sequence[float] | None = None) -> np.ndarray:
-    """Decode a file to uint8 RGB (H, W, 3); grey files become 1 channel (H, W, 1).
-
-    ``box`` = (left, top, right, bottom) in pixels crops after decoding (clamped to the image).
-    """
-    with Image.open(path) as im:
-        if im.mode in ("1", "LA", "I", "I;16", "F"):
-            im = im.convert("L")
-        elif im.mode not in ("L", "RGB"):
-            im = im.convert("RGB")
-        if box is not None:
-            left, top, right, bottom = (int(round(v)) for v in box)
-            left, top = max(left, 0), max(top, 0)
-            right, bottom = min(right, im.width), min(bottom, im.height)
-            im = im.crop((left, top, right, bottom))
-        array = np.asarray(im, dtype=np.uint8)
-    return array[..., None] if array.ndim == 2 else array
+from facebench.data.decode import decode_image  # noqa: E402,F401  (faithful decoding: see that module)
 
 
 def _stats(paths) -> list:
