@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import traceback
+import warnings
 
 from facebench import __version__
-from facebench.errors import FacebenchError
+from facebench.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EXIT_OK, CacheWarning,
+                              FacebenchError)
 
 
 def _add_run_overrides(p: argparse.ArgumentParser) -> None:
@@ -250,26 +255,56 @@ def cmd_data(args) -> int:
 
     rows = check_datasets(args.names or None, data_root=args.data_root)
     print(format_report(rows))
-    return 0 if all(r["status"] == "ok" for r in rows) or not args.names else 1
+    # 0: every named dataset found (no names: a report of what is found, always 0); 2: a named one is not
+    return EXIT_OK if all(r["status"] == "ok" for r in rows) or not args.names else EXIT_BAD_INPUT
+
+
+@contextlib.contextmanager
+def _plain_warnings():
+    """facebench's own warnings (``CacheWarning``) print as one ``warning: ...`` line, no source line."""
+    original = warnings.formatwarning
+
+    def format_warning(message, category, filename, lineno, line=None):
+        if issubclass(category, CacheWarning):
+            return f"warning: {message}\n"
+        return original(message, category, filename, lineno, line)
+
+    warnings.formatwarning = format_warning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: the ``EXIT_*`` table of ``facebench.errors`` (README, "Exit codes"). A bug (any
+    other exception) prints one ``internal error: ...`` line and exits ``EXIT_INTERNAL_ERROR`` (4,
+    never read as a regression or a failed task); ``FACEBENCH_DEBUG=1`` adds its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
-        return 2
+        return EXIT_BAD_INPUT
     handler = {"run": cmd_run, "rescore": cmd_rescore, "compare": cmd_compare, "baseline": cmd_baseline,
                "report": cmd_report, "validate": cmd_validate, "list": cmd_list, "cache": cmd_cache,
                "data": cmd_data}[args.command]
     try:
-        return handler(args)
+        with _plain_warnings():
+            return handler(args)
     except FacebenchError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - a bug: one line for the user, the traceback on request
+        if os.environ.get("FACEBENCH_DEBUG") == "1":
+            traceback.print_exc(file=sys.stderr)
+        first = str(err).splitlines()[0] if str(err) else ""
+        print(f"internal error: {type(err).__name__}: {first}\nThis is a bug in facebench {__version__}: please "
+              f"report it with the command you ran (rerun with FACEBENCH_DEBUG=1 for the traceback).",
+              file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

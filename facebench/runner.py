@@ -265,9 +265,9 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
         try:
             result = it.protocol.evaluate(ctx)
         except Exception as err:  # keep the other tasks' results
-            exit_code = 1
+            exit_code = EXIT_TASK_FAILED
             row.update(status="failed", reason=f"{type(err).__name__}: {err}")
-            log(f"task {it.task.name} failed: {err}\n{traceback.format_exc()}")
+            log(f"task {it.task.name} failed: {type(err).__name__}: {err}{_debug_traceback()}")
         else:
             row.update(details=result.details, warnings=result.warnings)
             if result.samples is not None:
@@ -291,6 +291,10 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     for item in planned:
         if item.status != "ok":
             task_rows[item.task.name] = {**item.task.to_dict(), "status": item.status, "reason": item.reason}
+    if exit_code == EXIT_OK and not any(row["status"] == "ok" for row in task_rows.values()):
+        exit_code = EXIT_NOTHING_EVALUATED  # the run folder is still written: it records why
+        log("nothing was evaluated: every task was skipped ("
+            + "; ".join(f"{name}: {row.get('reason', '')}" for name, row in task_rows.items()) + ")")
     results = {
         "schema_version": SCHEMA_VERSION,
         "facebench_version": facebench.__version__,
@@ -304,9 +308,9 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     try:
         leaderboard = leaderboard_markdown(results)
     except Exception as err:  # never lose computed results to a rendering bug
-        exit_code = 1
+        exit_code = EXIT_TASK_FAILED
         leaderboard = f"(the leaderboard could not be rendered: {type(err).__name__}: {err}; see results.json)"
-        log(f"leaderboard failed: {err}\n{traceback.format_exc()}")
+        log(f"leaderboard failed: {type(err).__name__}: {err}{_debug_traceback()}")
     manifest = {
         "suite_as_run": suite.to_dict(),
         "suite_file": suite.file,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 PERCENT_METRICS = ("accuracy", "mean_class_accuracy", "macro_f1", "recall[", "precision[", "mean_attribute_accuracy", "cs@",
@@ -17,18 +18,36 @@ def _is_percent(metric: str) -> bool:
 
 def format_value(record: dict, with_ci: bool = True) -> str:
     value = record.get("value")
-    if value is None:
-        return "n/a"
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "n/a"  # absent, or not a number (a hand-edited results.json)
     scale, digits = (100.0, 2) if _is_percent(record["metric"]) else (1.0, 4)
     text = f"{value * scale:.{digits}f}"
     ci = record.get("ci")
-    if with_ci and ci and ci[0] is not None and ci[1] is not None:
+    if with_ci and isinstance(ci, (list, tuple)) and len(ci) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in ci):
         text += f" [{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]"
     return text
 
 
+_MD_SPECIAL = {"\\": "\\\\", "`": "\\`", "|": "\\|", "[": "\\[", "]": "\\]", "<": "&lt;", ">": "&gt;",
+               "&": "&amp;", "\n": " ", "\r": " "}
+_MD_NUMBER = re.compile(r"[-+0-9.,%±\[\] ]*|n/a|–")  # numbers and their CIs, e.g. "81.05 [79.25, 82.75]"
+
+
+def md_escape(text) -> str:
+    """Text for one Markdown table cell, heading or list item: ``\\ ` | [ ]`` are backslash-escaped,
+    ``< > &`` become HTML entities (no raw HTML, links or code spans get through), line breaks become
+    spaces. Cells that are only numbers with their CI brackets pass unchanged (they stay readable)."""
+    text = str(text)
+    if _MD_NUMBER.fullmatch(text):
+        return text
+    return "".join(_MD_SPECIAL.get(ch, ch) for ch in text)
+
+
 def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
-    rows = list(rows)
+    """A Markdown table; every header and cell goes through ``md_escape``."""
+    rows = [[md_escape(c) for c in r] for r in rows]
+    header = [md_escape(h) for h in header]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return lines
@@ -38,7 +57,7 @@ def leaderboard_markdown(results: dict) -> str:
     """One headline table per protocol (a row per task), then each task's detail tables."""
     model = results["model"]["name"]
     records = results["records"]
-    lines = [f"# {results['suite']['name']} — {model}", ""]
+    lines = [f"# {md_escape(results['suite']['name'])} — {md_escape(model)}", ""]
     protocols: list[str] = []
     for task in results["tasks"]:
         if task["protocol"] not in protocols:
@@ -63,7 +82,7 @@ def leaderboard_markdown(results: dict) -> str:
                 continue
             rows.append([task["name"], f"{task['dataset']} / {task['split']}", str(task.get("n", ""))]
                         + [format_value(by_metric[m]) if m in by_metric else "" for m in columns])
-        lines += [f"## {protocol}", ""] + _table(header, rows) + [""]
+        lines += [f"## {md_escape(protocol)}", ""] + _table(header, rows) + [""]
     lines += ["Percentages (OOD metrics as fractions) with 95% bootstrap percentile CIs in brackets; conventions "
               "are in results.json.", ""]
     for task in results["tasks"]:
@@ -92,7 +111,7 @@ def _per_class(task: dict, records: list[dict]) -> list[str]:
         else:
             cells.append("n/a" if row.get("precision") is None else f"{row['precision'] * 100:.2f}")
         rows.append(cells)
-    return [f"### {task['name']}: per class", ""] + _table(header, rows) + [""]
+    return [f"### {md_escape(task['name'])}: per class", ""] + _table(header, rows) + [""]
 
 
 def _imbalanced(task: dict, records: list[dict]) -> list[str]:
@@ -101,7 +120,7 @@ def _imbalanced(task: dict, records: list[dict]) -> list[str]:
     if resampled:
         rows = [[f"{r['factor']:g}", str(r["n"]), f"{100 * r['accuracy']:.2f}", f"{100 * r['mean_class_accuracy']:.2f}",
                  f"{100 * r['gap']:.2f}"] for r in resampled]
-        lines += [f"### {task['name']}: re-sampled test sets", ""]
+        lines += [f"### {md_escape(task['name'])}: re-sampled test sets", ""]
         lines += _table(["imbalance factor", "n", "overall %", "mean %", "gap (points)"], rows) + [""]
     return lines
 
@@ -116,7 +135,7 @@ def _open_set(task: dict, records: list[dict]) -> list[str]:
     rows = [[str(r["open_class"]), str(r.get("n_known", "")), str(r.get("n_unknown", ""))]
             + [(f"{100 * r[k]:.2f}" if k == "closed_set_accuracy" else f"{r[k]:.3f}") for k in keys] for r in table]
     header = ["open class", "n known", "n unknown"] + [_column_name(k) for k in keys]
-    return [f"### {task['name']}: leave-one-class-out", ""] + _table(header, rows) + [""]
+    return [f"### {md_escape(task['name'])}: leave-one-class-out", ""] + _table(header, rows) + [""]
 
 
 def _cross_domain(task: dict, records: list[dict]) -> list[str]:
@@ -126,15 +145,15 @@ def _cross_domain(task: dict, records: list[dict]) -> list[str]:
         return []
     head = [c["column"] + (" (source)" if c["role"] == "source" else "") for c in columns] + ["Mean"]
     cells = [f"{100 * c['value']:.2f}" for c in columns] + [f"{100 * details['mean']:.2f}"]
-    lines = [f"### {task['name']}: {details.get('metric', 'accuracy')} % per column", ""] + _table(head, [cells])
+    lines = [f"### {md_escape(task['name'])}: {md_escape(details.get('metric', 'accuracy'))} % per column", ""] + _table(head, [cells])
     missing = [f"{c['column']}: model lacks {c['classes_missing_in_model']}" for c in columns
                if c["classes_missing_in_model"]]
     missing += [f"{c['column']}: dataset lacks {c['model_classes_missing_in_dataset']}" for c in columns
                 if c["model_classes_missing_in_dataset"]]
     if missing:
-        lines += ["", "Classes missing on one side: " + "; ".join(missing) + "."]
+        lines += ["", "Classes missing on one side: " + md_escape("; ".join(missing)) + "."]
     if task.get("skipped_extra_splits"):
-        lines += ["", "Left out (data absent): " + "; ".join(task["skipped_extra_splits"]) + "."]
+        lines += ["", "Left out (data absent): " + md_escape("; ".join(task["skipped_extra_splits"])) + "."]
     return lines + [""]
 
 
@@ -148,7 +167,7 @@ def _fairness(task: dict, records: list[dict]) -> list[str]:
     rows = [[str(g["group"]), str(g["n"]), format_value(by_name.get(f"{metric}[group={g['group']}]",
                                                                       {"metric": metric, "value": g["value"]}))]
             for g in sorted(groups, key=lambda g: _natural(str(g["group"])))]
-    title = f"### {task['name']}: {metric} by {' x '.join(details.get('by', []))}"
+    title = f"### {md_escape(task['name'])}: {md_escape(metric)} by {md_escape(' x '.join(details.get('by', [])))}"
     return [title, ""] + _table(["group", "n", f"{_column_name(metric)} [CI]"], rows) + [""]
 
 
@@ -170,7 +189,7 @@ def _verification(task: dict, records: list[dict]) -> list[str]:
         rows.append([g, format_value(acc) if acc else "", format_value(by_name[f"fmr[group={g}]"]),
                      format_value(by_name[f"fnmr[group={g}]"])])
     header = ["group", "accuracy % (per-group thresholds)", "FMR (global threshold)", "FNMR (global threshold)"]
-    return [f"### {task['name']}: per group", ""] + _table(header, rows) + [""]
+    return [f"### {md_escape(task['name'])}: per group", ""] + _table(header, rows) + [""]
 
 
 def _label_free(task: dict, records: list[dict]) -> list[str]:
@@ -189,7 +208,7 @@ def _label_free(task: dict, records: list[dict]) -> list[str]:
             rows.append([r["indicator"], r["map"], mae] + [("n/a" if r[k] is None or r[k] != r[k] else f"{r[k]:.3f}")
                                                           for k in ("rmse", "r2", "pearson", "spearman", "kendall")])
         n_sets = sum(part.get("families", {}).values())
-        lines += [f"### {task['name']}: predicting {target} ({n_sets} test sets, truth {lo:.3f} to {hi:.3f}; "
+        lines += [f"### {md_escape(task['name'])}: predicting {md_escape(target)} ({n_sets} test sets, truth {lo:.3f} to {hi:.3f}; "
                   f"maps fitted leave-one-family-out)", ""]
         lines += _table(["indicator", "map", "MAE [CI]", "RMSE", "R2", "Pearson", "Spearman", "Kendall"], rows) + [""]
     return lines

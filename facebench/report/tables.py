@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from facebench.errors import FacebenchError
-from facebench.report.leaderboard import _column_name, _is_percent, format_value
+from facebench.report.leaderboard import _column_name, _is_percent, format_value, md_escape
 
 #: Metric-name prefixes for which lower values are better (see :func:`higher_is_better`).
 LOWER_IS_BETTER = ("nll", "ece", "mae", "rmse", "fpr", "detection_error", "fmr", "fnmr", "gap", "difference", "std",
@@ -283,7 +283,8 @@ def _scale(metric: str) -> tuple[float, int]:
 
 def _ci(record: dict) -> tuple[float, float] | None:
     ci = record.get("ci")
-    if not ci or len(ci) != 2 or ci[0] is None or ci[1] is None:
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in ci):
         return None
     return float(ci[0]), float(ci[1])
 
@@ -292,8 +293,8 @@ def _value(record: dict | None) -> float | None:
     if record is None:
         return None
     v = record.get("value")
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return None
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        return None  # absent, non-finite, or not a number at all (a hand-edited results.json)
     return float(v)
 
 
@@ -323,8 +324,7 @@ def _format(record: dict | None, ci: str | None, pm: str = "±") -> str:
 
 # ----------------------------------------------------------------------------------------------- Markdown / CSV
 
-def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+_md_escape = md_escape  # one rule for every Markdown cell: facebench.report.leaderboard.md_escape
 
 
 def to_markdown(table: Table, ci: str | None = "brackets") -> str:
@@ -347,11 +347,27 @@ def to_markdown(table: Table, ci: str | None = "brackets") -> str:
               + "best per column in bold (direction from the metric name); – = not reported.")
     lines.append(legend)
     if table.status:
-        lines += ["", "Tasks not completed: " + "; ".join(f"{row} / {task}: {s.rstrip('.')}" for (row, task), s in
-                                                          sorted(table.status.items())) + "."]
+        lines += ["", "Tasks not completed: " + md_escape("; ".join(f"{row} / {task}: {s.rstrip('.')}" for (row, task), s
+                                                                    in sorted(table.status.items()))) + "."]
     if table.notes:
         lines += [""] + [f"- {_md_escape(n)}" for n in table.notes]
     return "\n".join(lines) + "\n"
+
+
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A CSV field that a spreadsheet will not run (OWASP CSV injection): text beginning with
+    ``= + - @``, tab or carriage return gets a leading ``'``; numbers (and numeric text such as
+    ``-0.5``) pass unchanged."""
+    if not isinstance(value, str) or not value.startswith(CSV_FORMULA_START):
+        return value
+    try:
+        float(value)
+        return value if value == value.strip() else "'" + value
+    except ValueError:
+        return "'" + value
 
 
 CSV_FIELDS = ("run", "task", "metric", "value", "ci_low", "ci_high", "n", "protocol_fp", "dataset_fp")
@@ -367,11 +383,12 @@ def to_csv(table: Table) -> str:
             rec = table.cells.get((row, i))
             interval = _ci(rec) if rec else None
             value = _value(rec)
-            writer.writerow([row, c.task, c.metric, "" if value is None else repr(value),
-                             "" if interval is None else repr(interval[0]),
-                             "" if interval is None else repr(interval[1]),
-                             "" if not rec or rec.get("n") is None else rec["n"],
-                             c.protocol_fp or "", c.dataset_fp or ""])
+            writer.writerow([csv_cell(v) for v in (
+                row, c.task, c.metric, "" if value is None else repr(value),
+                "" if interval is None else repr(interval[0]),
+                "" if interval is None else repr(interval[1]),
+                "" if not rec or rec.get("n") is None else rec["n"],
+                c.protocol_fp or "", c.dataset_fp or "")])
     return buf.getvalue()
 
 
@@ -381,6 +398,10 @@ _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"
           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
           ">": r"\textgreater{}", "[": "{[}", "]": "{]}", "|": r"\textbar{}", "·": r"$\cdot$", "–": "--",
           "—": "---", "±": r"$\pm$", "\n": " "}
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).splitlines())
 
 
 def latex_escape(text) -> str:
@@ -422,8 +443,8 @@ def to_latex(table: Table, ci: str | None = "pm", bold_best: bool = True, baseli
     if significance is not None:
         lines.append("% \\dag: p < 0.05 (significance given by the caller)")
     elif baseline is not None:
-        lines.append(f"% *: CI does not overlap the CI of baseline {baseline} (conservative, non-paired)")
-    lines += [f"% note: {n}" for n in table.notes]
+        lines.append(f"% *: CI does not overlap the CI of baseline {_one_line(baseline)} (conservative, non-paired)")
+    lines += [f"% note: {_one_line(n)}" for n in table.notes]  # a line break would end the comment
     lines.append("\\begin{tabular}{l" + "r" * ncol + "}")
     lines.append("\\toprule")
     groups = table.column_groups()
@@ -519,7 +540,7 @@ def to_html_table(table: Table, task_links: dict[str, str] | None = None) -> str
             value = _value(rec)
             cls = ' class="best"' if row in best[i] else ""
             sort = "" if value is None else repr(value)
-            cells.append(f'<td data-sort="{sort}"{cls}>{escape(_format(rec, "brackets"))}</td>')
+            cells.append(f'<td data-sort="{escape(sort)}"{cls}>{escape(_format(rec, "brackets"))}</td>')
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody>")
     out.append("</table>")
