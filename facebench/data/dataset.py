@@ -2,8 +2,8 @@
 
 A ``Dataset`` is one split: stable sample ids, an image source, labels as canonical class names,
 the dataset's own class order, and optional per-sample attributes (subject, group, domain, ...).
-Its fingerprint hashes the sorted (id, label) pairs plus the loader's content tag, so a store
-entry is reused only for the same samples with the same labels.
+Its fingerprint hashes the sorted (id, label) pairs, the loader's content tag and the bytes of
+every input image, so a store entry is reused only for the same samples, labels and pixels.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class Dataset:
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
     content_tag: dict = field(default_factory=dict)
     pairs: dict | None = None  # verification: {"a", "b": image indices, "same": bool, "fold": int[, "group": str]}
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.ids = np.asarray(self.ids).astype(str)
@@ -62,19 +63,26 @@ class Dataset:
         return len(self.ids)
 
     def fingerprint(self) -> str:
-        """Hash of sorted (id, label) pairs, the class order and the loader's content tag."""
-        order = np.argsort(self.ids, kind="stable")
-        labels = self.labels[order].tolist() if self.labels is not None else None
-        return hash_object(
-            {
-                "name": self.name,
-                "split": self.split,
-                "ids": self.ids[order].tolist(),
-                "labels": labels,
-                "classes": list(self.classes),
-                "content": self.content_tag,
-            }
-        )
+        """Hash of the sorted (id, label) pairs, the class order, the loader's content tag and the
+        content of every input image, in id order (``images.content_fingerprint(order)``: file bytes
+        through the stat cache of ``facebench.content``, array bytes, transforms; sources without one,
+        such as labels-only placeholders, add nothing). Computed once per Dataset object."""
+        if self._fingerprint is None:
+            order = np.argsort(self.ids, kind="stable")
+            labels = self.labels[order].tolist() if self.labels is not None else None
+            content = getattr(self.images, "content_fingerprint", None)
+            self._fingerprint = hash_object(
+                {
+                    "name": self.name,
+                    "split": self.split,
+                    "ids": self.ids[order].tolist(),
+                    "labels": labels,
+                    "classes": list(self.classes),
+                    "content": self.content_tag,
+                    "images": content(order) if callable(content) else None,
+                }
+            )
+        return self._fingerprint
 
     def pairs_fingerprint(self) -> str | None:
         """Hash of the pair list (image ids of both sides, same flags, folds), None without pairs."""

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from facebench.errors import ConfigError, did_you_mean
-from facebench.fingerprint import hash_object
+from facebench.fingerprint import canonical_json
 
 SEVERITIES = (1, 2, 3, 4, 5)
 NOISE_SIGMA = (8, 16, 24, 36, 48)
@@ -143,11 +143,30 @@ class TransformedImages:
     def describe(self) -> str:
         return f"{self.images.describe()}, transformed by {self.spec}"
 
+    def sample_digests(self) -> np.ndarray | None:
+        """The base source's per-sample digests (``None`` when it has none)."""
+        base = getattr(self.images, "sample_digests", None)
+        return base() if callable(base) else None
+
+    def content_fingerprint(self, order: np.ndarray | None = None) -> str | None:
+        """Hash of the base source's content, the transform's spec, each sample's seed index and the
+        transforms' code version, in ``order`` (``None`` when the base source has no content fingerprint)."""
+        from facebench.content import code_digest, combine
+
+        base = getattr(self.images, "content_fingerprint", None)
+        base = base(order) if callable(base) else None
+        if base is None:
+            return None
+        order = np.arange(len(self)) if order is None else np.asarray(order, dtype=np.int64)
+        return combine("transformed", base, canonical_json(self.spec), self.index[order].astype("<i8").tobytes(),
+                       code_digest([type(self), self.fn]))
+
     def content_stamp(self) -> dict | None:
+        """What the decoded-image cache keys on (``None``: the base source is not cacheable)."""
         base = getattr(self.images, "content_stamp", None)
-        base = base() if callable(base) else None
-        return None if base is None else {"base": base, "transform": self.spec,
-                                          "index": hash_object(self.index.tolist())}
+        if not callable(base) or base() is None:
+            return None
+        return {"content": self.content_fingerprint()}
 
 
 class TransformedLoader:

@@ -9,6 +9,7 @@ own order; the protocol layer maps them onto a dataset's classes by name.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -53,6 +54,17 @@ class ModelAdapter:
         """Tensors whose bytes identify the weights (default: the module's state dict)."""
         module = getattr(self, "module", None)
         return [] if module is None else list(module.state_dict().items())
+
+    def model_files(self) -> dict[str, str | Path | None]:
+        """Files the model is read from, by role (weights, checkpoint, config, sidecar, external data):
+        the bytes of each enter the fingerprint (a missing one as a marker). Default: none."""
+        return {}
+
+    def code_objects(self) -> list:
+        """Classes whose facebench source files are the adapter's code version: the adapter's classes
+        and those of its ``module`` (network definitions)."""
+        module = getattr(self, "module", None)
+        return list(type(self).__mro__) + ([] if module is None else list(type(module).__mro__))
 
     # -- shared -----------------------------------------------------------------------------
     def to(self, device: torch.device | str) -> "ModelAdapter":
@@ -125,16 +137,24 @@ class ModelAdapter:
         return out
 
     def fingerprint(self) -> str:
-        """Hash of the weights' bytes, the adapter settings, heads and input spec."""
+        """Hash of the weights' bytes, the bytes of every model file (``model_files``, through the stat
+        cache of ``facebench.content``), the adapter's code version (the source files of the facebench
+        modules that define it, ``code_objects``), the adapter settings, heads and input spec."""
         if self._fingerprint is None:
+            from facebench.content import code_digest, file_digests
+
             chunks = []
             for key, tensor in self.parameters_for_fingerprint():
                 chunks.append(key.encode())
                 chunks.append(tensor.detach().cpu().contiguous().numpy().tobytes())
             weights = hash_bytes(chunks)
+            files = {role: str(Path(path).expanduser()) for role, path in self.model_files().items() if path}
+            digests = file_digests(list(files.values()))
             self._fingerprint = hash_object({
                 "adapter": type(self).__name__,
                 "weights": weights,
+                "files": {role: d.tobytes().hex() for role, d in zip(files, digests)},
+                "code": code_digest(self.code_objects()),
                 "settings": {k: v for k, v in self.settings.items() if k != "device"},
                 "heads": {k: h.to_dict() for k, h in self.heads.items()},
                 "input": self.input_spec.to_dict(),

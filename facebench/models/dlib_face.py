@@ -22,7 +22,6 @@ import torch
 from facebench.data.preprocess import InputSpec
 from facebench.errors import ConfigError, ModelError
 from facebench.models.base import ModelAdapter
-from facebench.models.generic import file_sha256
 from facebench.registry import MODELS
 
 DLIB_BIN_VERSION = "20.0.1.post1"
@@ -161,7 +160,10 @@ def settings_tensor(settings: dict) -> torch.Tensor:
 
 
 def digest_tensor(path: Path) -> torch.Tensor:
-    return torch.frombuffer(bytearray(file_sha256(path)), dtype=torch.uint8)
+    """The file's content digest (``facebench.content``: stat-cached BLAKE2b) as uint8 bytes."""
+    from facebench.content import file_digest
+
+    return torch.frombuffer(bytearray(file_digest(path)), dtype=torch.uint8)
 
 
 @MODELS.register("dlib-resnet")

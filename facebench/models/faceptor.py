@@ -326,6 +326,10 @@ class FaceptorAdapter(ModelAdapter):
         self.default_head = "expression"
         self.feature_dim = self.module.cfg.recog_out
 
+    def model_files(self):
+        """The checkpoint and config files (their bytes; the loaded weights are hashed too)."""
+        return {"checkpoint": self.settings.get("checkpoint"), "config": self.settings.get("config")}
+
     @property
     def dense_heads(self) -> dict[str, tuple[str, ...]]:
         """Dense heads the checkpoint has: ``{"landmarks": (datasets...), "parsing": (datasets...)}``."""

@@ -401,6 +401,10 @@ class FerMiniXceptionAdapter(ModelAdapter):
         peak_bytes = g.peak_activation_numel(probe) * 4
         self.cpu_chunk = 2 ** max(0, int(math.log2(max(1, CPU_CHUNK_BYTES // peak_bytes))))
 
+    def model_files(self):
+        """The Keras HDF5 file the graph and weights were read from."""
+        return {"weights": self.path}
+
     def parameters_for_fingerprint(self):
         config = torch.frombuffer(bytearray(self._config_bytes), dtype=torch.uint8)
         return [("keras_config", config)] + list(self.module.state_dict().items())

@@ -25,6 +25,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import os
 import re
 import sys
 import warnings
@@ -176,13 +177,81 @@ def file_sha256(path: Path) -> bytes:
     return h.digest()
 
 
-def _digest_tensor(digest: bytes) -> torch.Tensor:
-    return torch.frombuffer(bytearray(digest), dtype=torch.uint8)
+def sidecar_path(path: Path) -> Path:
+    """``<file>.json``, the JSON sidecar next to a model file."""
+    return path.with_name(path.name + ".json")
+
+
+def _mentions(path: Path, needle: bytes) -> bool:
+    """Whether the file's bytes contain ``needle`` (memory-mapped scan; False when unreadable)."""
+    import mmap
+
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return mm.find(needle) >= 0
+    except (OSError, ValueError):  # unreadable, or empty (mmap of 0 bytes)
+        return False
+
+
+def _external_locations(graph) -> set[str]:
+    """``location`` entries of every external tensor of an ONNX graph and its subgraphs."""
+    import onnx
+
+    found: set[str] = set()
+
+    def tensor(t):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            found.update(e.value for e in t.external_data if e.key == "location")
+
+    def sparse(st):
+        tensor(st.values)
+        tensor(st.indices)
+
+    def walk(g):
+        for t in g.initializer:
+            tensor(t)
+        for st in g.sparse_initializer:
+            sparse(st)
+        for node in g.node:
+            for a in node.attribute:
+                tensor(a.t)
+                for t in a.tensors:
+                    tensor(t)
+                sparse(a.sparse_tensor)
+                for st in a.sparse_tensors:
+                    sparse(st)
+                if a.HasField("g"):
+                    walk(a.g)
+                for sub in a.graphs:
+                    walk(sub)
+
+    walk(graph)
+    return found
+
+
+def onnx_external_data(path: Path) -> list[Path]:
+    """The external-data files an ONNX model names (``location`` entries, relative to its folder).
+
+    Read with the ``onnx`` package without loading the data; a file that does not contain the word
+    ``location`` has none and is not parsed. Without ``onnx`` (or when the file cannot be parsed),
+    the ``<file>.data`` and ``<stem>.data`` conventions next to the file count where they exist."""
+    path = Path(path)
+    if not _mentions(path, b"location"):
+        return []
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        names = _external_locations(model.graph)
+    except Exception:  # noqa: BLE001 - no onnx package, or a file onnx cannot parse: the conventions
+        candidates = (path.with_name(path.name + ".data"), path.with_suffix(".data"))
+        return sorted({p for p in candidates if p.is_file()})
+    return sorted(path.parent / name for name in names)
 
 
 def read_sidecar(path: Path, allowed: tuple[str, ...]) -> dict:
     """``<file>.json`` next to the model file (``{}`` when absent)."""
-    side = path.with_name(path.name + ".json")
+    side = sidecar_path(path)
     if not side.exists():
         return {}
     try:
@@ -306,10 +375,12 @@ class TorchScriptAdapter(_ClassifierAdapter):
                              f"(torch.jit.save(torch.jit.script(model) or torch.jit.trace(model, x), path)); for a "
                              f"state_dict or a pickled nn.Module use the `python` adapter.") from None
         self.module.eval()
-        self._digest = file_sha256(path)
 
     def parameters_for_fingerprint(self):
-        return [("file_sha256", _digest_tensor(self._digest))]
+        return []  # the file's bytes are in model_files (stat-cached), not re-read from the module
+
+    def model_files(self):
+        return {"file": self.path, "sidecar": sidecar_path(self.path)}
 
     def forward(self, batch, heads, features):
         return self._finish(self.module(batch), heads, features, batch)
@@ -372,7 +443,6 @@ class OnnxAdapter(_ClassifierAdapter):
         self._fixed_batch = fixed[0]
         head_name, labels = _head_from(options)
         self._set_heads({head_name: labels}, head_name, options.get("output"))
-        self._digest = file_sha256(path)
 
     def _session(self, path, providers):
         return self._ort.InferenceSession(str(path), providers=providers)
@@ -385,7 +455,13 @@ class OnnxAdapter(_ClassifierAdapter):
         return self
 
     def parameters_for_fingerprint(self):
-        return [("file_sha256", _digest_tensor(self._digest))]
+        return []  # the bytes of the file and of its external data are in model_files
+
+    def model_files(self):
+        files = {"file": self.path, "sidecar": sidecar_path(self.path)}
+        files.update({f"external_data:{os.path.relpath(p, self.path.parent)}": p
+                      for p in onnx_external_data(self.path)})
+        return files
 
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {self._input.name: x})
@@ -485,11 +561,11 @@ class PythonAdapter(_ClassifierAdapter):
             source = inspect.getsourcefile(fn)
         except TypeError:
             pass
-        self._source_digest = file_sha256(Path(source)) if source and Path(source).is_file() else b""
+        self._source = Path(source) if source and Path(source).is_file() else None
 
-    def parameters_for_fingerprint(self):
-        extra = [("source_sha256", _digest_tensor(self._source_digest))] if self._source_digest else []
-        return extra + list(self.module.state_dict().items())
+    def model_files(self):
+        """The callable's source file (files that the callable reads by itself are not covered)."""
+        return {"source": self._source}
 
     def forward(self, batch, heads, features):
         return self._finish(self.module(batch), heads, features, batch)
@@ -546,7 +622,6 @@ class PredictionsAdapter(ModelAdapter):
         self.row = {sid: i for i, sid in enumerate(ids.tolist())}
         self.heads = {head: Head(head, labels)}
         self.default_head = head
-        self._digest = file_sha256(path)
 
     # -- reading --
     @staticmethod
@@ -649,7 +724,10 @@ class PredictionsAdapter(ModelAdapter):
 
     # -- the adapter interface --
     def parameters_for_fingerprint(self):
-        return [("file_sha256", _digest_tensor(self._digest))]
+        return []
+
+    def model_files(self):
+        return {"file": self.path}
 
     def forward(self, batch, heads, features):
         raise ModelError("the predictions adapter holds precomputed outputs and has no network to run; the engine "

@@ -617,6 +617,10 @@ class SwinFaceAdapter(ModelAdapter):
         self._sources = {"expression": ("Expression",), "age": ("Age",), "attributes": self.attribute_sources,
                          "gender": ("Gender",)}
 
+    def model_files(self):
+        """The checkpoint and config files (their bytes; the loaded weights are hashed too)."""
+        return {"checkpoint": self.settings.get("checkpoint"), "config": self.settings.get("config")}
+
     def forward(self, batch, heads, features):
         wanted = tuple(dict.fromkeys(n for h in heads for n in self._sources[h]))
         raw = self.module(batch, names=wanted)

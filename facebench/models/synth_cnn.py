@@ -34,6 +34,7 @@ class SynthCNNAdapter(ModelAdapter):
                 f"synth-cnn weights not found at {path}. They ship with facebench; regenerate them with "
                 f"`python -m facebench.synth.train --out {path}`."
             )
+        self.path = path
         state = torch.load(path, map_location="cpu", weights_only=True)
         self.module = SynthCNN(n_classes=len(SYNTH_CLASSES))
         try:
@@ -42,6 +43,10 @@ class SynthCNNAdapter(ModelAdapter):
             raise ModelError(f"{path} does not match the SynthCNN architecture: {err}") from err
         self.module.eval()
         self.feature_dim = int(self.module.features(torch.zeros(1, 3, 48, 48)).shape[1])
+
+    def model_files(self):
+        """The state-dict file the weights were loaded from."""
+        return {"weights": self.path}
 
     def forward(self, batch, heads, features):
         feats = self.module.features(batch)
