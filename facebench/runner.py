@@ -15,6 +15,7 @@ import facebench
 from facebench.errors import (EXIT_NOTHING_EVALUATED, EXIT_OK, EXIT_TASK_FAILED, ConfigError, DatasetNotFoundError,
                               OutputError)
 from facebench.fingerprint import hash_object
+from facebench.content import set_cache_root as set_hash_cache_root
 from facebench.suite import Suite, _check_kwargs, check_name, load_suite, make_loader, make_protocol
 
 
@@ -132,6 +133,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
 
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
+    set_hash_cache_root(cache_dir)  # the content hashes' stat cache lives beside the store (None: default)
     suite = load_suite(suite_path, overrides)
     d = suite.defaults
     model = adapter.name if adapter is not None else (model or d.get("model"))

@@ -11,23 +11,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
 from facebench.fingerprint import hash_object
 
 
 from facebench.data.decode import decode_image  # noqa: E402,F401  (faithful decoding: see that module)
-
-
-def _stats(paths) -> list:
-    out = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-            # ctime and inode too: a same-size rewrite within a coarse mtime tick, or a copy that
-            # keeps mtimes (cp -p, rsync -a, archives), still changes them
-            out.append((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
-        except OSError:
-            out.append(None)
-    return out
 
 
 class FileImages:
@@ -51,20 +39,28 @@ class FileImages:
     def describe(self) -> str:
         return f"{len(self)} image files"
 
-    def content_stamp(self) -> dict:
-        """Paths, boxes, byte sizes, modification and change times and inodes (one ``stat`` per file, no reading):
-        what the decoded-image cache keys on, so an edited or replaced file is decoded again."""
-        if len(self.paths) > 4096:  # os.stat releases the GIL: threads overlap the system calls
-            from concurrent.futures import ThreadPoolExecutor
+    def sample_digests(self) -> np.ndarray:
+        """(N, 16) uint8: the content digest of each file (``facebench.content``: a stat cache in front
+        of BLAKE2b; a missing or unreadable file gets a fixed marker), computed once per source."""
+        digests = getattr(self, "_digests", None)
+        if digests is None:
+            from facebench.content import file_digests
 
-            chunks = [self.paths[i : i + 2048] for i in range(0, len(self.paths), 2048)]
-            with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
-                stats = [s for part in pool.map(_stats, chunks) for s in part]
-        else:
-            stats = _stats(self.paths)
-        # the paths as strings: the same JSON as the Path objects give (str), five times faster
-        return {"paths": hash_object([str(p) for p in self.paths]), "stats": hash_object(stats),
-                "boxes": None if self.boxes is None else hash_object(self.boxes.round(6).tolist())}
+            digests = self._digests = file_digests(self.paths)
+        return digests
+
+    def content_fingerprint(self, order: np.ndarray | None = None) -> str:
+        """Hash of the files' bytes and crop boxes, in ``order`` (default: source order), and of the
+        decoder's code version. Paths are not part of it: the same bytes under other names give the same."""
+        from facebench.content import code_digest, combine
+
+        order = np.arange(len(self)) if order is None else np.asarray(order, dtype=np.int64)
+        boxes = b"" if self.boxes is None else np.round(self.boxes[order], 6).astype("<f8").tobytes()
+        return combine("files", self.sample_digests()[order].tobytes(), boxes, code_digest([decode_image]))
+
+    def content_stamp(self) -> dict:
+        """What the decoded-image cache keys on: the content fingerprint in source order."""
+        return {"content": self.content_fingerprint()}
 
 
 class ArrayImages:
@@ -87,3 +83,19 @@ class ArrayImages:
 
     def describe(self) -> str:
         return f"{len(self)} in-memory images of shape {self.array.shape[1:]}"
+
+    def sample_digests(self) -> np.ndarray:
+        """(N, 16) uint8: BLAKE2b-128 of each image's bytes (with its shape and dtype), computed once."""
+        digests = getattr(self, "_digests", None)
+        if digests is None:
+            from facebench.content import array_digests
+
+            digests = self._digests = array_digests(self.array)
+        return digests
+
+    def content_fingerprint(self, order: np.ndarray | None = None) -> str:
+        """Hash of the images' bytes in ``order`` (default: source order)."""
+        from facebench.content import combine
+
+        order = np.arange(len(self)) if order is None else np.asarray(order, dtype=np.int64)
+        return combine("arrays", self.sample_digests()[order].tobytes())
