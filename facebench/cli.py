@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     base = sub.add_parser("baseline", help="pack a run (results and per-sample outcomes) into a baseline file")
     base.add_argument("run", help="run folder")
-    base.add_argument("--out", required=True, help="baseline JSON to write, e.g. baselines/demo.json")
+    base.add_argument("--out", required=True, help="baseline JSON to write, e.g. baselines/demo.json (an existing "
+                                                   "file is replaced only if it is a facebench baseline)")
 
     rep = sub.add_parser("report", help="merge run folders into leaderboards (Markdown, LaTeX, CSV, HTML) and figures")
     rep.add_argument("runs", nargs="+", help="run folders")
@@ -153,17 +154,17 @@ def cmd_rescore(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from pathlib import Path
-
+    """Exit 0 no regression, 1 regression, 2 cannot compare (with a one-line reason on stderr)."""
     from facebench.report import compare as cmp
 
-    report = cmp.compare_runs(args.baseline, args.run, tolerance=args.tolerance, mode=args.tolerance_mode,
-                              metrics=args.metrics, alpha=args.alpha, tolerances=cmp.load_tolerances(args.tolerances))
+    for flag, path in (("json", args.json), ("junit", args.junit)):
+        if path:
+            cmp.check_output_path(path, flag)  # before judging: a verdict that cannot be delivered is no verdict
+    report = cmp.gate(args.baseline, args.run, args.tolerances, tolerance=args.tolerance,
+                      mode=args.tolerance_mode, metrics=args.metrics, alpha=args.alpha)
     print(cmp.to_markdown(report), end="")
-    if args.json:
-        Path(args.json).write_text(cmp.to_json(report))
-    if args.junit:
-        Path(args.junit).write_text(cmp.to_junit(report))
+    cmp.write_outputs(report, args.json, args.junit)
+    print(report.reason, file=sys.stderr)
     return report.exit_code
 
 

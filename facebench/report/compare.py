@@ -10,27 +10,51 @@ paired bootstrap for the other classification metrics, Holm-corrected across all
 comparisons, at ``alpha``. Per-metric tolerances come from a YAML/JSON file of
 ``{metric glob: {abs: x} | {ci: k}}``.
 
-Exit codes: 0 = no regression, 1 = regression, 2 = cannot compare (a baseline metric or task is
-missing, a task failed, or protocol / dataset fingerprints differ: the numbers would not mean the
-same thing).
+The gate fails closed. Exit codes:
+
+- 0: every compared metric is a finite number on both sides, every baseline task ran (status ``ok``)
+  on both sides, protocol and dataset fingerprints and metric conventions agree, and no drop exceeds
+  its tolerance;
+- 1: at least one regression, and everything else judged;
+- 2: cannot compare -- an unreadable, missing, malformed or empty input, a wrong schema or baseline
+  format, a failed or skipped task on either side, a metric missing or not finite (``null``, NaN,
+  inf) on either side, different fingerprints or conventions, no task in common, nothing compared,
+  or invalid settings (tolerance < 0, alpha outside (0, 1), a bad tolerances file). Cannot-judge wins
+  over regression; the regressions found are still listed.
+
+Conventions are compared key by key; ``bootstrap`` and ``confidence`` (which change a record's
+interval, not its value) are compared only where the tolerance is CI-based.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import numpy as np
 
-from facebench.errors import ConfigError
-from facebench.report.results import read_samples
+from facebench.errors import CompareError
+from facebench.report.results import SCHEMA_VERSION, read_samples
 from facebench.report.tables import higher_is_better
 
 BASELINE_FORMAT = 1
+BASELINE_KIND = "facebench-baseline"  # marker of a baseline file; older ones carry only "facebench_baseline"
+COMPARE_KIND = "facebench-compare"  # marker of the --json / --junit outputs (so a rerun may replace them)
 PAIRED_METRICS = ("accuracy", "mean_class_accuracy", "macro_f1")
+CI_ONLY_CONVENTIONS = ("bootstrap", "confidence")
+MAX_INPUT_BYTES = 1 << 30
+RUN_HINT = "pass a run folder written by `facebench run`, its results.json or a file written by `facebench baseline`"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 @dataclass
 class Comparison:
     task: str
@@ -56,68 +80,290 @@ class CompareReport:
 
     @property
     def exit_code(self) -> int:
-        if self.problems or any(c.verdict == "cannot compare" for c in self.comparisons):
+        """2 when anything could not be judged (or nothing was compared), else 1 on a regression, else 0."""
+        if self.problems or not self.comparisons or any(c.verdict == "cannot compare" for c in self.comparisons):
             return 2
-        return 1 if any(c.verdict == "regression" for c in self.comparisons) else 0
+        return 1 if self.regressions else 0
+
+    @property
+    def regressions(self) -> list[Comparison]:
+        return [c for c in self.comparisons if c.verdict == "regression"]
+
+    @property
+    def verdict(self) -> str:
+        return {0: "no regression", 1: "regression", 2: "cannot compare"}[self.exit_code]
+
+    @property
+    def reason(self) -> str:
+        """One line: why the verdict is what it is."""
+        regs = ", ".join(f"{c.task}/{c.metric} dropped {_fmt(c.drop)} > {_fmt(c.tolerance)}"
+                         for c in self.regressions[:3]) + (" ..." if len(self.regressions) > 3 else "")
+        if self.exit_code == 2:
+            issues = self.problems + [f"task {c.task!r}, metric {c.metric!r}: {c.note}"
+                                      for c in self.comparisons if c.verdict == "cannot compare"]
+            issues = issues or ["nothing was compared"]
+            text = f"cannot compare: {issues[0]}" + (f" (and {len(issues) - 1} more)" if len(issues) > 1 else "")
+            if self.regressions:
+                text += f"; regressions found meanwhile: {regs}"
+            return _one_line(text)
+        if self.exit_code == 1:
+            return _one_line(f"regression: {len(self.regressions)} of {len(self.comparisons)} metrics: {regs}")
+        return f"no regression: {len(self.comparisons)} metrics compared, all finite and within tolerance"
 
 
 # -- inputs ------------------------------------------------------------------------------------
-def load_side(path: str | Path) -> tuple[dict, dict]:
-    """(results, samples) from a baseline file, a results.json or a run folder."""
+def _read_json(path: Path, what: str):
+    try:
+        if path.stat().st_size > MAX_INPUT_BYTES:
+            raise CompareError(f"{what} is larger than {MAX_INPUT_BYTES >> 20} MiB; not a facebench file")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CompareError(f"{what} is not UTF-8 text, so not a results.json or a baseline; {RUN_HINT}") from None
+    except OSError as err:
+        raise CompareError(f"cannot read {what} ({err.strerror or err}); check its permissions") from None
+    if not text.strip():
+        raise CompareError(f"{what} is empty; {RUN_HINT}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CompareError(f"{what} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
+                           f"was it truncated or edited? Regenerate it") from None
+    except RecursionError:
+        raise CompareError(f"{what} is nested too deeply to be a facebench file") from None
+
+
+def is_baseline(data) -> bool:
+    """Whether parsed JSON is a facebench baseline (the ``kind`` marker, or an older file's format key)."""
+    return isinstance(data, dict) and (data.get("kind") == BASELINE_KIND or "facebench_baseline" in data)
+
+
+def _check_results(results, what: str) -> None:
+    """Raise CompareError unless ``results`` has the shape of a results.json this facebench writes."""
+    if not isinstance(results, dict):
+        raise CompareError(f"{what} holds no results object; {RUN_HINT}")
+    if results.get("schema_version") != SCHEMA_VERSION:
+        raise CompareError(f"{what} has schema_version {results.get('schema_version')!r}, this facebench reads "
+                           f"{SCHEMA_VERSION}; rerun (or rescore) it with this version")
+    tasks, records = results.get("tasks"), results.get("records")
+    if not isinstance(tasks, list) or not isinstance(records, list):
+        raise CompareError(f"{what} has no 'tasks' and 'records' lists; {RUN_HINT}")
+    if not tasks:
+        raise CompareError(f"{what} is empty: it lists no task")
+    names = []
+    for t in tasks:
+        if not (isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("status"), str)):
+            raise CompareError(f"{what}: a task entry has no 'name' and 'status' strings: {str(t)[:80]}")
+        names.append(t["name"])
+    if len(set(names)) != len(names):
+        raise CompareError(f"{what} lists a task twice ({sorted(n for n in set(names) if names.count(n) > 1)[0]!r})")
+    keys = set()
+    for r in records:
+        if not (isinstance(r, dict) and isinstance(r.get("task"), str) and isinstance(r.get("metric"), str)):
+            raise CompareError(f"{what}: a record has no 'task' and 'metric' strings: {str(r)[:80]}")
+        if (r["task"], r["metric"]) in keys:
+            raise CompareError(f"{what} has two records of metric {r['metric']!r} for task {r['task']!r}")
+        keys.add((r["task"], r["metric"]))
+
+
+def _check_samples(samples, what: str) -> dict:
+    """Per-task outcomes as arrays; raise CompareError unless each has equal-length 1-d ids, y_true,
+    y_pred with non-negative integer labels."""
+    if not isinstance(samples, dict):
+        raise CompareError(f"{what}: 'samples' is not an object of tasks")
+    out = {}
+    for task, s in samples.items():
+        try:
+            arrays = {k: np.asarray(s[k]) for k in ("ids", "y_true", "y_pred")}
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise CompareError(f"{what}: the per-sample outcomes of task {task!r} lack ids, y_true or y_pred") from None
+        sizes = {a.shape for a in arrays.values()}
+        ints = all(a.size == 0 or np.issubdtype(a.dtype, np.integer) for a in (arrays["y_true"], arrays["y_pred"]))
+        if len(sizes) != 1 or arrays["ids"].ndim != 1 or not ints or \
+                any(a.size and a.min() < 0 for a in (arrays["y_true"], arrays["y_pred"])):
+            raise CompareError(f"{what}: the per-sample outcomes of task {task!r} are malformed (ids, y_true and "
+                               f"y_pred must be equal-length lists, labels non-negative integers)")
+        out[task] = arrays
+    return out
+
+
+def load_side(path: str | Path, role: str = "run") -> tuple[dict, dict]:
+    """(results, samples) from a baseline file, a results.json or a run folder; CompareError (message
+    without the 'cannot compare' prefix) when it is missing, unreadable or of the wrong shape."""
     path = Path(path)
     if path.is_dir():
+        if not (path / "results.json").is_file():
+            raise CompareError(f"the {role} folder {path} has no results.json; {RUN_HINT}")
         path = path / "results.json"
-    if not path.exists():
-        raise ConfigError(f"{path} does not exist; pass a run folder, its results.json or a baseline file "
-                          f"written by `facebench baseline`.")
-    data = json.loads(path.read_text())
-    if data.get("facebench_baseline"):
-        samples = {t: {k: np.asarray(v) for k, v in s.items()} for t, s in data.get("samples", {}).items()}
-        return data["results"], samples
-    if "records" not in data:
-        raise ConfigError(f"{path} is neither a results.json nor a facebench baseline file.")
-    return data, read_samples(path.parent / "samples.npz")
+    elif not path.exists():
+        raise CompareError(f"the {role} {path} does not exist; {RUN_HINT}")
+    what = f"the {role} {path}"
+    data = _read_json(path, what)
+    if not isinstance(data, dict):
+        raise CompareError(f"{what} is a JSON {type(data).__name__}, not a results.json or a baseline; {RUN_HINT}")
+    if is_baseline(data):
+        if data.get("facebench_baseline") != BASELINE_FORMAT:
+            raise CompareError(f"{what} has baseline format {data.get('facebench_baseline')!r}, this facebench "
+                               f"reads {BASELINE_FORMAT}; regenerate it with `facebench baseline`")
+        _check_results(data.get("results"), what)
+        return data["results"], _check_samples(data.get("samples", {}), what)
+    if not any(k in data for k in ("records", "tasks", "schema_version")):
+        raise CompareError(f"{what} is neither a results.json nor a facebench baseline; {RUN_HINT}")
+    _check_results(data, what)
+    try:
+        samples = read_samples(path.parent / "samples.npz")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        raise CompareError(f"{path.parent / 'samples.npz'} (the {role}'s per-sample outcomes) is corrupt; "
+                           f"rescore the run to rewrite it, or remove it to compare without paired tests") from None
+    return data, _check_samples(samples, what)
+
+
+def _finite_or_none(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def _write(path: Path, text: str, what: str) -> None:
+    from facebench.engine.store import atomic_write_text
+
+    try:
+        atomic_write_text(path, text)
+    except OSError as err:
+        raise CompareError(f"cannot write {what} {path} ({err.strerror or err})") from None
 
 
 def write_baseline(run: str | Path, out: str | Path) -> Path:
     """Pack a run's results (without the per-task detail tables, which compare does not read) and its
-    per-sample outcomes into one JSON baseline file."""
-    results, samples = load_side(run)
+    per-sample outcomes into one JSON baseline file, marked ``"kind": "facebench-baseline"``. Refuses
+    (CompareError) a run that is malformed, whose tasks did not all run or whose headline metrics are not
+    finite, and an ``out`` that exists and is not a facebench baseline."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        results, samples = load_side(run, "run")
+    except CompareError as err:
+        raise CompareError(f"cannot make a baseline: {err}") from None
+    for t in results["tasks"]:
+        if t["status"] != "ok":
+            raise CompareError(_one_line(
+                f"cannot make a baseline: task {t['name']!r} {t['status']} ({t.get('reason') or 'no reason given'});"
+                f" a baseline must come from a run whose tasks all ran"))
+    for r in results["records"]:
+        if r.get("headline") and not _is_finite(r.get("value")):
+            raise CompareError(f"cannot make a baseline: headline metric {r['metric']!r} of task {r['task']!r} is "
+                               f"{_describe(r.get('value'))}, not a finite number; a gate on it could never pass")
+    _check_baseline_target(out)
     results = {**results, "tasks": [{k: v for k, v in t.items() if k != "details"} for t in results["tasks"]]}
-    payload = {"facebench_baseline": BASELINE_FORMAT, "results": results,
-               "samples": {t: {k: np.asarray(v).tolist() for k, v in s.items()} for t, s in samples.items()}}
-    out.write_text(json.dumps(payload, sort_keys=True, separators=(",", ":")) + "\n")
+    payload = {"kind": BASELINE_KIND, "facebench_baseline": BASELINE_FORMAT, "results": _finite_or_none(results),
+               "samples": {t: {k: v.tolist() for k, v in s.items()} for t, s in samples.items()}}
+    _write(out, json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n", "the baseline")
     return out
 
 
+def _check_baseline_target(out: Path) -> None:
+    if out.is_dir():
+        raise CompareError(f"cannot make a baseline: --out {out} is a folder; name a .json file")
+    if out.exists() or out.is_symlink():
+        try:
+            ours = is_baseline(_read_json(out, str(out)))
+        except CompareError:
+            ours = False
+        if not ours:
+            raise CompareError(f"cannot make a baseline: {out} exists and is not a facebench baseline (no \"kind\": "
+                               f"\"{BASELINE_KIND}\" marker); not overwriting it -- choose another --out or move it")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise CompareError(f"cannot make a baseline: {out.parent} is not a folder")
+
+
 def load_tolerances(path: str | Path | None) -> dict[str, dict]:
+    """Per-metric rules ``{metric glob: {abs: x} | {ci: k}}`` from YAML/JSON; CompareError when the file
+    is missing, unreadable or malformed, or a value is not a finite number >= 0."""
     if path is None:
         return {}
-    from facebench.safe_yaml import load_file
+    import yaml
 
-    data = load_file(path) or {}
-    if not isinstance(data, dict) or not all(isinstance(v, dict) and set(v) <= {"abs", "ci"} and len(v) == 1
-                                             for v in data.values()):
-        raise ConfigError(f"{path}: expected {{metric glob: {{abs: x}} or {{ci: k}}}}, e.g. "
-                          f"'accuracy*: {{abs: 0.02}}'.")
+    path = Path(path)
+    try:
+        if path.stat().st_size > 1 << 20:
+            raise CompareError(f"cannot compare: the tolerances file {path} is larger than 1 MiB")
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError) as err:
+        raise CompareError(f"cannot compare: cannot read the tolerances file {path} "
+                           f"({getattr(err, 'strerror', None) or err})") from None
+    except (yaml.YAMLError, RecursionError) as err:
+        raise CompareError(_one_line(f"cannot compare: the tolerances file {path} is not valid YAML/JSON "
+                                     f"({str(err)[:200]})")) from None
+    _check_rules(data, str(path))
     return data
 
 
+def _check_rules(rules, where: str) -> None:
+    ok = isinstance(rules, dict) and all(
+        isinstance(k, str) and isinstance(v, dict) and len(v) == 1 and set(v) <= {"abs", "ci"} for k, v in rules.items())
+    if not ok:
+        raise CompareError(f"cannot compare: {where}: expected {{metric glob: {{abs: x}} or {{ci: k}}}}, e.g. "
+                           f"'accuracy*: {{abs: 0.02}}'")
+    for pattern, rule in rules.items():
+        value = next(iter(rule.values()))
+        if not _is_finite(value) or value < 0:
+            raise CompareError(f"cannot compare: {where}: the tolerance for {pattern!r} is {value!r}; it must be a "
+                               f"finite number >= 0")
+
+
+def _check_settings(tolerance, mode, metrics, alpha, rules, n_resamples) -> None:
+    if not _is_finite(tolerance) or tolerance < 0:
+        raise CompareError(f"cannot compare: --tolerance is {tolerance!r}; it must be a finite number >= 0")
+    if mode not in ("abs", "ci"):
+        raise CompareError(f"cannot compare: tolerance mode must be abs or ci; got {mode!r}")
+    if metrics not in ("headline", "all"):
+        raise CompareError(f"cannot compare: metrics must be headline or all; got {metrics!r}")
+    if not _is_finite(alpha) or not 0 < alpha < 1:
+        raise CompareError(f"cannot compare: --alpha is {alpha!r}; it must lie strictly between 0 and 1")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
+        raise CompareError(f"cannot compare: n_resamples must be a positive integer; got {n_resamples!r}")
+    _check_rules(rules, "tolerances")
+
+
 # -- the comparison ------------------------------------------------------------------------------
-def _tolerance(metric: str, record: dict, default: float, mode: str, rules: dict) -> float:
+def _is_finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _describe(x) -> str:
+    if x is None:
+        return "null (undefined, or not finite when written)"
+    if isinstance(x, float):
+        return str(x)  # nan, inf, -inf
+    return f"a {type(x).__name__}"
+
+
+def _tolerance(metric: str, record: dict, default: float, mode: str, rules: dict) -> tuple[float, str]:
+    """(tolerance, effective mode) for one baseline record: the first matching rule wins."""
     for pattern, rule in rules.items():
         if fnmatch.fnmatch(metric, pattern):
             mode, default = next(iter(rule.items()))
-            mode = "abs" if mode == "abs" else "ci"
             break
     if mode == "ci":
         ci = record.get("ci")
-        if not ci or None in ci:
-            return 0.0  # no interval recorded: any drop counts (then the paired test, if any, decides)
-        return float(default) * (ci[1] - ci[0]) / 2.0
-    return float(default)
+        if not isinstance(ci, (list, tuple)) or len(ci) != 2 or not all(_is_finite(v) for v in ci):
+            return 0.0, mode  # no interval recorded: any drop counts (then the paired test, if any, decides)
+        return float(default) * (ci[1] - ci[0]) / 2.0, mode
+    return float(default), mode
+
+
+def _convention_diff(base, new, mode: str) -> str | None:
+    """None when the conventions agree (``bootstrap``/``confidence`` only count in ci mode), else why not."""
+    base, new = base if isinstance(base, dict) else {}, new if isinstance(new, dict) else {}
+    ignore = () if mode == "ci" else CI_ONLY_CONVENTIONS
+    diffs = [k for k in sorted(set(base) | set(new), key=str) if k not in ignore and base.get(k) != new.get(k)]
+    if not diffs:
+        return None
+    k = diffs[0]
+    return (f"conventions differ: {k} is {base.get(k)!r} in the baseline, {new.get(k)!r} in the run"
+            + (f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""))
 
 
 def _paired(metric: str, base_s: dict, new_s: dict, n_resamples: int, seed: int) -> tuple[str, float] | None:
@@ -128,7 +374,8 @@ def _paired(metric: str, base_s: dict, new_s: dict, n_resamples: int, seed: int)
     if base_metric not in PAIRED_METRICS:
         return None
     ids_b, ids_n = np.asarray(base_s["ids"]).astype(str), np.asarray(new_s["ids"]).astype(str)
-    if len(ids_b) != len(ids_n) or set(ids_b.tolist()) != set(ids_n.tolist()):
+    if len(ids_b) == 0 or len(ids_b) != len(ids_n) or len(set(ids_b.tolist())) != len(ids_b) \
+            or set(ids_b.tolist()) != set(ids_n.tolist()):
         return None
     order = {sid: i for i, sid in enumerate(ids_n.tolist())}
     idx = np.array([order[s] for s in ids_b.tolist()])
@@ -145,59 +392,89 @@ def _paired(metric: str, base_s: dict, new_s: dict, n_resamples: int, seed: int)
     return f"paired bootstrap ({n_resamples} resamples, one-sided)", float(res["p_worse"])
 
 
+def _task_problems(name: str, bt: dict, nt: dict | None) -> list[str]:
+    """Why task ``name`` cannot be compared (empty when it can)."""
+    if bt["status"] != "ok":
+        return [_one_line(f"task {name!r} did not run in the baseline ({bt['status']}: {bt.get('reason') or '-'}); "
+                          f"regenerate the baseline from a run whose tasks all ran")]
+    if nt is None:
+        return [f"task {name!r} is in the baseline but not in the run"]
+    if nt["status"] != "ok":
+        return [_one_line(f"task {name!r} did not run ({nt['status']}: {nt.get('reason') or '-'})")]
+    problems = []
+    fb_all, fn_all = bt.get("fingerprints"), nt.get("fingerprints")
+    fb_all, fn_all = fb_all if isinstance(fb_all, dict) else {}, fn_all if isinstance(fn_all, dict) else {}
+    for key in ("protocol", "dataset", "extra_datasets"):
+        fb, fn = fb_all.get(key), fn_all.get(key)
+        if key != "extra_datasets" and (fb is None or fn is None):
+            side = "baseline" if fb is None else "run"
+            problems.append(f"task {name!r}: the {side} records no {key} fingerprint, so comparability is unknown")
+        elif fb != fn:
+            problems.append(_one_line(f"task {name!r}: {key} fingerprints differ (baseline {fb}, run {fn}); the "
+                                      f"numbers are not comparable -- same suite, data and protocol parameters?"))
+    return problems
+
+
+def _compare_record(rec: dict, other: dict | None, tolerance: float, mode: str, rules: dict) -> Comparison:
+    """One baseline record against its run counterpart: verdict ok or cannot compare, with the drop."""
+    tol, eff_mode = _tolerance(rec["metric"], rec, tolerance, mode, rules)
+    bv, nv = rec.get("value"), None if other is None else other.get("value")
+    c = Comparison(rec["task"], rec["metric"], float(bv) if _is_finite(bv) else None,
+                   float(nv) if _is_finite(nv) else None, tol)
+    if other is None:
+        c.verdict, c.note = "cannot compare", "metric missing in the run"
+    elif not _is_finite(bv):
+        c.verdict, c.note = "cannot compare", f"baseline value is {_describe(bv)}"
+    elif not _is_finite(nv):
+        c.verdict, c.note = "cannot compare", f"run value is {_describe(nv)}"
+    elif (diff := _convention_diff(rec.get("conventions"), other.get("conventions"), eff_mode)) is not None:
+        c.verdict, c.note = "cannot compare", _one_line(diff)
+    else:
+        sign = 1.0 if higher_is_better(rec["metric"]) else -1.0
+        c.drop = sign * (c.baseline - c.new)
+    return c
+
+
 def compare_runs(baseline: str | Path, run: str | Path, tolerance: float = 0.01, mode: str = "abs",
                  metrics: str = "headline", alpha: float = 0.05, tolerances: dict | None = None,
                  n_resamples: int = 2000, seed: int = 0) -> CompareReport:
+    """Judge ``run`` against ``baseline``. Raises CompareError ('cannot compare: ...') when an input or
+    a setting cannot be used at all; problems found per task or metric go into the report (exit 2)."""
     from facebench.metrics.paired import holm
 
-    if mode not in ("abs", "ci"):
-        raise ConfigError(f"tolerance mode must be abs or ci; got {mode!r}")
-    base, base_samples = load_side(baseline)
-    new, new_samples = load_side(run)
     rules = tolerances or {}
+    _check_settings(tolerance, mode, metrics, alpha, rules, n_resamples)
+    try:
+        base, base_samples = load_side(baseline, "baseline")
+        new, new_samples = load_side(run, "run")
+    except CompareError as err:
+        raise CompareError(f"cannot compare: {err}") from None
     report = CompareReport()
-    new_tasks = {t["name"]: t for t in new["tasks"]}
     base_tasks = {t["name"]: t for t in base["tasks"]}
+    new_tasks = {t["name"]: t for t in new["tasks"]}
+    if not set(base_tasks) & set(new_tasks):
+        report.problems.append(_one_line(f"no task in common: the baseline has {sorted(base_tasks)}, the run "
+                                         f"has {sorted(new_tasks)}; is it the same suite?"))
+        return report
     new_records = {(r["task"], r["metric"]): r for r in new["records"]}
-    for name, bt in base_tasks.items():
-        if bt.get("status") != "ok":
-            continue
-        nt = new_tasks.get(name)
-        if nt is None:
-            report.problems.append(f"task {name!r} is in the baseline but not in the run")
-            continue
-        if nt.get("status") != "ok":
-            report.problems.append(f"task {name!r} did not run ({nt.get('status')}: {nt.get('reason', '')})")
-            continue
-        for key in ("protocol", "dataset"):
-            fb, fn = bt.get("fingerprints", {}).get(key), nt.get("fingerprints", {}).get(key)
-            if fb != fn:
-                report.problems.append(f"task {name!r}: {key} fingerprints differ (baseline {fb}, run {fn}); the "
-                                       f"numbers are not comparable -- same suite, data and protocol parameters?")
-    bad_tasks = {p.split("'")[1] for p in report.problems if "'" in p}
     paired_rows = []
-    for rec in base["records"]:
-        if metrics == "headline" and not rec.get("headline"):
+    for name, bt in base_tasks.items():
+        problems = _task_problems(name, bt, new_tasks.get(name))
+        report.problems += problems
+        if problems:
             continue
-        if rec["task"] in bad_tasks or base_tasks.get(rec["task"], {}).get("status") != "ok":
-            continue
-        other = new_records.get((rec["task"], rec["metric"]))
-        tol = _tolerance(rec["metric"], rec, tolerance, mode, rules)
-        c = Comparison(rec["task"], rec["metric"], rec.get("value"), None if other is None else other.get("value"), tol)
-        if other is None:
-            c.verdict, c.note = "cannot compare", "metric missing in the run"
-        elif c.baseline is None or c.new is None:
-            c.verdict, c.note = ("ok", "undefined in both") if c.baseline == c.new else \
-                ("cannot compare", "undefined on one side")
-        else:
-            sign = 1.0 if higher_is_better(rec["metric"]) else -1.0
-            c.drop = sign * (c.baseline - c.new)
-            if rec["task"] in base_samples and rec["task"] in new_samples:
-                test = _paired(rec["metric"], base_samples[rec["task"]], new_samples[rec["task"]], n_resamples, seed)
+        selected = [r for r in base["records"] if r["task"] == name and (metrics == "all" or r.get("headline"))]
+        if not selected:
+            report.problems.append(f"task {name!r}: the baseline has no {'headline ' * (metrics == 'headline')}"
+                                   f"metric to compare")
+        for rec in selected:
+            c = _compare_record(rec, new_records.get((name, rec["metric"])), tolerance, mode, rules)
+            if c.drop is not None and name in base_samples and name in new_samples:
+                test = _paired(rec["metric"], base_samples[name], new_samples[name], n_resamples, seed)
                 if test is not None:
                     c.test, c.p_value = test
                     paired_rows.append(c)
-        report.comparisons.append(c)
+            report.comparisons.append(c)
     if paired_rows:
         adjusted = holm([c.p_value for c in paired_rows])
         for c, p in zip(paired_rows, adjusted):
@@ -215,35 +492,58 @@ def compare_runs(baseline: str | Path, run: str | Path, tolerance: float = 0.01,
     return report
 
 
+def gate(baseline: str | Path, run: str | Path, tolerances_path: str | Path | None = None, **settings) -> CompareReport:
+    """``compare_runs`` that never raises on bad input: what cannot be judged becomes a report whose
+    exit code is 2 and whose reason says why (the command line's entry point)."""
+    try:
+        return compare_runs(baseline, run, tolerances=load_tolerances(tolerances_path), **settings)
+    except CompareError as err:
+        return CompareReport(problems=[_one_line(str(err)).removeprefix("cannot compare: ")])
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:  # fail closed, never a traceback
+        return CompareReport(problems=[_one_line(f"the inputs have a shape compare does not understand "
+                                                 f"({type(err).__name__}: {err}); please report this")])
+
+
 # -- outputs ------------------------------------------------------------------------------------
 def _fmt(x, digits=4) -> str:
     return "n/a" if x is None else f"{x + 0.0:.{digits}f}".replace("-0.0000", "0.0000")
+
+
+def _cell(text) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
 def to_markdown(report: CompareReport) -> str:
     lines = ["| task | metric | baseline | run | drop | tolerance | test | p (Holm) | verdict |",
              "|---|---|---|---|---|---|---|---|---|"]
     for c in report.comparisons:
-        lines.append(f"| {c.task} | {c.metric} | {_fmt(c.baseline)} | {_fmt(c.new)} | {_fmt(c.drop)} | "
+        lines.append(f"| {_cell(c.task)} | {_cell(c.metric)} | {_fmt(c.baseline)} | {_fmt(c.new)} | {_fmt(c.drop)} | "
                      f"{_fmt(c.tolerance)} | {c.test or '-'} | {_fmt(c.p_adjusted, 3)} | **{c.verdict}**"
-                     f"{' (' + c.note + ')' if c.note else ''} |")
+                     f"{' (' + _cell(c.note) + ')' if c.note else ''} |")
     verdict = {0: "no regression", 1: "REGRESSION", 2: "cannot compare"}[report.exit_code]
-    lines += ["", f"Verdict: {verdict} (exit code {report.exit_code})."]
-    lines += [f"- {p}" for p in report.problems]
+    lines += ["", f"Verdict: {verdict} (exit code {report.exit_code}).", f"Reason: {report.reason}"]
+    lines += [f"- {_one_line(p)}" for p in report.problems]
     return "\n".join(lines) + "\n"
 
 
 def to_json(report: CompareReport) -> str:
-    return json.dumps({"exit_code": report.exit_code, "problems": report.problems,
-                       "comparisons": [c.to_dict() for c in report.comparisons]}, indent=1, sort_keys=True) + "\n"
+    return json.dumps(_finite_or_none({
+        "kind": COMPARE_KIND, "exit_code": report.exit_code, "verdict": report.verdict, "reason": report.reason,
+        "problems": report.problems, "comparisons": [c.to_dict() for c in report.comparisons]}),
+        indent=1, sort_keys=True, allow_nan=False) + "\n"
 
 
 def to_junit(report: CompareReport, suite_name: str = "facebench-compare") -> str:
-    """JUnit XML: one testcase per compared metric (failure = regression, error = cannot compare)."""
-    failures = sum(c.verdict == "regression" for c in report.comparisons)
-    errors = sum(c.verdict == "cannot compare" for c in report.comparisons) + len(report.problems)
-    root = ET.Element("testsuite", name=suite_name, tests=str(len(report.comparisons) + len(report.problems)),
-                      failures=str(failures), errors=str(errors))
+    """JUnit XML: one testcase per compared metric (failure = regression, error = cannot compare), one
+    error testcase per problem; properties carry the verdict and its reason."""
+    problems = report.problems or ([] if report.comparisons else ["nothing was compared"])
+    errors = sum(c.verdict == "cannot compare" for c in report.comparisons) + len(problems)
+    root = ET.Element("testsuite", name=suite_name, tests=str(len(report.comparisons) + len(problems)),
+                      failures=str(len(report.regressions)), errors=str(errors))
+    props = ET.SubElement(root, "properties")
+    for name, value in (("kind", COMPARE_KIND), ("verdict", report.verdict), ("exit_code", str(report.exit_code)),
+                        ("reason", report.reason)):
+        ET.SubElement(props, "property", name=name, value=value)
     for c in report.comparisons:
         case = ET.SubElement(root, "testcase", classname=c.task, name=c.metric)
         message = (f"baseline {_fmt(c.baseline)}, run {_fmt(c.new)}, drop {_fmt(c.drop)} > tolerance "
@@ -252,7 +552,36 @@ def to_junit(report: CompareReport, suite_name: str = "facebench-compare") -> st
             ET.SubElement(case, "failure", message=message).text = message
         elif c.verdict == "cannot compare":
             ET.SubElement(case, "error", message=c.note).text = c.note
-    for i, problem in enumerate(report.problems):
+    for i, problem in enumerate(problems):
         case = ET.SubElement(root, "testcase", classname="compare", name=f"comparable-{i}")
         ET.SubElement(case, "error", message=problem).text = problem
     return ET.tostring(root, encoding="unicode") + "\n"
+
+
+def check_output_path(path: str | Path, flag: str) -> Path:
+    """Refuse (CompareError) an output path whose folder does not exist, that is a folder, or that holds
+    a file which is not an earlier facebench compare output (so it is never overwritten)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise CompareError(f"--{flag} {path}: the folder {path.parent} does not exist; create it first")
+    if path.is_dir():
+        raise CompareError(f"--{flag} {path} is a folder; name a file")
+    if path.exists() or path.is_symlink():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(1 << 16).decode("utf-8", "replace")
+        except OSError as err:
+            raise CompareError(f"--{flag} {path} exists and cannot be read ({err.strerror or err})") from None
+        if COMPARE_KIND not in head:
+            raise CompareError(f"--{flag} {path} exists and is not a facebench compare output; not overwriting "
+                               f"it -- choose another path or move it")
+    return path
+
+
+def write_outputs(report: CompareReport, json_path: str | Path | None = None,
+                  junit_path: str | Path | None = None) -> None:
+    """The JSON and JUnit outputs, each written atomically (temporary file + rename)."""
+    if json_path:
+        _write(check_output_path(json_path, "json"), to_json(report), "--json")
+    if junit_path:
+        _write(check_output_path(junit_path, "junit"), to_junit(report), "--junit")
