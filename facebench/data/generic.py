@@ -115,7 +115,10 @@ class CsvDataset(DatasetLoader):
         if self._frame is None:
             import pandas as pd
 
-            frame = pd.read_csv(self.root, dtype=str, keep_default_na=False)
+            try:
+                frame = pd.read_csv(self.root, dtype=str, keep_default_na=False)
+            except (ValueError, OSError) as err:  # pandas' parser errors are ValueErrors; bad UTF-8 too
+                raise ConfigError(f"{self.root}: not a readable CSV file ({' '.join(str(err).split())[:200]}).") from None
             for role in ("path", "label"):
                 if self.columns[role] not in frame.columns:
                     raise ConfigError(
@@ -125,14 +128,30 @@ class CsvDataset(DatasetLoader):
             self._frame = frame
         return self._frame
 
-    def load(self, split: str) -> Dataset:
-        self.check(split)
+    def _image_root(self) -> Path:
+        image_root = Path(self.image_root) if self.image_root else self.root.parent
+        return image_root if image_root.is_absolute() else self.root.parent / image_root
+
+    def _split_frame(self, split: str):
         frame = self._read()
         if self.columns["split"] in frame.columns:
             frame = frame[frame[self.columns["split"]].astype(str) == split]
-        image_root = Path(self.image_root) if self.image_root else self.root.parent
-        if not image_root.is_absolute():
-            image_root = self.root.parent / image_root
+        return frame
+
+    def _confined(self, frame) -> list[Path]:
+        rows = [f"line {int(i) + 2}" for i in frame.index]  # file line: header is line 1 (pandas keeps the index)
+        return confined_paths(self._image_root(), frame[self.columns["path"]].tolist(), str(self.root),
+                              self.allow_outside_root, rows)
+
+    def check(self, split: str) -> None:
+        """Also refuses image paths that leave the image root (cheap: no image is opened)."""
+        super().check(split)
+        if self.root.is_file():
+            self._confined(self._split_frame(split))
+
+    def load(self, split: str) -> Dataset:
+        self.check(split)
+        frame = self._split_frame(split)
         raw = frame[self.columns["label"]].tolist()
         labels = []
         for value in raw:
@@ -146,9 +165,7 @@ class CsvDataset(DatasetLoader):
         keep = np.array([lab is not None for lab in labels])
         frame = frame[keep]
         labels = [lab for lab in labels if lab is not None]
-        rows = [f"line {int(i) + 2}" for i in frame.index]  # file line: header is line 1 (pandas keeps the index)
-        paths = confined_paths(image_root, frame[self.columns["path"]].tolist(), str(self.root),
-                               self.allow_outside_root, rows)
+        paths = self._confined(frame)
         ids = frame[self.columns["id"]].tolist() if self.columns["id"] else frame[self.columns["path"]].tolist()
         skip = {c for c in self.columns.values() if c}
         attr_cols = self.attribute_columns or [c for c in frame.columns if c not in skip]
