@@ -88,6 +88,7 @@ def check_target(folder: str | Path, kind: str, *, flag: str = "--out") -> bool:
     if not folder.exists():
         if folder.is_symlink():
             raise OutputError(f"{folder} is a broken symbolic link; remove it or choose another {flag} folder.")
+        _check_creatable(folder, what, flag)
         return False
     if not folder.is_dir():
         raise OutputError(f"{folder} is a file, not a folder; choose another {flag} folder (facebench never "
@@ -100,6 +101,20 @@ def check_target(folder: str | Path, kind: str, *, flag: str = "--out") -> bool:
     raise OutputError(f"{folder} is not empty and is not a facebench {what} (no {MARKERS[kind]} marker){detail}: "
                       f"refusing to write into it, so that none of its files is overwritten or mixed with "
                       f"facebench's. Choose a new or empty {flag} folder, or move its files away.")
+
+
+def _check_creatable(folder: Path, what: str, flag: str) -> None:
+    """Fail early (before any model runs) when the nearest existing ancestor of ``folder`` is a file
+    or not writable; the final write checks again."""
+    ancestor = folder.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"cannot create {what} {folder}: {ancestor} is a file, not a folder; choose a writable "
+                          f"{flag} folder.")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot create {what} {folder}: {ancestor} is not writable; choose a writable "
+                          f"{flag} folder.")
 
 
 def _alive(pid: int) -> bool:
