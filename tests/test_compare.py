@@ -111,3 +111,106 @@ def test_ci_tolerance_and_rules(runs):
     assert acc.tolerance == 0.5 and acc.verdict == "ok"
     assert cmp.higher_is_better("accuracy") and not cmp.higher_is_better("nll")
     assert not cmp.higher_is_better("ece[bins=15]") and not cmp.higher_is_better("accuracy_difference[between_groups]")
+
+
+# -- the gate's contract on hand-made results (no model): drops, tolerances and verdicts by hand ------------
+FP = {"protocol": "p" * 16, "dataset": "d" * 16}
+
+
+def _results(values: dict, ci: dict | None = None, conventions: dict | None = None) -> dict:
+    """A minimal schema-valid results.json with one task 't' and headline records ``{metric: value}``."""
+    records = [{"task": "t", "metric": m, "value": v, "headline": True, "ci": (ci or {}).get(m),
+                "conventions": {"definition": "d", "bootstrap": "b1000", **(conventions or {})}}
+               for m, v in values.items()]
+    return {"schema_version": 1, "tasks": [{"name": "t", "status": "ok", "fingerprints": dict(FP)}],
+            "records": records}
+
+
+def _side(tmp_path, name: str, results: dict):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "results.json").write_text(json.dumps(results))
+    return tmp_path / name
+
+
+def test_drops_and_directions_by_hand(tmp_path):
+    base = _side(tmp_path, "base", _results({"accuracy": 0.80, "nll": 0.50, "ece[bins=15]": 0.10}))
+    run = _side(tmp_path, "run", _results({"accuracy": 0.785, "nll": 0.505, "ece[bins=15]": 0.08}))
+    report = cmp.compare_runs(base, run)
+    by = {c.metric: c for c in report.comparisons}
+    # accuracy: 0.80 - 0.785 = 0.015 > 0.01; nll (lower is better): 0.505 - 0.50 = 0.005; ece: 0.08 - 0.10 = -0.02
+    assert by["accuracy"].drop == pytest.approx(0.015) and by["accuracy"].verdict == "regression"
+    assert by["nll"].drop == pytest.approx(0.005) and by["nll"].verdict == "ok"
+    assert by["ece[bins=15]"].drop == pytest.approx(-0.02) and by["ece[bins=15]"].verdict == "improved"
+    assert report.exit_code == 1 and report.reason.startswith("regression: 1 of 3 metrics: t/accuracy")
+    assert cmp.compare_runs(base, run, tolerance=0.016).exit_code == 0
+    # ci mode: half-width of [0.78, 0.82] is 0.02, times 0.5 = 0.01 < 0.015; times 1.0 = 0.02 > 0.015
+    (base / "results.json").write_text(json.dumps(_results({"accuracy": 0.80}, ci={"accuracy": [0.78, 0.82]})))
+    (run / "results.json").write_text(json.dumps(_results({"accuracy": 0.785})))
+    half = cmp.compare_runs(base, run, tolerance=0.5, mode="ci")
+    assert half.comparisons[0].tolerance == pytest.approx(0.01) and half.exit_code == 1
+    assert cmp.compare_runs(base, run, tolerance=1.0, mode="ci").exit_code == 0
+
+
+def test_nothing_judged_never_passes(tmp_path):
+    assert cmp.CompareReport().exit_code == 2 and "nothing was compared" in cmp.CompareReport().reason
+    base = _side(tmp_path, "base", _results({"accuracy": None}))  # NaN written as null
+    run = _side(tmp_path, "run", _results({"accuracy": None}))
+    report = cmp.compare_runs(base, run)
+    assert report.exit_code == 2 and report.comparisons[0].note.startswith("baseline value is null")
+
+
+def test_bootstrap_convention_counts_only_for_ci_tolerances(tmp_path):
+    base = _side(tmp_path, "base", _results({"accuracy": 0.8}, ci={"accuracy": [0.7, 0.9]}))
+    run = _side(tmp_path, "run", _results({"accuracy": 0.8}, conventions={"bootstrap": "b200"}))
+    assert cmp.compare_runs(base, run).exit_code == 0  # the value does not depend on the resample count
+    ci = cmp.compare_runs(base, run, mode="ci")
+    assert ci.exit_code == 2 and "conventions differ: bootstrap" in ci.comparisons[0].note
+    rules = cmp.compare_runs(base, run, tolerances={"acc*": {"ci": 1.0}})  # a per-metric ci rule counts too
+    assert rules.exit_code == 2
+
+
+def test_outputs_carry_verdict_and_reason(tmp_path):
+    base = _side(tmp_path, "base", _results({"accuracy": 0.80, "macro_f1": 0.7}))
+    run = _side(tmp_path, "run", _results({"accuracy": 0.15, "macro_f1": None}))
+    report = cmp.compare_runs(base, run)
+    assert report.exit_code == 2  # cannot-judge wins, the regression is still listed
+    assert [c.verdict for c in report.comparisons] == ["regression", "cannot compare"]
+    assert "regressions found meanwhile: t/accuracy" in report.reason
+    data = json.loads(cmp.to_json(report))
+    assert data["kind"] == cmp.COMPARE_KIND and data["verdict"] == "cannot compare" and data["exit_code"] == 2
+    assert data["reason"] == report.reason
+    xml = ET.fromstring(cmp.to_junit(report))
+    assert (xml.get("failures"), xml.get("errors"), xml.get("tests")) == ("1", "1", "2")
+    cases = {c.get("name"): c for c in xml.iter("testcase")}
+    assert cases["accuracy"].find("failure") is not None and cases["macro_f1"].find("error") is not None
+    props = {p.get("name"): p.get("value") for p in xml.iter("property")}
+    assert props["verdict"] == "cannot compare" and props["reason"] == report.reason
+    md = cmp.to_markdown(report)
+    assert "Verdict: cannot compare (exit code 2)." in md and f"Reason: {report.reason}" in md
+    # the CLI writes both atomically, and a rerun may replace its own outputs (not a user's file)
+    argv = ["compare", str(run), "--baseline", str(base), "--json", str(tmp_path / "c.json"),
+            "--junit", str(tmp_path / "c.xml")]
+    assert main(argv) == 2 and main(argv) == 2
+    assert json.loads((tmp_path / "c.json").read_text())["verdict"] == "cannot compare"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+
+
+def test_baseline_marker_old_format_and_refusals(tmp_path):
+    run = _side(tmp_path, "run", _results({"accuracy": 0.8}))
+    out = cmp.write_baseline(run, tmp_path / "b.json")
+    data = json.loads(out.read_text())
+    assert data["kind"] == "facebench-baseline" and data["facebench_baseline"] == 1
+    cmp.write_baseline(run, out)  # replacing its own baseline is fine
+    data.pop("kind")  # a baseline written before the marker existed stays readable
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert cmp.compare_runs(tmp_path / "old.json", run).exit_code == 0
+    (tmp_path / "notes.json").write_text('{"mine": true}')
+    with pytest.raises(cmp.CompareError, match="not a facebench baseline"):
+        cmp.write_baseline(run, tmp_path / "notes.json")
+    assert (tmp_path / "notes.json").read_text() == '{"mine": true}'
+    failed = _results({"accuracy": 0.8})
+    failed["tasks"][0].update(status="failed", reason="boom")
+    (run / "results.json").write_text(json.dumps(failed))
+    with pytest.raises(cmp.CompareError, match="task 't' failed"):
+        cmp.write_baseline(run, tmp_path / "b2.json")
+    assert not (tmp_path / "b2.json").exists()
