@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="registered model name (facebench list models)")
     run.add_argument("--model-args", help="adapter settings: key=value,key2=value2")
     run.add_argument("--out", help="run folder (default reports/<suite>/<model>/)")
-    run.add_argument("--force", action="store_true", help="overwrite results in an existing run folder")
+    run.add_argument("--force", action="store_true", help="replace an earlier run folder of facebench's "
+                     "(never a folder without its .facebench-run marker)")
     run.add_argument("--cache-dir", help="prediction store (default $FACEBENCH_CACHE or ~/.cache/facebench)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.add_argument("--quiet", action="store_true", help="do not print the leaderboard")
@@ -69,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("run_dir", help="a run folder written by `facebench run`")
     rs.add_argument("--suite", help="evaluate this suite instead of the run's own (same model, stored splits)")
     rs.add_argument("--out", help="run folder (default <run_dir>-rescored)")
-    rs.add_argument("--force", action="store_true", help="overwrite results in an existing run folder")
+    rs.add_argument("--force", action="store_true", help="replace an earlier run folder of facebench's "
+                    "(never a folder without its .facebench-run marker)")
     rs.add_argument("--cache-dir", help="prediction store (default: the run's, else $FACEBENCH_CACHE)")
     rs.add_argument("--quiet", action="store_true", help="do not print the leaderboard")
     rs.add_argument("--no-figures", action="store_true", help="do not draw the figures")
