@@ -285,11 +285,16 @@ def load_tolerances(path: str | Path | None) -> dict[str, dict]:
         return {}
     import yaml
 
+    from facebench.safe_yaml import YamlError
+    from facebench.safe_yaml import load as load_yaml
+
     path = Path(path)
     try:
         if path.stat().st_size > 1 << 20:
             raise CompareError(f"cannot compare: the tolerances file {path} is larger than 1 MiB")
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_bytes(), str(path)) or {}  # bounded: aliases, depth, size (facebench.safe_yaml)
+    except YamlError as err:
+        raise CompareError(_one_line(f"cannot compare: the tolerances file {err}")) from None
     except (OSError, UnicodeDecodeError) as err:
         raise CompareError(f"cannot compare: cannot read the tolerances file {path} "
                            f"({getattr(err, 'strerror', None) or err})") from None
@@ -567,15 +572,22 @@ def check_output_path(path: str | Path, flag: str) -> Path:
     if path.is_dir():
         raise CompareError(f"--{flag} {path} is a folder; name a file")
     if path.exists() or path.is_symlink():
-        try:
-            with open(path, "rb") as f:
-                head = f.read(1 << 16).decode("utf-8", "replace")
-        except OSError as err:
-            raise CompareError(f"--{flag} {path} exists and cannot be read ({err.strerror or err})") from None
-        if COMPARE_KIND not in head:
+        if not _is_compare_output(path, flag):
             raise CompareError(f"--{flag} {path} exists and is not a facebench compare output; not overwriting "
                                f"it -- choose another path or move it")
     return path
+
+
+def _is_compare_output(path: Path, flag: str) -> bool:
+    """Whether ``path`` holds an earlier output of ``facebench compare --json`` / ``--junit``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16).decode("utf-8", "replace")
+        if flag == "junit":
+            return f'<property name="kind" value="{COMPARE_KIND}" />' in head
+        return path.stat().st_size < 1 << 26 and json.loads(path.read_text(encoding="utf-8")).get("kind") == COMPARE_KIND
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return False
 
 
 def write_outputs(report: CompareReport, json_path: str | Path | None = None,
