@@ -229,18 +229,22 @@ class PredictionStore:
         if not path.exists() or not (self.entry_dir(key) / "predictions.npz").exists():
             return None
         try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):  # JSONDecodeError, UnicodeDecodeError
             return None
+        return meta if isinstance(meta, dict) else None
 
     def verified_meta(self, key: str) -> dict | None:
         """``meta`` of a complete entry whose ``predictions.npz`` passes its checksum; a corrupt entry
         is reported (one ``CacheWarning``), removed, and ``None`` returned, so that it is recomputed."""
         meta = self.meta(key)
-        if meta is None:
-            return None
         path = self.entry_dir(key) / "predictions.npz"
-        problem = _check_entry_file(path, meta)
+        if meta is None:
+            if not (path.is_file() and (self.entry_dir(key) / "meta.json").is_file()):
+                return None  # no complete entry
+            meta, problem = {}, "meta.json is not a readable JSON object"
+        else:
+            problem = _check_entry_file(path, meta)
         if problem is None:
             return meta
         what = f"{meta.get('model', '?')} on {meta.get('dataset', '?')}/{meta.get('split', '?')}"
