@@ -294,7 +294,9 @@ def load_tolerances(path: str | Path | None) -> dict[str, dict]:
             raise CompareError(f"cannot compare: the tolerances file {path} is larger than 1 MiB")
         data = load_yaml(path.read_bytes(), str(path)) or {}  # bounded: aliases, depth, size (facebench.safe_yaml)
     except YamlError as err:
-        raise CompareError(_one_line(f"cannot compare: the tolerances file {err}")) from None
+        where = f"line {err.line}: " if err.line else ""
+        raise CompareError(_one_line(f"cannot compare: the tolerances file {path} is not valid YAML/JSON "
+                                     f"({where}{err.problem[:200]})")) from None
     except (OSError, UnicodeDecodeError) as err:
         raise CompareError(f"cannot compare: cannot read the tolerances file {path} "
                            f"({getattr(err, 'strerror', None) or err})") from None
