@@ -51,6 +51,7 @@ EXIT_OK = 0  # every command: done; run/rescore: every task ran
 EXIT_TASK_FAILED = 1  # run/rescore: a task failed (the others' results are kept)
 EXIT_BAD_INPUT = 2  # every command: bad configuration, arguments or data (a FacebenchError); nothing was judged
 EXIT_NOTHING_EVALUATED = 3  # run/rescore: every task was skipped (the run folder records why)
+EXIT_COMPARE_OK = 0  # compare: every compared metric judged, no regression
 EXIT_REGRESSION = 1  # compare: a metric regressed
 EXIT_CANNOT_JUDGE = 2  # compare: cannot judge (unreadable, malformed, NaN, missing, mismatched)
 EXIT_INTERNAL_ERROR = 4  # every command: a bug in facebench (never read as "regression" or "task failed")
