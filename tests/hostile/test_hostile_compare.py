@@ -122,9 +122,9 @@ def tolerances(text: str | None):
     return setup
 
 
-def user_file(name: str, flag: str):
+def user_file(name: str, flag: str, text: str = "my own notes, not facebench's\n"):
     def setup(tmp: Path) -> list[str]:
-        (tmp / name).write_text("my own notes, not facebench's\n")
+        (tmp / name).write_text(text)
         return compare()(tmp) + [flag, str(tmp / name)]
     return setup
 
@@ -243,6 +243,10 @@ CASES = [
          "is a folder"),
     Case("json-over-user-file", user_file("notes.json", "--json"), 2, "not a facebench compare output"),
     Case("junit-over-user-file", user_file("report.xml", "--junit"), 2, "not overwriting"),
+    Case("json-over-file-naming-the-marker", user_file("notes.json", "--json", '{"note": "facebench-compare"}'), 2,
+         "not a facebench compare output"),
+    Case("json-over-own-output", user_file("c.json", "--json", '{"kind": "facebench-compare"}'), 0, "no regression",
+         ("c.json",)),
     # `facebench baseline`
     Case("baseline-cmd-ok", baseline_cmd(), 0, "wrote", ("out.json",)),
     Case("baseline-cmd-replaces-own-baseline", baseline_cmd(out_text=json.dumps({"kind": "facebench-baseline"})),
