@@ -31,11 +31,15 @@ def _add_run_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--confidence", type=float, help="CI level (default 0.95)")
     g.add_argument("--data-root", help="folder holding the datasets (default: $FACEBENCH_DATA)")
     g.add_argument("--missing-data", choices=["error", "skip"], help="what to do when a task's data is absent")
+    g.add_argument("--on-bad-image", choices=["error", "skip"],
+                   help="unreadable image files: stop before the model loads (error, the default), or leave them "
+                        "out of their task and count them in results.json (skip)")
 
 
 def _overrides(args) -> dict:
     out = {k: getattr(args, k, None) for k in
-           ("batch_size", "device", "amp", "seed", "bootstrap", "confidence", "data_root", "missing_data")}
+           ("batch_size", "device", "amp", "seed", "bootstrap", "confidence", "data_root", "missing_data",
+            "on_bad_image")}
     if getattr(args, "decode_cache", None) is not None:
         out["decode_cache"] = args.decode_cache == "on"
     for name in ("channels_last", "compile"):

@@ -16,6 +16,7 @@ from facebench.errors import (EXIT_NOTHING_EVALUATED, EXIT_OK, EXIT_TASK_FAILED,
                               OutputError)
 from facebench.fingerprint import hash_object
 from facebench.content import set_cache_root as set_hash_cache_root
+from facebench.data.scan import predict_screened, screen_splits
 from facebench.suite import Suite, _check_kwargs, check_name, load_suite, make_loader, make_protocol
 
 
@@ -54,6 +55,7 @@ class _Unit:
     preds: Any = None
     report: Any = None
     load_s: float = 0.0
+    bad_images: dict | None = None  # unreadable files left out (on_bad_image: skip)
 
 
 def _stderr(msg: str) -> None:
@@ -101,6 +103,11 @@ def choose_out_dir(suite: Suite, model: str, out: str | Path | None, force: bool
     chosen = base.parent / f"{base.name}-{k}"
     log(f"note: {base} holds an earlier run; writing to {chosen} (use --force to overwrite, or --out DIR)")
     return chosen
+
+
+def _split_key(ref) -> str:
+    """One key per dataset split (task or extra role): each is loaded, scanned and predicted once."""
+    return hash_object([ref.dataset, ref.path, ref.dataset_args, ref.split])
 
 
 def make_model(name: str, model_args: dict):
@@ -175,6 +182,11 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
             item.status, item.reason = "skipped", str(err).splitlines()[0]
             log(f"skip {task.name}: {item.reason}")
         planned.append(item)
+    # every split loaded and its image files scanned (on_bad_image), still before the model loads
+    screened = screen_splits(((_split_key(ref), loader, ref.split) for item in planned if item.status == "ok"
+                              for ref, loader in [(item.task, item.loader),
+                                                  *((r, item.ref_loaders[k]) for k, r in item.refs.items())]),
+                             d["on_bad_image"], log)
 
     # 2. the model, once
     if adapter is None:
@@ -206,8 +218,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     units: dict[str, _Unit] = {}
 
     def unit_for(ref, loader) -> _Unit:
-        key = hash_object([ref.dataset, ref.path, ref.dataset_args, ref.split])
-        return units.setdefault(key, _Unit(ref, loader))
+        return units.setdefault(_split_key(ref), _Unit(ref, loader))
 
     for item in planned:
         if item.status != "ok":
@@ -227,10 +238,14 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     for unit in units.values():
         t_load = time.perf_counter()
         try:
-            unit.dataset = unit.loader.load(unit.ref.split)
+            unit.dataset, unit.bad_images = screened[_split_key(unit.ref)]
             if unit.predictions:
-                unit.preds, unit.report = run_inference(adapter, unit.dataset, store, heads=tuple(sorted(unit.heads)),
-                                                        features=unit.features, settings=settings)
+                def predict(dataset, unit=unit):
+                    return run_inference(adapter, dataset, store, heads=tuple(sorted(unit.heads)),
+                                         features=unit.features, settings=settings)
+
+                unit.dataset, unit.bad_images, (unit.preds, unit.report) = predict_screened(
+                    predict, unit.dataset, unit.bad_images, d["on_bad_image"], log)
                 if unit.report.reused:
                     log(f"{unit.dataset.name}/{unit.dataset.split}: reused stored predictions ({unit.report.key})")
         except KeyboardInterrupt:
@@ -264,6 +279,11 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
                                    for role, ref in it.refs.items()}
         if it.skipped_refs:
             row["skipped_extra_splits"] = dict(it.skipped_refs)
+        if own.bad_images:
+            row["bad_images"] = own.bad_images
+        for role, ref in it.refs.items():
+            if unit_for(ref, None).bad_images:
+                row["extra_splits"][role]["bad_images"] = unit_for(ref, None).bad_images
         try:
             result = it.protocol.evaluate(ctx)
         except Exception as err:  # keep the other tasks' results

@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "confidence": 0.95,
     "data_root": None,
     "missing_data": "error",
+    "on_bad_image": "error",
     "shard_size": 2048,
     "decode_cache": True,
     "channels_last": False,
@@ -56,6 +57,7 @@ DEFAULT_TYPES: dict[str, tuple] = {
     "confidence": (float,),
     "data_root": (str, type(None)),
     "missing_data": (str,),
+    "on_bad_image": (str,),
     "shard_size": (int,),
     "decode_cache": (bool,),
     "channels_last": (bool,),
@@ -232,6 +234,9 @@ def load_suite(path: str | Path, overrides: dict | None = None) -> Suite:
     if defaults["missing_data"] not in ("error", "skip"):
         problems.append(Problem(getattr(given, "lines", {}).get("missing_data"),
                                 "defaults: missing_data must be 'error' or 'skip'."))
+    if defaults["on_bad_image"] not in ("error", "skip"):
+        problems.append(Problem(getattr(given, "lines", {}).get("on_bad_image"),
+                                "defaults: on_bad_image must be 'error' or 'skip'."))
 
     tasks: list[Task] = []
     raw_tasks = raw.get("tasks")
@@ -302,6 +307,15 @@ def _check_kwargs(factory, kwargs: dict, what: str) -> None:
                               f"Options: {', '.join(allowed) or '(none)'}.")
 
 
+def _scan_images(task, loader, ref_loaders: dict, policy: str, notes: list[str]) -> None:
+    """The run's header scan of the task's image files (``on_bad_image``): ``error`` raises, ``skip`` notes."""
+    from facebench.data.scan import screen_dataset
+
+    splits = [(task.split, loader)] + [(ref.split, ref_loader) for ref, ref_loader in ref_loaders.values()]
+    for split, split_loader in splits:
+        screen_dataset(split_loader.load(split), policy, lambda msg: notes.append(f"task {task.name!r}: {msg}"))
+
+
 def validate_suite(path: str | Path, overrides: dict | None = None, check_data: bool = True) -> tuple[Suite, list[str]]:
     """Full validation without running: structure, registries, parameters and data folders.
 
@@ -319,14 +333,18 @@ def validate_suite(path: str | Path, overrides: dict | None = None, check_data: 
                            for role, ref in protocol.requires(task).items()}
             if check_data:
                 loader.check(task.split)
+                absent = set()
                 for role, (ref, ref_loader) in ref_loaders.items():
                     try:
                         ref_loader.check(ref.split)
                     except FacebenchError as err:
                         if ref.optional and suite.defaults["missing_data"] == "skip":
                             notes.append(f"task {task.name!r} will leave out {role}: {str(err).splitlines()[0]}")
+                            absent.add(role)
                         else:
                             raise
+                _scan_images(task, loader, {r: v for r, v in ref_loaders.items() if r not in absent},
+                             suite.defaults["on_bad_image"], notes)
         except FacebenchError as err:
             from facebench.errors import DatasetNotFoundError
 
