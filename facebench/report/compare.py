@@ -38,7 +38,7 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 
-from facebench.errors import CompareError
+from facebench.errors import EXIT_CANNOT_JUDGE, EXIT_COMPARE_OK, EXIT_REGRESSION, CompareError
 from facebench.report.results import SCHEMA_VERSION, read_samples
 from facebench.report.tables import higher_is_better
 
@@ -82,8 +82,8 @@ class CompareReport:
     def exit_code(self) -> int:
         """2 when anything could not be judged (or nothing was compared), else 1 on a regression, else 0."""
         if self.problems or not self.comparisons or any(c.verdict == "cannot compare" for c in self.comparisons):
-            return 2
-        return 1 if self.regressions else 0
+            return EXIT_CANNOT_JUDGE
+        return EXIT_REGRESSION if self.regressions else EXIT_COMPARE_OK
 
     @property
     def regressions(self) -> list[Comparison]:
