@@ -165,6 +165,10 @@ def _check_results(results, what: str) -> None:
         keys.add((r["task"], r["metric"]))
 
 
+def _is_labels(a: np.ndarray) -> bool:
+    return a.size == 0 or (np.issubdtype(a.dtype, np.integer) and a.min() >= 0)
+
+
 def _check_samples(samples, what: str) -> dict:
     """Per-task outcomes as arrays; raise CompareError unless each has equal-length 1-d ids, y_true,
     y_pred with non-negative integer labels."""
@@ -176,10 +180,8 @@ def _check_samples(samples, what: str) -> dict:
             arrays = {k: np.asarray(s[k]) for k in ("ids", "y_true", "y_pred")}
         except (KeyError, TypeError, ValueError, IndexError):
             raise CompareError(f"{what}: the per-sample outcomes of task {task!r} lack ids, y_true or y_pred") from None
-        sizes = {a.shape for a in arrays.values()}
-        ints = all(a.size == 0 or np.issubdtype(a.dtype, np.integer) for a in (arrays["y_true"], arrays["y_pred"]))
-        if len(sizes) != 1 or arrays["ids"].ndim != 1 or not ints or \
-                any(a.size and a.min() < 0 for a in (arrays["y_true"], arrays["y_pred"])):
+        shapes = {a.shape for a in arrays.values()}
+        if len(shapes) != 1 or arrays["ids"].ndim != 1 or not all(_is_labels(arrays[k]) for k in ("y_true", "y_pred")):
             raise CompareError(f"{what}: the per-sample outcomes of task {task!r} are malformed (ids, y_true and "
                                f"y_pred must be equal-length lists, labels non-negative integers)")
         out[task] = arrays
