@@ -25,8 +25,10 @@ SHOWN = 3  # offending rows named in the error
 def is_outside(rel: str) -> bool:
     """Whether the relative path ``rel`` (as written in a label file) leaves its root."""
     rel = str(rel).replace("\\", "/")
-    if rel.startswith("/") or os.path.isabs(rel) or (len(rel) > 1 and rel[1] == ":"):
+    if rel.startswith("/") or os.path.isabs(rel) or rel[1:2] == ":":
         return True
+    if ".." not in rel:
+        return False  # the common case, without normalising
     norm = os.path.normpath(rel).replace("\\", "/")
     return norm == ".." or norm.startswith("../")
 

@@ -96,9 +96,13 @@ class _RafLoader(NativeLoader):
         rows = self._split_rows(names, split)
         return summarize(np.array(self.class_names)[values[rows]], self.class_names, rows=len(rows))
 
-    def image_path(self, name: str) -> Path:
+    def image_name(self, name: str) -> str:
+        """The image file of label-file entry ``name``, relative to ``image_dir``."""
         stem = name.rsplit(".", 1)[0]
-        return self.image_dir / (f"{stem}_aligned.jpg" if self.aligned else name)
+        return f"{stem}_aligned.jpg" if self.aligned else name
+
+    def image_path(self, name: str) -> Path:
+        return self.image_dir / self.image_name(name)
 
     def load(self, split: str):
         split = self.resolve_split(split)
@@ -111,8 +115,8 @@ class _RafLoader(NativeLoader):
         ids = np.array([n.rsplit(".", 1)[0] for n in chosen])
         attributes = self._manual_attributes(ids) if self.manual_attributes else {}
         return self._dataset(split, ids, self.class_names, np.array(self.class_names)[values[rows]],
-                             FileImages(confined_paths(self.image_dir, [str(self.image_path(n).relative_to(self.image_dir))
-                                                                        for n in chosen], str(self.label_file))), attributes=attributes)
+                             FileImages(confined_paths(self.image_dir, [self.image_name(n) for n in chosen],
+                                                       str(self.label_file))), attributes=attributes)
 
     def _manual_attributes(self, stems: np.ndarray) -> dict[str, np.ndarray]:
         """gender, race and age group from ``Annotation/manual/<stem>_manu_attri.txt`` (lines 6-8)."""
