@@ -154,8 +154,11 @@ def write_folder(final: str | Path, kind: str, write: Callable[[Path], None], *,
                  flag: str = "--out") -> Path:
     """Write a folder of ``kind`` at ``final`` through ``write(tmp)`` into a temporary sibling, then
     rename it into place. ``replace``: a previous folder of the same kind may be replaced (it is moved
-    aside and removed after the rename); otherwise one in the way is an error. Returns ``final``."""
+    aside and removed after the rename); otherwise one in the way is an error. A symbolic link is written
+    through (its target is replaced, the link kept). Returns ``final``."""
     final = Path(final)
+    if final.is_symlink() and final.exists():
+        final = final.resolve()
     previous = check_target(final, kind, flag=flag)
     if previous and not replace:
         raise OutputError(f"{final} holds an earlier facebench {WHAT[kind]}; pass --force to replace it, "
@@ -172,7 +175,7 @@ def write_folder(final: str | Path, kind: str, write: Callable[[Path], None], *,
         write_marker(tmp, kind, host=socket.gethostname(), pid=os.getpid())  # a stale tmp is recognisable
         write(tmp)
         write_marker(tmp, kind)
-        _swap_into_place(tmp, final, kind, flag)
+        _swap_into_place(tmp, final, kind, flag, replace)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(err, OSError):
@@ -182,9 +185,10 @@ def write_folder(final: str | Path, kind: str, write: Callable[[Path], None], *,
     return final
 
 
-def _swap_into_place(tmp: Path, final: Path, kind: str, flag: str) -> None:
+def _swap_into_place(tmp: Path, final: Path, kind: str, flag: str, replace: bool) -> None:
     """Rename ``tmp`` to ``final``; an empty folder in the way is removed, a previous folder of ``kind``
-    moved aside and removed after the rename; anything else (appeared meanwhile) is an error."""
+    (with ``replace``) moved aside and removed after the rename; anything else is an error (it appeared
+    while this one was written, e.g. a concurrent run into the same folder)."""
     if not final.exists() and not final.is_symlink():
         os.rename(tmp, final)
         return
@@ -192,7 +196,9 @@ def _swap_into_place(tmp: Path, final: Path, kind: str, flag: str) -> None:
         os.rmdir(final)
         os.rename(tmp, final)
         return
-    check_target(final, kind, flag=flag)  # raises when it is not ours (e.g. a user wrote into it meanwhile)
+    if check_target(final, kind, flag=flag) and not replace:  # raises when it is not ours
+        raise OutputError(f"{final} was written by another facebench process while this one ran; nothing was "
+                          f"replaced. Pass --force to replace it, or choose another {flag} folder.")
     old = final.parent / f"{final.name}.old-{uuid.uuid4().hex[:12]}"
     os.rename(final, old)
     try:

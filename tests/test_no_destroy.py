@@ -191,6 +191,36 @@ def test_stale_temporary_siblings_are_cleaned_only_when_they_are_facebench_s(sui
     assert snapshot(users) == before  # named like one, but no marker: the user's
 
 
+def test_force_through_a_symlink_replaces_the_target_and_keeps_the_link(suite, tmp_path):
+    target = tmp_path / "runs" / "a"
+    assert run_cli(["run", str(suite), "--out", str(target), *FAST])[0] == 0
+    (target / "stale.txt").write_text("old")
+    link = tmp_path / "latest"
+    link.symlink_to(target)
+    assert run_cli(["run", str(suite), "--out", str(link), "--force", *FAST])[0] == 0
+    assert link.is_symlink() and (link / ".facebench-run").exists() and not (target / "stale.txt").exists()
+    assert siblings(target) == [] and siblings(link) == []
+
+
+@pytest.mark.parametrize("meanwhile", ["facebench", "user"])
+def test_a_folder_that_appears_while_writing_is_never_replaced(tmp_path, meanwhile):
+    from facebench.outdir import RUN, write_folder, write_marker
+
+    final = tmp_path / "out"
+
+    def write(tmp):
+        (tmp / "results.json").write_text("{}")
+        user_folder(final)  # another process (or the user) fills the folder meanwhile
+        if meanwhile == "facebench":
+            write_marker(final, RUN)
+
+    message = "another facebench process" if meanwhile == "facebench" else "not a facebench run folder"
+    with pytest.raises(OutputError, match=message):
+        write_folder(final, RUN, write, replace=False)
+    assert (final / "results.json").read_text() == "not facebench's\n"  # theirs, untouched
+    assert siblings(final) == []
+
+
 # -- rescore ----------------------------------------------------------------------------------------
 def test_rescore_never_writes_into_a_user_folder_and_force_replaces_only_its_own(suite, tmp_path):
     run = tmp_path / "run"
