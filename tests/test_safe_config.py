@@ -306,3 +306,18 @@ def test_non_numeric_value_reads_as_na():
     table = build_table([results])
     assert "n/a" in to_markdown(table) or "–" in to_markdown(table)
     assert "<b>" not in to_markdown(table) and "<b>" not in to_html_table(table)
+
+
+def test_pairs_csv_confined_unless_allowed(tmp_path):
+    from facebench.data.pairs import PairsCSV
+
+    (tmp_path / "out").mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / "out" / name).write_bytes(b"x")
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    (folder / "pairs.csv").write_text("image_a,image_b,same\n../out/a.jpg,../out/b.jpg,1\n")
+    with pytest.raises(ConfigError, match=r"2 image path\(s\) lead outside.*pair 1: '../out/a.jpg'"):
+        PairsCSV(path=str(folder)).load("test")
+    dataset = PairsCSV(path=str(folder), allow_outside_root=True).load("test")
+    assert [Path(p).resolve() for p in dataset.images.paths] == [tmp_path / "out" / "a.jpg", tmp_path / "out" / "b.jpg"]
