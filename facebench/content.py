@@ -8,7 +8,9 @@ Conventions:
 
 * The stat cache lives under the cache root (``FACEBENCH_CACHE``, ``--cache-dir``): one file per
   folder, ``hashes/<hash of the folder's absolute path>.npz`` holding the file names, their stats and
-  digests. It is written atomically (temporary name, then rename) and only when something changed.
+  digests; and, in front of it, one snapshot per exact path list (``hashes/lists/<hash of the list>.npz``:
+  stats and digests in list order), so that a warm call is a ``stat`` per file and one array compare.
+  Files are written atomically (temporary name, then rename) and only when something changed.
   An unreadable, corrupt or foreign cache file counts as empty; a read-only or full cache folder
   means hashing without remembering (nothing fails for want of cache).
 * Paths are taken as given: a symlink is followed (its target's stat and bytes count).
@@ -92,14 +94,16 @@ def _hash_many(paths: Sequence[str]) -> list[bytes]:
 
 def _stat_many(paths: Sequence[str]) -> np.ndarray:
     """(N, 4) int64: size, mtime_ns, ctime_ns, inode; a row of -1 where ``stat`` fails."""
-    out = np.full((len(paths), 4), -1, dtype=np.int64)
-    for i, path in enumerate(paths):
+    rows = []
+    append, stat, failed = rows.append, os.stat, (-1, -1, -1, -1)
+    for path in paths:
         try:
-            st = os.stat(path)
+            st = stat(path)
         except (OSError, ValueError):
+            append(failed)
             continue
-        out[i] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-    return out
+        append((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+    return np.array(rows, dtype=np.int64).reshape(len(rows), 4)
 
 
 def stat_files(paths: Sequence[str]) -> np.ndarray:
@@ -134,11 +138,56 @@ def _load(folder: str) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
 
 
 def _save(folder: str, names: list[str], stats: np.ndarray, digests: np.ndarray) -> None:
-    """Write one folder's cache atomically; any OSError (read-only, full, vanished) is ignored."""
-    path = _cache_file(folder)
+    """Write one folder's cache atomically (nothing on failure: the next run hashes again)."""
+    _write_atomic(_cache_file(folder), {"format": np.int64(FORMAT), "folder": np.array(folder),
+                                        "names": np.array(names, dtype=str), "stats": stats, "digests": digests})
+
+
+def _split(paths: Sequence[str]) -> dict[str, tuple[list[int], list[str]]]:
+    """Absolute folder -> (positions in ``paths``, file names)."""
+    groups: dict[str, tuple[list[int], list[str]]] = {}
+    absdir: dict[str, str] = {}
+    sep = os.sep if os.altsep is None else None  # POSIX: one separator, str.rpartition is enough
+    for i, path in enumerate(paths):
+        if sep is not None:
+            head, _, tail = path.rpartition(sep)
+            if not head and path.startswith(sep):
+                head = sep
+        else:
+            head, tail = os.path.split(path)
+        folder = absdir.get(head)
+        if folder is None:
+            folder = absdir[head] = os.path.abspath(head or ".")
+        rows, names = groups.setdefault(folder, ([], []))
+        rows.append(i)
+        names.append(tail)
+    return groups
+
+
+def _list_file(paths: list[str]) -> Path:
+    """The snapshot file of one exact path list (relative paths depend on the working folder)."""
+    h = hashlib.blake2b(os.getcwd().encode("utf-8", "surrogatepass"), digest_size=16)
+    h.update("\0".join(paths).encode("utf-8", "surrogatepass"))
+    return cache_dir() / "lists" / f"{h.hexdigest()}.npz"
+
+
+def _load_list(path: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if int(data["format"]) != FORMAT:
+                return None
+            stats, digests = data["stats"], data["digests"]
+    except Exception:  # noqa: BLE001 - absent, unreadable, truncated or foreign
+        return None
+    if stats.shape != (n, 4) or digests.shape != (n, DIGEST_SIZE):
+        return None
+    return stats.astype(np.int64), digests.astype(np.uint8)
+
+
+def _write_atomic(path: Path, arrays: dict) -> None:
+    """``np.savez`` to a temporary name, then rename; any OSError (read-only, full, vanished) is ignored."""
     buffer = io.BytesIO()
-    np.savez(buffer, format=np.int64(FORMAT), folder=np.array(folder), names=np.array(names, dtype=str),
-             stats=stats, digests=digests)
+    np.savez(buffer, **arrays)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,29 +202,32 @@ def _save(folder: str, names: list[str], stats: np.ndarray, digests: np.ndarray)
             pass
 
 
-def _split(paths: Sequence[str]) -> dict[str, tuple[list[int], list[str]]]:
-    """Absolute folder -> (positions in ``paths``, file names)."""
-    groups: dict[str, tuple[list[int], list[str]]] = {}
-    absdir: dict[str, str] = {}
-    for i, path in enumerate(paths):
-        head, tail = os.path.split(path)
-        folder = absdir.get(head)
-        if folder is None:
-            folder = absdir[head] = os.path.abspath(head or ".")
-        rows, names = groups.setdefault(folder, ([], []))
-        rows.append(i)
-        names.append(tail)
-    return groups
-
-
 def file_digests(paths: Iterable[str | os.PathLike]) -> np.ndarray:
-    """(N, 16) uint8: the content digest of every file, in order (see the module docstring)."""
+    """(N, 16) uint8: the content digest of every file, in order (see the module docstring).
+
+    Warm path: the stats of the whole list equal the list's snapshot (``hashes/lists/``: one file per
+    exact path list, so no per-file lookup); otherwise the per-folder caches, then a new snapshot."""
     paths = [os.fspath(p) for p in paths]
-    out = np.zeros((len(paths), DIGEST_SIZE), dtype=np.uint8)
     if not paths:
-        return out
+        return np.zeros((0, DIGEST_SIZE), dtype=np.uint8)
     stats = stat_files(paths)
     now = time.time_ns()
+    snapshot = _list_file(paths)
+    cached = _load_list(snapshot, len(paths))
+    if cached is not None and (stats[:, 0] >= 0).all() and np.array_equal(cached[0], stats):
+        return cached[1]
+    out = _by_folder(paths, stats, now)
+    markers = np.frombuffer(MISSING + UNREADABLE, dtype=np.uint8).reshape(2, DIGEST_SIZE)
+    safe = ((stats[:, 0] >= 0).all() and (np.maximum(stats[:, 1], stats[:, 2]) < now - RACY_WINDOW_NS).all()
+            and not (out[:, None, :] == markers[None]).all(axis=2).any())
+    if safe:
+        _write_atomic(snapshot, {"format": np.int64(FORMAT), "stats": stats, "digests": out})
+    return out
+
+
+def _by_folder(paths: list[str], stats: np.ndarray, now: int) -> np.ndarray:
+    """Digests through the per-folder caches (reading the files whose stat changed), which are updated."""
+    out = np.zeros((len(paths), DIGEST_SIZE), dtype=np.uint8)
     for folder, (rows, names) in _split(paths).items():
         rows_a = np.asarray(rows, dtype=np.int64)
         index, c_stats, c_digests = _load(folder)

@@ -104,7 +104,7 @@ def test_missing_and_unreadable_files_hash_to_markers(tmp_path):
     got = content.file_digests([tmp_path / "gone.png", tmp_path / "a_dir.png"])
     assert got[0].tobytes() == content.MISSING and got[1].tobytes() == content.UNREADABLE
     assert content.MISSING != content.UNREADABLE
-    assert not list((tmp_path / "cache" / "hashes").glob("*.npz"))  # markers are never remembered
+    assert not list((tmp_path / "cache" / "hashes").rglob("*.npz"))  # markers are never remembered
 
 
 def test_warm_stat_cache_reads_no_file(tmp_path, warm_ok, count_reads):
@@ -112,6 +112,7 @@ def test_warm_stat_cache_reads_no_file(tmp_path, warm_ok, count_reads):
     first = content.file_digests(paths)
     assert len(count_reads) == 100
     assert len(list((tmp_path / "cache" / "hashes").glob("*.npz"))) == 1  # one cache file per folder
+    assert len(list((tmp_path / "cache" / "hashes" / "lists").glob("*.npz"))) == 1  # one snapshot per list
     count_reads.clear()
     assert np.array_equal(content.file_digests(paths), first)
     assert count_reads == []
@@ -160,19 +161,33 @@ def test_symlink_swapped_to_another_target(tmp_path, warm_ok):
 def test_corrupt_or_foreign_cache_files_count_as_empty(tmp_path, warm_ok, count_reads):
     paths = [_png(tmp_path / "imgs" / f"{i}.png", i) for i in range(3)]
     want = content.file_digests(paths)
-    (cache_file,) = (tmp_path / "cache" / "hashes").glob("*.npz")
-    cache_file.write_bytes(b"not an npz at all")
+    hashes = tmp_path / "cache" / "hashes"
+    files = sorted(p for p in hashes.rglob("*.npz"))
+    assert len(files) == 2  # the folder's cache and the list's snapshot
+    for f in files:
+        f.write_bytes(b"not an npz at all")
     count_reads.clear()
     assert np.array_equal(content.file_digests(paths), want) and len(count_reads) == 3
-    # a cache file of another folder (same name by a copy): ignored, not trusted
+    # the cache file of another folder put in place of this folder's (and no snapshot): ignored, not trusted
     other = [_png(tmp_path / "other" / f"{i}.png", i + 50) for i in range(3)]
     content.file_digests(other)
-    shutil.copy(content._cache_file(os.path.abspath(tmp_path / "other")), cache_file)
+    shutil.copy(content._cache_file(os.path.abspath(tmp_path / "other")),
+                content._cache_file(os.path.abspath(tmp_path / "imgs")))
+    for f in (hashes / "lists").iterdir():
+        f.unlink()
     count_reads.clear()
     assert np.array_equal(content.file_digests(paths), want) and len(count_reads) == 3
-    # the cache file was rewritten for this folder: warm again
+    # the caches were rewritten: warm again
     count_reads.clear()
     assert np.array_equal(content.file_digests(paths), want) and count_reads == []
+
+
+def test_per_folder_cache_serves_another_list_of_the_same_files(tmp_path, warm_ok, count_reads):
+    paths = [_png(tmp_path / "imgs" / f"{i}.png", i) for i in range(6)]
+    want = content.file_digests(paths)
+    count_reads.clear()
+    subset = [paths[4], paths[1], paths[2]]  # a new list (no snapshot yet) of known files
+    assert np.array_equal(content.file_digests(subset), want[[4, 1, 2]]) and count_reads == []
 
 
 def test_unwritable_cache_root_still_hashes(tmp_path, warm_ok):
@@ -193,7 +208,7 @@ def test_cache_root_follows_set_cache_root(tmp_path, warm_ok):
         content.file_digest(_png(tmp_path / "y.png", 4))
     finally:
         content.set_cache_root(None)
-    assert len(list((tmp_path / "elsewhere" / "hashes").glob("*.npz"))) == 1
+    assert len(list((tmp_path / "elsewhere" / "hashes").rglob("*.npz"))) == 2  # the folder's and the list's
     assert not (tmp_path / "cache" / "hashes").exists()
 
 

@@ -71,7 +71,7 @@ def _warm(tmp: Path, link: bool = False) -> list[str]:
 
 
 def _hash_files(tmp: Path) -> list[Path]:
-    files = sorted((tmp / "cache" / "hashes").glob("*.npz"))
+    files = sorted((tmp / "cache" / "hashes").rglob("*.npz"))  # per-folder caches and list snapshots
     assert files, "the first run left no stat cache"
     return files
 
