@@ -254,3 +254,23 @@ def test_suite_rejects_an_unknown_policy(tmp_path):
     suite.write_text(suite.read_text().replace("  device: cpu\n", "  device: cpu\n  on_bad_image: ignore\n"))
     with pytest.raises(SuiteError, match="on_bad_image must be 'error' or 'skip'"):
         validate_suite(suite)
+
+
+def test_files_that_passed_are_not_scanned_again(tmp_path, monkeypatch):
+    import facebench.data.scan as scan
+
+    ds = _dataset(tmp_path, 8, bad=(3,))
+    opened = []
+    real = scan._jpeg_complete
+    monkeypatch.setattr(scan, "_jpeg_complete", lambda path: opened.append(path) or real(path))
+    assert [i for i, _ in scan_dataset(ds)] == [3]
+    assert len(opened) == 7  # the empty file fails before the JPEG check
+    opened.clear()
+    again = Dataset(ds.name, ds.split, ds.ids, ds.classes, ds.labels, FileImages(ds.images.paths),
+                    attributes=ds.attributes)
+    assert [i for i, _ in scan_dataset(again)] == [3]
+    assert opened == []  # 7 remembered by content; the bad one is rescanned, never remembered
+    (tmp_path / "5.jpg").write_bytes(b"now broken")  # new content under the same name: scanned again
+    again = Dataset(ds.name, ds.split, ds.ids, ds.classes, ds.labels, FileImages(ds.images.paths),
+                    attributes=ds.attributes)
+    assert [i for i, _ in scan_dataset(again)] == [3, 5]

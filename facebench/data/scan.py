@@ -32,6 +32,8 @@ LISTED_IN_ERROR = 10
 LISTED_IN_RESULTS = 20
 MAX_GROUP_VALUES = 64  # attributes with more distinct values (subjects) are not broken down
 THREADS_ABOVE = 4096  # files
+SCAN_VERSION = 1  # bump when check_image_file changes what it accepts
+MAX_REMEMBERED = 4_000_000  # digests of passed files kept (16 bytes each)
 _JPEG_HEAD, _JPEG_TAIL = b"\xff\xd8\xff", b"\xff\xd9"
 
 
@@ -88,11 +90,18 @@ def file_paths(dataset) -> list[str] | None:
 
 def scan_dataset(dataset, check: Callable[[str], str | None] = check_image_file) -> list[tuple[int, str]]:
     """(sample index, reason) of every sample whose file fails ``check`` (header scan by default).
-    Each distinct file is checked once; many files are checked by threads (the reads release the GIL)."""
+
+    Each distinct file is checked once; many files are checked by threads (the reads release the GIL).
+    The header scan skips files whose content digest (``sample_digests``, stat-cached, shared with the
+    dataset fingerprint) passed it before: a warm run scans nothing.
+    """
     paths = file_paths(dataset)
     if not paths:
         return []
-    unique = list(dict.fromkeys(paths))  # pairs datasets list an image once, crops may share a file
+    digests = _digests(dataset) if check is check_image_file else None
+    good = _load_good() if digests is not None else set()
+    todo = [p for i, p in enumerate(paths) if digests is None or digests[i] not in good]
+    unique = list(dict.fromkeys(todo))  # pairs datasets list an image once, crops may share a file
     if len(unique) > THREADS_ABOVE:
         chunks = [unique[i : i + 2048] for i in range(0, len(unique), 2048)]
         with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
@@ -100,7 +109,48 @@ def scan_dataset(dataset, check: Callable[[str], str | None] = check_image_file)
     else:
         found = [check(p) for p in unique]
     verdicts = dict(zip(unique, found))
-    return [(i, verdicts[p]) for i, p in enumerate(paths) if verdicts[p] is not None]
+    if digests is not None and unique:
+        passed = {digests[i] for i, p in enumerate(paths) if p in verdicts and verdicts[p] is None}
+        if passed - good:
+            _save_good(good | passed)
+    return [(i, verdicts[p]) for i, p in enumerate(paths) if verdicts.get(p) is not None]
+
+
+def _digests(dataset) -> list[bytes] | None:
+    """Each sample's content digest (bytes), or None when the image source has none."""
+    get = getattr(dataset.images, "sample_digests", None)
+    if get is None:
+        return None
+    try:
+        return [row.tobytes() for row in np.asarray(get())]
+    except Exception:  # no digests, no memory of verdicts: scan every file
+        return None
+
+
+def _good_file():
+    import PIL
+
+    from facebench import content
+
+    return content.cache_dir() / f"scan-passed-v{SCAN_VERSION}-pillow{PIL.__version__}.npz"
+
+
+def _load_good() -> set[bytes]:
+    """Digests of files that passed the header scan before (this scan version and Pillow version)."""
+    try:
+        with np.load(_good_file()) as data:
+            return {row.tobytes() for row in data["digests"]}
+    except Exception:  # absent, unreadable or corrupt: remember nothing
+        return set()
+
+
+def _save_good(digests: set[bytes]) -> None:
+    from facebench.content import _write_atomic  # temporary name + rename; read-only or full cache ignored
+
+    if len(digests) > MAX_REMEMBERED:
+        return
+    rows = np.frombuffer(b"".join(sorted(digests)), dtype=np.uint8).reshape(len(digests), -1)
+    _write_atomic(_good_file(), {"digests": rows})
 
 
 def _decodes(path: str) -> str | None:
