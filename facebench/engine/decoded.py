@@ -54,7 +54,7 @@ DECODE_BATCH = 256
 FULL_CHECK_BYTES = 64 * 2**20  # entries up to this size are hashed whole; larger ones by sampled pages
 SAMPLE_PAGES = 256
 PAGE = 4096
-_verified: dict[str, tuple] = {}  # images.npy -> stat signature verified in this process
+_verified: dict[str, tuple] = {}  # images.npy -> (stat signature, checksum) verified in this process
 
 
 def images_checksum(path: Path, size: int) -> str:
@@ -74,7 +74,7 @@ def _check_images(path: Path, meta: dict) -> str | None:
     """What is wrong with an entry's ``images.npy`` (None: nothing, or no checksum recorded)."""
     try:
         st = path.stat()
-        signature = (st.st_size, st.st_mtime_ns, st.st_ino)
+        signature = (st.st_size, st.st_mtime_ns, st.st_ino, meta.get("checksum"), meta.get("bytes"))
         if "checksum" not in meta or _verified.get(str(path)) == signature:
             return None
         if meta.get("bytes") != st.st_size:
@@ -312,7 +312,8 @@ class DecodedCache:
         try:
             os.rename(tmp, final)
             st = (final / "images.npy").stat()  # just hashed: no need to hash it again in this process
-            _verified[str(final / "images.npy")] = (st.st_size, st.st_mtime_ns, st.st_ino)
+            _verified[str(final / "images.npy")] = (st.st_size, st.st_mtime_ns, st.st_ino, meta["checksum"],
+                                                    meta["bytes"])
         except OSError:
             if self.get(key, dataset, spec) is None:  # a broken entry is in the way: replace it
                 shutil.rmtree(final, ignore_errors=True)

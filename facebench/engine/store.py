@@ -40,7 +40,7 @@ from facebench.errors import CacheWarning
 from facebench.fingerprint import hash_object
 
 SHARD_CHECKSUM = "checksum__"
-_verified: dict[str, tuple] = {}  # file -> stat signature whose content was verified in this process
+_verified: dict[str, tuple] = {}  # file -> (stat signature, checksum) verified in this process
 _warned: set[str] = set()  # topics already reported in this process (one warning each)
 
 
@@ -194,7 +194,7 @@ def _check_entry_file(path: Path, meta: dict) -> str | None:
     """What is wrong with a complete entry's ``predictions.npz`` (None: nothing). Hashes it once per
     process and file version (stat signature); entries without a checksum are read whole instead."""
     try:
-        signature = _stat_signature(path)
+        signature = (*_stat_signature(path), meta.get("checksum"), meta.get("bytes"))
         if _verified.get(str(path)) == signature:
             return None
         if "checksum" not in meta:  # written before checksums: every array must read back (zip CRC)
@@ -279,7 +279,8 @@ class PredictionStore:
         meta = {**meta, "outputs": sorted(predictions.outputs), "n": int(len(predictions.ids)),
                 "checksum": digest_bytes(data), "bytes": len(data)}
         atomic_write_text(directory / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
-        _verified[str(directory / "predictions.npz")] = _stat_signature(directory / "predictions.npz")
+        _verified[str(directory / "predictions.npz")] = (*_stat_signature(directory / "predictions.npz"),
+                                                         meta["checksum"], meta["bytes"])
         shutil.rmtree(directory / "shards", ignore_errors=True)
 
     # -- partial entries (resume) -------------------------------------------------------------
