@@ -132,11 +132,23 @@ def rename_model(results: dict) -> None:
         r["model"] = EVIL_MODEL
 
 
-def report_of(edit):
+def report_of(edit, figures: bool = False):
     def setup(tmp: Path) -> list[str]:
         run = run_copy(tmp, edit)
-        return ["report", str(run), "--out", str(tmp / "report"), "--no-figures"]
+        return ["report", str(run), "--out", str(tmp / "report")] + ([] if figures else ["--no-figures"])
     return setup
+
+
+def traversal_model(results: dict) -> None:
+    results["model"]["name"] = "../../../escaped"
+    for r in results["records"]:
+        r["model"] = "../../../escaped"
+
+
+def traversal_task(results: dict) -> None:
+    results["tasks"][0]["name"] = "../../../escaped"
+    for r in results["records"]:
+        r["task"] = "../../../escaped"
 
 
 def rescore_named(name: str):
@@ -244,6 +256,9 @@ CASES = [
     # -- report cells --------------------------------------------------------------------------------
     Case("report-task-name-script", report_of(rename_task), 0, "wrote", ("run", "report")),
     Case("report-model-name-formula", report_of(rename_model), 0, "wrote", ("run", "report")),
+    Case("report-figures-task-name-traversal", report_of(traversal_task, figures=True), 0, "wrote", ("run", "report")),
+    Case("report-figures-model-name-traversal", report_of(traversal_model, figures=True), 0, "wrote",
+         ("run", "report")),
 ]
 
 
