@@ -3,11 +3,13 @@ like images, and the unusual-but-valid files (16-bit, float, CMYK, palette, EXIF
 decode rather than fail. Each case runs ``facebench run`` (or ``validate``) on an image folder of 18
 faces (or a CSV listing them) and must end with its exit code and message, without a traceback,
 changing nothing outside the run folder and the cache. With ``on_bad_image: error`` (the default) a
-bad file stops the run before the model loads, so nothing at all is written.
+bad file stops the run before the model loads: no run folder is written, only the cache (the content
+digests' stat cache and the scan's memory of files that passed), which every case may change.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -27,7 +29,7 @@ tasks:
   - {{name: folder, dataset: {dataset}, split: {split}, protocol: closed_set, path: {path}{args}}}
 """
 RNG = np.random.default_rng(7)
-WRITTEN = ("cache", "out")
+WRITTEN = ("out",)  # and "cache", which every case may change
 
 
 # -- file contents -----------------------------------------------------------------------------------
@@ -178,4 +180,4 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_hostile_images(case, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    check_case(case, tmp_path)
+    check_case(dataclasses.replace(case, may_change=tuple({"cache", *case.may_change})), tmp_path)
