@@ -17,6 +17,7 @@ Conventions:
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -135,7 +136,8 @@ def remove_stale_siblings(final: Path, kind: str) -> list[Path]:
     parent = final.parent
     if not parent.is_dir():
         return removed
-    for path in list(parent.glob(f"{final.name}.tmp-*")) + list(parent.glob(f"{final.name}.old-*")):
+    name = glob.escape(final.name)
+    for path in list(parent.glob(f"{name}.tmp-*")) + list(parent.glob(f"{name}.old-*")):
         if not path.is_dir() or path.is_symlink() or not is_ours(path, kind):
             continue
         if ".tmp-" in path.name[len(final.name):]:

@@ -96,11 +96,13 @@ def choose_out_dir(suite: Suite, model: str, out: str | Path | None, force: bool
         return (not path.exists() and not path.is_symlink()) or is_empty_dir(path)
 
     if free(base):
+        check_target(base, RUN)  # fails now, before the model runs, when the folder cannot be created
         return base
     k = 2
     while not free(base.parent / f"{base.name}-{k}"):
         k += 1
     chosen = base.parent / f"{base.name}-{k}"
+    check_target(chosen, RUN)
     log(f"note: {base} holds an earlier run; writing to {chosen} (use --force to overwrite, or --out DIR)")
     return chosen
 
