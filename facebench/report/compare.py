@@ -401,6 +401,16 @@ def _paired(metric: str, base_s: dict, new_s: dict, n_resamples: int, seed: int)
     return f"paired bootstrap ({n_resamples} resamples, one-sided)", float(res["p_worse"])
 
 
+def _left_out(task: dict) -> dict:
+    """{split role ('' = the task's own split): number of unreadable images left out}, zeros omitted."""
+    def count(row) -> int:
+        bad = row.get("bad_images") if isinstance(row, dict) else None
+        return bad.get("n", 0) if isinstance(bad, dict) else 0
+    extra = task.get("extra_splits")
+    counts = {"": count(task), **{role: count(row) for role, row in (extra if isinstance(extra, dict) else {}).items()}}
+    return {role: n for role, n in counts.items() if n}
+
+
 def _task_problems(name: str, bt: dict, nt: dict | None) -> list[str]:
     """Why task ``name`` cannot be compared (empty when it can)."""
     if bt["status"] != "ok":
@@ -411,6 +421,9 @@ def _task_problems(name: str, bt: dict, nt: dict | None) -> list[str]:
     if nt["status"] != "ok":
         return [_one_line(f"task {name!r} did not run ({nt['status']}: {nt.get('reason') or '-'})")]
     problems = []
+    if _left_out(bt) != _left_out(nt):
+        problems.append(f"task {name!r}: unreadable images left out (on_bad_image: skip) differ: baseline "
+                        f"{_left_out(bt) or 'none'}, run {_left_out(nt) or 'none'}; the numbers cover different samples")
     fb_all, fn_all = bt.get("fingerprints"), nt.get("fingerprints")
     fb_all, fn_all = fb_all if isinstance(fb_all, dict) else {}, fn_all if isinstance(fn_all, dict) else {}
     for key in ("protocol", "dataset", "extra_datasets"):
@@ -438,6 +451,8 @@ def _compare_record(rec: dict, other: dict | None, tolerance: float, mode: str, 
         c.verdict, c.note = "cannot compare", f"run value is {_describe(nv)}"
     elif (diff := _convention_diff(rec.get("conventions"), other.get("conventions"), eff_mode)) is not None:
         c.verdict, c.note = "cannot compare", _one_line(diff)
+    elif _is_finite(rec.get("n")) and _is_finite(other.get("n")) and rec["n"] != other["n"]:
+        c.verdict, c.note = "cannot compare", f"computed on {rec['n']} samples in the baseline, {other['n']} in the run"
     else:
         sign = 1.0 if higher_is_better(rec["metric"]) else -1.0
         c.drop = sign * (c.baseline - c.new)

@@ -229,6 +229,10 @@ CASES = [
          "dataset fingerprints differ"),
     Case("fingerprint-missing", compare(lambda r: r["tasks"][0]["fingerprints"].pop("protocol")), 2,
          "no protocol fingerprint"),
+    Case("sample-count-differs", compare(lambda r: record(r).update(n=100)), 2,
+         "computed on 120 samples in the baseline, 100 in the run"),
+    Case("run-left-out-bad-images", compare(set_task(bad_images={"n": 3, "of": 120, "files": []})), 2,
+         "unreadable images left out (on_bad_image: skip) differ"),
     Case("conventions-differ", compare(lambda r: record(r)["conventions"].update(definition="macro")), 2,
          "conventions differ: definition"),
     # settings
