@@ -18,7 +18,8 @@ The gate fails closed. Exit codes:
 - 1: at least one regression, and everything else judged;
 - 2: cannot compare -- an unreadable, missing, malformed or empty input, a wrong schema or baseline
   format, a failed or skipped task on either side, a metric missing or not finite (``null``, NaN,
-  inf) on either side, different fingerprints or conventions, no task in common, nothing compared,
+  inf) on either side, different fingerprints, conventions, sample counts or left-out unreadable
+  images (``on_bad_image: skip``), no task in common, nothing compared,
   or invalid settings (tolerance < 0, alpha outside (0, 1), a bad tolerances file). Cannot-judge wins
   over regression; the regressions found are still listed.
 
