@@ -132,7 +132,8 @@ def _good_file():
 
     from facebench import content
 
-    return content.cache_dir() / f"scan-passed-v{SCAN_VERSION}-pillow{PIL.__version__}.npz"
+    # beside the content digests' folder (<cache root>/hashes), not in it
+    return content.cache_dir().parent / "scan" / f"passed-v{SCAN_VERSION}-pillow{PIL.__version__}.npz"
 
 
 def _load_good() -> set[bytes]:
