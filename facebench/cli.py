@@ -178,7 +178,7 @@ def cmd_baseline(args) -> int:
     from facebench.report.compare import write_baseline
 
     print(f"wrote {write_baseline(args.run, args.out)}", file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
 def cmd_report(args) -> int:
@@ -187,7 +187,7 @@ def cmd_report(args) -> int:
     out = build_report(args.runs, args.out, strict=args.strict, baseline=args.baseline, ci=args.ci,
                        figures=not args.no_figures)
     print(f"wrote {out}", file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
 def cmd_validate(args) -> int:
@@ -197,7 +197,7 @@ def cmd_validate(args) -> int:
     for note in notes:
         print(f"note: {note}")
     print(f"{args.suite}: OK ({len(suite.tasks)} tasks)")
-    return 0
+    return EXIT_OK
 
 
 def cmd_list(args) -> int:
@@ -207,7 +207,7 @@ def cmd_list(args) -> int:
     width = max((len(e.name) for e in entries), default=0)
     for e in entries:
         print(f"{e.name:<{width}}  {e.description}")
-    return 0
+    return EXIT_OK
 
 
 def _size(n: int) -> str:
@@ -243,7 +243,7 @@ def cmd_cache(args) -> int:
             what = f"{meta.get('dataset', '?')}/{meta.get('split', '?')}"
             shape = "x".join(str(v) for v in meta.get("shape", [])) or "?"
             print(f"{row['key']}  {what:<40} uint8 {shape:<18} {_size(row['bytes']):>9}")
-        return 0
+        return EXIT_OK
     removed = 0
     if args.only != "decoded":
         keys = [r["key"] for r in rows
@@ -254,7 +254,7 @@ def cmd_cache(args) -> int:
         removed += decoded.clear([r["key"] for r in decoded_rows
                                   if not args.dataset or (r["meta"] or {}).get("dataset") == args.dataset])
     print(f"removed {removed} entr{'y' if removed == 1 else 'ies'} from {store.root}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_data(args) -> int:

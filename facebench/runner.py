@@ -26,7 +26,7 @@ class RunOutcome:
     results: dict
     manifest: dict
     leaderboard: str
-    exit_code: int = 0
+    exit_code: int = EXIT_OK
 
 
 @dataclass
@@ -259,7 +259,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
                                         "total_s": round(time.perf_counter() - t0, 3)}, "", 0)
 
     task_rows, records, timings, store_keys, samples = {}, [], {}, {}, {}
-    exit_code = 0
+    exit_code = EXIT_OK
     for it in planned:
         if it.status != "ok":
             continue
