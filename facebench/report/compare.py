@@ -23,8 +23,9 @@ The gate fails closed. Exit codes:
   or invalid settings (tolerance < 0, alpha outside (0, 1), a bad tolerances file). Cannot-judge wins
   over regression; the regressions found are still listed.
 
-Conventions are compared key by key; ``bootstrap`` and ``confidence`` (which change a record's
-interval, not its value) are compared only where the tolerance is CI-based.
+Conventions are compared key by key (numbers within a relative 1e-4); ``bootstrap`` and
+``confidence`` (which change a record's interval, not its value) are compared only where the
+tolerance is CI-based.
 """
 
 from __future__ import annotations
@@ -364,11 +365,20 @@ def _tolerance(metric: str, record: dict, default: float, mode: str, rules: dict
     return float(default), mode
 
 
+def _same_convention(a, b) -> bool:
+    """Equal, or numbers within a relative 1e-4 (a protocol may record a computed number, e.g. a margin,
+    beside its conventions: float noise across machines is not a different convention)."""
+    if _is_finite(a) and _is_finite(b):
+        return math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-12)
+    return a == b
+
+
 def _convention_diff(base, new, mode: str) -> str | None:
     """None when the conventions agree (``bootstrap``/``confidence`` only count in ci mode), else why not."""
     base, new = base if isinstance(base, dict) else {}, new if isinstance(new, dict) else {}
     ignore = () if mode == "ci" else CI_ONLY_CONVENTIONS
-    diffs = [k for k in sorted(set(base) | set(new), key=str) if k not in ignore and base.get(k) != new.get(k)]
+    diffs = [k for k in sorted(set(base) | set(new), key=str)
+             if k not in ignore and not _same_convention(base.get(k), new.get(k))]
     if not diffs:
         return None
     k = diffs[0]

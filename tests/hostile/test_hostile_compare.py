@@ -229,6 +229,12 @@ CASES = [
          "dataset fingerprints differ"),
     Case("fingerprint-missing", compare(lambda r: r["tasks"][0]["fingerprints"].pop("protocol")), 2,
          "no protocol fingerprint"),
+    Case("conventions-float-noise-passes", compare(lambda r: record(r)["conventions"].update(margin=1.0 + 1e-7),
+                                                   base_edit=in_results(lambda r: record(r)["conventions"].update(
+                                                       margin=1.0))), 0, "no regression"),
+    Case("conventions-number-differs", compare(lambda r: record(r)["conventions"].update(bins=10),
+                                               base_edit=in_results(lambda r: record(r)["conventions"].update(
+                                                   bins=15))), 2, "conventions differ: bins is 15 in the baseline"),
     Case("sample-count-differs", compare(lambda r: record(r).update(n=100)), 2,
          "computed on 120 samples in the baseline, 100 in the run"),
     Case("run-left-out-bad-images", compare(set_task(bad_images={"n": 3, "of": 120, "files": []})), 2,
