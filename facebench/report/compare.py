@@ -313,7 +313,8 @@ def load_tolerances(path: str | Path | None) -> dict[str, dict]:
 
 def _check_rules(rules, where: str) -> None:
     ok = isinstance(rules, dict) and all(
-        isinstance(k, str) and isinstance(v, dict) and len(v) == 1 and set(v) <= {"abs", "ci"} for k, v in rules.items())
+        isinstance(k, str) and isinstance(v, dict) and len(v) == 1 and set(v) <= {"abs", "ci"}
+        for k, v in rules.items())
     if not ok:
         raise CompareError(f"cannot compare: {where}: expected {{metric glob: {{abs: x}} or {{ci: k}}}}, e.g. "
                            f"'accuracy*: {{abs: 0.02}}'")
@@ -434,7 +435,8 @@ def _task_problems(name: str, bt: dict, nt: dict | None) -> list[str]:
     problems = []
     if _left_out(bt) != _left_out(nt):
         problems.append(f"task {name!r}: unreadable images left out (on_bad_image: skip) differ: baseline "
-                        f"{_left_out(bt) or 'none'}, run {_left_out(nt) or 'none'}; the numbers cover different samples")
+                        f"{_left_out(bt) or 'none'}, run {_left_out(nt) or 'none'}; the numbers cover different "
+                        f"samples")
     fb_all, fn_all = bt.get("fingerprints"), nt.get("fingerprints")
     fb_all, fn_all = fb_all if isinstance(fb_all, dict) else {}, fn_all if isinstance(fn_all, dict) else {}
     for key in ("protocol", "dataset", "extra_datasets"):
@@ -615,7 +617,9 @@ def _is_compare_output(path: Path, flag: str) -> bool:
             head = f.read(1 << 16).decode("utf-8", "replace")
         if flag == "junit":
             return f'<property name="kind" value="{COMPARE_KIND}" />' in head
-        return path.stat().st_size < 1 << 26 and json.loads(path.read_text(encoding="utf-8")).get("kind") == COMPARE_KIND
+        if path.stat().st_size > 1 << 26:
+            return False
+        return json.loads(path.read_text(encoding="utf-8")).get("kind") == COMPARE_KIND
     except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
