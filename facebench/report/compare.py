@@ -49,6 +49,7 @@ BASELINE_KIND = "facebench-baseline"  # marker of a baseline file; older ones ca
 COMPARE_KIND = "facebench-compare"  # marker of the --json / --junit outputs (so a rerun may replace them)
 PAIRED_METRICS = ("accuracy", "mean_class_accuracy", "macro_f1")
 CI_ONLY_CONVENTIONS = ("bootstrap", "confidence")
+MAX_PAIRED_CLASSES = 64  # the paired bootstrap holds n_resamples confusion matrices of this many classes squared
 MAX_INPUT_BYTES = 1 << 30
 RUN_HINT = "pass a run folder written by `facebench run`, its results.json or a file written by `facebench baseline`"
 
@@ -408,6 +409,8 @@ def _paired(metric: str, base_s: dict, new_s: dict, n_resamples: int, seed: int)
         res = paired.mcnemar_exact(pred_b == y_true, pred_n == y_true)
         return "exact McNemar (one-sided)", float(res["p_worse"])
     n_classes = int(max(y_true.max(), pred_b.max(), pred_n.max())) + 1
+    if n_classes > MAX_PAIRED_CLASSES:
+        return None  # its resampled confusion matrices would not fit in memory: the tolerance alone decides
     res = paired.paired_bootstrap_classification(y_true, pred_b, pred_n, n_classes, base_metric,
                                                  n_resamples=n_resamples, seed=seed)
     return f"paired bootstrap ({n_resamples} resamples, one-sided)", float(res["p_worse"])

@@ -129,6 +129,14 @@ def user_file(name: str, flag: str, text: str = "my own notes, not facebench's\n
     return setup
 
 
+def huge_labels(tmp: Path) -> list[str]:
+    """Class index 10**6 in both sides' outcomes: the paired bootstrap must not build 10**12-cell matrices."""
+    def edit(data):
+        data["samples"]["clean"]["y_true"][0] = data["samples"]["clean"]["y_pred"][0] = 10 ** 6
+    base = baseline_copy(tmp, edit)
+    return ["compare", str(base), "--baseline", str(base)]
+
+
 def corrupt_samples(tmp: Path) -> list[str]:
     argv = compare()(tmp)
     (tmp / "run" / "samples.npz").write_bytes(b"PK\x03\x04 truncated")
@@ -191,6 +199,7 @@ CASES = [
          compare(base_edit=lambda d: d["samples"]["clean"]["y_pred"].__setitem__(0, -1)), 2, "non-negative integers"),
     Case("baseline-samples-float-labels",
          compare(base_edit=lambda d: d["samples"]["clean"]["y_true"].__setitem__(0, 0.5)), 2, "malformed"),
+    Case("huge-class-index-no-memory-blowup", huge_labels, 0, "no regression"),  # baseline against itself
     Case("run-duplicate-task", compare(lambda r: r["tasks"].append(dict(r["tasks"][0]))), 2, "lists a task twice"),
     Case("run-samples-corrupt", corrupt_samples, 2, "is corrupt"),
     Case("run-results-json-list", raw_run("[]"), 2, "is a JSON list"),
