@@ -263,6 +263,21 @@ def test_array_images_fingerprint_covers_pixels_and_not_order():
     assert ds(changed).fingerprint() != fp
 
 
+def test_generated_data_is_fingerprinted_by_its_tag_not_its_bytes():
+    """The synthetic faces and procedural noise: the same fingerprint on every machine (CI baselines)."""
+    from facebench.data.nonfaces import NoiseImages
+
+    a, b = np.zeros((2, 4, 4, 1), np.uint8), np.ones((2, 4, 4, 1), np.uint8)
+    ids = np.array(["x", "y"])
+    tagged = [Dataset("g", "test", ids, (), None, ArrayImages(arr), content_tag={"generator": 3}) for arr in (a, b)]
+    assert tagged[0].fingerprint() == tagged[1].fingerprint()
+    untagged = [Dataset("g", "test", ids, (), None, ArrayImages(arr)) for arr in (a, b)]
+    assert untagged[0].fingerprint() != untagged[1].fingerprint()
+    noise = NoiseImages(n=4).load("test")
+    assert noise.images.generated and noise.fingerprint() == NoiseImages(n=4).load("test").fingerprint()
+    assert noise.fingerprint() != NoiseImages(n=4, seed=1).load("test").fingerprint()
+
+
 def test_transformed_and_labels_only_sources(tmp_path, warm_ok):
     paths = [_png(tmp_path / f"{i}.png", i) for i in range(3)]
     spec = {"name": "gaussian_noise", "severity": 2, "seed": 0}

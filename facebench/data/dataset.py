@@ -66,22 +66,28 @@ class Dataset:
         """Hash of the sorted (id, label) pairs, the class order, the loader's content tag and the
         content of every input image, in id order (``images.content_fingerprint(order)``: file bytes
         through the stat cache of ``facebench.content``, array bytes, transforms; sources without one,
-        such as labels-only placeholders, add nothing). Computed once per Dataset object."""
+        such as labels-only placeholders, and generated data add nothing). Computed once per Dataset object."""
         if self._fingerprint is None:
             order = np.argsort(self.ids, kind="stable")
             labels = self.labels[order].tolist() if self.labels is not None else None
+            record = {
+                "name": self.name,
+                "split": self.split,
+                "ids": self.ids[order].tolist(),
+                "labels": labels,
+                "classes": list(self.classes),
+                "content": self.content_tag,
+            }
             content = getattr(self.images, "content_fingerprint", None)
-            self._fingerprint = hash_object(
-                {
-                    "name": self.name,
-                    "split": self.split,
-                    "ids": self.ids[order].tolist(),
-                    "labels": labels,
-                    "classes": list(self.classes),
-                    "content": self.content_tag,
-                    "images": content(order) if callable(content) else None,
-                }
-            )
+            # generated data (a ``generator`` version in the tag, or a source marked ``generated``: the
+            # synthetic faces, procedural noise) is identified by its loader's tag (generator version, seed,
+            # parameters), the same on every machine, not by bytes that floating point may change by one
+            # grey level from one platform to another
+            generated = "generator" in self.content_tag or getattr(self.images, "generated", False)
+            images = content(order) if callable(content) and not generated else None
+            if images is not None:
+                record["images"] = images
+            self._fingerprint = hash_object(record)
         return self._fingerprint
 
     def pairs_fingerprint(self) -> str | None:

@@ -84,6 +84,10 @@ class ArrayImages:
     def describe(self) -> str:
         return f"{len(self)} in-memory images of shape {self.array.shape[1:]}"
 
+    # True for pixels that are a deterministic function of the loader's tag (generator, seed): the
+    # dataset fingerprint then uses the tag, not the bytes (see ``Dataset.fingerprint``)
+    generated = False
+
     def sample_digests(self) -> np.ndarray:
         """(N, 16) uint8: BLAKE2b-128 of each image's bytes (with its shape and dtype), computed once."""
         digests = getattr(self, "_digests", None)

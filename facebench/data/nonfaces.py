@@ -68,9 +68,10 @@ class NoiseImages(DatasetLoader):
             kind = NOISE_KINDS[i % len(NOISE_KINDS)] if self.kind == "mixed" else self.kind
             images.append(_noise_image(kind, np.random.default_rng([self.seed, i]), self.size))
             kinds.append(kind)
+        source = ArrayImages(np.stack(images))
+        source.generated = True  # fingerprinted by the seed and parameters, not the bytes
         return Dataset(self.name, split, np.array([f"noise-{i:06d}" for i in range(self.n)]), (), None,
-                       ArrayImages(np.stack(images)), attributes={"kind": np.array(kinds)},
-                       content_tag=self.fingerprint_tag())
+                       source, attributes={"kind": np.array(kinds)}, content_tag=self.fingerprint_tag())
 
 
 @DATASETS.register("skimage-lfw-subset")

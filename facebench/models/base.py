@@ -61,10 +61,11 @@ class ModelAdapter:
         return {}
 
     def code_objects(self) -> list:
-        """Classes whose facebench source files are the adapter's code version: the adapter's classes
-        and those of its ``module`` (network definitions)."""
+        """Classes whose facebench source files are the adapter's code version: the adapter's classes,
+        those of its ``module`` (network definitions) and the input spec's (the preprocessing code)."""
         module = getattr(self, "module", None)
-        return list(type(self).__mro__) + ([] if module is None else list(type(module).__mro__))
+        return (list(type(self).__mro__) + ([] if module is None else list(type(module).__mro__))
+                + [type(self.input_spec)])
 
     # -- shared -----------------------------------------------------------------------------
     def to(self, device: torch.device | str) -> "ModelAdapter":
