@@ -214,3 +214,16 @@ def test_baseline_marker_old_format_and_refusals(tmp_path):
     with pytest.raises(cmp.CompareError, match="task 't' failed"):
         cmp.write_baseline(run, tmp_path / "b2.json")
     assert not (tmp_path / "b2.json").exists()
+
+
+def test_gate_turns_every_input_failure_into_exit_2(tmp_path, monkeypatch):
+    report = cmp.gate(tmp_path / "nope.json", tmp_path / "run")
+    assert report.exit_code == 2 and report.reason.startswith("cannot compare: the baseline")
+    assert "error" in cmp.to_junit(report) and json.loads(cmp.to_json(report))["exit_code"] == 2
+
+    def broken(*args, **kwargs):
+        raise KeyError("value")
+
+    monkeypatch.setattr(cmp, "compare_runs", broken)  # an input shape no check foresaw: still fails closed
+    report = cmp.gate(tmp_path / "a", tmp_path / "b")
+    assert report.exit_code == 2 and "shape compare does not understand (KeyError" in report.reason
