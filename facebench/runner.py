@@ -134,7 +134,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     """
     from facebench.engine import distributed as fdist
     from facebench.engine.inference import InferenceSettings, run_inference
-    from facebench.engine.store import PredictionStore
+    from facebench.engine.store import PredictionStore, reset_cache_warnings
     from facebench.protocols.base import EvalContext, ExtraSplit
     from facebench.report.leaderboard import leaderboard_markdown
     from facebench.report.results import SCHEMA_VERSION, git_commit, library_versions, write_run_folder
@@ -211,6 +211,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
         reasons = "; ".join(f"{i.task.name}: {i.reason}" for i in planned)
         raise ConfigError(f"no task of suite {suite.name!r} can run with model {model!r}: {reasons}")
     store = PredictionStore(cache_dir)
+    reset_cache_warnings()  # one warning per cache problem and run
     settings = InferenceSettings(batch_size=d["batch_size"], device=d["device"], amp=d["amp"],
                                  num_workers=d["num_workers"], shard_size=d["shard_size"],
                                  decode_cache=d["decode_cache"], channels_last=d["channels_last"],

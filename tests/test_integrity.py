@@ -397,3 +397,12 @@ def test_the_readme_exit_code_table_matches_the_constants():
     constants = {name: value for name, value in vars(errors).items() if name.startswith("EXIT_")}
     assert len(constants) >= 8
     assert _readme_exit_table() == constants
+
+
+def test_each_run_reports_an_unusable_cache_once(tmp_path):
+    (tmp_path / "blocker").write_text("user's file")
+    for out in ("a", "b"):  # two runs in one process (the Python API): one warning each
+        with pytest.warns(CacheWarning) as seen:
+            assert _run(tmp_path, "--out", str(tmp_path / out), "--cache-dir", str(tmp_path / "blocker")) == 0
+        assert len(cache_warnings(seen)) == 1
+    assert (tmp_path / "blocker").read_text() == "user's file"

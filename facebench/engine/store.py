@@ -44,6 +44,11 @@ _verified: dict[str, tuple] = {}  # file -> (stat signature, checksum) verified 
 _warned: set[str] = set()  # topics already reported in this process (one warning each)
 
 
+def reset_cache_warnings() -> None:
+    """Start a new run: each cache problem is reported again (once) in this run."""
+    _warned.clear()
+
+
 def warn_once(topic: str, message: str) -> None:
     """One ``CacheWarning`` per ``topic`` and process (a broken cache is reported once, not per file)."""
     if topic not in _warned:
