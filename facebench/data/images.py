@@ -6,14 +6,10 @@ A source is indexable (``load(i) -> uint8 array H x W x C``), has a length, supp
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
-from facebench.fingerprint import hash_object
-
 
 from facebench.data.decode import decode_image  # noqa: E402,F401  (faithful decoding: see that module)
 
