@@ -456,3 +456,50 @@ def test_python_adapter_source_file_is_in_the_fingerprint(tmp_path, warm_ok):
     fp = PythonAdapter(target=f"{src}:build").fingerprint()
     src.write_text(body + "# an edit that changes no weight\n")
     assert PythonAdapter(target=f"{src}:build").fingerprint() != fp
+
+
+# -- per-sample keys ------------------------------------------------------------------------------------
+def test_editing_one_image_recomputes_that_sample_only(tmp_path, warm_ok):
+    from facebench.engine.inference import InferenceSettings, run_inference
+    from facebench.models.synth_cnn import SynthCNNAdapter
+
+    root = _folder(tmp_path / "faces")
+    adapter = SynthCNNAdapter()
+    settings = InferenceSettings(batch_size=4, shard_size=64, progress=False, device="cpu")
+    store = PredictionStore(tmp_path / "cache")
+    first, report = run_inference(adapter, ImageFolder(path=root).load("test"), store, heads=("expression",),
+                                  settings=settings)
+    assert report.computed_samples == 12
+    _png(root / "test" / "sad" / "02.png", 4321)  # one image edited
+    ds = ImageFolder(path=root).load("test")
+    again, report = run_inference(adapter, ds, store, heads=("expression",), settings=settings)
+    assert (report.reused, report.computed_samples, report.resumed_samples) == (False, 1, 11)
+    # oracle: a fresh store computes the whole edited split
+    fresh, _ = run_inference(adapter, ImageFolder(path=root).load("test"), PredictionStore(tmp_path / "fresh"),
+                             heads=("expression",), settings=settings)
+    np.testing.assert_allclose(again.outputs["expression"], fresh.outputs["expression"], rtol=1e-5, atol=1e-5)
+    edited = ds.ids == "sad/02.png"
+    assert not np.allclose(again.outputs["expression"][edited], first.outputs["expression"][edited])
+    # and the finished entry is complete: the next run reuses it whole
+    _, report = run_inference(adapter, ImageFolder(path=root).load("test"), store, heads=("expression",),
+                              settings=settings)
+    assert report.reused
+
+
+def test_per_sample_reuse_needs_the_same_model(tmp_path, warm_ok):
+    from facebench.engine.inference import InferenceSettings, run_inference
+    from facebench.models.synth_cnn import DEFAULT_WEIGHTS, SynthCNNAdapter
+
+    root = _folder(tmp_path / "faces", n=2)
+    settings = InferenceSettings(batch_size=4, shard_size=64, progress=False, device="cpu")
+    store = PredictionStore(tmp_path / "cache")
+    run_inference(SynthCNNAdapter(), ImageFolder(path=root).load("test"), store, heads=("expression",),
+                  settings=settings)
+    state = torch.load(DEFAULT_WEIGHTS, weights_only=True)
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = state[name] * 1.5
+    torch.save(state, tmp_path / "other.pt")
+    _png(root / "test" / "sad" / "01.png", 55)
+    _, report = run_inference(SynthCNNAdapter(weights=str(tmp_path / "other.pt")), ImageFolder(path=root).load("test"),
+                              store, heads=("expression",), settings=settings)
+    assert report.computed_samples == 6 and report.resumed_samples == 0

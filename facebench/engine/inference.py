@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import os
@@ -352,6 +353,12 @@ def run_inference(adapter: ModelAdapter, dataset: Dataset, store: PredictionStor
         return preds, InferenceReport(key, False, 0, len(dataset), time.perf_counter() - start, "precomputed")
 
     done_ids, done_outs, shard_index = store.read_shards(key, outputs)
+    sample_keys = _sample_keys(dataset, adapter, settings.amp)
+    if not done_ids and shard_index == 0 and sample_keys is not None:
+        reused = _reuse_samples(store, dataset, adapter, sample_keys, outputs)
+        if reused is not None:  # per-sample keys: unchanged samples come from an older entry, as a shard
+            writes("write_shard", key, 0, *reused)
+            done_ids, done_outs, shard_index = store.read_shards(key, outputs)
     done = set(np.concatenate(done_ids).tolist()) if done_ids else set()
     remaining = np.array([i for i, sid in enumerate(dataset.ids.tolist()) if sid not in done], dtype=np.int64)
     resumed = len(dataset) - len(remaining)
@@ -377,9 +384,72 @@ def run_inference(adapter: ModelAdapter, dataset: Dataset, store: PredictionStor
     all_ids = np.concatenate(done_ids) if done_ids else np.array([], dtype=str)
     merged = Predictions(all_ids, {k: np.concatenate(v) for k, v in done_outs.items()})
     preds = merged.align(dataset.ids)
-    if writes("save", key, preds, _entry_meta(adapter, dataset, heads)):
+    meta = _entry_meta(adapter, dataset, heads)
+    if sample_keys is not None:
+        meta["sample_keys"] = {"model": sample_keys[0], "digests": base64.b64encode(sample_keys[1].tobytes()).decode()}
+    if writes("save", key, preds, meta):
         preds = store.load(key).align(dataset.ids)
     return preds, InferenceReport(key, False, resumed, computed, time.perf_counter() - start, str(device))
+
+
+# -- per-sample keys -------------------------------------------------------------------------------------
+# A finished entry records, in meta.json ``sample_keys``, the content digest of each sample's pixels (in
+# the entry's row order, base64) and a key of everything else its outputs depend on (model fingerprint,
+# preprocessing, precision). When a split's key is new (an image edited, added or removed), the rows of
+# an entry with the same ``model`` key whose digests are unchanged are copied in as a first shard, and
+# only the other samples are run: editing 1 image of 35,000 recomputes that sample, not the split.
+# Image files (with crop boxes) and in-memory arrays have per-sample digests; transformed sources and
+# multi-process (torchrun) runs always recompute the split.
+def _sample_keys(dataset: Dataset, adapter: ModelAdapter, amp) -> tuple[str, np.ndarray] | None:
+    """(model key, (N, 16) uint8 digests of each sample's pixels in dataset order), None when unknown."""
+    from facebench.content import combine
+    from facebench.data.images import FileImages
+
+    images = dataset.images
+    if not isinstance(images, (FileImages, ArrayImages)):
+        return None
+    digests = images.sample_digests()
+    boxes = getattr(images, "boxes", None)
+    if boxes is not None:  # a crop box is part of the sample's pixels
+        raw = np.round(boxes, 6).astype("<f8")
+        digests = np.frombuffer(b"".join(bytes.fromhex(combine(d.tobytes(), b.tobytes()))
+                                         for d, b in zip(digests, raw)), dtype=np.uint8).reshape(-1, 16)
+    model = combine(adapter.fingerprint(), adapter.input_spec.fingerprint(), str(normalise_amp(amp)),
+                    type(images).__name__)
+    return model, np.ascontiguousarray(digests, dtype=np.uint8)
+
+
+def _reuse_samples(store: PredictionStore, dataset: Dataset, adapter: ModelAdapter,
+                   sample_keys: tuple[str, np.ndarray], outputs: list[str]):
+    """(ids, outputs) of the samples an older entry of the same model key already holds, or None."""
+    model, digests = sample_keys
+    best = None
+    try:
+        rows = store.entries()
+    except OSError:  # a store folder that cannot be listed: nothing to reuse
+        return None
+    for row in rows:
+        meta = row["meta"] or {}
+        keys = meta.get("sample_keys") or {}
+        if (keys.get("model") != model or meta.get("dataset") != dataset.name or meta.get("split") != dataset.split
+                or not set(outputs) <= set(meta.get("outputs", []))):
+            continue
+        try:
+            old = np.frombuffer(base64.b64decode(keys["digests"]), dtype=np.uint8).reshape(-1, 16)
+            preds = store.load(row["key"])
+        except Exception:  # noqa: BLE001 - an unreadable or corrupt entry simply gives nothing
+            continue
+        if len(old) != len(preds.ids):
+            continue
+        where = {d.tobytes(): i for i, d in enumerate(old)}
+        pairs = [(i, where[d.tobytes()]) for i, d in enumerate(digests) if d.tobytes() in where]
+        if pairs and (best is None or len(pairs) > len(best[1])):
+            best = (preds, pairs)
+    if best is None:
+        return None
+    preds, pairs = best
+    new_rows, old_rows = np.array(pairs, dtype=np.int64).T
+    return dataset.ids[new_rows], {k: preds.outputs[k][old_rows] for k in outputs}
 
 
 def _lookup_precomputed(adapter, dataset, outputs, heads, features) -> Predictions:
