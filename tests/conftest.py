@@ -12,6 +12,11 @@ def _isolated_cache(tmp_path, monkeypatch):
     """Every test gets its own prediction store and no inherited data root."""
     monkeypatch.setenv("FACEBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("FACEBENCH_DATA", raising=False)
+    from facebench.content import set_cache_root
+
+    set_cache_root(None)  # run_suite points the content-hash cache at its --cache-dir; start each test afresh
+    yield
+    set_cache_root(None)
 
 
 @pytest.fixture
