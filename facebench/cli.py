@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import contextlib
 import os
 import sys
@@ -127,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--cache-dir", help="cache folder (default $FACEBENCH_CACHE or ~/.cache/facebench)")
     cache.add_argument("--model", help="clear: only prediction entries of this model")
     cache.add_argument("--dataset", help="clear: only entries of this dataset")
-    cache.add_argument("--only", choices=["predictions", "decoded"],
-                       help="clear: only the prediction store, or only the decoded-image cache")
+    cache.add_argument("--only", choices=["predictions", "decoded", "hashes"],
+                       help="clear: only the prediction store, the decoded-image cache, or the content-hash "
+                            "and header-scan caches")
     return parser
 
 
@@ -243,18 +245,42 @@ def cmd_cache(args) -> int:
             what = f"{meta.get('dataset', '?')}/{meta.get('split', '?')}"
             shape = "x".join(str(v) for v in meta.get("shape", [])) or "?"
             print(f"{row['key']}  {what:<40} uint8 {shape:<18} {_size(row['bytes']):>9}")
+        files = _small_cache_files(store.root)
+        print(f"content-hash and scan caches: {store.root / 'hashes'}, {store.root / 'scan'}  "
+              f"{len(files)} files, {_size(sum(f.stat().st_size for f in files))}")
         return EXIT_OK
     removed = 0
-    if args.only != "decoded":
+    if args.only in (None, "predictions"):
         keys = [r["key"] for r in rows
                 if (not args.model or (r["meta"] or {}).get("model") == args.model)
                 and (not args.dataset or (r["meta"] or {}).get("dataset") == args.dataset)]
         removed += store.clear(keys)
-    if args.only != "predictions" and not args.model:  # decoded images belong to no model
+    if args.only in (None, "decoded") and not args.model:  # decoded images belong to no model
         removed += decoded.clear([r["key"] for r in decoded_rows
                                   if not args.dataset or (r["meta"] or {}).get("dataset") == args.dataset])
+    if args.only in (None, "hashes") and not args.model and not args.dataset:
+        for f in _small_cache_files(store.root):  # only the files facebench names so; never a user's file
+            f.unlink(missing_ok=True)
+            removed += 1
     print(f"removed {removed} entr{'y' if removed == 1 else 'ies'} from {store.root}")
     return EXIT_OK
+
+
+_HASH_FILE = re.compile(r"[0-9a-f]{32}\.npz")
+_SCAN_FILE = re.compile(r"passed-v\d+-pillow[0-9A-Za-z.]+\.npz")
+
+
+def _small_cache_files(root) -> list:
+    """The content-hash stat cache (``hashes/<hex>.npz``, ``hashes/lists/<hex>.npz``) and the header-scan
+    memory (``scan/passed-v<N>-pillow<version>.npz``): regular files with facebench's own names only."""
+    out = []
+    for folder, pattern in ((root / "hashes", _HASH_FILE), (root / "hashes" / "lists", _HASH_FILE),
+                            (root / "scan", _SCAN_FILE)):
+        try:
+            out += [f for f in folder.iterdir() if pattern.fullmatch(f.name) and f.is_file() and not f.is_symlink()]
+        except OSError:
+            continue
+    return out
 
 
 def cmd_data(args) -> int:
