@@ -382,13 +382,10 @@ def rescore_run(run_dir: str | Path, suite_path: str | Path | None = None, overr
 
     from facebench.models.stored import StoredModel
 
+    from facebench.report.results import read_run_folder
+
     run_dir = Path(run_dir)
-    try:
-        results = json.loads((run_dir / "results.json").read_text())
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-    except FileNotFoundError as err:
-        raise ConfigError(f"{run_dir} is not a run folder ({err.filename} is missing); pass a folder written "
-                          f"by `facebench run`.") from None
+    results, manifest = read_run_folder(run_dir)
     adapter = StoredModel(results["model"])
     run_amp = ((manifest.get("suite_as_run") or {}).get("defaults") or {}).get("amp")
     overrides = dict(overrides or {})

@@ -113,3 +113,48 @@ def write_run_folder(out_dir: Path, results: dict, manifest: dict, leaderboard: 
     atomic_write_text(out_dir / "results.json", to_json(_clean_nans(results)))
     atomic_write_text(out_dir / "manifest.json", to_json(_clean_nans(manifest)))
     atomic_write_text(out_dir / "leaderboard.md", leaderboard)
+
+
+def _read_json_object(path: Path, run_dir: Path) -> dict:
+    from facebench.errors import ConfigError
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir} is not a run folder ({path.name} is missing); pass a folder written "
+                          f"by `facebench run`.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path} cannot be read ({type(err).__name__}: {err}); it was truncated or edited: "
+                          f"run the suite again to rewrite the run folder.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a facebench {path.name} (a JSON object was expected); run the suite "
+                          f"again to rewrite the run folder.")
+    return data
+
+
+def read_run_folder(run_dir: str | Path) -> tuple[dict, dict]:
+    """(results, manifest) of a run folder, with the fields a re-evaluation needs checked: ``results``
+    holds ``model`` (an object with ``name`` and ``heads``), ``tasks`` and ``records`` (lists); ``manifest``
+    holds ``suite_as_run`` (an object with ``name`` and a ``tasks`` list). Raises ``ConfigError`` naming
+    the file and the field otherwise."""
+    from facebench.errors import ConfigError
+
+    run_dir = Path(run_dir)
+    results = _read_json_object(run_dir / "results.json", run_dir)
+    manifest = _read_json_object(run_dir / "manifest.json", run_dir)
+    checks = [("results.json", "model", results.get("model"), dict), ("results.json", "tasks", results.get("tasks"), list),
+              ("results.json", "records", results.get("records"), list),
+              ("manifest.json", "suite_as_run", manifest.get("suite_as_run"), dict)]
+    model, suite = results.get("model"), manifest.get("suite_as_run")
+    if isinstance(model, dict):
+        checks += [("results.json", "model.name", model.get("name"), str),
+                   ("results.json", "model.heads", model.get("heads"), dict)]
+    if isinstance(suite, dict):
+        checks += [("manifest.json", "suite_as_run.name", suite.get("name"), str),
+                   ("manifest.json", "suite_as_run.tasks", suite.get("tasks"), list)]
+    for file, name, value, kind in checks:
+        if not isinstance(value, kind):
+            raise ConfigError(f"{run_dir / file} has no valid {name!r} ({kind.__name__} expected); it was edited or "
+                              f"written by another tool: run the suite again to rewrite the run folder.")
+    return results, manifest
+
