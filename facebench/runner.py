@@ -375,7 +375,6 @@ def rescore_run(run_dir: str | Path, suite_path: str | Path | None = None, overr
     """Re-evaluate a finished run from the prediction store without loading its model: the run's
     suite (or ``suite_path``: other protocols or parameters on the same splits), new settings
     (e.g. more bootstrap resamples). Default output: ``<run_dir>-rescored`` (then ``-2``, ...)."""
-    import json
     import tempfile
 
     import yaml

@@ -234,8 +234,7 @@ def screen_dataset(dataset, policy: str, log: Callable[[str], None], bad: list[t
     summary = summarize(dataset, bad)
     if dataset.pairs is not None:
         summary["pairs_dropped"] = int(len(dataset.pairs["a"]) - len(without(dataset, bad).pairs["a"]))
-    paths = file_paths(dataset) or []
-    shown = ", ".join(os.path.basename(paths[i]) for i, _ in bad[:3]) + (", ..." if len(bad) > 3 else "")
+    shown = ", ".join(str(dataset.ids[i]) for i, _ in bad[:3]) + (", ..." if len(bad) > 3 else "")
     log(f"warning: {_where(dataset)}: leaving out {len(bad)} of {len(dataset)} samples whose image files "
         f"cannot be read ({shown}); on_bad_image: skip. They are listed in results.json (bad_images).")
     return without(dataset, bad), summary
