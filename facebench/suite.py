@@ -313,6 +313,8 @@ def _scan_images(task, loader, ref_loaders: dict, policy: str, notes: list[str])
 
     splits = [(task.split, loader)] + [(ref.split, ref_loader) for ref, ref_loader in ref_loaders.values()]
     for split, split_loader in splits:
+        if not getattr(split_loader, "needs_files", True):
+            continue  # generated data (synthetic faces, procedural noise): no file to read, nothing to render here
         screen_dataset(split_loader.load(split), policy, lambda msg: notes.append(f"task {task.name!r}: {msg}"))
 
 
