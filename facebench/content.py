@@ -107,13 +107,9 @@ def _stat_many(paths: Sequence[str]) -> np.ndarray:
 
 
 def stat_files(paths: Sequence[str]) -> np.ndarray:
-    """``_stat_many`` over threads for long lists (``os.stat`` releases the GIL)."""
-    if len(paths) <= 4096:
-        return _stat_many(paths)
-    step = 2048
-    chunks = [paths[i : i + step] for i in range(0, len(paths), step)]
-    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
-        return np.concatenate(list(pool.map(_stat_many, chunks)))
+    """``_stat_many`` in one thread: on the 35,887 FER2013 files a plain loop took 0.13-0.19 s and the
+    same calls spread over 2-8 threads 0.29-0.40 s (building each stat result needs the GIL)."""
+    return _stat_many(paths)
 
 
 # -- the stat cache -----------------------------------------------------------------------------------
