@@ -258,11 +258,13 @@ def cmd_cache(args) -> int:
     if args.only in (None, "decoded") and not args.model:  # decoded images belong to no model
         removed += decoded.clear([r["key"] for r in decoded_rows
                                   if not args.dataset or (r["meta"] or {}).get("dataset") == args.dataset])
+    small = 0
     if args.only in (None, "hashes") and not args.model and not args.dataset:
         for f in _small_cache_files(store.root):  # only the files facebench names so; never a user's file
             f.unlink(missing_ok=True)
-            removed += 1
-    print(f"removed {removed} entr{'y' if removed == 1 else 'ies'} from {store.root}")
+            small += 1
+    print(f"removed {removed} entr{'y' if removed == 1 else 'ies'} from {store.root}"
+          + (f" (and {small} content-hash / scan cache file{'' if small == 1 else 's'})" if small else ""))
     return EXIT_OK
 
 
