@@ -57,19 +57,21 @@ class AgeEstimationProtocol(Protocol):
         within = (errors <= self.params.cs_threshold).astype(np.float64)
         records = [
             MetricRecord("mae", float(errors.mean()), mean_ci(errors), n,
-                         {**boot, "definition": "mean |pred - true| (years)"}, headline=True),
+                         {**boot, "definition": "mean |pred - true| (years)"}, headline=True,
+                         higher_is_better=False, unit="years"),
             MetricRecord(f"cs@{self.params.cs_threshold:g}", float(within.mean()), mean_ci(within), n,
                          {**boot, "definition": f"fraction with |pred - true| <= {self.params.cs_threshold:g}"},
-                         headline=True),
+                         headline=True, higher_is_better=True, unit="fraction"),
         ]
         if "age_std" in ds.attributes:
             eps = reg.per_sample_epsilon(pred, true, ds.attributes["age_std"].astype(np.float64))
             records.append(MetricRecord("epsilon_error[sigma=per-image]", float(eps.mean()), mean_ci(eps), n,
                                         {**boot, "definition": "1 - mean exp(-(pred-mu)^2/(2 sigma_i^2)), LAP 2015"},
-                                        headline=True))
+                                        headline=True, higher_is_better=False, unit="score"))
         if self.params.fixed_sigma:
             eps = reg.per_sample_epsilon(pred, true, np.full(n, float(self.params.fixed_sigma)))
             records.append(MetricRecord(f"epsilon_error[sigma={self.params.fixed_sigma:g}]", float(eps.mean()),
-                                        mean_ci(eps), n, {**boot, "definition": "fixed-sigma variant (Faceptor)"}))
+                                        mean_ci(eps), n, {**boot, "definition": "fixed-sigma variant (Faceptor)"},
+                                        higher_is_better=False, unit="score"))
         details = {"mean_true_age": float(true.mean()), "mean_predicted_age": float(pred.mean())}
         return TaskResult(records, details)

@@ -54,8 +54,10 @@ class AttributesProtocol(Protocol):
                 ctx.confidence)
         records = [MetricRecord("mean_attribute_accuracy", float(per_attr.mean()), ci, n,
                                 {**boot, "definition": "mean over attributes of per-attribute accuracy",
-                                 "attributes": len(shared)}, headline=True)]
-        records += [MetricRecord(f"accuracy[{a}]", float(v), None, n, {"threshold": boot["threshold"]})
+                                 "attributes": len(shared)}, headline=True,
+                                higher_is_better=True, unit="fraction")]
+        records += [MetricRecord(f"accuracy[{a}]", float(v), None, n, {"threshold": boot["threshold"]},
+                                 higher_is_better=True, unit="fraction")
                     for a, v in zip(shared, per_attr)]
         missing = [a for a in ds.classes if a not in model_names]
         warnings = [f"dataset attributes the model lacks: {missing}"] if missing else []

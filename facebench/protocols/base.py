@@ -17,27 +17,7 @@ from facebench.data.dataset import Dataset
 from facebench.engine.store import Predictions
 from facebench.errors import ConfigError, did_you_mean
 from facebench.fingerprint import hash_object
-
-
-@dataclass
-class MetricRecord:
-    metric: str
-    value: float
-    ci: tuple[float, float] | None = None
-    n: int | None = None
-    conventions: dict = field(default_factory=dict)
-    headline: bool = False
-
-    def to_dict(self) -> dict:
-        value = None if self.value is None or not np.isfinite(self.value) else float(self.value)
-        out = {"metric": self.metric, "value": value, "n": self.n, "headline": self.headline}
-        if self.ci is not None:
-            lo, hi = self.ci
-            out["ci"] = [None if not np.isfinite(lo) else float(lo), None if not np.isfinite(hi) else float(hi)]
-        else:
-            out["ci"] = None
-        out["conventions"] = self.conventions
-        return out
+from facebench.records import MetricRecord  # noqa: F401  (protocols build their records from here)
 
 
 @dataclass

@@ -84,15 +84,18 @@ class ClosedSetProtocol(Protocol):
                 "confidence": ctx.confidence}
         records = [
             MetricRecord("accuracy", float(cls.accuracy_from_cm(cm)), ci(on_boot(cls.accuracy_from_cm)), n,
-                         {**conv_common, **boot, "definition": "micro: #correct / N"}, headline=True),
+                         {**conv_common, **boot, "definition": "micro: #correct / N"}, headline=True,
+                         higher_is_better=True, unit="fraction"),
             MetricRecord("mean_class_accuracy", float(cls.mean_class_accuracy_from_cm(cm, eval_classes)),
                          ci(on_boot(cls.mean_class_accuracy_from_cm, eval_classes)), n,
                          {**conv_common, **boot, "definition": "unweighted mean of per-class recall",
-                          "classes": [label_space[i] for i in eval_classes]}, headline=True),
+                          "classes": [label_space[i] for i in eval_classes]}, headline=True,
+                         higher_is_better=True, unit="fraction"),
             MetricRecord("macro_f1", float(cls.macro_f1_from_cm(cm, eval_classes)),
                          ci(on_boot(cls.macro_f1_from_cm, eval_classes)), n,
                          {**conv_common, **boot, "definition": "mean F1 over dataset classes; F1=0 when undefined",
-                          "classes": [label_space[i] for i in eval_classes]}),
+                          "classes": [label_space[i] for i in eval_classes]},
+                         higher_is_better=True, unit="fraction"),
         ]
 
         nll_mask = y_true < len(used)
@@ -102,7 +105,8 @@ class ClosedSetProtocol(Protocol):
             ci(bs.bootstrap_sample_means(nll_values, n_resamples=ctx.n_resamples, seed=ctx.seed))
             if len(nll_values) and ctx.n_resamples > 0 else None,
             int(nll_mask.sum()), {**conv_common, **boot, "definition": "mean -log softmax(logits)[true], eps=1e-15",
-                                  "softmax_over": used}))
+                                  "softmax_over": used},
+            higher_is_better=False, unit="score"))
 
         # ECE over all evaluated samples; an unsupported true class is never predicted correctly.
         confidence = probs.max(axis=1)
@@ -113,7 +117,8 @@ class ClosedSetProtocol(Protocol):
         if ctx.n_resamples > 0:
             ece_ci = ci(bs.bootstrap_statistic(cal.ece_statistic_from_confidence(confidence, correct, p.ece_bins),
                                                n, n_resamples=ctx.n_resamples, seed=ctx.seed))
-        records.append(MetricRecord(ece_key, ece_value, ece_ci, n, {**conv_common, **boot}))
+        records.append(MetricRecord(ece_key, ece_value, ece_ci, n, {**conv_common, **boot},
+                                    higher_is_better=False, unit="rate"))
 
         recall = cls.per_class_recall_from_cm(cm)
         precision = cls.per_class_precision_from_cm(cm)
@@ -123,10 +128,10 @@ class ClosedSetProtocol(Protocol):
             support = int(cm[i].sum())
             if support:
                 records.append(MetricRecord(f"recall[{name}]", float(recall[i]), ci(None if recall_boot is None else recall_boot[:, i]), support,
-                                            {**conv_common, **boot}))
+                                            {**conv_common, **boot}, higher_is_better=True, unit="fraction"))
             if name in used and int(cm[:, i].sum()):
                 records.append(MetricRecord(f"precision[{name}]", float(precision[i]), None, int(cm[:, i].sum()),
-                                            conv_common))
+                                            conv_common, higher_is_better=True, unit="fraction"))
             per_class.append({"class": name, "support": support,
                               "recall": None if not support else float(recall[i]),
                               "precision": None if not np.isfinite(precision[i]) else float(precision[i])})

@@ -88,7 +88,8 @@ class CrossDomainProtocol(Protocol):
             role = "source" if j == 0 else "target"
             records.append(MetricRecord(f"{p.metric}[{role}={name}]", value,
                                         None if boot is None else bs.percentile_interval(boot, ctx.confidence),
-                                        len(m.y_true), {**conv, "dataset": f"{ds.name}/{ds.split}"}, headline=True))
+                                        len(m.y_true), {**conv, "dataset": f"{ds.name}/{ds.split}"}, headline=True,
+                                        higher_is_better=True, unit="fraction"))
             missing_in_model = [c for c in ds.classes if c not in ctx.head_labels]
             missing_in_data = [c for c in ctx.head_labels if c not in ds.classes]
             if m.dropped:
@@ -105,6 +106,7 @@ class CrossDomainProtocol(Protocol):
             mean_ci = bs.percentile_interval(np.mean(np.stack(boots), axis=0), ctx.confidence)
         records.append(MetricRecord(f"{p.metric}[mean]", mean, mean_ci, sum(c["n"] for c in columns),
                                     {**conv, "definition": "arithmetic mean over columns, source included",
-                                     "columns": [c["column"] for c in columns]}, headline=True))
+                                     "columns": [c["column"] for c in columns]}, headline=True,
+                                    higher_is_better=True, unit="fraction"))
         details = {"columns": columns, "mean": mean, "metric": p.metric}
         return TaskResult(records, details, warnings)

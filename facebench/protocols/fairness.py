@@ -143,12 +143,19 @@ class FairnessProtocol(Protocol):
                 "bootstrap": f"percentile,resamples={ctx.n_resamples},stratified=group,unit={unit},seed={ctx.seed}",
                 "confidence": ctx.confidence}
         n = len(values)
+        # accuracy-like metrics are fractions (higher is better); mae is in years (lower is better). Differences,
+        # STDs and SER are disparities (lower is better); ratios are min/max (1 = parity, higher is better).
+        base_unit, base_higher = ("years", False) if metric == "mae" else ("fraction", True)
+        direction = {"min": base_higher, "max": base_higher, "difference_between_groups": False,
+                     "ratio_between_groups": True, "difference_to_overall": False, "ratio_to_overall": True,
+                     "std_ddof0": False, "std_ddof1": False}
         records = [MetricRecord(f"{metric}[overall]", d["overall"], ci(None if boots is None else boots["overall"]), n,
-                                conv, headline=True)]
+                                conv, headline=True, higher_is_better=base_higher, unit=base_unit)]
         order = list(boots["groups"]) if boots is not None else sorted(d["by_group"])
         for j, g in enumerate(order):
             records.append(MetricRecord(f"{metric}[group={g}]", d["by_group"][g],
-                                        ci(None if boots is None else boots["by_group"][:, j]), d["n"][g], conv))
+                                        ci(None if boots is None else boots["by_group"][:, j]), d["n"][g], conv,
+                                        higher_is_better=base_higher, unit=base_unit))
         for key, name, headline in (("min", f"{metric}[min]", False), ("max", f"{metric}[max]", False),
                                     ("difference_between_groups", f"{metric}_difference[between_groups]", True),
                                     ("ratio_between_groups", f"{metric}_ratio[between_groups]", True),
@@ -157,16 +164,20 @@ class FairnessProtocol(Protocol):
                                     ("std_ddof0", f"{metric}_std[ddof=0]", False),
                                     ("std_ddof1", f"{metric}_std[ddof=1]", False)):
             records.append(MetricRecord(name, d[key], ci(disp.get(key)) if key in disp else None, n, conv,
-                                        headline=headline))
+                                        headline=headline, higher_is_better=direction[key],
+                                        unit="score" if key.startswith("ratio") else base_unit))
         if metric in ("accuracy", "age_bin_accuracy"):
             ser = fm.skewed_error_ratio(list(d["by_group"].values()))
             records.append(MetricRecord(f"{metric}_ser", ser, ci(disp.get("ser")), n,
                                         {**conv, "definition": "max group error / min group error (inf when a group "
-                                                               "has no error)"}, headline=True))
+                                                               "has no error)"}, headline=True,
+                                        higher_is_better=False, unit="ratio"))
         if p.positive is not None and metric == "accuracy":
             eo = fm.equalized_odds(extra["y_true"], extra["y_pred"], groups, str(p.positive).lower())
             for key in ("tpr_difference", "fpr_difference", "equalized_odds_difference", "equalized_odds_ratio"):
-                records.append(MetricRecord(key, eo[key], None, n, {**conv, "positive": p.positive}))
+                records.append(MetricRecord(key, eo[key], None, n, {**conv, "positive": p.positive},
+                                            higher_is_better=key.endswith("ratio"),
+                                            unit="score" if key.endswith("ratio") else "rate"))
         details = {"groups": [{"group": g, "n": d["n"][g], "value": d["by_group"][g]} for g in order],
                    "overall": d["overall"], "metric": metric, "by": by, "small_groups": d["small_groups"]}
         return TaskResult(records, details, warnings)

@@ -116,11 +116,14 @@ class ImbalancedProtocol(Protocol):
         boot_acc = None if cms is None else cls.accuracy_from_cm(cms)
         boot_mean = None if cms is None else cls.mean_class_accuracy_from_cm(cms, m.eval_classes)
         records = [
-            MetricRecord("accuracy", acc, ci(boot_acc), n, {**conv, "definition": "micro: #correct / N"}, True),
+            MetricRecord("accuracy", acc, ci(boot_acc), n, {**conv, "definition": "micro: #correct / N"}, True,
+                         higher_is_better=True, unit="fraction"),
             MetricRecord("mean_class_accuracy", mean, ci(boot_mean), n,
-                         {**conv, "definition": "unweighted mean of per-class recall", "classes": evaluated}, True),
+                         {**conv, "definition": "unweighted mean of per-class recall", "classes": evaluated}, True,
+                         higher_is_better=True, unit="fraction"),
             MetricRecord("gap[accuracy-mean_class_accuracy]", acc - mean,
-                         ci(None if cms is None else boot_acc - boot_mean), n, conv, headline=True),
+                         ci(None if cms is None else boot_acc - boot_mean), n, conv, headline=True,
+                         higher_is_better=False, unit="fraction"),
         ]
         recall = cls.per_class_recall_from_cm(cm)
         boot_recall = None if cms is None else cls.per_class_recall_from_cm(cms)
@@ -128,9 +131,11 @@ class ImbalancedProtocol(Protocol):
         for c in evaluated:
             i = m.label_space.index(c)
             records.append(MetricRecord(f"recall[{c}]", float(recall[i]),
-                                        ci(None if boot_recall is None else boot_recall[:, i]), test_counts[c], conv))
+                                        ci(None if boot_recall is None else boot_recall[:, i]), test_counts[c], conv,
+                                        higher_is_better=True, unit="fraction"))
         records.append(MetricRecord("imbalance_ratio[test]", imbalance_ratio(list(test_counts.values())), None, n,
-                                    {"definition": "max_k n_k / min_k n_k over evaluated classes"}))
+                                    {"definition": "max_k n_k / min_k n_k over evaluated classes"},
+                                    higher_is_better=False, unit="ratio"))
 
         train = ctx.extras.get("train")
         if train is not None and train.dataset.labels is not None:
@@ -138,7 +143,8 @@ class ImbalancedProtocol(Protocol):
             train_counts = {c: int(np.sum(labels == c)) for c in evaluated}
             source = f"{train.dataset.name}/{train.dataset.split}"
             records.append(MetricRecord("imbalance_ratio[train]", imbalance_ratio(list(train_counts.values())), None,
-                                        len(labels), {"definition": "max_k n_k / min_k n_k", "split": source}))
+                                        len(labels), {"definition": "max_k n_k / min_k n_k", "split": source},
+                                        higher_is_better=False, unit="ratio"))
         else:
             train_counts = dict(test_counts)
             source = f"{ds.name}/{ds.split} (test counts: no train_split)"
@@ -155,16 +161,20 @@ class ImbalancedProtocol(Protocol):
             boot = None if boot_recall is None else np.nanmean(boot_recall[:, members], axis=1)
             records.append(MetricRecord(f"group_accuracy[{g}]", value, ci(boot),
                                         int(sum(test_counts[c] for c in groups[g])),
-                                        {**group_conv, "classes": groups[g], "definition": "mean recall of the group"}))
+                                        {**group_conv, "classes": groups[g], "definition": "mean recall of the group"},
+                                        higher_is_better=True, unit="fraction"))
 
         resampled = self._resample(y_true, y_pred, m, evaluated, train_counts, ctx.seed)
         for row in resampled:
             tag = f"rho={row['factor']:g}"
             rconv = {"profile": "n_r = floor(n_0 rho^(-r/(K-1))), r = rank by training frequency",
                      "repeats": p.resample_repeats, "seed": ctx.seed, "std_over_repeats": row["std"]}
-            records.append(MetricRecord(f"accuracy[{tag}]", row["accuracy"], None, row["n"], rconv))
-            records.append(MetricRecord(f"mean_class_accuracy[{tag}]", row["mean_class_accuracy"], None, row["n"], rconv))
-            records.append(MetricRecord(f"gap[{tag}]", row["gap"], None, row["n"], rconv))
+            records.append(MetricRecord(f"accuracy[{tag}]", row["accuracy"], None, row["n"], rconv,
+                                        higher_is_better=True, unit="fraction"))
+            records.append(MetricRecord(f"mean_class_accuracy[{tag}]", row["mean_class_accuracy"], None, row["n"], rconv,
+                                        higher_is_better=True, unit="fraction"))
+            records.append(MetricRecord(f"gap[{tag}]", row["gap"], None, row["n"], rconv,
+                                        higher_is_better=False, unit="fraction"))
 
         details = {
             "label_space": m.label_space,

@@ -48,6 +48,9 @@ from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskRe
 from facebench.registry import PROTOCOLS
 
 STATS = ("mae", "rmse", "r2", "pearson", "spearman", "kendall")
+#: errors of a predicted metric are lower-is-better; R2 and correlations higher-is-better; all are plain
+#: numbers on the target metric's [0, 1] scale (unit "score")
+LOWER_STATS = ("mae", "rmse")
 
 
 @dataclass
@@ -302,25 +305,28 @@ class LabelFreeProtocol(Protocol):
             for stat in STATS:
                 ci = bs.percentile_interval(boots[stat], ctx.confidence) if stat in boots else None
                 records.append(MetricRecord(f"{stat}[target={target},indicator={indicator},map={mapping}]",
-                                            values[stat], ci, len(truth), conv))
+                                            values[stat], ci, len(truth), conv,
+                                            higher_is_better=stat not in LOWER_STATS, unit="score"))
                 row[f"{stat}_ci"] = ci
             table.append(row)
         for indicator, values in raw.items():
             corr = me.correlation_metrics(values, truth)
             for stat, value in corr.items():
                 records.append(MetricRecord(f"{stat}[target={target},indicator={indicator},map=raw]", value, None,
-                                            len(truth), conv))
+                                            len(truth), conv, higher_is_better=stat not in LOWER_STATS,
+                                            unit="score"))
         ranked = sorted(table, key=lambda r: (np.inf if not np.isfinite(r["mae"]) else r["mae"]))
         best, second = ranked[0], ranked[1] if len(ranked) > 1 else None
         margin = None if second is None else second["mae"] - best["mae"]
         records.append(MetricRecord(f"best_mae[target={target}]", best["mae"], best.get("mae_ci"), len(truth),
                                     {**conv, "indicator": best["indicator"], "map": best["map"],
                                      "runner_up": None if second is None else f"{second['indicator']} ({second['map']})",
-                                     "margin_mae": margin}, headline=True))
+                                     "margin_mae": margin}, headline=True,
+                                    higher_is_better=False, unit="score"))
         by_rho = max(table, key=lambda r: -np.inf if not np.isfinite(r["spearman"]) else r["spearman"])
         records.append(MetricRecord(f"best_spearman[target={target}]", by_rho["spearman"], by_rho.get("spearman_ci"),
                                     len(truth), {**conv, "indicator": by_rho["indicator"], "map": by_rho["map"]},
-                                    headline=True))
+                                    headline=True, higher_is_better=True, unit="score"))
         scatter = {f"{r['indicator']}/{r['map']}": {"true": truth.tolist(),
                                                      "pred": np.asarray(predictions[(r["indicator"], r["map"])]).tolist()}
                    for r in ranked[:3]}

@@ -52,6 +52,21 @@ def _fpr_tag(x: float) -> str:
     return f"ccr@fpr{x:g}"
 
 
+def metric_kind(key: str) -> dict:
+    """Direction and unit of a key of :func:`open_set_metrics` (this protocol names its own metrics):
+    AUROC / AUPR / OSCR are areas (higher is better), FPR@TPR and detection error are error rates (lower
+    is better), CCR@FPR a rate (higher is better), closed-set accuracy a fraction (higher is better)."""
+    if key == "closed_set_accuracy":
+        return {"higher_is_better": True, "unit": "fraction"}
+    if key.startswith(("fpr@", "detection_error")):
+        return {"higher_is_better": False, "unit": "rate"}
+    if key.startswith("ccr@"):
+        return {"higher_is_better": True, "unit": "rate"}
+    if key.startswith(("auroc", "aupr", "oscr")):
+        return {"higher_is_better": True, "unit": "score"}
+    raise KeyError(f"open_set: no direction and unit declared for metric {key!r}")
+
+
 def open_set_metrics(known, known_correct, unknown, tpr: float = 0.95, ccr_fprs=()) -> dict[str, float]:
     """Every open-set metric of one known/unknown split of scores (keys carry the conventions)."""
     out = ood.ood_metrics(known, unknown, tpr=tpr)
@@ -145,7 +160,8 @@ class OpenSetProtocol(Protocol):
             ci = bs.percentile_interval(boots[key], ctx.confidence) if key in boots else None
             records.append(MetricRecord(name, value, ci, len(known) if key == "closed_set_accuracy" else n,
                                         {**conv, "n_known": len(known), "n_unknown": len(unknown)},
-                                        headline=headline and key in ("auroc", "fpr@tpr95[pos=known,rule=interp]")))
+                                        headline=headline and key in ("auroc", "fpr@tpr95[pos=known,rule=interp]"),
+                                        **metric_kind(key)))
         return values, boots, records
 
     # -- evaluation -------------------------------------------------------------------------------
@@ -262,7 +278,8 @@ class OpenSetProtocol(Protocol):
             records.append(MetricRecord(_tag(key, "mean"), value, ci, None,
                                         {**conv, "definition": "arithmetic mean over the open classes",
                                          "open_classes": open_classes},
-                                        headline=key in ("auroc", "fpr@tpr95[pos=known,rule=interp]")))
+                                        headline=key in ("auroc", "fpr@tpr95[pos=known,rule=interp]"),
+                                        **metric_kind(key)))
         details = {"table": rows + [{"open_class": "Mean", **mean}], "open_classes": open_classes}
         return TaskResult(records, details, warnings)
 

@@ -87,17 +87,17 @@ class VerificationProtocol(Protocol):
                                     {**conv, "score": "squared L2", "rule": "argmax accuracy, grid 0..4 step 0.01",
                                      "std_ddof0": ins["accuracy_std"], "folds": ins["fold_accuracies"].tolist()
                                      if hasattr(ins["fold_accuracies"], "tolist") else ins["fold_accuracies"]},
-                                    headline=True))
+                                    headline=True, higher_is_better=True, unit="fraction"))
         records.append(MetricRecord("accuracy[10fold,facexzoo]", fxz["accuracy_mean"], None, len(same),
                                     {**conv, "score": "cosine", "rule": "Youden J, 1000 thresholds in (min, max]",
-                                     "sem": fxz["accuracy_sem"]}, headline=True))
+                                     "sem": fxz["accuracy_sem"]}, headline=True, higher_is_better=True, unit="fraction"))
         tars = vm.tar_at_far(cos, same, tuple(p.far_targets))
         for target, row in tars.items():
             records.append(MetricRecord(f"tar@far{_far_tag(target)}", row.get("tar"), None, int(same.sum()),
                                         {**conv, "score": "cosine", "rule": "largest FAR <= target",
                                          "far": row.get("far"), "threshold": row.get("threshold"),
                                          **({"reason": row["reason"]} if not row.get("resolved") else {})},
-                                        headline=abs(target - 1e-3) < 1e-15))
+                                        headline=abs(target - 1e-3) < 1e-15, higher_is_better=True, unit="rate"))
         far, tar, _ = vm.roc_points(cos, same)
         details = {"roc": _thin(far, tar), "det": _thin(*vm.det_points(cos, same)),
                    "tar_at_far": {_far_tag(k): v for k, v in tars.items()}}
@@ -121,12 +121,13 @@ class VerificationProtocol(Protocol):
             acc[g] = res["accuracy_mean"]
             records.append(MetricRecord(f"accuracy[10fold,insightface,group={g}]", acc[g], None, int(m.sum()),
                                         {**conv, "thresholds": "per group (RFW convention)",
-                                         "std_ddof0": res["accuracy_std"]}))
+                                         "std_ddof0": res["accuracy_std"]}, higher_is_better=True, unit="fraction"))
         stats = fm.summary_stats([acc[g] for g in names])
         gconv = {"thresholds": "per group (RFW convention)", "groups": names}
         for key, name in (("avg", "accuracy[group_avg]"), ("std_ddof0", "accuracy_std[ddof=0]"),
                           ("std_ddof1", "accuracy_std[ddof=1]"), ("ser", "accuracy_ser")):
-            records.append(MetricRecord(name, stats[key], None, len(same), gconv, headline=key in ("avg", "ser")))
+            records.append(MetricRecord(name, stats[key], None, len(same), gconv, headline=key in ("avg", "ser"),
+                                        higher_is_better=key == "avg", unit="ratio" if key == "ser" else "fraction"))
         # one global threshold for the whole population (NIST FRVT)
         try:
             threshold = vm_threshold = fm.threshold_at_fmr(cos[~same], p.fmr_target, higher_is_same=True)
@@ -152,14 +153,16 @@ class VerificationProtocol(Protocol):
                 if boots is not None and g in boots["groups"]:
                     ci = bs.percentile_interval(boots["by_group"][:, list(boots["groups"]).index(g)], ctx.confidence)
                 n_g = int((mask & (groups == g)).sum())
-                records.append(MetricRecord(f"{kind}[group={g}]", point, ci, n_g, tconv))
+                records.append(MetricRecord(f"{kind}[group={g}]", point, ci, n_g, tconv, higher_is_better=False,
+                                            unit="rate"))
                 if n_g < p.min_group_size:
                     warnings.append(f"group {g!r}: only {n_g} {'impostor' if kind == 'fmr' else 'genuine'} pairs")
         diff = fm.demographic_differentials(fmr_g, fnmr_g)
         for key, value in diff.items():
-            records.append(MetricRecord(key, value, None, len(same), tconv))
+            records.append(MetricRecord(key, value, None, len(same), tconv, higher_is_better=False, unit="ratio"))
         fdr = fm.fairness_discrepancy_rate(fmr_g, fnmr_g, alpha=p.fdr_alpha)
-        records.append(MetricRecord(f"fdr[alpha={p.fdr_alpha:g}]", fdr, None, len(same), tconv, headline=True))
+        records.append(MetricRecord(f"fdr[alpha={p.fdr_alpha:g}]", fdr, None, len(same), tconv, headline=True,
+                                    higher_is_better=True, unit="score"))
         details = {"accuracy": acc, "fmr": fmr_g, "fnmr": fnmr_g, "threshold": float(threshold), **stats}
         return records, details, warnings
 

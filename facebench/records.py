@@ -1,0 +1,107 @@
+"""The contracts every part of facebench speaks: small frozen dataclasses.
+
+``MetricRecord``: one number a protocol computed, with what a reader needs to judge it -- its
+direction (``higher_is_better``) and unit, set by the protocol that computed it (reports and
+``facebench compare`` read them and never guess from a metric's name), its CI, sample count and
+conventions. In results.json it is one entry of ``records`` (plus the run's task / protocol /
+model / fingerprints keys, added by the runner).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Units a metric record may carry, and how a report prints them.
+UNITS = {
+    "fraction": "a share of samples in [0, 1] (accuracy, recall, F1, CS@k); printed as a percentage",
+    "percent": "a value already in percent; printed as is",
+    "rate": "a rate or probability in [0, 1] printed as a plain number (FPR, FMR, TAR, ECE, FDR)",
+    "score": "a unitless score (AUROC, OSCR, correlation, R2, disparity ratio, NLL in nats)",
+    "years": "a difference of ages in years (MAE, RMSE of age)",
+    "count": "a number of items",
+    "seconds": "a duration in seconds",
+    "ratio": "a ratio of two quantities (imbalance ratio, SER)",
+}
+
+#: Units printed as a percentage (value x 100) in leaderboards.
+PERCENT_DISPLAY = frozenset({"fraction"})
+
+
+def _finite_or_none(x):
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+@dataclass(frozen=True)
+class MetricRecord:
+    """One metric a protocol computed. ``higher_is_better`` and ``unit`` have no default: the
+    protocol that computes a metric says which way is better and what the number measures."""
+
+    metric: str
+    value: float | None
+    ci: tuple[float, float] | None = field(default=None, hash=False)
+    n: int | None = None
+    conventions: dict = field(default_factory=dict, hash=False)
+    headline: bool = False
+    higher_is_better: bool = field(default=None, kw_only=True)  # type: ignore[assignment]
+    unit: str = field(default=None, kw_only=True)  # type: ignore[assignment]
+
+    def __post_init__(self):
+        if not isinstance(self.higher_is_better, bool):
+            raise TypeError(f"MetricRecord {self.metric!r}: higher_is_better must be True or False (set by the "
+                            f"protocol that computes it); got {self.higher_is_better!r}")
+        if self.unit not in UNITS:
+            raise TypeError(f"MetricRecord {self.metric!r}: unit must be one of {', '.join(UNITS)}; "
+                            f"got {self.unit!r}")
+
+    def to_dict(self) -> dict:
+        out = {"metric": self.metric, "value": _finite_or_none(self.value), "n": self.n, "headline": self.headline,
+               "higher_is_better": self.higher_is_better, "unit": self.unit}
+        if self.ci is not None:
+            lo, hi = self.ci
+            out["ci"] = [_finite_or_none(lo), _finite_or_none(hi)]
+        else:
+            out["ci"] = None
+        out["conventions"] = self.conventions
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MetricRecord":
+        """Inverse of ``to_dict`` (extra keys such as ``task`` or ``fingerprints`` are ignored);
+        ``None`` values read back as ``nan``."""
+        ci = data.get("ci")
+        value = data.get("value")
+        return cls(data["metric"], float("nan") if value is None else float(value),
+                   None if ci is None else tuple(float("nan") if v is None else float(v) for v in ci),
+                   data.get("n"), dict(data.get("conventions") or {}), bool(data.get("headline", False)),
+                   higher_is_better=data.get("higher_is_better"), unit=data.get("unit"))
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """The predictions of one dataset split: per-sample outputs aligned with ``ids`` (``outputs[name]``
+    has one row per id). The engine writes them to the prediction store; protocols read them."""
+
+    ids: np.ndarray
+    outputs: dict[str, np.ndarray]
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        n = len(self.ids)
+        bad = {k: len(v) for k, v in self.outputs.items() if len(v) != n}
+        if bad:
+            raise ValueError(f"predictions of {n} samples have outputs with other row counts: {bad}")
+
+    def align(self, ids: np.ndarray) -> "Predictions":
+        """Reorder rows to follow ``ids``; raises if any id has no prediction."""
+        ids = np.asarray(ids).astype(str)
+        if len(ids) == len(self.ids) and np.array_equal(ids, self.ids):
+            return self
+        position = {sid: i for i, sid in enumerate(self.ids.tolist())}
+        missing = [sid for sid in ids.tolist() if sid not in position]
+        if missing:
+            raise KeyError(f"{len(missing)} samples have no stored prediction (e.g. {missing[:3]})")
+        order = np.fromiter((position[s] for s in ids.tolist()), dtype=np.int64, count=len(ids))
+        return Predictions(ids, {k: v[order] for k, v in self.outputs.items()}, self.meta)
