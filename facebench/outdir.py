@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from facebench.engine.store import atomic_write_text
+from facebench.atomic import atomic_write_text
 from facebench.errors import OutputError
 
 RUN, REPORT = "run", "report"

@@ -24,20 +24,20 @@ are run again). Entries written before checksums existed are checked by reading 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
 import shutil
-import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from facebench.atomic import (  # noqa: F401  (re-exported: they lived here before facebench/atomic.py)
+    atomic_save_npz, atomic_write_bytes, atomic_write_text, current_umask, npz_bytes as _npz_bytes)
 from facebench.errors import CacheWarning
 from facebench.fingerprint import hash_object
+from facebench.records import Predictions  # defined in records.py; still importable from here
 
 SHARD_CHECKSUM = "checksum__"
 _verified: dict[str, tuple] = {}  # file -> (stat signature, checksum) verified in this process
@@ -92,12 +92,6 @@ def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
     return "blake2b:" + h.hexdigest()
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
 def default_cache_dir() -> Path:
     """``FACEBENCH_CACHE``, else ``$XDG_CACHE_HOME/facebench``, else ``~/.cache/facebench``."""
     env = os.environ.get("FACEBENCH_CACHE")
@@ -106,73 +100,6 @@ def default_cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "facebench"
-
-
-def current_umask() -> int:
-    """The process's umask (read from /proc where possible; else set and restored at once)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary name beside ``path`` and rename it; the file gets the mode a plain
-    ``open(path, "w")`` would (``0o666 & ~umask``), not mkstemp's 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    atomic_write_bytes(path, _npz_bytes(arrays))
-
-
-@dataclass
-class Predictions:
-    """Per-sample outputs aligned with ``ids``: ``outputs[name]`` has one row per id."""
-
-    ids: np.ndarray
-    outputs: dict[str, np.ndarray]
-    meta: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        n = len(self.ids)
-        bad = {k: len(v) for k, v in self.outputs.items() if len(v) != n}
-        if bad:
-            raise ValueError(f"predictions of {n} samples have outputs with other row counts: {bad}")
-
-    def align(self, ids: np.ndarray) -> "Predictions":
-        """Reorder rows to follow ``ids``; raises if any id has no prediction."""
-        ids = np.asarray(ids).astype(str)
-        if len(ids) == len(self.ids) and np.array_equal(ids, self.ids):
-            return self
-        position = {sid: i for i, sid in enumerate(self.ids.tolist())}
-        missing = [sid for sid in ids.tolist() if sid not in position]
-        if missing:
-            raise KeyError(f"{len(missing)} samples have no stored prediction (e.g. {missing[:3]})")
-        order = np.fromiter((position[s] for s in ids.tolist()), dtype=np.int64, count=len(ids))
-        return Predictions(ids, {k: v[order] for k, v in self.outputs.items()}, self.meta)
 
 
 def _read_shard(path: Path, outputs: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
@@ -283,7 +210,7 @@ class PredictionStore:
         atomic_write_bytes(directory / "predictions.npz", data)
         meta = {**meta, "outputs": sorted(predictions.outputs), "n": int(len(predictions.ids)),
                 "checksum": digest_bytes(data), "bytes": len(data)}
-        atomic_write_text(directory / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
+        atomic_write_bytes(directory / "meta.json", json.dumps(meta, indent=2, sort_keys=True).encode("utf-8"))
         _verified[str(directory / "predictions.npz")] = (*_stat_signature(directory / "predictions.npz"),
                                                          meta["checksum"], meta["bytes"])
         shutil.rmtree(directory / "shards", ignore_errors=True)
@@ -296,7 +223,7 @@ class PredictionStore:
         arrays.update({f"out__{k}": v for k, v in outputs.items()})
         arrays[SHARD_CHECKSUM] = np.array(_arrays_digest(arrays))
         name = f"shard-{index:06d}.npz" if rank is None else f"shard-{index:06d}-rank{rank:05d}.npz"
-        atomic_save_npz(self.entry_dir(key) / "shards" / name, arrays)
+        atomic_write_bytes(self.entry_dir(key) / "shards" / name, _npz_bytes(arrays))
 
     def read_shards(self, key: str, outputs: list[str]) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]], int]:
         """Shards of an interrupted run that hold every requested output: (ids, outputs, next index).

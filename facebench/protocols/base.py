@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from facebench.data.dataset import Dataset
-from facebench.engine.store import Predictions
+from facebench.records import Predictions
 from facebench.errors import ConfigError, did_you_mean
 from facebench.fingerprint import hash_object
 from facebench.records import MetricRecord  # noqa: F401  (protocols build their records from here)

@@ -233,7 +233,7 @@ def _finite_or_none(obj):
 
 
 def _write(path: Path, text: str, what: str) -> None:
-    from facebench.engine.store import atomic_write_text
+    from facebench.atomic import atomic_write_text
 
     try:
         atomic_write_text(path, text)
