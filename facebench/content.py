@@ -52,6 +52,17 @@ UNREADABLE = _marker("unreadable file")
 _root_override: Path | None = None
 
 
+def default_cache_dir() -> Path:
+    """The cache root (prediction store, decoded images, content hashes): ``FACEBENCH_CACHE``, else
+    ``$XDG_CACHE_HOME/facebench``, else ``~/.cache/facebench``."""
+    env = os.environ.get("FACEBENCH_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "facebench"
+
+
 def set_cache_root(root: str | Path | None) -> None:
     """Use ``root`` (the prediction store's root) for the stat cache; ``None``: the default cache root."""
     global _root_override
@@ -62,8 +73,6 @@ def cache_dir() -> Path:
     """``<cache root>/hashes``."""
     if _root_override is not None:
         return _root_override / "hashes"
-    from facebench.engine.store import default_cache_dir
-
     return default_cache_dir() / "hashes"
 
 

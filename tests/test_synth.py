@@ -242,7 +242,7 @@ def test_net_shapes_and_features():
 
 
 def test_training_is_deterministic():
-    from facebench.synth.train import train
+    from facebench.train_synth_cnn import train
 
     threads = torch.get_num_threads()
     kwargs = dict(seed=3, epochs=1, n_train=192, batch_size=64, log=lambda *a: None)
@@ -254,9 +254,9 @@ def test_training_is_deterministic():
 
 
 def test_committed_weights_load_and_reach_target_accuracy():
-    from facebench.synth.train import predict, summarise
+    from facebench.train_synth_cnn import predict, summarise
 
-    assert WEIGHTS.is_file(), "run `python -m facebench.synth.train` to create the weights"
+    assert WEIGHTS.is_file(), "run `python -m facebench.train_synth_cnn` to create the weights"
     assert WEIGHTS.stat().st_size < 500_000
     state = torch.load(str(WEIGHTS), map_location="cpu", weights_only=True)
     net = SynthCNN(n_classes=len(BASIC_EXPRESSIONS))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import warnings
@@ -35,6 +34,7 @@ import numpy as np
 
 from facebench.atomic import (  # noqa: F401  (re-exported: they lived here before facebench/atomic.py)
     atomic_save_npz, atomic_write_bytes, atomic_write_text, current_umask, npz_bytes as _npz_bytes)
+from facebench.content import default_cache_dir  # the cache root; still importable from here
 from facebench.errors import CacheWarning
 from facebench.fingerprint import hash_object
 from facebench.records import Predictions  # defined in records.py; still importable from here
@@ -90,16 +90,6 @@ def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return "blake2b:" + h.hexdigest()
-
-
-def default_cache_dir() -> Path:
-    """``FACEBENCH_CACHE``, else ``$XDG_CACHE_HOME/facebench``, else ``~/.cache/facebench``."""
-    env = os.environ.get("FACEBENCH_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "facebench"
 
 
 def _read_shard(path: Path, outputs: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:

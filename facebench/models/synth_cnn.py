@@ -1,4 +1,4 @@
-"""``synth-cnn``: the small CNN trained on the embedded synthetic faces (``python -m facebench.synth.train``)."""
+"""``synth-cnn``: the small CNN trained on the embedded synthetic faces (``python -m facebench.train_synth_cnn``)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class SynthCNNAdapter(ModelAdapter):
         if not path.exists():
             raise ModelError(
                 f"synth-cnn weights not found at {path}. They ship with facebench; regenerate them with "
-                f"`python -m facebench.synth.train --out {path}`."
+                f"`python -m facebench.train_synth_cnn --out {path}`."
             )
         self.path = path
         state = torch.load(path, map_location="cpu", weights_only=True)

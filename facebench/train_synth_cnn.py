@@ -1,6 +1,10 @@
 """Train the reference SynthCNN on the embedded synthetic face set.
 
-    python -m facebench.synth.train [--out PATH] [--seed 0] [--epochs N] [--n-train N]
+    python -m facebench.train_synth_cnn [--out PATH] [--seed 0] [--epochs N] [--n-train N]
+
+A tool beside ``cli`` and ``api``: it joins two layers that must not import each other -- the synthetic
+generator (``facebench.synth``, NumPy only) and the network (``facebench.models``) -- so it lives above
+both (it was ``facebench/synth/train.py``; see ``tests/test_import_arrows.py``).
 
 Renders ``render_split("train", n_train, seed=seed)`` (clean, imbalance 4), trains
 SynthCNN on CPU with a fixed thread count and deterministic ops, saves the state_dict to
@@ -23,7 +27,7 @@ from torch import nn
 from facebench.models.synth_cnn_net import SynthCNN, preprocess_uint8
 from facebench.synth.generator import BASIC_EXPRESSIONS, GENERATOR_VERSION, render_split
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "synth_cnn.pt"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "models" / "weights" / "synth_cnn.pt"
 TEST_SPLIT = {"split": "test", "n": 2000, "seed": 0}  # the split the demo evaluates
 
 DEFAULTS = {
@@ -170,7 +174,7 @@ def save_weights(model: nn.Module, path: str | Path) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m facebench.synth.train",
+        prog="python -m facebench.train_synth_cnn",
         description="Train the reference SynthCNN on the synthetic face set (CPU, deterministic).",
     )
     parser.add_argument("--out", default=str(DEFAULT_WEIGHTS), help="where to write the state_dict (.pt)")
