@@ -296,11 +296,14 @@ def cmd_data(args) -> int:
 
 @contextlib.contextmanager
 def _plain_warnings():
-    """facebench's own warnings (``CacheWarning``) print as one ``warning: ...`` line, no source line."""
+    """facebench's own warnings (``CacheWarning``, ``PluginWarning``) print as one ``warning: ...`` line,
+    no source line."""
     original = warnings.formatwarning
 
     def format_warning(message, category, filename, lineno, line=None):
-        if issubclass(category, CacheWarning):
+        from facebench.registry import PluginWarning
+
+        if issubclass(category, (CacheWarning, PluginWarning)):
             return f"warning: {message}\n"
         return original(message, category, filename, lineno, line)
 

@@ -1,25 +1,44 @@
-"""Registries of datasets, models and protocols.
+"""Registries of datasets, models and protocols: the one place that says which names exist.
 
-Three ways to add an entry:
+What is found, and nothing else:
 
-* built in: a lazy ``"module:attribute"`` target with a one-line description, listed below, so
-  ``facebench list`` is instant (nothing is imported until the entry is used);
-* the ``@DATASETS.register("name")`` decorator (also ``MODELS``, ``PROTOCOLS``) in any imported module;
-* a Python entry point in the groups ``facebench.datasets``, ``facebench.models`` and
-  ``facebench.protocols`` of a third-party package, e.g. in its ``pyproject.toml``::
+* **built-ins**: the tables at the end of this module (name -> ``"module:attribute"`` and a one-line
+  description). They are the only list of built-ins; ``facebench list`` reads them without importing
+  anything, and a built-in's module is imported when the entry is first used.
+* **plug-ins**: Python entry points of installed distributions in the groups ``facebench.datasets``,
+  ``facebench.models`` and ``facebench.protocols``, e.g. in a plug-in's ``pyproject.toml``::
 
       [project.entry-points."facebench.models"]
       my-model = "my_package.adapter:MyAdapter"
+
+  A broken plug-in (its module or attribute does not load, its name is a built-in's, two distributions
+  claim one name, its value is not ``module:attribute``) is reported with a ``PluginWarning`` naming the
+  distribution and the entry point, and left out; the others are listed as usual. Using it by name
+  raises a ``RegistryError`` that says the same.
+* **the decorator** ``@MODELS.register("name")`` (also ``DATASETS``, ``PROTOCOLS``) registers when its
+  module is *executed*: only in a process that imported that module before asking for the name (the
+  Python API after ``import my_module``). ``facebench`` never searches for such modules.
+
+A name never silently replaces another: registering a built-in's name, or a name another object holds,
+raises ``RegistryError`` (re-running the same definition, as a notebook does, replaces it).
 """
 
 from __future__ import annotations
 
 import importlib
+import re
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable
 
 from facebench.errors import RegistryError, did_you_mean
+
+_TARGET = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
+
+
+class PluginWarning(UserWarning):
+    """A plug-in entry point that is left out (it does not load, or its name is taken)."""
 
 
 @dataclass
@@ -28,20 +47,28 @@ class Entry:
     target: Any  # "module:attr" string (lazy) or the loaded object
     description: str
     source: str  # "builtin", "decorator" or "plugin:<distribution>"
+    entry_point: str = ""  # plug-ins: '<name> = <value>' in group <group>
 
 
 def _load_target(target: str) -> Any:
     module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, attr) if attr else module
+    obj = importlib.import_module(module_name)
+    for part in attr.split(".") if attr else ():
+        obj = getattr(obj, part)
+    return obj
 
 
 def _first_line(doc: str | None) -> str:
     return (doc or "").strip().splitlines()[0].strip() if (doc or "").strip() else ""
 
 
+def _path_of(obj: Any) -> str:
+    """``module:qualname`` of a class or function (what a built-in table or entry point names)."""
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', '?')}"
+
+
 class Registry:
-    """A name -> object table with lazy built-ins, decorators and entry points."""
+    """A name -> object table: lazy built-ins, entry-point plug-ins and decorator registrations."""
 
     def __init__(self, kind: str, group: str, builtins: dict[str, tuple[str, str]]):
         self.kind = kind
@@ -49,40 +76,116 @@ class Registry:
         self._entries: dict[str, Entry] = {
             name: Entry(name, target, desc, "builtin") for name, (target, desc) in builtins.items()
         }
+        self._broken: dict[str, str] = {}  # plug-in name -> why it is left out
         self._plugins_scanned = False
 
     # -- adding -------------------------------------------------------------------------
     def register(self, name: str, description: str | None = None) -> Callable[[Any], Any]:
-        """Decorator: ``@REGISTRY.register("name")`` registers a class or factory."""
+        """Decorator: ``@REGISTRY.register("name")`` registers a class or factory when its module runs."""
 
         def decorate(obj: Any) -> Any:
             existing = self._entries.get(name)
+            if existing is not None:
+                self._check_replace(existing, obj)
+                source, entry_point = existing.source, existing.entry_point
+            else:
+                source, entry_point = "decorator", ""
             desc = description or (existing.description if existing else "") or _first_line(obj.__doc__)
-            if existing is not None and existing.source != "builtin" and existing.target is not obj:
-                if not isinstance(existing.target, str):
-                    raise RegistryError(f"{self.kind} {name!r} is already registered ({existing.source}).")
-            self._entries[name] = Entry(name, obj, desc, existing.source if existing else "decorator")
+            self._entries[name] = Entry(name, obj, desc, source, entry_point)
             return obj
 
         return decorate
+
+    def _check_replace(self, existing: Entry, obj: Any) -> None:
+        """A decorator may only re-register what the entry already names (the same definition)."""
+        named = existing.target if isinstance(existing.target, str) else _path_of(existing.target)
+        if existing.target is obj or named == _path_of(obj):
+            return
+        holder = "a built-in" if existing.source == "builtin" else f"registered ({existing.source})"
+        raise RegistryError(
+            f"{self.kind} {existing.name!r} is {holder} as {named}; {_path_of(obj)} cannot take its name. "
+            f"Register it under another name."
+        )
 
     def _scan_plugins(self) -> None:
         if self._plugins_scanned:
             return
         self._plugins_scanned = True
+        claims: dict[str, list[metadata.EntryPoint]] = {}
         for ep in metadata.entry_points(group=self.group):
-            if ep.name in self._entries:
-                continue  # built-ins win; a plugin cannot shadow them silently
-            dist = getattr(getattr(ep, "dist", None), "name", "?")
-            self._entries[ep.name] = Entry(ep.name, ep.value, f"(plugin {dist}: {ep.value})", f"plugin:{dist}")
+            claims.setdefault(ep.name, []).append(ep)
+        for name, eps in claims.items():
+            problem = self._plugin_problem(name, eps)
+            if problem:
+                self._broken[name] = problem
+                warnings.warn(PluginWarning(f"{problem}; it is left out"), stacklevel=3)
+                continue
+            ep = eps[0]
+            dist = _dist_name(ep)
+            where = f"{ep.name} = {ep.value} in group {self.group}"
+            existing = self._entries.get(name)
+            if existing is not None:  # its module was imported and registered it by decorator
+                existing.source, existing.entry_point = f"plugin:{dist}", where
+                continue
+            self._entries[name] = Entry(name, ep.value, "", f"plugin:{dist}", where)
+
+    def _plugin_problem(self, name: str, eps: list[metadata.EntryPoint]) -> str:
+        """Why a plug-in name cannot be used ('' when it can): a clash or a malformed value."""
+        shown = ", ".join(f"distribution {_dist_name(ep)!r} (entry point {ep.name} = {ep.value})" for ep in eps)
+        if len({(_dist_name(ep), ep.value) for ep in eps}) > 1:
+            return f"{self.kind} plug-in {name!r} is claimed by more than one entry point in group {self.group}: {shown}"
+        ep = eps[0]
+        existing = self._entries.get(name)
+        if existing is not None and existing.source == "builtin":
+            return (f"{self.kind} plug-in {shown} in group {self.group} has the name of a built-in "
+                    f"({existing.target}); the built-in is kept")
+        if existing is not None and not isinstance(existing.target, str) and _path_of(existing.target) != ep.value:
+            return (f"{self.kind} plug-in {shown} in group {self.group} has the name that "
+                    f"{_path_of(existing.target)} registered by decorator")
+        if not _TARGET.match(ep.value.split("[")[0].strip()):
+            return f"{self.kind} plug-in {shown} in group {self.group}: the value is not 'module:attribute'"
+        return ""
+
+    def _load(self, entry: Entry) -> Any:
+        """Import a lazy entry; a plug-in that fails names its distribution and entry point."""
+        try:
+            obj = _load_target(entry.target.split("[")[0].strip())
+        except Exception as err:  # noqa: BLE001 - any failure of third-party code is reported the same way
+            if entry.source == "builtin":
+                raise
+            raise RegistryError(
+                f"{self.kind} plug-in {entry.name!r} from distribution {entry.source[len('plugin:'):]!r} "
+                f"(entry point {entry.entry_point}) does not load: {type(err).__name__}: {err}"
+            ) from err
+        if entry.source != "builtin" and not callable(obj):
+            raise RegistryError(
+                f"{self.kind} plug-in {entry.name!r} from distribution {entry.source[len('plugin:'):]!r} "
+                f"(entry point {entry.entry_point}) is a {type(obj).__name__}, not a class or factory"
+            )
+        return obj
 
     # -- reading ------------------------------------------------------------------------
     def entries(self) -> list[Entry]:
+        """Every usable entry, sorted. Built-ins are not imported; each plug-in is imported once (to
+        check that it loads and to read its description); one that does not load is warned about and
+        left out."""
         self._scan_plugins()
-        return [self._entries[n] for n in sorted(self._entries)]
+        out = []
+        for name in sorted(self._entries):
+            entry = self._entries[name]
+            if isinstance(entry.target, str) and entry.source.startswith("plugin:"):
+                try:
+                    self.get(name)
+                except RegistryError as err:
+                    warnings.warn(PluginWarning(f"{err}; it is left out"), stacklevel=2)
+                    continue
+                entry = self._entries[name]
+            out.append(entry)
+        return out
 
     def names(self) -> list[str]:
-        return [e.name for e in self.entries()]
+        self._scan_plugins()
+        return sorted(self._entries)
 
     def __contains__(self, name: str) -> bool:
         self._scan_plugins()
@@ -93,17 +196,28 @@ class Registry:
         self._scan_plugins()
         entry = self._entries.get(name)
         if entry is None:
+            if name in self._broken:
+                raise RegistryError(self._broken[name] + ".")
             raise RegistryError(
                 f"Unknown {self.kind} {name!r}.{did_you_mean(name, self._entries)} "
-                f"Run `facebench list {self.kind}s` to see what is available."
+                f"Run `facebench list {self.kind}s` to see what is available. A {self.kind} registered "
+                f"with the decorator is found only after its module is imported; a plug-in package "
+                f"declares an entry point in group {self.group}."
             )
         if isinstance(entry.target, str):
-            target = entry.target
-            obj = _load_target(target)
+            obj = self._load(entry)
             # the module may have replaced the entry through its decorator; keep the loaded object
             entry = self._entries[name]
-            entry.target = obj if isinstance(entry.target, str) else entry.target
+            if isinstance(entry.target, str):
+                entry.target = obj
+            if entry.source.startswith("plugin:") and not entry.description:
+                doc = _first_line(getattr(entry.target, "__doc__", None)) or entry.entry_point.split(" in ")[0]
+                entry.description = f"{doc} [plug-in from {entry.source[len('plugin:'):]}]"
         return entry.target
+
+
+def _dist_name(ep: metadata.EntryPoint) -> str:
+    return getattr(getattr(ep, "dist", None), "name", None) or "?"
 
 
 DATASETS = Registry(

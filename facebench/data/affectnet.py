@@ -17,7 +17,6 @@ from facebench.data._native import NativeLoader, check_choice, resolve_file, sum
 from facebench.data.images import FileImages
 from facebench.data.taxonomy import LABEL_ORDERS
 from facebench.errors import ConfigError
-from facebench.registry import DATASETS
 
 COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
            "expression", "valence", "arousal")
@@ -25,7 +24,6 @@ FILES = {"train": "training.csv", "val": "validation.csv"}
 _FULL_IMAGE = (0.0, 0.0, 1e9, 1e9)  # crop box that keeps the whole image (decode_image clamps it)
 
 
-@DATASETS.register("affectnet")
 class AffectNet(NativeLoader):
     """AffectNet: in-the-wild faces with 8 expressions (training.csv / validation.csv, face boxes); 7 classes without contempt"""
 

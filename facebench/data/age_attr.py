@@ -15,7 +15,6 @@ from facebench.data.dataset import Dataset
 from facebench.data.images import FileImages
 from facebench.data.taxonomy import CELEBA_ATTRIBUTES
 from facebench.errors import ConfigError
-from facebench.registry import DATASETS
 
 UTK_RACES = ("White", "Black", "Asian", "Indian", "Others")
 UTK_GENDERS = ("male", "female")
@@ -93,7 +92,6 @@ class _AgeLabelFileLoader(NativeLoader):
         return {"n": len(names), "counts": {}, "rows": len(names)}
 
 
-@DATASETS.register("utkface")
 class UTKFace(NativeLoader):
     """UTKFace: faces with age, gender and race in file names [age]_[gender]_[race]_[datetime].jpg.chip.jpg"""
 
@@ -170,7 +168,6 @@ class UTKFace(NativeLoader):
         return {"n": len(ds), "counts": {}, "rows": len(ds) + len(getattr(self, "skipped", []))}
 
 
-@DATASETS.register("celeba")
 class CelebA(NativeLoader):
     """CelebA: 202,599 faces with 40 binary attributes (list_attr_celeba.txt, list_eval_partition.txt)"""
 
@@ -239,7 +236,6 @@ class CelebA(NativeLoader):
         return {"n": len(ids), "counts": {}, "rows": len(ids)}
 
 
-@DATASETS.register("clap2015")
 class CLAP2015(_AgeLabelFileLoader):
     """ChaLearn LAP 2015 apparent age: label files name;mean;std per split, images per split folder"""
 
@@ -276,7 +272,6 @@ class CLAP2015(_AgeLabelFileLoader):
         return self.root / self._FOLDERS[split]
 
 
-@DATASETS.register("morph2")
 class MORPH2(_AgeLabelFileLoader):
     """MORPH II age estimation in the layout of Faceptor's RANDOM_80_20 protocol: label/<protocol>/<split>.txt"""
 

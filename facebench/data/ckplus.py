@@ -18,7 +18,6 @@ from facebench.data._native import NativeLoader, list_dirs, list_images, subject
 from facebench.data.images import FileImages
 from facebench.data.taxonomy import LABEL_ORDERS
 from facebench.errors import ConfigError
-from facebench.registry import DATASETS
 
 CK_CITATION = ("P. Lucey, J. F. Cohn, T. Kanade, J. Saragih, Z. Ambadar, I. Matthews, The Extended Cohn-Kanade "
                "Dataset (CK+), CVPR Workshops 2010; T. Kanade, J. F. Cohn, Y. Tian, FG 2000")
@@ -44,7 +43,6 @@ def _attributes(subjects: list[str], sequences: list[str], folds: int) -> dict[s
     return out
 
 
-@DATASETS.register("ckplus")
 class CKPlus(NativeLoader):
     """CK+ native release: posed expression sequences, labelled peak frames (Emotion/*.txt), subject-disjoint folds"""
 
@@ -174,7 +172,6 @@ CK48_FOLDERS = {"anger": "anger", "contempt": "contempt", "disgust": "disgust", 
                 "sadness": "sadness", "surprise": "surprise"}
 
 
-@DATASETS.register("ckplus48")
 class CKPlus48(NativeLoader):
     """CK+48: 48x48 face crops of the last frames of CK+ sequences in <class>/S###_###_########.png folders"""
 

@@ -14,10 +14,8 @@ from facebench.data._native import NativeLoader, summarize
 from facebench.data.images import FileImages
 from facebench.data.taxonomy import LABEL_ORDERS
 from facebench.errors import ConfigError
-from facebench.registry import DATASETS
 
 
-@DATASETS.register("expw")
 class ExpW(NativeLoader):
     """ExpW: 91,793 web faces with 7 expressions, label/label.lst boxes (top left right bottom) over image/origin/"""
 

@@ -18,7 +18,6 @@ import numpy as np
 from facebench.data.confine import confined_paths
 from facebench.data._native import NativeLoader, check_choice, summarize
 from facebench.data.images import FileImages
-from facebench.registry import DATASETS
 
 FAIRFACE_RACES = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern")
 FAIRFACE_AGES = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70")
@@ -26,7 +25,6 @@ FAIRFACE_GENDERS = ("female", "male")
 TARGETS = {"gender": FAIRFACE_GENDERS, "race": FAIRFACE_RACES, "age": FAIRFACE_AGES}
 
 
-@DATASETS.register("fairface")
 class FairFace(NativeLoader):
     """FairFace: faces balanced over 7 race groups, with gender and age-bin labels (label CSVs + images)"""
 

@@ -22,7 +22,6 @@ from facebench.data.dataset import resolve_data_root
 from facebench.data.images import ArrayImages, FileImages
 from facebench.data.taxonomy import LABEL_ORDERS
 from facebench.errors import ConfigError
-from facebench.registry import DATASETS
 
 USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 SIDE = 48
@@ -104,7 +103,6 @@ def _raise_bad_pixels(part, path, rows):
     raise ConfigError(f"{path}: the pixel column could not be parsed.")
 
 
-@DATASETS.register("fer2013")
 class FER2013(NativeLoader):
     """FER2013 original CSV (emotion, 48x48 grey pixels as text, Usage): train/val/test = Training/PublicTest/PrivateTest"""
 
@@ -181,7 +179,6 @@ PREFIX_USAGE = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 _AUGMENTED_COPY = re.compile(r"\.(jpe?g|png)\d+\.(jpe?g|png)$", re.IGNORECASE)  # e.g. x.jpg0.jpg
 
 
-@DATASETS.register("fer2013-images")
 class FER2013Images(NativeLoader):
     """FER2013 image folders (Kaggle repackaging, train/ and test/<class>/*.jpg); split from the Training_/PublicTest_/PrivateTest_ prefix"""
 
@@ -294,7 +291,6 @@ def ferplus_labels(votes: np.ndarray, vote: str = "plurality", ties: str = "drop
     return np.where(excluded, -1, label)
 
 
-@DATASETS.register("ferplus")
 class FERPlus(NativeLoader):
     """FERPlus: FER2013 relabelled by 10 crowd votes per face (fer2013new.csv joined to fer2013.csv by row), 8 or 7 classes"""
 

@@ -11,7 +11,6 @@ from facebench.data.dataset import Dataset, DatasetLoader
 from facebench.data.images import FileImages
 from facebench.data.taxonomy import CANONICAL_EXPRESSIONS, canonical_name
 from facebench.errors import ConfigError, DatasetNotFoundError
-from facebench.registry import DATASETS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
@@ -29,7 +28,6 @@ def _canonical_sort(names) -> tuple[str, ...]:
     return tuple(sorted(set(names), key=lambda c: (rank.get(c, len(rank)), c)))
 
 
-@DATASETS.register("imagefolder")
 class ImageFolder(DatasetLoader):
     """Generic <root>/<split>/<class>/*.jpg folders, class names mapped to the canonical taxonomy"""
 
@@ -72,7 +70,6 @@ class ImageFolder(DatasetLoader):
                        FileImages(paths), content_tag=self.fingerprint_tag())
 
 
-@DATASETS.register("csv")
 class CsvDataset(DatasetLoader):
     """Generic CSV of image paths, labels and optional attribute columns (subject, group, domain)"""
 

@@ -17,7 +17,6 @@ import numpy as np
 from facebench.data._native import NativeLoader, subject_folds, summarize
 from facebench.data.images import FileImages
 from facebench.data.taxonomy import LABEL_ORDERS
-from facebench.registry import DATASETS
 
 CODES = {"AN": "anger", "DI": "disgust", "FE": "fear", "HA": "happiness", "NE": "neutral", "SA": "sadness",
          "SU": "surprise"}
@@ -39,7 +38,6 @@ def parse_jaffe_name(name: str) -> tuple[str, str, str] | None:
     return parts[0].upper(), CODES[m.group(1).upper()], parts[2]
 
 
-@DATASETS.register("jaffe")
 class JAFFE(NativeLoader):
     """JAFFE: 213 posed grey 256x256 TIFFs of 10 Japanese female subjects, labels from names like KA.AN1.39.tiff"""
 

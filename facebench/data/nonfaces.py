@@ -16,7 +16,6 @@ import numpy as np
 from facebench.data.dataset import Dataset, DatasetLoader
 from facebench.data.images import ArrayImages
 from facebench.errors import ConfigError, DatasetNotFoundError
-from facebench.registry import DATASETS
 
 NOISE_KINDS = ("uniform", "gaussian", "smooth", "blobs")
 
@@ -43,7 +42,6 @@ def _noise_image(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
     return image.astype(np.uint8)
 
 
-@DATASETS.register("noise")
 class NoiseImages(DatasetLoader):
     """Procedural noise images (uniform, Gaussian, smooth fields, colour blobs): a far-OOD source with no download"""
 
@@ -74,7 +72,6 @@ class NoiseImages(DatasetLoader):
                        source, attributes={"kind": np.array(kinds)}, content_tag=self.fingerprint_tag())
 
 
-@DATASETS.register("skimage-lfw-subset")
 class SkimageLFWSubset(DatasetLoader):
     """scikit-image's lfw_subset: 100 LFW face crops and 100 non-face crops, 25x25 grey (pip install scikit-image)"""
 

@@ -27,7 +27,6 @@ from facebench.data.confine import confined_paths
 from facebench.data._native import NativeLoader, check_choice, find_child
 from facebench.data.dataset import Dataset
 from facebench.data.images import FileImages
-from facebench.registry import DATASETS
 
 RFW_RACES = ("African", "Asian", "Caucasian", "Indian")
 
@@ -85,7 +84,6 @@ def build_pairs_dataset(loader, split: str, entries: list[tuple], image_root: Pa
                    attributes={"subject": np.array(subjects)}, content_tag=tag, pairs=pairs)
 
 
-@DATASETS.register("lfw")
 class LFWPairs(NativeLoader):
     """LFW View 2: 6,000 verification pairs in 10 folds (pairs.txt), images lfw/<name>/<name>_<4 digits>.jpg"""
 
@@ -155,7 +153,6 @@ class LFWPairs(NativeLoader):
         return build_pairs_dataset(self, split, self.entries(), self.image_root(), self.missing_images)
 
 
-@DATASETS.register("rfw")
 class RFWPairs(NativeLoader):
     """RFW: 6,000 verification pairs per race (African, Asian, Caucasian, Indian), 10 folds each"""
 
@@ -221,7 +218,6 @@ class RFWPairs(NativeLoader):
                                    self.missing_images)
 
 
-@DATASETS.register("pairs-csv")
 class PairsCSV(NativeLoader):
     """Any verification pair list as CSV: image_a,image_b,same[,fold][,group][,subject_a,subject_b]"""
 

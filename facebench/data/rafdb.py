@@ -17,7 +17,6 @@ from facebench.data._native import NativeLoader, summarize
 from facebench.data.images import FileImages
 from facebench.data.taxonomy import LABEL_ORDERS
 from facebench.errors import ConfigError, DatasetNotFoundError
-from facebench.registry import DATASETS
 
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
 RAF_CITATION = ("S. Li, W. Deng, J. Du, Reliable Crowdsourcing and Deep Locality-Preserving Learning for Expression "
@@ -138,7 +137,6 @@ class _RafLoader(NativeLoader):
         return {k: np.array(v) for k, v in out.items()}
 
 
-@DATASETS.register("rafdb")
 class RAFDB(_RafLoader):
     """RAF-DB basic: 7 expressions in the wild, EmoLabel/list_patition_label.txt (1-based labels), aligned 100x100 crops"""
 
@@ -162,7 +160,6 @@ class RAFDB(_RafLoader):
     expected_sizes = {"train": 12271, "test": 3068}
 
 
-@DATASETS.register("rafdb-compound")
 class RAFDBCompound(_RafLoader):
     """RAF-DB compound: 11 compound expressions (e.g. happily_surprised), same label-file layout; unknown classes for open-set"""
 

@@ -10,14 +10,12 @@ from facebench.data._native import NativeLoader, find_child, list_dirs, list_ima
 from facebench.data.images import FileImages
 from facebench.data.taxonomy import LABEL_ORDERS
 from facebench.errors import ConfigError
-from facebench.registry import DATASETS
 
 SFEW_FOLDERS = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness", "neutral": "neutral",
                 "sad": "sadness", "surprise": "surprise"}
 DEFAULT_DIRS = {"train": "Train", "val": "Val"}
 
 
-@DATASETS.register("sfew")
 class SFEW(NativeLoader):
     """SFEW 2.0: faces in movie frames (EmotiW), Train/ and Val/<Class>/*.png with 7 alphabetical class folders"""
 

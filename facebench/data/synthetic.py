@@ -7,12 +7,10 @@ import numpy as np
 from facebench.data.dataset import Dataset, DatasetLoader
 from facebench.data.images import ArrayImages
 from facebench.errors import ConfigError, did_you_mean
-from facebench.registry import DATASETS
 
 DEFAULT_SIZES = {"train": 10000, "val": 2000, "test": 2000}
 
 
-@DATASETS.register("synth")
 class SynthFaces(DatasetLoader):
     """Embedded procedural synthetic faces (7 basic + compound expressions, groups, domains); no download"""
 

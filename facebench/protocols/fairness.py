@@ -25,7 +25,6 @@ import numpy as np
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import fairness as fm
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice
-from facebench.registry import PROTOCOLS
 
 METRICS = ("auto", "accuracy", "mae", "age_bin_accuracy")
 _BIN = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$|^\s*more than\s+(\d+)\s*$")
@@ -41,7 +40,6 @@ def age_bin_bounds(label: str) -> tuple[float, float]:
     return float(m.group(1)), float(m.group(2))
 
 
-@PROTOCOLS.register("fairness")
 class FairnessProtocol(Protocol):
     """Bias and fairness: a per-sample metric by demographic group, with disparities (difference, ratio, STD, SER) and group-stratified CIs"""
 

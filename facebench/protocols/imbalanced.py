@@ -27,7 +27,6 @@ from facebench.metrics import bootstrap as bs
 from facebench.metrics import classification as cls
 from facebench.protocols._labels import match_labels
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice, split_ref
-from facebench.registry import PROTOCOLS
 
 GROUP_NAMES = ("many", "medium", "few")
 
@@ -63,7 +62,6 @@ def resample_profile(available, rho: float) -> np.ndarray:
     return np.floor(n0 * decay + 1e-9).astype(np.int64)
 
 
-@PROTOCOLS.register("imbalanced")
 class ImbalancedProtocol(Protocol):
     """Imbalanced FER: overall vs mean class accuracy, shot groups by training frequency, re-sampled imbalance factors"""
 

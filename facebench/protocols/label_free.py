@@ -45,7 +45,6 @@ from facebench.metrics import ood
 from facebench.metrics import ood_scores as osc
 from facebench.protocols._labels import match_labels
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, split_ref
-from facebench.registry import PROTOCOLS
 
 STATS = ("mae", "rmse", "r2", "pearson", "spearman", "kendall")
 #: errors of a predicted metric are lower-is-better; R2 and correlations higher-is-better; all are plain
@@ -77,7 +76,6 @@ def draw_sets(n_id: int, n_other: int, family: str, source: str, sets: int, frac
     return out
 
 
-@PROTOCOLS.register("label_free")
 class LabelFreeProtocol(Protocol):
     """Label-free (Gscore-style) evaluation: indicators of OOD AUROC and accuracy estimators, judged on a meta-benchmark of test sets"""
 

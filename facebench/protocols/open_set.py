@@ -41,7 +41,6 @@ from facebench.metrics import bootstrap as bs
 from facebench.metrics import ood
 from facebench.metrics import ood_scores as osc
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice, split_ref
-from facebench.registry import PROTOCOLS
 
 LOGIT_SCORES = tuple(osc.LOGIT_SCORES)
 FEATURE_SCORES = ("mahalanobis", "knn")
@@ -77,7 +76,6 @@ def open_set_metrics(known, known_correct, unknown, tpr: float = 0.95, ccr_fprs=
     return out
 
 
-@PROTOCOLS.register("open_set")
 class OpenSetProtocol(Protocol):
     """Open-set FER: known vs unknown expressions (unknown classes or leave-one-class-out), AUROC, FPR@95, OSCR"""
 

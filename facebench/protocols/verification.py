@@ -30,14 +30,12 @@ from facebench.metrics import bootstrap as bs
 from facebench.metrics import fairness as fm
 from facebench.metrics import verification as vm
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, SplitRef, TaskResult
-from facebench.registry import PROTOCOLS
 
 
 def _far_tag(x: float) -> str:
     return f"{x:.0e}".replace("e-0", "e-")
 
 
-@PROTOCOLS.register("verification")
 class VerificationProtocol(Protocol):
     """Face verification: 10-fold accuracy (insightface and FaceX-Zoo conventions), TAR@FAR, per-group rates at a global threshold"""
 
