@@ -109,8 +109,11 @@ def test_ci_tolerance_and_rules(runs):
     acc = next(c for c in cmp.compare_runs(root / "baseline.json", root / "c", tolerances=rules).comparisons
                if c.metric == "accuracy")
     assert acc.tolerance == 0.5 and acc.verdict == "ok"
-    assert cmp.higher_is_better("accuracy") and not cmp.higher_is_better("nll")
-    assert not cmp.higher_is_better("ece[bins=15]") and not cmp.higher_is_better("accuracy_difference[between_groups]")
+    # compare reads the records' own direction; schema-1 records get theirs from the v1 upgrade's table
+    from facebench.report.results import _v1_direction_and_unit as v1
+
+    assert v1("accuracy")[0] and not v1("nll")[0]
+    assert not v1("ece[bins=15]")[0] and not v1("accuracy_difference[between_groups]")[0]
 
 
 # -- the gate's contract on hand-made results (no model): drops, tolerances and verdicts by hand ------------

@@ -18,7 +18,6 @@ from facebench.report.html import task_slug, write_site
 from facebench.report.tables import (
     ReportError,
     build_table,
-    higher_is_better,
     latex_escape,
     load_runs,
     to_csv,
@@ -48,8 +47,9 @@ def make_results(model: str, tasks: dict, protocol_fps: dict | None = None) -> d
             records.append({"task": name, "dataset": "synth", "split": "test", "protocol": "closed_set",
                             "model": model, "metric": metric, "value": value, "ci": list(ci) if ci else None,
                             "n": 100, "conventions": {"note": "x"}, "headline": headline, "fingerprints": fps})
-    return {"suite": {"name": "s", "fingerprint": "f0"}, "model": {"name": model, "fingerprint": f"m-{model}"},
-            "tasks": task_rows, "records": records}
+    # schema 1 (records without direction and unit): the readers upgrade it
+    return {"schema_version": 1, "suite": {"name": "s", "fingerprint": "f0"},
+            "model": {"name": model, "fingerprint": f"m-{model}"}, "tasks": task_rows, "records": records}
 
 
 TASKS_A = {"rafdb-test": {"accuracy": (0.81, (0.79, 0.83), True), "nll": (0.52, (0.50, 0.55), True),
@@ -153,7 +153,14 @@ def test_load_runs(tmp_path):
         load_runs([tmp_path / "missing"])
 
 
-def test_higher_is_better():
+def test_v1_upgrade_directions():
+    """Schema-1 records carry no direction: the v1 upgrade's table gives them the one their protocol declares
+    now (the old name rule's answers; the records' own field decides everywhere else)."""
+    from facebench.report.results import _v1_direction_and_unit
+
+    def higher_is_better(m):
+        return _v1_direction_and_unit(m)[0]
+
     assert higher_is_better("accuracy") and higher_is_better("auroc[mean]") and higher_is_better("best_spearman")
     for m in ("nll", "ece[15]", "mae", "rmse", "fpr@tpr95[pos=known]", "detection_error", "fmr[group=a]", "fnmr",
               "gap", "accuracy_difference[between_groups]", "accuracy_std", "accuracy_ser", "best_mae[target=auroc]"):

@@ -1,7 +1,8 @@
 """``facebench compare``: a statistically honest regression gate against a stored baseline.
 
 For every compared metric (the baseline's headline metrics by default) the **drop** is
-``baseline - new`` for metrics where higher is better and ``new - baseline`` otherwise. A drop is
+``baseline - new`` for metrics where higher is better and ``new - baseline`` otherwise (the direction
+every record declares in ``higher_is_better``; baseline and run must agree on it and on the unit). A drop is
 a regression when it exceeds the tolerance -- absolute (``tolerance``, default 0.01 = one point of
 accuracy) or ``ci``: the half-width of the baseline's confidence interval times ``tolerance`` --
 and, when both runs stored per-sample outcomes for the task (``samples.npz``, or embedded in a
@@ -41,8 +42,8 @@ from xml.etree import ElementTree as ET
 import numpy as np
 
 from facebench.errors import EXIT_CANNOT_JUDGE, EXIT_COMPARE_OK, EXIT_REGRESSION, CompareError
-from facebench.report.results import SCHEMA_VERSION, read_samples
-from facebench.report.tables import higher_is_better
+from facebench.records import UNITS
+from facebench.report.results import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, read_results, read_samples
 
 BASELINE_FORMAT = 1
 BASELINE_KIND = "facebench-baseline"  # marker of a baseline file; older ones carry only "facebench_baseline"
@@ -144,9 +145,9 @@ def _check_results(results, what: str) -> None:
     """Raise CompareError unless ``results`` has the shape of a results.json this facebench writes."""
     if not isinstance(results, dict):
         raise CompareError(f"{what} holds no results object; {RUN_HINT}")
-    if results.get("schema_version") != SCHEMA_VERSION:
+    if results.get("schema_version") != SCHEMA_VERSION:  # read_results has upgraded the older ones
         raise CompareError(f"{what} has schema_version {results.get('schema_version')!r}, this facebench reads "
-                           f"{SCHEMA_VERSION}; rerun (or rescore) it with this version")
+                           f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}; rerun (or rescore) it with this version")
     tasks, records = results.get("tasks"), results.get("records")
     if not isinstance(tasks, list) or not isinstance(records, list):
         raise CompareError(f"{what} has no 'tasks' and 'records' lists; {RUN_HINT}")
@@ -163,6 +164,10 @@ def _check_results(results, what: str) -> None:
     for r in records:
         if not (isinstance(r, dict) and isinstance(r.get("task"), str) and isinstance(r.get("metric"), str)):
             raise CompareError(f"{what}: a record has no 'task' and 'metric' strings: {str(r)[:80]}")
+        if not isinstance(r.get("higher_is_better"), bool) or r.get("unit") not in UNITS:
+            raise CompareError(_one_line(f"{what}: record {r['metric']!r} of task {r['task']!r} has no valid "
+                                         f"'higher_is_better' (true/false) and 'unit' ({', '.join(UNITS)}); "
+                                         f"so which way is worse is unknown; {RUN_HINT}"))
         if (r["task"], r["metric"]) in keys:
             raise CompareError(f"{what} has two records of metric {r['metric']!r} for task {r['task']!r}")
         keys.add((r["task"], r["metric"]))
@@ -209,10 +214,12 @@ def load_side(path: str | Path, role: str = "run") -> tuple[dict, dict]:
         if data.get("facebench_baseline") != BASELINE_FORMAT:
             raise CompareError(f"{what} has baseline format {data.get('facebench_baseline')!r}, this facebench "
                                f"reads {BASELINE_FORMAT}; regenerate it with `facebench baseline`")
-        _check_results(data.get("results"), what)
-        return data["results"], _check_samples(data.get("samples", {}), what)
+        results = read_results(data.get("results"))  # an older schema is upgraded
+        _check_results(results, what)
+        return results, _check_samples(data.get("samples", {}), what)
     if not any(k in data for k in ("records", "tasks", "schema_version")):
         raise CompareError(f"{what} is neither a results.json nor a facebench baseline; {RUN_HINT}")
+    data = read_results(data)  # an older schema is upgraded
     _check_results(data, what)
     try:
         samples = read_samples(path.parent / "samples.npz")
@@ -453,6 +460,10 @@ def _task_problems(name: str, bt: dict, nt: dict | None) -> list[str]:
     return problems
 
 
+def _kind(rec: dict) -> str:
+    return f"{'higher' if rec['higher_is_better'] else 'lower'} is better, unit {rec['unit']}"
+
+
 def _compare_record(rec: dict, other: dict | None, tolerance: float, mode: str, rules: dict) -> Comparison:
     """One baseline record against its run counterpart: verdict ok or cannot compare, with the drop."""
     tol, eff_mode = _tolerance(rec["metric"], rec, tolerance, mode, rules)
@@ -467,10 +478,13 @@ def _compare_record(rec: dict, other: dict | None, tolerance: float, mode: str, 
         c.verdict, c.note = "cannot compare", f"run value is {_describe(nv)}"
     elif (diff := _convention_diff(rec.get("conventions"), other.get("conventions"), eff_mode)) is not None:
         c.verdict, c.note = "cannot compare", _one_line(diff)
+    elif (rec["higher_is_better"], rec["unit"]) != (other["higher_is_better"], other["unit"]):
+        c.verdict, c.note = "cannot compare", _one_line(
+            f"the records disagree on the metric's kind: the baseline's is {_kind(rec)}, the run's {_kind(other)}")
     elif _is_finite(rec.get("n")) and _is_finite(other.get("n")) and rec["n"] != other["n"]:
         c.verdict, c.note = "cannot compare", f"computed on {rec['n']} samples in the baseline, {other['n']} in the run"
     else:
-        sign = 1.0 if higher_is_better(rec["metric"]) else -1.0
+        sign = 1.0 if rec["higher_is_better"] else -1.0  # the direction the records declare, never the name
         c.drop = sign * (c.baseline - c.new)
     return c
 

@@ -608,12 +608,11 @@ def _run_label(task_row: Mapping, records: Sequence[Mapping]) -> str:
     return str(task_row.get("name", ""))
 
 
-def _is_percent_metric(metric: str) -> bool:
-    try:
-        from facebench.report.leaderboard import _is_percent
-        return bool(_is_percent(metric))
-    except Exception:  # pragma: no cover
-        return metric.split("[")[0] in ("accuracy", "recall", "precision", "mean_class_accuracy")
+def _is_percent_record(record: Mapping | None) -> bool:
+    """Whether a record's own unit is printed as a percentage (a fraction); never guessed from the name."""
+    from facebench.records import PERCENT_DISPLAY
+
+    return isinstance(record, Mapping) and record.get("unit") in PERCENT_DISPLAY
 
 
 class _Ctx:
@@ -704,7 +703,8 @@ def _fig_heatmap(c: _Ctx) -> list[Path]:
     names = [str(col.get("column")) for col in columns] + ["Mean"]
     values = [col.get("value") for col in columns] + [c.details.get("mean")]
     metric = str(c.details.get("metric") or "accuracy")
-    return cross_domain_heatmap([c.label], names, [values], c.stem("heatmap"), percent=_is_percent_metric(metric))
+    return cross_domain_heatmap([c.label], names, [values], c.stem("heatmap"),
+                                percent=_is_percent_record(c.recs.get(f"{metric}[mean]")))
 
 
 def _fig_group_bars(c: _Ctx) -> list[Path]:
@@ -718,7 +718,7 @@ def _fig_group_bars(c: _Ctx) -> list[Path]:
     by = c.details.get("by") or []
     title = f"{metric} by {' & '.join(map(str, by))}" if by else None
     return group_bars_figure(names, values, cis, c.stem("group_bars"), metric, overall=c.details.get("overall"),
-                             title=title, percent=_is_percent_metric(metric))
+                             title=title, percent=_is_percent_record(c.recs.get(f"{metric}[overall]")))
 
 
 def _fig_verification_roc(c: _Ctx) -> list[Path]:

@@ -166,7 +166,7 @@ def _task_page(name: str, table: Table, figures: list[str], title: str) -> str:
         rows = []
         for r in records:
             interval = _ci(r)
-            scale, digits = _scale(r["metric"])
+            scale, digits = _scale(r)
             ci_text = ("" if interval is None
                        else f"[{interval[0] * scale:.{digits}f}, {interval[1] * scale:.{digits}f}]")
             conventions = json.dumps(r.get("conventions") or {}, indent=1, sort_keys=True, default=str)

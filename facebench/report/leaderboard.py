@@ -5,22 +5,23 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-PERCENT_METRICS = ("accuracy", "mean_class_accuracy", "macro_f1", "recall[", "precision[", "mean_attribute_accuracy", "cs@",
-                   "gap[", "group_accuracy[", "closed_set_accuracy", "age_bin_accuracy")
+from facebench.records import PERCENT_DISPLAY
 
 
-def _is_percent(metric: str) -> bool:
-    base = metric.split("[")[0]
-    if base.endswith(("_ser", "_ratio")) or base.startswith(("fdr", "fmr_", "fnmr_")):
-        return False  # ratios are printed as ratios
-    return metric.startswith(PERCENT_METRICS)
+def display_scale(record: dict) -> tuple[float, int]:
+    """(scale, decimals) for printing a record, from its own ``unit``: fractions as percentages with 2
+    decimals, values already in percent with 2, every other unit (or none recorded) as is with 4."""
+    unit = record.get("unit") if isinstance(record, dict) else None
+    if unit in PERCENT_DISPLAY:
+        return 100.0, 2
+    return (1.0, 2) if unit == "percent" else (1.0, 4)
 
 
 def format_value(record: dict, with_ci: bool = True) -> str:
     value = record.get("value")
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return "n/a"  # absent, or not a number (a hand-edited results.json)
-    scale, digits = (100.0, 2) if _is_percent(record["metric"]) else (1.0, 4)
+    scale, digits = display_scale(record)
     text = f"{value * scale:.{digits}f}"
     ci = record.get("ci")
     if with_ci and isinstance(ci, (list, tuple)) and len(ci) == 2 and all(
@@ -164,8 +165,10 @@ def _fairness(task: dict, records: list[dict]) -> list[str]:
         return []
     metric = details.get("metric", "accuracy")
     by_name = {r["metric"]: r for r in records}
+    unit = by_name.get(f"{metric}[overall]", {}).get("unit")  # a group without its record: the overall's unit
     rows = [[str(g["group"]), str(g["n"]), format_value(by_name.get(f"{metric}[group={g['group']}]",
-                                                                      {"metric": metric, "value": g["value"]}))]
+                                                                      {"metric": metric, "value": g["value"],
+                                                                       "unit": unit}))]
             for g in sorted(groups, key=lambda g: _natural(str(g["group"])))]
     title = f"### {md_escape(task['name'])}: {md_escape(metric)} by {md_escape(' x '.join(details.get('by', [])))}"
     return [title, ""] + _table(["group", "n", f"{_column_name(metric)} [CI]"], rows) + [""]

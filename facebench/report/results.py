@@ -143,7 +143,7 @@ def read_run_folder(run_dir: str | Path) -> tuple[dict, dict]:
     from facebench.errors import ConfigError
 
     run_dir = Path(run_dir)
-    results = _read_json_object(run_dir / "results.json", run_dir)
+    results = read_results(_read_json_object(run_dir / "results.json", run_dir))
     manifest = _read_json_object(run_dir / "manifest.json", run_dir)
     checks = [("results.json", "model", results.get("model"), dict), ("results.json", "tasks", results.get("tasks"), list),
               ("results.json", "records", results.get("records"), list),
@@ -160,6 +160,88 @@ def read_run_folder(run_dir: str | Path) -> tuple[dict, dict]:
             raise ConfigError(f"{run_dir / file} has no valid {name!r} ({kind.__name__} expected); it was edited or "
                               f"written by another tool: run the suite again to rewrite the run folder.")
     return results, manifest
+
+
+
+# -- reading results.json of any schema version ---------------------------------------------------------------
+
+def schema_path(version: int = SCHEMA_VERSION) -> Path:
+    """The JSON Schema of results.json at ``version`` (shipped with the package)."""
+    return Path(__file__).resolve().parent.parent / "schema" / f"results-v{version}.json"
+
+
+def read_results(results):
+    """The one reader of a parsed results.json: a schema-1 object is upgraded to the current schema (a new
+    dict; the input is left alone); the current schema, an unknown version or something that is not a
+    results object come back unchanged (the caller judges ``schema_version`` against
+    ``SCHEMA_VERSION``)."""
+    if isinstance(results, dict) and results.get("schema_version") == 1:
+        return upgrade_v1(results)
+    return results
+
+
+def upgrade_v1(results: dict) -> dict:
+    """Schema 1 -> 2: every record gains ``higher_is_better`` and ``unit``, looked up in
+    :func:`_v1_direction_and_unit`; values, CIs, conventions and everything else are unchanged."""
+    records = results.get("records")
+    if isinstance(records, list):
+        records = [_upgrade_v1_record(r) for r in records]
+    return {**results, "schema_version": 2, "records": records}
+
+
+def _upgrade_v1_record(record):
+    if not isinstance(record, dict) or not isinstance(record.get("metric"), str):
+        return record  # malformed: left for the caller's checks to name
+    higher, unit = _v1_direction_and_unit(record["metric"])
+    return {**record, "higher_is_better": record.get("higher_is_better", higher), "unit": record.get("unit", unit)}
+
+
+# LEGACY -- the schema-1 upgrade only. Schema-1 records did not say which way is better nor what unit they
+# are in, so the upgrade looks them up by metric name in this table of the names the schema-1 protocols
+# emitted (the directions and units those protocols now set themselves). Nothing else may infer direction
+# or unit from a name: reports and compare read the records' own fields.
+_V1_EXACT = {  # base name (before "[") -> (higher_is_better, unit)
+    "accuracy": (True, "fraction"), "mean_class_accuracy": (True, "fraction"), "macro_f1": (True, "fraction"),
+    "recall": (True, "fraction"), "precision": (True, "fraction"), "group_accuracy": (True, "fraction"),
+    "closed_set_accuracy": (True, "fraction"), "mean_attribute_accuracy": (True, "fraction"),
+    "age_bin_accuracy": (True, "fraction"), "gap": (False, "fraction"),
+    "nll": (False, "score"), "ece": (False, "rate"), "detection_error": (False, "rate"),
+    "auroc": (True, "score"), "aupr": (True, "score"), "oscr": (True, "score"),
+    "mae": (False, "years"), "rmse": (False, "score"), "epsilon_error": (False, "score"),
+    "best_mae": (False, "score"), "best_spearman": (True, "score"), "r2": (True, "score"),
+    "pearson": (True, "score"), "spearman": (True, "score"), "kendall": (True, "score"),
+    "imbalance_ratio": (False, "ratio"), "fmr": (False, "rate"), "fnmr": (False, "rate"), "fdr": (True, "score"),
+    "fmr_max_min_ratio": (False, "ratio"), "fnmr_max_min_ratio": (False, "ratio"),
+    "fmr_max_geomean_ratio": (False, "ratio"), "fnmr_max_geomean_ratio": (False, "ratio"),
+    "tpr_difference": (False, "rate"), "fpr_difference": (False, "rate"),
+    "equalized_odds_difference": (False, "rate"), "equalized_odds_ratio": (True, "score"),
+}
+_V1_PREFIX = {"cs@": (True, "fraction"), "ccr@": (True, "rate"), "fpr@": (False, "rate"), "tar@": (True, "rate")}
+# fairness disparities of a metric M: M_difference / M_std (lower, M's unit), M_ratio (min/max: higher, score),
+# M_ser (lower, ratio)
+_V1_DISPARITY = {"_difference": False, "_std": False, "_ratio": True, "_ser": False}
+_V1_LOWER_WORDS = ("nll", "ece", "mae", "rmse", "fpr", "detection_error", "fmr", "fnmr", "gap", "difference", "std",
+                   "ser", "eps")  # the schema-1 report's rule, for a name this table does not list
+
+
+def _v1_direction_and_unit(metric: str) -> tuple[bool, str]:
+    """(higher_is_better, unit) of a schema-1 record, from its name (see the table above)."""
+    base, _, tags = metric.partition("[")
+    if base in ("mae", "rmse") and "target=" in tags:
+        return False, "score"  # label_free: the error of a predicted metric
+    if base in _V1_EXACT:
+        return _V1_EXACT[base]
+    for prefix, kind in _V1_PREFIX.items():
+        if base.startswith(prefix):
+            return kind
+    for suffix, higher in _V1_DISPARITY.items():
+        stem = base[: -len(suffix)] if base.endswith(suffix) else None
+        if stem in _V1_EXACT:
+            if suffix == "_ratio":
+                return True, "score"
+            return False, "ratio" if suffix == "_ser" else _V1_EXACT[stem][1]
+    lower = any(base.lower().startswith(w) or f"_{w}" in base.lower() for w in _V1_LOWER_WORDS)
+    return not lower, "score"
 
 
 

@@ -31,28 +31,12 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from facebench.errors import FacebenchError
-from facebench.report.leaderboard import _column_name, _is_percent, format_value, md_escape
-
-#: Metric-name prefixes for which lower values are better (see :func:`higher_is_better`).
-LOWER_IS_BETTER = ("nll", "ece", "mae", "rmse", "fpr", "detection_error", "fmr", "fnmr", "gap", "difference", "std",
-                   "ser", "eps")
+from facebench.report.leaderboard import _column_name, display_scale, format_value, md_escape
+from facebench.report.results import read_results
 
 
 class ReportError(FacebenchError, ValueError):
     """Run folders cannot be read or merged (missing results.json, fingerprints differ under strict=True)."""
-
-
-def higher_is_better(metric: str) -> bool:
-    """Whether a larger value of ``metric`` is better.
-
-    Lower is better when the metric's base name (the part before ``[``, lower-cased) starts with
-    one of :data:`LOWER_IS_BETTER` -- ``nll, ece, mae, rmse, fpr, detection_error, fmr, fnmr, gap,
-    difference, std, ser, eps`` -- or contains one of them after an underscore (``best_mae``,
-    ``accuracy_difference``, ``accuracy_ser``, ``accuracy_std``); higher is better otherwise
-    (accuracy, AUROC, OSCR, F1, correlations, ...). The same rule as ``facebench compare``.
-    """
-    base = metric.split("[")[0].lower()
-    return not any(base.startswith(p) or f"_{p}" in base for p in LOWER_IS_BETTER)
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -72,7 +56,7 @@ def load_runs(paths: Iterable[str | Path]) -> list[dict]:
             raise ReportError(f"Run folder {str(path)!r} {what}. Pass folders written by 'facebench run' "
                               f"(they contain results.json) or the results.json files themselves.")
         try:
-            results = json.loads(file.read_text(encoding="utf-8"))
+            results = read_results(json.loads(file.read_text(encoding="utf-8")))  # older schemas upgraded
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ReportError(f"Cannot read {str(file)!r}: {exc}. Re-run the benchmark to rewrite it.") from exc
         if not isinstance(results, dict) or "records" not in results:
@@ -102,9 +86,9 @@ def _normalise_runs(runs: Sequence[dict]) -> list[dict]:
     out = []
     for i, run in enumerate(runs):
         if "results" in run:
-            out.append(dict(run))
+            out.append({**run, "results": read_results(run["results"])})
         elif "records" in run:
-            out.append({"path": None, "results": run})
+            out.append({"path": None, "results": read_results(run)})
         else:
             raise ReportError(f"Run #{i + 1} is neither a load_runs() entry nor a results dict.")
     if all("label" in r for r in out) and len({r["label"] for r in out}) == len(out):
@@ -127,6 +111,9 @@ class Column:
     label: str  # e.g. "accuracy % · rafdb-test" or "accuracy % · rafdb-test [a1b2]" when split
     suffix: str = ""  # "[a1b2]" when the (task, metric) was split by fingerprint, else ""
     header: str = ""  # the metric's readable name alone ("accuracy %")
+    #: from the column's records (set by the protocol): None when they do not say, so nothing is ranked
+    higher_is_better: bool | None = None
+    unit: str | None = None
 
 
 @dataclass
@@ -254,10 +241,24 @@ def build_table(runs: Sequence[dict], metrics="headline", strict: bool = False) 
         task, metric, pfp, dfp = key
         header = _column_name(metric)
         label = f"{header} · {task}" + (f" {suffix[key]}" if key in suffix else "")
-        columns.append(Column(task, metric, pfp, dfp, label, suffix.get(key, ""), header))
+        higher, unit = _kind(key, found[key])
+        columns.append(Column(task, metric, pfp, dfp, label, suffix.get(key, ""), header, higher, unit))
         for row in rows:
             cells[(row, i)] = found[key].get(row)
     return Table(columns, rows, cells, notes, runs, status)
+
+
+def _kind(key: tuple, records: dict[str, dict]) -> tuple[bool | None, str | None]:
+    """(higher_is_better, unit) that the column's records declare; ReportError when runs disagree (their
+    numbers would not mean the same thing); None where no record says (no ranking, plain numbers)."""
+    kinds = {(r.get("higher_is_better") if isinstance(r.get("higher_is_better"), bool) else None,
+              r.get("unit") if isinstance(r.get("unit"), str) else None) for r in records.values()}
+    if len(kinds) > 1:
+        said = ", ".join(f"{run}: higher_is_better={rec.get('higher_is_better')}, unit={rec.get('unit')}"
+                         for run, rec in records.items())
+        raise ReportError(f"Task '{key[0]}', metric '{key[1]}': the runs' records disagree on its direction or unit "
+                          f"({said}); their numbers are not comparable in one column.")
+    return kinds.pop()
 
 
 def _dedupe_task_notes(notes: list[str]) -> list[str]:
@@ -277,8 +278,8 @@ def _describe(pair: tuple[str, str], keys: list[tuple], found: dict) -> str:
 
 # ----------------------------------------------------------------------------------------------- helpers
 
-def _scale(metric: str) -> tuple[float, int]:
-    return (100.0, 2) if _is_percent(metric) else (1.0, 4)
+def _scale(record: dict) -> tuple[float, int]:
+    return display_scale(record)
 
 
 def _ci(record: dict) -> tuple[float, float] | None:
@@ -304,7 +305,10 @@ def best_rows(table: Table, index: int) -> set[str]:
     values = {r: v for r, v in values.items() if v is not None}
     if len(values) < 2:
         return set()
-    pick = max if higher_is_better(table.columns[index].metric) else min
+    higher = table.columns[index].higher_is_better
+    if higher is None:
+        return set()  # the records do not say which way is better: nothing is marked
+    pick = max if higher else min
     best = pick(values.values())
     return {r for r, v in values.items() if v == best}
 
@@ -317,7 +321,7 @@ def _format(record: dict | None, ci: str | None, pm: str = "±") -> str:
     text = format_value(record, with_ci=False)
     interval = _ci(record)
     if ci == "pm" and interval is not None:
-        scale, digits = _scale(record["metric"])
+        scale, digits = _scale(record)
         text += f" {pm} {(interval[1] - interval[0]) / 2 * scale:.{digits}f}"
     return text
 
@@ -344,7 +348,7 @@ def to_markdown(table: Table, ci: str | None = "brackets") -> str:
     lines.append("")
     legend = ("Percentages for accuracy-like metrics; "
               + {"brackets": "95% CIs in brackets; ", "pm": "± is half the 95% CI width; "}.get(ci or "", "")
-              + "best per column in bold (direction from the metric name); – = not reported.")
+              + "best per column in bold (direction from the records); – = not reported.")
     lines.append(legend)
     if table.status:
         lines += ["", "Tasks not completed: " + md_escape("; ".join(f"{row} / {task}: {s.rstrip('.')}" for (row, task), s
@@ -423,7 +427,7 @@ def to_latex(table: Table, ci: str | None = "pm", bold_best: bool = True, baseli
     * ``ci="pm"``: ``81.05 $\\pm$ 0.88`` -- half the CI width, a symmetric approximation of a
       possibly asymmetric bootstrap interval; ``ci="brackets"``: ``81.05 [79.25, 82.75]``; ``None``: value only;
     * ``bold_best``: the best value of each column in ``\\textbf{}`` (ties all bold; direction from
-      :func:`higher_is_better`; nothing is bold when fewer than two runs have a value);
+      the records' ``higher_is_better``; nothing is bold when fewer than two runs have a value);
     * ``significance``: ``{(row label, column index): p value}`` -- a ``\\textsuperscript{\\dag}``
       after the cell when ``p < 0.05`` (e.g. a paired test against a baseline, computed elsewhere);
     * ``baseline`` given and ``significance`` None: ``\\textsuperscript{*}`` on cells whose CI does
@@ -529,7 +533,7 @@ def to_html_table(table: Table, task_links: dict[str, str] | None = None) -> str
         + "</th>" for title, idx in groups) + "</tr>")
     out.append('<tr><th class="sortable" data-col="0" data-type="text">run</th>' + "".join(
         f'<th class="sortable" data-col="{i + 1}" data-type="number" '
-        f'data-direction="{"desc" if higher_is_better(c.metric) else "asc"}" title="{escape(c.label)}">'
+        f'data-direction="{"asc" if c.higher_is_better is False else "desc"}" title="{escape(c.label)}">'
         f"{escape(c.header)}</th>" for i, c in enumerate(table.columns)) + "</tr>")
     out.append("</thead>")
     out.append("<tbody>")
