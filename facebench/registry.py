@@ -150,7 +150,7 @@ class Registry:
         """Import a lazy entry; a plug-in that fails names its distribution and entry point."""
         try:
             obj = _load_target(entry.target.split("[")[0].strip())
-        except Exception as err:  # noqa: BLE001 - any failure of third-party code is reported the same way
+        except (Exception, SystemExit) as err:  # noqa: BLE001 - any failure of third-party code, reported alike
             if entry.source == "builtin":
                 raise
             raise RegistryError(

@@ -115,6 +115,7 @@ def test_broken_plugins_warn_and_are_left_out_of_list(tmp_path):
     _dist_info(site, "broken-import", "facebench.models", ["broken-model = broken_mod:Broken"],
                {"broken_mod": "import a_module_that_is_not_installed_anywhere\n"})
     _dist_info(site, "missing-attr", "facebench.models", ["no-attr = good_mod:NotThere"])
+    _dist_info(site, "exits", "facebench.models", ["exits = exit_mod:X"], {"exit_mod": "raise SystemExit(3)\n"})
     _dist_info(site, "shadow-plugin", "facebench.models", ["synth-cnn = good_mod:Good"])
     _dist_info(site, "twin-a", "facebench.models", ["twin = good_mod:Good"])
     _dist_info(site, "twin-b", "facebench.models", ["twin = good_mod:Other"])
@@ -124,7 +125,7 @@ def test_broken_plugins_warn_and_are_left_out_of_list(tmp_path):
     assert out.returncode == 0, out.stderr
     names = [l.split()[0] for l in out.stdout.splitlines() if l.strip()]
     assert "good-model" in names and "synth-cnn" in names and "faceptor" in names
-    for left_out in ("broken-model", "no-attr", "twin", "bad-value"):
+    for left_out in ("broken-model", "no-attr", "exits", "twin", "bad-value"):
         assert left_out not in names
     synth = next(l for l in out.stdout.splitlines() if l.startswith("synth-cnn "))
     assert "plug-in" not in synth  # the built-in is kept
@@ -134,6 +135,8 @@ def test_broken_plugins_warn_and_are_left_out_of_list(tmp_path):
                      r"broken-model = broken_mod:Broken in group facebench.models\) does not load: "
                      r"ModuleNotFoundError: .*a_module_that_is_not_installed_anywhere", err), err
     assert re.search(r"'no-attr' from distribution 'missing-attr' .* does not load: AttributeError", err), err
+    assert "'exits' from distribution 'exits' (entry point exits = exit_mod:X in group facebench.models) " \
+           "does not load: SystemExit: 3" in err
     assert re.search(r"distribution 'shadow-plugin' \(entry point synth-cnn = good_mod:Good\) in group "
                      r"facebench.models has the name of a built-in \(facebench.models.synth_cnn:SynthCNNAdapter\); "
                      r"the built-in is kept", err), err
