@@ -51,7 +51,7 @@ def test_run_writes_folder_and_reuses_store(suite, tmp_path):
     for name in ("results.json", "manifest.json", "leaderboard.md"):
         assert (tmp_path / "a" / name).exists()
     res = json.loads((tmp_path / "a" / "results.json").read_text())
-    assert res["schema_version"] == 1
+    assert res["schema_version"] == 2  # 2: records carry higher_is_better and unit
     acc = [r for r in res["records"] if r["metric"] == "accuracy" and r["task"] == "clean"][0]
     assert 0.5 < acc["value"] < 1.0 and acc["ci"][0] <= acc["value"] <= acc["ci"][1] and acc["n"] == 300
     assert set(acc["fingerprints"]) == {"dataset", "model", "protocol", "preprocess"}
