@@ -11,8 +11,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import numpy as np
-
 from facebench.data.dataset import Dataset
 from facebench.records import Predictions
 from facebench.errors import ConfigError, did_you_mean
