@@ -18,8 +18,8 @@ import numpy as np
 UNITS = {
     "fraction": "a share of samples in [0, 1] (accuracy, recall, F1, CS@k); printed as a percentage",
     "percent": "a value already in percent; printed as is",
-    "rate": "a rate or probability in [0, 1] printed as a plain number (FPR, FMR, TAR, ECE, FDR)",
-    "score": "a unitless score (AUROC, OSCR, correlation, R2, disparity ratio, NLL in nats)",
+    "rate": "a rate or probability in [0, 1] printed as a plain number (FPR, FMR, TAR, ECE)",
+    "score": "a unitless score (AUROC, OSCR, correlation, R2, min/max disparity ratio, FDR, NLL in nats)",
     "years": "a difference of ages in years (MAE, RMSE of age)",
     "count": "a number of items",
     "seconds": "a duration in seconds",

@@ -179,6 +179,8 @@ def _validator():
 def test_results_schema_validates_and_rejects():
     validator = _validator()
     assert schema_path().name == f"results-v{SCHEMA_VERSION}.json"
+    unit_enum = json.loads(schema_path().read_text())["$defs"]["record"]["properties"]["unit"]["enum"]
+    assert set(unit_enum) == set(UNITS)  # the schema and the records speak the same units
     good = _results("m", _new_metrics(0.1, 0.5, 0.9))
     validator.validate(good)
     upgraded = upgrade_v1(_demo_baseline())  # the demo's results (without the detail tables), upgraded
