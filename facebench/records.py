@@ -105,3 +105,75 @@ class Predictions:
             raise KeyError(f"{len(missing)} samples have no stored prediction (e.g. {missing[:3]})")
         order = np.fromiter((position[s] for s in ids.tolist()), dtype=np.int64, count=len(ids))
         return Predictions(ids, {k: v[order] for k, v in self.outputs.items()}, self.meta)
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """One metric of one task of a run: a ``MetricRecord`` (``.record``) with where it was computed
+    (task, dataset, split, protocol, model). ``facebench.evaluate`` returns these in ``Results.records``."""
+
+    task: str
+    dataset: str
+    split: str
+    protocol: str
+    model: str
+    record: MetricRecord
+    fingerprints: dict = field(default_factory=dict, hash=False, compare=False)
+
+    def __getattr__(self, name):  # metric, value, ci, n, conventions, headline, higher_is_better, unit
+        if name.startswith("__") or name == "record":
+            raise AttributeError(name)
+        return getattr(self.record, name)
+
+    @classmethod
+    def from_dict(cls, row: dict) -> "ResultRecord":
+        """One entry of results.json ``records``."""
+        return cls(str(row["task"]), str(row["dataset"]), str(row["split"]), str(row["protocol"]),
+                   str(row.get("model", "")), MetricRecord.from_dict(row), dict(row.get("fingerprints") or {}))
+
+
+#: The columns of ``Results.to_pandas()``, in order.
+RESULT_COLUMNS = ("task", "dataset", "split", "protocol", "metric", "value", "ci_low", "ci_high",
+                  "higher_is_better", "unit", "conventions", "model", "n", "headline")
+
+
+@dataclass
+class Results:
+    """What ``facebench.evaluate`` returns: ``records`` (one ``ResultRecord`` per task x metric),
+    ``tasks`` (each task's row of results.json: status, reason, details, ...), ``exit_code`` (as
+    ``facebench run`` would exit), ``out_dir`` (the run folder, or None when nothing was kept),
+    ``leaderboard`` (markdown) and the whole ``results`` / ``manifest`` dicts."""
+
+    records: list
+    tasks: list
+    exit_code: int
+    out_dir: object  # pathlib.Path or None
+    leaderboard: str
+    results: dict = field(repr=False, default_factory=dict)
+    manifest: dict = field(repr=False, default_factory=dict)
+
+    @classmethod
+    def from_run(cls, results: dict, manifest: dict, leaderboard: str, exit_code: int, out_dir) -> "Results":
+        return cls([ResultRecord.from_dict(r) for r in results.get("records", [])], list(results.get("tasks", [])),
+                   int(exit_code), out_dir, leaderboard, results, manifest)
+
+    def to_rows(self) -> list[dict]:
+        """One dict per task x metric with the ``RESULT_COLUMNS`` (``conventions`` as a dict)."""
+        rows = []
+        for r in self.records:
+            lo, hi = r.ci if r.ci is not None else (float("nan"), float("nan"))
+            rows.append({"task": r.task, "dataset": r.dataset, "split": r.split, "protocol": r.protocol,
+                         "metric": r.metric, "value": r.value, "ci_low": lo, "ci_high": hi,
+                         "higher_is_better": r.higher_is_better, "unit": r.unit,
+                         "conventions": dict(r.conventions), "model": r.model, "n": r.n, "headline": r.headline})
+        return rows
+
+    def to_pandas(self):
+        """A ``pandas.DataFrame``: one row per task x metric, columns ``RESULT_COLUMNS`` (a missing CI is NaN)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.to_rows(), columns=list(RESULT_COLUMNS))
+
+    def __repr__(self) -> str:
+        return (f"Results({len(self.records)} records over {len(self.tasks)} tasks, exit_code={self.exit_code}, "
+                f"out_dir={self.out_dir!r})")

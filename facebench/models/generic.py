@@ -530,34 +530,52 @@ class PythonAdapter(_ClassifierAdapter):
             raise ConfigError(f"python: calling {target} with {kwargs or 'no arguments'} failed: {err}") from None
         if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
             raise ModelError(f"python: {target} must return (nn.Module, dict); got {type(result).__name__}.")
-        module, info = result
-        if not isinstance(module, nn.Module):
-            raise ModelError(f"python: {target} returned {type(module).__name__} as the model; expected a "
-                             f"torch.nn.Module.")
-        for key in info:
-            if key not in INFO_KEYS:
-                raise ModelError(f"python: {target} returned info key {key!r}.{did_you_mean(key, INFO_KEYS)} "
-                                 f"Keys: {', '.join(INFO_KEYS)}.")
-        self.info = info
-        self.input_spec = build_input_spec(info, f"python ({target})")
-        if info.get("heads"):
-            if not isinstance(info["heads"], dict):
-                raise ModelError(f"python: {target}: info['heads'] must map head names to class lists.")
-            heads = {str(h): parse_classes(c, str(h)) for h, c in info["heads"].items()}
-            default = str(info.get("default_head") or info.get("head") or next(iter(heads)))
-            if default not in heads:
-                raise ModelError(f"python: {target}: default head {default!r} is not among {list(heads)}.")
-        else:
-            default = str(info.get("head") or "expression")
-            heads = {default: parse_classes(info.get("classes"), default)}
-        self._set_heads(heads, default, info.get("output"))
-        self.module = module.eval()
+        self._configure(*result, f"python ({target})")
         source = None
         try:
             source = inspect.getsourcefile(fn)
         except TypeError:
             pass
         self._source = Path(source) if source and Path(source).is_file() else None
+
+    @classmethod
+    def from_module(cls, module, info: dict, what: str, name: str = "python", source=None,
+                    **settings) -> "PythonAdapter":
+        """The adapter of an ``nn.Module`` and its ``info`` dict (the keys a ``target`` returns), validated
+        as ``target`` results are; ``what`` names the model in errors, ``source`` is a file whose bytes
+        enter the fingerprint, ``settings`` are recorded (``facebench.evaluate`` builds models this way)."""
+        self = cls.__new__(cls)
+        ModelAdapter.__init__(self, **settings)
+        self.name = name
+        self._configure(module, info, what)
+        self._source = Path(source) if source and Path(source).is_file() else None
+        return self
+
+    def _configure(self, module, info, what: str) -> None:
+        """Check ``(module, info)`` and set the input spec, heads and module from them."""
+        if not isinstance(info, dict):
+            raise ModelError(f"{what}: the model info must be a dict with keys {', '.join(INFO_KEYS)}; "
+                             f"got {type(info).__name__}.")
+        if not isinstance(module, nn.Module):
+            raise ModelError(f"{what} returned {type(module).__name__} as the model; expected a torch.nn.Module.")
+        for key in info:
+            if key not in INFO_KEYS:
+                raise ModelError(f"{what}: info key {key!r}.{did_you_mean(key, INFO_KEYS)} "
+                                 f"Keys: {', '.join(INFO_KEYS)}.")
+        self.info = info
+        self.input_spec = build_input_spec(info, what)
+        if info.get("heads"):
+            if not isinstance(info["heads"], dict):
+                raise ModelError(f"{what}: info['heads'] must map head names to class lists.")
+            heads = {str(h): parse_classes(c, str(h)) for h, c in info["heads"].items()}
+            default = str(info.get("default_head") or info.get("head") or next(iter(heads)))
+            if default not in heads:
+                raise ModelError(f"{what}: default head {default!r} is not among {list(heads)}.")
+        else:
+            default = str(info.get("head") or "expression")
+            heads = {default: parse_classes(info.get("classes"), default)}
+        self._set_heads(heads, default, info.get("output"))
+        self.module = module.eval()
 
     def model_files(self):
         """The callable's source file (files that the callable reads by itself are not covered)."""
