@@ -135,7 +135,8 @@ def evaluate(model, suite: str | Path, *, out: str | Path | None = None, cache_d
     By default nothing is kept on disk but the prediction store: the run folder is written to a
     temporary folder and removed (``Results.out_dir`` is None); with ``out=`` it stays there (``force``
     replaces an earlier run). A plain callable's predictions go to a temporary store unless
-    ``cache_dir`` is given. ``figures`` needs ``out``.
+    ``cache_dir`` is given. ``figures`` needs ``out``. A module is put in eval mode and moved to the
+    run's device (as any adapter's is).
     """
     from facebench.models.base import ModelAdapter
 

@@ -135,17 +135,28 @@ def test_a_callable(mini, net, tmp_path):
     assert {r.model for r in flipped.records} == {"lambda"}
 
 
-def test_a_named_callable_without_cache_dir_leaves_no_store(mini, net, tmp_path):
+def test_a_named_callable_without_cache_dir_leaves_no_store(mini, net, tmp_path, monkeypatch):
     import tempfile
 
-    before = set(Path(tempfile.gettempdir()).glob("facebench-*"))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where evaluate's temporary folders go
+    seen = []
+    real_run_suite = facebench.api.run_suite
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["cache_dir"])
+        assert Path(kwargs["cache_dir"]).parent == scratch and Path(kwargs["out"]).parent.parent == scratch
+        return real_run_suite(*args, **kwargs)
+
+    monkeypatch.setattr(facebench.api, "run_suite", spy)
 
     def my_model(x):
         return net(x)
 
     results = facebench.evaluate(my_model, mini, input_spec=SPEC, heads=HEADS, bootstrap=5, name="mine")
-    assert {r.model for r in results.records} == {"mine"}
-    assert set(Path(tempfile.gettempdir()).glob("facebench-*")) == before
+    assert {r.model for r in results.records} == {"mine"} and len(seen) == 1
+    assert list(scratch.iterdir()) == []  # the temporary store and run folder are gone
 
 
 @pytest.mark.parametrize("kwargs, message", [
