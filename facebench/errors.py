@@ -42,6 +42,30 @@ class OutputError(ConfigError):
     """An output folder or file cannot be written without touching what facebench did not write."""
 
 
+class YamlError(ConfigError):
+    """Invalid or oversized YAML; ``line`` is 1-based (None when unknown), ``problem`` the bare message."""
+
+    def __init__(self, source: str, line: int | None, problem: str):
+        self.source, self.line, self.problem = source, line, problem
+        super().__init__(f"{source}:{line}: {problem}" if line else f"{source}: {problem}")
+
+
+class SuiteError(FacebenchError):
+    """Every problem of a suite file at once; ``problems`` have ``format(file)`` (``suite.Problem``)."""
+
+    def __init__(self, file: str, problems: list):
+        self.file, self.problems = file, problems
+        super().__init__("\n".join(p.format(file) for p in problems))
+
+
+class ReportError(FacebenchError, ValueError):
+    """Run folders cannot be read or merged (missing results.json, fingerprints differ under strict=True)."""
+
+
+class PluginWarning(UserWarning):
+    """A plug-in entry point that is left out (it does not load, or its name is taken)."""
+
+
 class CacheWarning(UserWarning):
     """The cache folder (prediction store, decoded images) is corrupt or unusable; the run goes on."""
 

@@ -32,13 +32,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable
 
-from facebench.errors import RegistryError, did_you_mean
+from facebench.errors import PluginWarning, RegistryError, did_you_mean
 
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
-
-
-class PluginWarning(UserWarning):
-    """A plug-in entry point that is left out (it does not load, or its name is taken)."""
 
 
 @dataclass

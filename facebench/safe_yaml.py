@@ -24,20 +24,12 @@ from typing import Any
 
 import yaml
 
-from facebench.errors import ConfigError
+from facebench.errors import YamlError  # noqa: F401 - re-exported: it lived here
 
 MAX_BYTES = 1 << 20  # 1 MiB
 MAX_DEPTH = 64
 MAX_ALIASES = 1000
 MAX_EXPANDED = 1_000_000
-
-
-class YamlError(ConfigError):
-    """Invalid or oversized YAML; ``line`` is 1-based (None when unknown), ``problem`` the bare message."""
-
-    def __init__(self, source: str, line: int | None, problem: str):
-        self.source, self.line, self.problem = source, line, problem
-        super().__init__(f"{source}:{line}: {problem}" if line else f"{source}: {problem}")
 
 
 class _Limit(yaml.YAMLError):

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from facebench.errors import ConfigError, FacebenchError, did_you_mean
+from facebench.errors import ConfigError, FacebenchError, SuiteError, did_you_mean
 from facebench.safe_yaml import BoundedLoader, YamlError
 from facebench.safe_yaml import load_file as _load_yaml_file
 
@@ -134,12 +134,6 @@ class Problem:
 
     def format(self, file: str) -> str:
         return f"{file}:{self.line}: {self.message}" if self.line else f"{file}: {self.message}"
-
-
-class SuiteError(FacebenchError):
-    def __init__(self, file: str, problems: list[Problem]):
-        self.file, self.problems = file, problems
-        super().__init__("\n".join(p.format(file) for p in problems))
 
 
 @dataclass

@@ -30,13 +30,9 @@ from html import escape
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from facebench.errors import FacebenchError
+from facebench.errors import ReportError  # noqa: F401 - re-exported: it lived here
 from facebench.report.leaderboard import _column_name, display_scale, format_value, md_escape
 from facebench.report.results import read_results
-
-
-class ReportError(FacebenchError, ValueError):
-    """Run folders cannot be read or merged (missing results.json, fingerprints differ under strict=True)."""
 
 
 # ----------------------------------------------------------------------------------------------- loading
