@@ -177,3 +177,34 @@ class Results:
     def __repr__(self) -> str:
         return (f"Results({len(self.records)} records over {len(self.tasks)} tasks, exit_code={self.exit_code}, "
                 f"out_dir={self.out_dir!r})")
+
+
+# -- what a protocol needs, as data (checked by `facebench validate` before any model loads) ------------------
+CAPABILITIES = ("labels", "pairs", "attributes")  # what a dataset loader can declare it provides
+UNKNOWN_SOURCES = ("none", "splits", "classes", "dataset-classes", "leave-one-out", "not-needed")
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What one task of a protocol needs, declared before anything is loaded.
+
+    ``head``: a model output head (logits or a regression value; ``head_name`` the one asked for, None for the
+    model's default); ``features``: the model's embedding/features; ``labels`` / ``pairs`` / ``attributes``:
+    dataset capabilities (``attribute_names`` the attributes read, when known); ``fit_split``: a second split
+    whose predictions a detector or probe is fitted on; ``unknowns``: where an open-set protocol's unknown
+    samples come from (``UNKNOWN_SOURCES``; ``none`` = nowhere, an error)."""
+
+    head: bool = True
+    head_name: str | None = None
+    features: bool = False
+    labels: bool = True
+    pairs: bool = False
+    attributes: bool = False
+    attribute_names: tuple = ()
+    fit_split: bool = False
+    unknowns: str = "not-needed"
+
+    def capabilities(self) -> frozenset:
+        """The dataset capabilities (``CAPABILITIES``) these requirements ask of the task's dataset."""
+        wanted = {"labels": self.labels, "pairs": self.pairs, "attributes": self.attributes}
+        return frozenset(k for k, v in wanted.items() if v)

@@ -15,6 +15,7 @@ import numpy as np
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import regression as reg
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult
+from facebench.records import Requirements
 
 
 class AgeEstimationProtocol(Protocol):
@@ -28,6 +29,11 @@ class AgeEstimationProtocol(Protocol):
         head: str | None = "age"
         cs_threshold: float = 5.0
         fixed_sigma: float | None = None
+
+    RANGES = {"cs_threshold": (0, None), "fixed_sigma": (1e-12, None)}
+
+    def requirements(self, task=None) -> Requirements:
+        return Requirements(head_name=self.params.head, labels=False, attributes=True, attribute_names=("age",))
 
     def evaluate(self, ctx: EvalContext) -> TaskResult:
         ds = ctx.dataset

@@ -15,6 +15,7 @@ import numpy as np
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import regression as reg
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult
+from facebench.records import Requirements
 
 
 class AttributesProtocol(Protocol):
@@ -26,6 +27,9 @@ class AttributesProtocol(Protocol):
     @dataclass
     class Params:
         head: str | None = "attributes"
+
+    def requirements(self, task=None) -> Requirements:
+        return Requirements(head_name=self.params.head, labels=False, attributes=True, attribute_names=("targets",))
 
     def evaluate(self, ctx: EvalContext) -> TaskResult:
         ds = ctx.dataset

@@ -8,6 +8,8 @@ metric records (value, CI, n, conventions) plus details (tables, confusion matri
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -16,6 +18,7 @@ from facebench.records import Predictions
 from facebench.errors import ConfigError, did_you_mean
 from facebench.fingerprint import hash_object
 from facebench.records import MetricRecord  # noqa: F401  (protocols build their records from here)
+from facebench.records import Requirements
 
 
 @dataclass
@@ -75,6 +78,7 @@ class Protocol:
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
+    RANGES: ClassVar[dict] = {}  # parameter -> (low, high), inclusive; None = unbounded on that side
 
     @dataclass
     class Params:
@@ -89,16 +93,24 @@ class Protocol:
                     f"Parameters: {', '.join(names)}."
                 )
         self.params = self.Params(**params)
+        hints = typing.get_type_hints(self.Params)
         for key, f in names.items():
             check = f.metadata.get("choices")
             value = getattr(self.params, key)
+            _check_param(self.name, key, value, hints.get(key, Any), self.RANGES.get(key))
             if check and value not in check:
                 raise ConfigError(f"Protocol {self.name!r}: {key} must be one of {', '.join(map(str, check))}; "
                                   f"got {value!r}.{did_you_mean(value, check)}")
 
+    def requirements(self, task=None) -> Requirements:
+        """What this protocol needs, as data (heads, features, dataset capabilities, fit split, unknowns);
+        checked by ``facebench validate`` and before ``run`` loads a model. ``task`` may be None."""
+        return Requirements(head=True, head_name=getattr(self.params, "head", None))
+
     def needs(self) -> dict:
-        """What the engine must store: {'features': bool}. Heads come from ``params.head``."""
-        return {"features": False}
+        """Compatibility view of ``requirements()`` that the runner reads: {'features': bool, 'head': bool}."""
+        req = self.requirements()
+        return {"features": req.features} if req.head else {"features": req.features, "head": False}
 
     def requires(self, task) -> dict[str, SplitRef]:
         """Other dataset splits this task needs, by role (default: none). ``task`` is the suite task,
@@ -111,6 +123,37 @@ class Protocol:
 
     def evaluate(self, ctx: EvalContext) -> TaskResult:
         raise NotImplementedError
+
+
+_SIMPLE_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+                 dict: "a mapping"}
+
+
+def _type_ok(value, tp) -> bool:
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _check_param(protocol: str, key: str, value, hint, bounds) -> None:
+    """Type (from the Params annotation) and range (``Protocol.RANGES``) of one parameter value."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in args:
+        return
+    simple = [t for t in args if t in _SIMPLE_TYPES]
+    if simple and len(simple) == len([t for t in args if t is not type(None)]) and \
+            not any(_type_ok(value, t) for t in simple):
+        want = " or ".join(_SIMPLE_TYPES[t] for t in simple) + (" (or null)" if type(None) in args else "")
+        raise ConfigError(f"Protocol {protocol!r}: {key} must be {want}; got {value!r} ({type(value).__name__}).")
+    if bounds is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        low, high = bounds
+        if (low is not None and value < low) or (high is not None and value > high):
+            rng = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+            raise ConfigError(f"Protocol {protocol!r}: {key} must lie in {rng}; got {value!r}.")
 
 
 SPLIT_REF_KEYS = ("dataset", "split", "path", "dataset_args", "name")

@@ -42,6 +42,8 @@ class ClosedSetProtocol(Protocol):
         extra_model_classes: str = choice("restrict", ("restrict", "keep"))
         ece_bins: int = 15
 
+    RANGES = {"ece_bins": (1, None)}
+
     def evaluate(self, ctx: EvalContext) -> TaskResult:
         p = self.params
         ds = ctx.dataset

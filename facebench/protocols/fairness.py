@@ -25,6 +25,7 @@ import numpy as np
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import fairness as fm
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice
+from facebench.records import Requirements
 
 METRICS = ("auto", "accuracy", "mae", "age_bin_accuracy")
 _BIN = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$|^\s*more than\s+(\d+)\s*$")
@@ -50,12 +51,20 @@ class FairnessProtocol(Protocol):
     class Params:
         head: str | None = None
         target: str | None = None
-        by: list = field(default_factory=lambda: ["race"])
+        by: list | str = field(default_factory=lambda: ["race"])
         metric: str = choice("auto", METRICS)
         positive: str | None = None
         subject: str | None = None
         groups: list | None = None
         min_group_size: int = 30
+
+    RANGES = {"min_group_size": (1, None)}
+
+    def requirements(self, task=None) -> Requirements:
+        p = self.params
+        names = tuple(b for b in (p.by if isinstance(p.by, list) else [p.by]) if isinstance(b, str))
+        names += tuple(a for a in (p.target, p.subject) if a)
+        return Requirements(head_name=p.head, labels=p.target is None, attributes=True, attribute_names=names)
 
     def _values(self, ctx: EvalContext) -> tuple[np.ndarray, np.ndarray, str, list[str], dict]:
         """(per-sample values, keep mask, metric name, warnings, extra arrays for equalised odds)."""

@@ -27,6 +27,7 @@ from facebench.metrics import bootstrap as bs
 from facebench.metrics import classification as cls
 from facebench.protocols._labels import match_labels
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice, split_ref
+from facebench.records import Requirements
 
 GROUP_NAMES = ("many", "medium", "few")
 
@@ -79,6 +80,11 @@ class ImbalancedProtocol(Protocol):
         resample_repeats: int = 10
         unsupported_classes: str = choice("drop", ("drop", "error"))
         extra_model_classes: str = choice("restrict", ("restrict", "keep"))
+
+    RANGES = {"many_shot_min": (0, None), "few_shot_max": (0, None), "resample_repeats": (1, None)}
+
+    def requirements(self, task=None) -> Requirements:
+        return Requirements(head_name=self.params.head, fit_split=self.params.train_split is not None)
 
     def requires(self, task) -> dict:
         if self.params.train_split is None:

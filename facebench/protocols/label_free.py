@@ -45,6 +45,7 @@ from facebench.metrics import ood
 from facebench.metrics import ood_scores as osc
 from facebench.protocols._labels import match_labels
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, split_ref
+from facebench.records import Requirements
 
 STATS = ("mae", "rmse", "r2", "pearson", "spearman", "kendall")
 #: errors of a predicted metric are lower-is-better; R2 and correlations higher-is-better; all are plain
@@ -118,8 +119,14 @@ class LabelFreeProtocol(Protocol):
     def _feature_detectors(self) -> list[str]:
         return [d for d in self.params.detectors if d in osc.FEATURE_DETECTORS]
 
-    def needs(self) -> dict:
-        return {"features": bool(self._feature_detectors())}
+    RANGES = {"temperature": (1e-12, None), "knn_k": (1, None), "sets_per_source": (1, None),
+              "min_class_samples": (1, None)}
+
+    def requirements(self, task=None) -> Requirements:
+        p = self.params
+        feats = bool(self._feature_detectors())
+        return Requirements(head_name=p.head, features=feats, fit_split=p.fit_split is not None,
+                            unknowns="splits" if p.ood_sources else "not-needed")
 
     def requires(self, task) -> dict:
         p = self.params

@@ -41,6 +41,7 @@ from facebench.metrics import bootstrap as bs
 from facebench.metrics import ood
 from facebench.metrics import ood_scores as osc
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice, split_ref
+from facebench.records import Requirements
 
 LOGIT_SCORES = tuple(osc.LOGIT_SCORES)
 FEATURE_SCORES = ("mahalanobis", "knn")
@@ -101,8 +102,20 @@ class OpenSetProtocol(Protocol):
     def _feature_based(self) -> bool:
         return self.params.mode == "leave_one_out" or self.params.score in FEATURE_SCORES
 
-    def needs(self) -> dict:
-        return {"features": self._feature_based()}
+    RANGES = {"temperature": (1e-12, None), "knn_k": (1, None), "probe_C": (1e-12, None), "tpr": (0, 1)}
+
+    def requirements(self, task=None) -> Requirements:
+        p = self.params
+        if p.mode == "leave_one_out":
+            unknowns = "leave-one-out"
+        elif p.unknowns:
+            unknowns = "splits"
+        elif p.unknown_classes is None:
+            unknowns = "dataset-classes"  # the task's classes that the head lacks: known once the model is
+        else:
+            unknowns = "classes" if p.unknown_classes else "none"
+        return Requirements(head_name=p.head, features=self._feature_based(), fit_split=self._feature_based(),
+                            unknowns=unknowns)
 
     def requires(self, task) -> dict:
         p = self.params

@@ -30,6 +30,7 @@ from facebench.metrics import bootstrap as bs
 from facebench.metrics import fairness as fm
 from facebench.metrics import verification as vm
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, SplitRef, TaskResult
+from facebench.records import Requirements
 
 
 def _far_tag(x: float) -> str:
@@ -50,8 +51,10 @@ class VerificationProtocol(Protocol):
         fdr_alpha: float = 0.5
         min_group_size: int = 30
 
-    def needs(self) -> dict:
-        return {"features": True, "head": False}
+    RANGES = {"fmr_target": (0, 1), "fdr_alpha": (0, 1), "min_group_size": (1, None)}
+
+    def requirements(self, task=None) -> Requirements:
+        return Requirements(head=False, features=True, labels=False, pairs=True)
 
     def requires(self, task) -> dict:
         if not self.params.flip:
