@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a suite without running anything")
     val.add_argument("suite")
     val.add_argument("--no-data-check", action="store_true", help="do not check that dataset folders exist")
+    val.add_argument("--model", help="also check the heads each task reads against this registered model's "
+                                     "declared heads (nothing is loaded)")
     _add_run_overrides(val)
 
     ls = sub.add_parser("list", help="list registered datasets, models or protocols")
@@ -195,7 +197,8 @@ def cmd_report(args) -> int:
 def cmd_validate(args) -> int:
     from facebench.suite import validate_suite
 
-    suite, notes = validate_suite(args.suite, _overrides(args), check_data=not args.no_data_check)
+    suite, notes = validate_suite(args.suite, _overrides(args), check_data=not args.no_data_check,
+                                  model=getattr(args, "model", None))
     for note in notes:
         print(f"note: {note}")
     print(f"{args.suite}: OK ({len(suite.tasks)} tasks)")

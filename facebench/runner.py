@@ -17,7 +17,7 @@ from facebench.errors import (EXIT_NOTHING_EVALUATED, EXIT_OK, EXIT_TASK_FAILED,
 from facebench.fingerprint import hash_object
 from facebench.content import set_cache_root as set_hash_cache_root
 from facebench.data.scan import predict_screened, screen_splits
-from facebench.suite import Suite, _check_kwargs, check_name, load_suite, make_loader, make_protocol
+from facebench.suite import Suite, _check_kwargs, check_name, check_requirements, load_suite, make_loader, make_protocol
 
 
 @dataclass
@@ -163,6 +163,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
         protocol = make_protocol(task)
         loader = make_loader(task, d.get("data_root"))
         item = _Planned(task, protocol, loader, refs=protocol.requires(task))
+        check_requirements(task, protocol, loader)  # the protocol's needs against the dataset's capabilities
         item.ref_loaders = {role: make_loader(ref, d.get("data_root")) for role, ref in item.refs.items()}
         try:
             loader.check(task.split)

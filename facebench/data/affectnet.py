@@ -28,6 +28,7 @@ class AffectNet(NativeLoader):
     """AffectNet: in-the-wild faces with 8 expressions (training.csv / validation.csv, face boxes); 7 classes without contempt"""
 
     name = "affectnet"
+    capabilities = frozenset({"labels", "attributes"})
     description = ("AffectNet: in-the-wild faces with 8 expressions (training.csv / validation.csv, face boxes); "
                    "7 classes without contempt")
     citation = ("A. Mollahosseini, B. Hasani, M. H. Mahoor, AffectNet: A Database for Facial Expression, Valence, "

@@ -96,6 +96,7 @@ class UTKFace(NativeLoader):
     """UTKFace: faces with age, gender and race in file names [age]_[gender]_[race]_[datetime].jpg.chip.jpg"""
 
     name = "utkface"
+    capabilities = frozenset({"attributes"})
     description = __doc__.splitlines()[0]
     citation = "Zhang, Song, Qi. Age Progression/Regression by Conditional Adversarial Autoencoder. CVPR 2017."
     license = "non-commercial research only (official UTKFace README); image copyright stays with the owners"
@@ -172,6 +173,7 @@ class CelebA(NativeLoader):
     """CelebA: 202,599 faces with 40 binary attributes (list_attr_celeba.txt, list_eval_partition.txt)"""
 
     name = "celeba"
+    capabilities = frozenset({"attributes"})
     description = __doc__.splitlines()[0]
     citation = "Liu, Luo, Wang, Tang. Deep Learning Face Attributes in the Wild. ICCV 2015."
     license = "non-commercial research only (CelebA agreement)"
@@ -240,6 +242,7 @@ class CLAP2015(_AgeLabelFileLoader):
     """ChaLearn LAP 2015 apparent age: label files name;mean;std per split, images per split folder"""
 
     name = "clap2015"
+    capabilities = frozenset({"attributes"})
     description = __doc__.splitlines()[0]
     citation = "Escalera et al. ChaLearn Looking at People 2015: Apparent Age and Cultural Event Recognition. ICCVW 2015."
     license = "research use (ChaLearn LAP 2015 terms)"
@@ -276,6 +279,7 @@ class MORPH2(_AgeLabelFileLoader):
     """MORPH II age estimation in the layout of Faceptor's RANDOM_80_20 protocol: label/<protocol>/<split>.txt"""
 
     name = "morph2"
+    capabilities = frozenset({"attributes"})
     description = __doc__.splitlines()[0]
     citation = "Ricanek, Tesafaye. MORPH: A Longitudinal Image Database of Normal Adult Age-Progression. FG 2006."
     license = "academic licence from the University of North Carolina Wilmington (MORPH II)"

@@ -47,6 +47,7 @@ class CKPlus(NativeLoader):
     """CK+ native release: posed expression sequences, labelled peak frames (Emotion/*.txt), subject-disjoint folds"""
 
     name = "ckplus"
+    capabilities = frozenset({"labels", "attributes"})
     description = "CK+ native release: posed expression sequences, labelled peak frames (Emotion/*.txt), subject-disjoint folds"
     citation = CK_CITATION
     license = CK_LICENSE
@@ -176,6 +177,7 @@ class CKPlus48(NativeLoader):
     """CK+48: 48x48 face crops of the last frames of CK+ sequences in <class>/S###_###_########.png folders"""
 
     name = "ckplus48"
+    capabilities = frozenset({"labels", "attributes"})
     description = "CK+48: 48x48 face crops of the last frames of CK+ sequences in <class>/S###_###_########.png folders"
     citation = CK_CITATION
     license = CK_LICENSE + " (CK+48 is a derived crop set circulated on Kaggle)"

@@ -143,6 +143,9 @@ class DatasetLoader:
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
     default_dirname: ClassVar[str] = ""
     needs_files: ClassVar[bool] = True
+    # what every split provides, as data (facebench.records.CAPABILITIES: labels, pairs, attributes); checked
+    # against a protocol's Requirements by `facebench validate` with nothing loaded. None: undeclared (not checked)
+    capabilities: ClassVar[frozenset | None] = None
 
     def __init__(self, path: str | Path | None = None, data_root: str | Path | None = None, **options):
         self.options = options

@@ -29,6 +29,7 @@ class FairFace(NativeLoader):
     """FairFace: faces balanced over 7 race groups, with gender and age-bin labels (label CSVs + images)"""
 
     name = "fairface"
+    capabilities = frozenset({"labels", "attributes"})
     description = __doc__.splitlines()[0]
     citation = "Karkkainen, Joo. FairFace: Face Attribute Dataset for Balanced Race, Gender, and Age. WACV 2021."
     license = "CC BY 4.0 (images from YFCC-100M, Flickr CC licences)"

@@ -107,6 +107,7 @@ class FER2013(NativeLoader):
     """FER2013 original CSV (emotion, 48x48 grey pixels as text, Usage): train/val/test = Training/PublicTest/PrivateTest"""
 
     name = "fer2013"
+    capabilities = frozenset({"labels", "attributes"})
     description = "FER2013 original CSV (emotion, 48x48 grey pixels as text, Usage): train/val/test = Training/PublicTest/PrivateTest"
     citation = FER2013_CITATION
     license = FER2013_LICENSE
@@ -183,6 +184,7 @@ class FER2013Images(NativeLoader):
     """FER2013 image folders (Kaggle repackaging, train/ and test/<class>/*.jpg); split from the Training_/PublicTest_/PrivateTest_ prefix"""
 
     name = "fer2013-images"
+    capabilities = frozenset({"labels", "attributes"})
     description = ("FER2013 image folders (Kaggle repackaging, train/ and test/<class>/*.jpg); split from the "
                    "Training_/PublicTest_/PrivateTest_ prefix")
     citation = FER2013_CITATION
@@ -295,6 +297,7 @@ class FERPlus(NativeLoader):
     """FERPlus: FER2013 relabelled by 10 crowd votes per face (fer2013new.csv joined to fer2013.csv by row), 8 or 7 classes"""
 
     name = "ferplus"
+    capabilities = frozenset({"labels", "attributes"})
     description = ("FERPlus: FER2013 relabelled by 10 crowd votes per face (fer2013new.csv joined to fer2013.csv "
                    "by row), 8 or 7 classes")
     citation = ("E. Barsoum, C. Zhang, C. Canton Ferrer, Z. Zhang, Training Deep Networks for Facial Expression "

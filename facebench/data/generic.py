@@ -32,6 +32,7 @@ class ImageFolder(DatasetLoader):
     """Generic <root>/<split>/<class>/*.jpg folders, class names mapped to the canonical taxonomy"""
 
     name = "imagefolder"
+    capabilities = frozenset({"labels"})
     layout = (
         "  <path>/<split>/<class>/<image>.jpg   (e.g. train/happy/0001.jpg; class folder names such as\n"
         "  angry, happy, sad, surprise, fear, disgust, neutral, contempt are recognised; others need\n"
@@ -74,6 +75,7 @@ class CsvDataset(DatasetLoader):
     """Generic CSV of image paths, labels and optional attribute columns (subject, group, domain)"""
 
     name = "csv"
+    capabilities = frozenset({"labels", "attributes"})
     layout = (
         "  <path>  a CSV file with a header; columns: `path` (image file, relative to `image_root`,\n"
         "  default the CSV's folder), `label` (class name, or an integer index into `classes`),\n"

@@ -42,6 +42,7 @@ class JAFFE(NativeLoader):
     """JAFFE: 213 posed grey 256x256 TIFFs of 10 Japanese female subjects, labels from names like KA.AN1.39.tiff"""
 
     name = "jaffe"
+    capabilities = frozenset({"labels", "attributes"})
     description = "JAFFE: 213 posed grey 256x256 TIFFs of 10 Japanese female subjects, labels from names like KA.AN1.39.tiff"
     citation = ("M. J. Lyons, S. Akamatsu, M. Kamachi, J. Gyoba, Coding Facial Expressions with Gabor Wavelets, "
                 "FG 1998 (doi:10.5281/zenodo.3451524)")

@@ -88,6 +88,7 @@ class LFWPairs(NativeLoader):
     """LFW View 2: 6,000 verification pairs in 10 folds (pairs.txt), images lfw/<name>/<name>_<4 digits>.jpg"""
 
     name = "lfw"
+    capabilities = frozenset({"pairs", "attributes"})
     description = __doc__.splitlines()[0]
     citation = "Huang, Ramesh, Berg, Learned-Miller. Labeled Faces in the Wild. UMass TR 07-49, 2007."
     license = "research use; images are press photos owned by their copyright holders"
@@ -157,6 +158,7 @@ class RFWPairs(NativeLoader):
     """RFW: 6,000 verification pairs per race (African, Asian, Caucasian, Indian), 10 folds each"""
 
     name = "rfw"
+    capabilities = frozenset({"pairs", "attributes"})
     description = __doc__.splitlines()[0]
     citation = "Wang, Deng, Hu, Tao, Huang. Racial Faces in-the-Wild. ICCV 2019."
     license = "research use after the BUPT agreement (http://whdeng.cn/RFW/)"
@@ -222,6 +224,7 @@ class PairsCSV(NativeLoader):
     """Any verification pair list as CSV: image_a,image_b,same[,fold][,group][,subject_a,subject_b]"""
 
     name = "pairs-csv"
+    capabilities = frozenset({"pairs", "attributes"})
     description = __doc__.splitlines()[0]
     layout = (
         "  <path> = a CSV file (or a folder holding pairs.csv) with the header\n"

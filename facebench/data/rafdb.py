@@ -141,6 +141,7 @@ class RAFDB(_RafLoader):
     """RAF-DB basic: 7 expressions in the wild, EmoLabel/list_patition_label.txt (1-based labels), aligned 100x100 crops"""
 
     name = "rafdb"
+    capabilities = frozenset({"labels", "attributes"})
     description = ("RAF-DB basic: 7 expressions in the wild, EmoLabel/list_patition_label.txt (1-based labels), "
                    "aligned 100x100 crops")
     citation = RAF_CITATION
@@ -164,6 +165,7 @@ class RAFDBCompound(_RafLoader):
     """RAF-DB compound: 11 compound expressions (e.g. happily_surprised), same label-file layout; unknown classes for open-set"""
 
     name = "rafdb-compound"
+    capabilities = frozenset({"labels", "attributes"})
     description = ("RAF-DB compound: 11 compound expressions (e.g. happily_surprised), same label-file layout; "
                    "unknown classes for open-set")
     citation = RAF_CITATION

@@ -15,6 +15,7 @@ class SynthFaces(DatasetLoader):
     """Embedded procedural synthetic faces (7 basic + compound expressions, groups, domains); no download"""
 
     name = "synth"
+    capabilities = frozenset({"labels", "attributes"})
     description = __doc__
     citation = "facebench embedded synthetic faces (facebench.synth.generator)"
     license = "same as facebench"
