@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("names", nargs="*", help="dataset names (default: every native dataset)")
     data.add_argument("--data-root", help="folder holding the datasets (default: $FACEBENCH_DATA)")
 
+    _add_cache_parser(sub)
+    return parser
+
+
+def _add_cache_parser(sub) -> None:
     cache = sub.add_parser("cache", help="inspect or clear the prediction store and the decoded-image cache")
     cache.add_argument("action", choices=["ls", "clear"])
     cache.add_argument("--cache-dir", help="cache folder (default $FACEBENCH_CACHE or ~/.cache/facebench)")
@@ -133,7 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--only", choices=["predictions", "decoded", "hashes"],
                        help="clear: only the prediction store, the decoded-image cache, or the content-hash "
                             "and header-scan caches")
-    return parser
 
 
 def cmd_run(args) -> int:

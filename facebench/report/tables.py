@@ -161,16 +161,10 @@ def _short(values: list[str | None]) -> list[str]:
     return texts
 
 
-def build_table(runs: Sequence[dict], metrics="headline", strict: bool = False) -> Table:
-    """Merge runs into one leaderboard.
-
-    ``runs``: :func:`load_runs` output (or results dicts). ``metrics``: ``"headline"`` (default),
-    ``"all"``, or metric names / glob patterns (``["accuracy*", "nll"]``). ``strict``: raise
-    :class:`ReportError` instead of splitting a column whose runs disagree on fingerprints.
-    """
-    runs = _normalise_runs(runs)
-    rows = [r["label"] for r in runs]
-    keys: list[tuple] = []  # (task, metric, pfp, dfp) in first-seen order
+def _collect(runs: Sequence[dict], metrics) -> tuple[list[tuple], dict, dict]:
+    """The wanted records of every run: column keys (task, metric, protocol fp, dataset fp) in first-seen
+    order, ``found[key][run label] = record``, and ``status[(run label, task)]`` of tasks that did not run."""
+    keys: list[tuple] = []
     found: dict[tuple, dict[str, dict]] = {}
     status: dict[tuple[str, str], str] = {}
     for run in runs:
@@ -182,12 +176,24 @@ def build_table(runs: Sequence[dict], metrics="headline", strict: bool = False) 
         for record in results.get("records", []):
             if not _wanted(record, metrics):
                 continue
-            task_row = task_rows.get(record["task"])
-            key = (record["task"], record["metric"], *_fps(record, task_row))
+            key = (record["task"], record["metric"], *_fps(record, task_rows.get(record["task"])))
             if key not in found:
                 keys.append(key)
                 found[key] = {}
             found[key].setdefault(run["label"], record)
+    return keys, found, status
+
+
+def build_table(runs: Sequence[dict], metrics="headline", strict: bool = False) -> Table:
+    """Merge runs into one leaderboard.
+
+    ``runs``: :func:`load_runs` output (or results dicts). ``metrics``: ``"headline"`` (default),
+    ``"all"``, or metric names / glob patterns (``["accuracy*", "nll"]``). ``strict``: raise
+    :class:`ReportError` instead of splitting a column whose runs disagree on fingerprints.
+    """
+    runs = _normalise_runs(runs)
+    rows = [r["label"] for r in runs]
+    keys, found, status = _collect(runs, metrics)
 
     # which (task, metric) pairs need splitting
     by_pair: dict[tuple[str, str], list[tuple]] = {}

@@ -181,3 +181,8 @@ CASES = [
 def test_hostile_images(case, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     check_case(dataclasses.replace(case, may_change=tuple({"cache", *case.may_change})), tmp_path)
+
+
+def test_case_ids_are_unique():
+    ids = [case.id for case in CASES]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)

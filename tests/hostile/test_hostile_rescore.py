@@ -75,3 +75,8 @@ CASES = [
 def test_hostile_rescore(case, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     check_case(case, tmp_path)
+
+
+def test_case_ids_are_unique():
+    ids = [case.id for case in CASES]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
