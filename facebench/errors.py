@@ -26,6 +26,12 @@ class BadImageError(DataError):
     """One image file cannot be decoded (missing, empty, truncated, not an image)."""
 
 
+class MetricInputError(FacebenchError, ValueError):
+    """A metric was called with arrays of the wrong shape, dtype or values (or a bad metric parameter).
+
+    Also a ``ValueError``, as NumPy and scikit-learn callers of a metric function expect."""
+
+
 class ModelError(FacebenchError):
     """A model cannot be loaded or its outputs disagree with its declared heads."""
 
@@ -59,7 +65,8 @@ class SuiteError(FacebenchError):
 
 
 class ReportError(FacebenchError, ValueError):
-    """Run folders cannot be read or merged (missing results.json, fingerprints differ under strict=True)."""
+    """Run folders cannot be read or merged (missing results.json, fingerprints differ under strict=True), or a
+    table or figure cannot be drawn from what it was given (mismatched lengths, a non-square confusion matrix)."""
 
 
 class PluginWarning(UserWarning):
@@ -80,6 +87,36 @@ EXIT_REGRESSION = 1  # compare: a metric regressed
 EXIT_CANNOT_JUDGE = 2  # compare: cannot judge (unreadable, malformed, NaN, missing, mismatched)
 EXIT_INTERNAL_ERROR = 4  # every command: a bug in facebench (never read as "regression" or "task failed")
 EXIT_INTERRUPTED = 130  # every command: Ctrl-C (128 + SIGINT)
+
+
+#: The exit code of each error class: the one table (``exit_code_for`` reads it; tests check that every
+#: FacebenchError class of this module is listed and that the CLI agrees).
+ERROR_EXIT_CODES: dict[type, int] = {
+    FacebenchError: EXIT_BAD_INPUT,
+    ConfigError: EXIT_BAD_INPUT,
+    OutputError: EXIT_BAD_INPUT,
+    YamlError: EXIT_BAD_INPUT,
+    SuiteError: EXIT_BAD_INPUT,
+    RegistryError: EXIT_BAD_INPUT,
+    DatasetNotFoundError: EXIT_BAD_INPUT,
+    DataError: EXIT_BAD_INPUT,
+    BadImageError: EXIT_BAD_INPUT,
+    MetricInputError: EXIT_BAD_INPUT,
+    ModelError: EXIT_BAD_INPUT,
+    ReportError: EXIT_BAD_INPUT,
+    CompareError: EXIT_CANNOT_JUDGE,
+}
+
+
+def exit_code_for(err: BaseException) -> int:
+    """The exit code of ``err``: its nearest class in ``ERROR_EXIT_CODES``; Ctrl-C is ``EXIT_INTERRUPTED``,
+    any other exception a bug (``EXIT_INTERNAL_ERROR``)."""
+    if isinstance(err, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    for cls in type(err).__mro__:
+        if cls in ERROR_EXIT_CODES:
+            return ERROR_EXIT_CODES[cls]
+    return EXIT_INTERNAL_ERROR
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
