@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facebench.errors import MetricInputError
+
 
 @dataclass
 class MatchedLabels:
@@ -45,7 +47,7 @@ def match_labels(logits, labels, dataset_classes, model_classes, unsupported: st
     empty = [c for c in dataset_classes if c not in present]
     used = [c for c in model_classes if c in dataset_classes] if extra == "restrict" else list(model_classes)
     if not used:
-        raise ValueError(f"model classes {model_classes} and dataset classes {tuple(dataset_classes)} share no class "
+        raise MetricInputError(f"model classes {model_classes} and dataset classes {tuple(dataset_classes)} share no class "
                          f"name{' (' + where + ')' if where else ''}")
     unsupported_classes = [c for c in present if c not in used]
     label_space = used + (unsupported_classes if unsupported == "error" else [])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facebench.errors import MetricInputError
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import regression as reg
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult
@@ -38,12 +39,12 @@ class AgeEstimationProtocol(Protocol):
     def evaluate(self, ctx: EvalContext) -> TaskResult:
         ds = ctx.dataset
         if "age" not in ds.attributes:
-            raise ValueError(f"age_estimation needs an `age` attribute; dataset {ds.name}/{ds.split} has "
+            raise MetricInputError(f"age_estimation needs an `age` attribute; dataset {ds.name}/{ds.split} has "
                              f"{sorted(ds.attributes)}")
         pred = np.asarray(ctx.predictions.outputs[ctx.head], dtype=np.float64)
         if pred.ndim == 2:
             if pred.shape[1] != 1:
-                raise ValueError(f"head {ctx.head!r} must output one value (the expected age) per image, "
+                raise MetricInputError(f"head {ctx.head!r} must output one value (the expected age) per image, "
                                  f"got shape {pred.shape}")
             pred = pred[:, 0]
         true = ds.attributes["age"].astype(np.float64)

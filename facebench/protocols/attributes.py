@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facebench.errors import MetricInputError
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import regression as reg
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult
@@ -34,12 +35,12 @@ class AttributesProtocol(Protocol):
     def evaluate(self, ctx: EvalContext) -> TaskResult:
         ds = ctx.dataset
         if "targets" not in ds.attributes:
-            raise ValueError(f"attributes needs an (n, K) `targets` attribute; dataset {ds.name}/{ds.split} "
+            raise MetricInputError(f"attributes needs an (n, K) `targets` attribute; dataset {ds.name}/{ds.split} "
                              f"has {sorted(ds.attributes)}")
         model_names = list(ctx.head_labels)
         shared = [a for a in ds.classes if a in model_names]
         if not shared:
-            raise ValueError(f"model attributes {model_names[:5]}... and dataset attributes {list(ds.classes)[:5]}... "
+            raise MetricInputError(f"model attributes {model_names[:5]}... and dataset attributes {list(ds.classes)[:5]}... "
                              f"share no name")
         logits = np.asarray(ctx.predictions.outputs[ctx.head], dtype=np.float64)
         logits = logits[:, [model_names.index(a) for a in shared]]

@@ -25,7 +25,8 @@ import numpy as np
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import calibration as cal
 from facebench.metrics import classification as cls
-from facebench.protocols._labels import match_labels
+from facebench.protocols._classify import (accuracy_records, confusion, dropped_warning, matched_head,
+                                           percentile_ci, sample_bootstrap)
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice
 
 
@@ -45,107 +46,88 @@ class ClosedSetProtocol(Protocol):
     RANGES = {"ece_bins": (1, None)}
 
     def evaluate(self, ctx: EvalContext) -> TaskResult:
-        p = self.params
-        ds = ctx.dataset
-        if ds.labels is None:
-            raise ValueError(f"closed_set needs labels; dataset {ds.name}/{ds.split} has none")
-        m = match_labels(ctx.predictions.outputs[ctx.head], ds.labels, ds.classes, ctx.head_labels,
-                         p.unsupported_classes, p.extra_model_classes, f"{ds.name}/{ds.split}")
-        warnings = []
+        p, ds = self.params, ctx.dataset
+        m = matched_head(ctx, self.name, p.unsupported_classes, p.extra_model_classes)
+        warnings = dropped_warning(m)
         if m.empty:
-            warnings.append(f"classes without samples in {ds.name}/{ds.split} are left out of class means: {m.empty}")
-        if m.dropped:
-            warnings.append(f"{m.dropped} samples of classes the model cannot predict ({m.unsupported}) were dropped")
-        label_space, used, unsupported, empty, dropped = m.label_space, m.used, m.unsupported, m.empty, m.dropped
+            warnings.insert(0, f"classes without samples in {ds.name}/{ds.split} are left out of class means: "
+                               f"{m.empty}")
         probs = cls.softmax(m.logits, axis=1)
-        y_true, y_pred = m.y_true, probs.argmax(axis=1).astype(np.int64)
-        n, n_classes = len(y_true), len(label_space)
-        eval_classes = m.eval_classes
-
-        cm = cls.confusion_matrix(y_true, y_pred, n_classes)
-        conv_common = {
-            "unsupported_classes": p.unsupported_classes,
-            "extra_model_classes": p.extra_model_classes,
-            "prediction": "argmax",
+        y_pred = probs.argmax(axis=1).astype(np.int64)
+        cm, cms = confusion(m.y_true, y_pred, len(m.label_space), ctx)
+        common = {"unsupported_classes": p.unsupported_classes, "extra_model_classes": p.extra_model_classes,
+                  "prediction": "argmax"}
+        conv, ci = {**common, **sample_bootstrap(ctx)}, percentile_ci(ctx)
+        records = accuracy_records(cm, cms, m, conv, ci)
+        records.append(MetricRecord("macro_f1", float(cls.macro_f1_from_cm(cm, m.eval_classes)),
+                                    ci(None if cms is None else cls.macro_f1_from_cm(cms, m.eval_classes)),
+                                    len(y_pred), {**conv, "definition": "mean F1 over dataset classes; F1=0 when "
+                                                                        "undefined",
+                                                  "classes": [m.label_space[i] for i in m.eval_classes]},
+                                    higher_is_better=True, unit="fraction"))
+        records.append(self._nll_record(m, probs, conv, ctx))
+        confidence, correct = probs.max(axis=1), (y_pred == m.y_true).astype(np.float64)
+        records.append(self._ece_record(confidence, correct, conv, ctx))
+        class_records, per_class = self._per_class(cm, cms, m, common, conv, ci)
+        details = {
+            "label_space": m.label_space,
+            "confusion_matrix": cm.tolist(),
+            "per_class": per_class,
+            "dropped_samples": m.dropped,
+            "unsupported_classes": m.unsupported,
+            "classes_without_samples": m.empty,
+            "reliability": _jsonable(cal.reliability_from_confidence(confidence, correct, p.ece_bins)),
         }
-        cms = (bs.bootstrap_confusion_matrices(y_true, y_pred, n_classes, n_resamples=ctx.n_resamples, seed=ctx.seed)
-               if ctx.n_resamples > 0 else None)
+        samples = {"ids": ds.ids[m.keep], "y_true": m.y_true, "y_pred": y_pred}
+        return TaskResult(records + class_records, details, warnings, samples)
 
-        def ci(samples):
-            if samples is None or ctx.n_resamples <= 0:
-                return None
-            return bs.percentile_interval(samples, confidence=ctx.confidence)
-
-        def on_boot(fn, *args):
-            """``fn`` over the bootstrap confusion matrices, or None without bootstrap."""
-            return None if cms is None else fn(cms, *args)
-
-        boot = {"bootstrap": f"percentile,resamples={ctx.n_resamples},unit=sample,seed={ctx.seed}",
-                "confidence": ctx.confidence}
-        records = [
-            MetricRecord("accuracy", float(cls.accuracy_from_cm(cm)), ci(on_boot(cls.accuracy_from_cm)), n,
-                         {**conv_common, **boot, "definition": "micro: #correct / N"}, headline=True,
-                         higher_is_better=True, unit="fraction"),
-            MetricRecord("mean_class_accuracy", float(cls.mean_class_accuracy_from_cm(cm, eval_classes)),
-                         ci(on_boot(cls.mean_class_accuracy_from_cm, eval_classes)), n,
-                         {**conv_common, **boot, "definition": "unweighted mean of per-class recall",
-                          "classes": [label_space[i] for i in eval_classes]}, headline=True,
-                         higher_is_better=True, unit="fraction"),
-            MetricRecord("macro_f1", float(cls.macro_f1_from_cm(cm, eval_classes)),
-                         ci(on_boot(cls.macro_f1_from_cm, eval_classes)), n,
-                         {**conv_common, **boot, "definition": "mean F1 over dataset classes; F1=0 when undefined",
-                          "classes": [label_space[i] for i in eval_classes]},
-                         higher_is_better=True, unit="fraction"),
-        ]
-
-        nll_mask = y_true < len(used)
-        nll_values = cls.per_sample_nll(y_true[nll_mask], probs[nll_mask])
-        records.append(MetricRecord(
+    @staticmethod
+    def _nll_record(m, probs: np.ndarray, conv: dict, ctx: EvalContext) -> MetricRecord:
+        """Mean -log softmax(logits)[true] over the samples whose true class the model has (an unsupported
+        class counted as an error has no probability)."""
+        nll_mask = m.y_true < len(m.used)
+        nll_values = cls.per_sample_nll(m.y_true[nll_mask], probs[nll_mask])
+        ci = percentile_ci(ctx)
+        return MetricRecord(
             "nll", float(nll_values.mean()) if len(nll_values) else float("nan"),
             ci(bs.bootstrap_sample_means(nll_values, n_resamples=ctx.n_resamples, seed=ctx.seed))
             if len(nll_values) and ctx.n_resamples > 0 else None,
-            int(nll_mask.sum()), {**conv_common, **boot, "definition": "mean -log softmax(logits)[true], eps=1e-15",
-                                  "softmax_over": used},
-            higher_is_better=False, unit="score"))
+            int(nll_mask.sum()), {**conv, "definition": "mean -log softmax(logits)[true], eps=1e-15",
+                                  "softmax_over": m.used},
+            higher_is_better=False, unit="score")
 
-        # ECE over all evaluated samples; an unsupported true class is never predicted correctly.
-        confidence = probs.max(axis=1)
-        correct = (y_pred == y_true).astype(np.float64)
-        ece_key = f"ece[{cal.ece_convention(p.ece_bins)}]"
-        ece_value = cal.ece_from_confidence(confidence, correct, p.ece_bins)
+    def _ece_record(self, confidence: np.ndarray, correct: np.ndarray, conv: dict, ctx: EvalContext) -> MetricRecord:
+        """ECE over all evaluated samples (equal-width bins); an unsupported true class is never predicted correctly."""
+        bins, n = self.params.ece_bins, len(confidence)
         ece_ci = None
         if ctx.n_resamples > 0:
-            ece_ci = ci(bs.bootstrap_statistic(cal.ece_statistic_from_confidence(confidence, correct, p.ece_bins),
-                                               n, n_resamples=ctx.n_resamples, seed=ctx.seed))
-        records.append(MetricRecord(ece_key, ece_value, ece_ci, n, {**conv_common, **boot},
-                                    higher_is_better=False, unit="rate"))
+            ece_ci = percentile_ci(ctx)(bs.bootstrap_statistic(
+                cal.ece_statistic_from_confidence(confidence, correct, bins), n, n_resamples=ctx.n_resamples,
+                seed=ctx.seed))
+        return MetricRecord(f"ece[{cal.ece_convention(bins)}]", cal.ece_from_confidence(confidence, correct, bins),
+                            ece_ci, n, conv, higher_is_better=False, unit="rate")
 
+    @staticmethod
+    def _per_class(cm: np.ndarray, cms, m, common: dict, conv: dict, ci) -> tuple[list[MetricRecord], list[dict]]:
+        """Recall (with CI) of each class with samples, precision of each predicted model class in use, and
+        the per-class table of the details."""
         recall = cls.per_class_recall_from_cm(cm)
         precision = cls.per_class_precision_from_cm(cm)
-        recall_boot = on_boot(cls.per_class_recall_from_cm)
-        per_class = []
-        for i, name in enumerate(label_space):
+        recall_boot = None if cms is None else cls.per_class_recall_from_cm(cms)
+        records, per_class = [], []
+        for i, name in enumerate(m.label_space):
             support = int(cm[i].sum())
             if support:
-                records.append(MetricRecord(f"recall[{name}]", float(recall[i]), ci(None if recall_boot is None else recall_boot[:, i]), support,
-                                            {**conv_common, **boot}, higher_is_better=True, unit="fraction"))
-            if name in used and int(cm[:, i].sum()):
+                records.append(MetricRecord(f"recall[{name}]", float(recall[i]),
+                                            ci(None if recall_boot is None else recall_boot[:, i]), support, conv,
+                                            higher_is_better=True, unit="fraction"))
+            if name in m.used and int(cm[:, i].sum()):
                 records.append(MetricRecord(f"precision[{name}]", float(precision[i]), None, int(cm[:, i].sum()),
-                                            conv_common, higher_is_better=True, unit="fraction"))
+                                            common, higher_is_better=True, unit="fraction"))
             per_class.append({"class": name, "support": support,
                               "recall": None if not support else float(recall[i]),
                               "precision": None if not np.isfinite(precision[i]) else float(precision[i])})
-        details = {
-            "label_space": label_space,
-            "confusion_matrix": cm.tolist(),
-            "per_class": per_class,
-            "dropped_samples": dropped,
-            "unsupported_classes": unsupported,
-            "classes_without_samples": empty,
-            "reliability": _jsonable(cal.reliability_from_confidence(confidence, correct, p.ece_bins)),
-        }
-        samples = {"ids": ds.ids[m.keep], "y_true": y_true, "y_pred": y_pred}
-        return TaskResult(records, details, warnings, samples)
+        return records, per_class
 
 
 def _jsonable(d: dict) -> dict:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facebench.errors import ConfigError
+from facebench.errors import ConfigError, MetricInputError
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import classification as cls
 from facebench.protocols._labels import match_labels
@@ -69,7 +69,7 @@ class CrossDomainProtocol(Protocol):
         records, columns, warnings, boots = [], [], [], []
         for j, (name, ds, preds) in enumerate(splits):
             if ds.labels is None:
-                raise ValueError(f"cross_domain column {name!r} ({ds.name}/{ds.split}) has no labels")
+                raise MetricInputError(f"cross_domain column {name!r} ({ds.name}/{ds.split}) has no labels")
             m = match_labels(preds.outputs[ctx.head], ds.labels, ds.classes, ctx.head_labels,
                              p.unsupported_classes, p.extra_model_classes, f"{ds.name}/{ds.split}")
             k = len(m.label_space)

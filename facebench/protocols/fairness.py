@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facebench.metrics import bootstrap as bs
+from facebench.errors import ConfigError, MetricInputError
 from facebench.metrics import fairness as fm
+from facebench.protocols._classify import percentile_ci
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice
 from facebench.records import Requirements
 
@@ -35,7 +36,7 @@ def age_bin_bounds(label: str) -> tuple[float, float]:
     """``"20-29"`` -> (20, 29); ``"more than 70"`` -> (70, inf); a bin contains ages in [low, high + 1)."""
     m = _BIN.match(str(label))
     if not m:
-        raise ValueError(f"{label!r} is not an age bin like '20-29' or 'more than 70'")
+        raise MetricInputError(f"{label!r} is not an age bin like '20-29' or 'more than 70'")
     if m.group(3):
         return float(m.group(3)), float("inf")
     return float(m.group(1)), float(m.group(2))
@@ -71,12 +72,12 @@ class FairnessProtocol(Protocol):
         p, ds = self.params, ctx.dataset
         if p.target is None:
             if ds.labels is None:
-                raise ValueError(f"{ds.name}/{ds.split} has no labels; name the ground-truth attribute with `target` "
+                raise MetricInputError(f"{ds.name}/{ds.split} has no labels; name the ground-truth attribute with `target` "
                                  f"(attributes: {', '.join(ds.attributes) or 'none'})")
             target = ds.labels
         else:
             if p.target not in ds.attributes:
-                raise ValueError(f"{ds.name}/{ds.split} has no attribute {p.target!r} (attributes: "
+                raise ConfigError(f"{ds.name}/{ds.split} has no attribute {p.target!r} (attributes: "
                                  f"{', '.join(ds.attributes) or 'none'})")
             target = np.asarray(ds.attributes[p.target])
         out = np.asarray(ctx.predictions.outputs[ctx.head], dtype=np.float64)
@@ -101,7 +102,7 @@ class FairnessProtocol(Protocol):
             extra = {"y_true": t, "y_pred": pred}
         elif metric == "mae":
             if not _numeric(target):
-                raise ValueError(f"metric mae needs a numeric target; {p.target or 'labels'} holds e.g. {target[:3]}")
+                raise MetricInputError(f"metric mae needs a numeric target; {p.target or 'labels'} holds e.g. {target[:3]}")
             y = np.asarray(target, dtype=np.float64)
             keep = np.isfinite(y)
             values = np.abs(out[:, 0] - np.where(keep, y, 0.0))
@@ -117,21 +118,14 @@ class FairnessProtocol(Protocol):
         by = [p.by] if isinstance(p.by, str) else list(p.by)
         missing = [a for a in by if a not in ds.attributes]
         if missing:
-            raise ValueError(f"{ds.name}/{ds.split} has no attribute {missing} to group by (attributes: "
-                             f"{', '.join(ds.attributes) or 'none'})")
+            raise ConfigError(f"{ds.name}/{ds.split} has no attribute {missing} to group by (attributes: "
+                              f"{', '.join(ds.attributes) or 'none'})")
         values, keep, metric, warnings, extra = self._values(ctx)
-        groups = fm.group_keys(*[np.asarray(ds.attributes[a]) for a in by])
-        if p.groups is not None:
-            keep &= np.isin(groups, [str(g) for g in p.groups])
-        clusters = None
-        if p.subject is not None:
-            if p.subject not in ds.attributes:
-                raise ValueError(f"{ds.name}/{ds.split} has no attribute {p.subject!r} for subject clustering")
-            clusters = np.asarray(ds.attributes[p.subject])[keep]
+        groups, clusters = self._groups(ds, by, keep)
         values, groups = values[keep], groups[keep]
         extra = {k: v[keep] for k, v in extra.items()}
         if len(values) == 0:
-            raise ValueError("no samples left to evaluate")
+            raise MetricInputError(f"fairness: no samples of {ds.name}/{ds.split} left to evaluate")
         d = fm.disaggregate(values, groups, min_group_size=p.min_group_size)
         for g in d["small_groups"]:
             warnings.append(f"group {g!r} has only {d['n'][g]} samples (< {p.min_group_size}): its value and CI say "
@@ -141,24 +135,46 @@ class FairnessProtocol(Protocol):
             boots = fm.grouped_bootstrap(values, groups, n_resamples=ctx.n_resamples, seed=ctx.seed, clusters=clusters)
             disp = fm.bootstrap_disparities(values, groups, n_resamples=ctx.n_resamples, seed=ctx.seed,
                                             clusters=clusters)
-
-        def ci(samples):
-            return None if samples is None else bs.percentile_interval(samples, ctx.confidence)
-
         unit = f"subject ({p.subject}) within group" if clusters is not None else "sample within group"
         conv = {"metric": metric, "by": by, "target": p.target or "labels",
                 "bootstrap": f"percentile,resamples={ctx.n_resamples},stratified=group,unit={unit},seed={ctx.seed}",
                 "confidence": ctx.confidence}
-        n = len(values)
-        # accuracy-like metrics are fractions (higher is better); mae is in years (lower is better). Differences,
-        # STDs and SER are disparities (lower is better); ratios are min/max (1 = parity, higher is better).
+        order = list(boots["groups"]) if boots is not None else sorted(d["by_group"])
+        records = self._records(metric, d, boots, disp, order, conv, percentile_ci(ctx), len(values))
+        if p.positive is not None and metric == "accuracy":
+            eo = fm.equalized_odds(extra["y_true"], extra["y_pred"], groups, str(p.positive).lower())
+            for key in ("tpr_difference", "fpr_difference", "equalized_odds_difference", "equalized_odds_ratio"):
+                records.append(MetricRecord(key, eo[key], None, len(values), {**conv, "positive": p.positive},
+                                            higher_is_better=key.endswith("ratio"),
+                                            unit="score" if key.endswith("ratio") else "rate"))
+        details = {"groups": [{"group": g, "n": d["n"][g], "value": d["by_group"][g]} for g in order],
+                   "overall": d["overall"], "metric": metric, "by": by, "small_groups": d["small_groups"]}
+        return TaskResult(records, details, warnings)
+
+    def _groups(self, ds, by: list[str], keep: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(group key of every sample, subject clusters of the kept samples or None); ``keep`` is narrowed
+        in place to the listed ``groups`` when they are given."""
+        p = self.params
+        groups = fm.group_keys(*[np.asarray(ds.attributes[a]) for a in by])
+        if p.groups is not None:
+            keep &= np.isin(groups, [str(g) for g in p.groups])
+        if p.subject is None:
+            return groups, None
+        if p.subject not in ds.attributes:
+            raise ConfigError(f"{ds.name}/{ds.split} has no attribute {p.subject!r} for subject clustering")
+        return groups, np.asarray(ds.attributes[p.subject])[keep]
+
+    @staticmethod
+    def _records(metric: str, d: dict, boots, disp: dict, order: list, conv: dict, ci, n: int) -> list[MetricRecord]:
+        """Overall, per-group and disparity records. Accuracy-like metrics are fractions (higher is better),
+        mae is in years (lower is better); differences, STDs and SER are disparities (lower is better);
+        ratios are min/max (1 = parity, higher is better)."""
         base_unit, base_higher = ("years", False) if metric == "mae" else ("fraction", True)
         direction = {"min": base_higher, "max": base_higher, "difference_between_groups": False,
                      "ratio_between_groups": True, "difference_to_overall": False, "ratio_to_overall": True,
                      "std_ddof0": False, "std_ddof1": False}
         records = [MetricRecord(f"{metric}[overall]", d["overall"], ci(None if boots is None else boots["overall"]), n,
                                 conv, headline=True, higher_is_better=base_higher, unit=base_unit)]
-        order = list(boots["groups"]) if boots is not None else sorted(d["by_group"])
         for j, g in enumerate(order):
             records.append(MetricRecord(f"{metric}[group={g}]", d["by_group"][g],
                                         ci(None if boots is None else boots["by_group"][:, j]), d["n"][g], conv,
@@ -179,15 +195,7 @@ class FairnessProtocol(Protocol):
                                         {**conv, "definition": "max group error / min group error (inf when a group "
                                                                "has no error)"}, headline=True,
                                         higher_is_better=False, unit="ratio"))
-        if p.positive is not None and metric == "accuracy":
-            eo = fm.equalized_odds(extra["y_true"], extra["y_pred"], groups, str(p.positive).lower())
-            for key in ("tpr_difference", "fpr_difference", "equalized_odds_difference", "equalized_odds_ratio"):
-                records.append(MetricRecord(key, eo[key], None, n, {**conv, "positive": p.positive},
-                                            higher_is_better=key.endswith("ratio"),
-                                            unit="score" if key.endswith("ratio") else "rate"))
-        details = {"groups": [{"group": g, "n": d["n"][g], "value": d["by_group"][g]} for g in order],
-                   "overall": d["overall"], "metric": metric, "by": by, "small_groups": d["small_groups"]}
-        return TaskResult(records, details, warnings)
+        return records
 
 
 def _numeric(values) -> bool:

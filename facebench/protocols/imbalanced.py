@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from facebench.metrics import bootstrap as bs
+from facebench.errors import ConfigError, MetricInputError
 from facebench.metrics import classification as cls
-from facebench.protocols._labels import match_labels
+from facebench.protocols._classify import (accuracy_records, confusion, dropped_warning, matched_head,
+                                           percentile_ci, sample_bootstrap)
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice, split_ref
 from facebench.records import Requirements
 
@@ -57,7 +58,7 @@ def resample_profile(available, rho: float) -> np.ndarray:
     available = np.asarray(available, dtype=np.float64)
     k = len(available)
     if rho < 1:
-        raise ValueError(f"imbalance factor must be >= 1, got {rho}")
+        raise MetricInputError(f"imbalance factor must be >= 1, got {rho}")
     decay = rho ** (-np.arange(k) / max(k - 1, 1))
     n0 = np.floor(np.min(available / decay) + 1e-9)
     return np.floor(n0 * decay + 1e-9).astype(np.int64)
@@ -83,6 +84,14 @@ class ImbalancedProtocol(Protocol):
 
     RANGES = {"many_shot_min": (0, None), "few_shot_max": (0, None), "resample_repeats": (1, None)}
 
+    def __init__(self, **params):
+        super().__init__(**params)
+        bad = [f for f in self.params.imbalance_factors
+               if isinstance(f, bool) or not isinstance(f, (int, float)) or not f >= 1]
+        if bad:
+            raise ConfigError(f"Protocol 'imbalanced': imbalance_factors must be numbers >= 1 (max / min class "
+                              f"count of a re-sampled test set); got {bad}.")
+
     def requirements(self, task=None) -> Requirements:
         return Requirements(head_name=self.params.head, fit_split=self.params.train_split is not None)
 
@@ -93,93 +102,32 @@ class ImbalancedProtocol(Protocol):
                                    predictions=False)}
 
     def evaluate(self, ctx: EvalContext) -> TaskResult:
-        p = self.params
-        ds = ctx.dataset
-        if ds.labels is None:
-            raise ValueError(f"imbalanced needs labels; dataset {ds.name}/{ds.split} has none")
-        m = match_labels(ctx.predictions.outputs[ctx.head], ds.labels, ds.classes, ctx.head_labels,
-                         p.unsupported_classes, p.extra_model_classes, f"{ds.name}/{ds.split}")
-        warnings = []
-        if m.dropped:
-            warnings.append(f"{m.dropped} samples of classes the model cannot predict ({m.unsupported}) were dropped")
-        y_true, y_pred, k = m.y_true, m.y_pred, len(m.label_space)
+        p, ds = self.params, ctx.dataset
+        m = matched_head(ctx, self.name, p.unsupported_classes, p.extra_model_classes)
+        warnings = dropped_warning(m)
+        y_true, y_pred = m.y_true, m.y_pred
         evaluated = [m.label_space[i] for i in m.eval_classes]
-        cm = cls.confusion_matrix(y_true, y_pred, k)
-        cms = (bs.bootstrap_confusion_matrices(y_true, y_pred, k, n_resamples=ctx.n_resamples, seed=ctx.seed)
-               if ctx.n_resamples > 0 else None)
-
-        def ci(samples):
-            return None if samples is None else bs.percentile_interval(samples, confidence=ctx.confidence)
-
+        cm, cms = confusion(y_true, y_pred, len(m.label_space), ctx)
+        ci = percentile_ci(ctx)
         conv = {"unsupported_classes": p.unsupported_classes, "extra_model_classes": p.extra_model_classes,
-                "bootstrap": f"percentile,resamples={ctx.n_resamples},unit=sample,seed={ctx.seed}",
-                "confidence": ctx.confidence}
-        n = len(y_true)
-        acc = float(cls.accuracy_from_cm(cm))
-        mean = float(cls.mean_class_accuracy_from_cm(cm, m.eval_classes))
-        boot_acc = None if cms is None else cls.accuracy_from_cm(cms)
-        boot_mean = None if cms is None else cls.mean_class_accuracy_from_cm(cms, m.eval_classes)
-        records = [
-            MetricRecord("accuracy", acc, ci(boot_acc), n, {**conv, "definition": "micro: #correct / N"}, True,
-                         higher_is_better=True, unit="fraction"),
-            MetricRecord("mean_class_accuracy", mean, ci(boot_mean), n,
-                         {**conv, "definition": "unweighted mean of per-class recall", "classes": evaluated}, True,
-                         higher_is_better=True, unit="fraction"),
-            MetricRecord("gap[accuracy-mean_class_accuracy]", acc - mean,
-                         ci(None if cms is None else boot_acc - boot_mean), n, conv, headline=True,
-                         higher_is_better=False, unit="fraction"),
-        ]
+                **sample_bootstrap(ctx)}
+        records = accuracy_records(cm, cms, m, conv, ci)
+        boot_gap = None if cms is None else \
+            cls.accuracy_from_cm(cms) - cls.mean_class_accuracy_from_cm(cms, m.eval_classes)
+        records.append(MetricRecord("gap[accuracy-mean_class_accuracy]", records[0].value - records[1].value,
+                                    ci(boot_gap), len(y_true), conv, headline=True,
+                                    higher_is_better=False, unit="fraction"))
         recall = cls.per_class_recall_from_cm(cm)
         boot_recall = None if cms is None else cls.per_class_recall_from_cm(cms)
         test_counts = {c: int(cm[m.label_space.index(c)].sum()) for c in evaluated}
-        for c in evaluated:
-            i = m.label_space.index(c)
-            records.append(MetricRecord(f"recall[{c}]", float(recall[i]),
-                                        ci(None if boot_recall is None else boot_recall[:, i]), test_counts[c], conv,
-                                        higher_is_better=True, unit="fraction"))
-        records.append(MetricRecord("imbalance_ratio[test]", imbalance_ratio(list(test_counts.values())), None, n,
-                                    {"definition": "max_k n_k / min_k n_k over evaluated classes"},
-                                    higher_is_better=False, unit="ratio"))
-
-        train = ctx.extras.get("train")
-        if train is not None and train.dataset.labels is not None:
-            labels = train.dataset.labels
-            train_counts = {c: int(np.sum(labels == c)) for c in evaluated}
-            source = f"{train.dataset.name}/{train.dataset.split}"
-            records.append(MetricRecord("imbalance_ratio[train]", imbalance_ratio(list(train_counts.values())), None,
-                                        len(labels), {"definition": "max_k n_k / min_k n_k", "split": source},
-                                        higher_is_better=False, unit="ratio"))
-        else:
-            train_counts = dict(test_counts)
-            source = f"{ds.name}/{ds.split} (test counts: no train_split)"
-            warnings.append("no training split: shot groups and resampling order use test-set frequencies")
+        records += self._recall_records(recall, boot_recall, m, test_counts, conv, ci)
+        train_counts, source, train_records = self._train_counts(ctx, evaluated, test_counts, warnings)
+        records += train_records
         groups = shot_groups(train_counts, p.groups, p.many_shot_min, p.few_shot_max)
-        group_conv = {**conv, "frequency_source": source,
-                      "rule": "terciles of classes sorted by training count" if p.groups == "terciles" else
-                      f"many > {p.many_shot_min} >= medium >= {p.few_shot_max} > few (training samples)"}
-        for g in GROUP_NAMES:
-            members = [m.label_space.index(c) for c in groups[g]]
-            if not members:
-                continue
-            value = float(np.mean(recall[members]))
-            boot = None if boot_recall is None else np.nanmean(boot_recall[:, members], axis=1)
-            records.append(MetricRecord(f"group_accuracy[{g}]", value, ci(boot),
-                                        int(sum(test_counts[c] for c in groups[g])),
-                                        {**group_conv, "classes": groups[g], "definition": "mean recall of the group"},
-                                        higher_is_better=True, unit="fraction"))
-
+        records += self._group_records(groups, recall, boot_recall, m, test_counts,
+                                       {**conv, "frequency_source": source}, ci)
         resampled = self._resample(y_true, y_pred, m, evaluated, train_counts, ctx.seed)
-        for row in resampled:
-            tag = f"rho={row['factor']:g}"
-            rconv = {"profile": "n_r = floor(n_0 rho^(-r/(K-1))), r = rank by training frequency",
-                     "repeats": p.resample_repeats, "seed": ctx.seed, "std_over_repeats": row["std"]}
-            records.append(MetricRecord(f"accuracy[{tag}]", row["accuracy"], None, row["n"], rconv,
-                                        higher_is_better=True, unit="fraction"))
-            records.append(MetricRecord(f"mean_class_accuracy[{tag}]", row["mean_class_accuracy"], None, row["n"], rconv,
-                                        higher_is_better=True, unit="fraction"))
-            records.append(MetricRecord(f"gap[{tag}]", row["gap"], None, row["n"], rconv,
-                                        higher_is_better=False, unit="fraction"))
-
+        records += self._resampled_records(resampled, ctx)
         details = {
             "label_space": m.label_space,
             "confusion_matrix": cm.tolist(),
@@ -192,6 +140,70 @@ class ImbalancedProtocol(Protocol):
         }
         samples = {"ids": ds.ids[m.keep], "y_true": y_true, "y_pred": y_pred}
         return TaskResult(records, details, warnings, samples)
+
+    @staticmethod
+    def _recall_records(recall, boot_recall, m, test_counts: dict, conv: dict, ci) -> list[MetricRecord]:
+        """Recall of each evaluated class, then the test split's imbalance ratio."""
+        records = []
+        for c, count in test_counts.items():
+            i = m.label_space.index(c)
+            records.append(MetricRecord(f"recall[{c}]", float(recall[i]),
+                                        ci(None if boot_recall is None else boot_recall[:, i]), count, conv,
+                                        higher_is_better=True, unit="fraction"))
+        records.append(MetricRecord("imbalance_ratio[test]", imbalance_ratio(list(test_counts.values())), None,
+                                    len(m.y_true), {"definition": "max_k n_k / min_k n_k over evaluated classes"},
+                                    higher_is_better=False, unit="ratio"))
+        return records
+
+    @staticmethod
+    def _train_counts(ctx: EvalContext, evaluated: list, test_counts: dict, warnings: list):
+        """(class counts that order the classes by frequency, where they come from, the training imbalance
+        record): the ``train`` split's labels, else the test counts (with a warning)."""
+        train = ctx.extras.get("train")
+        if train is None or train.dataset.labels is None:
+            warnings.append("no training split: shot groups and resampling order use test-set frequencies")
+            ds = ctx.dataset
+            return dict(test_counts), f"{ds.name}/{ds.split} (test counts: no train_split)", []
+        labels = train.dataset.labels
+        train_counts = {c: int(np.sum(labels == c)) for c in evaluated}
+        source = f"{train.dataset.name}/{train.dataset.split}"
+        record = MetricRecord("imbalance_ratio[train]", imbalance_ratio(list(train_counts.values())), None,
+                              len(labels), {"definition": "max_k n_k / min_k n_k", "split": source},
+                              higher_is_better=False, unit="ratio")
+        return train_counts, source, [record]
+
+    def _group_records(self, groups: dict, recall, boot_recall, m, test_counts: dict, conv: dict,
+                       ci) -> list[MetricRecord]:
+        """Mean recall of each non-empty shot group (many, medium, few)."""
+        p = self.params
+        group_conv = {**conv, "rule": "terciles of classes sorted by training count" if p.groups == "terciles" else
+                      f"many > {p.many_shot_min} >= medium >= {p.few_shot_max} > few (training samples)"}
+        records = []
+        for g in GROUP_NAMES:
+            members = [m.label_space.index(c) for c in groups[g]]
+            if not members:
+                continue
+            boot = None if boot_recall is None else np.nanmean(boot_recall[:, members], axis=1)
+            records.append(MetricRecord(f"group_accuracy[{g}]", float(np.mean(recall[members])), ci(boot),
+                                        int(sum(test_counts[c] for c in groups[g])),
+                                        {**group_conv, "classes": groups[g], "definition": "mean recall of the group"},
+                                        higher_is_better=True, unit="fraction"))
+        return records
+
+    def _resampled_records(self, resampled: list[dict], ctx: EvalContext) -> list[MetricRecord]:
+        """accuracy, mean class accuracy and their gap of the re-sampled test sets, per imbalance factor."""
+        records = []
+        for row in resampled:
+            tag = f"rho={row['factor']:g}"
+            rconv = {"profile": "n_r = floor(n_0 rho^(-r/(K-1))), r = rank by training frequency",
+                     "repeats": self.params.resample_repeats, "seed": ctx.seed, "std_over_repeats": row["std"]}
+            records.append(MetricRecord(f"accuracy[{tag}]", row["accuracy"], None, row["n"], rconv,
+                                        higher_is_better=True, unit="fraction"))
+            records.append(MetricRecord(f"mean_class_accuracy[{tag}]", row["mean_class_accuracy"], None, row["n"],
+                                        rconv, higher_is_better=True, unit="fraction"))
+            records.append(MetricRecord(f"gap[{tag}]", row["gap"], None, row["n"], rconv,
+                                        higher_is_better=False, unit="fraction"))
+        return records
 
     def _resample(self, y_true, y_pred, m, evaluated, train_counts, seed) -> list[dict]:
         p = self.params

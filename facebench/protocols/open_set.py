@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from facebench.errors import ConfigError
+from facebench.errors import ConfigError, MetricInputError
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import ood
 from facebench.metrics import ood_scores as osc
@@ -178,7 +178,7 @@ class OpenSetProtocol(Protocol):
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate(self, ctx: EvalContext) -> TaskResult:
         if ctx.dataset.labels is None:
-            raise ValueError(f"open_set needs labels; dataset {ctx.dataset.name}/{ctx.dataset.split} has none")
+            raise MetricInputError(f"open_set needs labels; dataset {ctx.dataset.name}/{ctx.dataset.split} has none")
         if self.params.mode == "leave_one_out":
             return self._leave_one_out(ctx)
         return self._unknown_classes(ctx)
@@ -190,7 +190,7 @@ class OpenSetProtocol(Protocol):
             [c for c in ds.classes if c not in model_classes]
         bad = [c for c in unknown_classes if c not in ds.classes]
         if bad:
-            raise ValueError(f"unknown_classes {bad} are not classes of {ds.name} ({', '.join(ds.classes)})")
+            raise ConfigError(f"unknown_classes {bad} are not classes of {ds.name} ({', '.join(ds.classes)})")
         labels = ds.labels
         is_unknown = np.isin(labels, unknown_classes)
         is_known = ~is_unknown & np.isin(labels, model_classes)
@@ -217,7 +217,7 @@ class OpenSetProtocol(Protocol):
         unknown = np.concatenate(unknown_scores)
         known = scores[is_known]
         if len(known) == 0 or len(unknown) == 0:
-            raise ValueError(f"open_set needs known and unknown samples; got {len(known)} known and {len(unknown)} "
+            raise MetricInputError(f"open_set needs known and unknown samples; got {len(known)} known and {len(unknown)} "
                              f"unknown (unknown classes {unknown_classes}, {len(p.unknowns)} unknown splits). Name "
                              f"the unknown classes with `unknown_classes` or add `unknowns` splits.")
         pred = np.array(model_classes)[logits[is_known].argmax(axis=1)]
@@ -237,9 +237,9 @@ class OpenSetProtocol(Protocol):
         p = self.params
         ds, fit = ctx.dataset, ctx.extras["fit"]
         if "features" not in ctx.predictions.outputs:
-            raise ValueError("leave_one_out needs the model's features; this adapter exposes none")
+            raise MetricInputError("leave_one_out needs the model's features; this adapter exposes none")
         if fit.dataset.labels is None:
-            raise ValueError(f"fit_split {fit.dataset.name}/{fit.dataset.split} has no labels")
+            raise MetricInputError(f"fit_split {fit.dataset.name}/{fit.dataset.split} has no labels")
         test_x = np.asarray(ctx.predictions.outputs["features"], np.float64)
         train_x = np.asarray(fit.predictions.outputs["features"], np.float64)
         test_y, train_y = ds.labels, fit.dataset.labels
@@ -247,7 +247,7 @@ class OpenSetProtocol(Protocol):
         open_classes = list(p.open_classes) if p.open_classes is not None else classes
         bad = [c for c in open_classes if c not in classes]
         if bad:
-            raise ValueError(f"open_classes {bad} have no samples in {ds.name} (classes: {', '.join(classes)})")
+            raise ConfigError(f"open_classes {bad} have no samples in {ds.name} (classes: {', '.join(classes)})")
         conv = {**self._conventions(ctx), "pool": p.pool, "probe": f"multinomial logistic regression, C={p.probe_C},"
                 f" standardised features, L-BFGS", "fit_split": f"{fit.dataset.name}/{fit.dataset.split}"}
         rows, records, warnings, boot_rows = [], [], [], []

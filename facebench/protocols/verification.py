@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from facebench.errors import MetricInputError
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import fairness as fm
 from facebench.metrics import verification as vm
@@ -72,7 +73,7 @@ class VerificationProtocol(Protocol):
     def evaluate(self, ctx: EvalContext) -> TaskResult:
         p, ds = self.params, ctx.dataset
         if ds.pairs is None:
-            raise ValueError(f"{ds.name}/{ds.split} has no pair list; verification needs a pairs dataset "
+            raise MetricInputError(f"{ds.name}/{ds.split} has no pair list; verification needs a pairs dataset "
                              f"(lfw, rfw, pairs-csv)")
         emb = self._embeddings(ctx)
         a, b = ds.pairs["a"], ds.pairs["b"]
