@@ -222,18 +222,7 @@ def render_split(
         an opaque sunglasses band, lower-face mask or colour patch whose size grows with s.
     size: image side in pixels (the reference model expects 48).
     """
-    if not isinstance(split, str) or not split:
-        raise ConfigError(f"split must be a non-empty string, got {split!r}.")
-    _check_choice("domain", domain, DOMAINS)
-    _check_choice("classes", classes, _CLASS_SETS)
-    severity = float(severity)
-    if not np.isfinite(severity) or severity < 0:
-        raise ConfigError(f"severity must be a finite number >= 0, got {severity}.")
-    size = int(size)
-    if size < 16:
-        raise ConfigError(f"size must be >= 16 pixels, got {size}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}.")
+    severity, size = _check_render_args(split, domain, classes, severity, size, seed)
     counts = class_counts(n, classes, imbalance)
     n = int(n)
     names = class_names(classes)
@@ -246,16 +235,7 @@ def render_split(
     look = _draw_appearance(rng, n)
     occl = _draw_occlusion(rng, n)
     chunk_seeds = rng.integers(0, 2**63 - 1, size=max(1, -(-n // _CHUNK)))
-
-    images = np.empty((n, size, size, 3), dtype=np.uint8)
-    for k, start in enumerate(range(0, n, _CHUNK)):
-        sl = slice(start, min(n, start + _CHUNK))
-        crng = np.random.default_rng(int(chunk_seeds[k]))
-        p = {key: val[sl] for key, val in look.items()}
-        e = expr[sl]
-        img = _render(p, e, size, crng)
-        img = _corrupt(img, domain, severity, p, {key: val[sl] for key, val in occl.items()}, crng)
-        images[sl] = np.rint(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+    images = _render_chunks(expr, look, occl, chunk_seeds, size, domain, severity)
 
     suffix = "" if classes == "basic" else "compound-"
     ids = np.array([f"{split}-{domain}-{suffix}{i:06d}" for i in range(n)], dtype=str)
@@ -267,6 +247,39 @@ def render_split(
         face_shape=np.array(FACE_SHAPES, dtype=str)[look["shape"]] if n else np.array([], dtype=str),
         domain=np.full(n, domain, dtype=f"<U{max(1, len(domain))}"),
     )
+
+
+def _check_render_args(split, domain, classes, severity, size, seed) -> tuple[float, int]:
+    """ConfigError on a bad ``render_split`` argument; returns (severity, size) as float and int."""
+    if not isinstance(split, str) or not split:
+        raise ConfigError(f"split must be a non-empty string, got {split!r}.")
+    _check_choice("domain", domain, DOMAINS)
+    _check_choice("classes", classes, _CLASS_SETS)
+    severity = float(severity)
+    if not np.isfinite(severity) or severity < 0:
+        raise ConfigError(f"severity must be a finite number >= 0, got {severity}.")
+    size = int(size)
+    if size < 16:
+        raise ConfigError(f"size must be >= 16 pixels, got {size}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}.")
+    return severity, size
+
+
+def _render_chunks(expr: np.ndarray, look: dict, occl: dict, chunk_seeds: np.ndarray, size: int, domain: str,
+                   severity: float) -> np.ndarray:
+    """uint8 (N, size, size, 3) images, rendered and corrupted ``_CHUNK`` faces at a time; chunk k draws its
+    pixel noise from its own generator seeded by ``chunk_seeds[k]``."""
+    n = expr.shape[0]
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    for k, start in enumerate(range(0, n, _CHUNK)):
+        sl = slice(start, min(n, start + _CHUNK))
+        crng = np.random.default_rng(int(chunk_seeds[k]))
+        p = {key: val[sl] for key, val in look.items()}
+        img = _render(p, expr[sl], size, crng)
+        img = _corrupt(img, domain, severity, p, {key: val[sl] for key, val in occl.items()}, crng)
+        images[sl] = np.rint(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return images
 
 
 # ---------------------------------------------------------------------------------------
@@ -397,33 +410,62 @@ def _box(u, v, cu, cv, hw, hh):
     return np.maximum(np.abs(u - cu) - hw, np.abs(v - cv) - hh)
 
 
+class _Frame:
+    """Face-local coordinates of a chunk's pixel grid: ``X``, ``Y`` image coordinates in [-1, 1] (pixel
+    centres), ``u``, ``v`` face-local (rotated, scaled, centred; v grows downwards), ``soft`` the logistic
+    edge scale (about one pixel)."""
+
+    def __init__(self, p: dict, size: int):
+        g = ((np.arange(size, dtype=np.float32) + 0.5) / size) * 2.0 - 1.0  # pixel centres in [-1, 1]
+        self.X, self.Y = g[None, None, :], g[None, :, None]
+        cos, sin = _col(np.cos(p["rot"])), _col(np.sin(p["rot"]))
+        s = _col(p["scale"])
+        dx, dy = self.X - _col(p["cx"]), self.Y - _col(p["cy"])
+        self.u = (dx * cos + dy * sin) / s
+        self.v = (-dx * sin + dy * cos) / s
+        self.soft = (0.55 / size) / s
+
+    def cover(self, d):
+        """Soft coverage in [0, 1] of the region where the signed distance ``d`` is negative."""
+        return 1.0 / (1.0 + np.exp(np.clip(d / self.soft, -40.0, 40.0)))
+
+
+_EYE_V = -0.07  # eye centre height; the brows sit above it
+
+
 def _render(p: dict, e: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Render a chunk of faces as float32 (B, size, size, 3) in [0, 1] (before noise clip)."""
+    """Render a chunk of faces as float32 (B, size, size, 3) in [0, 1] (before noise clip).
+
+    Parts are painted back to front: background, head (hair, clothes, neck, ears, face, hair cap), eyes,
+    brows, nose, mouth; then the illumination gradient and sensor noise.
+    """
     B = e.shape[0]
     f32 = np.float32
-    g = ((np.arange(size, dtype=f32) + 0.5) / size) * 2.0 - 1.0  # pixel centres in [-1, 1]
-    X = g[None, None, :]
-    Y = g[None, :, None]
-    cos, sin = _col(np.cos(p["rot"])), _col(np.sin(p["rot"]))
-    s = _col(p["scale"])
-    dx, dy = X - _col(p["cx"]), Y - _col(p["cy"])
-    u = (dx * cos + dy * sin) / s  # face-local coordinates, v grows downwards
-    v = (-dx * sin + dy * cos) / s
-    soft = (0.55 / size) / s  # logistic edge scale: about one pixel wide transition
-
-    def cover(d):
-        return 1.0 / (1.0 + np.exp(np.clip(d / soft, -40.0, 40.0)))
-
+    fr = _Frame(p, size)
     skin = p["skin"].astype(f32)
     hair = p["hair"].astype(f32)
-    fa, fb = _col(p["fa"]), _col(p["fb"])
-
     # Background with a soft vertical gradient.
     img = np.empty((B, 3, size, size), dtype=f32)  # channel-first while painting
     img[...] = p["bg"].astype(f32)[:, :, None, None]
-    img /= (1.0 + 0.12 * Y)[:, None]
+    img /= (1.0 + 0.12 * fr.Y)[:, None]
+    _paint_head(img, fr, p, skin, hair)
+    curve, mopen, mwidth, bang, bhgt, eopen, asym, wrinkle = (_col(e[:, i]) for i in range(e.shape[1]))
+    _paint_eyes(img, fr, p, skin, eopen)
+    _paint_brows(img, fr, hair, bang, bhgt)
+    _paint_nose(img, fr, skin, wrinkle)
+    _paint_mouth(img, fr, skin, curve, mopen, mwidth, asym)
+    # Illumination gradient and sensor noise.
+    phi = p["illum_phi"]
+    ramp = _col(np.cos(phi)) * fr.X + _col(np.sin(phi)) * fr.Y
+    img *= (1.0 + _col(p["illum_g"]) * ramp)[:, None]
+    img += rng.standard_normal(img.shape, dtype=f32) * p["noise_sd"].astype(f32)[:, None, None, None]
+    return np.ascontiguousarray(img.transpose(0, 2, 3, 1))
 
-    # Hair behind the head, clothes, neck, ears.
+
+def _paint_head(img: np.ndarray, fr: _Frame, p: dict, skin: np.ndarray, hair: np.ndarray) -> None:
+    """Hair behind the head, clothes, neck, ears, the shaded face and the hair cap over the forehead."""
+    u, v, cover = fr.u, fr.v, fr.cover
+    fa, fb = _col(p["fa"]), _col(p["fb"])
     hair_back = np.maximum(
         _ellipse(u, v, 0.0, -0.06 - _col(p["hair_top"]) * 0.5, fa + 0.09, fb * 0.78 + _col(p["hair_top"])),
         v - _col(p["hair_side"]),
@@ -447,30 +489,36 @@ def _render(p: dict, e: np.ndarray, size: int, rng: np.random.Generator) -> np.n
     )
     _paint(img, cover(cap), hair)
 
-    curve, mopen, mwidth, bang, bhgt, eopen, asym, wrinkle = (_col(e[:, i]) for i in range(e.shape[1]))
 
-    # Eyes: white sclera, dark iris clipped to the sclera, eyelid-coloured outline.
-    ey = -0.07
+def _paint_eyes(img: np.ndarray, fr: _Frame, p: dict, skin: np.ndarray, eopen: np.ndarray) -> None:
+    """White sclera, dark iris clipped to the sclera, eyelid-coloured outline; height follows ``eye_open``."""
+    u, v, cover = fr.u, fr.v, fr.cover
+    B = img.shape[0]
     eh = 0.062 * eopen
     iris = np.clip(p["pupil"][:, None] + np.array([0.05, 0.03, 0.0]), 0, 1)
     for side in (-1.0, 1.0):
-        d_eye = _ellipse(u, v, side * 0.22, ey, 0.115, eh)
+        d_eye = _ellipse(u, v, side * 0.22, _EYE_V, 0.115, eh)
         _paint(img, cover(d_eye - 0.018), skin * 0.55)  # lash line
         sclera = cover(d_eye)
-        _paint(img, sclera, np.full((B, 3), 0.96, dtype=f32))
-        d_iris = _ellipse(u, v, side * 0.22, ey, 0.055, 0.055)
+        _paint(img, sclera, np.full((B, 3), 0.96, dtype=np.float32))
+        d_iris = _ellipse(u, v, side * 0.22, _EYE_V, 0.055, 0.055)
         _paint(img, sclera * cover(d_iris), iris)
 
-    # Brows: thick segments; inner end raised by +brow_angle, whole brow by +brow_height.
-    base = ey - 0.15 - 0.075 * bhgt
+
+def _paint_brows(img: np.ndarray, fr: _Frame, hair: np.ndarray, bang: np.ndarray, bhgt: np.ndarray) -> None:
+    """Thick segments; the inner end raised by +brow_angle, the whole brow by +brow_height."""
+    base = _EYE_V - 0.15 - 0.075 * bhgt
     inner_v = base - 0.075 * bang
     outer_v = base + 0.02 * bang + 0.01
     brow_col = hair * 0.75
     for side in (-1.0, 1.0):
-        d = _capsule(u, v, side * 0.09, inner_v, side * 0.34, outer_v, 0.032)
-        _paint(img, cover(d), brow_col)
+        d = _capsule(fr.u, fr.v, side * 0.09, inner_v, side * 0.34, outer_v, 0.032)
+        _paint(img, fr.cover(d), brow_col)
 
-    # Nose: soft shadow, nostrils, and wrinkle lines over the bridge.
+
+def _paint_nose(img: np.ndarray, fr: _Frame, skin: np.ndarray, wrinkle: np.ndarray) -> None:
+    """Soft shadow, nostrils, and wrinkle lines over the bridge (``nose_wrinkle``)."""
+    u, v, cover = fr.u, fr.v, fr.cover
     _paint(img, 0.35 * cover(_ellipse(u, v, 0.03, 0.10, 0.045, 0.11)), skin * 0.7)
     for side in (-1.0, 1.0):
         _paint(img, 0.8 * cover(_ellipse(u, v, side * 0.045, 0.20, 0.03, 0.02)), skin * 0.45)
@@ -479,9 +527,13 @@ def _render(p: dict, e: np.ndarray, size: int, rng: np.random.Generator) -> np.n
         d = _capsule(u, v, -0.07, 0.0 + dv, 0.07, 0.0 + dv + 0.005, 0.012)
         _paint(img, wr * 0.9 * cover(d), skin * 0.5)
 
-    # Mouth: an upper-lip centre line vu(x) bending with the curvature and tilted by the
-    # asymmetry, a lower boundary vl = vu + opening * (1 - t^2); lips are the region
-    # thickened by r, the dark interior the region itself, teeth a band below vu.
+
+def _paint_mouth(img: np.ndarray, fr: _Frame, skin: np.ndarray, curve, mopen, mwidth, asym) -> None:
+    """An upper-lip centre line vu(x) bending with the curvature and tilted by the asymmetry, a lower
+    boundary vl = vu + opening * (1 - t^2); lips are the region thickened by r, the dark interior the
+    region itself, teeth a band below vu."""
+    u, v, cover = fr.u, fr.v, fr.cover
+    B, f32 = img.shape[0], np.float32
     my = 0.38
     w = 0.19 * mwidth
     t = np.clip(u / w, -1.2, 1.2)
@@ -494,13 +546,6 @@ def _render(p: dict, e: np.ndarray, size: int, rng: np.random.Generator) -> np.n
     _paint(img, interior, np.tile(np.array([[0.25, 0.04, 0.06]], dtype=f32), (B, 1)))
     teeth = interior * cover(v - (vu + 0.045))
     _paint(img, teeth * np.clip(mopen * 2.0, 0.0, 1.0), np.full((B, 3), 0.93, dtype=f32))
-
-    # Illumination gradient and sensor noise.
-    phi = p["illum_phi"]
-    ramp = _col(np.cos(phi)) * X + _col(np.sin(phi)) * Y
-    img *= (1.0 + _col(p["illum_g"]) * ramp)[:, None]
-    img += rng.standard_normal(img.shape, dtype=f32) * p["noise_sd"].astype(f32)[:, None, None, None]
-    return np.ascontiguousarray(img.transpose(0, 2, 3, 1))
 
 
 # ---------------------------------------------------------------------------------------
@@ -587,15 +632,8 @@ def _resample(img: np.ndarray, low: int) -> np.ndarray:
 
 def _occlude(img: np.ndarray, severity: float, p: dict, occl: dict) -> np.ndarray:
     """Opaque occluder in face coordinates: sunglasses band, lower-face mask or a patch."""
-    B, size = img.shape[0], img.shape[1]
-    g = ((np.arange(size, dtype=np.float32) + 0.5) / size) * 2.0 - 1.0
-    X, Y = g[None, None, :], g[None, :, None]
-    cos, sin = _col(np.cos(p["rot"])), _col(np.sin(p["rot"]))
-    s = _col(p["scale"])
-    dx, dy = X - _col(p["cx"]), Y - _col(p["cy"])
-    u = (dx * cos + dy * sin) / s
-    v = (-dx * sin + dy * cos) / s
-    soft = (0.55 / size) / s
+    B = img.shape[0]
+    fr = _Frame(p, img.shape[1])
     kind = occl["kind"]
     sev = float(severity)
     sh = occl["shift"]
@@ -609,11 +647,11 @@ def _occlude(img: np.ndarray, severity: float, p: dict, occl: dict) -> np.ndarra
         occl["ph"] * min(1.5, 0.5 + 0.5 * sev),
     )
     hh = np.maximum(hh, 1e-3)
-    d = _box(u, v, _col(cu), _col(cv), _col(hw), _col(hh)) - 0.02
+    d = _box(fr.u, fr.v, _col(cu), _col(cv), _col(hw), _col(hh)) - 0.02
     colour = np.where(
         (kind == 0)[:, None],
         np.full((B, 3), 0.06),
         np.where((kind == 1)[:, None], np.array([0.75, 0.85, 0.95]), occl["colour"]),
     ).astype(np.float32)
-    cov = (1.0 / (1.0 + np.exp(np.clip(d / soft, -40.0, 40.0))))[..., None]
+    cov = fr.cover(d)[..., None]
     return img + cov * (colour[:, None, None, :] - img)
