@@ -232,7 +232,7 @@ def test_linear_map_errors():
         LinearMap().predict([1.0])
     with pytest.raises(ValueError, match="inconsistent"):
         LinearMap().fit([1.0, 2.0, 3.0], [1.0, 2.0])
-    with pytest.raises(ValueError, match="NaN or inf"):
+    with pytest.raises(ValueError, match="X contains NaN"):
         LinearMap().fit([1.0, np.nan], [1.0, 2.0])
     m = LinearMap().fit(np.ones((3, 2)) * [[1], [2], [3]], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="1 feature"):

@@ -25,7 +25,10 @@ from typing import Callable
 
 import numpy as np
 
+from facebench.errors import MetricInputError
+
 from ._validation import (
+    check_callable,
     check_clusters,
     check_confidence,
     check_consistent_length,
@@ -172,15 +175,14 @@ def bootstrap_statistic(
     n = check_positive_int(n, "n")
     b_total = check_positive_int(n_resamples, "n_resamples")
     step = check_positive_int(chunk, "chunk")
-    if not callable(stat_fn):
-        raise ValueError("stat_fn must be callable: indices (b, m) -> values (b,)")
+    check_callable(stat_fn, "stat_fn", "indices (b, m) -> values (b,)")
     rng = np.random.default_rng(seed)
     out = np.empty(b_total, dtype=np.float64)
 
     def _call(idx: np.ndarray) -> np.ndarray:
         vals = np.asarray(stat_fn(idx), dtype=np.float64)
         if vals.shape != (idx.shape[0],):
-            raise ValueError(
+            raise MetricInputError(
                 f"stat_fn must return one value per resample, shape ({idx.shape[0]},); got {vals.shape}"
             )
         return vals
@@ -215,7 +217,7 @@ def nan_fraction(samples) -> float:
     """Fraction of NaN entries among the bootstrap ``samples``."""
     s = np.asarray(samples, dtype=np.float64)
     if s.size == 0:
-        raise ValueError("samples is empty")
+        raise MetricInputError("samples is empty")
     return float(np.mean(np.isnan(s)))
 
 
@@ -231,7 +233,7 @@ def percentile_interval(samples, confidence=0.95) -> tuple[float, float]:
     c = check_confidence(confidence)
     s = np.asarray(samples, dtype=np.float64).ravel()
     if s.size == 0:
-        raise ValueError("samples is empty; run the bootstrap with n_resamples >= 1")
+        raise MetricInputError("samples is empty; run the bootstrap with n_resamples >= 1")
     if np.isnan(s).all():
         return float("nan"), float("nan")
     alpha = (1.0 - c) / 2.0

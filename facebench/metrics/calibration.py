@@ -28,6 +28,8 @@ from typing import Callable
 
 import numpy as np
 
+from facebench.errors import MetricInputError
+
 from ._validation import check_consistent_length, check_labels, check_positive_int, check_probs
 
 __all__ = [
@@ -84,7 +86,7 @@ def reliability_from_confidence(confidence, correct, n_bins=DEFAULT_N_BINS) -> d
     conf = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct, dtype=np.float64)
     if conf.ndim != 1 or conf.shape != correct.shape:
-        raise ValueError("confidence and correct must be 1-D arrays of the same length")
+        raise MetricInputError("confidence and correct must be 1-D arrays of the same length")
     edges = bin_edges(n_bins)
     bins = _assign_bins(conf, edges)
     n = edges.size - 1
@@ -105,7 +107,7 @@ def ece_from_confidence(confidence, correct, n_bins=DEFAULT_N_BINS) -> float:
     counts = rb["counts"]
     nz = counts > 0
     if not nz.any():
-        raise ValueError("ECE of an empty set is undefined")
+        raise MetricInputError("ECE of an empty set is undefined")
     w = counts[nz] / counts.sum()
     return float(np.sum(w * np.abs(rb["accuracy"][nz] - rb["confidence"][nz])))
 
@@ -165,9 +167,9 @@ def ece_statistic_from_confidence(confidence, correct, n_bins=DEFAULT_N_BINS) ->
     def stat_fn(indices) -> np.ndarray:
         idx = np.asarray(indices)
         if idx.ndim != 2 or idx.shape[1] == 0:
-            raise ValueError(f"indices must have shape (b, m) with m >= 1, got {idx.shape}")
+            raise MetricInputError(f"indices must have shape (b, m) with m >= 1, got {idx.shape}")
         if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise ValueError(f"indices must be in 0..{n - 1}")
+            raise MetricInputError(f"indices must be in 0..{n - 1}")
         b, m = idx.shape
         key = (np.arange(b, dtype=np.int64)[:, None] * n_b + bins[idx]).ravel()
         diff = np.bincount(key, weights=(correct[idx] - conf[idx]).ravel(), minlength=b * n_b)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from facebench.errors import MetricInputError
+
 from ._validation import (
     check_classes,
     check_confusion_matrix,
@@ -74,12 +76,12 @@ def confusion_matrix(y_true, y_pred, n_classes) -> np.ndarray:
 def accuracy_from_cm(cm) -> np.ndarray:
     """Overall accuracy ``trace(cm) / sum(cm)`` over the last two axes; shape ``(...)``.
 
-    Raises ``ValueError`` if any matrix is empty (sum 0).
+    Raises ``MetricInputError`` if any matrix is empty (sum 0).
     """
     m = check_confusion_matrix(cm)
     total = m.sum(axis=(-2, -1))
     if np.any(total == 0):
-        raise ValueError("accuracy is undefined for an empty confusion matrix (total count 0)")
+        raise MetricInputError("accuracy is undefined for an empty confusion matrix (total count 0)")
     return _diag(m).sum(axis=-1) / total
 
 
@@ -111,7 +113,7 @@ def mean_class_accuracy_from_cm(cm, classes=None) -> np.ndarray:
 
     Empty classes:
     * a single (unbatched) ``(C, C)`` matrix in which a class of ``S`` has
-      zero support raises ``ValueError`` naming that class (restrict
+      zero support raises ``MetricInputError`` naming that class (restrict
       ``classes`` to the classes present);
     * with leading batch dims (bootstrap resamples) a resample in which a
       class of ``S`` has zero support yields NaN for that resample; count
@@ -122,7 +124,7 @@ def mean_class_accuracy_from_cm(cm, classes=None) -> np.ndarray:
     support = m.sum(axis=-1)[..., cls]
     if m.ndim == 2 and np.any(support == 0):
         empty = cls[support == 0].tolist()
-        raise ValueError(
+        raise MetricInputError(
             f"mean class accuracy is undefined: class(es) {empty} have no samples in y_true (support 0); "
             "pass classes=... listing only the classes present in the evaluation set"
         )
@@ -165,7 +167,7 @@ def accuracy(y_true, y_pred) -> float:
 def mean_class_accuracy(y_true, y_pred, n_classes, classes=None) -> float:
     """Mean class accuracy (unweighted mean of per-class recall); see :func:`mean_class_accuracy_from_cm`.
 
-    Raises ``ValueError`` if a class in ``classes`` (default all) has no samples in ``y_true``.
+    Raises ``MetricInputError`` if a class in ``classes`` (default all) has no samples in ``y_true``.
     """
     return float(mean_class_accuracy_from_cm(confusion_matrix(y_true, y_pred, n_classes), classes=classes))
 
@@ -188,7 +190,7 @@ def per_sample_nll(y_true, probs, eps=1e-15) -> np.ndarray:
     check_consistent_length(y_true=yt, probs=p)
     eps = float(eps)
     if not (0.0 < eps < 1.0):
-        raise ValueError(f"eps must be in (0, 1), got {eps!r}")
+        raise MetricInputError(f"eps must be in (0, 1), got {eps!r}")
     picked = p[np.arange(yt.size), yt]
     return -np.log(np.clip(picked, eps, 1.0))
 
@@ -206,11 +208,11 @@ def softmax(logits, axis=-1) -> np.ndarray:
     """Numerically stable softmax ``exp(z - max z) / sum exp(z - max z)`` along ``axis``, float64."""
     z = np.asarray(logits, dtype=np.float64)
     if z.size == 0:
-        raise ValueError("logits is empty")
+        raise MetricInputError("logits is empty")
     if np.isnan(z).any():
-        raise ValueError("logits contains NaN")
+        raise MetricInputError("logits contains NaN")
     zmax = np.max(z, axis=axis, keepdims=True)
     if not np.isfinite(zmax).all():
-        raise ValueError("logits contains +inf, or a slice that is entirely -inf; softmax is undefined there")
+        raise MetricInputError("logits contains +inf, or a slice that is entirely -inf; softmax is undefined there")
     e = np.exp(z - zmax)
     return e / e.sum(axis=axis, keepdims=True)

@@ -21,12 +21,27 @@ Conventions (see ``spec/anchors.md`` §3.5 and ``spec/protocols.md`` §6):
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 
 import numpy as np
 
-from ._validation import check_clusters, check_positive_int, check_values
+from facebench.errors import MetricInputError
+
+from ._validation import (
+    as_float64,
+    check_binary_flags,
+    check_bool,
+    check_clusters,
+    check_fraction,
+    check_groups,
+    check_int_at_least,
+    check_no_missing,
+    check_positive_int,
+    check_real,
+    check_score_vector,
+    check_values,
+    check_vector,
+)
 
 __all__ = [
     "GROUP_SEPARATOR",
@@ -54,57 +69,13 @@ _CHUNK_BYTES = 64 * 2**20
 # --------------------------------------------------------------------------- validation
 
 
-def _check_1d(x, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(x)
-    except Exception as exc:  # pragma: no cover - exotic inputs
-        raise ValueError(f"{name} could not be converted to a NumPy array: {exc}") from exc
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one entry per sample), got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty; need at least one sample")
-    return arr
-
-
-def _check_no_missing(arr: np.ndarray, name: str) -> None:
-    if arr.dtype.kind == "f" and np.isnan(arr).any():
-        raise ValueError(
-            f"{name} contains NaN at index {int(np.flatnonzero(np.isnan(arr))[0])}; "
-            "give every sample a value (e.g. map missing to 'unknown')"
-        )
-    if arr.dtype == object:
-        missing = np.array([v is None or (isinstance(v, float) and v != v) for v in arr.tolist()])
-        if missing.any():
-            raise ValueError(
-                f"{name} contains a missing value (None/NaN) at index {int(np.flatnonzero(missing)[0])}; "
-                "give every sample a value (e.g. map missing to 'unknown')"
-            )
-
-
-def _check_groups(groups, n: int, name: str = "groups") -> tuple[list, np.ndarray]:
-    """Return ``(sorted group names, inverse)`` with ``inverse[i]`` the index of sample i's group."""
-    arr = _check_1d(groups, name)
-    if arr.shape[0] != n:
-        raise ValueError(f"{name} has {arr.shape[0]} entries but there are {n} samples (length mismatch)")
-    _check_no_missing(arr, name)
-    try:
-        names, inverse = np.unique(arr, return_inverse=True)
-    except TypeError as exc:
-        raise ValueError(
-            f"{name} labels must be mutually comparable (e.g. all str); use group_keys(): {exc}"
-        ) from exc
-    return names.tolist(), inverse.reshape(-1).astype(np.int64, copy=False)
-
-
 def _check_fraction_array(x, name: str) -> np.ndarray:
     """Per-group accuracies (array-like or mapping group -> value) as float64 fractions in [0, 1]."""
     if isinstance(x, Mapping):
         x = list(x.values())
-    arr = check_values(x, name)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains inf; accuracies must be finite fractions in [0, 1]")
+    arr = check_values(x, name, allow_inf=False)
     if (arr < 0).any() or (arr > 1).any():
-        raise ValueError(
+        raise MetricInputError(
             f"{name} must be fractions in [0, 1] (e.g. 0.9618, not 96.18 -- divide percentages by 100); "
             f"got values in [{arr.min()!r}, {arr.max()!r}]"
         )
@@ -117,19 +88,16 @@ def _check_rates(x, name: str) -> tuple[list | None, np.ndarray]:
     if isinstance(x, Mapping):
         keys = list(x.keys())
         x = [x[k] for k in keys]
-    arr = _check_1d(x, name)
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(f"{name} must be numeric rates, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
+    arr = as_float64(check_vector(x, name, per="group rate"), name, "numeric rates", allow_bool=False)
     if np.isnan(arr).any():
         bad = int(np.flatnonzero(np.isnan(arr))[0])
         who = f"group {keys[bad]!r}" if keys is not None else f"index {bad}"
-        raise ValueError(
+        raise MetricInputError(
             f"{name} is NaN for {who} (a group without genuine/impostor comparisons?); "
             "drop groups whose rate is undefined before summarising"
         )
     if (arr < 0).any() or (arr > 1).any():
-        raise ValueError(f"{name} must be rates in [0, 1], got values in [{arr.min()!r}, {arr.max()!r}]")
+        raise MetricInputError(f"{name} must be rates in [0, 1], got values in [{arr.min()!r}, {arr.max()!r}]")
     return keys, arr
 
 
@@ -137,63 +105,21 @@ def _rates_pair(fmr_by_group, fnmr_by_group) -> tuple[np.ndarray, np.ndarray]:
     kf, fmr = _check_rates(fmr_by_group, "fmr_by_group")
     kn, fnmr = _check_rates(fnmr_by_group, "fnmr_by_group")
     if (kf is None) != (kn is None):
-        raise ValueError("pass fmr_by_group and fnmr_by_group both as mappings or both as arrays")
+        raise MetricInputError("pass fmr_by_group and fnmr_by_group both as mappings or both as arrays")
     if kf is not None:
         if set(kf) != set(kn):
-            raise ValueError(
+            raise MetricInputError(
                 f"fmr_by_group and fnmr_by_group name different groups: {sorted(map(str, kf))} vs "
                 f"{sorted(map(str, kn))}"
             )
         fnmr = np.array([dict(zip(kn, fnmr))[k] for k in kf], dtype=np.float64)
     elif fmr.shape != fnmr.shape:
-        raise ValueError(f"fmr_by_group has {fmr.size} groups but fnmr_by_group has {fnmr.size}")
+        raise MetricInputError(f"fmr_by_group has {fmr.size} groups but fnmr_by_group has {fnmr.size}")
     return fmr, fnmr
 
 
-def _check_scores(x, name: str, allow_empty: bool = False) -> np.ndarray:
-    try:
-        arr = np.asarray(x)
-    except Exception as exc:  # pragma: no cover - exotic inputs
-        raise ValueError(f"{name} could not be converted to a NumPy array: {exc}") from exc
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of comparison scores, got shape {arr.shape}")
-    if arr.size == 0 and not allow_empty:
-        raise ValueError(f"{name} is empty; need at least one comparison score")
-    if arr.size and not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(f"{name} must be numeric scores, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
-    if not np.isfinite(arr).all():
-        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
-        raise ValueError(f"{name} contains a non-finite score at index {bad}; drop or impute it first")
-    return arr
-
-
-def _check_threshold(threshold) -> float:
-    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real):
-        raise ValueError(f"threshold must be a real number, got {threshold!r}")
-    t = float(threshold)
-    if np.isnan(t):
-        raise ValueError("threshold is NaN")
-    return t
-
-
-def _check_bool_flag(x, name: str) -> bool:
-    if not isinstance(x, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {x!r}")
-    return bool(x)
-
-
-def _check_same(same, n: int) -> np.ndarray:
-    arr = _check_1d(same, "same")
-    if arr.shape[0] != n:
-        raise ValueError(f"same has {arr.shape[0]} entries but there are {n} scores (length mismatch)")
-    if arr.dtype != np.bool_:
-        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-            raise ValueError(f"same must be boolean (True = genuine/mated pair) or 0/1, got dtype {arr.dtype}")
-        if not np.isin(arr, (0, 1)).all():
-            raise ValueError("same must hold only 0/1 or True/False (True = genuine/mated pair)")
-        arr = arr.astype(bool)
-    return arr
+def _comparison_scores(x, name: str, allow_empty: bool = False) -> np.ndarray:
+    return check_score_vector(x, name, "need at least one comparison score", allow_empty=allow_empty)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -244,25 +170,24 @@ def group_keys(*attributes) -> np.ndarray:
     With one attribute the labels are its values converted to ``str``; with
     several (equal-length) attributes they are the ``str`` values joined with
     ``" & "`` in argument order, e.g. ``group_keys(race, sex)[i] == "Black & Female"``.
-    Missing values (None/NaN) and values containing ``" & "`` raise ``ValueError``.
+    Missing values (None/NaN) and values containing ``" & "`` raise ``MetricInputError``.
     """
     if len(attributes) == 0:
-        raise ValueError("group_keys needs at least one attribute array")
+        raise MetricInputError("group_keys needs at least one attribute array")
     arrs = []
     for i, a in enumerate(attributes):
-        arr = _check_1d(a, f"attribute {i}")
-        _check_no_missing(arr, f"attribute {i}")
+        arr = check_no_missing(check_vector(a, f"attribute {i}", allow_object=True), f"attribute {i}")
         s = arr.astype(str)
         if len(attributes) > 1 and (np.char.find(s, GROUP_SEPARATOR) >= 0).any():
             bad = int(np.flatnonzero(np.char.find(s, GROUP_SEPARATOR) >= 0)[0])
-            raise ValueError(
+            raise MetricInputError(
                 f"attribute {i} value {s[bad]!r} (index {bad}) contains the separator {GROUP_SEPARATOR!r}; "
                 "rename the value so intersectional keys stay unambiguous"
             )
         arrs.append(s)
     lengths = [a.shape[0] for a in arrs]
     if len(set(lengths)) > 1:
-        raise ValueError(f"attributes have different lengths {lengths}; pass one value per sample in each")
+        raise MetricInputError(f"attributes have different lengths {lengths}; pass one value per sample in each")
     out = arrs[0]
     for s in arrs[1:]:
         out = np.char.add(np.char.add(out, GROUP_SEPARATOR), s)
@@ -289,13 +214,9 @@ def disaggregate(values, groups, min_group_size=30) -> dict:
 
     These match fairlearn ``MetricFrame(...).overall / .by_group / .difference(method) / .ratio(method)``.
     """
-    v = check_values(values)
-    if not np.isfinite(v).all():
-        raise ValueError(f"values contains inf at index {int(np.flatnonzero(~np.isfinite(v))[0])}")
-    names, inv = _check_groups(groups, v.size)
-    if isinstance(min_group_size, (bool, np.bool_)) or not isinstance(min_group_size, numbers.Integral) \
-            or min_group_size < 0:
-        raise ValueError(f"min_group_size must be a non-negative integer, got {min_group_size!r}")
+    v = check_values(values, allow_inf=False)
+    names, inv = check_groups(groups, v.size)
+    check_int_at_least(min_group_size, "min_group_size", 0)
     g = len(names)
     counts = np.bincount(inv, minlength=g)
     m = np.bincount(inv, weights=v, minlength=g) / counts
@@ -369,17 +290,17 @@ def equalized_odds(y_true, y_pred, groups, positive) -> dict:
     * ``tpr_ratio`` = min_g TPR_g / max_g TPR_g (NaN when the max is 0), ``fpr_ratio`` likewise
     * ``equalized_odds_ratio`` = min(tpr_ratio, fpr_ratio), ignoring a NaN one.
     """
-    yt = _check_1d(y_true, "y_true")
-    yp = _check_1d(y_pred, "y_pred")
+    yt = check_vector(y_true, "y_true", per="label", allow_object=True)
+    yp = check_vector(y_pred, "y_pred", per="label", allow_object=True)
     if yt.shape[0] != yp.shape[0]:
-        raise ValueError(f"y_true has {yt.shape[0]} entries but y_pred has {yp.shape[0]} (length mismatch)")
-    names, inv = _check_groups(groups, yt.shape[0])
+        raise MetricInputError(f"y_true has {yt.shape[0]} entries but y_pred has {yp.shape[0]} (length mismatch)")
+    names, inv = check_groups(groups, yt.shape[0])
     pos_t = yt == positive
     pos_p = yp == positive
     if not isinstance(pos_t, np.ndarray) or not isinstance(pos_p, np.ndarray):  # pragma: no cover
-        raise ValueError(f"could not compare labels with positive={positive!r}")
+        raise MetricInputError(f"could not compare labels with positive={positive!r}")
     if not pos_t.any() and not pos_p.any():
-        raise ValueError(
+        raise MetricInputError(
             f"positive={positive!r} occurs in neither y_true nor y_pred; check the label "
             f"(y_true values include {np.unique(yt)[:5].tolist()})"
         )
@@ -431,16 +352,14 @@ def grouped_bootstrap(values, groups, n_resamples=1000, seed=0, clusters=None) -
       size in every resample (a group of 5 is never empty -> never NaN).
       ``overall`` = sum_g n_g m_g / N, the mean over all resampled samples.
     * Cluster level (``clusters`` = one id per sample, e.g. subject id; every
-      cluster must lie in one group, else ``ValueError``): in group g with K_g
+      cluster must lie in one group, else ``MetricInputError``): in group g with K_g
       clusters, draw weights W ~ Multinomial(K_g, 1/K_g) (K_g clusters drawn with
       replacement); with per-cluster sums S and sizes n, the group mean is
       (W @ S) / (W @ n) = sum of drawn samples' values / number of drawn samples,
       and ``overall`` = sum_g W_g @ S_g / sum_g W_g @ n_g.
     """
-    v = check_values(values)
-    if not np.isfinite(v).all():
-        raise ValueError(f"values contains inf at index {int(np.flatnonzero(~np.isfinite(v))[0])}")
-    names, inv = _check_groups(groups, v.size)
+    v = check_values(values, allow_inf=False)
+    names, inv = check_groups(groups, v.size)
     b_total = check_positive_int(n_resamples, "n_resamples")
     rng = np.random.default_rng(seed)
     g = len(names)
@@ -469,7 +388,7 @@ def grouped_bootstrap(values, groups, n_resamples=1000, seed=0, clusters=None) -
         bad = int(np.flatnonzero(per_cluster > 1)[0])
         cid = np.asarray(clusters)[np.flatnonzero(cinv == bad)[0]].item()
         in_groups = [names[x] for x in np.unique(inv[cinv == bad])]
-        raise ValueError(
+        raise MetricInputError(
             f"cluster {cid!r} spans several groups {in_groups}; every cluster (e.g. subject) must lie "
             "within one group for a stratified cluster bootstrap"
         )
@@ -531,12 +450,12 @@ def rates_at_threshold(genuine_scores, impostor_scores, threshold, higher_is_sam
     ``score <= t`` (``higher_is_same=False``). FMR = accepted impostors / impostors,
     FNMR = rejected genuine / genuine. An empty array gives NaN for its rate.
     """
-    gen = _check_scores(genuine_scores, "genuine_scores", allow_empty=True)
-    imp = _check_scores(impostor_scores, "impostor_scores", allow_empty=True)
+    gen = _comparison_scores(genuine_scores, "genuine_scores", allow_empty=True)
+    imp = _comparison_scores(impostor_scores, "impostor_scores", allow_empty=True)
     if gen.size == 0 and imp.size == 0:
-        raise ValueError("genuine_scores and impostor_scores are both empty")
-    t = _check_threshold(threshold)
-    hi = _check_bool_flag(higher_is_same, "higher_is_same")
+        raise MetricInputError("genuine_scores and impostor_scores are both empty")
+    t = check_real(threshold, "threshold")
+    hi = check_bool(higher_is_same, "higher_is_same")
     acc_imp = (imp >= t) if hi else (imp <= t)
     acc_gen = (gen >= t) if hi else (gen <= t)
     fmr = float(acc_imp.mean()) if imp.size else float("nan")
@@ -557,21 +476,17 @@ def threshold_at_fmr(impostor_scores, target_fmr, higher_is_same=True) -> float:
     smallest. If k >= n every impostor may be accepted and t is the
     least strict impostor score itself (FMR = 1).
 
-    Raises ``ValueError`` when target_fmr < 1/n (the impostor set cannot
+    Raises ``MetricInputError`` when target_fmr < 1/n (the impostor set cannot
     resolve the target; at least ceil(1/target_fmr) comparisons are needed).
     """
-    imp = _check_scores(impostor_scores, "impostor_scores")
-    hi = _check_bool_flag(higher_is_same, "higher_is_same")
-    if isinstance(target_fmr, (bool, np.bool_)) or not isinstance(target_fmr, numbers.Real):
-        raise ValueError(f"target_fmr must be a number in (0, 1], got {target_fmr!r}")
-    target = float(target_fmr)
-    if not (0.0 < target <= 1.0):
-        raise ValueError(f"target_fmr must be in (0, 1] (a fraction, e.g. 1e-3), got {target_fmr!r}")
+    imp = _comparison_scores(impostor_scores, "impostor_scores")
+    hi = check_bool(higher_is_same, "higher_is_same")
+    target = check_fraction(target_fmr, "target_fmr", "(0, 1]", "1e-3")
     n = imp.size
     k = int(np.floor(target * n * (1.0 + 1e-12)))  # tolerate 0.29 * 100 = 28.999...
     if k < 1:
         need = int(np.ceil(1.0 / target * (1.0 - 1e-12)))
-        raise ValueError(
+        raise MetricInputError(
             f"target_fmr={target:g} cannot be resolved with {n} impostor comparisons (FMR moves in steps of "
             f"1/{n} = {1.0 / n:.3g}); need at least {need} impostor comparisons (ideally 10x more)"
         )
@@ -592,11 +507,11 @@ def group_error_rates(scores, same, groups, threshold, higher_is_same=True) -> d
     ``{"groups", "threshold", "fmr", "fnmr", "n_genuine", "n_impostor"}`` with
     dicts keyed by group (sorted by name).
     """
-    s = _check_scores(scores, "scores")
-    m = _check_same(same, s.size)
-    names, inv = _check_groups(groups, s.size)
-    t = _check_threshold(threshold)
-    hi = _check_bool_flag(higher_is_same, "higher_is_same")
+    s = _comparison_scores(scores, "scores")
+    m = check_binary_flags(same, s.size, "same", "True = genuine/mated pair")
+    names, inv = check_groups(groups, s.size)
+    t = check_real(threshold, "threshold")
+    hi = check_bool(higher_is_same, "higher_is_same")
     accept = (s >= t) if hi else (s <= t)
     g = len(names)
     n_gen = np.bincount(inv, weights=m, minlength=g)
@@ -628,7 +543,7 @@ def demographic_differentials(fmr_by_group, fnmr_by_group) -> dict:
     ``*_max_min_ratio`` = max_g r_g / min_g r_g;
     ``*_max_geomean_ratio`` = max_g r_g / (prod_g r_g)^(1/G) (1 = parity).
     Inputs: mappings group -> rate (same groups) or aligned arrays; NaN rates
-    raise ``ValueError``. Zero rates: if the denominator (min or geometric mean,
+    raise ``MetricInputError``. Zero rates: if the denominator (min or geometric mean,
     0 as soon as one group has rate 0) is 0 the ratio is ``inf`` when the max
     is > 0 and NaN when every group has rate 0.
     """
@@ -650,7 +565,5 @@ def fairness_discrepancy_rate(fmr_by_group, fnmr_by_group, alpha=0.5) -> float:
     Inputs as in :func:`demographic_differentials`.
     """
     fmr, fnmr = _rates_pair(fmr_by_group, fnmr_by_group)
-    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real) or not (0.0 <= alpha <= 1.0):
-        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
-    a = float(alpha)
+    a = check_fraction(alpha, "alpha", "[0, 1]", "0.5")
     return float(1.0 - (a * (fmr.max() - fmr.min()) + (1.0 - a) * (fnmr.max() - fnmr.min())))

@@ -32,12 +32,17 @@ from typing import Callable
 import numpy as np
 from scipy import optimize, special, stats
 
+from facebench.errors import MetricInputError
+
 from ._validation import (
-    check_int_at_least,
+    as_float64,
     check_binary_flags,
+    check_choice,
     check_consistent_length,
-    check_finite_rows,
+    check_int_at_least,
     check_labels,
+    check_logits,
+    check_positive_real,
     check_probs,
     check_score_vector,
 )
@@ -80,7 +85,7 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 def _check_mixture_scores(scores, name: str = "scores", min_n: int = 2) -> np.ndarray:
     arr = check_score_vector(scores, name, f"label-free indicators need at least {min_n} scores")
     if arr.shape[0] < min_n:
-        raise ValueError(f"{name} has {arr.shape[0]} value(s); this indicator needs at least {min_n}")
+        raise MetricInputError(f"{name} has {arr.shape[0]} value(s); this indicator needs at least {min_n}")
     return arr
 
 
@@ -150,7 +155,7 @@ def fit_gmm_1d(scores, n_init: int = 5, max_iter: int = 500, tol: float = 1e-8, 
     max_iter = check_int_at_least(max_iter, "max_iter", 1)
     seed = check_int_at_least(seed, "seed", 0)
     if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real) or not (float(tol) >= 0.0):
-        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+        raise MetricInputError(f"tol must be a number >= 0, got {tol!r}")
     tol = float(tol)
     n = x.shape[0]
     floor = 1e-6 * float(x.var()) + 1e-12
@@ -278,7 +283,7 @@ def bimodality_coefficient(scores) -> float:
     """
     x = _check_mixture_scores(scores, min_n=4)
     if np.ptp(x) == 0.0:
-        raise ValueError("scores are constant; skewness, kurtosis and the bimodality coefficient are undefined")
+        raise MetricInputError("scores are constant; skewness, kurtosis and the bimodality coefficient are undefined")
     n = x.shape[0]
     g = float(stats.skew(x, bias=False))
     k = float(stats.kurtosis(x, fisher=True, bias=False))
@@ -366,29 +371,9 @@ INDICATORS: dict[str, Callable[[np.ndarray], float]] = {
 # --------------------------------------------------------------------------- accuracy estimators
 
 
-def _check_logits(logits, name: str = "logits") -> np.ndarray:
-    arr = np.asarray(logits)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (n_samples, n_classes) array, got shape {arr.shape}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}); need at least one sample and one class")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-    return check_finite_rows(arr.astype(np.float64, copy=False), name)
-
-
-def _check_temperature(t) -> float:
-    if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Real):
-        raise ValueError(f"temperature must be a positive number, got {t!r}")
-    t = float(t)
-    if not (math.isfinite(t) and t > 0.0):
-        raise ValueError(f"temperature must be finite and > 0, got {t!r}")
-    return t
-
-
 def softmax_t(logits, temperature: float = 1.0) -> np.ndarray:
     """Row-wise ``softmax(logits / T)`` in float64 (max-shifted for stability); (N, K) -> (N, K)."""
-    z = _check_logits(logits) / _check_temperature(temperature)
+    z = check_logits(logits) / check_positive_real(temperature, "temperature")
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
@@ -406,15 +391,15 @@ def fit_temperature(logits, labels, bounds=(0.05, 20.0)) -> float:
     xatol 1e-8) over ``bounds = (lo, hi)``, 0 < lo < hi. If the data are perfectly
     separable the optimum sits at ``lo``.
     """
-    z = _check_logits(logits)
+    z = check_logits(logits)
     y = check_labels(labels, "labels", n_classes=z.shape[1])
     check_consistent_length(logits=z, labels=y)
     try:
         lo, hi = (float(b) for b in bounds)
     except Exception as exc:
-        raise ValueError(f"bounds must be a pair (lo, hi) of numbers, got {bounds!r}") from exc
+        raise MetricInputError(f"bounds must be a pair (lo, hi) of numbers, got {bounds!r}") from exc
     if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 < lo < hi):
-        raise ValueError(f"bounds must satisfy 0 < lo < hi (finite), got {bounds!r}")
+        raise MetricInputError(f"bounds must satisfy 0 < lo < hi (finite), got {bounds!r}")
     res = optimize.minimize_scalar(lambda t: _nll(z, y, t), bounds=(lo, hi), method="bounded",
                                    options={"xatol": 1e-8, "maxiter": 500})
     t = float(res.x)
@@ -428,17 +413,23 @@ def average_confidence(probs) -> float:
     return float(check_probs(probs, "probs").max(axis=1).mean())
 
 
-def difference_of_confidences(probs_source, labels_source, probs_target) -> float:
-    """DoC (Guillory et al. 2021): ``Acc_S - (AC_S - AC_T)``.
-
-    Acc_S = fraction of source rows whose argmax (first index on ties) equals the label.
-    """
+def _source_target(probs_source, labels_source, probs_target) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labelled source probabilities and labels, and target probabilities over the same classes."""
     ps = check_probs(probs_source, "probs_source")
     ys = check_labels(labels_source, "labels_source", n_classes=ps.shape[1])
     check_consistent_length(probs_source=ps, labels_source=ys)
     pt = check_probs(probs_target, "probs_target")
     if pt.shape[1] != ps.shape[1]:
-        raise ValueError(f"probs_target has {pt.shape[1]} classes but probs_source has {ps.shape[1]}")
+        raise MetricInputError(f"probs_target has {pt.shape[1]} classes but probs_source has {ps.shape[1]}")
+    return ps, ys, pt
+
+
+def difference_of_confidences(probs_source, labels_source, probs_target) -> float:
+    """DoC (Guillory et al. 2021): ``Acc_S - (AC_S - AC_T)``.
+
+    Acc_S = fraction of source rows whose argmax (first index on ties) equals the label.
+    """
+    ps, ys, pt = _source_target(probs_source, labels_source, probs_target)
     acc_s = float(np.mean(ps.argmax(axis=1) == ys))
     return float(acc_s - (ps.max(axis=1).mean() - pt.max(axis=1).mean()))
 
@@ -510,14 +501,12 @@ def _largest_remainder_counts(marginal: np.ndarray, n: int) -> np.ndarray:
 def _check_marginal(m, k: int) -> np.ndarray:
     arr = np.asarray(m)
     if arr.ndim != 1 or arr.shape[0] != k:
-        raise ValueError(f"source_label_marginal must be a 1-D vector of {k} class frequencies, got shape {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(f"source_label_marginal must be numeric, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
+        raise MetricInputError(f"source_label_marginal must be a 1-D vector of {k} class frequencies, got shape {arr.shape}")
+    arr = as_float64(arr, "source_label_marginal", allow_bool=False)
     if not np.isfinite(arr).all() or (arr < 0).any():
-        raise ValueError("source_label_marginal must hold finite, non-negative frequencies")
+        raise MetricInputError("source_label_marginal must hold finite, non-negative frequencies")
     if abs(arr.sum() - 1.0) > 1e-6:
-        raise ValueError(
+        raise MetricInputError(
             f"source_label_marginal must sum to 1 (got {arr.sum()!r}); pass np.bincount(y, minlength=K) / len(y)"
         )
     return arr / arr.sum()
@@ -566,20 +555,14 @@ def estimate_accuracy(method: str, probs_source, labels_source, probs_target, se
     source label marginal ``bincount(labels_source) / N_S``. ``"nuclear_norm"`` returns the
     raw target score of :func:`nuclear_norm_score` (not an accuracy; needs a fitted map).
     """
-    if not isinstance(method, str) or method not in ACCURACY_ESTIMATORS:
-        raise ValueError(f"method must be one of {', '.join(repr(m) for m in ACCURACY_ESTIMATORS)}; got {method!r}")
+    check_choice(method, ACCURACY_ESTIMATORS, "method")
     if method == "AC":
         return average_confidence(probs_target)
     if method == "nuclear_norm":
         return nuclear_norm_score(probs_target)
     if method == "DoC":
         return difference_of_confidences(probs_source, labels_source, probs_target)
-    ps = check_probs(probs_source, "probs_source")
-    ys = check_labels(labels_source, "labels_source", n_classes=ps.shape[1])
-    check_consistent_length(probs_source=ps, labels_source=ys)
-    pt = check_probs(probs_target, "probs_target")
-    if pt.shape[1] != ps.shape[1]:
-        raise ValueError(f"probs_target has {pt.shape[1]} classes but probs_source has {ps.shape[1]}")
+    ps, ys, pt = _source_target(probs_source, labels_source, probs_target)
     if method == "COT":
         return cot_estimate(pt, np.bincount(ys, minlength=ps.shape[1]) / ys.shape[0], seed=seed)
     correct = ps.argmax(axis=1) == ys

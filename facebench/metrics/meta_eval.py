@@ -28,14 +28,26 @@ Conventions
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from typing import Callable
 
 import numpy as np
 from scipy import stats
 
-from ._validation import check_clusters, check_consistent_length, check_positive_int, check_score_vector
+from facebench.errors import MetricInputError
+
+from ._validation import (
+    as_array,
+    check_callable,
+    check_choice,
+    check_clusters,
+    check_consistent_length,
+    check_int_at_least,
+    check_matrix,
+    check_positive_int,
+    check_score_vector,
+    not_fitted,
+)
 from .bootstrap import _rows_per_chunk
 
 __all__ = [
@@ -67,30 +79,15 @@ def _pair(a, b, name_a: str, name_b: str) -> tuple[np.ndarray, np.ndarray]:
     y = check_score_vector(b, name_b, empty_hint=hint)
     n = check_consistent_length(**{name_a: x, name_b: y})
     if n < 2:
-        raise ValueError(f"{name_a} and {name_b} hold {n} test set; {hint}")
+        raise MetricInputError(f"{name_a} and {name_b} hold {n} test set; {hint}")
     return x, y
 
 
 def _features(X, name: str = "X") -> np.ndarray:
     """Feature matrix (n, d) float64; a 1-D X is one feature."""
-    try:
-        arr = np.asarray(X)
-    except Exception as exc:  # pragma: no cover - exotic inputs
-        raise ValueError(f"{name} could not be converted to a NumPy array: {exc}") from exc
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-            or arr.dtype == np.bool_):
-        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 1-D (one feature) or 2-D (n_sets, n_features), got shape {arr.shape}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}); need at least one test set and one feature")
-    arr = arr.astype(np.float64, copy=False)
-    if not np.isfinite(arr).all():
-        r = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-        raise ValueError(f"{name} contains NaN or inf (first in row {r})")
-    return arr
+    arr = as_array(X, name)
+    return check_matrix(arr[:, None] if arr.ndim == 1 else arr, name,
+                        shape="(n_sets, n_features) (or 1-D: one feature)")
 
 
 # --------------------------------------------------------------------------- weighted kernels
@@ -289,10 +286,10 @@ class _MapBase:
 
     def _check_predict_inputs(self, X) -> np.ndarray:
         if not hasattr(self, "n_features_in_"):
-            raise ValueError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) first")
+            raise not_fitted(type(self).__name__, "fit(X, y)")
         Xa = _features(X)
         if Xa.shape[1] != self.n_features_in_:
-            raise ValueError(
+            raise MetricInputError(
                 f"X has {Xa.shape[1]} feature(s) but {type(self).__name__} was fitted with {self.n_features_in_}"
             )
         return Xa
@@ -338,11 +335,8 @@ class NonLinearMap(_MapBase):
 
     def __init__(self, seed: int = 0, hidden_layer_sizes=(16,), alpha: float = 1e-3, max_iter: int = 5000,
                  solver: str = "lbfgs"):
-        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        if solver not in ("lbfgs", "adam", "sgd"):
-            raise ValueError(f"solver must be 'lbfgs', 'adam' or 'sgd', got {solver!r}")
-        self.seed = int(seed)
+        self.seed = check_int_at_least(seed, "seed", 0)
+        check_choice(solver, ("lbfgs", "adam", "sgd"), "solver")
         self.hidden_layer_sizes = tuple(hidden_layer_sizes)
         self.alpha = float(alpha)
         self.max_iter = check_positive_int(max_iter, "max_iter")
@@ -383,11 +377,10 @@ def leave_one_family_out(X, y, families, model_factory: Callable[[], object]) ->
 
     For each family f (sorted ids): ``model = model_factory()``, fit on all sets not in
     f, predict the sets in f. ``X`` is passed to the model with its original
-    dimensionality (1-D stays 1-D). Raises ValueError with a single family (no
+    dimensionality (1-D stays 1-D). Raises MetricInputError with a single family (no
     held-out fit is possible) or when a training fold has fewer than 2 sets.
     """
-    if not callable(model_factory):
-        raise ValueError("model_factory must be callable with no arguments, e.g. LinearMap or lambda: NonLinearMap(0)")
+    check_callable(model_factory, "model_factory", "no arguments, e.g. LinearMap or lambda: NonLinearMap(0)")
     Xa = _features(X)
     if np.ndim(X) == 1:
         Xa = Xa[:, 0]
@@ -395,7 +388,7 @@ def leave_one_family_out(X, y, families, model_factory: Callable[[], object]) ->
     n = check_consistent_length(X=Xa, y=ya)
     inv, k = check_clusters(families, n, name="families")
     if k < 2:
-        raise ValueError(
+        raise MetricInputError(
             "leave_one_family_out needs at least 2 shift families; with one family every "
             "training fold would be empty (no held-out fit is possible)"
         )
@@ -406,14 +399,14 @@ def leave_one_family_out(X, y, families, model_factory: Callable[[], object]) ->
         train = ~test
         n_train = int(train.sum())
         if n_train < 2:
-            raise ValueError(
+            raise MetricInputError(
                 f"holding out family {labels[f]!r} leaves {n_train} training set(s); each fold needs >= 2"
             )
         model = model_factory()
         model.fit(Xa[train], ya[train])
         pred = np.asarray(model.predict(Xa[test]), dtype=np.float64).reshape(-1)
         if pred.shape[0] != int(test.sum()):
-            raise ValueError(
+            raise MetricInputError(
                 f"model.predict returned {pred.shape[0]} values for {int(test.sum())} held-out sets of family {labels[f]!r}"
             )
         out[test] = pred

@@ -19,12 +19,20 @@ Conventions (see ``spec/protocols.md`` §4.2 and ``spec/anchors.md`` §3.1-3.2):
 
 from __future__ import annotations
 
-import numbers
 from typing import Callable
 
 import numpy as np
 
-from ._validation import check_binary_flags, check_score_vector
+from facebench.errors import MetricInputError
+
+from ._validation import (
+    check_binary_flags,
+    check_callable,
+    check_choice,
+    check_fraction,
+    check_positive_int,
+    check_score_vector,
+)
 
 __all__ = [
     "auroc",
@@ -54,28 +62,14 @@ AUPR_METHODS = ("ap", "trapezoid")
 # --------------------------------------------------------------------------- validation
 
 
-def _check_choice(value, allowed: tuple[str, ...], name: str) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
-    return value
-
-
-def _check_scores(x, name: str) -> np.ndarray:
-    """A non-empty, finite, 1-D float64 vector of scores."""
-    return check_score_vector(x, name, "OOD metrics need at least one known and one unknown sample")
+def _known_unknown(known, unknown, names=("known", "unknown")) -> tuple[np.ndarray, np.ndarray]:
+    """The known and the unknown scores as non-empty, finite 1-D float64 vectors."""
+    hint = "OOD metrics need at least one known and one unknown sample"
+    return check_score_vector(known, names[0], hint), check_score_vector(unknown, names[1], hint)
 
 
 def _check_correct(correct, n: int, name: str = "known_correct") -> np.ndarray:
     return check_binary_flags(correct, n, name, "1 = correctly classified known sample")
-
-
-def _check_rate(value, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    v = float(value)
-    if not (0.0 <= v <= 1.0):
-        raise ValueError(f"{name} must be in [0, 1] (a fraction, e.g. 0.95 not 95), got {value!r}")
-    return v
 
 
 def _pos_neg(known: np.ndarray, unknown: np.ndarray, positive: str) -> tuple[np.ndarray, np.ndarray]:
@@ -143,8 +137,7 @@ def auroc(known, unknown) -> float:
     ``sklearn.metrics.roc_auc_score(known=1, scores)`` and does not depend on
     which class is called positive.
     """
-    k = _check_scores(known, "known")
-    u = _check_scores(unknown, "unknown")
+    k, u = _known_unknown(known, unknown)
     return _auroc_fast(k, u)
 
 
@@ -177,8 +170,8 @@ def roc_curve_points(known, unknown, positive="known") -> tuple[np.ndarray, np.n
     ``-s`` (unknown). Point ``i`` accepts scores ``>= thresholds[i]``; the
     first point is ``(0, 0)`` with threshold ``+inf``, the last ``(1, 1)``.
     """
-    positive = _check_choice(positive, POSITIVES, "positive")
-    pos, neg = _pos_neg(_check_scores(known, "known"), _check_scores(unknown, "unknown"), positive)
+    positive = check_choice(positive, POSITIVES, "positive")
+    pos, neg = _pos_neg(*_known_unknown(known, unknown), positive)
     return _roc(pos, neg, drop_intermediate=False)
 
 
@@ -202,10 +195,10 @@ def fpr_at_tpr(known, unknown, tpr=0.95, positive="known", rule="interp") -> flo
     same except when sklearn's ``drop_intermediate`` removed that very point,
     which needs equally composed tie blocks).
     """
-    target = _check_rate(tpr, "tpr")
-    positive = _check_choice(positive, POSITIVES, "positive")
-    rule = _check_choice(rule, FPR_RULES, "rule")
-    pos, neg = _pos_neg(_check_scores(known, "known"), _check_scores(unknown, "unknown"), positive)
+    target = check_fraction(tpr, "tpr")
+    positive = check_choice(positive, POSITIVES, "positive")
+    rule = check_choice(rule, FPR_RULES, "rule")
+    pos, neg = _pos_neg(*_known_unknown(known, unknown), positive)
     if rule == "first":
         fpr, tp_rate, _ = _roc(pos, neg, drop_intermediate=False)
         return float(fpr[np.argmax(tp_rate >= target)])  # tp_rate[-1] == 1 >= target
@@ -229,9 +222,9 @@ def aupr(known, unknown, positive="known", method="ap") -> float:
     (trapezoid rule, including the (recall 0, precision 1) end point;
     optimistic compared with AP).
     """
-    positive = _check_choice(positive, POSITIVES, "positive")
-    method = _check_choice(method, AUPR_METHODS, "method")
-    pos, neg = _pos_neg(_check_scores(known, "known"), _check_scores(unknown, "unknown"), positive)
+    positive = check_choice(positive, POSITIVES, "positive")
+    method = check_choice(method, AUPR_METHODS, "method")
+    pos, neg = _pos_neg(*_known_unknown(known, unknown), positive)
     tps, fps, _ = _clf_counts(pos, neg)
     precision = tps / (tps + fps)  # tps + fps >= 1 at every distinct score
     recall = tps / tps[-1]
@@ -263,8 +256,7 @@ def oscr_curve(known_scores, known_correct, unknown_scores) -> tuple[np.ndarray,
     ``(fpr, ccr, thresholds)`` starting at ``(0, 0, +inf)`` and ending at
     ``(1, closed-set accuracy, min score)``.
     """
-    k = _check_scores(known_scores, "known_scores")
-    u = _check_scores(unknown_scores, "unknown_scores")
+    k, u = _known_unknown(known_scores, unknown_scores, ("known_scores", "unknown_scores"))
     c = _check_correct(known_correct, k.shape[0])
     return _oscr_curve(k, c, u)
 
@@ -292,7 +284,7 @@ def ccr_at_fpr(known_scores, known_correct, unknown_scores, fpr) -> float:
     tie block of unknowns that would push FPR above ``fpr`` is rejected as a
     whole; ``fpr=0`` gives the CCR above the highest unknown score.
     """
-    target = _check_rate(fpr, "fpr")
+    target = check_fraction(fpr, "fpr")
     f, ccr, _ = oscr_curve(known_scores, known_correct, unknown_scores)
     # f is non-decreasing and f[0] == 0 <= target, so the index is >= 0
     idx = int(np.searchsorted(f, target, side="right")) - 1
@@ -314,14 +306,14 @@ def metric_key(name, positive=None, rule=None, method=None) -> str:
     ``metric_key("fpr@tpr95", positive="known", rule="interp") == "fpr@tpr95[pos=known,rule=interp]"``.
     """
     if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
+        raise MetricInputError(f"name must be a non-empty string, got {name!r}")
     parts = []
     if positive is not None:
-        parts.append(f"pos={_check_choice(positive, POSITIVES, 'positive')}")
+        parts.append(f"pos={check_choice(positive, POSITIVES, 'positive')}")
     if rule is not None:
-        parts.append(f"rule={_check_choice(rule, FPR_RULES, 'rule')}")
+        parts.append(f"rule={check_choice(rule, FPR_RULES, 'rule')}")
     if method is not None:
-        parts.append(f"method={_check_choice(method, AUPR_METHODS, 'method')}")
+        parts.append(f"method={check_choice(method, AUPR_METHODS, 'method')}")
     return f"{name}[{','.join(parts)}]" if parts else name
 
 
@@ -333,9 +325,8 @@ def ood_metrics(known, unknown, tpr=0.95) -> dict[str, float]:
     (known, interp), (unknown, first), (known, first), (unknown, interp);
     ``detection_error``.
     """
-    k = _check_scores(known, "known")
-    u = _check_scores(unknown, "unknown")
-    target = _check_rate(tpr, "tpr")
+    k, u = _known_unknown(known, unknown)
+    target = check_fraction(tpr, "tpr")
     fpr_name = f"fpr@tpr{_fmt_rate(target)}"
     out = {"auroc": _auroc_fast(k, u)}
     for pos in POSITIVES:
@@ -359,18 +350,14 @@ def stratified_bootstrap(
     ``known``, e.g. correctness flags), ``stat(known_b, unknown_b, extra_b)``
     with ``extra_b = extra_known[known indices]``.
     """
-    if not callable(stat):
-        raise ValueError(f"stat must be callable, got {type(stat).__name__}")
-    k = _check_scores(known, "known")
-    u = _check_scores(unknown, "unknown")
-    if isinstance(n_resamples, (bool, np.bool_)) or not isinstance(n_resamples, numbers.Integral) \
-            or n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    check_callable(stat, "stat", "stat(known_b, unknown_b[, extra_b]) -> float")
+    k, u = _known_unknown(known, unknown)
+    n_resamples = check_positive_int(n_resamples, "n_resamples")
     extra = None
     if extra_known is not None:
         extra = np.asarray(extra_known)
         if extra.ndim < 1 or extra.shape[0] != k.shape[0]:
-            raise ValueError(
+            raise MetricInputError(
                 f"extra_known must be aligned with known: got {extra.shape[0] if extra.ndim else 'a scalar'} "
                 f"entries for {k.shape[0]} known scores (length mismatch)"
             )
@@ -400,13 +387,10 @@ def bootstrap_open_set(known, known_correct, unknown, tpr=0.95, n_resamples=1000
     TP_g / N_k) and OSCR is the trapezoid area under (FP_g / N_u, CC_g / N_k). The interp rule is
     ``np.interp`` on the full curve, which equals it on sklearn's reduced curve up to rounding.
     """
-    k = _check_scores(known, "known")
-    u = _check_scores(unknown, "unknown")
+    k, u = _known_unknown(known, unknown)
     c = _check_correct(known_correct, k.shape[0])
-    target = _check_rate(tpr, "tpr")
-    b_total = int(n_resamples)
-    if b_total < 1:
-        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    target = check_fraction(tpr, "tpr")
+    b_total = check_positive_int(n_resamples, "n_resamples")
     levels = np.unique(np.concatenate([k, u]))[::-1]  # descending distinct scores
     m = levels.shape[0]
     gk = np.searchsorted(-levels, -k)  # group index of each score

@@ -22,12 +22,11 @@ Feature detectors (``fit`` on in-distribution training features, then ``score``)
 scikit-learn's ``LogisticRegression(C=C)`` with lbfgs) for producing logits from
 frozen features.
 
-Everything is float64 NumPy/SciPy; bad input raises ``ValueError``.
+Everything is float64 NumPy/SciPy; bad input raises ``facebench.errors.MetricInputError`` (a ``ValueError``).
 """
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from typing import Callable
 
@@ -36,7 +35,19 @@ from scipy import linalg, optimize
 from scipy.special import logsumexp
 from threadpoolctl import threadpool_limits
 
-from ._validation import _as_array, check_finite_rows, check_labels, check_n_classes, check_positive_int
+from facebench.errors import MetricInputError
+
+from ._validation import (
+    as_array,
+    check_choice,
+    check_labels,
+    check_logits,
+    check_matrix,
+    check_n_classes,
+    check_positive_int,
+    check_positive_real,
+    not_fitted,
+)
 
 __all__ = [
     "msp",
@@ -56,57 +67,19 @@ __all__ = [
 # --------------------------------------------------------------------------- validation
 
 
-def _check_matrix(x, name: str, min_rows: int = 1, min_cols: int = 1) -> np.ndarray:
-    """Validate a finite numeric 2-D array and return it as float64."""
-    arr = _as_array(x, name)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (n_samples, n_dims) array, got shape {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-            or arr.dtype == np.bool_):
-        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-    if arr.shape[0] < min_rows:
-        raise ValueError(f"{name} has {arr.shape[0]} row(s) (shape {arr.shape}); need at least {min_rows}")
-    if arr.shape[1] < min_cols:
-        raise ValueError(f"{name} has {arr.shape[1]} column(s) (shape {arr.shape}); need at least {min_cols}")
-    return check_finite_rows(arr.astype(np.float64, copy=False), name)
-
-
-def _check_logits(logits, name: str = "logits") -> np.ndarray:
-    arr = _as_array(logits, name)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        raise ValueError(
-            f"{name} has a single column (shape {arr.shape}); logit scores need C >= 2 classes "
-            "(for a binary sigmoid output pass np.column_stack([0*z, z]))"
-        )
-    return _check_matrix(arr, name, min_rows=1, min_cols=2)
-
-
-def _check_temperature(temperature) -> float:
-    if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, numbers.Real):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    t = float(temperature)
-    if not (np.isfinite(t) and t > 0):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    return t
-
-
 def _check_score_features(features, n_features: int, owner: str) -> np.ndarray:
-    x = _check_matrix(features, "features")
+    x = check_matrix(features, "features")
     if x.shape[1] != n_features:
-        raise ValueError(
+        raise MetricInputError(
             f"features have {x.shape[1]} dims but {owner} was fitted on {n_features}-dim features"
         )
     return x
 
 
-def _not_fitted(owner: str) -> ValueError:
-    return ValueError(f"{owner} is not fitted yet; call fit(...) before using it")
-
-
 def _check_fit_labels(labels, n: int) -> np.ndarray:
     y = check_labels(labels, name="labels")
     if y.shape[0] != n:
-        raise ValueError(f"features have {n} rows but labels has {y.shape[0]} entries; pass one label per sample")
+        raise MetricInputError(f"features have {n} rows but labels has {y.shape[0]} entries; pass one label per sample")
     return y
 
 
@@ -123,13 +96,13 @@ def msp(logits) -> np.ndarray:
     Computed as ``exp(max_c z_c - logsumexp(z))`` (row max subtracted inside logsumexp),
     so it is finite for arbitrarily large logits.
     """
-    z = _check_logits(logits)
+    z = check_logits(logits, min_classes=2)
     return np.exp(z.max(axis=1) - logsumexp(z, axis=1))
 
 
 def max_logit(logits) -> np.ndarray:
     """Maximum logit ``max_c z_c``, shape ``(N,)``."""
-    z = _check_logits(logits)
+    z = check_logits(logits, min_classes=2)
     return z.max(axis=1)
 
 
@@ -139,8 +112,8 @@ def energy(logits, temperature=1.0) -> np.ndarray:
     Liu et al. define the energy ``E = -T logsumexp(z/T)`` and flag OOD when ``E`` is
     large; this returns ``-E`` so that higher = in-distribution.
     """
-    z = _check_logits(logits)
-    t = _check_temperature(temperature)
+    z = check_logits(logits, min_classes=2)
+    t = check_positive_real(temperature, "temperature")
     return t * logsumexp(z / t, axis=1)
 
 
@@ -150,7 +123,7 @@ def neg_entropy(logits) -> np.ndarray:
     Lies in ``[-log C, 0]``; 0 for a one-hot prediction. Uses the log-softmax so
     huge logits are exact (``0 * log 0`` is taken as 0).
     """
-    z = _check_logits(logits)
+    z = check_logits(logits, min_classes=2)
     logp = _log_softmax(z)
     return np.sum(np.exp(logp) * logp, axis=1)
 
@@ -165,8 +138,7 @@ LOGIT_SCORES: dict[str, Callable[..., np.ndarray]] = {
 
 def logit_score(name, logits, temperature=1.0) -> np.ndarray:
     """Dispatch to ``LOGIT_SCORES[name]``; ``temperature`` is used by ``"energy"`` only (ignored otherwise)."""
-    if name not in LOGIT_SCORES:
-        raise ValueError(f"unknown logit score {name!r}; choose one of {sorted(LOGIT_SCORES)}")
+    check_choice(name, tuple(sorted(LOGIT_SCORES)), "logit score name")
     if name == "energy":
         return energy(logits, temperature=temperature)
     return LOGIT_SCORES[name](logits)
@@ -229,7 +201,7 @@ class Mahalanobis:
         self._centres = None
 
     def fit(self, features, labels) -> "Mahalanobis":
-        x = _check_matrix(features, "features", min_rows=2)
+        x = check_matrix(features, "features", min_rows=2)
         y = _check_fit_labels(labels, x.shape[0])
         counts = np.bincount(y)
         classes = np.flatnonzero(counts > 0)
@@ -254,7 +226,7 @@ class Mahalanobis:
     def score(self, features) -> np.ndarray:
         """``-min_c (x - mu_c)^T Sigma^+ (x - mu_c)`` for each row, shape ``(N,)``."""
         if self.means_ is None:
-            raise _not_fitted("Mahalanobis")
+            raise not_fitted("Mahalanobis")
         x = _check_score_features(features, self.n_features_, "Mahalanobis")
         # Mahalanobis distance under Sigma^+ = L L^T is the Euclidean distance after x -> x L.
         _, d2 = _min_sq_dist_to_centres(x @ self._whiten, self._centres)
@@ -263,7 +235,7 @@ class Mahalanobis:
     def predict(self, features) -> np.ndarray:
         """Class id (from ``classes_``) of the nearest class mean in Mahalanobis distance."""
         if self.means_ is None:
-            raise _not_fitted("Mahalanobis")
+            raise not_fitted("Mahalanobis")
         x = _check_score_features(features, self.n_features_, "Mahalanobis")
         idx, _ = _min_sq_dist_to_centres(x @ self._whiten, self._centres)
         return self.classes_[idx]
@@ -293,11 +265,11 @@ class KNNScore:
         self.n_features_ = None
 
     def fit(self, features, labels=None) -> "KNNScore":
-        x = _check_matrix(features, "features")
+        x = check_matrix(features, "features")
         if labels is not None:
             _check_fit_labels(labels, x.shape[0])
         if self.k > x.shape[0]:
-            raise ValueError(
+            raise MetricInputError(
                 f"k={self.k} is larger than the number of fitted training features ({x.shape[0]}); "
                 "lower k or fit on more samples"
             )
@@ -313,7 +285,7 @@ class KNNScore:
         ``|q|^2 + |t|^2 - 2 q.t``; the returned distance is recomputed exactly as ``||q - t_(k)||``.
         """
         if self.bank_ is None:
-            raise _not_fitted("KNNScore")
+            raise not_fitted("KNNScore")
         chunk = check_positive_int(chunk, "chunk")
         q = _l2_normalise(_check_score_features(features, self.n_features_, "KNNScore"))
         bank, k = self.bank_, self.k
@@ -368,13 +340,9 @@ class LinearProbe:
     """
 
     def __init__(self, C=1.0, max_iter=1000, tol=1e-6, standardize=True):
-        if isinstance(C, (bool, np.bool_)) or not isinstance(C, numbers.Real) or not (np.isfinite(C) and C > 0):
-            raise ValueError(f"C must be a positive finite number (inverse L2 strength), got {C!r}")
-        if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real) or not (np.isfinite(tol) and tol > 0):
-            raise ValueError(f"tol must be a positive finite number, got {tol!r}")
-        self.C = float(C)
+        self.C = check_positive_real(C, "C", " (inverse L2 strength)")
         self.max_iter = check_positive_int(max_iter, "max_iter")
-        self.tol = float(tol)
+        self.tol = check_positive_real(tol, "tol")
         self.standardize = bool(standardize)
         self.coef_ = None
         self.intercept_ = None
@@ -403,13 +371,13 @@ class LinearProbe:
         return (x - self.mean_) / self.scale_ if self.standardize else x
 
     def fit(self, features, labels, n_classes=None) -> "LinearProbe":
-        x = _check_matrix(features, "features")
+        x = check_matrix(features, "features")
         y = _check_fit_labels(labels, x.shape[0])
         k = int(y.max()) + 1 if n_classes is None else check_n_classes(n_classes)
         if y.max() >= k:
-            raise ValueError(f"labels contain class {int(y.max())} but n_classes={k} (valid labels 0..{k - 1})")
+            raise MetricInputError(f"labels contain class {int(y.max())} but n_classes={k} (valid labels 0..{k - 1})")
         if k < 2 or np.unique(y).size < 2:
-            raise ValueError(
+            raise MetricInputError(
                 f"LinearProbe needs at least 2 classes with samples; got n_classes={k} and "
                 f"{np.unique(y).size} distinct label(s) present"
             )
@@ -453,7 +421,7 @@ class LinearProbe:
     def logits(self, features) -> np.ndarray:
         """Class logits ``W x' + b`` (``x'`` standardised if enabled), shape ``(N, n_classes)``."""
         if self.coef_ is None:
-            raise _not_fitted("LinearProbe")
+            raise not_fitted("LinearProbe")
         x = _check_score_features(features, self.n_features_, "LinearProbe")
         return self._transform(x) @ self.coef_.T + self.intercept_
 
@@ -495,20 +463,20 @@ class ViM:
         self.n_features_ = None
 
     def fit(self, features, W, b) -> "ViM":
-        x = _check_matrix(features, "features", min_rows=2, min_cols=2)
-        w = _check_matrix(W, "W", min_cols=1)
+        x = check_matrix(features, "features", min_rows=2, min_cols=2)
+        w = check_matrix(W, "W", min_cols=1)
         if w.shape[1] != x.shape[1]:
-            raise ValueError(f"W has shape {w.shape} but features have {x.shape[1]} dims; expected W of shape (C, {x.shape[1]})")
+            raise MetricInputError(f"W has shape {w.shape} but features have {x.shape[1]} dims; expected W of shape (C, {x.shape[1]})")
         if w.shape[0] < 2:
-            raise ValueError(f"W has {w.shape[0]} row(s); ViM needs a classifier with C >= 2 classes")
-        bb = _as_array(b, "b")
+            raise MetricInputError(f"W has {w.shape[0]} row(s); ViM needs a classifier with C >= 2 classes")
+        bb = as_array(b, "b")
         if bb.ndim != 1 or bb.shape[0] != w.shape[0]:
-            raise ValueError(f"b must be 1-D with {w.shape[0]} entries (one per row of W), got shape {bb.shape}")
-        bb = _check_matrix(bb[None, :], "b")[0]
+            raise MetricInputError(f"b must be 1-D with {w.shape[0]} entries (one per row of W), got shape {bb.shape}")
+        bb = check_matrix(bb[None, :], "b")[0]
         d = x.shape[1]
         dim = self.dim if self.dim is not None else (1000 if d >= 2048 else 512 if d >= 768 else d // 2)
         if not 1 <= dim < d:
-            raise ValueError(f"dim must satisfy 1 <= dim < n_features={d}, got dim={dim}")
+            raise MetricInputError(f"dim must satisfy 1 <= dim < n_features={d}, got dim={dim}")
         u = -linalg.pinv(w) @ bb
         xc = x - u
         s, v = linalg.eigh((xc.T @ xc) / x.shape[0])
@@ -517,7 +485,7 @@ class ViM:
         resid = np.linalg.norm(xc @ basis, axis=1)
         mean_resid = float(resid.mean())
         if not mean_resid > 0:
-            raise ValueError("training features have zero residual outside the principal subspace; lower dim")
+            raise MetricInputError("training features have zero residual outside the principal subspace; lower dim")
         logits = x @ w.T + bb
         self.dim_ = dim
         self.origin_ = u
@@ -531,7 +499,7 @@ class ViM:
     def score(self, features) -> np.ndarray:
         """``logsumexp(W x + b) - alpha * ||R^T (x - u)||``, shape ``(N,)``."""
         if self.W_ is None:
-            raise _not_fitted("ViM")
+            raise not_fitted("ViM")
         x = _check_score_features(features, self.n_features_, "ViM")
         vlogit = self.alpha_ * np.linalg.norm((x - self.origin_) @ self.residual_basis_, axis=1)
         return logsumexp(x @ self.W_.T + self.b_, axis=1) - vlogit

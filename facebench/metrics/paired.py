@@ -27,14 +27,19 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
+from facebench.errors import MetricInputError
+
 from ._validation import (
     check_binary_flags,
+    check_callable,
+    check_choice,
     check_classes,
     check_confidence,
     check_consistent_length,
     check_labels,
     check_n_classes,
     check_positive_int,
+    check_vector,
 )
 from .bootstrap import _rows_per_chunk, nan_fraction, percentile_interval
 
@@ -84,15 +89,12 @@ def mcnemar_exact(correct_base, correct_new) -> dict:
     accuracy_new - accuracy_base = (c - b) / N`` (N = number of samples).
     Ints are Python ints, the rest Python floats.
     """
-    base_arr = np.asarray(correct_base)
-    if base_arr.ndim != 1:
-        raise ValueError(f"correct_base must be 1-D (one outcome per sample), got shape {base_arr.shape}")
+    base_arr = check_vector(correct_base, "correct_base", per="outcome",
+                            empty_hint="the McNemar test needs at least one paired sample")
     n_samples = int(base_arr.shape[0])
-    if n_samples == 0:
-        raise ValueError("correct_base is empty; the McNemar test needs at least one paired sample")
     new_arr = np.asarray(correct_new)
     if new_arr.ndim == 1 and new_arr.shape[0] != n_samples:
-        raise ValueError(
+        raise MetricInputError(
             f"correct_base has {n_samples} entries but correct_new has {new_arr.shape[0]}; "
             "the McNemar test needs the same samples, in the same order, for both runs"
         )
@@ -210,17 +212,16 @@ def paired_bootstrap(metric_fn: Callable, y_true, pred_base, pred_new, n_resampl
     The metric is called 2B + 2 times in Python; for accuracy, mean class
     accuracy and macro F1 use :func:`paired_bootstrap_classification`.
     """
-    if not callable(metric_fn):
-        raise ValueError("metric_fn must be callable: (y_true_subset, pred_subset) -> float")
+    check_callable(metric_fn, "metric_fn", "(y_true_subset, pred_subset) -> float")
     yt = np.asarray(y_true)
     pb = np.asarray(pred_base)
     pn = np.asarray(pred_new)
     for name, arr in (("y_true", yt), ("pred_base", pb), ("pred_new", pn)):
         if arr.ndim < 1:
-            raise ValueError(f"{name} must be an array with one entry per sample, got a scalar")
+            raise MetricInputError(f"{name} must be an array with one entry per sample, got a scalar")
     n = check_consistent_length(y_true=yt, pred_base=pb, pred_new=pn)
     if n == 0:
-        raise ValueError("y_true is empty; the paired bootstrap needs at least one sample")
+        raise MetricInputError("y_true is empty; the paired bootstrap needs at least one sample")
     conf = check_confidence(confidence)
     point_base = float(metric_fn(yt, pb))
     point_new = float(metric_fn(yt, pn))
@@ -269,12 +270,6 @@ def _scores_from_cms(cms: np.ndarray, metric: str, classes) -> np.ndarray:
     return np.where(present, per_class, 0.0).sum(axis=-1) / present.sum(axis=-1)
 
 
-def _check_metric(metric) -> str:
-    if metric not in PAIRED_CLASSIFICATION_METRICS:
-        raise ValueError(f"metric must be one of {PAIRED_CLASSIFICATION_METRICS}, got {metric!r}")
-    return metric
-
-
 def classification_metric(name, n_classes, classes=None) -> Callable:
     """``fn(y_true, y_pred) -> float`` for ``name`` in {"accuracy", "mean_class_accuracy", "macro_f1"}.
 
@@ -288,7 +283,7 @@ def classification_metric(name, n_classes, classes=None) -> Callable:
     ``eval_classes``); a list: that fixed subset (mean class accuracy is then
     NaN on a subset of samples in which one of those classes is absent).
     """
-    metric = _check_metric(name)
+    metric = check_choice(name, PAIRED_CLASSIFICATION_METRICS, "metric")
     c = check_n_classes(n_classes)
     sel = None if classes is None else check_classes(classes, c)
 
@@ -335,7 +330,7 @@ def paired_bootstrap_classification(y_true, pred_base, pred_new, n_classes, metr
     """
     from .classification import confusion_matrix
 
-    metric = _check_metric(metric)
+    metric = check_choice(metric, PAIRED_CLASSIFICATION_METRICS, "metric")
     c = check_n_classes(n_classes)
     yt = check_labels(y_true, "y_true", n_classes=c)
     pb = check_labels(pred_base, "pred_base", n_classes=c)
@@ -384,19 +379,19 @@ def holm(p_values) -> np.ndarray:
     ``multipletests(p, method="holm")[1]``.
 
     Accepts any 1-D sequence of p-values in ``[0, 1]``; an empty input gives
-    an empty array; NaN or out-of-range values raise ``ValueError``.
+    an empty array; NaN or out-of-range values raise ``MetricInputError``.
     """
     p = np.asarray(p_values, dtype=np.float64)
     if p.ndim != 1:
-        raise ValueError(f"p_values must be 1-D (one p-value per comparison), got shape {p.shape}")
+        raise MetricInputError(f"p_values must be 1-D (one p-value per comparison), got shape {p.shape}")
     m = p.size
     if m == 0:
         return np.empty(0, dtype=np.float64)
     if np.isnan(p).any():
-        raise ValueError(f"p_values contains NaN at index {int(np.flatnonzero(np.isnan(p))[0])}")
+        raise MetricInputError(f"p_values contains NaN at index {int(np.flatnonzero(np.isnan(p))[0])}")
     if (p < 0).any() or (p > 1).any():
         bad = int(np.flatnonzero((p < 0) | (p > 1))[0])
-        raise ValueError(f"p_values must lie in [0, 1]; p_values[{bad}] = {p[bad]!r}")
+        raise MetricInputError(f"p_values must lie in [0, 1]; p_values[{bad}] = {p[bad]!r}")
     order = np.argsort(p, kind="stable")
     scaled = (m - np.arange(m, dtype=np.float64)) * p[order]
     adj_sorted = np.minimum(1.0, np.maximum.accumulate(scaled))

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from facebench.errors import MetricInputError
+
 
 def _vectors(*arrays, names):
     out = [np.asarray(a, dtype=np.float64).ravel() for a in arrays]
     n = len(out[0])
     for a, name in zip(out, names):
         if len(a) != n:
-            raise ValueError(f"{name} has {len(a)} values, expected {n}")
+            raise MetricInputError(f"{name} has {len(a)} values, expected {n}")
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"{name} contains NaN or inf")
+            raise MetricInputError(f"{name} contains NaN or inf")
     if n == 0:
-        raise ValueError("empty input")
+        raise MetricInputError("empty input")
     return out
 
 
@@ -43,7 +45,7 @@ def per_sample_epsilon(y_pred, mu, sigma) -> np.ndarray:
     """1 - exp(-(pred - mu)^2 / (2 sigma^2)) per image; sigma must be > 0."""
     p, m, s = _vectors(y_pred, mu, sigma, names=("y_pred", "mu", "sigma"))
     if np.any(s <= 0):
-        raise ValueError("epsilon-error needs every annotation std sigma > 0")
+        raise MetricInputError("epsilon-error needs every annotation std sigma > 0")
     return 1.0 - np.exp(-((p - m) ** 2) / (2.0 * s**2))
 
 
@@ -58,7 +60,7 @@ def binary_attribute_accuracy(targets, logits, threshold: float = 0.0) -> np.nda
     t = np.asarray(targets)
     z = np.asarray(logits, dtype=np.float64)
     if t.shape != z.shape or t.ndim != 2:
-        raise ValueError(f"targets {t.shape} and logits {z.shape} must be the same (n, K) shape")
+        raise MetricInputError(f"targets {t.shape} and logits {z.shape} must be the same (n, K) shape")
     if not np.isin(t, (0, 1)).all():
-        raise ValueError("attribute targets must be 0 or 1 (map CelebA's -1 to 0)")
+        raise MetricInputError("attribute targets must be 0 or 1 (map CelebA's -1 to 0)")
     return np.mean((z > threshold).astype(np.int64) == t, axis=0)

@@ -28,7 +28,21 @@ import numbers
 
 import numpy as np
 
-from ._validation import check_int_at_least, check_binary_flags, check_score_vector
+from facebench.errors import MetricInputError
+
+from ._validation import (
+    as_array,
+    as_float64,
+    check_binary_flags,
+    check_bool,
+    check_choice,
+    check_finite,
+    check_fraction,
+    check_int_at_least,
+    check_positive_real,
+    check_real,
+    check_score_vector,
+)
 
 __all__ = [
     "METRICS",
@@ -67,62 +81,28 @@ _FACEXZOO_CONVENTION = (
 # --------------------------------------------------------------------------- validation
 
 
-def _as_float_array(x, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(x)
-    except Exception as exc:  # pragma: no cover - exotic inputs
-        raise ValueError(f"{name} could not be converted to a NumPy array: {exc}") from exc
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-            or arr.dtype == np.bool_):
-        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
-    finite = np.isfinite(arr)
-    if not finite.all():
-        flat = np.flatnonzero(~finite.ravel())
-        bad = int(flat[0])
-        what = "NaN" if np.isnan(arr.ravel()[bad]) else "inf"
-        raise ValueError(
-            f"{name} contains {what} at flat index {bad} ({flat.size} non-finite value(s)); "
-            "values must be finite -- drop or impute them first"
-        )
-    return arr
+_EMPTY_HINT = "verification metrics need at least one pair"
 
 
-def _check_scores(x, name: str) -> np.ndarray:
-    """A non-empty, finite, 1-D float64 vector (one value per pair)."""
-    return check_score_vector(x, name, "verification metrics need at least one pair")
-
-
-def _check_same(same, n: int, name: str = "same") -> np.ndarray:
-    """The genuine/impostor labels as a bool array of length ``n``."""
-    return check_binary_flags(same, n, name, "1 = genuine pair")
+def _finite_array(x, name: str) -> np.ndarray:
+    """Any-shape numeric array (embeddings) as float64, every value finite."""
+    return check_finite(as_float64(as_array(x, name), name), name)
 
 
 def _check_scores_same(score, same, score_name: str = "score") -> tuple[np.ndarray, np.ndarray]:
-    s = _check_scores(score, score_name)
-    return s, _check_same(same, s.shape[0])
+    """One finite score per pair and its genuine/impostor flag (bool, 1 = genuine pair)."""
+    s = check_score_vector(score, score_name, _EMPTY_HINT)
+    return s, check_binary_flags(same, s.shape[0], "same", "1 = genuine pair")
 
 
 def _require_both(same: np.ndarray, what: str) -> tuple[int, int]:
     n_gen = int(same.sum())
     n_imp = int(same.shape[0] - n_gen)
     if n_gen == 0:
-        raise ValueError(f"{what}: there are no genuine pairs (same == 1), so TAR is undefined")
+        raise MetricInputError(f"{what}: there are no genuine pairs (same == 1), so TAR is undefined")
     if n_imp == 0:
-        raise ValueError(f"{what}: there are no impostor pairs (same == 0), so FAR is undefined")
+        raise MetricInputError(f"{what}: there are no impostor pairs (same == 0), so FAR is undefined")
     return n_gen, n_imp
-
-
-def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def _check_metric(metric) -> str:
-    if not isinstance(metric, str) or metric not in METRICS:
-        raise ValueError(f"metric must be one of {', '.join(repr(m) for m in METRICS)}; got {metric!r}")
-    return metric
 
 
 # --------------------------------------------------------------------------- embeddings and scores
@@ -133,36 +113,35 @@ def l2_normalize(x, eps=1e-12) -> np.ndarray:
 
     Zero vectors stay zero (as with ``sklearn.preprocessing.normalize``).
     """
-    arr = _as_float_array(x, "x")
+    arr = _finite_array(x, "x")
     if arr.ndim == 0:
-        raise ValueError("x must be at least 1-D (a vector or an (n, d) matrix of embeddings)")
+        raise MetricInputError("x must be at least 1-D (a vector or an (n, d) matrix of embeddings)")
     if arr.shape[-1] == 0:
-        raise ValueError(f"x has an empty last (feature) axis, shape {arr.shape}")
-    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real) or not (float(eps) > 0):
-        raise ValueError(f"eps must be a positive number, got {eps!r}")
+        raise MetricInputError(f"x has an empty last (feature) axis, shape {arr.shape}")
+    eps = check_positive_real(eps, "eps")
     norm = np.sqrt(np.sum(arr * arr, axis=-1, keepdims=True))
-    return arr / np.maximum(norm, float(eps))
+    return arr / np.maximum(norm, eps)
 
 
 def flip_sum_embeddings(emb, emb_flipped) -> np.ndarray:
     """insightface test-time flip: ``L2normalise(emb + emb_flipped)`` (row-wise)."""
-    a = _as_float_array(emb, "emb")
-    b = _as_float_array(emb_flipped, "emb_flipped")
+    a = _finite_array(emb, "emb")
+    b = _finite_array(emb_flipped, "emb_flipped")
     if a.shape != b.shape:
-        raise ValueError(f"emb and emb_flipped must have the same shape, got {a.shape} and {b.shape}")
+        raise MetricInputError(f"emb and emb_flipped must have the same shape, got {a.shape} and {b.shape}")
     return l2_normalize(a + b)
 
 
 def _check_emb_pair(emb_a, emb_b) -> tuple[np.ndarray, np.ndarray]:
-    a = _as_float_array(emb_a, "emb_a")
-    b = _as_float_array(emb_b, "emb_b")
+    a = _finite_array(emb_a, "emb_a")
+    b = _finite_array(emb_b, "emb_b")
     for arr, name in ((a, "emb_a"), (b, "emb_b")):
         if arr.ndim != 2:
-            raise ValueError(f"{name} must be a 2-D (n_pairs, dim) array, got shape {arr.shape}")
+            raise MetricInputError(f"{name} must be a 2-D (n_pairs, dim) array, got shape {arr.shape}")
         if arr.shape[0] == 0 or arr.shape[1] == 0:
-            raise ValueError(f"{name} is empty, shape {arr.shape}")
+            raise MetricInputError(f"{name} is empty, shape {arr.shape}")
     if a.shape != b.shape:
-        raise ValueError(
+        raise MetricInputError(
             f"emb_a and emb_b must have the same shape (one row per pair), got {a.shape} and {b.shape}"
         )
     return a, b
@@ -175,7 +154,7 @@ def pair_scores(emb_a, emb_b, metric="cosine") -> np.ndarray:
     ``sum(a * b)`` in [-1, 1], higher = same. ``"sqeuclidean"``:
     ``sum((a - b) ** 2)`` = ``2 - 2 cos`` in [0, 4], lower = same (insightface).
     """
-    metric = _check_metric(metric)
+    metric = check_choice(metric, METRICS, "metric")
     a, b = _check_emb_pair(emb_a, emb_b)
     a = l2_normalize(a)
     b = l2_normalize(b)
@@ -187,7 +166,7 @@ def pair_scores(emb_a, emb_b, metric="cosine") -> np.ndarray:
 
 def higher_is_same(metric) -> bool:
     """True for similarities (``"cosine"``), False for distances (``"sqeuclidean"``)."""
-    return _check_metric(metric) == "cosine"
+    return check_choice(metric, METRICS, "metric") == "cosine"
 
 
 # --------------------------------------------------------------------------- 10-fold protocols
@@ -202,7 +181,7 @@ def kfold_indices(n_pairs, n_folds=10) -> np.ndarray:
     n = check_int_at_least(n_pairs, "n_pairs", 1)
     k = check_int_at_least(n_folds, "n_folds", 2)
     if k > n:
-        raise ValueError(f"n_folds={k} is larger than n_pairs={n}; every fold needs at least one pair")
+        raise MetricInputError(f"n_folds={k} is larger than n_pairs={n}; every fold needs at least one pair")
     sizes = np.full(k, n // k, dtype=np.int64)
     sizes[: n % k] += 1
     return np.repeat(np.arange(k, dtype=np.int64), sizes)
@@ -221,21 +200,28 @@ def _resolve_folds(folds, n: int) -> tuple[np.ndarray, np.ndarray]:
     else:
         arr = np.asarray(folds)
         if arr.ndim != 1:
-            raise ValueError(
+            raise MetricInputError(
                 f"folds must be None, an int, or a 1-D array of fold ids (one per pair), got shape {arr.shape}"
             )
         if arr.shape[0] != n:
-            raise ValueError(f"folds has {arr.shape[0]} entries but there are {n} pairs (length mismatch)")
+            raise MetricInputError(f"folds has {arr.shape[0]} entries but there are {n} pairs (length mismatch)")
         if np.issubdtype(arr.dtype, np.integer):
             ids = arr.astype(np.int64, copy=False)
         elif np.issubdtype(arr.dtype, np.floating) and np.isfinite(arr).all() and np.all(arr == np.round(arr)):
             ids = arr.astype(np.int64)
         else:
-            raise ValueError(f"folds must hold integer fold ids, got dtype {arr.dtype} with non-integer values")
+            raise MetricInputError(f"folds must hold integer fold ids, got dtype {arr.dtype} with non-integer values")
     uniq = np.unique(ids)
     if uniq.size < 2:
-        raise ValueError(f"need at least 2 distinct folds for cross-validated thresholds, got {uniq.size}")
+        raise MetricInputError(f"need at least 2 distinct folds for cross-validated thresholds, got {uniq.size}")
     return ids, uniq
+
+
+def _split_fold(s: np.ndarray, y: np.ndarray, ids: np.ndarray, f) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fold ``f`` held out: ``(test mask, sorted genuine scores, sorted impostor scores of the other folds)``."""
+    test = ids == f
+    train = ~test
+    return test, np.sort(s[train & y]), np.sort(s[train & ~y])
 
 
 def insightface_10fold(dist, same, folds=None, thresholds=None) -> dict:
@@ -255,14 +241,11 @@ def insightface_10fold(dist, same, folds=None, thresholds=None) -> dict:
     if thresholds is None:
         grid = np.arange(0, 4, 0.01)
     else:
-        grid = _check_scores(thresholds, "thresholds")
+        grid = check_score_vector(thresholds, "thresholds", "pass at least one threshold")
     fold_acc = np.empty(uniq.size, dtype=np.float64)
     fold_thr = np.empty(uniq.size, dtype=np.float64)
     for i, f in enumerate(uniq):
-        test = ids == f
-        train = ~test
-        gen = np.sort(d[train & y])
-        imp = np.sort(d[train & ~y])
+        test, gen, imp = _split_fold(d, y, ids, f)
         # correct on training folds: genuine with dist < t plus impostors with dist >= t
         correct = np.searchsorted(gen, grid, side="left") + (imp.size - np.searchsorted(imp, grid, side="left"))
         t = grid[int(np.argmax(correct))]
@@ -299,12 +282,9 @@ def facexzoo_10fold(score, same, folds=None, n_thresholds=1000) -> dict:
     fold_acc = np.empty(uniq.size, dtype=np.float64)
     fold_thr = np.empty(uniq.size, dtype=np.float64)
     for i, f in enumerate(uniq):
-        test = ids == f
-        train = ~test
-        gen = np.sort(s[train & y])
-        imp = np.sort(s[train & ~y])
+        test, gen, imp = _split_fold(s, y, ids, f)
         if gen.size == 0 or imp.size == 0:
-            raise ValueError(
+            raise MetricInputError(
                 f"facexzoo_10fold: the training folds for held-out fold {f} have no "
                 f"{'genuine' if gen.size == 0 else 'impostor'} pairs, so Youden J (TPR - FPR) is undefined"
             )
@@ -343,7 +323,7 @@ def _roc_counts(s: np.ndarray, y: np.ndarray):
 
 
 def _roc(score, same, higher_is_same_, what: str):
-    hi = _check_bool(higher_is_same_, "higher_is_same_")
+    hi = check_bool(higher_is_same_, "higher_is_same_")
     s, y = _check_scores_same(score, same)
     n_gen, n_imp = _require_both(y, what)
     fps, tps, thr = _roc_counts(s if hi else -s, y)
@@ -392,14 +372,12 @@ def tar_at_far(score, same, far_targets=DEFAULT_FAR_TARGETS, higher_is_same_=Tru
     try:
         targets = list(far_targets)
     except TypeError:
-        raise ValueError(f"far_targets must be a number or a sequence of numbers, got {far_targets!r}") from None
+        raise MetricInputError(f"far_targets must be a number or a sequence of numbers, got {far_targets!r}") from None
     if not targets:
-        raise ValueError("far_targets is empty; pass at least one FAR target, e.g. (1e-3,)")
+        raise MetricInputError("far_targets is empty; pass at least one FAR target, e.g. (1e-3,)")
     out: dict = {}
     for x in targets:
-        if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real) or not (0.0 < float(x) <= 1.0):
-            raise ValueError(f"each FAR target must be a number in (0, 1] (e.g. 1e-3, not 0.1%), got {x!r}")
-        x = float(x)
+        x = check_fraction(x, "each FAR target", "(0, 1]", "1e-3, not 0.1%")
         if 1.0 / n_imp > x:
             need = _needed_impostors(x)
             out[x] = {
@@ -428,12 +406,10 @@ def verification_accuracy_at_threshold(score, same, threshold, higher_is_same_=T
     ``higher_is_same_=False``), matching :func:`roc_points`; ``strict=True``
     uses ``>`` / ``<`` instead (the 10-fold protocols' comparison).
     """
-    hi = _check_bool(higher_is_same_, "higher_is_same_")
-    st = _check_bool(strict, "strict")
+    hi = check_bool(higher_is_same_, "higher_is_same_")
+    st = check_bool(strict, "strict")
     s, y = _check_scores_same(score, same)
-    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real) or math.isnan(threshold):
-        raise ValueError(f"threshold must be a real number (not NaN), got {threshold!r}")
-    t = float(threshold)
+    t = check_real(threshold, "threshold")
     if hi:
         pred = s > t if st else s >= t
     else:
