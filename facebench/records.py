@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from facebench.errors import ModelError
+
 #: Units a metric record may carry, and how a report prints them.
 UNITS = {
     "fraction": "a share of samples in [0, 1] (accuracy, recall, F1, CS@k); printed as a percentage",
@@ -92,7 +94,7 @@ class Predictions:
         n = len(self.ids)
         bad = {k: len(v) for k, v in self.outputs.items() if len(v) != n}
         if bad:
-            raise ValueError(f"predictions of {n} samples have outputs with other row counts: {bad}")
+            raise ModelError(f"predictions of {n} samples have outputs with other row counts: {bad}")
 
     def align(self, ids: np.ndarray) -> "Predictions":
         """Reorder rows to follow ``ids``; raises if any id has no prediction."""
@@ -203,8 +205,78 @@ class Requirements:
     attribute_names: tuple = ()
     fit_split: bool = False
     unknowns: str = "not-needed"
+    unknown_classes: tuple = ()  # the task's dataset classes an open-set protocol names unknown
 
     def capabilities(self) -> frozenset:
         """The dataset capabilities (``CAPABILITIES``) these requirements ask of the task's dataset."""
         wanted = {"labels": self.labels, "pairs": self.pairs, "attributes": self.attributes}
         return frozenset(k for k, v in wanted.items() if v)
+
+
+# -- one reference to a dataset split, and one task's outcome --------------------------------------------------
+@dataclass(frozen=True)
+class SplitRef:
+    """One dataset split: ``dataset`` (registry name), ``split``, ``path`` (None: the loader's default under the
+    data root) and ``dataset_args``. A suite task reads its own split through ``Task.ref``; a protocol names the
+    other splits it needs (a fit split, cross-domain targets, unknown sets) with the same record, plus what it
+    reads of them: ``predictions`` (False: labels only), ``features``, and ``optional`` (with
+    ``missing_data: skip`` absent data drops this split, not the task). ``key()`` identifies the data alone:
+    each split is loaded, scanned and predicted once per run whoever asks for it."""
+
+    dataset: str
+    split: str
+    path: str | None = None
+    dataset_args: dict = field(default_factory=dict, hash=False)
+    predictions: bool = True
+    features: bool = False
+    optional: bool = False
+
+    def key(self) -> str:
+        from facebench.fingerprint import hash_object
+
+        return hash_object([self.dataset, self.path, self.dataset_args, self.split])
+
+    def to_dict(self) -> dict:
+        return {"dataset": self.dataset, "split": self.split, "path": self.path,
+                "dataset_args": dict(self.dataset_args)}
+
+
+TASK_STATUSES = ("ok", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """One task of a run as results.json records it (``to_dict()`` is its row of ``tasks``).
+
+    ``task``: the suite task as run (name, dataset, split, protocol, params, dataset_args, path); ``status``:
+    ``ok`` (evaluated: ``details`` and ``warnings``), ``failed`` (the protocol raised: ``reason``) or ``skipped``
+    (never evaluated: ``reason``; nothing else is recorded). ``head``, ``fingerprints`` and ``n`` (samples
+    evaluated) describe what was evaluated; ``extra_splits`` the other splits read (role -> split and ``n``),
+    ``skipped_extra_splits`` optional ones left out (role -> why), ``bad_images`` the unreadable files left out."""
+
+    task: dict
+    status: str
+    reason: str = ""
+    head: str | None = None
+    fingerprints: dict = field(default_factory=dict, hash=False)
+    n: int | None = None
+    extra_splits: dict | None = field(default=None, hash=False)
+    skipped_extra_splits: dict | None = field(default=None, hash=False)
+    bad_images: dict | None = field(default=None, hash=False)
+    details: dict = field(default_factory=dict, hash=False)
+    warnings: tuple = ()
+
+    def __post_init__(self):
+        assert self.status in TASK_STATUSES, f"task status {self.status!r} is not one of {TASK_STATUSES}"
+
+    def to_dict(self) -> dict:
+        row = {**self.task, "status": self.status}
+        if self.status == "skipped":
+            return {**row, "reason": self.reason}
+        row.update(head=self.head, fingerprints=self.fingerprints, n=self.n)
+        optional = {"extra_splits": self.extra_splits, "skipped_extra_splits": self.skipped_extra_splits,
+                    "bad_images": self.bad_images}
+        row.update({k: v for k, v in optional.items() if v})
+        if self.status == "failed":
+            return {**row, "reason": self.reason}
+        return {**row, "details": self.details, "warnings": list(self.warnings)}

@@ -1,23 +1,20 @@
-"""Run a suite: check every task's data, load the model once, predict each split once into the
-store, evaluate every task from the stored predictions, and write the run folder."""
+"""Run a suite through the four steps of ``facebench.pipeline``: plan (every task's data, parameters and
+requirements checked, every split screened, before the model loads), execute (the model once, each split
+predicted once into the store), evaluate (every task from the stored predictions) and write (the run folder).
+``rescore_run`` re-evaluates a finished run from the store through the same steps, with no model loaded."""
 
 from __future__ import annotations
 
 import sys
 import time
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import facebench
-from facebench.errors import (EXIT_NOTHING_EVALUATED, EXIT_OK, EXIT_TASK_FAILED, ConfigError, DatasetNotFoundError,
-                              OutputError)
-from facebench.fingerprint import hash_object
 from facebench.content import set_cache_root as set_hash_cache_root
-from facebench.data.scan import predict_screened, screen_splits
-from facebench.suite import Suite, _check_kwargs, check_name, check_requirements, load_suite, make_loader, make_protocol
+from facebench.errors import EXIT_OK, ConfigError, OutputError
+from facebench.suite import Suite, _check_kwargs, check_name, load_suite
 
 
 @dataclass
@@ -29,44 +26,8 @@ class RunOutcome:
     exit_code: int = EXIT_OK
 
 
-@dataclass
-class _Planned:
-    task: Any
-    protocol: Any
-    loader: Any = None
-    status: str = "ok"
-    reason: str = ""
-    head: str | None = None
-    refs: dict = field(default_factory=dict)  # role -> SplitRef (other splits the protocol needs)
-    ref_loaders: dict = field(default_factory=dict)
-    skipped_refs: dict = field(default_factory=dict)  # role -> why (optional splits whose data is absent)
-
-
-@dataclass
-class _Unit:
-    """One dataset split to load (and predict, when some task needs its predictions)."""
-
-    ref: Any
-    loader: Any
-    heads: set = field(default_factory=set)
-    predictions: bool = False
-    features: bool = False
-    dataset: Any = None
-    preds: Any = None
-    report: Any = None
-    load_s: float = 0.0
-    bad_images: dict | None = None  # unreadable files left out (on_bad_image: skip)
-
-
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _debug_traceback() -> str:
-    """The current exception's traceback under ``FACEBENCH_DEBUG=1``, else '' (users see one line)."""
-    import os
-
-    return f"\n{traceback.format_exc()}" if os.environ.get("FACEBENCH_DEBUG") == "1" else ""
 
 
 def default_out_dir(suite: Suite, model: str, root: Path = Path("reports")) -> Path:
@@ -107,11 +68,6 @@ def choose_out_dir(suite: Suite, model: str, out: str | Path | None, force: bool
     return chosen
 
 
-def _split_key(ref) -> str:
-    """One key per dataset split (task or extra role): each is loaded, scanned and predicted once."""
-    return hash_object([ref.dataset, ref.path, ref.dataset_args, ref.split])
-
-
 def make_model(name: str, model_args: dict):
     from facebench.registry import MODELS
 
@@ -124,8 +80,9 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
               overrides: dict | None = None, out: str | Path | None = None, force: bool = False,
               cache_dir: str | Path | None = None, progress: bool = True,
               log: Callable[[str], None] = _stderr, adapter=None, figures: bool = False) -> RunOutcome:
-    """Run ``suite_path`` on ``model`` (or on a ready ``adapter``, e.g. ``StoredModel``); with ``figures``
-    each task's figures go to ``<out>/figures/`` (the command line does this by default).
+    """Run ``suite_path`` on ``model`` (or on a ready ``adapter``, e.g. ``StoredModel``) through the four steps
+    of ``facebench.pipeline``: plan (everything checked and every split screened before the model loads),
+    execute, evaluate, write. With ``figures`` each task's figures go to ``<out>/figures/``.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) every rank runs this: all ranks share the inference of
     each split (see ``facebench.engine.distributed``); only rank 0 evaluates the tasks, writes the run
@@ -133,23 +90,16 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     no files and an empty leaderboard (``manifest`` holds only ``rank``, ``world_size``, ``total_s``).
     """
     from facebench.engine import distributed as fdist
-    from facebench.engine.inference import InferenceSettings, run_inference
+    from facebench.engine.device import select_device
     from facebench.engine.store import PredictionStore, reset_cache_warnings
-    from facebench.protocols.base import EvalContext, ExtraSplit
-    from facebench.report.leaderboard import leaderboard_markdown
-    from facebench.report.results import SCHEMA_VERSION, git_commit, library_versions, write_run_folder
-    from facebench.outdir import RUN, write_folder
+    from facebench.pipeline import evaluate as evaluate_step, execute as execute_step, plan as plan_step
+    from facebench.pipeline import write as write_step
 
-    started = datetime.now(timezone.utc)
-    t0 = time.perf_counter()
+    started, t0 = datetime.now(timezone.utc), time.perf_counter()
     set_hash_cache_root(cache_dir)  # the content hashes' stat cache lives beside the store (None: default)
     suite = load_suite(suite_path, overrides)
     d = suite.defaults
-    model = adapter.name if adapter is not None else (model or d.get("model"))
-    if not model:
-        raise ConfigError("No model given: pass --model NAME (see `facebench list models`), or set "
-                          "`defaults: {model: NAME}` in the suite.")
-    check_name(model, "model name")  # it names the default run folder
+    model = _model_name(adapter, model, d)
     model_args = {**(d.get("model_args") or {}), **(model_args or {})}
     dist_ctx = fdist.init_from_env(d["device"])
     if not dist_ctx.is_main:  # quiet: rank 0 speaks for the job
@@ -157,217 +107,38 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     out_dir = choose_out_dir(suite, model, out, force, log)
     fdist.barrier()  # every rank has checked the out folder before rank 0 may write into it
 
-    # 1. everything that can fail cheaply fails before the model is loaded
-    planned: list[_Planned] = []
-    for task in suite.tasks:
-        protocol = make_protocol(task)
-        loader = make_loader(task, d.get("data_root"))
-        item = _Planned(task, protocol, loader, refs=protocol.requires(task))
-        check_requirements(task, protocol, loader)  # the protocol's needs against the dataset's capabilities
-        item.ref_loaders = {role: make_loader(ref, d.get("data_root")) for role, ref in item.refs.items()}
-        try:
-            loader.check(task.split)
-            for role, ref in list(item.refs.items()):
-                try:
-                    item.ref_loaders[role].check(ref.split)
-                except DatasetNotFoundError as err:
-                    if ref.optional and d["missing_data"] == "skip":
-                        reason = str(err).splitlines()[0]
-                        item.skipped_refs[role] = reason
-                        del item.refs[role], item.ref_loaders[role]
-                        log(f"{task.name}: leaving out {role} ({ref.dataset}/{ref.split}): {reason}")
-                        continue
-                    raise DatasetNotFoundError(f"{role} split ({ref.dataset}/{ref.split}): {err}") from None
-        except DatasetNotFoundError as err:
-            if d["missing_data"] != "skip":
-                raise DatasetNotFoundError(f"task {task.name!r}: {err}\n(nothing was run; set "
-                                           f"`defaults: {{missing_data: skip}}` to skip tasks whose data is absent)") from None
-            item.status, item.reason = "skipped", str(err).splitlines()[0]
-            log(f"skip {task.name}: {item.reason}")
-        planned.append(item)
-    # every split loaded and its image files scanned (on_bad_image), still before the model loads
-    screened = screen_splits(((_split_key(ref), loader, ref.split) for item in planned if item.status == "ok"
-                              for ref, loader in [(item.task, item.loader),
-                                                  *((r, item.ref_loaders[k]) for k, r in item.refs.items())]),
-                             d["on_bad_image"], log)
-
-    # 2. the model, once
-    if adapter is None:
-        adapter = make_model(model, model_args)
-    head_skips: list[_Planned] = []
-    for item in planned:
-        if item.status != "ok":
-            continue
-        if not item.protocol.needs().get("head", True):
-            item.head = None  # features only (e.g. verification embeddings)
-            continue
-        try:
-            item.head = adapter.resolve_heads([item.protocol.params.head] if getattr(item.protocol.params, "head", None)
-                                              else None)[0]
-        except ConfigError as err:  # a suite may hold tasks for several kinds of model
-            item.status, item.reason = "skipped", str(err)
-            head_skips.append(item)
-            log(f"skip {item.task.name}: {err}")
-    if head_skips and all(item.status != "ok" for item in planned):
-        reasons = "; ".join(f"{i.task.name}: {i.reason}" for i in planned)
-        raise ConfigError(f"no task of suite {suite.name!r} can run with model {model!r}: {reasons}")
-    store = PredictionStore(cache_dir)
+    planned = plan_step.plan_tasks(suite, log)  # 1. plan: everything that can fail cheaply fails first
+    screened = plan_step.screen(planned, d["on_bad_image"], log)
+    adapter = adapter if adapter is not None else make_model(model, model_args)
+    plan_step.resolve_heads(planned, adapter, suite.name, model, log)
+    work = plan_step.split_work(planned, screened)
+    store = PredictionStore(cache_dir)  # 2. execute: the store filled, one inference per split
     reset_cache_warnings()  # one warning per cache problem and run
-    settings = InferenceSettings(batch_size=d["batch_size"], device=d["device"], amp=d["amp"],
-                                 num_workers=d["num_workers"], shard_size=d["shard_size"],
-                                 decode_cache=d["decode_cache"], channels_last=d["channels_last"],
-                                 compile=d["compile"], progress=progress)
-
-    # 3. one prediction per dataset split, shared by every task (and every extra role) that needs it
-    units: dict[str, _Unit] = {}
-
-    def unit_for(ref, loader) -> _Unit:
-        return units.setdefault(_split_key(ref), _Unit(ref, loader))
-
-    for item in planned:
-        if item.status != "ok":
-            continue
-        own = unit_for(item.task, item.loader)
-        own.predictions = True
-        if item.head is not None:
-            own.heads.add(item.head)
-        own.features |= bool(item.protocol.needs().get("features"))
-        for role, ref in item.refs.items():
-            unit = unit_for(ref, item.ref_loaders[role])
-            if ref.predictions:
-                unit.predictions = True
-                if item.head is not None:
-                    unit.heads.add(item.head)
-                unit.features |= ref.features
-    for unit in units.values():
-        t_load = time.perf_counter()
-        try:
-            unit.dataset, unit.bad_images = screened[_split_key(unit.ref)]
-            if unit.predictions:
-                def predict(dataset, unit=unit):
-                    return run_inference(adapter, dataset, store, heads=tuple(sorted(unit.heads)),
-                                         features=unit.features, settings=settings)
-
-                unit.dataset, unit.bad_images, (unit.preds, unit.report) = predict_screened(
-                    predict, unit.dataset, unit.bad_images, d["on_bad_image"], log)
-                if unit.report.reused:
-                    log(f"{unit.dataset.name}/{unit.dataset.split}: reused stored predictions ({unit.report.key})")
-        except KeyboardInterrupt:
-            log("interrupted: predictions computed so far are kept in the store; run again to resume")
-            raise
-        unit.load_s = time.perf_counter() - t_load
+    execute_step.execute(work, adapter, store, execute_step.inference_settings(d, progress), d["on_bad_image"], log)
     if not dist_ctx.is_main:
         return RunOutcome(out_dir, {}, {"rank": dist_ctx.rank, "world_size": dist_ctx.world_size,
                                         "total_s": round(time.perf_counter() - t0, 3)}, "", 0)
 
-    task_rows, records, timings, store_keys, samples = {}, [], {}, {}, {}
-    exit_code = EXIT_OK
-    for it in planned:
-        if it.status != "ok":
-            continue
-        own = unit_for(it.task, it.loader)
-        dataset, preds, report = own.dataset, own.preds, own.report
-        extras = {role: ExtraSplit(unit_for(ref, None).dataset, unit_for(ref, None).preds)
-                  for role, ref in it.refs.items()}
-        t_eval = time.perf_counter()
-        ctx = EvalContext(dataset=dataset, predictions=preds, head=it.head,
-                          head_labels=adapter.heads[it.head].labels if it.head else (), seed=d["seed"],
-                          n_resamples=d["bootstrap"], confidence=d["confidence"], extras=extras)
-        fps = {"dataset": dataset.fingerprint(), "model": adapter.fingerprint(),
-               "protocol": it.protocol.fingerprint(), "preprocess": adapter.input_spec.fingerprint()}
-        if extras:
-            fps["extra_datasets"] = {role: e.dataset.fingerprint() for role, e in sorted(extras.items())}
-        row = {**it.task.to_dict(), "status": "ok", "head": it.head, "fingerprints": fps, "n": len(dataset)}
-        if it.refs:
-            row["extra_splits"] = {role: {**ref.to_dict(), "n": len(extras[role].dataset)}
-                                   for role, ref in it.refs.items()}
-        if it.skipped_refs:
-            row["skipped_extra_splits"] = dict(it.skipped_refs)
-        if own.bad_images:
-            row["bad_images"] = own.bad_images
-        for role, ref in it.refs.items():
-            if unit_for(ref, None).bad_images:
-                row["extra_splits"][role]["bad_images"] = unit_for(ref, None).bad_images
-        try:
-            result = it.protocol.evaluate(ctx)
-        except Exception as err:  # keep the other tasks' results
-            exit_code = EXIT_TASK_FAILED
-            row.update(status="failed", reason=f"{type(err).__name__}: {err}")
-            log(f"task {it.task.name} failed: {type(err).__name__}: {err}{_debug_traceback()}")
-        else:
-            row.update(details=result.details, warnings=result.warnings)
-            if result.samples is not None:
-                samples[it.task.name] = result.samples
-            for w in result.warnings:
-                log(f"warning ({it.task.name}): {w}")
-            for rec in result.records:
-                records.append({"task": it.task.name, "dataset": dataset.name, "split": dataset.split,
-                                "protocol": it.task.protocol, "model": model, **rec.to_dict(),
-                                "fingerprints": fps})
-        task_rows[it.task.name] = row
-        timings[it.task.name] = {"inference_s": round(report.seconds, 3), "reused": report.reused,
-                                 "resumed_samples": report.resumed_samples,
-                                 "computed_samples": report.computed_samples,
-                                 "load_s": round(own.load_s, 3),
-                                 "evaluate_s": round(time.perf_counter() - t_eval, 3)}
-        store_keys[it.task.name] = report.key
-        extra_keys = {role: unit_for(ref, None).report.key for role, ref in it.refs.items() if ref.predictions}
-        if extra_keys:
-            store_keys[f"{it.task.name}:extra"] = extra_keys
-    for item in planned:
-        if item.status != "ok":
-            task_rows[item.task.name] = {**item.task.to_dict(), "status": item.status, "reason": item.reason}
-    if exit_code == EXIT_OK and not any(row["status"] == "ok" for row in task_rows.values()):
-        exit_code = EXIT_NOTHING_EVALUATED  # the run folder is still written: it records why
-        log("nothing was evaluated: every task was skipped ("
-            + "; ".join(f"{name}: {row.get('reason', '')}" for name, row in task_rows.items()) + ")")
-    results = {
-        "schema_version": SCHEMA_VERSION,
-        "facebench_version": facebench.__version__,
-        "suite": {"name": suite.name, "fingerprint": hash_object(suite.to_dict())},
-        "model": adapter.describe(),
-        "settings": {"seed": d["seed"], "bootstrap": d["bootstrap"], "confidence": d["confidence"]},
-        "tasks": [task_rows[t.name] for t in suite.tasks],
-        "records": records,
-        "manifest": "manifest.json",
-    }
-    try:
-        leaderboard = leaderboard_markdown(results)
-    except Exception as err:  # never lose computed results to a rendering bug
-        exit_code = EXIT_TASK_FAILED
-        leaderboard = f"(the leaderboard could not be rendered: {type(err).__name__}: {err}; see results.json)"
-        log(f"leaderboard failed: {type(err).__name__}: {err}{_debug_traceback()}")
-    manifest = {
-        "suite_as_run": suite.to_dict(),
-        "suite_file": suite.file,
-        "command": sys.argv,
-        "model": model,
-        "model_args": model_args,
-        "facebench_version": facebench.__version__,
-        "git_commit": git_commit(),
-        "versions": library_versions(),
-        "device": str(__import__("facebench.engine.device", fromlist=["x"]).select_device(d["device"])),
-        "seeds": {"bootstrap": d["seed"]},
-        "cache_dir": str(store.root),
-        "store_keys": store_keys,
-        "timings": timings,
-        **({"distributed": {"world_size": dist_ctx.world_size, "backend": dist_ctx.backend}}
-           if dist_ctx.distributed else {}),
-        "started_utc": started.isoformat(timespec="seconds"),
-        "total_s": round(time.perf_counter() - t0, 3),
-    }
-    def write(folder: Path) -> None:  # the temporary sibling; renamed into place once whole
-        write_run_folder(folder, results, manifest, leaderboard, samples)
-        if figures:
-            try:
-                from facebench.report.figures import run_figures
+    evaluation = evaluate_step.evaluate_tasks(planned, work, adapter, model, d, log)  # 3. evaluate (pure)
+    results = write_step.results_document(suite, adapter.describe(), evaluation)  # 4. write
+    leaderboard = write_step.render_leaderboard(results, evaluation, log)
+    distributed = ({"world_size": dist_ctx.world_size, "backend": dist_ctx.backend} if dist_ctx.distributed
+                   else None)
+    manifest = write_step.manifest_document(
+        suite, model, model_args, evaluation, device=str(select_device(d["device"])), cache_dir=str(store.root),
+        started_utc=started.isoformat(timespec="seconds"), total_s=time.perf_counter() - t0,
+        distributed=distributed)
+    write_step.write_run(out_dir, results, manifest, leaderboard, evaluation, figures=figures, replace=force, log=log)
+    return RunOutcome(out_dir, results, manifest, leaderboard, evaluation.exit_code)
 
-                run_figures(results, folder)
-            except Exception as err:  # figures never cost the results
-                log(f"figures could not be drawn: {type(err).__name__}: {err}")
 
-    write_folder(out_dir, RUN, write, replace=force)
-    return RunOutcome(out_dir, results, manifest, leaderboard, exit_code)
+def _model_name(adapter, model: str | None, defaults: dict) -> str:
+    """The run's model name: the ready adapter's, else ``--model``, else the suite's ``defaults: {model}``."""
+    name = adapter.name if adapter is not None else (model or defaults.get("model"))
+    if not name:
+        raise ConfigError("No model given: pass --model NAME (see `facebench list models`), or set "
+                          "`defaults: {model: NAME}` in the suite.")
+    return check_name(name, "model name")  # it names the default run folder
 
 
 def rescore_run(run_dir: str | Path, suite_path: str | Path | None = None, overrides: dict | None = None,

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from facebench.errors import ConfigError, FacebenchError, SuiteError, did_you_mean
+from facebench.records import SplitRef
 from facebench.safe_yaml import BoundedLoader, YamlError
 from facebench.safe_yaml import load_file as _load_yaml_file
 
@@ -147,6 +148,11 @@ class Task:
     path: str | None = None
     description: str = ""
     line: int | None = None
+
+    @property
+    def ref(self) -> SplitRef:
+        """The task's own dataset split."""
+        return SplitRef(self.dataset, self.split, self.path, dict(self.dataset_args))
 
     def to_dict(self) -> dict:
         return {"name": self.name, "dataset": self.dataset, "split": self.split, "protocol": self.protocol,

@@ -19,6 +19,7 @@ from facebench.errors import ConfigError, did_you_mean
 from facebench.fingerprint import hash_object
 from facebench.records import MetricRecord  # noqa: F401  (protocols build their records from here)
 from facebench.records import Requirements
+from facebench.records import SplitRef  # noqa: F401  (protocols name their other splits with it)
 
 
 @dataclass
@@ -29,27 +30,6 @@ class TaskResult:
     # per-sample outcomes for paired tests in `facebench compare`: {"ids", "y_true", "y_pred"} (int indices
     # into details["label_space"]); written to the run folder's samples.npz
     samples: dict | None = None
-
-
-@dataclass(frozen=True)
-class SplitRef:
-    """Another dataset split a protocol needs besides the task's own (a training split to fit a
-    detector on, cross-domain targets, an unknown-class set). ``predictions=False``: labels only."""
-
-    dataset: str
-    split: str
-    path: str | None = None
-    dataset_args: dict = field(default_factory=dict, hash=False)
-    predictions: bool = True
-    features: bool = False
-    optional: bool = False  # with `missing_data: skip`, absent data drops this split, not the task
-
-    def key(self) -> str:
-        return hash_object([self.dataset, self.path, self.dataset_args, self.split])
-
-    def to_dict(self) -> dict:
-        return {"dataset": self.dataset, "split": self.split, "path": self.path,
-                "dataset_args": dict(self.dataset_args)}
 
 
 @dataclass

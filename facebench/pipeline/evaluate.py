@@ -1,0 +1,120 @@
+"""Step 3, evaluate: every planned task's protocol over the stored predictions of its splits.
+
+A pure step: it reads the ``SplitWork`` that ``execute`` filled and returns an ``Evaluation`` (one
+``TaskOutcome`` per task, the metric records of results.json, per-sample outcomes, timings and store keys for
+the manifest); it writes nothing. A protocol that raises fails its own task (exit code 1); the others' results
+are kept. When no task was evaluated the exit code is 3 (``EXIT_NOTHING_EVALUATED``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+from facebench.errors import EXIT_NOTHING_EVALUATED, EXIT_OK, EXIT_TASK_FAILED
+from facebench.pipeline.plan import PlannedTask, SplitWork
+from facebench.protocols.base import EvalContext, ExtraSplit
+from facebench.records import TaskOutcome
+
+
+@dataclass
+class Evaluation:
+    """What the evaluate step returns; ``outcomes`` in the suite's task order."""
+
+    outcomes: list[TaskOutcome] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)  # results.json ``records``
+    samples: dict = field(default_factory=dict)  # task -> per-sample outcomes (samples.npz)
+    timings: dict = field(default_factory=dict)  # task -> seconds (manifest)
+    store_keys: dict = field(default_factory=dict)  # task -> store key (manifest)
+    exit_code: int = EXIT_OK
+
+
+def debug_traceback() -> str:
+    """The current exception's traceback under ``FACEBENCH_DEBUG=1``, else '' (users see one line)."""
+    return f"\n{traceback.format_exc()}" if os.environ.get("FACEBENCH_DEBUG") == "1" else ""
+
+
+def evaluate_tasks(planned: list[PlannedTask], work: dict[str, SplitWork], adapter, model: str, defaults: dict,
+                   log: Callable[[str], None]) -> Evaluation:
+    """Evaluate every runnable task of ``model`` (its name in the records); skipped tasks get their
+    ``skipped`` outcome."""
+    result = Evaluation()
+    for item in planned:
+        if item.status != "ok":
+            result.outcomes.append(TaskOutcome(item.task.to_dict(), "skipped", item.reason))
+            continue
+        t0 = time.perf_counter()
+        outcome, records, samples = _evaluate_task(item, work, adapter, model, defaults, log)
+        result.outcomes.append(outcome)
+        result.records += records
+        if samples is not None:
+            result.samples[item.task.name] = samples
+        if outcome.status == "failed":
+            result.exit_code = EXIT_TASK_FAILED
+        _account(result, item, work, time.perf_counter() - t0)
+    if result.exit_code == EXIT_OK and not any(o.status == "ok" for o in result.outcomes):
+        result.exit_code = EXIT_NOTHING_EVALUATED  # the run folder is still written: it records why
+        log("nothing was evaluated: every task was skipped ("
+            + "; ".join(f"{o.task['name']}: {o.reason}" for o in result.outcomes) + ")")
+    return result
+
+
+def _evaluate_task(item: PlannedTask, work: dict[str, SplitWork], adapter, model: str, defaults: dict,
+                   log: Callable[[str], None]) -> tuple[TaskOutcome, list[dict], dict | None]:
+    own = work[item.task.ref.key()]
+    extras = {role: ExtraSplit(work[ref.key()].dataset, work[ref.key()].preds) for role, ref in item.refs.items()}
+    ctx = EvalContext(dataset=own.dataset, predictions=own.preds, head=item.head,
+                      head_labels=adapter.heads[item.head].labels if item.head else (), seed=defaults["seed"],
+                      n_resamples=defaults["bootstrap"], confidence=defaults["confidence"], extras=extras)
+    fps = _fingerprints(item, own, extras, adapter)
+    described = dict(task=item.task.to_dict(), head=item.head, fingerprints=fps, n=len(own.dataset),
+                     extra_splits=_extra_splits(item, work) or None,
+                     skipped_extra_splits=dict(item.skipped_refs) or None, bad_images=own.bad_images)
+    try:
+        result = item.protocol.evaluate(ctx)
+    except Exception as err:  # keep the other tasks' results
+        log(f"task {item.task.name} failed: {type(err).__name__}: {err}{debug_traceback()}")
+        return TaskOutcome(status="failed", reason=f"{type(err).__name__}: {err}", **described), [], None
+    for w in result.warnings:
+        log(f"warning ({item.task.name}): {w}")
+    where = {"task": item.task.name, "dataset": own.dataset.name, "split": own.dataset.split,
+             "protocol": item.task.protocol, "model": model}
+    records = [{**where, **rec.to_dict(), "fingerprints": fps} for rec in result.records]
+    outcome = TaskOutcome(status="ok", details=result.details, warnings=tuple(result.warnings), **described)
+    return outcome, records, result.samples
+
+
+def _fingerprints(item: PlannedTask, own: SplitWork, extras: dict, adapter) -> dict:
+    fps = {"dataset": own.dataset.fingerprint(), "model": adapter.fingerprint(),
+           "protocol": item.protocol.fingerprint(), "preprocess": adapter.input_spec.fingerprint()}
+    if extras:
+        fps["extra_datasets"] = {role: e.dataset.fingerprint() for role, e in sorted(extras.items())}
+    return fps
+
+
+def _extra_splits(item: PlannedTask, work: dict[str, SplitWork]) -> dict:
+    """role -> the split read, its sample count and (when any) its left-out unreadable images."""
+    out = {}
+    for role, ref in item.refs.items():
+        unit = work[ref.key()]
+        out[role] = {**ref.to_dict(), "n": len(unit.dataset)}
+        if unit.bad_images:
+            out[role]["bad_images"] = unit.bad_images
+    return out
+
+
+def _account(result: Evaluation, item: PlannedTask, work: dict[str, SplitWork], evaluate_s: float) -> None:
+    """The task's timings and store keys, for the manifest."""
+    own = work[item.task.ref.key()]
+    report = own.report
+    result.timings[item.task.name] = {"inference_s": round(report.seconds, 3), "reused": report.reused,
+                                      "resumed_samples": report.resumed_samples,
+                                      "computed_samples": report.computed_samples, "load_s": round(own.load_s, 3),
+                                      "evaluate_s": round(evaluate_s, 3)}
+    result.store_keys[item.task.name] = report.key
+    extra_keys = {role: work[ref.key()].report.key for role, ref in item.refs.items() if ref.predictions}
+    if extra_keys:
+        result.store_keys[f"{item.task.name}:extra"] = extra_keys

@@ -1,0 +1,46 @@
+"""Step 2, execute: the engine fills the prediction store, one inference per dataset split.
+
+Each ``SplitWork`` that some task reads predictions of is predicted once (or its stored predictions are
+reused; see ``facebench.engine.inference``). A file that passed the header scan and still fails to decode
+is handled by the ``on_bad_image`` policy (``facebench.data.scan.predict_screened``). Nothing is evaluated here.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from facebench.data.scan import predict_screened
+from facebench.engine.inference import InferenceSettings, run_inference
+from facebench.pipeline.plan import SplitWork
+
+
+def inference_settings(defaults: dict, progress: bool) -> InferenceSettings:
+    """The engine's settings from the suite's (overridden) defaults."""
+    return InferenceSettings(batch_size=defaults["batch_size"], device=defaults["device"], amp=defaults["amp"],
+                             num_workers=defaults["num_workers"], shard_size=defaults["shard_size"],
+                             decode_cache=defaults["decode_cache"], channels_last=defaults["channels_last"],
+                             compile=defaults["compile"], progress=progress)
+
+
+def execute(work: dict[str, SplitWork], adapter, store, settings: InferenceSettings, on_bad_image: str,
+            log: Callable[[str], None]) -> None:
+    """Predict every split that some task reads predictions of; fills ``preds``, ``report`` and ``load_s``."""
+    for unit in work.values():
+        if not unit.predictions:
+            continue
+        t0 = time.perf_counter()
+
+        def predict(dataset, unit=unit):
+            return run_inference(adapter, dataset, store, heads=tuple(sorted(unit.heads)), features=unit.features,
+                                 settings=settings)
+
+        try:
+            unit.dataset, unit.bad_images, (unit.preds, unit.report) = predict_screened(
+                predict, unit.dataset, unit.bad_images, on_bad_image, log)
+        except KeyboardInterrupt:
+            log("interrupted: predictions computed so far are kept in the store; run again to resume")
+            raise
+        if unit.report.reused:
+            log(f"{unit.dataset.name}/{unit.dataset.split}: reused stored predictions ({unit.report.key})")
+        unit.load_s = time.perf_counter() - t0
