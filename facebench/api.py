@@ -18,7 +18,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from facebench.errors import ConfigError, ModelError
+from facebench import settings
+from facebench.errors import ConfigError, ModelError, did_you_mean
 from facebench.records import Results
 from facebench.runner import RunOutcome, run_suite
 
@@ -26,8 +27,10 @@ from facebench.runner import RunOutcome, run_suite
 def run(suite: str | Path, model: str | None = None, model_args: dict | None = None, *,
         out: str | Path | None = None, force: bool = False, cache_dir: str | Path | None = None,
         progress: bool = True, figures: bool = True, **overrides) -> RunOutcome:
-    """Run ``suite`` on ``model``; ``overrides`` are suite defaults (batch_size, device, seed, bootstrap, ...);
-    ``figures`` draws each task's figures into ``<out>/figures``."""
+    """Run ``suite`` on ``model``; ``overrides`` are suite defaults (batch_size, device, seed, bootstrap, ...;
+    the settings are listed below), checked before anything runs; ``figures`` draws each task's figures into
+    ``<out>/figures``."""
+    check_overrides(overrides, "facebench.run")
     return run_suite(suite, model=model, model_args=model_args, overrides=overrides, out=out, force=force,
                      cache_dir=cache_dir, progress=progress, figures=figures)
 
@@ -37,14 +40,20 @@ _SPEC_HELP = ("declare size/channels/mean/std/classes: pass input_spec={'size': 
               "info={...} dict with the keys of the `python` adapter")
 
 
-def check_overrides(overrides: dict) -> None:
-    """API overrides are suite ``defaults:`` keys of the right types, checked as the suite's own are."""
-    from facebench.suite import DEFAULT_TYPES, _check_keys
-
-    problems: list = []
-    _check_keys({k: v for k, v in overrides.items() if v is not None}, DEFAULT_TYPES, "overrides", problems)
+def check_overrides(overrides: dict, caller: str = "facebench.evaluate") -> None:
+    """API overrides are settings (``facebench.settings.SETTINGS``: suite ``defaults:`` keys) of the right
+    type and range, checked by ``check_value`` as the suite's own are; None means "not given". Raises
+    ConfigError naming every bad one."""
+    problems = []
+    for key, value in overrides.items():
+        if key not in settings.BY_NAME:
+            problems.append(f"unknown key {key!r} in overrides.{did_you_mean(key, settings.BY_NAME)} "
+                            f"Settings: {', '.join(settings.BY_NAME)}.")
+        elif value is not None:
+            problems.append(settings.check_value(key, value))
+    problems = [p for p in problems if p]
     if problems:
-        raise ConfigError("facebench.evaluate: " + "; ".join(p.message for p in problems))
+        raise ConfigError(f"{caller}: " + "; ".join(problems))
 
 
 def _model_info(info, input_spec, heads, classes) -> dict:
@@ -131,7 +140,8 @@ def evaluate(model, suite: str | Path, *, out: str | Path | None = None, cache_d
     and ``heads`` (head name -> class order, e.g. ``{"expression": "rafdb"}``) or ``classes``; or the
     same keys in one ``info`` dict, as the ``python`` adapter takes them. ``name`` names it in results.
 
-    ``overrides`` are suite ``defaults:`` keys (batch_size, device, seed, bootstrap, ...), type-checked.
+    ``overrides`` are suite ``defaults:`` keys (batch_size, device, seed, bootstrap, ...; listed below),
+    checked (type and range) before anything runs.
     By default nothing is kept on disk but the prediction store: the run folder is written to a
     temporary folder and removed (``Results.out_dir`` is None); with ``out=`` it stays there (``force``
     replaces an earlier run). A plain callable's predictions go to a temporary store unless
@@ -175,3 +185,10 @@ def evaluate(model, suite: str | Path, *, out: str | Path | None = None, cache_d
                 shutil.rmtree(folder, ignore_errors=True)
     return Results.from_run(outcome.results, outcome.manifest, outcome.leaderboard, outcome.exit_code,
                             outcome.out_dir if out is not None else None)
+
+
+_SETTINGS_DOC = ("\n\n    Settings (keyword arguments; suite ``defaults:`` keys; the model and its model_args are "
+                 "arguments of their own):\n\n" + settings.settings_doc(skip=("model", "model_args")) + "\n")
+for _f in (run, evaluate):
+    if _f.__doc__:  # None under python -OO
+        _f.__doc__ += _SETTINGS_DOC

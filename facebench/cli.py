@@ -10,46 +10,19 @@ import sys
 import traceback
 import warnings
 
-from facebench import __version__
+from facebench import __version__, settings
 from facebench.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EXIT_OK, CacheWarning,
                               FacebenchError)
 
 
 def _add_run_overrides(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("overrides of the suite's defaults")
-    g.add_argument("--batch-size", type=int, help="images per forward pass")
-    g.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
-    g.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision for the forward pass")
-    g.add_argument("--num-workers", help="DataLoader workers (integer or auto)")
-    g.add_argument("--decode-cache", choices=["on", "off"],
-                   help="decode each split once into a memory-mapped uint8 cache in the cache folder (default on)")
-    g.add_argument("--channels-last", action="store_true", default=None,
-                   help="channels-last memory format for inputs and conv weights")
-    g.add_argument("--compile", nargs="?", const=True, default=None, metavar="MODE",
-                   help="torch.compile the model's forward (optional mode: reduce-overhead, max-autotune)")
-    g.add_argument("--seed", type=int, help="seed of the bootstrap resampling")
-    g.add_argument("--bootstrap", type=int, help="bootstrap resamples for CIs (0 = none)")
-    g.add_argument("--confidence", type=float, help="CI level (default 0.95)")
-    g.add_argument("--data-root", help="folder holding the datasets (default: $FACEBENCH_DATA)")
-    g.add_argument("--missing-data", choices=["error", "skip"], help="what to do when a task's data is absent")
-    g.add_argument("--on-bad-image", choices=["error", "skip"],
-                   help="unreadable image files: stop before the model loads (error, the default), or leave them "
-                        "out of their task and count them in results.json (skip)")
+    """The overrides of the suite's defaults: one flag per setting of ``facebench.settings.SETTINGS``."""
+    settings.add_cli_arguments(p.add_argument_group("overrides of the suite's defaults"))
 
 
 def _overrides(args) -> dict:
-    out = {k: getattr(args, k, None) for k in
-           ("batch_size", "device", "amp", "seed", "bootstrap", "confidence", "data_root", "missing_data",
-            "on_bad_image")}
-    if getattr(args, "decode_cache", None) is not None:
-        out["decode_cache"] = args.decode_cache == "on"
-    for name in ("channels_last", "compile"):
-        if getattr(args, name, None) is not None:
-            out[name] = getattr(args, name)
-    if getattr(args, "num_workers", None) is not None:
-        nw = args.num_workers
-        out["num_workers"] = int(nw) if str(nw).isdigit() else nw
-    return out
+    """The overrides given on the command line (setting name -> typed value)."""
+    return settings.from_cli(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,47 +25,13 @@ from typing import Any
 
 import yaml
 
+from facebench import settings
 from facebench.errors import ConfigError, FacebenchError, SuiteError, did_you_mean
-from facebench.records import SplitRef
 from facebench.safe_yaml import BoundedLoader, YamlError
 from facebench.safe_yaml import load_file as _load_yaml_file
 
-DEFAULTS: dict[str, Any] = {
-    "batch_size": 256,
-    "device": "auto",
-    "amp": "none",
-    "num_workers": "auto",
-    "seed": 0,
-    "bootstrap": 1000,
-    "confidence": 0.95,
-    "data_root": None,
-    "missing_data": "error",
-    "on_bad_image": "error",
-    "shard_size": 2048,
-    "decode_cache": True,
-    "channels_last": False,
-    "compile": False,
-    "model": None,
-    "model_args": {},
-}
-DEFAULT_TYPES: dict[str, tuple] = {
-    "batch_size": (int,),
-    "device": (str,),
-    "amp": (str, bool),
-    "num_workers": (int, str),
-    "seed": (int,),
-    "bootstrap": (int,),
-    "confidence": (float,),
-    "data_root": (str, type(None)),
-    "missing_data": (str,),
-    "on_bad_image": (str,),
-    "shard_size": (int,),
-    "decode_cache": (bool,),
-    "channels_last": (bool,),
-    "compile": (bool, str),
-    "model": (str, type(None)),
-    "model_args": (dict,),
-}
+DEFAULTS: dict[str, Any] = settings.defaults()  # generated from facebench.settings.SETTINGS
+DEFAULT_TYPES: dict[str, tuple] = {s.name: s.types for s in settings.SETTINGS}
 TOP_KEYS = {"name": (str,), "description": (str,), "defaults": (dict,), "tasks": (list,)}
 TASK_KEYS = {"name": (str,), "dataset": (str,), "split": (str,), "protocol": (str,), "params": (dict,),
              "dataset_args": (dict,), "path": (str,), "description": (str,)}
@@ -149,11 +115,6 @@ class Task:
     description: str = ""
     line: int | None = None
 
-    @property
-    def ref(self) -> SplitRef:
-        """The task's own dataset split."""
-        return SplitRef(self.dataset, self.split, self.path, dict(self.dataset_args))
-
     def to_dict(self) -> dict:
         return {"name": self.name, "dataset": self.dataset, "split": self.split, "protocol": self.protocol,
                 "params": dict(self.params), "dataset_args": dict(self.dataset_args), "path": self.path}
@@ -205,6 +166,41 @@ def _check_keys(mapping: dict, allowed: dict, where: str, problems: list[Problem
                                                     f"got {value!r}."))
 
 
+def _read_defaults(given, problems: list[Problem]) -> dict:
+    """Every setting's default with the suite's ``defaults:`` over it; unknown keys and values of the wrong
+    type or out of range (``facebench.settings.check_value``) become problems with their line."""
+    out = settings.defaults()
+    if not isinstance(given, dict):
+        return out  # None (no defaults), or a wrong type reported by the top-level key check
+    lines = getattr(given, "lines", {})
+    for key, value in given.items():
+        if key not in settings.BY_NAME:
+            hint = did_you_mean(key, DEFAULTS)
+            problems.append(Problem(lines.get(key), f"unknown key {key!r} in defaults.{hint} "
+                                                    f"Allowed keys: {', '.join(DEFAULTS)}."))
+            continue
+        problem = settings.check_value(key, value)
+        if problem:
+            problems.append(Problem(lines.get(key), f"defaults: {problem}"))
+        else:
+            out[key] = _plain(value)
+    return out
+
+
+def _read_overrides(overrides: dict | None, problems: list[Problem]) -> dict:
+    """The overrides (command line, API) that are given (not None), each checked as a suite default is."""
+    out = {}
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        problem = settings.check_value(key, value)
+        if problem:
+            problems.append(Problem(None, f"override: {problem}"))
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def load_suite(path: str | Path, overrides: dict | None = None) -> Suite:
     """Parse and structurally validate a suite; raises SuiteError listing every problem."""
     path = Path(path)
@@ -223,20 +219,8 @@ def load_suite(path: str | Path, overrides: dict | None = None) -> Suite:
     if isinstance(raw.get("name"), str) and name_problem(raw["name"], "suite name"):
         problems.append(Problem(raw.lines.get("name"), name_problem(raw["name"], "suite name")))
 
-    defaults = copy.deepcopy(DEFAULTS)
-    given = raw.get("defaults") or _LineDict()
-    if isinstance(given, dict):
-        _check_keys(given, DEFAULT_TYPES, "defaults", problems)
-        defaults.update({k: v for k, v in given.items() if k in DEFAULT_TYPES})
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            defaults[key] = value
-    if defaults["missing_data"] not in ("error", "skip"):
-        problems.append(Problem(getattr(given, "lines", {}).get("missing_data"),
-                                "defaults: missing_data must be 'error' or 'skip'."))
-    if defaults["on_bad_image"] not in ("error", "skip"):
-        problems.append(Problem(getattr(given, "lines", {}).get("on_bad_image"),
-                                "defaults: on_bad_image must be 'error' or 'skip'."))
+    defaults = _read_defaults(raw.get("defaults"), problems)
+    defaults.update(_read_overrides(overrides, problems))
 
     tasks: list[Task] = []
     raw_tasks = raw.get("tasks")

@@ -252,7 +252,7 @@ def test_suite_rejects_an_unknown_policy(tmp_path):
 
     suite, _ = _folder(tmp_path, {})
     suite.write_text(suite.read_text().replace("  device: cpu\n", "  device: cpu\n  on_bad_image: ignore\n"))
-    with pytest.raises(SuiteError, match="on_bad_image must be 'error' or 'skip'"):
+    with pytest.raises(SuiteError, match="'on_bad_image' must be one of error, skip"):
         validate_suite(suite)
 
 

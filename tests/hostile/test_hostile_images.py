@@ -146,7 +146,7 @@ CASES = [
          "on_bad_image: skip"),
     Case("validate-finds-bad-file", faces({"happy/00.jpg": b""}, command="validate"), 2,
          "1 of 18 image files cannot be read"),
-    Case("unknown-policy-in-suite", faces(extra=", on_bad_image: ignore"), 2, "on_bad_image must be 'error' or 'skip'"),
+    Case("unknown-policy-in-suite", faces(extra=", on_bad_image: ignore"), 2, "'on_bad_image' must be one of error, skip"),
     Case("unknown-policy-flag", faces(flags=("--on-bad-image", "ignore")), 2, "invalid choice"),
     Case("skip-every-file-bad", faces({f"{c}/{i:02d}.jpg": b"" for c in CLASSES for i in range(6)}, SKIP), 2,
          "18 of 18"),
