@@ -27,6 +27,7 @@ import yaml
 
 from facebench import settings
 from facebench.errors import ConfigError, FacebenchError, SuiteError, did_you_mean
+from facebench.compat import check_requirements, static_heads  # noqa: F401  (moved; callers import them here)
 from facebench.safe_yaml import BoundedLoader, YamlError
 from facebench.safe_yaml import load_file as _load_yaml_file
 
@@ -289,56 +290,6 @@ def _check_kwargs(factory, kwargs: dict, what: str) -> None:
         if key not in params:
             raise ConfigError(f"{what} has no option {key!r}.{did_you_mean(key, allowed)} "
                               f"Options: {', '.join(allowed) or '(none)'}.")
-
-
-def static_heads(model: str) -> dict | None:
-    """The heads a registered model declares on its class (``heads`` as a class attribute), found without
-    building or loading the model; None when its heads are known only once an instance exists."""
-    from facebench.registry import MODELS
-
-    heads = getattr(MODELS.get(model), "heads", None)
-    return dict(heads) if isinstance(heads, dict) else None
-
-
-def check_requirements(task: Task, protocol, loader, heads: dict | None = None) -> list[str]:
-    """The task's ``Requirements`` against its dataset's declared ``capabilities`` and, when given, the
-    model's declared ``heads`` (nothing is loaded). Raises ConfigError; returns notes on what it could not judge."""
-    req = protocol.requirements(task)
-    notes = []
-    caps = getattr(loader, "capabilities", None)
-    if caps is None:
-        notes.append(f"task {task.name!r}: dataset {task.dataset!r} declares no capabilities; whether it "
-                     f"provides {', '.join(sorted(req.capabilities())) or 'what the protocol needs'} is found on loading")
-    elif req.capabilities() - caps:
-        missing = sorted(req.capabilities() - caps)
-        raise ConfigError(f"protocol {task.protocol!r} needs {' and '.join(missing)}, which dataset {task.dataset!r} "
-                          f"does not provide (it provides: {', '.join(sorted(caps)) or 'nothing'}).{_providers(missing)}")
-    if req.unknowns == "none":
-        raise ConfigError(f"protocol {task.protocol!r} has no unknown samples: `unknown_classes` is empty and no "
-                          f"`unknowns` split is given. Name them with `unknowns: [{{dataset, split}}]` or "
-                          f"`unknown_classes: [...]`, or use `mode: leave_one_out`.")
-    if heads is not None and req.head and not heads:
-        raise ConfigError(f"protocol {task.protocol!r} reads a model head, and the model declares none "
-                          f"(features only).")
-    if heads is not None and req.head and req.head_name is not None and req.head_name not in heads:
-        raise ConfigError(f"protocol {task.protocol!r} reads head {req.head_name!r}, which the model does not "
-                          f"have.{did_you_mean(req.head_name, heads)} Heads: {', '.join(heads) or '(none)'}.")
-    return notes
-
-
-def _providers(missing: list[str]) -> str:
-    """' Datasets that provide them: ...' over the registered built-ins that declare the capabilities."""
-    from facebench.registry import DATASETS
-
-    names = []
-    for name in DATASETS.names():
-        try:
-            caps = getattr(DATASETS.get(name), "capabilities", None)
-        except FacebenchError:
-            continue
-        if caps is not None and set(missing) <= caps:
-            names.append(name)
-    return f" Datasets that provide {' and '.join(missing)}: {', '.join(names)}." if names else ""
 
 
 def _scan_images(task, loader, ref_loaders: dict, policy: str, notes: list[str]) -> None:

@@ -103,6 +103,18 @@ def nothing_loaded(monkeypatch):
     monkeypatch.setattr(facebench.runner, "make_model", boom)
 
 
+@pytest.fixture
+def no_split_loaded(nothing_loaded, monkeypatch):
+    """``nothing_loaded`` for every registered dataset class: any ``load`` fails the test."""
+    from facebench.registry import DATASETS
+
+    def boom(*a, **k):
+        raise AssertionError("a dataset split was loaded by a check that needs none")
+
+    for name in DATASETS.names():
+        monkeypatch.setattr(DATASETS.get(name), "load", boom)
+
+
 VERIFICATION_ON_SYNTH = ("  - {name: v, dataset: synth, split: test, protocol: verification}\n")
 
 
@@ -180,3 +192,200 @@ def test_a_loader_without_declared_capabilities_is_noted_not_rejected(tmp_path):
     assert notes and "declares no capabilities" in notes[0]
     with pytest.raises(ConfigError, match="needs pairs"):
         check_requirements(task, PROTOCOLS.get("verification")(), SynthFaces())
+
+
+# -- other splits: registered, and providing what their role reads (issue 17 item 3) ------------------------
+def _validate_error(tmp_path, task: str, **kwargs) -> str:
+    from facebench.errors import SuiteError
+    from facebench.suite import validate_suite
+
+    with pytest.raises(SuiteError) as err:
+        validate_suite(_suite(tmp_path, task), check_data=False, **kwargs)
+    return str(err.value)
+
+
+def test_protocols_declare_what_each_role_reads():
+    assert PROTOCOLS.get("imbalanced")().split_needs("train") == {"labels"}
+    assert PROTOCOLS.get("cross_domain")().split_needs("target:kdef") == {"labels"}
+    assert PROTOCOLS.get("open_set")().split_needs("fit") == {"labels"}
+    assert PROTOCOLS.get("open_set")().split_needs("unknown:0") == frozenset()  # unknowns need no labels
+    assert PROTOCOLS.get("label_free")().split_needs("shift:blur") == {"labels"}
+    assert PROTOCOLS.get("label_free")().split_needs("ood:noise") == frozenset()
+    assert PROTOCOLS.get("verification")().split_needs("flipped") == {"pairs"}
+
+
+def test_validate_rejects_another_split_of_an_unregistered_dataset(tmp_path, no_split_loaded):
+    task = ("  - {name: o, dataset: synth, split: test, protocol: open_set,\n"
+            "     params: {unknowns: [{dataset: nois, split: test}]}}\n")
+    text = _validate_error(tmp_path, task)
+    assert ("task 'o': the unknown:0 split names dataset 'nois', which is not registered. "
+            "Did you mean \"noise\"?") in text
+    target = "  - {name: x, dataset: synth, split: test, protocol: cross_domain, params: {targets: [{dataset: rafd, split: test}]}}\n"
+    assert "the target:rafd split names dataset 'rafd'" in _validate_error(tmp_path, target)
+
+
+@pytest.mark.parametrize("protocol, params, role", [
+    ("imbalanced", "{train_split: {dataset: noise, split: test}}", "train"),
+    ("cross_domain", "{targets: [{dataset: noise, split: test}]}", "target:noise"),
+    ("open_set", "{score: knn, fit_split: {dataset: noise, split: test}}", "fit"),
+    ("label_free", "{shifts: [{dataset: lfw, split: test}]}", "shift:lfw"),
+])
+def test_validate_rejects_another_split_without_what_its_role_reads(tmp_path, no_split_loaded, protocol, params,
+                                                                     role):
+    task = f"  - {{name: t, dataset: synth, split: test, protocol: {protocol}, params: {params}}}\n"
+    text = _validate_error(tmp_path, task)
+    dataset = role.split(":")[-1] if ":" in role else "noise"
+    assert f"task 't': protocol '{protocol}' reads labels of its {role} split, which dataset '{dataset}'" in text
+    assert "Datasets that provide labels:" in text and "rafdb" in text
+
+
+def test_an_unknown_split_needs_no_labels(tmp_path, no_split_loaded):
+    from facebench.suite import validate_suite
+
+    task = ("  - {name: o, dataset: synth, split: test, protocol: open_set,\n"
+            "     params: {unknowns: [{dataset: noise, split: test}]}}\n")
+    validate_suite(_suite(tmp_path, task), check_data=False)
+
+
+def test_another_split_of_a_loader_without_capabilities_is_noted(tmp_path, no_split_loaded, monkeypatch):
+    from facebench.data.nonfaces import NoiseImages
+    from facebench.suite import validate_suite
+
+    monkeypatch.setattr(NoiseImages, "capabilities", None)
+    task = "  - {name: i, dataset: synth, split: test, protocol: imbalanced, params: {train_split: {dataset: noise, split: test}}}\n"
+    _, notes = validate_suite(_suite(tmp_path, task), check_data=False)
+    assert any("'noise' (train split) declares no capabilities" in n for n in notes)
+
+
+def test_run_rejects_another_split_before_the_model_loads(tmp_path, no_split_loaded):
+    from facebench.runner import run_suite
+
+    task = ("  - {name: o, dataset: synth, split: test, protocol: open_set,\n"
+            "     params: {unknowns: [{dataset: nois, split: test}]}}\n")
+    with pytest.raises(ConfigError, match="names dataset 'nois', which is not registered"):
+        run_suite(_suite(tmp_path, task), "synth-cnn", out=tmp_path / "out", cache_dir=tmp_path / "cache",
+                  progress=False, log=lambda m: None)
+
+
+# -- attribute names a protocol reads, against those the dataset declares ------------------------------------
+def test_validate_rejects_a_misspelt_attribute_with_a_did_you_mean(tmp_path, no_split_loaded):
+    task = "  - {name: f, dataset: fairface, split: val, protocol: fairness, params: {by: [race, gendr]}}\n"
+    text = _validate_error(tmp_path, task)
+    assert ("task 'f': protocol 'fairness' reads attribute 'gendr', which dataset 'fairface' does not have. "
+            "Did you mean \"gender\"? Its attributes: age_group, gender, race, service_test.") in text
+    target = "  - {name: f, dataset: synth, split: test, protocol: fairness, params: {by: skin_tone, target: race}}\n"
+    assert "reads attribute 'race', which dataset 'synth' does not have" in _validate_error(tmp_path, target)
+    age = "  - {name: a, dataset: fairface, split: val, protocol: age_estimation}\n"
+    assert "reads attribute 'age', which dataset 'fairface' does not have. Its attributes: age_group," in \
+        _validate_error(tmp_path, age)
+
+
+def test_attribute_names_that_depend_on_options(tmp_path, no_split_loaded):
+    from facebench.suite import validate_suite
+
+    task = "  - {name: r, dataset: rafdb, split: test, protocol: fairness, params: {by: [gender]}}\n"
+    assert "reads attribute 'gender', which dataset 'rafdb' does not have" in _validate_error(tmp_path, task)
+    manual = task.replace("params:", "dataset_args: {manual_attributes: true}, params:")
+    _, notes = validate_suite(_suite(tmp_path, manual, "manual.yaml"), check_data=False)
+    assert not notes
+    csv = ("  - {name: c, dataset: csv, split: all, path: x.csv, protocol: fairness, params: {by: [group]},\n"
+           "     dataset_args: {attribute_columns: [group]}}\n")
+    assert not validate_suite(_suite(tmp_path, csv, "csv.yaml"), check_data=False)[1]
+    wrong = csv.replace("by: [group]", "by: [grop]")
+    assert "reads attribute 'grop', which dataset 'csv' does not have. Did you mean \"group\"?" in \
+        _validate_error(tmp_path, wrong)
+
+
+def test_attributes_known_only_once_read_are_noted_not_passed(tmp_path, no_split_loaded):
+    from facebench.suite import validate_suite
+
+    task = "  - {name: c, dataset: csv, split: all, path: x.csv, protocol: fairness, params: {by: [anything]}}\n"
+    _, notes = validate_suite(_suite(tmp_path, task), check_data=False)
+    assert notes == ["task 'c': dataset 'csv' names its attributes only once read; whether it has anything is "
+                     "found on loading"]
+
+
+# -- open-set unknowns: named classes exist, the default leaves at least one class unknown -------------------
+def test_validate_rejects_unknown_classes_the_dataset_lacks(tmp_path, no_split_loaded):
+    task = ("  - {name: o, dataset: ferplus, split: test, protocol: open_set, params: {unknown_classes: [contemt]}}\n")
+    text = _validate_error(tmp_path, task)
+    assert "task 'o': unknown_classes ['contemt'] are not classes of dataset 'ferplus'. Did you mean \"contempt\"?" \
+        in text
+    seven = task.replace("params:", "dataset_args: {classes: 7}, params:").replace("contemt", "contempt")
+    assert "unknown_classes ['contempt'] are not classes of dataset 'ferplus'" in _validate_error(tmp_path, seven)
+
+
+def test_the_default_unknowns_need_a_class_the_head_lacks(tmp_path, no_split_loaded):
+    from facebench.suite import validate_suite
+
+    task = "  - {name: o, dataset: synth, split: test, protocol: open_set}\n"
+    text = _validate_error(tmp_path, task, model="synth-cnn")  # the head has all 7 basic expressions
+    assert "the unknown classes default to the classes of dataset 'synth' that the head lacks, and the head has " \
+           "all of them" in text and "unknown_classes: [...]" in text
+    _, notes = validate_suite(_suite(tmp_path, task, "nomodel.yaml"), check_data=False)
+    assert notes == ["task 'o': the unknown classes are the classes of 'synth' the head lacks; checked once a model "
+                     "is given (`validate --model NAME`)"]
+    # FERPlus-8 has contempt, which the synthetic model's head lacks: one unknown class
+    contempt = "  - {name: o, dataset: ferplus, split: test, protocol: open_set}\n"
+    assert validate_suite(_suite(tmp_path, contempt, "ferplus.yaml"), check_data=False, model="synth-cnn")[1] == []
+    seven = contempt.replace("protocol:", "dataset_args: {classes: 7}, protocol:")
+    assert "the head has all of them" in _validate_error(tmp_path, seven, model="synth-cnn")
+
+
+def test_a_loader_without_a_label_space_is_noted(tmp_path, no_split_loaded):
+    from facebench.suite import validate_suite
+
+    task = "  - {name: o, dataset: ckplus, split: all, protocol: open_set}\n"
+    _, notes = validate_suite(_suite(tmp_path, task), check_data=False, model="synth-cnn")
+    assert notes == ["task 'o': dataset 'ckplus' declares no label space; its unknown classes are found on loading"]
+
+
+# -- the declarations say what loading gives --------------------------------------------------------------------
+def _declared_matches(loader, split: str) -> None:
+    ds = loader.load(split)
+    assert loader.attribute_names is not None and set(ds.attributes) == set(loader.attribute_names)
+    if loader.label_space is not None:
+        assert tuple(ds.classes) == tuple(loader.label_space)
+
+
+@pytest.mark.parametrize("name, args", [("synth", {"n": 12}), ("synth", {"n": 12, "classes": "compound"}),
+                                        ("noise", {"n": 4})])
+def test_generated_loaders_declare_their_attributes_and_label_space(name, args):
+    from facebench.registry import DATASETS
+
+    _declared_matches(DATASETS.get(name)(**args), "test")
+
+
+def test_file_loaders_declare_their_attributes_and_label_space(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from facebench.data.fairface import FairFace
+    from facebench.data.generic import CsvDataset
+    from facebench.data.pairs import PairsCSV
+    from facebench.data.rafdb import RAFDB, RAFDBCompound
+
+    def jpg(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(path)
+
+    (tmp_path / "fairface_label_val.csv").write_text("file,age,gender,race,service_test\n"
+                                                     "val/1.jpg,3-9,Male,East Asian,False\n")
+    jpg(tmp_path / "val" / "1.jpg")
+    for target in ("gender", "race", "age"):
+        _declared_matches(FairFace(tmp_path, target=target), "val")
+    raf = tmp_path / "raf"
+    (raf / "EmoLabel").mkdir(parents=True)
+    (raf / "EmoLabel" / "list_patition_label.txt").write_text("train_00001.jpg 2\n")
+    jpg(raf / "Image" / "aligned" / "train_00001_aligned.jpg")
+    (raf / "Annotation" / "manual").mkdir(parents=True)
+    (raf / "Annotation" / "manual" / "train_00001_manu_attri.txt").write_text("1 2\n" * 5 + "1\n2\n3\n")
+    for loader in (RAFDB(raf), RAFDB(raf, manual_attributes=True), RAFDBCompound(raf)):
+        _declared_matches(loader, "train")
+    jpg(tmp_path / "x" / "a.jpg")
+    jpg(tmp_path / "y" / "b.jpg")
+    (tmp_path / "pairs.csv").write_text("image_a,image_b,same\nx/a.jpg,y/b.jpg,0\n")
+    _declared_matches(PairsCSV(tmp_path), "test")
+    (tmp_path / "faces.csv").write_text("path,label,group,note\nx/a.jpg,happy,g1,n\n")
+    _declared_matches(CsvDataset(tmp_path / "faces.csv", attribute_columns=["group"],
+                                 classes=["neutral", "happiness"]), "all")

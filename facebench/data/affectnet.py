@@ -29,6 +29,7 @@ class AffectNet(NativeLoader):
 
     name = "affectnet"
     capabilities = frozenset({"labels", "attributes"})
+    attribute_names = frozenset({"valence", "arousal"})
     description = ("AffectNet: in-the-wild faces with 8 expressions (training.csv / validation.csv, face boxes); "
                    "7 classes without contempt")
     citation = ("A. Mollahosseini, B. Hasani, M. H. Mahoor, AffectNet: A Database for Facial Expression, Valence, "
@@ -64,6 +65,8 @@ class AffectNet(NativeLoader):
     @property
     def classes(self) -> tuple[str, ...]:
         return LABEL_ORDERS["affectnet"][: self.n_classes]
+
+    label_space = classes
 
     @property
     def image_dir(self) -> Path:

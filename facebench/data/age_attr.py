@@ -97,6 +97,7 @@ class UTKFace(NativeLoader):
 
     name = "utkface"
     capabilities = frozenset({"attributes"})
+    attribute_names = frozenset({"age", "gender", "race"})
     description = __doc__.splitlines()[0]
     citation = "Zhang, Song, Qi. Age Progression/Regression by Conditional Adversarial Autoencoder. CVPR 2017."
     license = "non-commercial research only (official UTKFace README); image copyright stays with the owners"
@@ -174,6 +175,7 @@ class CelebA(NativeLoader):
 
     name = "celeba"
     capabilities = frozenset({"attributes"})
+    attribute_names = frozenset({"targets"})  # (n, 40) binary, columns in CELEBA_ATTRIBUTES order
     description = __doc__.splitlines()[0]
     citation = "Liu, Luo, Wang, Tang. Deep Learning Face Attributes in the Wild. ICCV 2015."
     license = "non-commercial research only (CelebA agreement)"
@@ -243,6 +245,7 @@ class CLAP2015(_AgeLabelFileLoader):
 
     name = "clap2015"
     capabilities = frozenset({"attributes"})
+    attribute_names = frozenset({"age", "age_std"})
     description = __doc__.splitlines()[0]
     citation = "Escalera et al. ChaLearn Looking at People 2015: Apparent Age and Cultural Event Recognition. ICCVW 2015."
     license = "research use (ChaLearn LAP 2015 terms)"
@@ -280,6 +283,7 @@ class MORPH2(_AgeLabelFileLoader):
 
     name = "morph2"
     capabilities = frozenset({"attributes"})
+    attribute_names = frozenset({"age"})
     description = __doc__.splitlines()[0]
     citation = "Ricanek, Tesafaye. MORPH: A Longitudinal Image Database of Normal Adult Age-Progression. FG 2006."
     license = "academic licence from the University of North Carolina Wilmington (MORPH II)"

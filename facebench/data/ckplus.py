@@ -48,6 +48,8 @@ class CKPlus(NativeLoader):
 
     name = "ckplus"
     capabilities = frozenset({"labels", "attributes"})
+    attribute_names = frozenset({"subject", "sequence", "fold"})
+    # label_space stays undeclared: `neutral` joins the classes when a sequence is labelled neutral
     description = "CK+ native release: posed expression sequences, labelled peak frames (Emotion/*.txt), subject-disjoint folds"
     citation = CK_CITATION
     license = CK_LICENSE
@@ -178,6 +180,7 @@ class CKPlus48(NativeLoader):
 
     name = "ckplus48"
     capabilities = frozenset({"labels", "attributes"})
+    attribute_names = frozenset({"subject", "sequence", "fold"})
     description = "CK+48: 48x48 face crops of the last frames of CK+ sequences in <class>/S###_###_########.png folders"
     citation = CK_CITATION
     license = CK_LICENSE + " (CK+48 is a derived crop set circulated on Kaggle)"
@@ -219,6 +222,8 @@ class CKPlus48(NativeLoader):
     @property
     def classes(self) -> tuple[str, ...]:
         return LABEL_ORDERS["ckplus"][1:]
+
+    label_space = classes
 
     def summary(self, split: str) -> dict:
         split = self.resolve_split(split)

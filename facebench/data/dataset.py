@@ -146,6 +146,11 @@ class DatasetLoader:
     # what every split provides, as data (facebench.records.CAPABILITIES: labels, pairs, attributes); checked
     # against a protocol's Requirements by `facebench validate` with nothing loaded. None: undeclared (not checked)
     capabilities: ClassVar[frozenset | None] = None
+    # the names of every split's per-sample attributes (``Dataset.attributes``) and the label space (class names,
+    # in order) of its labels, as data; a loader whose options decide them declares a property. None: known only
+    # once the data is read (`validate` then says it could not check them)
+    attribute_names: ClassVar[frozenset | None] = None
+    label_space: ClassVar[tuple | None] = None
 
     def __init__(self, path: str | Path | None = None, data_root: str | Path | None = None, **options):
         self.options = options

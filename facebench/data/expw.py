@@ -21,6 +21,8 @@ class ExpW(NativeLoader):
 
     name = "expw"
     capabilities = frozenset({"labels", "attributes"})
+    attribute_names = frozenset({"confidence"})
+    label_space = LABEL_ORDERS["expw"]
     description = "ExpW: 91,793 web faces with 7 expressions, label/label.lst boxes (top left right bottom) over image/origin/"
     citation = ("Z. Zhang, P. Luo, C. C. Loy, X. Tang, From Facial Expression Recognition to Interpersonal Relation "
                 "Prediction, IJCV 126(5), 2018")

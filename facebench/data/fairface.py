@@ -30,6 +30,12 @@ class FairFace(NativeLoader):
 
     name = "fairface"
     capabilities = frozenset({"labels", "attributes"})
+    attribute_names = frozenset({"gender", "race", "age_group", "service_test"})
+
+    @property
+    def label_space(self) -> tuple[str, ...]:  # the classes of the `target` column
+        return tuple(TARGETS[self.target])
+
     description = __doc__.splitlines()[0]
     citation = "Karkkainen, Joo. FairFace: Face Attribute Dataset for Balanced Race, Gender, and Age. WACV 2021."
     license = "CC BY 4.0 (images from YFCC-100M, Flickr CC licences)"

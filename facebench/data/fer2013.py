@@ -108,6 +108,8 @@ class FER2013(NativeLoader):
 
     name = "fer2013"
     capabilities = frozenset({"labels", "attributes"})
+    attribute_names = frozenset({"usage"})
+    label_space = LABEL_ORDERS["fer2013"]
     description = "FER2013 original CSV (emotion, 48x48 grey pixels as text, Usage): train/val/test = Training/PublicTest/PrivateTest"
     citation = FER2013_CITATION
     license = FER2013_LICENSE
@@ -185,6 +187,8 @@ class FER2013Images(NativeLoader):
 
     name = "fer2013-images"
     capabilities = frozenset({"labels", "attributes"})
+    attribute_names = frozenset({"usage"})
+    label_space = LABEL_ORDERS["fer2013"]
     description = ("FER2013 image folders (Kaggle repackaging, train/ and test/<class>/*.jpg); split from the "
                    "Training_/PublicTest_/PrivateTest_ prefix")
     citation = FER2013_CITATION
@@ -298,6 +302,7 @@ class FERPlus(NativeLoader):
 
     name = "ferplus"
     capabilities = frozenset({"labels", "attributes"})
+    attribute_names = frozenset({"usage", "image_name"})
     description = ("FERPlus: FER2013 relabelled by 10 crowd votes per face (fer2013new.csv joined to fer2013.csv "
                    "by row), 8 or 7 classes")
     citation = ("E. Barsoum, C. Zhang, C. Canton Ferrer, Z. Zhang, Training Deep Networks for Facial Expression "
@@ -349,6 +354,8 @@ class FERPlus(NativeLoader):
     @property
     def classes(self) -> tuple[str, ...]:
         return LABEL_ORDERS["ferplus"][: self.n_classes]
+
+    label_space = classes
 
     @property
     def label_file(self) -> Path | None:

@@ -33,6 +33,7 @@ class ImageFolder(DatasetLoader):
 
     name = "imagefolder"
     capabilities = frozenset({"labels"})
+    attribute_names = frozenset()  # label_space: the class folders, known once listed
     layout = (
         "  <path>/<split>/<class>/<image>.jpg   (e.g. train/happy/0001.jpg; class folder names such as\n"
         "  angry, happy, sad, surprise, fear, disgust, neutral, contempt are recognised; others need\n"
@@ -76,6 +77,15 @@ class CsvDataset(DatasetLoader):
 
     name = "csv"
     capabilities = frozenset({"labels", "attributes"})
+
+    @property
+    def attribute_names(self) -> frozenset | None:  # the CSV's other columns (known once read) unless named
+        return frozenset(self.attribute_columns) if self.attribute_columns else None
+
+    @property
+    def label_space(self) -> tuple[str, ...] | None:  # option `classes`, else the labels found in the file
+        return self.class_order
+
     layout = (
         "  <path>  a CSV file with a header; columns: `path` (image file, relative to `image_root`,\n"
         "  default the CSV's folder), `label` (class name, or an integer index into `classes`),\n"

@@ -43,6 +43,8 @@ class JAFFE(NativeLoader):
 
     name = "jaffe"
     capabilities = frozenset({"labels", "attributes"})
+    attribute_names = frozenset({"subject", "fold"})
+    label_space = LABEL_ORDERS["jaffe"]
     description = "JAFFE: 213 posed grey 256x256 TIFFs of 10 Japanese female subjects, labels from names like KA.AN1.39.tiff"
     citation = ("M. J. Lyons, S. Akamatsu, M. Kamachi, J. Gyoba, Coding Facial Expressions with Gabor Wavelets, "
                 "FG 1998 (doi:10.5281/zenodo.3451524)")

@@ -89,6 +89,7 @@ class LFWPairs(NativeLoader):
 
     name = "lfw"
     capabilities = frozenset({"pairs", "attributes"})
+    attribute_names = frozenset({"subject"})
     description = __doc__.splitlines()[0]
     citation = "Huang, Ramesh, Berg, Learned-Miller. Labeled Faces in the Wild. UMass TR 07-49, 2007."
     license = "research use; images are press photos owned by their copyright holders"
@@ -159,6 +160,7 @@ class RFWPairs(NativeLoader):
 
     name = "rfw"
     capabilities = frozenset({"pairs", "attributes"})
+    attribute_names = frozenset({"subject"})  # the race is the pairs' `group`
     description = __doc__.splitlines()[0]
     citation = "Wang, Deng, Hu, Tao, Huang. Racial Faces in-the-Wild. ICCV 2019."
     license = "research use after the BUPT agreement (http://whdeng.cn/RFW/)"
@@ -225,6 +227,7 @@ class PairsCSV(NativeLoader):
 
     name = "pairs-csv"
     capabilities = frozenset({"pairs", "attributes"})
+    attribute_names = frozenset({"subject"})
     description = __doc__.splitlines()[0]
     layout = (
         "  <path> = a CSV file (or a folder holding pairs.csv) with the header\n"

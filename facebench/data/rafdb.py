@@ -34,6 +34,10 @@ class _RafLoader(NativeLoader):
     class_names: ClassVar[tuple[str, ...]] = ()
     splits = ("train", "test")
 
+    @property
+    def attribute_names(self) -> frozenset:  # gender, race and age only with `manual_attributes: true`
+        return frozenset({"gender", "race", "age"}) if self.manual_attributes else frozenset()
+
     def __init__(self, path=None, data_root=None, *, aligned: bool = True, manual_attributes: bool = False):
         super().__init__(path, data_root, aligned=bool(aligned), manual_attributes=bool(manual_attributes))
         self.aligned = bool(aligned)
@@ -142,6 +146,7 @@ class RAFDB(_RafLoader):
 
     name = "rafdb"
     capabilities = frozenset({"labels", "attributes"})
+    label_space = LABEL_ORDERS["rafdb"]
     description = ("RAF-DB basic: 7 expressions in the wild, EmoLabel/list_patition_label.txt (1-based labels), "
                    "aligned 100x100 crops")
     citation = RAF_CITATION
@@ -166,6 +171,7 @@ class RAFDBCompound(_RafLoader):
 
     name = "rafdb-compound"
     capabilities = frozenset({"labels", "attributes"})
+    label_space = COMPOUND_CLASSES
     description = ("RAF-DB compound: 11 compound expressions (e.g. happily_surprised), same label-file layout; "
                    "unknown classes for open-set")
     citation = RAF_CITATION

@@ -21,6 +21,8 @@ class SFEW(NativeLoader):
 
     name = "sfew"
     capabilities = frozenset({"labels"})
+    attribute_names = frozenset()
+    label_space = LABEL_ORDERS["sfew"]
     description = "SFEW 2.0: faces in movie frames (EmotiW), Train/ and Val/<Class>/*.png with 7 alphabetical class folders"
     citation = ("A. Dhall, R. Goecke, S. Lucey, T. Gedeon, Static Facial Expression Analysis in Tough Conditions: "
                 "Data, Evaluation Protocol and Benchmark, ICCV Workshops 2011; EmotiW 2015 (SFEW 2.0)")

@@ -16,6 +16,14 @@ class SynthFaces(DatasetLoader):
 
     name = "synth"
     capabilities = frozenset({"labels", "attributes"})
+    attribute_names = frozenset({"skin_tone", "face_shape", "domain"})
+
+    @property
+    def label_space(self) -> tuple[str, ...]:  # basic or compound expressions (option `classes`)
+        from facebench.synth import generator
+
+        return generator.class_names(self.classes)
+
     description = __doc__
     citation = "facebench embedded synthetic faces (facebench.synth.generator)"
     license = "same as facebench"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import facebench
+from facebench import settings
 from facebench.errors import EXIT_TASK_FAILED
 from facebench.fingerprint import hash_object
 from facebench.pipeline.evaluate import Evaluation, debug_traceback
@@ -38,14 +39,15 @@ def results_document(suite: Suite, model_description: dict, evaluation: Evaluati
 
 def manifest_document(suite: Suite, model: str, model_args: dict, evaluation: Evaluation, *, device: str,
                       cache_dir: str, started_utc: str, total_s: float, distributed: dict | None = None) -> dict:
-    """manifest.json: what it takes to reproduce the run (suite as run, command, versions, device, seeds,
-    store keys) and where the time went."""
+    """manifest.json: what it takes to reproduce the run (suite as run, every setting as run from
+    ``facebench.settings``, command, versions, device, seeds, store keys) and where the time went."""
     return {
         "suite_as_run": suite.to_dict(),
         "suite_file": suite.file,
         "command": sys.argv,
         "model": model,
         "model_args": model_args,
+        "settings": settings.manifest_view({**suite.defaults, "model": model, "model_args": model_args}),
         "facebench_version": facebench.__version__,
         "git_commit": git_commit(),
         "versions": library_versions(),

@@ -59,6 +59,9 @@ class Protocol:
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     RANGES: ClassVar[dict] = {}  # parameter -> (low, high), inclusive; None = unbounded on that side
+    # what the protocol reads of each other split (``requires``), by role (the part before any ':', so
+    # 'target' covers 'target:KDEF'): dataset capabilities (records.CAPABILITIES) checked by `validate`
+    ROLE_NEEDS: ClassVar[dict] = {}
 
     @dataclass
     class Params:
@@ -96,6 +99,10 @@ class Protocol:
         """Other dataset splits this task needs, by role (default: none). ``task`` is the suite task,
         so a role can default to the task's own dataset with another split."""
         return {}
+
+    def split_needs(self, role: str) -> frozenset:
+        """The dataset capabilities this protocol reads of the split it names ``role`` (``ROLE_NEEDS``)."""
+        return frozenset(self.ROLE_NEEDS.get(role.split(":", 1)[0], ()))
 
     def fingerprint(self) -> str:
         return hash_object({"protocol": self.name, "version": self.version,

@@ -39,6 +39,8 @@ class CrossDomainProtocol(Protocol):
         unsupported_classes: str = choice("drop", ("drop", "error"))
         extra_model_classes: str = choice("restrict", ("restrict", "keep"))
 
+    ROLE_NEEDS = {"target": {"labels"}}
+
     def _columns(self, task) -> list[tuple[str, object]]:
         if not isinstance(self.params.targets, list) or not self.params.targets:
             raise ConfigError(f"task {task.name!r}: cross_domain needs `targets`, a list of "

@@ -83,6 +83,7 @@ class ImbalancedProtocol(Protocol):
         extra_model_classes: str = choice("restrict", ("restrict", "keep"))
 
     RANGES = {"many_shot_min": (0, None), "few_shot_max": (0, None), "resample_repeats": (1, None)}
+    ROLE_NEEDS = {"train": {"labels"}}  # the training split's class frequencies
 
     def __init__(self, **params):
         super().__init__(**params)

@@ -121,6 +121,7 @@ class LabelFreeProtocol(Protocol):
 
     RANGES = {"temperature": (1e-12, None), "knn_k": (1, None), "sets_per_source": (1, None),
               "min_class_samples": (1, None)}
+    ROLE_NEEDS = {"fit": {"labels"}, "shift": {"labels"}}  # ood sources need no labels
 
     def requirements(self, task=None) -> Requirements:
         p = self.params

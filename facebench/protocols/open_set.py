@@ -103,6 +103,7 @@ class OpenSetProtocol(Protocol):
         return self.params.mode == "leave_one_out" or self.params.score in FEATURE_SCORES
 
     RANGES = {"temperature": (1e-12, None), "knn_k": (1, None), "probe_C": (1e-12, None), "tpr": (0, 1)}
+    ROLE_NEEDS = {"fit": {"labels"}}  # detectors and probes fit on known classes; unknown splits need no labels
 
     def requirements(self, task=None) -> Requirements:
         p = self.params
@@ -111,11 +112,12 @@ class OpenSetProtocol(Protocol):
         elif p.unknowns:
             unknowns = "splits"
         elif p.unknown_classes is None:
-            unknowns = "dataset-classes"  # the task's classes that the head lacks: known once the model is
+            unknowns = "dataset-classes"  # the task's classes that the head lacks (facebench.compat checks them)
         else:
             unknowns = "classes" if p.unknown_classes else "none"
+        named = () if p.mode == "leave_one_out" else tuple(str(c) for c in p.unknown_classes or ())
         return Requirements(head_name=p.head, features=self._feature_based(), fit_split=self._feature_based(),
-                            unknowns=unknowns)
+                            unknowns=unknowns, unknown_classes=named)
 
     def requires(self, task) -> dict:
         p = self.params

@@ -53,6 +53,7 @@ class VerificationProtocol(Protocol):
         min_group_size: int = 30
 
     RANGES = {"fmr_target": (0, 1), "fdr_alpha": (0, 1), "min_group_size": (1, None)}
+    ROLE_NEEDS = {"flipped": {"pairs"}}
 
     def requirements(self, task=None) -> Requirements:
         return Requirements(head=False, features=True, labels=False, pairs=True)
