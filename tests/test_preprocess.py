@@ -5,6 +5,7 @@ from PIL import Image
 
 from facebench.data.images import ArrayImages, FileImages, decode_image
 from facebench.data.preprocess import InputSpec, normalise_batch, prepare_uint8
+from facebench.errors import ConfigError
 
 
 def test_luma_matches_pillow_convert_L():
@@ -56,9 +57,9 @@ def test_normalise_is_the_formula_bit_for_bit_and_leaves_its_input_alone():
 
 
 def test_bad_spec():
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="channels must be 1 or 3"):
         InputSpec(channels=2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="mean/std need 1 values"):
         InputSpec(channels=1, mean=(0.5, 0.5, 0.5), std=(0.5,))
 
 

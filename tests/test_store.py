@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from facebench.engine.store import PredictionStore, Predictions
+from facebench.errors import ModelError
 
 
 def test_save_load_and_outputs(tmp_path):
@@ -63,7 +64,7 @@ def test_every_kind_of_broken_shard_is_skipped_and_the_rest_is_read(tmp_path):
 
 
 def test_predictions_refuse_outputs_with_other_row_counts():
-    with pytest.raises(ValueError, match="other row counts"):
+    with pytest.raises(ModelError, match="other row counts"):
         Predictions(np.array(["a", "b"]), {"h": np.zeros((2, 2)), "f": np.zeros((1, 3))})
 
 

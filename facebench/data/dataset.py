@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from facebench.errors import DatasetNotFoundError
+from facebench.errors import DataError, DatasetNotFoundError
 from facebench.fingerprint import hash_object
 
 
@@ -36,28 +36,28 @@ class Dataset:
         self.ids = np.asarray(self.ids).astype(str)
         n = len(self.ids)
         if len(np.unique(self.ids)) != n:
-            raise ValueError(f"dataset {self.name}/{self.split}: sample ids are not unique")
+            raise DataError(f"dataset {self.name}/{self.split}: sample ids are not unique")
         if len(self.images) != n:
-            raise ValueError(f"dataset {self.name}/{self.split}: {len(self.images)} images for {n} ids")
+            raise DataError(f"dataset {self.name}/{self.split}: {len(self.images)} images for {n} ids")
         if self.labels is not None:
             self.labels = np.asarray(self.labels).astype(str)
             if len(self.labels) != n:
-                raise ValueError(f"dataset {self.name}/{self.split}: {len(self.labels)} labels for {n} ids")
+                raise DataError(f"dataset {self.name}/{self.split}: {len(self.labels)} labels for {n} ids")
             unknown = sorted(set(self.labels) - set(self.classes))
             if unknown:
-                raise ValueError(f"dataset {self.name}/{self.split}: labels {unknown} not in classes {self.classes}")
+                raise DataError(f"dataset {self.name}/{self.split}: labels {unknown} not in classes {self.classes}")
         for key, values in self.attributes.items():
             if len(values) != n:
-                raise ValueError(f"dataset {self.name}/{self.split}: attribute {key!r} has {len(values)} values for {n} ids")
+                raise DataError(f"dataset {self.name}/{self.split}: attribute {key!r} has {len(values)} values for {n} ids")
         if self.pairs is not None:
             self.pairs = {k: np.asarray(v) for k, v in self.pairs.items()}
             m = len(self.pairs["a"])
             for key in ("a", "b", "same", "fold"):
                 if key not in self.pairs or len(self.pairs[key]) != m:
-                    raise ValueError(f"dataset {self.name}/{self.split}: pairs need equal-length 'a', 'b', 'same', "
-                                     f"'fold' arrays")
+                    raise DataError(f"dataset {self.name}/{self.split}: pairs need equal-length 'a', 'b', 'same', "
+                                    f"'fold' arrays")
             if m and (self.pairs["a"].max() >= n or self.pairs["b"].max() >= n):
-                raise ValueError(f"dataset {self.name}/{self.split}: a pair refers to an image index >= {n}")
+                raise DataError(f"dataset {self.name}/{self.split}: a pair refers to an image index >= {n}")
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -70,12 +70,13 @@ class ExpW(NativeLoader):
                     if not parts:
                         continue
                     try:
-                        if len(parts) != 8:
-                            raise ValueError
                         name, face = parts[0], parts[1]
                         top, left, right, bottom = (float(v) for v in parts[2:6])
                         confidence, value = float(parts[6]), int(parts[7])
-                    except ValueError:
+                        well_formed = len(parts) == 8
+                    except (IndexError, ValueError):  # too few fields, or not numbers
+                        well_formed = False
+                    if not well_formed:
                         raise ConfigError(f"{self.label_file}, line {lineno}: expected `image_name face_id top left "
                                           f"right bottom confidence label`, got {line.strip()!r}.") from None
                     if not 0 <= value <= 6:

@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from facebench.data.decode import decode_image  # noqa: E402,F401  (faithful decoding: see that module)
+from facebench.errors import DataError
 
 
 class FileImages:
@@ -65,7 +66,7 @@ class ArrayImages:
     def __init__(self, array: np.ndarray):
         array = np.asarray(array)
         if array.dtype != np.uint8 or array.ndim not in (3, 4):
-            raise ValueError("ArrayImages needs a uint8 array of shape (N, H, W) or (N, H, W, C)")
+            raise DataError("ArrayImages needs a uint8 array of shape (N, H, W) or (N, H, W, C)")
         self.array = array if array.ndim == 4 else array[..., None]
 
     def __len__(self) -> int:

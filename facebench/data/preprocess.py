@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facebench.errors import ConfigError, DataError
 from facebench.fingerprint import hash_object
 
 
@@ -38,13 +39,13 @@ class InputSpec:
 
     def __post_init__(self):
         if self.channels not in (1, 3):
-            raise ValueError(f"InputSpec.channels must be 1 or 3, got {self.channels}")
+            raise ConfigError(f"InputSpec.channels must be 1 or 3, got {self.channels}")
         if self.color_order not in ("RGB", "BGR"):
-            raise ValueError(f"InputSpec.color_order must be 'RGB' or 'BGR', got {self.color_order!r}")
+            raise ConfigError(f"InputSpec.color_order must be 'RGB' or 'BGR', got {self.color_order!r}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
-            raise ValueError(f"InputSpec mean/std need {self.channels} values each, got {self.mean} / {self.std}")
+            raise ConfigError(f"InputSpec mean/std need {self.channels} values each, got {self.mean} / {self.std}")
         if not 0 < self.crop_fraction <= 1:
-            raise ValueError("InputSpec.crop_fraction must be in (0, 1]")
+            raise ConfigError("InputSpec.crop_fraction must be in (0, 1]")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -68,7 +69,7 @@ def prepare_uint8(image: np.ndarray, spec: InputSpec) -> torch.Tensor:
     if image.ndim == 2:
         image = image[..., None]
     if image.dtype != np.uint8:
-        raise ValueError(f"images must be uint8, got {image.dtype}")
+        raise DataError(f"images must be uint8, got {image.dtype}")
     if image.shape[2] == 4:
         image = image[..., :3]
     if spec.channels == 1 and image.shape[2] == 3:

@@ -145,7 +145,7 @@ def shard_indices(n: int, rank: int, world_size: int) -> np.ndarray:
     one larger. Every position belongs to exactly one rank; nothing is padded or repeated (a rank
     may get none when ``n < world_size``)."""
     if world_size < 1 or not 0 <= rank < world_size or n < 0:
-        raise ValueError(f"need n >= 0 and 0 <= rank < world_size; got n={n}, rank={rank}, world_size={world_size}")
+        raise ConfigError(f"need n >= 0 and 0 <= rank < world_size; got n={n}, rank={rank}, world_size={world_size}")
     base, extra = divmod(n, world_size)
     start = rank * base + min(rank, extra)
     return np.arange(start, start + base + (rank < extra), dtype=np.int64)

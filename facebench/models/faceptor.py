@@ -124,7 +124,7 @@ def authors_state_dict(net) -> dict[str, torch.Tensor]:
     for key, value in net.state_dict().items():
         match = next(((o, n) for o, n in PREFIXES if key.startswith(n)), None)
         if match is None:
-            raise ValueError(f"no authors' prefix for {key!r}")
+            raise ModelError(f"no authors' prefix for {key!r}")
         old, new = match
         out["module." + old + key[len(new):]] = value
     width = net.cfg.vit_width
@@ -249,7 +249,7 @@ def build_faceptor(checkpoint: str | Path, config: str | Path | None = None):
     cfg, input_size = resolve_sizes(state, load_config_json(config))
     try:
         net = FaceptorNet(cfg)
-    except ValueError as err:
+    except ModelError as err:
         raise ModelError(f"faceptor checkpoint {checkpoint}: {err}") from None
     try:
         missing, unexpected = net.load_state_dict(state, strict=False)

@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from facebench.errors import ModelError
+
 
 @dataclass
 class FaceptorConfig:
@@ -127,7 +129,7 @@ class FaRLViT(nn.Module):
         x = self.conv1(x)
         b, c, s, s2 = x.shape
         if s != s2:
-            raise ValueError(f"Faceptor expects square inputs; got a {s}x{s2} patch grid")
+            raise ModelError(f"Faceptor expects square inputs; got a {s}x{s2} patch grid")
         x = x.flatten(2).transpose(1, 2)  # (B, S*S, C)
         cls = self.class_embedding.to(x.dtype).expand(b, 1, c)
         x = torch.cat([cls, x], dim=1) + self.pos_embed(s).to(x.dtype)
@@ -326,7 +328,7 @@ class FaceptorNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         if max(cfg.levels + cfg.new_levels) >= cfg.vit_layers:
-            raise ValueError(f"decoder levels {cfg.levels + cfg.new_levels} need >= "
+            raise ModelError(f"decoder levels {cfg.levels + cfg.new_levels} need >= "
                              f"{max(cfg.levels + cfg.new_levels) + 1} ViT blocks; the backbone has {cfg.vit_layers}")
         self.backbone = FaRLViT(cfg)
         self.decoder = FaceptorDecoder(cfg)

@@ -148,7 +148,7 @@ def build_input_spec(options: dict, what: str) -> InputSpec:
         kwargs["interpolation"] = str(options["interpolation"])
     try:
         return InputSpec(**kwargs)
-    except ValueError as err:
+    except ConfigError as err:
         raise ConfigError(f"{what}: {err}") from None
 
 

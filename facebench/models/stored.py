@@ -9,7 +9,7 @@ no stored predictions is an error that names the command that computes them.
 from __future__ import annotations
 
 from facebench.data.preprocess import InputSpec
-from facebench.errors import ModelError
+from facebench.errors import ConfigError, ModelError
 from facebench.models.base import Head, ModelAdapter
 
 
@@ -31,7 +31,7 @@ class StoredModel(ModelAdapter):
             self.input_spec = InputSpec(**spec)
             self.feature_dim = description.get("feature_dim")
             self._fingerprint = str(description["fingerprint"])
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, ConfigError) as err:
             raise ModelError(f"the run's model description is incomplete ({type(err).__name__}: {err}); "
                              f"it must come from a results.json written by `facebench run`.") from None
         self.adapter_name = description.get("adapter", "")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from facebench.errors import ConfigError, ModelError
+
 __all__ = ["SynthCNN", "INPUT_SIZE", "INPUT_MEAN", "INPUT_STD", "preprocess_uint8"]
 
 INPUT_SIZE = 48
@@ -31,7 +33,7 @@ class SynthCNN(nn.Module):
     def __init__(self, n_classes: int = 7, width: int = 16):
         super().__init__()
         if n_classes < 1 or width < 1:
-            raise ValueError(f"n_classes and width must be >= 1, got {n_classes} and {width}.")
+            raise ConfigError(f"n_classes and width must be >= 1, got {n_classes} and {width}.")
         self.n_classes = int(n_classes)
         self.width = int(width)
         w = self.width
@@ -57,6 +59,6 @@ def preprocess_uint8(images) -> torch.Tensor:
     """uint8 (N, H, W, 3) RGB array or tensor -> normalised float (N, 3, H, W)."""
     t = torch.as_tensor(images)
     if t.dtype != torch.uint8 or t.ndim != 4 or t.shape[-1] != 3:
-        raise ValueError(f"expected uint8 images of shape (N, H, W, 3), got {tuple(t.shape)} {t.dtype}.")
+        raise ModelError(f"expected uint8 images of shape (N, H, W, 3), got {tuple(t.shape)} {t.dtype}.")
     x = t.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
     return x.sub_(0.5).div_(0.5).contiguous()

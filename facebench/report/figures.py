@@ -46,6 +46,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
+from facebench.errors import ReportError
+
 __all__ = [
     "DPI", "SINGLE_COLUMN", "DOUBLE_COLUMN", "PAPER_STYLE", "PALETTE", "FIGURES_BY_PROTOCOL",
     "row_normalise", "log_floor", "sanitise_filename",
@@ -123,9 +125,9 @@ def row_normalise(cm) -> np.ndarray:
     """
     a = np.asarray(cm, dtype=float)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
-        raise ValueError(f"confusion matrix must be square 2-D, got shape {a.shape}")
+        raise ReportError(f"confusion matrix must be square 2-D, got shape {a.shape}")
     if np.any(a < 0) or not np.all(np.isfinite(a)):
-        raise ValueError("confusion matrix must hold finite non-negative counts")
+        raise ReportError("confusion matrix must hold finite non-negative counts")
     sums = a.sum(axis=1, keepdims=True)
     out = np.full_like(a, np.nan)
     np.divide(a, sums, out=out, where=sums > 0)
@@ -268,7 +270,7 @@ def confusion_matrix_figure(cm, class_names: Sequence[str], stem, title: str | N
     norm = row_normalise(cm)
     names = [str(c) for c in class_names]
     if len(names) != norm.shape[0]:
-        raise ValueError(f"{len(names)} class names for a {norm.shape[0]}x{norm.shape[0]} confusion matrix")
+        raise ReportError(f"{len(names)} class names for a {norm.shape[0]}x{norm.shape[0]} confusion matrix")
     n = len(names)
     width = SINGLE_COLUMN if n <= 10 else DOUBLE_COLUMN
     height = max(2.2, min(7.5, 1.0 + 0.3 * n)) if n <= 10 else min(7.5, 1.4 + 0.22 * n)
@@ -306,7 +308,7 @@ def per_class_recall_figure(names: Sequence[str], values: Sequence, cis: Sequenc
     names = [str(s) for s in names]
     vals = _as_float_array(values)
     if len(vals) != len(names) or (cis is not None and len(cis) != len(names)):
-        raise ValueError("names, values and cis must have the same length")
+        raise ReportError("names, values and cis must have the same length")
     if groups is not None:
         order = list(dict.fromkeys(str(g) for g in groups))
         colors = [_color(order.index(str(g))) for g in groups]
@@ -342,7 +344,7 @@ def reliability_figure(reliability: Mapping, stem, title: str | None = None, ece
     conf = _as_float_array(reliability["confidence"])
     counts = _as_float_array(reliability.get("counts", [0.0] * len(acc)))
     if not (len(edges) == len(acc) + 1 == len(conf) + 1 == len(counts) + 1):
-        raise ValueError("reliability: edges must have one more entry than accuracy/confidence/counts")
+        raise ReportError("reliability: edges must have one more entry than accuracy/confidence/counts")
     left, widths = edges[:-1], np.diff(edges)
     ok = np.isfinite(acc) & np.isfinite(conf)
 
@@ -380,11 +382,11 @@ def _curves(curves: Mapping) -> list[tuple[str, np.ndarray, np.ndarray]]:
         x, y = xy[0], xy[1]
         x, y = _as_float_array(x), _as_float_array(y)
         if len(x) != len(y):
-            raise ValueError(f"curve {label!r}: x and y differ in length")
+            raise ReportError(f"curve {label!r}: x and y differ in length")
         keep = np.isfinite(x) & np.isfinite(y)
         out.append((str(label), x[keep], y[keep]))
     if not out:
-        raise ValueError("no curves to draw")
+        raise ReportError("no curves to draw")
     return out
 
 
@@ -454,7 +456,7 @@ def group_bars_figure(groups: Sequence[str], values: Sequence, cis: Sequence | N
     names = [str(g) for g in groups]
     vals = _as_float_array(values)
     if len(vals) != len(names) or (cis is not None and len(cis) != len(names)):
-        raise ValueError("groups, values and cis must have the same length")
+        raise ReportError("groups, values and cis must have the same length")
     scale = 100.0 if percent else 1.0
 
     def draw(fig):
@@ -527,19 +529,19 @@ def scatter_figure(true, pred=None, stem=None, label: str | None = None, xlabel:
         if stem is None and pred is not None:
             pred, stem = None, pred
         if pred is not None:
-            raise ValueError("pass either {name: (true, pred)} or true and pred, not both")
+            raise ReportError("pass either {name: (true, pred)} or true and pred, not both")
         series = {str(k): (v[0], v[1]) for k, v in true.items()}
     else:
         if pred is None:
-            raise ValueError("pred is required with a single series")
+            raise ReportError("pred is required with a single series")
         series = {label or "": (true, pred)}
     if stem is None:
-        raise ValueError("stem is required")
+        raise ReportError("stem is required")
     data = []
     for name, (t, p) in series.items():
         t, p = _as_float_array(t), _as_float_array(p)
         if len(t) != len(p):
-            raise ValueError(f"series {name!r}: true and pred differ in length")
+            raise ReportError(f"series {name!r}: true and pred differ in length")
         keep = np.isfinite(t) & np.isfinite(p)
         data.append((name, t[keep], p[keep]))
     allv = np.concatenate([np.concatenate([t, p]) for _, t, p in data]) if data else np.array([])
