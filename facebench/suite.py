@@ -28,6 +28,7 @@ import yaml
 from facebench import settings
 from facebench.errors import ConfigError, FacebenchError, SuiteError, did_you_mean
 from facebench.compat import check_requirements, static_heads  # noqa: F401  (moved; callers import them here)
+from facebench.records import SplitRef
 from facebench.safe_yaml import BoundedLoader, YamlError
 from facebench.safe_yaml import load_file as _load_yaml_file
 
@@ -106,15 +107,28 @@ class Problem:
 
 @dataclass
 class Task:
+    """One suite task: protocol ``protocol`` with ``params`` on one dataset split, ``ref`` (a ``SplitRef``,
+    the same record protocols use for the other splits they read). ``dataset``, ``split``, ``path`` and
+    ``dataset_args`` read through to it. Build one from a suite's fields with ``Task.of(...)``."""
+
     name: str
-    dataset: str
     protocol: str
-    split: str = "test"
+    ref: SplitRef
     params: dict = field(default_factory=dict)
-    dataset_args: dict = field(default_factory=dict)
-    path: str | None = None
     description: str = ""
     line: int | None = None
+
+    @classmethod
+    def of(cls, name: str, dataset: str, protocol: str, split: str = "test", params: dict | None = None,
+           dataset_args: dict | None = None, path: str | None = None, description: str = "",
+           line: int | None = None) -> "Task":
+        return cls(name, protocol, SplitRef(dataset, split, path, dict(dataset_args or {})), dict(params or {}),
+                   description, line)
+
+    dataset = property(lambda self: self.ref.dataset, doc="the registered dataset name")
+    split = property(lambda self: self.ref.split)
+    path = property(lambda self: self.ref.path, doc="the dataset's folder, or None for the loader's default")
+    dataset_args = property(lambda self: self.ref.dataset_args, doc="options of the dataset loader")
 
     def to_dict(self) -> dict:
         return {"name": self.name, "dataset": self.dataset, "split": self.split, "protocol": self.protocol,
@@ -247,7 +261,7 @@ def load_suite(path: str | Path, overrides: dict | None = None) -> Suite:
             problems.append(Problem(item.lines.get("name"), f"duplicate task name {item['name']!r}."))
         seen.add(item["name"])
         kwargs = {k: item[k] for k in TASK_KEYS if k in item and _check_type(item[k], TASK_KEYS[k])}
-        tasks.append(Task(line=item.line, **{k: (_plain(v) if isinstance(v, dict) else v) for k, v in kwargs.items()}))
+        tasks.append(Task.of(line=item.line, **{k: (_plain(v) if isinstance(v, dict) else v) for k, v in kwargs.items()}))
     if problems:
         raise SuiteError(file, problems)
     return Suite(name=raw.get("name") or _stem_name(path), file=file, tasks=tasks, defaults=_plain(defaults),

@@ -187,7 +187,7 @@ def test_a_loader_without_declared_capabilities_is_noted_not_rejected(tmp_path):
     class Undeclared(SynthFaces):
         capabilities = None
 
-    task = Task(name="v", dataset="mine", split="test", protocol="verification")
+    task = Task.of(name="v", dataset="mine", split="test", protocol="verification")
     notes = check_requirements(task, PROTOCOLS.get("verification")(), Undeclared())
     assert notes and "declares no capabilities" in notes[0]
     with pytest.raises(ConfigError, match="needs pairs"):
