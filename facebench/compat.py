@@ -25,6 +25,14 @@ def static_heads(model: str) -> dict | None:
     return dict(heads) if isinstance(heads, dict) else None
 
 
+def static_default_head(model: str) -> str | None:
+    """The head a registered model reads when a protocol names none, when its class declares it (else None)."""
+    from facebench.registry import MODELS
+
+    head = getattr(MODELS.get(model), "default_head", None)
+    return head if isinstance(head, str) else None
+
+
 def check_requirements(task, protocol, loader, heads: dict | None = None,
                        default_head: str | None = None) -> list[str]:
     """The task's ``Requirements`` and other splits against its dataset's declarations and, when given, the

@@ -27,7 +27,7 @@ import yaml
 
 from facebench import settings
 from facebench.errors import ConfigError, FacebenchError, SuiteError, did_you_mean
-from facebench.compat import check_requirements, static_heads  # noqa: F401  (moved; callers import them here)
+from facebench.compat import check_requirements, static_default_head, static_heads  # noqa: F401  (moved; callers import them here)
 from facebench.records import SplitRef
 from facebench.safe_yaml import BoundedLoader, YamlError
 from facebench.safe_yaml import load_file as _load_yaml_file
@@ -329,16 +329,16 @@ def validate_suite(path: str | Path, overrides: dict | None = None, check_data: 
     suite = load_suite(path, overrides)
     problems: list[Problem] = []
     notes: list[str] = []
-    heads = None
+    heads = default_head = None
     if model is not None:
-        heads = static_heads(model)
+        heads, default_head = static_heads(model), static_default_head(model)
         if heads is None:
             notes.append(f"model {model!r} declares its heads only once built; the head check is left to `run`")
     for task in suite.tasks:
         try:
             protocol = make_protocol(task)
             loader = make_loader(task, suite.defaults.get("data_root"))
-            notes.extend(check_requirements(task, protocol, loader, heads))
+            notes.extend(check_requirements(task, protocol, loader, heads, default_head))
             ref_loaders = {role: (ref, make_loader(ref, suite.defaults.get("data_root")))
                            for role, ref in protocol.requires(task).items()}
             if check_data:

@@ -132,7 +132,7 @@ def test_validate_rejects_verification_on_a_dataset_without_pairs(tmp_path, noth
 def test_run_validates_requirements_before_the_model_loads(tmp_path, nothing_loaded):
     from facebench.runner import run_suite
 
-    with pytest.raises(ConfigError, match="needs pairs"):
+    with pytest.raises(ConfigError, match="^task 'v': protocol 'verification' needs pairs"):
         run_suite(_suite(tmp_path, VERIFICATION_ON_SYNTH), "synth-cnn", out=tmp_path / "out",
                   cache_dir=tmp_path / "cache", progress=False, log=lambda m: None)
     assert not (tmp_path / "out" / "results.json").exists()

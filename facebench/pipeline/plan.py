@@ -65,7 +65,10 @@ def plan_tasks(suite: Suite, log: Callable[[str], None]) -> list[PlannedTask]:
         protocol = make_protocol(task)
         loader = make_loader(task.ref, d.get("data_root"))
         item = PlannedTask(task, protocol, loader, refs=dict(protocol.requires(task)))
-        check_requirements(task, protocol, loader)  # the protocol's needs against the dataset's capabilities
+        try:  # the protocol's needs against the dataset's declared capabilities, as `facebench validate` checks
+            check_requirements(task, protocol, loader)
+        except ConfigError as err:
+            raise ConfigError(f"task {task.name!r}: {err}") from None
         item.ref_loaders = {role: make_loader(ref, d.get("data_root")) for role, ref in item.refs.items()}
         try:
             loader.check(task.split)
