@@ -457,10 +457,9 @@ def _mismatch(name, inferred, options):
                      f"but the checkpoint's shapes say {inferred}; the config does not describe this checkpoint.")
 
 
-def resolve_config(sub: dict[str, dict[str, torch.Tensor]], config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Architecture sizes from the sub-dicts' shapes, plus ``config`` for what shapes cannot tell."""
-    config = config or {}
-    bb, fam, tss, om = (sub[k] for k in SUB_DICTS)
+def _backbone_shapes(bb: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """What the backbone's state dict shows: embed dim, patch size, per-stage depth / heads / window / MLP
+    width, the largest window, the embedding size and the pre-FAM head's width."""
     dim, _, patch, _ = _shape(bb, "patch_embed.proj.weight", "state_dict_backbone")
     n_stages = _count(bb, "layers.")
     if n_stages == 0:
@@ -473,9 +472,16 @@ def resolve_config(sub: dict[str, dict[str, torch.Tensor]], config: dict[str, An
         n = _shape(bb, p + "attn.relative_position_index", "state_dict_backbone")[0]
         windows.append(int(round(n ** 0.5)))
         hidden.append(_shape(bb, p + "mlp.fc1.weight", "state_dict_backbone")[0])
-    window = max(windows)
-    emb = _shape(bb, "feature.3.weight", "state_dict_backbone")[0]
-    head_out = _shape(bb, "head.weight", "state_dict_backbone")[0]
+    return {"dim": dim, "patch": patch, "n_stages": n_stages, "depths": depths, "heads": heads,
+            "windows": windows, "window": max(windows), "hidden": hidden,
+            "emb": _shape(bb, "feature.3.weight", "state_dict_backbone")[0],
+            "head_out": _shape(bb, "head.weight", "state_dict_backbone")[0]}
+
+
+def _head_shapes(fam: dict[str, torch.Tensor], tss: dict[str, torch.Tensor],
+                 om: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """What the FAM, TSS and output-module state dicts show: branches, FAM conv shapes, CBAM width, the
+    subnets' (in, hidden, out) and the output fcs' (in, out)."""
     branches = _count(fam, "nets.")
     n_conv = _count(fam, "nets.0.conv.convs.")
     if branches == 0 or n_conv == 0:
@@ -490,25 +496,31 @@ def resolve_config(sub: dict[str, dict[str, torch.Tensor]], config: dict[str, An
         tss_dims.append((i, h, o))
     om_dims = [tuple(reversed(_shape(om, f"output_fcs.{k}.weight", "state_dict_om")))
                for k in range(_count(om, "output_fcs."))]
+    return {"branches": branches, "conv_shapes": conv_shapes, "cbam_hidden": cbam_hidden, "tss_dims": tss_dims,
+            "om_dims": om_dims}
 
+
+def _merged_config(shown: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The architecture: ``config`` where it gives a value, else the shapes ``shown``, else the defaults."""
+    conv_shapes = shown["conv_shapes"]
     cfg = {
         "img_size": int(_config_value(config, "img_size", default=DEFAULT_IMG_SIZE)),
-        "patch_size": _config_value(config, "patch_size", patch),
-        "embed_dim": _config_value(config, "embed_dim", dim),
-        "depths": _config_value(config, "depths", depths),
-        "num_heads": _config_value(config, "num_heads", heads),
-        "window_size": _config_value(config, "window_size", window),
-        "window_sizes": windows,
-        "mlp_hidden": hidden,
-        "head_out": head_out,
-        "embedding_size": _config_value(config, "embedding_size", emb),
-        "branches": _config_value(config, "branch_num", branches),
+        "patch_size": _config_value(config, "patch_size", shown["patch"]),
+        "embed_dim": _config_value(config, "embed_dim", shown["dim"]),
+        "depths": _config_value(config, "depths", shown["depths"]),
+        "num_heads": _config_value(config, "num_heads", shown["heads"]),
+        "window_size": _config_value(config, "window_size", shown["window"]),
+        "window_sizes": shown["windows"],
+        "mlp_hidden": shown["hidden"],
+        "head_out": shown["head_out"],
+        "embedding_size": _config_value(config, "embedding_size", shown["emb"]),
+        "branches": _config_value(config, "branch_num", shown["branches"]),
         "fam_split_in": _config_value(config, "fam_split_in", [c[1] for c in conv_shapes]),
         "fam_split_out": _config_value(config, "fam_split_out", [c[0] for c in conv_shapes]),
         "fam_kernel": conv_shapes[0][-1],
-        "cbam_hidden": cbam_hidden,
-        "tss_dims": tss_dims,
-        "om_dims": om_dims,
+        "cbam_hidden": shown["cbam_hidden"],
+        "tss_dims": shown["tss_dims"],
+        "om_dims": shown["om_dims"],
         "om_output_sizes": [list(s) for s in _config_value(config, "om_output_sizes",
                                                            default=DEFAULT_OM_OUTPUT_SIZES)],
         "om_fc_order": list(_config_value(config, "om_fc_order", default=DEFAULT_OM_FC_ORDER)),
@@ -517,13 +529,18 @@ def resolve_config(sub: dict[str, dict[str, torch.Tensor]], config: dict[str, An
     if sorted(order) != sorted(cfg["om_fc_order"] + ["Recognition"]):
         raise ModelError("swinface: output_dict_order must name each output of om_fc_order once, plus 'Recognition'.")
     cfg["output_dict_order"] = order
-    # consistency of what came from the config/defaults with the shapes
+    return cfg
+
+
+def _check_resolution(cfg: dict[str, Any], bb: dict[str, torch.Tensor], shown: dict[str, Any]) -> int:
+    """Check the input size (from the config or the default) against the patch size, the stages' windows and
+    their attention masks; return the first stage's resolution (img_size // patch)."""
+    patch, n_stages, windows = shown["patch"], shown["n_stages"], shown["windows"]
     res = cfg["img_size"] // patch
     if cfg["img_size"] % patch or res % 2 ** (n_stages - 1):
         raise ModelError(f"swinface: input size {cfg['img_size']} does not fit patch {patch} and {n_stages} stages.")
-    final = res // 2 ** (n_stages - 1)
     for s in range(n_stages):
-        expected = min(window, res // 2 ** s)
+        expected = min(shown["window"], res // 2 ** s)
         if windows[s] != expected:
             raise ModelError(f"swinface: stage {s} has window {windows[s]} in the checkpoint but input size "
                              f"{cfg['img_size']} implies {expected}; give the right img_size in config=PATH.")
@@ -532,6 +549,13 @@ def resolve_config(sub: dict[str, dict[str, torch.Tensor]], config: dict[str, An
         if mask is not None and mask.shape[0] != n_windows:
             raise ModelError(f"swinface: stage {s}'s attn_mask has {mask.shape[0]} windows but input size "
                              f"{cfg['img_size']} implies {n_windows}; give the right img_size in config=PATH.")
+    return res
+
+
+def _check_heads_fit(cfg: dict[str, Any], shown: dict[str, Any]) -> None:
+    """The FAM takes what the backbone gives, and branches, subnets, output groups and output fcs agree."""
+    dim, n_stages, conv_shapes = shown["dim"], shown["n_stages"], shown["conv_shapes"]
+    branches, tss_dims, om_dims = shown["branches"], shown["tss_dims"], shown["om_dims"]
     stage_dims = [dim * 2 ** (s + 1) for s in range(n_stages - 1)] + [dim * 2 ** (n_stages - 1)]
     if sum(c[1] for c in conv_shapes) != sum(stage_dims):
         raise ModelError(f"swinface: the FAM convs take {sum(c[1] for c in conv_shapes)} channels but the "
@@ -545,8 +569,19 @@ def resolve_config(sub: dict[str, dict[str, torch.Tensor]], config: dict[str, An
         raise ModelError(f"swinface: the output fcs have widths {[o for _, o in om_dims]} but om_output_sizes "
                          f"gives {flat} and om_fc_order names {len(cfg['om_fc_order'])}; pass the config that "
                          f"matches this checkpoint.")
+
+
+def resolve_config(sub: dict[str, dict[str, torch.Tensor]], config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Architecture sizes from the sub-dicts' shapes, plus ``config`` for what shapes cannot tell; every size
+    is checked against the others (a ModelError names the mismatch)."""
+    bb, fam, tss, om = (sub[k] for k in SUB_DICTS)
+    shown = {**_backbone_shapes(bb), **_head_shapes(fam, tss, om)}
+    cfg = _merged_config(shown, config or {})
+    res = _check_resolution(cfg, bb, shown)
+    _check_heads_fit(cfg, shown)
+    n_stages = shown["n_stages"]
     cfg["stage_resolutions"] = [res // 2 ** s for s in range(n_stages)]
-    cfg["final_resolution"] = final
+    cfg["final_resolution"] = res // 2 ** (n_stages - 1)
     return cfg
 
 
