@@ -362,26 +362,35 @@ def grouped_bootstrap(values, groups, n_resamples=1000, seed=0, clusters=None) -
     names, inv = check_groups(groups, v.size)
     b_total = check_positive_int(n_resamples, "n_resamples")
     rng = np.random.default_rng(seed)
-    g = len(names)
+    if clusters is None:
+        by_group, tot_sum, tot_n = _resample_within_groups(v, inv, len(names), b_total, rng)
+    else:
+        by_group, tot_sum, tot_n = _resample_clusters_within_groups(v, inv, names, clusters, b_total, rng)
+    return {"by_group": by_group, "groups": names, "overall": tot_sum / tot_n}
+
+
+def _resample_within_groups(v: np.ndarray, inv: np.ndarray, g: int, b_total: int, rng: np.random.Generator):
+    """Sample level: ``(by_group (B, G) means, overall sums (B,), overall counts (B,))``."""
     by_group = np.empty((b_total, g), dtype=np.float64)
     tot_sum = np.zeros(b_total, dtype=np.float64)
     tot_n = np.zeros(b_total, dtype=np.float64)
+    for j in range(g):
+        vg = v[inv == j]
+        ng = vg.size
+        step = max(1, _CHUNK_BYTES // (16 * ng))
+        for start in range(0, b_total, step):
+            b = min(step, b_total - start)
+            idx = rng.integers(0, ng, size=(b, ng))
+            by_group[start:start + b, j] = vg[idx].mean(axis=1)
+        tot_sum += by_group[:, j] * ng
+        tot_n += ng
+    return by_group, tot_sum, tot_n
 
-    if clusters is None:
-        for j in range(g):
-            vg = v[inv == j]
-            ng = vg.size
-            step = max(1, _CHUNK_BYTES // (16 * ng))
-            for start in range(0, b_total, step):
-                b = min(step, b_total - start)
-                idx = rng.integers(0, ng, size=(b, ng))
-                by_group[start:start + b, j] = vg[idx].mean(axis=1)
-            tot_sum += by_group[:, j] * ng
-            tot_n += ng
-        return {"by_group": by_group, "groups": names, "overall": tot_sum / tot_n}
 
-    cinv, k = check_clusters(clusters, v.size)
-    # group of each cluster; a cluster spanning two groups is an error
+def _cluster_groups(clusters, inv: np.ndarray, names: list, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(cluster index per sample, group index per cluster, K)``; a cluster spanning two groups raises."""
+    g = len(names)
+    cinv, k = check_clusters(clusters, n)
     pairs = np.unique(cinv * g + inv)
     if pairs.size != k:
         per_cluster = np.bincount(pairs // g, minlength=k)
@@ -394,6 +403,17 @@ def grouped_bootstrap(values, groups, n_resamples=1000, seed=0, clusters=None) -
         )
     cgroup = np.empty(k, dtype=np.int64)
     cgroup[pairs // g] = pairs % g
+    return cinv, cgroup, k
+
+
+def _resample_clusters_within_groups(v: np.ndarray, inv: np.ndarray, names: list, clusters, b_total: int,
+                                     rng: np.random.Generator):
+    """Cluster level: ``(by_group (B, G) means, overall sums (B,), overall counts (B,))``."""
+    g = len(names)
+    cinv, cgroup, k = _cluster_groups(clusters, inv, names, v.size)
+    by_group = np.empty((b_total, g), dtype=np.float64)
+    tot_sum = np.zeros(b_total, dtype=np.float64)
+    tot_n = np.zeros(b_total, dtype=np.float64)
     sums = np.bincount(cinv, weights=v, minlength=k)
     sizes = np.bincount(cinv, minlength=k).astype(np.float64)
     for j in range(g):
@@ -408,7 +428,7 @@ def grouped_bootstrap(values, groups, n_resamples=1000, seed=0, clusters=None) -
             by_group[start:start + b, j] = ws / wn
             tot_sum[start:start + b] += ws
             tot_n[start:start + b] += wn
-    return {"by_group": by_group, "groups": names, "overall": tot_sum / tot_n}
+    return by_group, tot_sum, tot_n
 
 
 def bootstrap_disparities(values, groups, n_resamples=1000, seed=0, clusters=None) -> dict:

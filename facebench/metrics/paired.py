@@ -328,8 +328,6 @@ def paired_bootstrap_classification(y_true, pred_base, pred_new, n_classes, metr
     which is left out -- see ``nan_fraction``; a class of the list absent
     from ``y_true`` altogether raises).
     """
-    from .classification import confusion_matrix
-
     metric = check_choice(metric, PAIRED_CLASSIFICATION_METRICS, "metric")
     c = check_n_classes(n_classes)
     yt = check_labels(y_true, "y_true", n_classes=c)
@@ -339,29 +337,30 @@ def paired_bootstrap_classification(y_true, pred_base, pred_new, n_classes, metr
     conf = check_confidence(confidence)
     b_total = check_positive_int(n_resamples, "n_resamples")
     sel = None if classes is None else check_classes(classes, c)
-
-    # full-data point estimates; an explicit class absent from y_true raises here (unbatched matrix)
-    cm_full_b = confusion_matrix(yt, pb, c)
-    cm_full_n = confusion_matrix(yt, pn, c)
-    if sel is not None and metric == "mean_class_accuracy":
-        from .classification import mean_class_accuracy_from_cm
-
-        mean_class_accuracy_from_cm(cm_full_b, sel)
-    point_base = float(_scores_from_cms(cm_full_b[None], metric, sel)[0])
-    point_new = float(_scores_from_cms(cm_full_n[None], metric, sel)[0])
-
-    cc = c * c
+    point_base, point_new = _full_data_points(yt, pb, pn, c, metric, sel)
     cells_b = yt * c + pb
     cells_n = yt * c + pn
     deltas = np.empty(b_total, dtype=np.float64)
     pos = 0
     for idx in paired_resample_indices(n, b_total, seed, chunk):
         b = idx.shape[0]
-        score_b = _scores_from_cms(_batched_cms(cells_b, idx, cc).reshape(b, c, c), metric, sel)
-        score_n = _scores_from_cms(_batched_cms(cells_n, idx, cc).reshape(b, c, c), metric, sel)
+        score_b = _scores_from_cms(_batched_cms(cells_b, idx, c * c).reshape(b, c, c), metric, sel)
+        score_n = _scores_from_cms(_batched_cms(cells_n, idx, c * c).reshape(b, c, c), metric, sel)
         deltas[pos:pos + b] = score_n - score_b
         pos += b
     return _summarise(point_base, point_new, deltas, conf, return_deltas)
+
+
+def _full_data_points(yt, pb, pn, c: int, metric: str, sel) -> tuple[float, float]:
+    """Both runs' metric on all samples; an explicit class absent from ``y_true`` raises here."""
+    from .classification import confusion_matrix, mean_class_accuracy_from_cm
+
+    cm_full_b = confusion_matrix(yt, pb, c)
+    cm_full_n = confusion_matrix(yt, pn, c)
+    if sel is not None and metric == "mean_class_accuracy":
+        mean_class_accuracy_from_cm(cm_full_b, sel)
+    return (float(_scores_from_cms(cm_full_b[None], metric, sel)[0]),
+            float(_scores_from_cms(cm_full_n[None], metric, sel)[0]))
 
 
 # --------------------------------------------------------------------------- #
