@@ -11,7 +11,7 @@ import traceback
 import warnings
 
 from facebench import __version__, settings
-from facebench.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EXIT_OK, CacheWarning,
+from facebench.errors import (exit_code_for, EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EXIT_OK, CacheWarning,
                               FacebenchError)
 
 
@@ -25,6 +25,18 @@ def _overrides(args) -> dict:
     return settings.from_cli(args)
 
 
+def _add_run_folder_flags(p: argparse.ArgumentParser, out: str, cache: str) -> None:
+    """The flags ``run`` and ``rescore`` share: where the run folder and the store go, what is printed and
+    drawn, and every setting's override."""
+    p.add_argument("--out", help=out)
+    p.add_argument("--force", action="store_true", help="replace an earlier run folder of facebench's "
+                   "(never a folder without its .facebench-run marker)")
+    p.add_argument("--cache-dir", help=cache)
+    p.add_argument("--quiet", action="store_true", help="do not print the leaderboard")
+    p.add_argument("--no-figures", action="store_true", help="do not draw the figures (PNG + PDF in <out>/figures)")
+    _add_run_overrides(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facebench", description="Evaluate face-perception models under the "
                                      "field's protocols: run the model once, evaluate many times.")
@@ -35,25 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("suite", help="suite YAML, e.g. suites/demo.yaml")
     run.add_argument("--model", help="registered model name (facebench list models)")
     run.add_argument("--model-args", help="adapter settings: key=value,key2=value2")
-    run.add_argument("--out", help="run folder (default reports/<suite>/<model>/)")
-    run.add_argument("--force", action="store_true", help="replace an earlier run folder of facebench's "
-                     "(never a folder without its .facebench-run marker)")
-    run.add_argument("--cache-dir", help="prediction store (default $FACEBENCH_CACHE or ~/.cache/facebench)")
+    _add_run_folder_flags(run, out="run folder (default reports/<suite>/<model>/)",
+                          cache="prediction store (default $FACEBENCH_CACHE or ~/.cache/facebench)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    run.add_argument("--quiet", action="store_true", help="do not print the leaderboard")
-    run.add_argument("--no-figures", action="store_true", help="do not draw the figures (PNG + PDF in <out>/figures)")
-    _add_run_overrides(run)
 
     rs = sub.add_parser("rescore", help="re-evaluate a finished run from stored predictions (no model is loaded)")
     rs.add_argument("run_dir", help="a run folder written by `facebench run`")
     rs.add_argument("--suite", help="evaluate this suite instead of the run's own (same model, stored splits)")
-    rs.add_argument("--out", help="run folder (default <run_dir>-rescored)")
-    rs.add_argument("--force", action="store_true", help="replace an earlier run folder of facebench's "
-                    "(never a folder without its .facebench-run marker)")
-    rs.add_argument("--cache-dir", help="prediction store (default: the run's, else $FACEBENCH_CACHE)")
-    rs.add_argument("--quiet", action="store_true", help="do not print the leaderboard")
-    rs.add_argument("--no-figures", action="store_true", help="do not draw the figures")
-    _add_run_overrides(rs)
+    _add_run_folder_flags(rs, out="run folder (default <run_dir>-rescored)",
+                          cache="prediction store (default: the run's, else $FACEBENCH_CACHE)")
 
     cmp_ = sub.add_parser("compare", help="regression gate: compare a run against a baseline (exit 0 ok, 1 "
                                            "regression, 2 cannot compare)")
@@ -311,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             return handler(args)
     except FacebenchError as err:
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exit_code_for(err)  # the one table of facebench.errors (every class: 2 today)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
