@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from facebench.metrics import bootstrap as bs
 from facebench.metrics.bootstrap import (
     MAX_NAN_FRACTION,
     ConfidenceInterval,
@@ -13,6 +14,8 @@ from facebench.metrics.bootstrap import (
     bootstrap_statistic,
     nan_fraction,
     percentile_interval,
+    strata_sums,
+    stratify,
 )
 from facebench.metrics.calibration import expected_calibration_error, make_ece_statistic
 from facebench.metrics.classification import (
@@ -243,8 +246,116 @@ def test_confidence_interval_dataclass():
         (lambda: bootstrap_statistic(lambda idx: idx.mean(axis=1), 0, 10), "n"),
         (lambda: bootstrap_statistic(lambda idx: idx.mean(axis=0), 5, 10), "one value per resample"),
         (lambda: bootstrap_statistic(None, 5, 10), "callable"),
+        (lambda: stratify([1.0, 2.0], [0, 2], n_columns=2), "out of range"),
+        (lambda: stratify([1.0, 2.0], [0], n_columns=2), "inconsistent"),
+        (lambda: stratify([1.0, 2.0], max_strata=0), "max_strata"),
+        (lambda: strata_sums(stratify([1.0, 2.0]), 0, np.random.default_rng(0)), "n_resamples"),
     ],
 )
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# --------------------------------------------------------------------------- count bootstrap over strata
+
+
+def test_stratify_exact_when_few_distinct_values():
+    rng = np.random.default_rng(0)
+    v = rng.choice([0.0, 0.25, 1.5, 7.0], size=5000)
+    cols = rng.integers(0, 3, size=5000)
+    st = stratify(v, cols, n_columns=3)
+    assert st.exact and st.n == 5000 and st.sizes.size == 12
+    for g in range(st.sizes.size):  # each stratum is one (column, value) pair with its exact count
+        assert st.sizes[g] == np.sum((cols == st.column[g]) & (v == st.mean[g]))
+    assert (st.var == 0).all()
+
+
+def test_stratify_cuts_sorted_strata_of_near_equal_size():
+    rng = np.random.default_rng(1)
+    v = rng.exponential(size=10_000)
+    cols = (rng.random(10_000) < 0.3).astype(int)
+    st = stratify(v, cols, n_columns=2, max_strata=100)
+    assert not st.exact and st.n == 10_000
+    assert 100 <= st.sizes.size <= 102 and st.sizes.min() >= 95 and st.sizes.max() <= 105
+    assert (np.diff(st.column) >= 0).all()
+    for c in (0, 1):
+        x = np.sort(v[cols == c])
+        sizes = st.sizes[st.column == c]
+        bounds = np.cumsum(sizes)
+        np.testing.assert_allclose(st.mean[st.column == c], [x[b - s:b].mean() for s, b in zip(sizes, bounds)])
+        np.testing.assert_allclose(st.var[st.column == c], [x[b - s:b].var() for s, b in zip(sizes, bounds)],
+                                   atol=1e-15)
+    # law of total variance: the strata keep the overall mean and variance
+    m = np.sum(st.sizes * st.mean) / st.n
+    assert m == pytest.approx(v.mean(), rel=1e-12)
+    assert np.sum(st.sizes * (st.var + (st.mean - m) ** 2)) / st.n == pytest.approx(v.var(), rel=1e-10)
+
+
+def test_strata_sums_exact_law_matches_naive_index_resampling():
+    rng = np.random.default_rng(2)
+    n, b = 400, 4000
+    v = rng.choice([0.0, 1.0, 3.0], size=n, p=[0.7, 0.2, 0.1])
+    sums = strata_sums(stratify(v), b, np.random.default_rng(0))[:, 0]
+    naive = v[np.random.default_rng(1).integers(0, n, size=(b, n))].sum(axis=1)
+    assert sums.mean() == pytest.approx(naive.mean(), rel=0.01)
+    assert sums.std() == pytest.approx(naive.std(), rel=0.06)
+    assert np.percentile(sums, [2.5, 50, 97.5]) == pytest.approx(np.percentile(naive, [2.5, 50, 97.5]), rel=0.03)
+    assert np.all(sums == np.rint(sums))  # sums of the three values' counts: whole numbers here
+
+
+def test_strata_sums_inexact_keeps_mean_variance_and_percentiles():
+    # 2000 skewed values in 8 strata only: the within-stratum spread is drawn from a normal law
+    rng = np.random.default_rng(3)
+    n, b = 2000, 20_000
+    v = rng.lognormal(0.0, 1.0, size=n)
+    st = stratify(v, max_strata=8)
+    assert not st.exact and st.sizes.size == 8
+    means = strata_sums(st, b, np.random.default_rng(0))[:, 0] / n
+    sd = v.std() / np.sqrt(n)  # the index bootstrap's exact standard deviation of the mean
+    assert means.mean() == pytest.approx(v.mean(), abs=4 * sd / np.sqrt(b))
+    assert means.std() == pytest.approx(sd, rel=0.02)
+    naive = v[np.random.default_rng(1).integers(0, n, size=(4000, n))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    nlo, nhi = np.percentile(naive, [2.5, 97.5])
+    assert abs(lo - nlo) < 0.1 * (nhi - nlo) and abs(hi - nhi) < 0.1 * (nhi - nlo)
+
+
+def test_strata_sums_do_not_depend_on_chunk():
+    rng = np.random.default_rng(4)
+    for v in (rng.integers(0, 5, 300).astype(float), rng.normal(size=3000)):
+        st = stratify(v, max_strata=64)
+        whole = strata_sums(st, 50, np.random.default_rng(9))
+        # the same draws; only the summation order of the matrix product may differ
+        np.testing.assert_allclose(whole, strata_sums(st, 50, np.random.default_rng(9), chunk=7), rtol=1e-12)
+        assert not np.array_equal(whole, strata_sums(st, 50, np.random.default_rng(10)))
+    np.testing.assert_allclose(bootstrap_sample_means(v, 40, seed=1), bootstrap_sample_means(v, 40, seed=1, chunk=3),
+                               rtol=1e-12)
+
+
+def test_sample_means_with_infinities_follow_index_resampling():
+    n = 50
+    v = np.r_[np.inf, np.linspace(0.0, 1.0, n - 1)]
+    means = bootstrap_sample_means(v, 4000, seed=0)
+    p_drawn = 1 - (1 - 1 / n) ** n  # a resample draws the infinite sample at least once
+    assert np.mean(np.isinf(means)) == pytest.approx(p_drawn, abs=0.03)
+    assert np.isfinite(means[~np.isinf(means)]).all()
+    both = bootstrap_sample_means(np.r_[np.inf, -np.inf, np.zeros(3)], 500, seed=0)
+    assert np.isnan(both).any() and np.isposinf(both).any() and np.isneginf(both).any()
+
+
+def test_bootstrap_statistic_chunks_by_memory_budget(monkeypatch):
+    v = np.arange(120, dtype=float)
+    calls = []
+
+    def stat(idx):
+        calls.append(idx.shape)
+        return v[idx].mean(axis=1)
+
+    monkeypatch.setattr(bs, "MEMORY_BUDGET", 120 * 32 * 10)  # 10 resamples of 120 int64 indices (+ temporaries)
+    bootstrap_statistic(stat, 120, n_resamples=25, seed=0)
+    assert calls == [(10, 120), (10, 120), (5, 120)]
+    monkeypatch.setattr(bs, "MEMORY_BUDGET", 256 * 2**20)
+    calls.clear()
+    bootstrap_statistic(stat, 120, n_resamples=25, seed=0)
+    assert calls == [(25, 120)]

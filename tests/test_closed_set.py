@@ -113,3 +113,28 @@ def test_no_bootstrap_gives_values_without_cis():
     res = ClosedSetProtocol().evaluate(make_ctx([CLASSES[i] for i in y], np.eye(4)[y], CLASSES, n_resamples=0))
     m = by_metric(res)
     assert m["accuracy"].value == 1.0 and m["accuracy"].ci is None and m["recall[neutral]"].ci is None
+
+
+def test_nll_and_ece_cis_agree_with_index_resampling():
+    """The count bootstraps of NLL and ECE (4,000 samples: strata, not one per value) give the intervals of the
+    generic index bootstrap within Monte-Carlo noise."""
+    from facebench.metrics.bootstrap import bootstrap_statistic, percentile_interval
+    from facebench.metrics.calibration import ece_statistic_from_confidence
+    from facebench.metrics.classification import per_sample_nll, softmax
+
+    rng = np.random.default_rng(11)
+    n, b = 4000, 2000
+    y = rng.integers(0, 4, n)
+    logits = rng.normal(size=(n, 4)) + 1.5 * np.eye(4)[y]
+    m = by_metric(ClosedSetProtocol().evaluate(make_ctx([CLASSES[i] for i in y], logits, CLASSES, n_resamples=b)))
+    probs = softmax(logits.astype(np.float32).astype(np.float64), axis=1)
+    nll = per_sample_nll(y, probs)
+    conf, correct = probs.max(axis=1), probs.argmax(axis=1) == y
+    oracles = {"nll": bootstrap_statistic(lambda idx: nll[idx].mean(axis=1), n, b, seed=1),
+               "ece[bins=15,equal-width,right-closed,conf=max-prob]":
+                   bootstrap_statistic(ece_statistic_from_confidence(conf, correct, 15), n, b, seed=1)}
+    for name, samples in oracles.items():
+        lo, hi = percentile_interval(samples)
+        got_lo, got_hi = m[name].ci
+        assert abs(got_lo - lo) < 0.12 * (hi - lo) and abs(got_hi - hi) < 0.12 * (hi - lo), name
+        assert got_lo < m[name].value < got_hi

@@ -3,14 +3,20 @@
 import numpy as np
 import pytest
 
+from facebench.metrics.bootstrap import bootstrap_statistic
 from facebench.metrics.calibration import (
     ECE_CONVENTION,
     _assign_bins,
     bin_edges,
+    bootstrap_ece,
+    bootstrap_ece_from_confidence,
     ece_convention,
+    ece_from_confidence,
+    ece_statistic_from_confidence,
     expected_calibration_error,
     make_ece_statistic,
     reliability_bins,
+    reliability_from_confidence,
 )
 
 # 8 samples, 3 classes, 5 bins: edges 0, .2, .4, .6, .8, 1; bin b = (b/5, (b+1)/5].
@@ -142,3 +148,90 @@ def test_make_ece_statistic_matches_per_resample_ece():
 def test_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         expected_calibration_error(**kwargs)
+
+
+@pytest.mark.parametrize("n_bins", [1, 2, 3, 5, 7, 10, 15, 20, 33, 100])
+def test_assign_bins_matches_searchsorted(n_bins):
+    """The arithmetic binning equals the edge search (oracle: searchsorted over the edges), edges included."""
+    rng = np.random.default_rng(n_bins)
+    e = bin_edges(n_bins)
+    literals = np.array([float(f"{b / n_bins:.17g}") for b in range(n_bins + 1)] +
+                        [float(f"{b / n_bins:.3g}") for b in range(n_bins + 1)])
+    x = np.concatenate([rng.random(20_000), e, np.nextafter(e, 2.0), np.nextafter(e, -1.0), literals,
+                        np.linspace(0, 1, 10_001), [0.0, 1.0, -0.5, 1.5, 1e300, -1e300, 5e-324]])
+    oracle = np.clip(np.searchsorted(e, x, side="left") - 1, 0, n_bins - 1)
+    np.testing.assert_array_equal(_assign_bins(x, e), oracle)
+
+
+def test_reliability_from_confidence_checks_its_input():
+    with pytest.raises(ValueError, match="NaN"):
+        reliability_from_confidence([0.5, np.nan], [1, 0])
+    with pytest.raises(ValueError, match="0/1"):
+        reliability_from_confidence([0.5, 0.7], [1, 0.5])
+    with pytest.raises(ValueError, match="same length"):
+        reliability_from_confidence([0.5, 0.7], [1])
+    # bool and 0/1 floats give the same bins
+    a = reliability_from_confidence([0.5, 0.7, 0.9], [True, False, True], 5)
+    b = reliability_from_confidence([0.5, 0.7, 0.9], [1.0, 0.0, 1.0], 5)
+    for k in ("counts", "accuracy", "confidence"):
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def _index_bootstrap_ece(conf, correct, n_bins, b, seed):
+    """Oracle: ECE of explicit index resamples (the generic bootstrap over make_ece_statistic's formula)."""
+    return bootstrap_statistic(ece_statistic_from_confidence(conf, correct, n_bins), conf.size, b, seed=seed)
+
+
+def _calibration_data(n, seed):
+    rng = np.random.default_rng(seed)
+    conf = rng.uniform(0.3, 1.0, size=n)
+    correct = rng.random(n) < conf ** 1.5  # over-confident model
+    return conf, correct
+
+
+def test_bootstrap_ece_exact_law_matches_index_bootstrap():
+    # 300 samples -> at most 1024 distinct (bin, correct, confidence) triples: the count law is exact
+    conf, correct = _calibration_data(300, 0)
+    ece = bootstrap_ece_from_confidence(conf, correct, 10, n_resamples=4000, seed=0)
+    naive = _index_bootstrap_ece(conf, correct, 10, 4000, seed=1)
+    assert ece.shape == (4000,) and np.isfinite(ece).all()
+    assert ece.mean() == pytest.approx(naive.mean(), rel=0.02)
+    assert ece.std() == pytest.approx(naive.std(), rel=0.06)
+    np.testing.assert_allclose(np.percentile(ece, [2.5, 50, 97.5]), np.percentile(naive, [2.5, 50, 97.5]), rtol=0.04)
+
+
+def test_bootstrap_ece_with_few_strata_matches_index_bootstrap():
+    # 4000 samples, 40 strata in all: within-stratum spread drawn from the normal law
+    conf, correct = _calibration_data(4000, 1)
+    ece = bootstrap_ece_from_confidence(conf, correct, 15, n_resamples=3000, seed=0, max_strata=40)
+    naive = _index_bootstrap_ece(conf, correct, 15, 3000, seed=1)
+    assert ece.mean() == pytest.approx(naive.mean(), rel=0.02)
+    assert ece.std() == pytest.approx(naive.std(), rel=0.08)
+    lo, hi = np.percentile(ece, [2.5, 97.5])
+    nlo, nhi = np.percentile(naive, [2.5, 97.5])
+    assert abs(lo - nlo) < 0.1 * (nhi - nlo) and abs(hi - nhi) < 0.1 * (nhi - nlo)
+    assert lo < ece_from_confidence(conf, correct, 15) < hi
+
+
+def test_bootstrap_ece_single_bin_hand_case():
+    # one bin: a resample's ECE is |#correct - sum conf| / N; with one confidence value c it is |k/N - c|,
+    # k ~ Binomial(N, accuracy): exact law
+    n, c = 200, 0.7
+    correct = np.arange(n) < 150  # accuracy 0.75
+    ece = bootstrap_ece_from_confidence(np.full(n, c), correct, 1, n_resamples=20_000, seed=3)
+    k = np.random.default_rng(4).binomial(n, 0.75, size=20_000)
+    assert ece.mean() == pytest.approx(np.abs(k / n - c).mean(), rel=0.01)
+    assert np.all(np.isin(np.round(ece * n + c * n), np.arange(n + 1)))  # |k - 140| for an integer k
+
+
+def test_bootstrap_ece_seeded_and_from_probs():
+    rng = np.random.default_rng(5)
+    probs = rng.dirichlet(np.ones(4), size=2000)
+    y = rng.integers(0, 4, size=2000)
+    a = bootstrap_ece(y, probs, 15, n_resamples=200, seed=7)
+    np.testing.assert_array_equal(a, bootstrap_ece(y, probs, 15, n_resamples=200, seed=7))
+    assert not np.array_equal(a, bootstrap_ece(y, probs, 15, n_resamples=200, seed=8))
+    conf, correct = probs.max(axis=1), probs.argmax(axis=1) == y
+    np.testing.assert_array_equal(a, bootstrap_ece_from_confidence(conf, correct, 15, n_resamples=200, seed=7))
+    with pytest.raises(ValueError, match="n_resamples"):
+        bootstrap_ece(y, probs, n_resamples=0)

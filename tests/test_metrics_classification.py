@@ -18,6 +18,7 @@ from facebench.metrics.classification import (
     per_class_recall_from_cm,
     per_sample_nll,
     softmax,
+    top1,
 )
 
 SEEDS = [0, 1, 2, 3]
@@ -302,3 +303,17 @@ def test_integral_float_labels_accepted():
     assert accuracy(np.array([0.0, 1.0, 2.0]), np.array([0, 1, 1])) == pytest.approx(2 / 3)
     np.testing.assert_array_equal(confusion_matrix(np.array([1.0]), np.array([1], dtype=np.uint8), 2),
                                   [[0, 0], [0, 1]])
+
+
+@pytest.mark.parametrize("n_classes", [1, 2, 7, 40])
+def test_top1_equals_max_and_first_argmax(n_classes):
+    rng = np.random.default_rng(n_classes)
+    p = rng.dirichlet(np.ones(n_classes), size=5000)
+    p[::5] = np.round(p[::5], 1)  # ties: the first maximum wins
+    p[1] = 1.0 / n_classes
+    conf, pred = top1(p)
+    np.testing.assert_array_equal(conf, p.max(axis=1))
+    np.testing.assert_array_equal(pred, p.argmax(axis=1))
+    assert pred.dtype == np.int64 and pred[1] == 0
+    with pytest.raises(ValueError, match="non-empty"):
+        top1(np.zeros((0, 3)))

@@ -1,6 +1,6 @@
 """Seeded, vectorised bootstrap for classification metrics, with percentile intervals.
 
-Three entry points cover the metric layer:
+Entry points of the metric layer:
 
 * :func:`bootstrap_confusion_matrices` -- resampled confusion matrices
   ``(B, C, C)``; feed them to the ``*_from_cm`` metrics of
@@ -9,18 +9,28 @@ Three entry points cover the metric layer:
   (e.g. per-sample NLL).
 * :func:`bootstrap_statistic` -- any statistic of resampled indices (e.g. ECE
   via :func:`facebench.metrics.calibration.make_ece_statistic`).
+* :func:`stratify` and :func:`strata_sums` -- resampled per-column sums of
+  per-sample values drawn as counts over strata (the sample-level mean above
+  and :func:`facebench.metrics.calibration.bootstrap_ece_from_confidence`).
 
-Each accepts ``clusters`` (one id per sample, e.g. the subject id) to resample
+Each of the first three accepts ``clusters`` (one id per sample, e.g. the subject id) to resample
 whole clusters instead of samples: K distinct clusters are drawn K times with
 replacement and the resample consists of all samples of the drawn clusters
 (counted with multiplicity). All randomness comes from
 ``np.random.default_rng(seed)``, so a given seed reproduces the output exactly.
 Intervals are plain percentile intervals (:func:`percentile_interval`).
+
+Memory: resamples are generated in chunks whose working arrays stay within
+:data:`MEMORY_BUDGET` bytes (about 256 MB). At sample level the confusion
+matrices, means and strata sums are drawn as counts (no array with one entry
+per sample and resample); only the generic :func:`bootstrap_statistic` builds
+(resamples x samples) indices, one chunk at a time. At cluster level the
+(resamples x clusters) weights are built one chunk at a time.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -42,14 +52,25 @@ __all__ = [
     "bootstrap_confusion_matrices",
     "bootstrap_sample_means",
     "bootstrap_statistic",
+    "Strata",
+    "stratify",
+    "strata_sums",
     "percentile_interval",
     "nan_fraction",
     "ConfidenceInterval",
     "MAX_NAN_FRACTION",
+    "MEMORY_BUDGET",
+    "MAX_STRATA",
 ]
 
 #: Working-memory budget for one chunk of resamples (bytes).
-_CHUNK_BYTES = 64 * 2**20
+MEMORY_BUDGET = 256 * 2**20
+
+#: Strata of the count bootstrap (:func:`stratify`) when the values have more distinct values than this.
+MAX_STRATA = 1024
+
+#: Bytes per index of :func:`bootstrap_statistic`'s chunks: the int64 index and the statistic's temporaries.
+_BYTES_PER_INDEX = 8 * 4
 
 #: Suggested threshold for callers: an interval whose resamples are NaN more
 #: often than this (see :func:`nan_fraction`) deserves a warning in reports.
@@ -59,7 +80,7 @@ MAX_NAN_FRACTION = 0.01
 def _rows_per_chunk(bytes_per_row: int, requested: int | None = None) -> int:
     if requested is not None:
         return check_positive_int(requested, "chunk")
-    return max(1, _CHUNK_BYTES // max(1, bytes_per_row))
+    return max(1, MEMORY_BUDGET // max(1, bytes_per_row))
 
 
 def _cluster_weights(rng: np.random.Generator, k: int, b: int) -> np.ndarray:
@@ -83,7 +104,7 @@ def bootstrap_confusion_matrices(
     Cluster level (``clusters`` = one id per sample): with K distinct
     clusters, draw weights ``W ~ Multinomial(K, 1/K)`` of shape (B, K) (the
     number of times each cluster is picked in K draws with replacement), in
-    chunks bounded to ~64 MB; with ``M`` the (K, C^2) per-cluster cell counts,
+    chunks bounded by :data:`MEMORY_BUDGET`; with ``M`` the (K, C^2) per-cluster cell counts,
     the resampled cells are ``W @ M``.
 
     ``rng = np.random.default_rng(seed)``. Apply e.g. ``accuracy_from_cm`` or
@@ -121,29 +142,30 @@ def bootstrap_confusion_matrices(
 def bootstrap_sample_means(values, n_resamples=1000, seed=0, clusters=None, chunk=None) -> np.ndarray:
     """Bootstrap distribution of the mean of per-sample ``values``, shape ``(B,)``, float64.
 
-    Sample level: each resample draws N indices with replacement
-    (``rng.integers``) and averages ``values`` over them. Cluster level: with
+    Sample level: the resampled sum is drawn by :func:`strata_sums` over
+    :func:`stratify` (values) -- exactly the distribution of N draws with
+    replacement when ``values`` has at most :data:`MAX_STRATA` distinct values,
+    else exact over strata of near-equal size (by rank) with each stratum's
+    within sum drawn from the normal law of the same mean and variance, so the
+    resampled mean has the exact mean and variance. Cluster level: with
     per-cluster sums ``S_k`` and sizes ``n_k`` and weights
     ``W ~ Multinomial(K, 1/K)``, the resampled mean is
     ``(W @ S) / (W @ n)`` -- the mean over all samples of the drawn clusters.
 
-    ``chunk`` = resamples generated at once; by default chosen so a chunk
-    needs about 64 MB (N or K values per resample, 16 bytes each).
+    ``chunk`` = resamples generated at once; by default as many as fit in
+    :data:`MEMORY_BUDGET`.
     """
     v = check_values(values)
     n = v.size
     b_total = check_positive_int(n_resamples, "n_resamples")
+    if chunk is not None:
+        check_positive_int(chunk, "chunk")
     rng = np.random.default_rng(seed)
-    out = np.empty(b_total, dtype=np.float64)
 
     if clusters is None:
-        step = _rows_per_chunk(n * 16, chunk)
-        for start in range(0, b_total, step):
-            b = min(step, b_total - start)
-            idx = rng.integers(0, n, size=(b, n))
-            out[start:start + b] = v[idx].mean(axis=1)
-        return out
+        return strata_sums(stratify(v), b_total, rng, chunk)[:, 0] / n
 
+    out = np.empty(b_total, dtype=np.float64)
     inv, k = check_clusters(clusters, n)
     sums = np.bincount(inv, weights=v, minlength=k)
     sizes = np.bincount(inv, minlength=k).astype(np.float64)
@@ -156,7 +178,7 @@ def bootstrap_sample_means(values, n_resamples=1000, seed=0, clusters=None, chun
 
 
 def bootstrap_statistic(
-    stat_fn: Callable[[np.ndarray], np.ndarray], n, n_resamples=1000, seed=0, clusters=None, chunk=64
+    stat_fn: Callable[[np.ndarray], np.ndarray], n, n_resamples=1000, seed=0, clusters=None, chunk=None
 ) -> np.ndarray:
     """Bootstrap distribution of a generic statistic, shape ``(B,)``, float64.
 
@@ -171,10 +193,15 @@ def bootstrap_statistic(
     holds the indices of all their samples, so its size m varies when
     clusters differ in size; resamples of equal size are batched into one
     call, and ``stat_fn`` must therefore accept any ``m``.
+
+    ``chunk`` = resamples per call; by default as many as keep the index
+    array and the statistic's temporaries (counted as 32 bytes per index)
+    within :data:`MEMORY_BUDGET`. This generic path costs O(B * n); prefer
+    counts (:func:`strata_sums`) for large n.
     """
     n = check_positive_int(n, "n")
     b_total = check_positive_int(n_resamples, "n_resamples")
-    step = check_positive_int(chunk, "chunk")
+    step = _rows_per_chunk(n * _BYTES_PER_INDEX, chunk)
     check_callable(stat_fn, "stat_fn", "indices (b, m) -> values (b,)")
     rng = np.random.default_rng(seed)
     out = np.empty(b_total, dtype=np.float64)
@@ -210,6 +237,140 @@ def bootstrap_statistic(
             pos = np.arange(ls.sum()) - np.repeat(offs, ls) + np.repeat(starts[d], ls)
             vals[rows] = _call(order[pos].reshape(rows.size, int(length)))
         out[start:start + b] = vals
+    return out
+
+
+@dataclass(frozen=True)
+class Strata:
+    """Samples grouped for the count bootstrap (built by :func:`stratify`).
+
+    Stratum g holds ``sizes[g]`` samples, all of output column ``column[g]``;
+    ``mean[g]`` and ``var[g]`` are the mean and population variance (ddof 0)
+    of their values (``var`` is 0 when the stratum holds one distinct value,
+    and for a stratum of +inf or -inf, whose ``mean`` is that infinity).
+    """
+
+    sizes: np.ndarray
+    column: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    n_columns: int
+    n: int = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "n", int(self.sizes.sum()))
+
+    @property
+    def exact(self) -> bool:
+        """True when every stratum holds a single distinct value (the count bootstrap is then exact)."""
+        return not bool(np.any(self.var > 0))
+
+
+def _stratum_starts(vs: np.ndarray, cs: np.ndarray, n_columns: int, max_strata: int) -> np.ndarray:
+    """Bool per sorted sample: it opens a new stratum (see :func:`stratify`)."""
+    n = vs.size
+    new = np.ones(n, dtype=bool)
+    new[1:] = cs[1:] != cs[:-1]
+    distinct = new.copy()
+    distinct[1:] |= vs[1:] != vs[:-1]
+    if int(distinct.sum()) <= max_strata:
+        return distinct
+    n_c = np.bincount(cs, minlength=n_columns)
+    per_col = -(-n_c * max_strata // n)  # ceil(n_c * max_strata / n) groups of near-equal size per column
+    rank = np.arange(n) - (np.cumsum(n_c) - n_c)[cs]
+    group = rank * per_col[cs] // n_c[cs]
+    new[1:] |= group[1:] != group[:-1]
+    finite = np.isfinite(vs)
+    new[1:] |= (finite[1:] != finite[:-1]) | (~finite[1:] & distinct[1:])  # each infinity its own stratum
+    return new
+
+
+def _sorted_by_column_and_value(v: np.ndarray, cols: np.ndarray, n_columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values, columns) ordered by column, then value: a radix sort of the columns, then one sort per column."""
+    if n_columns == 1:
+        return np.sort(v), cols
+    order = np.argsort(cols.astype(np.int16) if n_columns < 2**15 else cols, kind="stable")
+    vs, cs = v[order], cols[order]
+    ends = np.cumsum(np.bincount(cs, minlength=n_columns))
+    for a, b in zip(ends - np.bincount(cs, minlength=n_columns), ends):
+        vs[a:b].sort()
+    return vs, cs
+
+
+def stratify(values, columns=None, n_columns: int = 1, max_strata: int = MAX_STRATA) -> Strata:
+    """Group samples into strata of the count bootstrap.
+
+    ``values``: one real value per sample (NaN not allowed; +-inf allowed);
+    ``columns``: the output column of each sample (ints ``0..n_columns-1``;
+    default all 0). Samples are ordered by (column, value). When there are at
+    most ``max_strata`` distinct (column, value) pairs, each pair is a stratum
+    (the bootstrap is then exact); otherwise each column's sorted run is cut
+    into ``ceil(n_c * max_strata / n)`` strata of near-equal size, each
+    infinity kept apart, so about ``max_strata + n_columns`` strata in all.
+    """
+    v = check_values(values)
+    max_strata = check_positive_int(max_strata, "max_strata")
+    n_columns = check_positive_int(n_columns, "n_columns")
+    cols = np.zeros(v.size, np.int64) if columns is None else check_labels(columns, "columns", n_classes=n_columns)
+    check_consistent_length(values=v, columns=cols)
+    vs, cs = _sorted_by_column_and_value(v, cols, n_columns)
+    new = _stratum_starts(vs, cs, n_columns, max_strata)
+    sid = np.cumsum(new) - 1
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], vs.size) - 1
+    sizes = np.diff(np.append(first, vs.size))
+    finite = np.isfinite(vs[first])
+    with np.errstate(invalid="ignore"):
+        mean = np.bincount(sid, weights=np.where(np.isfinite(vs), vs, 0.0)) / sizes
+        dev = np.where(np.isfinite(vs), vs - mean[sid], 0.0)
+    var = np.bincount(sid, weights=dev * dev) / sizes
+    const = vs[first] == vs[last]
+    mean = np.where(const | ~finite, vs[first], mean)  # one distinct value: its exact value
+    var[const | ~finite] = 0.0
+    return Strata(sizes.astype(np.int64), cs[first], mean, var, n_columns)
+
+
+def _column_matrix(strata: Strata, per_stratum: np.ndarray) -> np.ndarray:
+    """(G, n_columns) matrix with ``per_stratum[g]`` in row g, column ``strata.column[g]``, 0 elsewhere."""
+    m = np.zeros((per_stratum.size, strata.n_columns))
+    m[np.arange(per_stratum.size), strata.column] = per_stratum
+    return m
+
+
+def strata_sums(strata: Strata, n_resamples: int, rng: np.random.Generator, chunk=None) -> np.ndarray:
+    """Resampled per-column sums of the values, shape ``(B, n_columns)``, float64.
+
+    A resample of n draws with replacement puts ``k ~ Multinomial(n, sizes / n)``
+    draws in the strata (exact); the sum of stratum g's draws is ``k_g mean_g``
+    plus, when ``var_g > 0``, a normal term of variance ``k_g var_g`` (the
+    variance of k_g draws from the stratum), one per column and resample.
+    Every resampled sum thus has the exact mean and variance of index
+    resampling, and the exact law when :attr:`Strata.exact`. Randomness: the
+    counts from ``rng.multinomial``, the normal terms (inexact strata only)
+    from a child generator ``rng.spawn(1)[0]``, so the draws do not depend
+    on ``chunk`` = resamples at once (default: by :data:`MEMORY_BUDGET`; the
+    sums may differ in the last bits, the summation order of the matrix product).
+    A stratum of +-inf adds its infinity to every resample that draws it.
+    """
+    b_total = check_positive_int(n_resamples, "n_resamples")
+    g = strata.sizes.size
+    step = _rows_per_chunk(8 * (3 * g + 4 * strata.n_columns), chunk)
+    p = strata.sizes / strata.n
+    finite = np.isfinite(strata.mean)
+    means = _column_matrix(strata, np.where(finite, strata.mean, 0.0))
+    variances = None if strata.exact else _column_matrix(strata, strata.var)
+    noise = None if variances is None else rng.spawn(1)[0]
+    out = np.empty((b_total, strata.n_columns))
+    for start in range(0, b_total, step):
+        b = min(step, b_total - start)
+        counts = rng.multinomial(strata.n, p, size=b)
+        sums = counts @ means
+        with np.errstate(invalid="ignore"):  # +inf and -inf drawn together: NaN, as the mean of such a resample
+            for j in np.flatnonzero(~finite):
+                sums[:, strata.column[j]] += np.where(counts[:, j] > 0, strata.mean[j], 0.0)
+        if variances is not None:
+            sums += np.sqrt(counts @ variances) * noise.standard_normal((b, strata.n_columns))
+        out[start:start + b] = sums
     return out
 
 

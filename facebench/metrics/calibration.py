@@ -14,6 +14,10 @@ Convention (identified by :func:`ece_convention`, e.g.
   of samples in bin b, ``acc_b`` their accuracy and ``conf_b`` their mean
   confidence (empty bins contribute 0).
 
+Bootstrap: :func:`bootstrap_ece` resamples counts, not indices -- see
+:func:`bootstrap_ece_from_confidence`; :func:`make_ece_statistic` serves the
+generic index bootstrap (:func:`facebench.metrics.bootstrap.bootstrap_statistic`).
+
 Floating point: the edges are computed as ``np.arange(n_bins + 1) / n_bins``,
 i.e. each edge is the float64 nearest to the exact fraction ``b / n_bins``
 (a correctly rounded division). Hence a confidence written as the decimal
@@ -30,7 +34,9 @@ import numpy as np
 
 from facebench.errors import MetricInputError
 
+from . import bootstrap as bs
 from ._validation import check_consistent_length, check_labels, check_positive_int, check_probs
+from .classification import top1
 
 __all__ = [
     "ece_convention",
@@ -39,6 +45,8 @@ __all__ = [
     "expected_calibration_error",
     "reliability_bins",
     "make_ece_statistic",
+    "bootstrap_ece",
+    "bootstrap_ece_from_confidence",
 ]
 
 DEFAULT_N_BINS = 15
@@ -61,55 +69,84 @@ def bin_edges(n_bins: int = DEFAULT_N_BINS) -> np.ndarray:
 
 
 def _assign_bins(confidence: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Bin index b with ``edges[b] < conf <= edges[b+1]``; conf 0 -> bin 0 (and > 1 clipped to last)."""
+    """Bin index b with ``edges[b] < conf <= edges[b+1]``; conf <= 0 -> bin 0, conf > 1 -> last bin.
+
+    ``ceil(conf * n_bins) - 1`` is off by at most one from that bin (rounding of the product), so one
+    comparison with each neighbouring edge settles it (the same bins as ``searchsorted(edges, conf) - 1``).
+    """
     n_bins = edges.size - 1
-    idx = np.searchsorted(edges, confidence, side="left") - 1
-    return np.clip(idx, 0, n_bins - 1)
+    scaled = np.clip(confidence * n_bins, 0.0, float(n_bins))
+    idx = np.ceil(scaled).astype(np.intp)
+    idx -= 1
+    np.clip(idx, 0, n_bins - 1, out=idx)
+    idx -= (confidence <= edges[idx]) & (idx > 0)
+    idx += (confidence > edges[idx + 1]) & (idx < n_bins - 1)
+    return idx
 
 
 def _per_sample(y_true, probs, n_bins):
     p = check_probs(probs)
     yt = check_labels(y_true, "y_true", n_classes=p.shape[1])
     check_consistent_length(y_true=yt, probs=p)
-    edges = bin_edges(n_bins)
-    conf = p.max(axis=1)
-    correct = (p.argmax(axis=1) == yt).astype(np.float64)
-    return conf, correct, _assign_bins(conf, edges), edges
+    conf, pred = top1(p)
+    return conf, pred == yt
+
+
+def _check_confidence_pairs(confidence, correct) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence as float64, correct as bool): 1-D, same length, no NaN, correct 0/1 (or bool)."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    corr = np.asarray(correct)
+    if conf.ndim != 1 or conf.shape != corr.shape:
+        raise MetricInputError("confidence and correct must be 1-D arrays of the same length")
+    if np.isnan(conf).any():
+        raise MetricInputError(f"confidence contains NaN at index {int(np.flatnonzero(np.isnan(conf))[0])}")
+    if corr.dtype != np.bool_:
+        bad = (corr != 0) & (corr != 1)
+        if bad.any():
+            raise MetricInputError(f"correct must hold 0/1 (or bool); index {int(np.flatnonzero(bad)[0])} holds "
+                                   f"{corr[np.flatnonzero(bad)[0]]!r}")
+        corr = corr == 1
+    return conf, corr
+
+
+def _bin_sums(conf: np.ndarray, correct: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bin: (count, number correct, sum of confidence), from two ``bincount`` passes over the samples."""
+    bins = _assign_bins(conf, bin_edges(n_bins))
+    cells = np.bincount(2 * bins + correct, minlength=2 * n_bins).reshape(n_bins, 2)  # (bin, correct)
+    sum_conf = np.bincount(bins, weights=conf, minlength=n_bins)
+    return cells.sum(axis=1), cells[:, 1], sum_conf
 
 
 def reliability_from_confidence(confidence, correct, n_bins=DEFAULT_N_BINS) -> dict:
-    """Per-bin statistics from per-sample confidence (in [0, 1]) and correctness (0/1).
+    """Per-bin statistics from per-sample confidence and correctness (0/1 or bool; NaN confidence refused).
 
     Used directly when correctness is not ``argmax == label`` (e.g. a true class the model cannot
-    predict counts as incorrect). Same binning as :func:`reliability_bins`.
+    predict counts as incorrect). Same binning and keys as :func:`reliability_bins`.
     """
-    conf = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    if conf.ndim != 1 or conf.shape != correct.shape:
-        raise MetricInputError("confidence and correct must be 1-D arrays of the same length")
-    edges = bin_edges(n_bins)
-    bins = _assign_bins(conf, edges)
-    n = edges.size - 1
-    counts = np.bincount(bins, minlength=n)
-    sum_correct = np.bincount(bins, weights=correct, minlength=n)
-    sum_conf = np.bincount(bins, weights=conf, minlength=n)
+    conf, corr = _check_confidence_pairs(confidence, correct)
+    n = check_positive_int(n_bins, "n_bins")
+    counts, n_correct, sum_conf = _bin_sums(conf, corr, n)
     acc = np.full(n, np.nan)
     mconf = np.full(n, np.nan)
     nz = counts > 0
-    acc[nz] = sum_correct[nz] / counts[nz]
+    acc[nz] = n_correct[nz] / counts[nz]
     mconf[nz] = sum_conf[nz] / counts[nz]
-    return {"edges": edges, "counts": counts.astype(np.int64), "accuracy": acc, "confidence": mconf}
+    return {"edges": bin_edges(n), "counts": counts.astype(np.int64), "accuracy": acc, "confidence": mconf}
 
 
-def ece_from_confidence(confidence, correct, n_bins=DEFAULT_N_BINS) -> float:
-    """ECE ``sum_b (n_b / N) |acc_b - conf_b|`` from per-sample confidence and correctness."""
-    rb = reliability_from_confidence(confidence, correct, n_bins)
+def ece_from_reliability(rb: dict) -> float:
+    """ECE ``sum_b (n_b / N) |acc_b - conf_b|`` from :func:`reliability_bins` output (empty bins add 0)."""
     counts = rb["counts"]
     nz = counts > 0
     if not nz.any():
         raise MetricInputError("ECE of an empty set is undefined")
     w = counts[nz] / counts.sum()
     return float(np.sum(w * np.abs(rb["accuracy"][nz] - rb["confidence"][nz])))
+
+
+def ece_from_confidence(confidence, correct, n_bins=DEFAULT_N_BINS) -> float:
+    """ECE ``sum_b (n_b / N) |acc_b - conf_b|`` from per-sample confidence and correctness."""
+    return ece_from_reliability(reliability_from_confidence(confidence, correct, n_bins))
 
 
 def reliability_bins(y_true, probs, n_bins=DEFAULT_N_BINS) -> dict:
@@ -121,7 +158,7 @@ def reliability_bins(y_true, probs, n_bins=DEFAULT_N_BINS) -> dict:
     * ``accuracy``: ``(n_bins,)`` fraction correct per bin (NaN for empty bins);
     * ``confidence``: ``(n_bins,)`` mean max-probability per bin (NaN for empty bins).
     """
-    conf, correct, _, _ = _per_sample(y_true, probs, n_bins)
+    conf, correct = _per_sample(y_true, probs, n_bins)
     return reliability_from_confidence(conf, correct, n_bins)
 
 
@@ -133,11 +170,7 @@ def expected_calibration_error(y_true, probs, n_bins=DEFAULT_N_BINS) -> float:
     ``(b/n_bins, (b+1)/n_bins]``; confidence 0 goes to bin 0). See the module
     docstring and :func:`ece_convention`.
     """
-    rb = reliability_bins(y_true, probs, n_bins)
-    counts = rb["counts"]
-    nz = counts > 0
-    w = counts[nz] / counts.sum()
-    return float(np.sum(w * np.abs(rb["accuracy"][nz] - rb["confidence"][nz])))
+    return ece_from_reliability(reliability_bins(y_true, probs, n_bins))
 
 
 def make_ece_statistic(y_true, probs, n_bins=DEFAULT_N_BINS) -> Callable[[np.ndarray], np.ndarray]:
@@ -147,7 +180,7 @@ def make_ece_statistic(y_true, probs, n_bins=DEFAULT_N_BINS) -> Callable[[np.nda
     indices of shape ``(b, m)`` to the ``(b,)`` ECE of each resample (same
     convention as :func:`expected_calibration_error`).
     """
-    conf, correct, _, _ = _per_sample(y_true, probs, n_bins)
+    conf, correct = _per_sample(y_true, probs, n_bins)
     return ece_statistic_from_confidence(conf, correct, n_bins)
 
 
@@ -157,11 +190,10 @@ def ece_statistic_from_confidence(confidence, correct, n_bins=DEFAULT_N_BINS) ->
     Uses ``(n_b / m) |acc_b - conf_b| = |sum_{i in b} correct_i - sum_{i in b} conf_i| / m``
     and one ``bincount`` over (resample, bin) pairs, so no Python loop over resamples.
     """
-    conf = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    edges = bin_edges(n_bins)
-    bins = _assign_bins(conf, edges)
-    n_b = edges.size - 1
+    conf, corr = _check_confidence_pairs(confidence, correct)
+    correct = corr.astype(np.float64)
+    n_b = check_positive_int(n_bins, "n_bins")
+    bins = _assign_bins(conf, bin_edges(n_b))
     n = conf.size
 
     def stat_fn(indices) -> np.ndarray:
@@ -176,3 +208,39 @@ def ece_statistic_from_confidence(confidence, correct, n_bins=DEFAULT_N_BINS) ->
         return np.abs(diff.reshape(b, n_b)).sum(axis=1) / m
 
     return stat_fn
+
+
+def bootstrap_ece(y_true, probs, n_bins=DEFAULT_N_BINS, n_resamples=1000, seed=0) -> np.ndarray:
+    """Sample-level bootstrap distribution of :func:`expected_calibration_error`, shape ``(B,)``.
+
+    See :func:`bootstrap_ece_from_confidence` for how resamples are drawn.
+    """
+    conf, correct = _per_sample(y_true, probs, n_bins)
+    return bootstrap_ece_from_confidence(conf, correct, n_bins, n_resamples, seed)
+
+
+def bootstrap_ece_from_confidence(confidence, correct, n_bins=DEFAULT_N_BINS, n_resamples=1000, seed=0,
+                                  max_strata=bs.MAX_STRATA) -> np.ndarray:
+    """Sample-level bootstrap distribution of the ECE from per-sample confidence and correctness, ``(B,)``.
+
+    With ``d_i = correct_i - conf_i``, a resample's ECE is ``sum_b |sum_{i in b} d_i| / N`` (sums over
+    its draws). The per-(bin, correct) sums of ``d`` are drawn by
+    :func:`facebench.metrics.bootstrap.strata_sums` over strata of ``d`` within each (bin, correct)
+    cell: the counts of draws per cell (hence per bin and the number correct) follow the exact
+    multinomial law; within a cell, the sorted confidences are cut into strata of near-equal size (about
+    ``N / max_strata`` samples, all within the bin's width ``1 / n_bins``), whose counts are multinomial
+    too, and the spread of confidence within a stratum is drawn from the normal law of the same mean and
+    variance. The law is exact when there are at most ``max_strata`` distinct (bin, correct, confidence)
+    triples; otherwise each per-bin sum still has the exact mean and variance.
+    ``rng = np.random.default_rng(seed)``. Cost O(N log N + B * max_strata), memory O(N) plus one chunk
+    within :data:`facebench.metrics.bootstrap.MEMORY_BUDGET`; no (B, N) array.
+    """
+    conf, corr = _check_confidence_pairs(confidence, correct)
+    n_b = check_positive_int(n_bins, "n_bins")
+    b_total = check_positive_int(n_resamples, "n_resamples")
+    if conf.size == 0:
+        raise MetricInputError("ECE of an empty set is undefined")
+    cells = 2 * _assign_bins(conf, bin_edges(n_b)) + corr
+    strata = bs.stratify(corr - conf, cells, 2 * n_b, max_strata)
+    sums = bs.strata_sums(strata, b_total, np.random.default_rng(seed))
+    return np.abs(sums[:, 0::2] + sums[:, 1::2]).sum(axis=1) / conf.size

@@ -41,6 +41,7 @@ __all__ = [
     "negative_log_likelihood",
     "per_sample_nll",
     "softmax",
+    "top1",
 ]
 
 
@@ -216,3 +217,16 @@ def softmax(logits, axis=-1) -> np.ndarray:
         raise MetricInputError("logits contains +inf, or a slice that is entirely -inf; softmax is undefined there")
     e = np.exp(z - zmax)
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def top1(probs) -> tuple[np.ndarray, np.ndarray]:
+    """``(max_c probs[:, c], argmax_c probs[:, c])`` of an (N, C) score matrix; argmax is the first maximum on ties.
+
+    The maximum is read at the argmax (one row-wise reduction instead of two): the same values as
+    ``probs.max(axis=1)`` and ``probs.argmax(axis=1)`` (int64 indices).
+    """
+    p = np.asarray(probs)
+    if p.ndim != 2 or 0 in p.shape:
+        raise MetricInputError(f"probs must be a non-empty (n_samples, n_classes) matrix, got shape {p.shape}")
+    arg = p.argmax(axis=1).astype(np.int64, copy=False)
+    return np.take_along_axis(p, arg[:, None], axis=1)[:, 0], arg

@@ -52,9 +52,12 @@ def match_labels(logits, labels, dataset_classes, model_classes, unsupported: st
     unsupported_classes = [c for c in present if c not in used]
     label_space = used + (unsupported_classes if unsupported == "error" else [])
     index = {c: i for i, c in enumerate(label_space)}
-    keep = np.array([lab in index for lab in labels.tolist()], dtype=bool)
+    codes = np.full(labels.shape[0], -1, dtype=np.int64)  # index into label_space, -1 when not in it
+    for c, i in index.items():
+        codes[labels == c] = i
+    keep = codes >= 0
     columns = [model_classes.index(c) for c in used]
-    y_true = np.array([index[lab] for lab in labels[keep].tolist()], dtype=np.int64)
+    y_true = codes[keep]
     eval_classes = [index[c] for c in present if c in index]
     return MatchedLabels(label_space, used, keep, y_true, logits[keep][:, columns], present, empty,
                          unsupported_classes, eval_classes)

@@ -6,7 +6,10 @@ mean of per-class recall over the dataset classes that have samples (Mine-Extra-
 sklearn's balanced accuracy); macro-F1 over the same classes; per-class recall and precision;
 confusion matrix (rows = true, columns = predicted); NLL = mean -log softmax(logits)[true]; ECE
 with equal-width bins over the max probability. Bootstrap percentile CIs resample samples
-(the confusion-matrix resamples are shared by accuracy, mean accuracy, macro-F1 and per-class recall).
+(the confusion-matrix resamples are shared by accuracy, mean accuracy, macro-F1 and per-class recall);
+every bootstrap draws counts (multinomial over confusion cells, over strata of the per-sample NLL, over
+strata of the (bin, correct) cells of the ECE; see ``facebench.metrics.bootstrap``), never a
+(resamples x samples) array: O(N log N + resamples x strata) time.
 
 Label spaces are matched by class name. Two explicit policies:
 * ``unsupported_classes``: dataset classes the model cannot predict: ``drop`` those samples
@@ -53,7 +56,7 @@ class ClosedSetProtocol(Protocol):
             warnings.insert(0, f"classes without samples in {ds.name}/{ds.split} are left out of class means: "
                                f"{m.empty}")
         probs = cls.softmax(m.logits, axis=1)
-        y_pred = probs.argmax(axis=1).astype(np.int64)
+        confidence, y_pred = cls.top1(probs)
         cm, cms = confusion(m.y_true, y_pred, len(m.label_space), ctx)
         common = {"unsupported_classes": p.unsupported_classes, "extra_model_classes": p.extra_model_classes,
                   "prediction": "argmax"}
@@ -66,8 +69,9 @@ class ClosedSetProtocol(Protocol):
                                                   "classes": [m.label_space[i] for i in m.eval_classes]},
                                     higher_is_better=True, unit="fraction"))
         records.append(self._nll_record(m, probs, conv, ctx))
-        confidence, correct = probs.max(axis=1), (y_pred == m.y_true).astype(np.float64)
-        records.append(self._ece_record(confidence, correct, conv, ctx))
+        correct = y_pred == m.y_true
+        reliability = cal.reliability_from_confidence(confidence, correct, p.ece_bins)
+        records.append(self._ece_record(confidence, correct, reliability, conv, ctx))
         class_records, per_class = self._per_class(cm, cms, m, common, conv, ci)
         details = {
             "label_space": m.label_space,
@@ -76,7 +80,7 @@ class ClosedSetProtocol(Protocol):
             "dropped_samples": m.dropped,
             "unsupported_classes": m.unsupported,
             "classes_without_samples": m.empty,
-            "reliability": _jsonable(cal.reliability_from_confidence(confidence, correct, p.ece_bins)),
+            "reliability": _jsonable(reliability),
         }
         samples = {"ids": ds.ids[m.keep], "y_true": m.y_true, "y_pred": y_pred}
         return TaskResult(records + class_records, details, warnings, samples)
@@ -96,15 +100,16 @@ class ClosedSetProtocol(Protocol):
                                   "softmax_over": m.used},
             higher_is_better=False, unit="score")
 
-    def _ece_record(self, confidence: np.ndarray, correct: np.ndarray, conv: dict, ctx: EvalContext) -> MetricRecord:
-        """ECE over all evaluated samples (equal-width bins); an unsupported true class is never predicted correctly."""
+    def _ece_record(self, confidence: np.ndarray, correct: np.ndarray, reliability: dict, conv: dict,
+                    ctx: EvalContext) -> MetricRecord:
+        """ECE over all evaluated samples (equal-width bins; ``reliability`` holds their per-bin statistics); an
+        unsupported true class is never predicted correctly."""
         bins, n = self.params.ece_bins, len(confidence)
         ece_ci = None
         if ctx.n_resamples > 0:
-            ece_ci = percentile_ci(ctx)(bs.bootstrap_statistic(
-                cal.ece_statistic_from_confidence(confidence, correct, bins), n, n_resamples=ctx.n_resamples,
-                seed=ctx.seed))
-        return MetricRecord(f"ece[{cal.ece_convention(bins)}]", cal.ece_from_confidence(confidence, correct, bins),
+            ece_ci = percentile_ci(ctx)(cal.bootstrap_ece_from_confidence(
+                confidence, correct, bins, n_resamples=ctx.n_resamples, seed=ctx.seed))
+        return MetricRecord(f"ece[{cal.ece_convention(bins)}]", cal.ece_from_reliability(reliability),
                             ece_ci, n, conv, higher_is_better=False, unit="rate")
 
     @staticmethod
