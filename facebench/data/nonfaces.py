@@ -10,11 +10,13 @@ face / non-face crops that scikit-image ships (``skimage.data.lfw_subset``).
 from __future__ import annotations
 
 import importlib.util
+from functools import partial
 
 import numpy as np
 
 from facebench.data.dataset import Dataset, DatasetLoader
 from facebench.data.images import ArrayImages
+from facebench.data.lazy import LazyImages
 from facebench.errors import ConfigError, DatasetNotFoundError
 
 NOISE_KINDS = ("uniform", "gaussian", "smooth", "blobs")
@@ -62,16 +64,23 @@ class NoiseImages(DatasetLoader):
         self.n, self.seed, self.kind, self.size = int(n), int(seed), kind, int(size)
 
     def load(self, split: str) -> Dataset:
+        """The split with its images rendered on first access to pixels (``LazyImages``): a run whose
+        predictions are stored renders none (the fingerprint is the loader's tag)."""
         self.check(split)
-        images, kinds = [], []
-        for i in range(self.n):
-            kind = NOISE_KINDS[i % len(NOISE_KINDS)] if self.kind == "mixed" else self.kind
-            images.append(_noise_image(kind, np.random.default_rng([self.seed, i]), self.size))
-            kinds.append(kind)
-        source = ArrayImages(np.stack(images))
-        source.generated = True  # fingerprinted by the seed and parameters, not the bytes
+        kinds = _noise_kinds(self.kind, self.n)
+        source = LazyImages(partial(_noise_images, kinds, self.seed, self.size), self.n, generated=True)
         return Dataset(self.name, split, np.array([f"noise-{i:06d}" for i in range(self.n)]), (), None,
                        source, attributes={"kind": np.array(kinds)}, content_tag=self.fingerprint_tag())
+
+
+def _noise_kinds(kind: str, n: int) -> list[str]:
+    """The kind of each of ``n`` images: ``kind``, or the kinds in turn for ``mixed``."""
+    return [NOISE_KINDS[i % len(NOISE_KINDS)] if kind == "mixed" else kind for i in range(n)]
+
+
+def _noise_images(kinds: list[str], seed: int, size: int) -> np.ndarray:
+    """uint8 (n, size, size, 3): image i of kind ``kinds[i]`` drawn from the generator seeded ``[seed, i]``."""
+    return np.stack([_noise_image(kind, np.random.default_rng([seed, i]), size) for i, kind in enumerate(kinds)])
 
 
 class SkimageLFWSubset(DatasetLoader):

@@ -1,11 +1,15 @@
-"""The embedded synthetic face set (``synth``): rendered on the fly by ``facebench.synth``, no files."""
+"""The embedded synthetic face set (``synth``): rendered on the fly by ``facebench.synth``, no files.
+
+``load`` draws a split's labels, ids and attributes at once (cheap) and renders its pixels only when they
+are first read (``LazyImages``): a run whose predictions are all in the store renders nothing, since a
+generated split's fingerprint is its generator-versioned tag."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from facebench.data.dataset import Dataset, DatasetLoader
-from facebench.data.images import ArrayImages
+from facebench.data.lazy import LazyImages
 from facebench.errors import ConfigError, did_you_mean
 
 DEFAULT_SIZES = {"train": 10000, "val": 2000, "test": 2000}
@@ -51,8 +55,8 @@ class SynthFaces(DatasetLoader):
 
         self.check(split)
         n = self.n or DEFAULT_SIZES[split]
-        s = generator.render_split(split, n, seed=self.seed, domain=self.domain, classes=self.classes,
-                                   imbalance=self.imbalance, severity=self.severity)
+        s = generator.draw_split(split, n, seed=self.seed, domain=self.domain, classes=self.classes,
+                                 imbalance=self.imbalance, severity=self.severity)
         class_names = generator.BASIC_EXPRESSIONS if self.classes == "basic" else generator.COMPOUND_EXPRESSIONS
         tag = {"generator": generator.GENERATOR_VERSION, **self.fingerprint_tag()}
         return Dataset(
@@ -61,7 +65,7 @@ class SynthFaces(DatasetLoader):
             ids=s.ids,
             classes=tuple(class_names),
             labels=np.asarray(s.labels).astype(str),
-            images=ArrayImages(s.images),
+            images=LazyImages(s.render, len(s), generated=True),
             attributes={"skin_tone": np.asarray(s.skin_tone), "face_shape": np.asarray(s.face_shape),
                         "domain": np.asarray(s.domain)},
             content_tag=tag,

@@ -39,9 +39,11 @@ __all__ = [
     "GENERATOR_VERSION",
     "FREQUENCY_ORDER",
     "PARAM_NAMES",
+    "SynthDraw",
     "SynthSplit",
     "class_names",
     "class_counts",
+    "draw_split",
     "expression_prototypes",
     "render_split",
 ]
@@ -221,7 +223,45 @@ def render_split(
         area downsampling by 1 + 3 s (x4 at s = 1) then bilinear upsampling; occlusion =
         an opaque sunglasses band, lower-face mask or colour patch whose size grows with s.
     size: image side in pixels (the reference model expects 48).
+
+    The same as ``draw_split(...)`` followed by its ``render()``.
     """
+    d = draw_split(split, n, seed=seed, domain=domain, classes=classes, imbalance=imbalance, severity=severity,
+                   size=size)
+    return SynthSplit(images=d.render(), labels=d.labels, ids=d.ids, skin_tone=d.skin_tone,
+                      face_shape=d.face_shape, domain=d.domain)
+
+
+@dataclass(frozen=True, eq=False)
+class SynthDraw:
+    """Everything of one split but its pixels: labels, ids and attributes (all of length N) and the
+    per-face parameters they were drawn with. ``render()`` paints the pixels: the bytes ``render_split``
+    returns for the same arguments. Drawing is cheap (vectorised); rendering is the expensive part."""
+
+    labels: np.ndarray  # str, canonical expression names
+    ids: np.ndarray  # str, unique within a (split, domain, classes) call and stable
+    skin_tone: np.ndarray  # str, one of SKIN_TONES
+    face_shape: np.ndarray  # str, one of FACE_SHAPES
+    domain: np.ndarray  # str, constant per call
+    parameters: dict  # the arguments of ``_render_chunks``: face parameters, chunk seeds, size, domain, severity
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def size(self) -> int:
+        return int(self.parameters["size"])
+
+    def render(self) -> np.ndarray:
+        """uint8 (N, size, size, 3) RGB images."""
+        return _render_chunks(**self.parameters)
+
+
+def draw_split(split: str, n: int, *, seed: int = 0, domain: str = "clean", classes: str = "basic",
+               imbalance: float = 4.0, severity: float = 1.0, size: int = 48) -> SynthDraw:
+    """The labels, ids, attributes and face parameters of ``render_split``'s split, without its pixels
+    (arguments as there); the generator's draws are the same, in the same order, so the pixels that
+    ``render()`` paints later are the same bytes."""
     severity, size = _check_render_args(split, domain, classes, severity, size, seed)
     counts = class_counts(n, classes, imbalance)
     n = int(n)
@@ -235,17 +275,17 @@ def render_split(
     look = _draw_appearance(rng, n)
     occl = _draw_occlusion(rng, n)
     chunk_seeds = rng.integers(0, 2**63 - 1, size=max(1, -(-n // _CHUNK)))
-    images = _render_chunks(expr, look, occl, chunk_seeds, size, domain, severity)
 
     suffix = "" if classes == "basic" else "compound-"
-    ids = np.array([f"{split}-{domain}-{suffix}{i:06d}" for i in range(n)], dtype=str)
-    return SynthSplit(
-        images=images,
-        labels=np.array(names, dtype=str)[label_idx] if n else np.array([], dtype=str),
-        ids=ids,
-        skin_tone=np.array(SKIN_TONES, dtype=str)[look["tone"]] if n else np.array([], dtype=str),
-        face_shape=np.array(FACE_SHAPES, dtype=str)[look["shape"]] if n else np.array([], dtype=str),
+    empty = np.array([], dtype=str)
+    return SynthDraw(
+        labels=np.array(names, dtype=str)[label_idx] if n else empty,
+        ids=np.array([f"{split}-{domain}-{suffix}{i:06d}" for i in range(n)], dtype=str),
+        skin_tone=np.array(SKIN_TONES, dtype=str)[look["tone"]] if n else empty,
+        face_shape=np.array(FACE_SHAPES, dtype=str)[look["shape"]] if n else empty,
         domain=np.full(n, domain, dtype=f"<U{max(1, len(domain))}"),
+        parameters={"expr": expr, "look": look, "occl": occl, "chunk_seeds": chunk_seeds, "size": size,
+                    "domain": domain, "severity": severity},
     )
 
 
