@@ -134,7 +134,7 @@ def test_a_killed_run_keeps_the_previous_folder_and_leaves_no_half_folder(suite,
     out = tmp_path / "run"
     run_suite(suite, "synth-cnn", out=out, progress=False, log=lambda m: None)
     before = snapshot(out)
-    import facebench.report.figures as figures_module
+    import facebench.report.figure_index as figures_module
     import facebench.report.results as results_module
 
     real_write = results_module.write_run_folder
@@ -143,7 +143,7 @@ def test_a_killed_run_keeps_the_previous_folder_and_leaves_no_half_folder(suite,
         (Path(folder) / "results.json").write_text('{"half": ')
         raise KeyboardInterrupt  # killed in the middle of writing
 
-    def kill_drawing(results, folder):
+    def kill_drawing(results, folder, **kwargs):
         (Path(folder) / "figures").mkdir()
         (Path(folder) / "figures" / "half.png").write_bytes(b"\x89PNG")
         raise KeyboardInterrupt  # killed while drawing (figure errors are logged, a kill is not)

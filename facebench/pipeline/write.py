@@ -83,9 +83,9 @@ def write_run(out_dir: Path, results: dict, manifest: dict, leaderboard: str, ev
         results_file.write_run_folder(folder, results, manifest, leaderboard, evaluation.samples)
         if figures:
             try:
-                from facebench.report.figures import run_figures
+                from facebench.report.figure_index import run_figures  # no matplotlib when all are reused
 
-                run_figures(results, folder)
+                run_figures(results, folder, reuse_from=out_dir)  # figures of the run replaced, if unchanged
             except Exception as err:  # figures never cost the results
                 log(f"figures could not be drawn: {type(err).__name__}: {err}")
 

@@ -1,7 +1,8 @@
 """``facebench report RUN... --out DIR``: leaderboards in every format plus figures and a static site.
 
 Writes ``leaderboard.md``, ``leaderboard.tex`` (a standalone booktabs document), ``leaderboard.csv``,
-``figures/<run>/<task>-<kind>.{png,pdf}`` and ``site/index.html`` (one page per task, figures embedded,
+``figures/<run>/<task>-<kind>.{png,pdf}`` (copied from the run folder when their inputs are unchanged, see
+``facebench.report.figure_index``) and ``site/index.html`` (one page per task, figures embedded,
 no network assets), and the ``.facebench-report`` marker. Columns whose protocol or dataset
 fingerprints differ between runs are split (or, with ``strict``, refused) -- see ``facebench.report.tables``.
 """
@@ -46,14 +47,23 @@ def _write_report(out: Path, runs: list, table, *, strict: bool, baseline: str |
                                                                   baseline=baseline))
     by_task: dict[str, list[str]] = {}
     if figures:
-        from facebench.report.figures import task_figures
-
-        for run in runs:
-            results = run["results"]
-            folder = out / "figures" / _safe(run["label"])
-            for task in results["tasks"]:
-                recs = [r for r in results["records"] if r["task"] == task["name"]]
-                for path in task_figures(task, recs, folder):
-                    if str(path).endswith(".png"):
-                        by_task.setdefault(task["name"], []).append(str(path))
+        for task, paths in _figures(out, runs):
+            by_task.setdefault(task, []).extend(str(p) for p in paths if p.suffix == ".png")
     write_site(runs, out / "site", figures=by_task, strict=strict)
+
+
+def _figures(out: Path, runs: list) -> list[tuple[str, list[Path]]]:
+    """(task name, its figure files) for every task of every run, in ``out/figures/<run label>``: copied from
+    the run folder's figures when their inputs are unchanged (``figures/index.json``), else drawn, all runs'
+    figures shared by the same worker processes (``facebench.report.figure_index``)."""
+    from facebench.report.figure_index import FigureJob, draw_figures
+
+    jobs, names = [], []
+    for run in runs:
+        results = run["results"]
+        folder = out / "figures" / _safe(run["label"])
+        for task in results["tasks"]:
+            recs = [r for r in results["records"] if r["task"] == task["name"]]
+            jobs.append(FigureJob(task, recs, folder, Path(run["path"]) / "figures"))
+            names.append(task["name"])
+    return list(zip(names, draw_figures(jobs)))

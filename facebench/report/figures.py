@@ -3,7 +3,8 @@
 Every figure function takes plain data (lists / arrays / dicts) and an output path *stem*; it writes
 ``<stem>.png`` and ``<stem>.pdf`` and returns ``[png_path, pdf_path]``. :func:`task_figures` turns one
 task row of ``results.json`` (plus that task's records) into the figures its protocol declares in
-:data:`FIGURES_BY_PROTOCOL`; :func:`run_figures` does so for every task of a run.
+:data:`FIGURES_BY_PROTOCOL`; :func:`run_figures` does so for every task of a run, reusing the figures of an
+earlier drawing whose inputs are unchanged (``facebench.report.figure_index``: ``figures/index.json``).
 
 Style. One paper style (:data:`PAPER_STYLE`) applied with :func:`matplotlib.rc_context` around both
 building and saving, so no global matplotlib state changes. Figures are built with
@@ -47,6 +48,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
 from facebench.errors import ReportError
+from facebench.report.figure_index import FIGURES_BY_PROTOCOL
 
 __all__ = [
     "DPI", "SINGLE_COLUMN", "DOUBLE_COLUMN", "PAPER_STYLE", "PALETTE", "FIGURES_BY_PROTOCOL",
@@ -100,14 +102,11 @@ PAPER_STYLE: dict[str, Any] = {
     "text.usetex": False,
 }
 
-# seaborn's "colorblind" palette (10 colours, colour-blind safe), resolved once.
-try:  # pragma: no cover - seaborn is a declared dependency; the fallback is the same list
-    import seaborn as _sns
-
-    PALETTE: tuple[tuple[float, float, float], ...] = tuple(tuple(c) for c in _sns.color_palette("colorblind", 10))
-except Exception:  # pragma: no cover
-    PALETTE = tuple(to_rgb(c) for c in ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc",
-                                        "#ca9161", "#fbafe4", "#949494", "#ece133", "#56b4e9"))
+# seaborn's "colorblind" palette (10 colours, colour-blind safe), written out: importing seaborn for it cost
+# about a second per process (tests/test_figures.py checks the list against seaborn's)
+PALETTE: tuple[tuple[float, float, float], ...] = tuple(
+    to_rgb(c) for c in ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc",
+                        "#ca9161", "#fbafe4", "#949494", "#ece133", "#56b4e9"))
 LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 NEUTRAL = "#555555"
@@ -578,18 +577,6 @@ def scatter_figure(true, pred=None, stem=None, label: str | None = None, xlabel:
 # -------------------------------------------------------------------------------------- dispatcher
 #: Figure kinds each protocol can produce (stem suffixes). open_set draws ``roc`` + ``oscr`` in mode
 #: unknown_classes and ``per_class_auroc`` in mode leave_one_out; label_free one scatter per target.
-FIGURES_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
-    "closed_set": ("confusion_matrix", "per_class_recall", "reliability"),
-    "imbalanced": ("confusion_matrix", "per_class_recall"),
-    "open_set": ("roc", "oscr", "per_class_auroc"),
-    "cross_domain": ("heatmap",),
-    "fairness": ("group_bars",),
-    "verification": ("roc", "det"),
-    "label_free": ("scatter_accuracy", "scatter_auroc"),
-    "age_estimation": (),
-    "attributes": (),
-}
-
 _LABEL_FREE_TARGETS = ("accuracy", "auroc")
 
 
@@ -774,8 +761,10 @@ _BUILDERS = {
 }
 
 
-def task_figures(task_row: Mapping, records: Sequence[Mapping] | None, out_dir) -> list[Path]:
-    """Render the figures ``task_row``'s protocol declares (:data:`FIGURES_BY_PROTOCOL`) into ``out_dir``.
+def task_figures(task_row: Mapping, records: Sequence[Mapping] | None, out_dir,
+                 kinds: Sequence[str] | None = None) -> list[Path]:
+    """Render the figures ``task_row``'s protocol declares (:data:`FIGURES_BY_PROTOCOL`) into ``out_dir``
+    (only those of ``kinds``, when given: one figure per process in ``figure_index.draw_figures``).
 
     Stems are ``<task name>-<kind>`` with the task name sanitised (:func:`sanitise_filename`); returns
     the written paths (PNG, then PDF, of each figure, in the protocol's kind order). Tasks whose status
@@ -795,6 +784,8 @@ def task_figures(task_row: Mapping, records: Sequence[Mapping] | None, out_dir) 
     ctx = _Ctx(task_row, details, records, Path(out_dir))
     paths: list[Path] = []
     for kind in FIGURES_BY_PROTOCOL[protocol]:
+        if kinds is not None and kind not in kinds:
+            continue
         build = _BUILDERS.get((protocol, kind))
         if build is None:  # pragma: no cover - table and builders are kept in step
             continue
@@ -806,13 +797,10 @@ def task_figures(task_row: Mapping, records: Sequence[Mapping] | None, out_dir) 
     return paths
 
 
-def run_figures(results: Mapping, out_dir) -> list[Path]:
-    """Figures for every task of a run (``results.json`` as a dict), written into ``out_dir/figures``."""
-    fig_dir = Path(out_dir) / "figures"
-    by_task: dict[str, list[Mapping]] = {}
-    for r in results.get("records") or []:
-        by_task.setdefault(str(r.get("task")), []).append(r)
-    paths: list[Path] = []
-    for row in results.get("tasks") or []:
-        paths += task_figures(row, by_task.get(str(row.get("name")), []), fig_dir)
-    return paths
+def run_figures(results: Mapping, out_dir, reuse_from=None, workers: int | None = None) -> list[Path]:
+    """Figures for every task of a run (``results.json`` as a dict), written into ``out_dir/figures`` with
+    their ``index.json``; those of ``reuse_from/figures`` whose inputs are unchanged are copied, the others
+    drawn (by worker processes where it pays). See ``facebench.report.figure_index.run_figures``."""
+    from facebench.report import figure_index
+
+    return figure_index.run_figures(results, out_dir, reuse_from=reuse_from, workers=workers)

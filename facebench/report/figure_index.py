@@ -1,0 +1,295 @@
+"""Figures drawn once and reused: each task's figures are keyed by a fingerprint of what they are drawn from.
+
+A folder of figures holds ``index.json``: ``{"version": 1, "code": C, "tasks": {task name: {"key": K, "files":
+[{"name": file name, "blake2b": digest of its bytes}, ...]}}}``, the files in the order ``task_figures`` returns
+them. ``C`` is the figure code version (the bytes of ``figures.py`` and of this module, matplotlib's and NumPy's
+versions); ``K`` hashes ``C`` with the task's row and records as results.json holds them (NaN as null, tuples as
+lists), so a figure drawn from the run's memory and one drawn from its results.json share their key.
+
+``draw_figures`` copies the files of a task whose key a source folder's index holds, with the same bytes (the
+run folder, for ``facebench report``; the run folder being replaced, for ``facebench run --force``), and draws
+the others -- in worker processes where that pays (two figures or more to draw, two cores or more; about 0.5 s
+a figure, against about 0.5 s to start a worker). The same data and code give the same bytes in any process
+(``facebench.report.figures``), so a copied figure is the figure that would have been drawn. Nothing here
+imports matplotlib: a report whose figures are all up to date never loads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple, Sequence
+
+INDEX = "index.json"
+INDEX_VERSION = 1
+
+# the figure kinds each protocol declares, in drawing order (``facebench.report.figures`` draws them)
+FIGURES_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
+    "closed_set": ("confusion_matrix", "per_class_recall", "reliability"),
+    "imbalanced": ("confusion_matrix", "per_class_recall"),
+    "open_set": ("roc", "oscr", "per_class_auroc"),
+    "cross_domain": ("heatmap",),
+    "fairness": ("group_bars",),
+    "verification": ("roc", "det"),
+    "label_free": ("scatter_accuracy", "scatter_auroc"),
+    "age_estimation": (),
+    "attributes": (),
+}
+
+
+class FigureJob(NamedTuple):
+    """One task's figures: its results.json row and records, the folder they go to, and the folder whose
+    ``index.json`` may already hold them (None: draw)."""
+
+    row: Mapping
+    records: Sequence[Mapping]
+    out_dir: Path
+    reuse_from: Path | None = None
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The figure code version: the bytes of figures.py and of this module, matplotlib's and NumPy's versions."""
+    import numpy as np
+
+    h = hashlib.blake2b(digest_size=16)
+    here = Path(__file__).resolve().parent
+    for name in ("figures.py", "figure_index.py"):
+        h.update((here / name).read_bytes())
+    for version in (_version("matplotlib"), np.__version__):
+        h.update(version.encode())
+    return h.hexdigest()
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:  # pragma: no cover - a declared dependency
+        return "absent"
+
+
+def as_stored(obj: Any) -> Any:
+    """``obj`` as results.json holds it (non-finite floats as null, NumPy values as Python ones)."""
+    from facebench.report.results import _clean_nans, to_json
+
+    return json.loads(to_json(_clean_nans(obj)))
+
+
+def task_key(row: Mapping, records: Sequence[Mapping]) -> str:
+    """The fingerprint of a task's figures: the code version and the task's row and records (as stored)."""
+    stored = as_stored({"row": row, "records": list(records)})
+    text = json.dumps(stored, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(f"{code_version()}\n{text}".encode(), digest_size=16).hexdigest()
+
+
+def figure_kinds(row: Mapping) -> tuple[str, ...]:
+    """The kinds ``task_figures`` may draw for ``row``: its protocol's, for an evaluated task with details."""
+    if not isinstance(row, Mapping) or row.get("status") != "ok" or not row.get("details"):
+        return ()
+    return FIGURES_BY_PROTOCOL.get(str(row.get("protocol", "")), ())
+
+
+def task_records(row: Mapping, records: Sequence[Mapping] | None) -> list[Mapping]:
+    """The records of ``row``'s task, as ``task_figures`` selects them."""
+    name = str(row.get("name", "task"))
+    return [r for r in (records or []) if isinstance(r, Mapping) and r.get("task", name) == name]
+
+
+def read_index(folder: Path | None) -> dict:
+    """Task name -> index entry of ``folder``'s index.json; empty when absent, unreadable or of another version."""
+    if folder is None:
+        return {}
+    try:
+        index = json.loads((Path(folder) / INDEX).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(index, dict) or index.get("version") != INDEX_VERSION or not isinstance(index.get("tasks"), dict):
+        return {}
+    return index["tasks"]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+
+
+def _reused(entry: Any, key: str, source: Path, out_dir: Path) -> list[Path] | None:
+    """The task's files copied from ``source`` into ``out_dir`` when ``entry`` holds ``key`` and every file is
+    there with its recorded bytes; None otherwise (nothing copied)."""
+    if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("files"), list):
+        return None
+    try:
+        names = [(str(f["name"]), str(f["blake2b"])) for f in entry["files"]]
+        if any(Path(n).name != n or not (source / n).is_file() or _digest(source / n) != d for n, d in names):
+            return None
+    except (OSError, KeyError, TypeError):
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if source.resolve() != out_dir.resolve():
+        for name, _ in names:
+            shutil.copyfile(source / name, out_dir / name)
+    return [out_dir / name for name, _ in names]
+
+
+def _worker_count(workers: int | None, units: int) -> int:
+    """Processes to draw ``units`` figures with: ``workers``, or the cores when that pays (>= 2 of each)."""
+    if workers is not None:
+        return max(1, min(int(workers), units))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(cores, units) if units >= 2 and cores >= 2 else 1
+
+
+def _shares(units: list[tuple], count: int) -> list[list[int]]:
+    """Unit indices split into ``count`` shares of about equal drawing time (longest first to the least
+    loaded share); shares 1.. start a process first, which costs about one figure's time."""
+    loads = [0.0] + [1.0] * (count - 1)
+    shares: list[list[int]] = [[] for _ in range(count)]
+    for i in sorted(range(len(units)), key=lambda i: -_COST.get(units[i][3], 1.0)):
+        k = loads.index(min(loads))
+        shares[k].append(i)
+        loads[k] += _COST.get(units[i][3], 1.0)
+    return shares
+
+
+_COST = {"confusion_matrix": 2.0, "reliability": 2.0}  # relative drawing time of a figure kind (others 1)
+
+
+def _draw_here(units: list[tuple]) -> list[list[Path]]:
+    from facebench.report.figures import task_figures
+
+    return [task_figures(row, recs, out, kinds=(kind,)) for row, recs, out, kind in units]
+
+
+def _draw_units(units: list[tuple], workers: int | None) -> list[list[Path]]:
+    """The paths each unit (row, records, out_dir, kind) wrote: shares drawn by worker processes
+    (``python -c``, so no caller's ``__main__`` is run again, nor a process holding threads forked) while this
+    process draws the first; a worker that fails has its share drawn here. Warnings come back as warnings."""
+    if not units:
+        return []
+    count = _worker_count(workers, len(units))
+    if count < 2:
+        return _draw_here(units)
+    shares = _shares(units, count)
+    out: list[list[Path] | None] = [None] * len(units)
+    with tempfile.TemporaryDirectory(prefix="facebench-figures-") as tmp:
+        started = [(share, _start_worker([units[i] for i in share], Path(tmp) / f"share-{k}.json"))
+                   for k, share in enumerate(shares[1:])]
+        try:
+            for i, paths in zip(shares[0], _draw_here([units[i] for i in shares[0]])):
+                out[i] = paths
+            for share, proc in started:
+                for i, paths in zip(share, _finish_worker(proc, [units[i] for i in share])):
+                    out[i] = paths
+        finally:  # interrupted, or this process's drawing failed: no worker outlives the call
+            for _, proc in started:
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+    return out
+
+
+def _start_worker(units: list[tuple], job: Path):
+    """A process drawing ``units`` (described in ``job``, JSON); None when it cannot be started."""
+    job.write_text(json.dumps([[row, recs, str(out), kind] for row, recs, out, kind in units]), encoding="utf-8")
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+    code = "import sys; from facebench.report.figure_index import worker_main; worker_main(sys.argv[1])"
+    try:
+        return subprocess.Popen([sys.executable, "-c", code, str(job)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, text=True)
+    except OSError:  # no process can be started here (a sandbox, a full process table): drawn in this one
+        return None
+
+
+def _finish_worker(proc, units: list[tuple]) -> list[list[Path]]:
+    """The worker's paths (its warnings re-raised here); its units drawn here when it failed."""
+    if proc is None:
+        return _draw_here(units)
+    stdout, stderr = proc.communicate()
+    try:
+        answer = json.loads(stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+    except (ValueError, IndexError):
+        answer = None
+    if not isinstance(answer, dict) or len(answer.get("paths", ())) != len(units):
+        warnings.warn(f"a figure worker failed (exit {proc.returncode}: {stderr.strip()[-300:]}); its figures are "
+                      f"drawn in this process", stacklevel=3)
+        return _draw_here(units)
+    for message in answer.get("warnings", []):
+        warnings.warn(message, stacklevel=3)
+    return [[Path(p) for p in paths] for paths in answer["paths"]]
+
+
+def worker_main(job: str) -> None:
+    """A figure worker's body: draw the units of ``job`` (JSON), print ``{"paths", "warnings"}`` as JSON."""
+    from facebench.report.figures import task_figures
+
+    units = json.loads(Path(job).read_text(encoding="utf-8"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        paths = [[str(p) for p in task_figures(row, recs, out, kinds=(kind,))] for row, recs, out, kind in units]
+    print(json.dumps({"paths": paths, "warnings": [str(w.message) for w in caught]}))
+
+
+def draw_figures(jobs: Sequence[FigureJob], workers: int | None = None) -> list[list[Path]]:
+    """Each job's figures in its ``out_dir`` (PNG, then PDF, of each kind, in its protocol's order), copied
+    from ``reuse_from`` when its index holds the task's key, else drawn (``workers`` processes; None: the
+    cores, when that pays). Each ``out_dir`` gets an ``index.json`` of the tasks drawn or copied there."""
+    keyed = []  # (job, row and records as stored, key; None for a task without figures)
+    for job in jobs:
+        row, recs = as_stored(job.row), as_stored(task_records(job.row, job.records))
+        keyed.append((job, row, recs, task_key(row, recs) if figure_kinds(row) else None))
+    results: list[list[Path] | None] = [None if key else [] for _, _, _, key in keyed]
+    units, owners = [], []
+    sources: dict[Path, dict] = {}
+    for i, (job, row, recs, key) in enumerate(keyed):
+        if key is None:
+            continue
+        if job.reuse_from is not None:
+            source = Path(job.reuse_from)
+            index = sources.setdefault(source, read_index(source))
+            results[i] = _reused(index.get(str(row.get("name", "task"))), key, source, Path(job.out_dir))
+        if results[i] is None:
+            kinds = figure_kinds(row)
+            units += [(row, recs, Path(job.out_dir), kind) for kind in kinds]
+            owners += [i] * len(kinds)
+    drawn: dict[int, list[Path]] = {}
+    for owner, paths in zip(owners, _draw_units(units, workers)):
+        drawn.setdefault(owner, []).extend(paths)
+    results = [drawn.get(i, []) if r is None else r for i, r in enumerate(results)]
+    _write_indexes(keyed, results)
+    return results
+
+
+def _write_indexes(keyed: list[tuple], results: list[list[Path]]) -> None:
+    """index.json in every job's folder: each task with figures, its key and its files' digests."""
+    folders: dict[Path, dict] = {}
+    for (job, row, _, key), paths in zip(keyed, results):
+        if key is None:
+            continue
+        entry = {"key": key, "files": [{"name": p.name, "blake2b": _digest(p)} for p in paths]}
+        folders.setdefault(Path(job.out_dir), {})[str(row.get("name", "task"))] = entry
+    for folder, tasks in folders.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        index = {"version": INDEX_VERSION, "code": code_version(), "tasks": tasks}
+        (folder / INDEX).write_text(json.dumps(index, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def run_figures(results: Mapping, out_dir, reuse_from=None, workers: int | None = None) -> list[Path]:
+    """Figures for every task of a run (``results.json`` as a dict) in ``out_dir/figures``, reusing those of
+    ``reuse_from/figures`` (an earlier run folder) whose inputs are unchanged."""
+    by_task: dict[str, list[Mapping]] = {}
+    for r in results.get("records") or []:
+        by_task.setdefault(str(r.get("task")), []).append(r)
+    fig_dir = Path(out_dir) / "figures"
+    source = None if reuse_from is None else Path(reuse_from) / "figures"
+    jobs = [FigureJob(row, by_task.get(str(row.get("name")), []), fig_dir, source)
+            for row in results.get("tasks") or [] if isinstance(row, Mapping)]
+    return [p for paths in draw_figures(jobs, workers) for p in paths]
