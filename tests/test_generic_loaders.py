@@ -67,3 +67,74 @@ def test_csv_names_and_missing_column(tmp_path):
     assert ds.labels.tolist() == ["happiness"]
     with pytest.raises(ConfigError, match="no column 'path'"):
         CsvDataset(path=tmp_path / "l.csv").load("all")
+
+
+# -- vectorised CSV reading (issue 18): the column operations agree with the per-row definitions ----------------
+
+def _path_strings(alphabet, longest):
+    import itertools
+
+    return ["".join(p) for k in range(longest + 1) for p in itertools.product(alphabet, repeat=k)]
+
+
+def test_outside_mask_equals_is_outside_on_every_short_path():
+    from facebench.data.confine import is_outside, outside_mask
+
+    rels = _path_strings(["a", "/", ".", "\\", ":"], 5)  # 3,906 paths: every '..', slash and drive pattern
+    assert outside_mask(rels).tolist() == [is_outside(r) for r in rels]
+    assert outside_mask([]).tolist() == []
+
+
+def test_joined_and_parent_strings_equal_pathlib():
+    from pathlib import Path
+
+    from facebench.data.confine import joined_strings
+    from facebench.data.pairs import parent_strings
+
+    rels = _path_strings(["a", "/", "."], 6)  # doubled and trailing slashes, '.' and '..' parts, absolute
+    for root in (Path("/data/set"), Path("rel/dir"), Path("."), Path("/")):
+        assert joined_strings(root, rels) == [str(root / r) for r in rels]
+    assert parent_strings(rels).tolist() == [str(Path(r).parent) for r in rels]
+
+
+def test_csv_errors_name_file_lines_within_a_split(tmp_path):
+    (tmp_path / "l.csv").write_text("path,label,split\na.png,happy,train\n../b.png,sad,test\nc.png,sad,train\n"
+                                    "../../d.png,sad,train\ne.png,9,train\n")
+    loader = CsvDataset(path=tmp_path / "l.csv", classes=["happy", "sad"])
+    with pytest.raises(ConfigError, match=r"1 image path\(s\) lead outside .*line 5: '../../d.png'"):
+        loader.load("train")
+    (tmp_path / "l.csv").write_text("path,label,split\na.png,1,train\nb.png,7,test\nc.png,5,train\nd.png,4,train\n")
+    with pytest.raises(ConfigError, match="label index 5 outside"):  # the first bad row of the split, not of the file
+        CsvDataset(path=tmp_path / "l.csv", classes=["happy", "sad"]).load("train")
+
+
+def test_csv_paths_ids_and_attributes_as_the_file_says(tmp_path):
+    (tmp_path / "l.csv").write_text("path,label,id,group\n./a.png,happy,x1,g\nsub//b.png,skip,x2,h\nc.png,Sad,x3,\n")
+    ds = CsvDataset(path=tmp_path / "l.csv", id_column="id", name_map={"skip": None}).load("all")
+    assert ds.ids.tolist() == ["x1", "x3"] and ds.labels.tolist() == ["happiness", "sadness"]
+    assert ds.images.paths == [str(tmp_path / "a.png"), str(tmp_path / "c.png")]
+    assert ds.attributes["group"].tolist() == ["g", ""] and ds.classes == ("happiness", "sadness")
+
+
+def test_csv_with_more_fields_than_the_header_is_refused(tmp_path):
+    (tmp_path / "l.csv").write_text("path,label\na.png,happy,extra\n")
+    with pytest.raises(ConfigError, match="not a readable CSV file"):
+        CsvDataset(path=tmp_path / "l.csv").load("all")
+
+
+def test_duplicate_ids_found_by_sorting():
+    from facebench.data.dataset import _has_duplicates
+
+    assert not _has_duplicates(np.array(["b", "a", "c"])) and _has_duplicates(np.array(["b", "a", "b"]))
+    assert not _has_duplicates(np.array([], dtype=str))
+
+
+def test_affectnet_and_fer_ids_match_their_definitions():
+    from facebench.data.affectnet import _unique_ids
+    from facebench.data.fer2013 import last_rows, row_ids
+
+    names = np.array(["1/a.jpg", "2/b.jpg", "1/a.jpg", "1/a.jpg", "2/b.jpg"])
+    assert _unique_ids(names).tolist() == ["1/a.jpg", "2/b.jpg", "1/a.jpg#2", "1/a.jpg#3", "2/b.jpg#2"]
+    assert row_ids("fer2013-", np.array([0, 42, 123456])).tolist() == ["fer2013-00000", "fer2013-00042",
+                                                                       "fer2013-123456"]
+    assert sorted(last_rows(np.array(["a", "b", "a"]), np.array([5, 9, 11])).tolist()) == [9, 11]

@@ -175,3 +175,29 @@ def test_noise_and_skimage_nonfaces():
     assert len(nonfaces) == 100 and set(nonfaces.labels) == {"nonface"}
     assert nonfaces.images.load(0).shape == (25, 25, 1) and nonfaces.images.load(0).dtype == np.uint8
     assert len(SkimageLFWSubset().load("all")) == 200
+
+
+def test_pairs_csv_columns(tmp_path):
+    for name in ("x/a.jpg", "x/b.jpg", "y/c.jpg", "z.jpg"):
+        _jpg(tmp_path / name)
+    (tmp_path / "pairs.csv").write_text("image_a,image_b,same,fold,group,subject_a\n x/a.jpg,x/b.jpg,1,3,g1,\n"
+                                        "x/a.jpg,y/c.jpg,FALSE,,,sA\nz.jpg,y/c.jpg,true,2,,\n")
+    ds = PairsCSV(tmp_path).load("test")
+    assert ds.ids.tolist() == ["x/a.jpg", "x/b.jpg", "y/c.jpg", "z.jpg"]  # numbered in order of first use
+    assert ds.pairs["a"].tolist() == [0, 0, 3] and ds.pairs["b"].tolist() == [1, 2, 2]
+    assert ds.pairs["fold"].tolist() == [3, 1, 2]  # an empty cell takes its contiguous fold (row 1 of 3: fold 1)
+    assert ds.pairs["group"].tolist() == ["g1", "None", "None"]
+    assert ds.attributes["subject"].tolist() == ["x", "x", "y", "."]  # first use: x/a.jpg's subject_a is empty
+    (tmp_path / "pairs.csv").write_text("image_a,image_b,same,fold\nx/a.jpg,x/b.jpg,1,one\n")
+    with pytest.raises(DatasetNotFoundError, match="pairs.csv:2: fold='one' is not an integer"):
+        PairsCSV(tmp_path).load("test")
+    (tmp_path / "pairs.csv").write_text("image_a,image_b,same\nx/a.jpg,../b.jpg,1\nx/a.jpg,/c.jpg,0\n")
+    with pytest.raises(ConfigError, match=r"2 image path\(s\) .*pair 1: '../b.jpg'; pair 2: '/c.jpg'"):
+        PairsCSV(tmp_path).load("test")
+
+
+def test_fairface_values_checked_per_column(tmp_path):
+    (tmp_path / "fairface_label_val.csv").write_text("file,age,gender,race\nval/1.jpg,20-29, Male ,White\n"
+                                                     "val/2.jpg,3-9,robot,Black\n")
+    with pytest.raises(DatasetNotFoundError, match=r"fairface_label_val.csv:3: unexpected values gender='robot'"):
+        FairFace(tmp_path).load("val")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facebench.data.confine import confined_paths
+from facebench.data.confine import confined_strings
 from facebench.data._native import NativeLoader, check_choice, resolve_file, summarize
 from facebench.data.images import FileImages
 from facebench.data.taxonomy import LABEL_ORDERS
@@ -122,7 +122,7 @@ class AffectNet(NativeLoader):
         frame, rows, expression = self._select(split)
         sub = frame.iloc[rows]
         rel = sub["subDirectory_filePath"].str.strip().to_numpy().astype(str)
-        paths = confined_paths(self.image_dir, list(rel), "AffectNet labels")
+        paths = confined_strings(self.image_dir, rel, "AffectNet labels")
         boxes = None
         if self.crop:
             x, y, w, h = (pd_numeric(sub[c]) for c in ("face_x", "face_y", "face_width", "face_height"))
@@ -143,10 +143,11 @@ def pd_numeric(series) -> np.ndarray:
 
 def _unique_ids(names: np.ndarray) -> np.ndarray:
     """The file paths as ids; a path listed twice gets ``#2``, ``#3``... on its later rows."""
-    seen: dict[str, int] = {}
-    out = []
-    for n in names.tolist():
-        k = seen.get(n, 0) + 1
-        seen[n] = k
-        out.append(n if k == 1 else f"{n}#{k}")
-    return np.array(out)
+    import pandas as pd
+
+    names = np.asarray(names, dtype=str)
+    occurrence = pd.Series(names).groupby(names, sort=False).cumcount().to_numpy() + 1  # 1 = first row of a path
+    out = names.astype(object)
+    for i in np.flatnonzero(occurrence > 1).tolist():  # the rare repeated rows
+        out[i] = f"{names[i]}#{occurrence[i]}"
+    return np.asarray(out.tolist(), dtype=str) if len(out) else names

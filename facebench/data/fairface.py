@@ -9,14 +9,15 @@ attributes ``gender``, ``race``, ``age_group`` and ``service_test``.
 
 from __future__ import annotations
 
-import csv
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from facebench.data.confine import confined_paths
+from facebench.data.confine import joined_strings, refuse_outside
 from facebench.data._native import NativeLoader, check_choice, summarize
+from facebench.data.generic import read_csv_strings
 from facebench.data.images import FileImages
 
 FAIRFACE_RACES = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern")
@@ -63,27 +64,32 @@ class FairFace(NativeLoader):
     def required_paths(self, split):
         return [self._csv(split)]
 
-    def _rows(self, split: str) -> list[dict]:
+    def _table(self, split: str) -> dict[str, np.ndarray]:
+        """The split's label CSV as columns (file, gender, race, age: str arrays; service_test: bool), every row
+        checked against the FairFace values; the first bad row is named by its file line."""
         path = self._csv(split)
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            need = {"file", "age", "gender", "race"}
-            if not reader.fieldnames or not need <= set(reader.fieldnames):
-                raise self._not_found(f"{path}: header {reader.fieldnames} lacks {sorted(need)}")
-            rows = []
-            for line, row in enumerate(reader, start=2):
-                gender, race, age = row["gender"].strip().lower(), row["race"].strip(), row["age"].strip()
-                if gender not in FAIRFACE_GENDERS or race not in FAIRFACE_RACES or age not in FAIRFACE_AGES:
-                    raise self._not_found(f"{path}:{line}: unexpected values gender={row['gender']!r}, "
-                                          f"race={race!r}, age={age!r}")
-                rows.append({"file": row["file"].strip(), "gender": gender, "race": race, "age": age,
-                             "service_test": str(row.get("service_test", "")).strip().lower() == "true"})
-        return rows
+        need = {"file", "age", "gender", "race"}
+        frame = read_csv_strings(path) if path.read_text(encoding="utf-8", errors="replace").strip() else None
+        if frame is None or not need <= set(frame.columns):
+            raise self._not_found(f"{path}: header {None if frame is None else list(frame.columns)} lacks {sorted(need)}")
+        cells = {c: frame[c].to_numpy().astype(str) for c in ("file", "gender", "race", "age")}
+        gender = np.char.lower(np.char.strip(cells["gender"]))
+        race, age = np.char.strip(cells["race"]), np.char.strip(cells["age"])
+        bad = np.flatnonzero(~(np.isin(gender, FAIRFACE_GENDERS) & np.isin(race, FAIRFACE_RACES)
+                               & np.isin(age, FAIRFACE_AGES)))
+        if len(bad):
+            i = int(bad[0])
+            raise self._not_found(f"{path}:{i + 2}: unexpected values gender={str(cells['gender'][i])!r}, "
+                                  f"race={str(race[i])!r}, age={str(age[i])!r}")
+        service = (np.char.lower(np.char.strip(frame["service_test"].to_numpy().astype(str))) == "true"
+                   if "service_test" in frame.columns else np.zeros(len(frame), dtype=bool))
+        return {"file": np.char.strip(cells["file"]), "gender": gender, "race": race, "age": age,
+                "service_test": service}
 
     def summary(self, split: str) -> dict:
         self.check_labels(split)
-        rows = self._rows(self.resolve_split(split))
-        return summarize([r[self._column()] for r in rows], TARGETS[self.target], rows=len(rows))
+        table = self._table(self.resolve_split(split))
+        return summarize(table[self._column()], TARGETS[self.target], rows=len(table["file"]))
 
     def _column(self) -> str:
         return "age" if self.target == "age" else self.target
@@ -91,21 +97,21 @@ class FairFace(NativeLoader):
     def load(self, split: str):
         split = self.resolve_split(split)
         self.check(split)
-        rows = self._rows(split)
-        confined_paths(self.root, [r["file"] for r in rows], str(self._csv(split)))  # before any file is looked at
-        present = [(self.root / r["file"]).is_file() for r in rows]
-        missing = len(rows) - sum(present)
+        table = self._table(split)
+        files = table["file"]
+        refuse_outside(self.root, files, str(self._csv(split)))  # before any file is looked at
+        paths = joined_strings(self.root, files)
+        present = np.array([os.path.isfile(p) for p in paths], dtype=bool)  # one stat per image
+        n, missing = len(files), int((~present).sum())
         if missing and self.missing_images == "error":
-            first = next(r["file"] for r, p in zip(rows, present) if not p)
-            raise self._not_found(f"{missing} of {len(rows)} {split} images are absent (first: {self.root / first}). "
+            first = files[np.flatnonzero(~present)[0]]
+            raise self._not_found(f"{missing} of {n} {split} images are absent (first: {self.root / str(first)}). "
                                   f"Set `dataset_args: {{missing_images: skip}}` to evaluate the rows whose images exist.")
         if missing:
-            warnings.warn(f"fairface/{split}: {missing} of {len(rows)} rows have no image and are left out",
-                          stacklevel=2)
-            rows = [r for r, p in zip(rows, present) if p]
-        attributes = {"gender": np.array([r["gender"] for r in rows]), "race": np.array([r["race"] for r in rows]),
-                      "age_group": np.array([r["age"] for r in rows]),
-                      "service_test": np.array([r["service_test"] for r in rows])}
-        return self._dataset(split, [r["file"] for r in rows], TARGETS[self.target],
-                             [r[self._column()] for r in rows], FileImages([self.root / r["file"] for r in rows]),
-                             attributes, extra_tag={"rows_without_image": missing})
+            warnings.warn(f"fairface/{split}: {missing} of {n} rows have no image and are left out", stacklevel=2)
+        keep = np.flatnonzero(present)
+        attributes = {"gender": table["gender"][keep], "race": table["race"][keep], "age_group": table["age"][keep],
+                      "service_test": table["service_test"][keep]}
+        return self._dataset(split, files[keep], TARGETS[self.target], table[self._column()][keep],
+                             FileImages([paths[i] for i in keep.tolist()]), attributes,
+                             extra_tag={"rows_without_image": missing})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facebench.data.confine import confined_paths
+from facebench.data.confine import confined_strings
 from facebench.data._native import (MissingImages, NativeLoader, check_choice, list_dirs, list_images,
                                     resolve_file, summarize)
 from facebench.data.dataset import resolve_data_root
@@ -91,6 +91,21 @@ def decode_pixels(pixels, path: Path, rows: np.ndarray, chunk: int = 2048) -> np
     return out
 
 
+def row_ids(prefix: str, rows: np.ndarray) -> np.ndarray:
+    """``f"{prefix}{row:05d}"`` for each (non-negative) row number, as one string operation."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return np.char.add(prefix, np.char.zfill(rows.astype(str), 5)) if len(rows) else np.zeros(0, dtype=str)
+
+
+def last_rows(names: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """For each distinct name, the last of ``rows`` that carries it (``names[i]`` is the name of ``rows[i]``)."""
+    if not len(names):
+        return np.zeros(0, dtype=np.int64)
+    reverse = names[::-1]
+    _, first_from_end = np.unique(reverse, return_index=True)
+    return np.asarray(rows)[len(names) - 1 - first_from_end]
+
+
 def _raise_bad_pixels(part, path, rows):
     for text, row in zip(part, rows):
         tokens = text.split()
@@ -162,7 +177,7 @@ class FER2013(NativeLoader):
         rows = self._rows(frame, split)
         labels = fer2013_labels(frame["emotion"].to_numpy()[rows], self.csv_path, rows)
         pixels = decode_pixels(frame["pixels"].to_numpy()[rows], self.csv_path, rows)
-        ids = np.array([f"fer2013-{r:05d}" for r in rows])
+        ids = row_ids("fer2013-", rows)
         return self._dataset(split, ids, LABEL_ORDERS["fer2013"], labels, ArrayImages(pixels),
                              attributes={"usage": frame["Usage"].to_numpy()[rows].astype(str)})
 
@@ -462,18 +477,15 @@ class FERPlus(NativeLoader):
             # generate_training_data.py writes each named row to <folder>/<name>, so a name used twice holds
             # the pixels of its last row: the earlier rows with that name have no image of their own.
             in_split = np.flatnonzero((usage == USAGE[split]) & (names != ""))
-            last = {}
-            for r in in_split:
-                last[names[r]] = r
             has_image = np.zeros(len(frame), dtype=bool)
-            has_image[list(last.values())] = True
+            has_image[last_rows(names[in_split], in_split)] = True
             rows = np.flatnonzero(keep & has_image)
-            images = FileImages(confined_paths(folder, [names[r] for r in rows], "FER+ labels"))
+            images = FileImages(confined_strings(folder, names[rows], "FER+ labels"))
         else:
             rows = np.flatnonzero(keep)
             images = MissingImages(len(rows), "ferplus was loaded with `images: none` (labels only); set `images: "
                                               "csv` and `fer2013_csv:` to read the pixels.")
-        ids = np.array([f"ferplus-{r:05d}" for r in rows])
+        ids = row_ids("ferplus-", rows)
         labels = np.array(self.classes)[index[rows]]
         return self._dataset(split, ids, self.classes, labels, images,
                              attributes={"usage": usage[rows].astype(str), "image_name": names[rows]})

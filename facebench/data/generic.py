@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facebench.data.confine import confined_paths
+from facebench.data.confine import joined_strings, refuse_outside
 from facebench.data.dataset import Dataset, DatasetLoader
 from facebench.data.images import FileImages
 from facebench.data.taxonomy import CANONICAL_EXPRESSIONS, canonical_name
@@ -112,22 +112,18 @@ class CsvDataset(DatasetLoader):
         self.attribute_columns = attribute_columns
         self.dataset_name = dataset_name
         self._frame = None
+        self._codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def splits(self):  # known only after reading the file
         frame = self._read() if self.root is not None and self.root.exists() else None
         if frame is None or self.columns["split"] not in frame.columns:
             return ("all",)
-        return tuple(sorted(frame[self.columns["split"]].astype(str).unique()))
+        return tuple(sorted(self._factorized(self.columns["split"])[1].tolist()))
 
     def _read(self):
         if self._frame is None:
-            import pandas as pd
-
-            try:
-                frame = pd.read_csv(self.root, dtype=str, keep_default_na=False)
-            except (ValueError, OSError) as err:  # pandas' parser errors are ValueErrors; bad UTF-8 too
-                raise ConfigError(f"{self.root}: not a readable CSV file ({' '.join(str(err).split())[:200]}).") from None
+            frame = read_csv_strings(self.root)
             for role in ("path", "label"):
                 if self.columns[role] not in frame.columns:
                     raise ConfigError(
@@ -137,48 +133,113 @@ class CsvDataset(DatasetLoader):
             self._frame = frame
         return self._frame
 
+    def _factorized(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(codes per file row, distinct values as a str array) of one column, computed once per file."""
+        if name not in self._codes:
+            codes, uniques = pd_factorize(self._read()[name])
+            self._codes[name] = (codes, np.asarray(uniques, dtype=str))
+        return self._codes[name]
+
+    def _attribute(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """A per-sample attribute (a group key) at file rows ``rows``: its distinct values taken by the codes."""
+        codes, uniques = self._factorized(name)
+        return uniques[codes[rows]]
+
     def _image_root(self) -> Path:
         image_root = Path(self.image_root) if self.image_root else self.root.parent
         return image_root if image_root.is_absolute() else self.root.parent / image_root
 
-    def _split_frame(self, split: str):
-        frame = self._read()
-        if self.columns["split"] in frame.columns:
-            frame = frame[frame[self.columns["split"]].astype(str) == split]
-        return frame
+    def _split_rows(self, split: str) -> np.ndarray | None:
+        """File row positions (0 = first row under the header) of ``split``; None: every row."""
+        if self.columns["split"] not in self._read().columns:
+            return None
+        codes, uniques = self._factorized(self.columns["split"])
+        return np.flatnonzero(codes == np.flatnonzero(uniques == split)[0])
 
-    def _confined(self, frame) -> list[Path]:
-        rows = [f"line {int(i) + 2}" for i in frame.index]  # file line: header is line 1 (pandas keeps the index)
-        return confined_paths(self._image_root(), frame[self.columns["path"]].tolist(), str(self.root),
-                              self.allow_outside_root, rows)
+    def _strings(self, name: str, rows: np.ndarray | None) -> np.ndarray:
+        """A column of many distinct values (paths, ids) as a str array, at file rows ``rows``."""
+        values = self._read()[name].to_numpy()
+        return (values if rows is None else values[rows]).astype(str)
+
+    def _refuse_outside(self, rels: np.ndarray, rows: np.ndarray | None) -> None:
+        """Refuses image paths that leave the image root, naming them by file line (the header is line 1)."""
+        if not self.allow_outside_root:
+            line = (lambda i: f"line {i + 2}") if rows is None else (lambda i: f"line {int(rows[i]) + 2}")
+            refuse_outside(self._image_root(), rels, str(self.root), line)
 
     def check(self, split: str) -> None:
         """Also refuses image paths that leave the image root (cheap: no image is opened)."""
         super().check(split)
         if self.root.is_file():
-            self._confined(self._split_frame(split))
+            rows = self._split_rows(split)
+            self._refuse_outside(self._strings(self.columns["path"], rows), rows)
+
+    def _label_of(self, value: str) -> str | None:
+        """One label cell -> canonical class name; None: a class that the name map skips."""
+        if self.class_order and value.strip().lstrip("-").isdigit():
+            index = int(value)
+            if not 0 <= index < len(self.class_order):
+                raise ConfigError(f"{self.root}: label index {index} outside classes {self.class_order}")
+            return self.class_order[index]
+        return _map_name(value, self.name_map)
+
+    def _labels(self, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        """(kept positions within the split, their labels, the classes), each distinct cell mapped once in
+        order of first appearance (so the first bad row in file order is the one reported)."""
+        codes, uniques = self._factorized(self.columns["label"])
+        codes = codes if rows is None else codes[rows]
+        present, first = np.unique(codes, return_index=True)
+        mapped = np.full(len(uniques), None, dtype=object)
+        for code in present[np.argsort(first, kind="stable")].tolist():
+            mapped[code] = self._label_of(uniques[code].item())
+        named = np.array([m is not None for m in mapped], dtype=bool)
+        keep = np.flatnonzero(named[codes])
+        names = np.asarray(np.where(named, mapped, ""), dtype=str)
+        classes = self.class_order or _canonical_sort(m for m in mapped[present].tolist() if m is not None)
+        return keep, names[codes[keep]], classes
 
     def load(self, split: str) -> Dataset:
-        self.check(split)
-        frame = self._split_frame(split)
-        raw = frame[self.columns["label"]].tolist()
-        labels = []
-        for value in raw:
-            if self.class_order and value.strip().lstrip("-").isdigit():
-                index = int(value)
-                if not 0 <= index < len(self.class_order):
-                    raise ConfigError(f"{self.root}: label index {index} outside classes {self.class_order}")
-                labels.append(self.class_order[index])
-            else:
-                labels.append(_map_name(value, self.name_map))
-        keep = np.array([lab is not None for lab in labels])
-        frame = frame[keep]
-        labels = [lab for lab in labels if lab is not None]
-        paths = self._confined(frame)
-        ids = frame[self.columns["id"]].tolist() if self.columns["id"] else frame[self.columns["path"]].tolist()
+        super().check(split)
+        rows = self._split_rows(split)
+        rels = self._strings(self.columns["path"], rows)
+        self._refuse_outside(rels, rows)  # what `check` does, on the paths read once
+        keep, labels, classes = self._labels(rows)
+        rows, rels = (keep if rows is None else rows[keep]), rels[keep]
+        paths = joined_strings(self._image_root(), rels)
+        ids = self._strings(self.columns["id"], rows) if self.columns["id"] else rels
         skip = {c for c in self.columns.values() if c}
-        attr_cols = self.attribute_columns or [c for c in frame.columns if c not in skip]
-        attributes = {c: frame[c].to_numpy(dtype=str) for c in attr_cols}
-        classes = self.class_order or _canonical_sort(labels)
-        return Dataset(self.dataset_name, split, np.array(ids), classes, np.array(labels), FileImages(paths),
+        attr_cols = self.attribute_columns or [c for c in self._read().columns if c not in skip]
+        attributes = {c: self._attribute(c, rows) for c in attr_cols}
+        return Dataset(self.dataset_name, split, ids, classes, labels, FileImages(paths),
                        attributes=attributes, content_tag=self.fingerprint_tag())
+
+
+def pd_factorize(series) -> tuple[np.ndarray, object]:
+    """``pandas.factorize`` keeping a missing value as a value of its own (as ``str`` would print it)."""
+    import pandas as pd
+
+    return pd.factorize(series, use_na_sentinel=False)
+
+
+def _pyarrow_available() -> bool:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def read_csv_strings(path: Path, **options):
+    """A CSV file as a DataFrame of strings (empty cells stay ``""``), read by pandas with the pyarrow
+    engine when pyarrow is installed, else its C engine; an unreadable file is a ConfigError."""
+    import pandas as pd
+
+    engine = "pyarrow" if _pyarrow_available() else "c"
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, engine=engine, **options)
+    except (ValueError, OSError) as err:  # pandas' and pyarrow's parser errors are ValueErrors; bad UTF-8 too
+        raise ConfigError(f"{path}: not a readable CSV file ({' '.join(str(err).split())[:200]}).") from None
+    if not isinstance(frame.index, pd.RangeIndex):  # the C engine makes extra leading fields an index
+        raise ConfigError(f"{path}: not a readable CSV file (rows have more fields than the header's "
+                          f"{len(frame.columns)}).")
+    return frame

@@ -17,15 +17,16 @@ identity of each image, used to resample whole identities in bootstrap CIs.
 
 from __future__ import annotations
 
-import csv
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from facebench.data.confine import confined_paths
+from facebench.data.confine import joined_strings, needs_pathlib, refuse_outside
 from facebench.data._native import NativeLoader, check_choice, find_child
 from facebench.data.dataset import Dataset
+from facebench.data.generic import pd_factorize, read_csv_strings
 from facebench.data.images import FileImages
 
 RFW_RACES = ("African", "Asian", "Caucasian", "Indian")
@@ -42,46 +43,86 @@ def _image_name(name: str, index: str) -> str:
     return f"{name}/{name}_{int(index):04d}.jpg"
 
 
-def build_pairs_dataset(loader, split: str, entries: list[tuple], image_root: Path, missing: str,
+#: the columns of a pair table: image paths relative to the image root, genuine flag, fold, group (or None),
+#: the identity of each side
+PAIR_COLUMNS = ("a", "b", "same", "fold", "group", "subject_a", "subject_b")
+
+
+def pair_table(entries: list[tuple]) -> dict[str, np.ndarray]:
+    """Entries (path_a, path_b, same, fold, group, subject_a, subject_b) as a pair table of columns."""
+    cols = list(zip(*entries)) if entries else [()] * len(PAIR_COLUMNS)
+    table = {k: np.asarray(v, dtype=str) for k, v in zip(PAIR_COLUMNS, cols) if k not in ("same", "fold", "group")}
+    table["same"] = np.asarray(cols[2], dtype=bool)
+    table["fold"] = np.asarray(cols[3], dtype=np.int64)
+    table["group"] = np.asarray(cols[4], dtype=object)
+    return table
+
+
+def _interleaved(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """first[0], second[0], first[1], second[1], ... (both sides of each pair, in pair order)."""
+    return np.column_stack([first, second]).reshape(-1) if len(first) else np.zeros(0, dtype=str)
+
+
+def _present(root: Path, rels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(whether each distinct image file exists, the distinct index of each entry): one stat per image."""
+    codes, uniques = pd_factorize(rels)
+    paths = joined_strings(root, np.asarray(uniques, dtype=str))
+    return np.array([os.path.isfile(p) for p in paths], dtype=bool), codes
+
+
+def build_pairs_dataset(loader, split: str, table: dict, image_root: Path, missing: str,
                         allow_outside: bool = False) -> Dataset:
-    """``entries`` = (path_a, path_b, same, fold, group, subject_a, subject_b) with image paths relative to
-    ``image_root``; pairs with an absent image are an error, or left out (``missing == "skip"``); a path
-    leaving ``image_root`` is an error unless ``allow_outside`` (see facebench.data.confine)."""
-    confined_paths(image_root, [r for e in entries for r in e[:2]], f"{loader.name} pairs", allow_outside,
-                   [f"pair {i // 2 + 1}" for i in range(2 * len(entries))])
-    exists: dict[str, bool] = {}
-
-    def present(rel: str) -> bool:
-        if rel not in exists:
-            exists[rel] = (image_root / rel).is_file()
-        return exists[rel]
-
-    kept = [e for e in entries if present(e[0]) and present(e[1])]
-    dropped = len(entries) - len(kept)
+    """A verification split from a pair table (``pair_table``; paths relative to ``image_root``): pairs with
+    an absent image are an error, or left out (``missing == "skip"``); a path leaving ``image_root`` is an
+    error unless ``allow_outside`` (see facebench.data.confine). Images are numbered in order of first use."""
+    sides = _interleaved(table["a"], table["b"])
+    if not allow_outside:
+        refuse_outside(image_root, sides, f"{loader.name} pairs", lambda i: f"pair {i // 2 + 1}")
+    exists, codes = _present(image_root, sides)
+    ok = exists[codes]
+    kept = np.flatnonzero(ok[0::2] & ok[1::2])
+    n, dropped = len(table["a"]), len(table["a"]) - len(kept)
     if dropped and missing == "error":
-        absent = next(r for e in entries for r in e[:2] if not present(r))
-        raise loader._not_found(f"{dropped} of {len(entries)} pairs use absent images (first: {image_root / absent}). "
+        absent = sides[np.flatnonzero(~ok)[0]]
+        raise loader._not_found(f"{dropped} of {n} pairs use absent images (first: {image_root / str(absent)}). "
                                 f"Set `dataset_args: {{missing_images: skip}}` to evaluate the pairs whose images exist.")
     if dropped:
-        warnings.warn(f"{loader.name}/{split}: {dropped} of {len(entries)} pairs use absent images and are left out",
+        warnings.warn(f"{loader.name}/{split}: {dropped} of {n} pairs use absent images and are left out",
                       stacklevel=3)
-    if not kept:
-        raise loader._not_found(f"none of the {len(entries)} pairs has both images under {image_root}")
-    index: dict[str, int] = {}
-    subjects: list[str] = []
-    for a, b, _, _, _, sa, sb in kept:
-        for rel, subject in ((a, sa), (b, sb)):
-            if rel not in index:
-                index[rel] = len(index)
-                subjects.append(subject)
-    ids = list(index)
-    pairs = {"a": np.array([index[e[0]] for e in kept]), "b": np.array([index[e[1]] for e in kept]),
-             "same": np.array([bool(e[2]) for e in kept]), "fold": np.array([int(e[3]) for e in kept])}
-    if any(e[4] is not None for e in kept):
-        pairs["group"] = np.array([str(e[4]) for e in kept])
+    if not len(kept):
+        raise loader._not_found(f"none of the {n} pairs has both images under {image_root}")
+    return _pairs_dataset(loader, split, table, kept, image_root, dropped)
+
+
+def _pairs_dataset(loader, split: str, table: dict, kept: np.ndarray, image_root: Path, dropped: int) -> Dataset:
+    """The Dataset of the kept pairs: one sample per distinct image, numbered in order of first use, with the
+    subject of its first use."""
+    sides = _interleaved(table["a"][kept], table["b"][kept])
+    index, ids = pd_factorize(sides)
+    ids = np.asarray(ids, dtype=str)
+    first = np.unique(index, return_index=True)[1]  # codes follow first use, so these positions are increasing
+    subjects = _interleaved(table["subject_a"][kept], table["subject_b"][kept])[first]
+    pairs = {"a": index[0::2].astype(np.int64), "b": index[1::2].astype(np.int64),
+             "same": table["same"][kept].astype(bool), "fold": table["fold"][kept].astype(np.int64)}
+    group = table["group"][kept]
+    if any(g is not None for g in group.tolist()):
+        pairs["group"] = np.array([str(g) for g in group.tolist()])
     tag = {**loader.fingerprint_tag(), "pairs_left_out": dropped}
-    return Dataset(loader.name, split, np.array(ids), (), None, FileImages([image_root / r for r in ids]),
-                   attributes={"subject": np.array(subjects)}, content_tag=tag, pairs=pairs)
+    return Dataset(loader.name, split, ids, (), None, FileImages(joined_strings(image_root, ids)),
+                   attributes={"subject": np.asarray(subjects, dtype=str)}, content_tag=tag, pairs=pairs)
+
+
+def parent_strings(rels) -> np.ndarray:
+    """``str(Path(rel).parent)`` for each ``rel``: the text before the last ``/`` (``.`` without one), through
+    pathlib for the rare rows it would rewrite first (doubled or trailing slashes, ``.`` parts, absolute)."""
+    rels = np.asarray(rels, dtype=str)
+    if not rels.size:
+        return rels
+    parts = np.char.rpartition(rels, "/")
+    out = np.where(parts[:, 1] == "/", parts[:, 0], ".").tolist()
+    for i in np.flatnonzero(needs_pathlib(rels)).tolist():
+        out[i] = str(Path(str(rels[i])).parent)
+    return np.asarray(out, dtype=str)
 
 
 class LFWPairs(NativeLoader):
@@ -152,7 +193,7 @@ class LFWPairs(NativeLoader):
     def load(self, split: str) -> Dataset:
         split = self.resolve_split(split)
         self.check(split)
-        return build_pairs_dataset(self, split, self.entries(), self.image_root(), self.missing_images)
+        return build_pairs_dataset(self, split, pair_table(self.entries()), self.image_root(), self.missing_images)
 
 
 class RFWPairs(NativeLoader):
@@ -218,7 +259,7 @@ class RFWPairs(NativeLoader):
     def load(self, split: str) -> Dataset:
         split = self.resolve_split(split)
         self.check(split)
-        return build_pairs_dataset(self, split, self.entries(split), self.root / "test" / "data",
+        return build_pairs_dataset(self, split, pair_table(self.entries(split)), self.root / "test" / "data",
                                    self.missing_images)
 
 
@@ -250,29 +291,64 @@ class PairsCSV(NativeLoader):
     def required_paths(self, split):
         return [self._file()]
 
-    def entries(self) -> list[tuple]:
+    def table(self) -> dict[str, np.ndarray]:
+        """The pair CSV as a pair table (``pair_table``'s columns), checked column by column."""
         path = self._file()
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or not {"image_a", "image_b", "same"} <= set(reader.fieldnames):
-                raise self._not_found(f"{path}: header {reader.fieldnames} lacks image_a, image_b, same")
-            rows = list(reader)
-        folds = contiguous_folds(len(rows))
-        out = []
-        for i, row in enumerate(rows):
-            same = str(row["same"]).strip().lower()
-            if same not in ("1", "0", "true", "false"):
-                raise self._not_found(f"{path}:{i + 2}: same={row['same']!r}; use 1/0 or true/false")
-            a, b = row["image_a"].strip(), row["image_b"].strip()
-            fold = int(row["fold"]) if row.get("fold") not in (None, "") else int(folds[i])
-            group = row.get("group") or None
-            sa = row.get("subject_a") or str(Path(a).parent)
-            sb = row.get("subject_b") or str(Path(b).parent)
-            out.append((a, b, same in ("1", "true"), fold, group, sa, sb))
-        return out
+        frame = read_csv_strings(path) if path.read_text(encoding="utf-8", errors="replace").strip() else None
+        if frame is None or not {"image_a", "image_b", "same"} <= set(frame.columns):
+            raise self._not_found(f"{path}: header {None if frame is None else list(frame.columns)} lacks "
+                                  f"image_a, image_b, same")
+        raw = frame["same"].to_numpy().astype(str)
+        same = np.char.lower(np.char.strip(raw))
+        bad = np.flatnonzero(~np.isin(same, ["1", "0", "true", "false"]))
+        if len(bad):
+            raise self._not_found(f"{path}:{bad[0] + 2}: same={str(raw[bad[0]])!r}; use 1/0 or true/false")
+        a, b = (np.char.strip(frame[c].to_numpy().astype(str)) for c in ("image_a", "image_b"))
+        return {"a": a, "b": b, "same": np.isin(same, ["1", "true"]), "fold": self._folds(frame, path),
+                "group": self._groups(frame),
+                "subject_a": self._subjects(frame, "subject_a", a), "subject_b": self._subjects(frame, "subject_b", b)}
+
+    def _folds(self, frame, path: Path) -> np.ndarray:
+        """The `fold` cells as integers (each distinct cell converted once); empty cells and a missing column
+        take the 10 contiguous folds."""
+        folds = contiguous_folds(len(frame))
+        if "fold" not in frame.columns:
+            return folds
+        codes, cells = pd_factorize(frame["fold"])
+        values = np.empty(len(cells), dtype=np.int64)
+        for k, cell in enumerate(map(str, cells)):
+            if cell != "":
+                try:
+                    values[k] = int(cell)
+                except ValueError:
+                    line = int(np.flatnonzero(codes == k)[0]) + 2
+                    raise self._not_found(f"{path}:{line}: fold={cell!r} is not an integer") from None
+        given = np.asarray([str(c) != "" for c in cells], dtype=bool)[codes]
+        return np.where(given, values[codes], folds)
+
+    @staticmethod
+    def _cells(frame, column: str) -> np.ndarray:
+        """An optional text column as a str array ("" where the column is absent or the cell empty)."""
+        if column not in frame.columns:
+            return np.full(len(frame), "", dtype=str)
+        return frame[column].to_numpy().astype(str)
+
+    @staticmethod
+    def _groups(frame) -> np.ndarray:
+        """The `group` cells as an object array, None where absent or empty."""
+        cells = PairsCSV._cells(frame, "group")
+        groups = cells.astype(object)
+        groups[cells == ""] = None
+        return groups
+
+    @staticmethod
+    def _subjects(frame, column: str, images: np.ndarray) -> np.ndarray:
+        """The subject column, or the image's parent folder where it is absent or empty."""
+        cells = PairsCSV._cells(frame, column)
+        return np.where(cells == "", parent_strings(images), cells) if len(cells) else cells
 
     def load(self, split: str) -> Dataset:
         split = self.resolve_split(split)
         self.check(split)
-        return build_pairs_dataset(self, split, self.entries(), self._file().parent, self.missing_images,
+        return build_pairs_dataset(self, split, self.table(), self._file().parent, self.missing_images,
                                    self.allow_outside_root)
