@@ -75,12 +75,16 @@ def _assign_bins(confidence: np.ndarray, edges: np.ndarray) -> np.ndarray:
     comparison with each neighbouring edge settles it (the same bins as ``searchsorted(edges, conf) - 1``).
     """
     n_bins = edges.size - 1
-    scaled = np.clip(confidence * n_bins, 0.0, float(n_bins))
-    idx = np.ceil(scaled).astype(np.intp)
+    lower, upper = edges[:-1].copy(), edges[1:].copy()
+    lower[0], upper[-1] = -np.inf, np.inf  # nothing leaves the first bin downwards or the last upwards
+    scaled = confidence * n_bins
+    np.clip(scaled, 0.0, float(n_bins), out=scaled)
+    np.ceil(scaled, out=scaled)
+    idx = scaled.astype(np.intp)
     idx -= 1
-    np.clip(idx, 0, n_bins - 1, out=idx)
-    idx -= (confidence <= edges[idx]) & (idx > 0)
-    idx += (confidence > edges[idx + 1]) & (idx < n_bins - 1)
+    np.maximum(idx, 0, out=idx)
+    idx -= confidence <= lower[idx]
+    idx += confidence > upper[idx]
     return idx
 
 

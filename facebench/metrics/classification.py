@@ -215,8 +215,10 @@ def softmax(logits, axis=-1) -> np.ndarray:
     zmax = np.max(z, axis=axis, keepdims=True)
     if not np.isfinite(zmax).all():
         raise MetricInputError("logits contains +inf, or a slice that is entirely -inf; softmax is undefined there")
-    e = np.exp(z - zmax)
-    return e / e.sum(axis=axis, keepdims=True)
+    e = z - zmax  # one working array, exponentiated and normalised in place
+    np.exp(e, out=e)
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
 
 
 def top1(probs) -> tuple[np.ndarray, np.ndarray]:

@@ -59,5 +59,5 @@ def match_labels(logits, labels, dataset_classes, model_classes, unsupported: st
     columns = [model_classes.index(c) for c in used]
     y_true = codes[keep]
     eval_classes = [index[c] for c in present if c in index]
-    return MatchedLabels(label_space, used, keep, y_true, logits[keep][:, columns], present, empty,
+    return MatchedLabels(label_space, used, keep, y_true, logits[np.ix_(keep, columns)], present, empty,
                          unsupported_classes, eval_classes)

@@ -82,7 +82,7 @@ class ClosedSetProtocol(Protocol):
             "classes_without_samples": m.empty,
             "reliability": _jsonable(reliability),
         }
-        samples = {"ids": ds.ids[m.keep], "y_true": m.y_true, "y_pred": y_pred}
+        samples = {"ids": ds.ids if m.keep.all() else ds.ids[m.keep], "y_true": m.y_true, "y_pred": y_pred}
         return TaskResult(records + class_records, details, warnings, samples)
 
     @staticmethod
@@ -90,7 +90,8 @@ class ClosedSetProtocol(Protocol):
         """Mean -log softmax(logits)[true] over the samples whose true class the model has (an unsupported
         class counted as an error has no probability)."""
         nll_mask = m.y_true < len(m.used)
-        nll_values = cls.per_sample_nll(m.y_true[nll_mask], probs[nll_mask])
+        nll_values = (cls.per_sample_nll(m.y_true, probs) if nll_mask.all() else
+                      cls.per_sample_nll(m.y_true[nll_mask], probs[nll_mask]))
         ci = percentile_ci(ctx)
         return MetricRecord(
             "nll", float(nll_values.mean()) if len(nll_values) else float("nan"),
