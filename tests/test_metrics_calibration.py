@@ -164,8 +164,9 @@ def test_assign_bins_matches_searchsorted(n_bins):
 
 
 def test_reliability_from_confidence_checks_its_input():
-    with pytest.raises(ValueError, match="NaN"):
-        reliability_from_confidence([0.5, np.nan], [1, 0])
+    for bad in (np.nan, np.inf, -np.inf):
+        with pytest.raises(ValueError, match="finite"):
+            reliability_from_confidence([0.5, bad], [1, 0])
     with pytest.raises(ValueError, match="0/1"):
         reliability_from_confidence([0.5, 0.7], [1, 0.5])
     with pytest.raises(ValueError, match="same length"):

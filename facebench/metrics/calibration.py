@@ -97,13 +97,14 @@ def _per_sample(y_true, probs, n_bins):
 
 
 def _check_confidence_pairs(confidence, correct) -> tuple[np.ndarray, np.ndarray]:
-    """(confidence as float64, correct as bool): 1-D, same length, no NaN, correct 0/1 (or bool)."""
+    """(confidence as float64, correct as bool): 1-D, same length, confidence finite, correct 0/1 (or bool)."""
     conf = np.asarray(confidence, dtype=np.float64)
     corr = np.asarray(correct)
     if conf.ndim != 1 or conf.shape != corr.shape:
         raise MetricInputError("confidence and correct must be 1-D arrays of the same length")
-    if np.isnan(conf).any():
-        raise MetricInputError(f"confidence contains NaN at index {int(np.flatnonzero(np.isnan(conf))[0])}")
+    if not np.isfinite(conf).all():
+        i = int(np.flatnonzero(~np.isfinite(conf))[0])
+        raise MetricInputError(f"confidence must be finite (a probability); index {i} holds {conf[i]!r}")
     if corr.dtype != np.bool_:
         bad = (corr != 0) & (corr != 1)
         if bad.any():
@@ -122,7 +123,7 @@ def _bin_sums(conf: np.ndarray, correct: np.ndarray, n_bins: int) -> tuple[np.nd
 
 
 def reliability_from_confidence(confidence, correct, n_bins=DEFAULT_N_BINS) -> dict:
-    """Per-bin statistics from per-sample confidence and correctness (0/1 or bool; NaN confidence refused).
+    """Per-bin statistics from per-sample confidence and correctness (0/1 or bool; NaN or inf refused).
 
     Used directly when correctness is not ``argmax == label`` (e.g. a true class the model cannot
     predict counts as incorrect). Same binning and keys as :func:`reliability_bins`.
