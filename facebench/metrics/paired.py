@@ -130,8 +130,8 @@ def paired_resample_indices(n, n_resamples, seed=0, chunk=None):
     """Yield the bootstrap index resamples shared by both paired-bootstrap paths.
 
     ``rng = np.random.default_rng(seed)``; yields int64 arrays of shape
-    ``(b, n)`` (``b`` resamples at a time, ``b`` chosen so one chunk needs
-    about 64 MB unless ``chunk`` is given), each row n indices drawn
+    ``(b, n)`` (``b`` resamples at a time, ``b`` chosen so one chunk needs at most
+    :data:`bootstrap.MEMORY_BUDGET`, 256 MB, unless ``chunk`` is given), each row n indices drawn
     uniformly with replacement by ``rng.integers(0, n, size=(b, n))``. In
     total ``n_resamples`` rows. The same index row is applied to *both* runs
     (that is what makes the bootstrap paired). Both :func:`paired_bootstrap`
