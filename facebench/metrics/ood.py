@@ -25,6 +25,8 @@ import numpy as np
 
 from facebench.errors import MetricInputError
 
+from ._ranking import Ranking
+from ._resample import OpenSetResampler, ResampleStreams, StratumCounts, default_threads, iter_counts, map_ranges
 from ._validation import (
     check_binary_flags,
     check_callable,
@@ -45,7 +47,11 @@ __all__ = [
     "ccr_at_fpr",
     "metric_key",
     "ood_metrics",
+    "rank_scores",
+    "ranking_metrics",
+    "Ranking",
     "stratified_bootstrap",
+    "bootstrap_open_set",
     "POSITIVES",
     "FPR_RULES",
     "AUPR_METHODS",
@@ -57,6 +63,8 @@ POSITIVES = ("known", "unknown")
 FPR_RULES = ("interp", "first")
 #: Allowed values of ``method`` in :func:`aupr`.
 AUPR_METHODS = ("ap", "trapezoid")
+#: Memory budget of the random numbers of one chunk of bootstrap resamples (bytes).
+_CHUNK_BYTES = 256 * 2**20
 
 
 # --------------------------------------------------------------------------- validation
@@ -72,56 +80,22 @@ def _check_correct(correct, n: int, name: str = "known_correct") -> np.ndarray:
     return check_binary_flags(correct, n, name, "1 = correctly classified known sample")
 
 
-def _pos_neg(known: np.ndarray, unknown: np.ndarray, positive: str) -> tuple[np.ndarray, np.ndarray]:
-    """(positive scores, negative scores) with the positive's score direction."""
-    if positive == "known":
-        return known, unknown
-    return -unknown, -known
+def _ranking(known, unknown, names=("known", "unknown"), correct=None) -> Ranking:
+    k, u = _known_unknown(known, unknown, names)
+    c = None if correct is None else _check_correct(correct, k.shape[0])
+    return Ranking(k, u, c)
 
 
-# --------------------------------------------------------------------------- curve core
+def rank_scores(known, unknown, known_correct=None) -> Ranking:
+    """Known and unknown scores (and optional correctness flags of the known) sorted once.
 
-
-def _clf_counts(pos: np.ndarray, neg: np.ndarray, correct: np.ndarray | None = None):
-    """Cumulative counts at each distinct score, thresholds descending.
-
-    Returns ``(tps, fps, thresholds)`` where ``tps[i]`` / ``fps[i]`` count
-    positives / negatives with score ``>= thresholds[i]`` (no (0, 0) point).
-    With ``correct`` (aligned with ``pos``) ``tps`` counts only correct positives.
+    Every metric of this module is a method of the returned :class:`Ranking` (``auroc()``,
+    ``aupr(positive, method)``, ``fpr_at_tpr(tpr, positive, rule)``, ``detection_error()``,
+    ``roc(positive)``, and with ``known_correct`` ``oscr()``, ``oscr_curve()``, ``ccr_at_fpr(fpr)``),
+    so a caller that needs several of them pays for one sort. Arguments are checked as by the
+    functions below; the methods take already-checked conventions.
     """
-    scores = np.concatenate([pos, neg])
-    w = np.zeros(scores.shape[0], dtype=np.float64)
-    w[: pos.shape[0]] = 1.0 if correct is None else correct.astype(np.float64)
-    is_neg = np.zeros(scores.shape[0], dtype=np.float64)
-    is_neg[pos.shape[0]:] = 1.0
-    order = np.argsort(-scores, kind="stable")
-    s = scores[order]
-    ends = np.r_[np.flatnonzero(np.diff(s)), s.shape[0] - 1]
-    tps = np.cumsum(w[order])[ends]
-    fps = np.cumsum(is_neg[order])[ends]
-    return tps, fps, s[ends]
-
-
-def _drop_intermediate(tps: np.ndarray, fps: np.ndarray, thr: np.ndarray):
-    """Mirror of ``sklearn.metrics.roc_curve(drop_intermediate=True)``.
-
-    Drops interior points whose second differences in both ``fps`` and
-    ``tps`` are zero (collinear, equally spaced); endpoints are kept.
-    """
-    if fps.shape[0] > 2:
-        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
-        tps, fps, thr = tps[keep], fps[keep], thr[keep]
-    return tps, fps, thr
-
-
-def _roc(pos: np.ndarray, neg: np.ndarray, drop_intermediate: bool = False):
-    tps, fps, thr = _clf_counts(pos, neg)
-    if drop_intermediate:
-        tps, fps, thr = _drop_intermediate(tps, fps, thr)
-    tps = np.r_[0.0, tps]
-    fps = np.r_[0.0, fps]
-    thr = np.r_[np.inf, thr]
-    return fps / fps[-1], tps / tps[-1], thr
+    return _ranking(known, unknown, correct=known_correct)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -130,36 +104,12 @@ def _roc(pos: np.ndarray, neg: np.ndarray, drop_intermediate: bool = False):
 def auroc(known, unknown) -> float:
     """Area under the ROC curve, ``P(s_known > s_unknown) + 0.5 * P(tie)``.
 
-    Mann-Whitney via average ranks of the pooled scores (O(n log n), one
-    argsort): ``AUROC = (R_known - n_k (n_k + 1) / 2) / (n_k * n_u)`` with
-    ``R_known`` the sum of the known scores' average ranks (ties share the
-    mean of their positions, as ``scipy.stats.rankdata(method="average")``). Equals
-    ``sklearn.metrics.roc_auc_score(known=1, scores)`` and does not depend on
-    which class is called positive.
+    Mann-Whitney ``U / (n_k n_u)`` from one sort of the pooled scores, with ``U`` summed exactly in
+    integers (ties count half), so it equals the average-rank formula of
+    ``scipy.stats.rankdata(method="average")`` and ``sklearn.metrics.roc_auc_score(known=1, scores)``;
+    it does not depend on which class is called positive.
     """
-    k, u = _known_unknown(known, unknown)
-    return _auroc_fast(k, u)
-
-
-def _auroc_fast(k: np.ndarray, u: np.ndarray) -> float:
-    """Mann-Whitney U from average ranks (``scipy.stats.rankdata(method="average")``
-    semantics), computed directly from one argsort: tie group ``g`` occupying
-    sorted positions ``start..end-1`` gets rank ``(start + 1 + end) / 2``."""
-    nk, nu = k.shape[0], u.shape[0]
-    pooled = np.concatenate([k, u])
-    n = pooled.shape[0]
-    order = np.argsort(pooled)
-    sv = pooled[order]
-    new_group = np.empty(n, dtype=bool)
-    new_group[0] = True
-    np.not_equal(sv[1:], sv[:-1], out=new_group[1:])
-    start = np.flatnonzero(new_group)
-    end = np.r_[start[1:], n]
-    avg_rank = (start + 1 + end) * 0.5
-    known_per_group = np.add.reduceat((order < nk).astype(np.float64), start)
-    # half-integer products and partial sums: exact in float64 while n**2 < 2**53
-    rank_sum = float(np.dot(avg_rank, known_per_group))
-    return (rank_sum - nk * (nk + 1) / 2.0) / (float(nk) * float(nu))
+    return _ranking(known, unknown).auroc()
 
 
 def roc_curve_points(known, unknown, positive="known") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -171,8 +121,7 @@ def roc_curve_points(known, unknown, positive="known") -> tuple[np.ndarray, np.n
     first point is ``(0, 0)`` with threshold ``+inf``, the last ``(1, 1)``.
     """
     positive = check_choice(positive, POSITIVES, "positive")
-    pos, neg = _pos_neg(*_known_unknown(known, unknown), positive)
-    return _roc(pos, neg, drop_intermediate=False)
+    return _ranking(known, unknown).roc(positive)
 
 
 def fpr_at_tpr(known, unknown, tpr=0.95, positive="known", rule="interp") -> float:
@@ -198,16 +147,7 @@ def fpr_at_tpr(known, unknown, tpr=0.95, positive="known", rule="interp") -> flo
     target = check_fraction(tpr, "tpr")
     positive = check_choice(positive, POSITIVES, "positive")
     rule = check_choice(rule, FPR_RULES, "rule")
-    pos, neg = _pos_neg(*_known_unknown(known, unknown), positive)
-    if rule == "first":
-        fpr, tp_rate, _ = _roc(pos, neg, drop_intermediate=False)
-        return float(fpr[np.argmax(tp_rate >= target)])  # tp_rate[-1] == 1 >= target
-    fpr, tp_rate, _ = _roc(pos, neg, drop_intermediate=True)
-    if np.all(tp_rate < target):
-        return 0.0
-    if np.all(tp_rate >= target):
-        return float(np.min(fpr[tp_rate >= target]))
-    return float(np.interp(target, tp_rate, fpr))
+    return _ranking(known, unknown).fpr_at_tpr(target, positive, rule)
 
 
 def aupr(known, unknown, positive="known", method="ap") -> float:
@@ -224,16 +164,7 @@ def aupr(known, unknown, positive="known", method="ap") -> float:
     """
     positive = check_choice(positive, POSITIVES, "positive")
     method = check_choice(method, AUPR_METHODS, "method")
-    pos, neg = _pos_neg(*_known_unknown(known, unknown), positive)
-    tps, fps, _ = _clf_counts(pos, neg)
-    precision = tps / (tps + fps)  # tps + fps >= 1 at every distinct score
-    recall = tps / tps[-1]
-    # curve in increasing-recall order, starting at (recall 0, precision 1) like sklearn
-    r = np.r_[0.0, recall]
-    p = np.r_[1.0, precision]
-    if method == "ap":
-        return float(max(0.0, np.sum(np.diff(r) * p[1:])))
-    return float(np.sum(np.diff(r) * (p[1:] + p[:-1]) / 2.0))
+    return _ranking(known, unknown).aupr(positive, method)
 
 
 def detection_error(known, unknown) -> float:
@@ -243,8 +174,10 @@ def detection_error(known, unknown) -> float:
     and accept-all, each 0.5). Equal error priors; the value is the same
     with unknown as positive (the ROC is reflected).
     """
-    fpr, tp_rate, _ = roc_curve_points(known, unknown, positive="known")
-    return float(np.min(0.5 * (1.0 - tp_rate) + 0.5 * fpr))
+    return _ranking(known, unknown).detection_error()
+
+
+_OSCR_NAMES = ("known_scores", "unknown_scores")
 
 
 def oscr_curve(known_scores, known_correct, unknown_scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -256,14 +189,7 @@ def oscr_curve(known_scores, known_correct, unknown_scores) -> tuple[np.ndarray,
     ``(fpr, ccr, thresholds)`` starting at ``(0, 0, +inf)`` and ending at
     ``(1, closed-set accuracy, min score)``.
     """
-    k, u = _known_unknown(known_scores, unknown_scores, ("known_scores", "unknown_scores"))
-    c = _check_correct(known_correct, k.shape[0])
-    return _oscr_curve(k, c, u)
-
-
-def _oscr_curve(k, c, u):
-    ccs, fps, thr = _clf_counts(k, u, correct=c)
-    return np.r_[0.0, fps] / u.shape[0], np.r_[0.0, ccs] / k.shape[0], np.r_[np.inf, thr]
+    return _ranking(known_scores, unknown_scores, _OSCR_NAMES, known_correct).oscr_curve()
 
 
 def oscr(known_scores, known_correct, unknown_scores) -> float:
@@ -271,8 +197,7 @@ def oscr(known_scores, known_correct, unknown_scores) -> float:
     :func:`oscr_curve`). At most the closed-set accuracy; equals
     :func:`auroc` when every known sample is correctly classified.
     """
-    fpr, ccr, _ = oscr_curve(known_scores, known_correct, unknown_scores)
-    return float(np.sum(np.diff(fpr) * (ccr[1:] + ccr[:-1]) / 2.0))
+    return _ranking(known_scores, unknown_scores, _OSCR_NAMES, known_correct).oscr()
 
 
 def ccr_at_fpr(known_scores, known_correct, unknown_scores, fpr) -> float:
@@ -285,10 +210,7 @@ def ccr_at_fpr(known_scores, known_correct, unknown_scores, fpr) -> float:
     whole; ``fpr=0`` gives the CCR above the highest unknown score.
     """
     target = check_fraction(fpr, "fpr")
-    f, ccr, _ = oscr_curve(known_scores, known_correct, unknown_scores)
-    # f is non-decreasing and f[0] == 0 <= target, so the index is >= 0
-    idx = int(np.searchsorted(f, target, side="right")) - 1
-    return float(ccr[idx])
+    return _ranking(known_scores, unknown_scores, _OSCR_NAMES, known_correct).ccr_at_fpr(target)
 
 
 # --------------------------------------------------------------------------- reporting
@@ -318,24 +240,44 @@ def metric_key(name, positive=None, rule=None, method=None) -> str:
 
 
 def ood_metrics(known, unknown, tpr=0.95) -> dict[str, float]:
-    """All OOD metrics under every convention, keyed by :func:`metric_key`.
+    """All OOD metrics under every convention, keyed by :func:`metric_key`, from one sort.
 
     Keys (``tpr=0.95`` -> ``"tpr95"``): ``auroc``; ``aupr[pos=P,method=M]`` for
     P in known/unknown and M in ap/trapezoid; ``fpr@tpr95[pos=P,rule=R]`` for
     (known, interp), (unknown, first), (known, first), (unknown, interp);
     ``detection_error``.
     """
-    k, u = _known_unknown(known, unknown)
-    target = check_fraction(tpr, "tpr")
-    fpr_name = f"fpr@tpr{_fmt_rate(target)}"
-    out = {"auroc": _auroc_fast(k, u)}
+    ranking = _ranking(known, unknown)
+    return ranking_metrics(ranking, tpr)
+
+
+def ranking_metrics(ranking: Ranking, tpr=0.95) -> dict[str, float]:
+    """The :func:`ood_metrics` dictionary of an already built :class:`Ranking` (see :func:`rank_scores`)."""
+    tpr = check_fraction(tpr, "tpr")
+    fpr_name = f"fpr@tpr{_fmt_rate(tpr)}"
+    out = {"auroc": ranking.auroc()}
     for pos in POSITIVES:
         for method in AUPR_METHODS:
-            out[metric_key("aupr", positive=pos, method=method)] = aupr(k, u, positive=pos, method=method)
+            out[metric_key("aupr", positive=pos, method=method)] = ranking.aupr(pos, method)
     for pos, rule in (("known", "interp"), ("unknown", "first"), ("known", "first"), ("unknown", "interp")):
-        out[metric_key(fpr_name, positive=pos, rule=rule)] = fpr_at_tpr(k, u, tpr=target, positive=pos, rule=rule)
-    out["detection_error"] = detection_error(k, u)
+        out[metric_key(fpr_name, positive=pos, rule=rule)] = ranking.fpr_at_tpr(tpr, pos, rule)
+    out["detection_error"] = ranking.detection_error()
     return out
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def _check_extra(extra_known, n_known: int) -> np.ndarray | None:
+    if extra_known is None:
+        return None
+    extra = np.asarray(extra_known)
+    if extra.ndim < 1 or extra.shape[0] != n_known:
+        raise MetricInputError(
+            f"extra_known must be aligned with known: got {extra.shape[0] if extra.ndim else 'a scalar'} "
+            f"entries for {n_known} known scores (length mismatch)"
+        )
+    return extra
 
 
 def stratified_bootstrap(
@@ -343,105 +285,78 @@ def stratified_bootstrap(
 ) -> np.ndarray:
     """Stratified bootstrap: ``(B,)`` float64 values of ``stat`` on resamples.
 
-    Each resample draws ``len(known)`` known indices and then ``len(unknown)``
-    unknown indices with replacement, from ``np.random.default_rng(seed)``;
-    both group sizes are kept, so no resample lacks a group. ``stat`` is called
-    as ``stat(known_b, unknown_b)`` or, with ``extra_known`` (aligned with
-    ``known``, e.g. correctness flags), ``stat(known_b, unknown_b, extra_b)``
-    with ``extra_b = extra_known[known indices]``.
+    Each resample draws ``len(known)`` known and ``len(unknown)`` unknown samples with
+    replacement, so both group sizes are kept and no resample lacks a group. The draws are
+    the exact multinomial counts of :mod:`facebench.metrics._resample` (seeded by ``seed``),
+    the same resamples that :func:`bootstrap_open_set` evaluates; a resample is handed over
+    as a multiset, sorted by score (descending known, ascending unknown). ``stat`` is called
+    as ``stat(known_b, unknown_b)`` or, with ``extra_known`` (aligned with ``known``, e.g.
+    correctness flags), ``stat(known_b, unknown_b, extra_b)`` with ``extra_b`` carried along
+    with each known sample.
     """
     check_callable(stat, "stat", "stat(known_b, unknown_b[, extra_b]) -> float")
     k, u = _known_unknown(known, unknown)
     n_resamples = check_positive_int(n_resamples, "n_resamples")
-    extra = None
-    if extra_known is not None:
-        extra = np.asarray(extra_known)
-        if extra.ndim < 1 or extra.shape[0] != k.shape[0]:
-            raise MetricInputError(
-                f"extra_known must be aligned with known: got {extra.shape[0] if extra.ndim else 'a scalar'} "
-                f"entries for {k.shape[0]} known scores (length mismatch)"
-            )
-    rng = np.random.default_rng(seed)
-    nk, nu = k.shape[0], u.shape[0]
-    out = np.empty(int(n_resamples), dtype=np.float64)
-    for b in range(int(n_resamples)):
-        ik = rng.integers(0, nk, size=nk)
-        iu = rng.integers(0, nu, size=nu)
-        if extra is None:
-            out[b] = stat(k[ik], u[iu])
-        else:
-            out[b] = stat(k[ik], u[iu], extra[ik])
+    extra = _check_extra(extra_known, k.shape[0])
+    cells_k, cells_u = _known_cells(k), np.argsort(u, kind="stable")
+    strata = StratumCounts(k.shape[0]), StratumCounts(u.shape[0], block_major=True)  # as bootstrap_open_set
+    streams = ResampleStreams(seed, sum(s.n_bytes for s in strata))
+    out = np.empty(n_resamples, dtype=np.float64)
+    for b, (yk, yu) in iter_counts(strata, streams, 0, n_resamples, _chunk_size(strata, n_resamples, None)):
+        ik = np.repeat(cells_k, strata[0].in_cell_order(yk))
+        iu = np.repeat(cells_u, strata[1].in_cell_order(yu))
+        out[b] = stat(k[ik], u[iu]) if extra is None else stat(k[ik], u[iu], extra[ik])
     return out
 
 
-def bootstrap_open_set(known, known_correct, unknown, tpr=0.95, n_resamples=1000, seed=0,
-                       chunk=None) -> dict[str, np.ndarray]:
-    """Vectorised stratified bootstrap of AUROC, ``fpr@tpr[pos=known,rule=interp]``,
-    ``fpr@tpr[pos=unknown,rule=first]`` and OSCR: ``{key: (B,) float64}``.
+def _known_cells(k: np.ndarray) -> np.ndarray:
+    """Order of the known cells of a resample: descending score, ties by position."""
+    return np.argsort(-k, kind="stable")
 
-    Resamples are drawn exactly as :func:`stratified_bootstrap` draws them (known indices, then
-    unknown indices, per resample, from ``default_rng(seed)``), but every statistic is computed
-    from per-threshold resample counts: with distinct pooled scores t_1 > ... > t_m and counts
-    k_g (known), c_g (correct known), u_g (unknown) at t_g, TP_g / CC_g / FP_g their cumulative
-    sums, AUROC = sum_g u_g (TP_{g-1} + k_g / 2) / (N_k N_u); the ROC points are (FP_g / N_u,
-    TP_g / N_k) and OSCR is the trapezoid area under (FP_g / N_u, CC_g / N_k). The interp rule is
-    ``np.interp`` on the full curve, which equals it on sklearn's reduced curve up to rounding.
+
+def _chunk_size(strata, n_resamples: int, chunk) -> int:
+    """Resamples whose random bytes are drawn at once: ``chunk``, or as many as fit the memory budget
+    (at most 8: larger blocks only add cache misses)."""
+    if chunk is not None:
+        return check_positive_int(chunk, "chunk")
+    per_resample = max(1, sum(s.n_bytes for s in strata))  # random bytes
+    return max(1, min(n_resamples, 8, _CHUNK_BYTES // per_resample))
+
+
+def bootstrap_open_set(known, known_correct, unknown, tpr=0.95, n_resamples=1000, seed=0,
+                       chunk=None, threads=None) -> dict[str, np.ndarray]:
+    """Stratified bootstrap of AUROC, ``fpr@tpr[pos=known,rule=interp]``,
+    ``fpr@tpr[pos=unknown,rule=first]`` and OSCR: ``{key: (B,) float64}``, without re-sorting.
+
+    The resamples are those of :func:`stratified_bootstrap` with the same ``seed`` (exact
+    multinomial counts per stratum). The scores are sorted once; a resample is a vector of
+    counts on that order, and every statistic is read off cumulative sums of the counts: with
+    ``U_<(i)`` / ``U_=(i)`` the resampled unknown counts below / tied with known sample ``i``
+    and ``w_i`` its count, ``AUROC = sum_i w_i (U_<(i) + U_=(i) / 2) / (N_k N_u)``, OSCR the same
+    sum over correct known samples, and the FPRs come from the resampled ROC points next to
+    the TPR target (the interp rule is ``np.interp`` on the full curve, which equals it on
+    sklearn's reduced curve up to rounding). Memory is O(N) bytes per thread plus ``chunk``
+    resamples of random bytes (by default at most 8, within a 256 MB budget). ``threads``
+    (default: the usable CPUs for large inputs, else 1) never changes the values.
     """
     k, u = _known_unknown(known, unknown)
     c = _check_correct(known_correct, k.shape[0])
     target = check_fraction(tpr, "tpr")
     b_total = check_positive_int(n_resamples, "n_resamples")
-    levels = np.unique(np.concatenate([k, u]))[::-1]  # descending distinct scores
-    m = levels.shape[0]
-    gk = np.searchsorted(-levels, -k)  # group index of each score
-    gu = np.searchsorted(-levels, -u)
-    nk, nu = k.shape[0], u.shape[0]
-    rng = np.random.default_rng(seed)
-    if chunk is None:
-        chunk = max(1, min(b_total, (32 * 2**20) // (8 * 4 * (m + 1))))
-    keys = ("auroc", metric_key(f"fpr@tpr{_fmt_rate(target)}", positive="known", rule="interp"),
-            metric_key(f"fpr@tpr{_fmt_rate(target)}", positive="unknown", rule="first"), "oscr")
-    out = {key: np.empty(b_total) for key in keys}
-    for start in range(0, b_total, chunk):
-        b = min(chunk, b_total - start)
-        ik = np.empty((b, nk), dtype=np.int64)
-        iu = np.empty((b, nu), dtype=np.int64)
-        for r in range(b):  # same draw order as stratified_bootstrap
-            ik[r] = rng.integers(0, nk, size=nk)
-            iu[r] = rng.integers(0, nu, size=nu)
-        rows = np.arange(b)[:, None] * m
-        kc = np.bincount((rows + gk[ik]).ravel(), minlength=b * m).reshape(b, m).astype(np.float64)
-        cc = np.bincount((rows + gk[ik]).ravel(), weights=c[ik].ravel().astype(np.float64),
-                         minlength=b * m).reshape(b, m)
-        uc = np.bincount((rows + gu[iu]).ravel(), minlength=b * m).reshape(b, m).astype(np.float64)
-        tp, fp, ccr = np.cumsum(kc, axis=1), np.cumsum(uc, axis=1), np.cumsum(cc, axis=1)
-        tp_before = tp - kc
-        out[keys[0]][start:start + b] = (uc * (tp_before + 0.5 * kc)).sum(axis=1) / (nk * nu)
-        zeros = np.zeros((b, 1))
-        tpr_k = np.hstack([zeros, tp / nk])  # ROC with (0, 0) first, known positive
-        fpr_k = np.hstack([zeros, fp / nu])
-        out[keys[1]][start:start + b] = _interp_rows(target, tpr_k, fpr_k)
-        # unknown positive: ascending scores; point g accepts (as unknown) scores <= t_g
-        u_asc = nu - (fp - uc)  # unknown with score <= t_g
-        k_asc = nk - tp_before
-        last = (u_asc / nu >= target).sum(axis=1) - 1  # largest g still reaching the target
-        out[keys[2]][start:start + b] = k_asc[np.arange(b), np.maximum(last, 0)] / nk
-        x = np.hstack([zeros, fp / nu])
-        y = np.hstack([zeros, ccr / nk])
-        out[keys[3]][start:start + b] = (np.diff(x, axis=1) * (y[:, 1:] + y[:, :-1]) / 2).sum(axis=1)
-    return out
+    engine = OpenSetResampler(k, c, u, _known_cells(k))
+    n_cells = sum(s.size for s in engine.strata)
+    step = _chunk_size(engine.strata, b_total, chunk)
+    threads = default_threads(n_cells, b_total) if threads is None else check_positive_int(threads, "threads")
+    streams = ResampleStreams(seed, sum(s.n_bytes for s in engine.strata))
+    out = np.empty((4, b_total))
 
+    def work(first: int, stop: int) -> None:
+        ws = engine.workspace()
+        for b, (yk, yu) in iter_counts(ws.strata, streams, first, stop, step):
+            out[:, b] = ws.statistics(yk, yu, target)
 
-def _interp_rows(x: float, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
-    """Row-wise ``np.interp(x, xp[r], fp[r])`` for non-decreasing rows (at repeated ``xp`` values
-    the right-most point wins, as in NumPy)."""
-    b, n = xp.shape
-    j = (xp <= x).sum(axis=1) - 1
-    j = np.clip(j, 0, n - 1)
-    r = np.arange(b)
-    x0, y0 = xp[r, j], fp[r, j]
-    nxt = np.minimum(j + 1, n - 1)
-    x1, y1 = xp[r, nxt], fp[r, nxt]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        y = np.where((x0 >= x) | (x1 == x0), y0, y0 + (x - x0) * (y1 - y0) / (x1 - x0))
-    return y
+    map_ranges(work, b_total, threads)
+    name = f"fpr@tpr{_fmt_rate(target)}"
+    keys = ("auroc", metric_key(name, positive="known", rule="interp"),
+            metric_key(name, positive="unknown", rule="first"), "oscr")
+    return dict(zip(keys, out))

@@ -69,12 +69,18 @@ def metric_kind(key: str) -> dict:
 
 def open_set_metrics(known, known_correct, unknown, tpr: float = 0.95, ccr_fprs=()) -> dict[str, float]:
     """Every open-set metric of one known/unknown split of scores (keys carry the conventions)."""
-    out = ood.ood_metrics(known, unknown, tpr=tpr)
-    out["oscr"] = ood.oscr(known, known_correct, unknown)
+    return _scored(known, known_correct, unknown, tpr, ccr_fprs)[0]
+
+
+def _scored(known, known_correct, unknown, tpr, ccr_fprs) -> tuple[dict[str, float], ood.Ranking]:
+    """:func:`open_set_metrics` and the :class:`~facebench.metrics.ood.Ranking` (one sort) it was read from."""
+    ranking = ood.rank_scores(known, unknown, known_correct)
+    out = ood.ranking_metrics(ranking, tpr)
+    out["oscr"] = ranking.oscr()
     for x in ccr_fprs:
-        out[_fpr_tag(x)] = ood.ccr_at_fpr(known, known_correct, unknown, x)
+        out[_fpr_tag(x)] = ranking.ccr_at_fpr(x)
     out["closed_set_accuracy"] = float(np.mean(known_correct))
-    return out
+    return out, ranking
 
 
 class OpenSetProtocol(Protocol):
@@ -163,7 +169,7 @@ class OpenSetProtocol(Protocol):
 
     def _records(self, prefix_tag: str, known, correct, unknown, ctx, conv, seed_offset=0, headline=False):
         p = self.params
-        values = open_set_metrics(known, correct, unknown, p.tpr, p.ccr_fprs)
+        values, ranking = _scored(known, correct, unknown, p.tpr, p.ccr_fprs)
         boots = (ood.bootstrap_open_set(known, correct, unknown, p.tpr, ctx.n_resamples, ctx.seed + seed_offset)
                  if ctx.n_resamples > 0 else {})
         n = len(known) + len(unknown)
@@ -175,7 +181,7 @@ class OpenSetProtocol(Protocol):
                                         {**conv, "n_known": len(known), "n_unknown": len(unknown)},
                                         headline=headline and key in ("auroc", "fpr@tpr95[pos=known,rule=interp]"),
                                         **metric_kind(key)))
-        return values, boots, records
+        return values, boots, records, ranking
 
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate(self, ctx: EvalContext) -> TaskResult:
@@ -227,12 +233,11 @@ class OpenSetProtocol(Protocol):
         conv = {**self._conventions(ctx), "unknown_classes": unknown_classes,
                 "unknown_sources": [s for s, _ in unknown_parts],
                 "known": "task samples of classes the head has", "correct": "argmax of the head == true class"}
-        values, _, records = self._records("", known, correct, unknown, ctx, conv, headline=True)
+        values, _, records, ranking = self._records("", known, correct, unknown, ctx, conv, headline=True)
         details = {"n_known": int(len(known)), "n_unknown": int(len(unknown)), "unknown_classes": unknown_classes,
                    "unknown_sources": [{"source": s, "n": n} for s, n in unknown_parts],
                    "metrics": values,
-                   "roc": _curve(ood.roc_curve_points(known, unknown, positive="known")),
-                   "oscr_curve": _curve(ood.oscr_curve(known, correct, unknown))}
+                   "roc": _curve(ranking.roc("known")), "oscr_curve": _curve(ranking.oscr_curve())}
         return TaskResult(records, details, [])
 
     def _leave_one_out(self, ctx: EvalContext) -> TaskResult:
@@ -276,8 +281,8 @@ class OpenSetProtocol(Protocol):
             is_known = np.isin(pool_y, closed)
             pred = np.array(closed)[logits[is_known].argmax(axis=1)]
             correct = pred == pool_y[is_known]
-            values, boots, recs = self._records(f"open={k}", scores[is_known], correct, scores[is_unknown], ctx,
-                                                {**conv, "open_class": k}, seed_offset=j)
+            values, boots, recs, _ = self._records(f"open={k}", scores[is_known], correct, scores[is_unknown], ctx,
+                                                   {**conv, "open_class": k}, seed_offset=j)
             records += recs
             boot_rows.append(boots)
             rows.append({"open_class": k, "n_known": int(is_known.sum()), "n_unknown": int(is_unknown.sum()),

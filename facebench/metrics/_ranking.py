@@ -1,0 +1,148 @@
+"""One sort -> cumulative counts: the core that every OOD / open-set ranking metric reads.
+
+:class:`Ranking` pools known and unknown scores (and, optionally, correctness flags of the known) and
+sorts them once: each group is sorted on its own with ``np.sort`` and the sorted runs are merged by one
+stable ``argsort`` of their concatenation (a linear merge of already sorted runs). From that single
+pass it keeps, for every distinct pooled score ``l_1 < ... < l_m``, how many known / unknown / correct
+known samples score at or below it (int64, exact). Every metric -- AUROC, AUPR both ways, FPR@TPR under
+both rules, detection error, the ROC points and the OSCR curve -- is read off those counts.
+
+Conventions are those of :mod:`facebench.metrics.ood`: higher score = more "known"; a threshold ``t``
+accepts every score ``>= t`` (known positive) or, with the unknown positive and score ``-s``, every
+score ``<= -t``; tied scores always move together. The curves and areas are computed with the same
+floating-point expressions as scikit-learn, so results are identical to them bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facebench.errors import MetricInputError
+
+from ._validation import check_fraction
+
+__all__ = ["Ranking"]
+
+
+def _sorted_runs(known: np.ndarray, unknown: np.ndarray, correct: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """Ascending runs: correct known, other known (or all known), unknown."""
+    if correct is None:
+        return np.sort(known), np.sort(unknown)
+    return np.sort(known[correct]), np.sort(known[~correct]), np.sort(unknown)
+
+
+class Ranking:
+    """Known and unknown scores sorted once, as cumulative counts per distinct score.
+
+    ``levels`` holds the distinct pooled scores in ascending order; ``known_le[g]`` /
+    ``unknown_le[g]`` / ``correct_le[g]`` count the samples of each group with score
+    ``<= levels[g]`` (``correct_le`` is ``None`` without correctness flags). Inputs must already
+    be validated (finite 1-D float64, both groups non-empty; ``correct`` a bool vector aligned
+    with ``known``).
+    """
+
+    def __init__(self, known: np.ndarray, unknown: np.ndarray, correct: np.ndarray | None = None):
+        runs = _sorted_runs(known, unknown, correct)
+        pooled = np.concatenate(runs)
+        order = np.argsort(pooled, kind="stable")  # timsort: merges the already sorted runs
+        values = pooled[order]
+        ends = np.flatnonzero(values[1:] != values[:-1])  # -0.0 == 0.0: one level
+        ends = np.append(ends, values.shape[0] - 1)
+        n_known = known.shape[0]
+        self.n_known, self.n_unknown = n_known, unknown.shape[0]
+        self.levels = values[ends]
+        self.known_le = np.cumsum(order < n_known)[ends]
+        self.unknown_le = (ends + 1) - self.known_le
+        self.correct_le = None if correct is None else np.cumsum(order < runs[0].shape[0])[ends]
+
+    # ----------------------------------------------------------------- counts per threshold
+
+    def _below(self, le: np.ndarray) -> np.ndarray:
+        """Counts strictly below each level (``le`` shifted by one)."""
+        below = np.empty_like(le)
+        below[0] = 0
+        below[1:] = le[:-1]
+        return below
+
+    def counts(self, positive: str = "known") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(tps, fps, thresholds)`` with thresholds descending, as ``sklearn``'s ``_binary_clf_curve``.
+
+        ``tps[i]`` / ``fps[i]`` (int64) count positives / negatives accepted at ``thresholds[i]``.
+        Known positive: score ``s``, accept ``s >= t``; unknown positive: score ``-s``.
+        """
+        if positive == "known":
+            tps = self.n_known - self._below(self.known_le)
+            fps = self.n_unknown - self._below(self.unknown_le)
+            return tps[::-1], fps[::-1], self.levels[::-1]
+        return self.unknown_le, self.known_le, -self.levels
+
+    def roc(self, positive: str = "known", drop_intermediate: bool = False):
+        """``(fpr, tpr, thresholds)`` float64 from ``(0, 0, +inf)`` to ``(1, 1)``, as ``sklearn.metrics.roc_curve``."""
+        tps, fps, thr = self.counts(positive)
+        if drop_intermediate and fps.shape[0] > 2:
+            keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+            tps, fps, thr = tps[keep], fps[keep], thr[keep]
+        fps = np.r_[0.0, fps]
+        tps = np.r_[0.0, tps]
+        return fps / fps[-1], tps / tps[-1], np.r_[np.inf, thr]
+
+    # ----------------------------------------------------------------- metrics
+
+    def auroc(self) -> float:
+        """``P(s_known > s_unknown) + 0.5 P(tie)``: ``U / (n_k n_u)`` with the Mann-Whitney ``U`` summed
+        exactly in integers (``2U = sum_g k_g (2 U_<g + u_g)``) and divided once."""
+        k_at = np.diff(self.known_le, prepend=0)
+        u_at = np.diff(self.unknown_le, prepend=0)
+        twice_u = int(np.dot(k_at, 2 * self._below(self.unknown_le) + u_at))
+        return twice_u / (2.0 * self.n_known * self.n_unknown)
+
+    def aupr(self, positive: str, method: str) -> float:
+        """AP (``method="ap"``, ``average_precision_score``) or the trapezoid area of
+        ``precision_recall_curve`` (``"trapezoid"``) with ``positive`` as the positive class."""
+        tps, fps, _ = self.counts(positive)
+        tps, fps = tps.astype(np.float64), fps.astype(np.float64)
+        precision = tps / (tps + fps)  # tps + fps >= 1 at every distinct score
+        recall = tps / tps[-1]
+        r = np.r_[0.0, recall]
+        p = np.r_[1.0, precision]
+        if method == "ap":
+            return float(max(0.0, np.sum(np.diff(r) * p[1:])))
+        return float(np.sum(np.diff(r) * (p[1:] + p[:-1]) / 2.0))
+
+    def fpr_at_tpr(self, target: float, positive: str, rule: str) -> float:
+        """FPR at TPR ``target``; ``rule`` ``"first"`` (full curve, first point reaching it) or ``"interp"``
+        (``np.interp`` on the curve with scikit-learn's ``drop_intermediate``; see :func:`ood.fpr_at_tpr`)."""
+        if rule == "first":
+            fpr, tpr, _ = self.roc(positive, drop_intermediate=False)
+            return float(fpr[np.argmax(tpr >= target)])  # tpr[-1] == 1 >= target
+        fpr, tpr, _ = self.roc(positive, drop_intermediate=True)
+        if np.all(tpr < target):
+            return 0.0
+        if np.all(tpr >= target):
+            return float(np.min(fpr[tpr >= target]))
+        return float(np.interp(target, tpr, fpr))
+
+    def detection_error(self) -> float:
+        """``min_t 0.5 (1 - TPR(t)) + 0.5 FPR(t)`` over the full ROC (known positive)."""
+        fpr, tpr, _ = self.roc("known")
+        return float(np.min(0.5 * (1.0 - tpr) + 0.5 * fpr))
+
+    def oscr_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(fpr, ccr, thresholds)`` of the OSCR curve from ``(0, 0, +inf)``; needs correctness flags."""
+        if self.correct_le is None:
+            raise MetricInputError("this Ranking was built without known_correct flags; OSCR needs them")
+        ccs = self.correct_le[-1] - self._below(self.correct_le)
+        fps = self.n_unknown - self._below(self.unknown_le)
+        return (np.r_[0.0, fps[::-1]] / self.n_unknown, np.r_[0.0, ccs[::-1]] / self.n_known,
+                np.r_[np.inf, self.levels[::-1]])
+
+    def oscr(self) -> float:
+        """Trapezoid area under :meth:`oscr_curve` (``integral CCR dFPR``)."""
+        fpr, ccr, _ = self.oscr_curve()
+        return float(np.sum(np.diff(fpr) * (ccr[1:] + ccr[:-1]) / 2.0))
+
+    def ccr_at_fpr(self, target: float) -> float:
+        """CCR at the smallest OSCR threshold whose FPR is ``<= target`` (no interpolation)."""
+        target = check_fraction(target, "fpr")
+        f, ccr, _ = self.oscr_curve()
+        return float(ccr[int(np.searchsorted(f, target, side="right")) - 1])
