@@ -330,11 +330,16 @@ def stratify(values, columns=None, n_columns: int = 1, max_strata: int = MAX_STR
     return Strata(sizes.astype(np.int64), cs[first], mean, var, n_columns)
 
 
-def _column_matrix(strata: Strata, per_stratum: np.ndarray) -> np.ndarray:
-    """(G, n_columns) matrix with ``per_stratum[g]`` in row g, column ``strata.column[g]``, 0 elsewhere."""
-    m = np.zeros((per_stratum.size, strata.n_columns))
-    m[np.arange(per_stratum.size), strata.column] = per_stratum
-    return m
+def _column_sums(strata: Strata, weighted: np.ndarray) -> np.ndarray:
+    """(b, n_columns) sums of the (b, G) per-stratum ``weighted`` over the strata of each column.
+
+    Strata are ordered by column, so each column's are contiguous: one ``reduceat`` (row by row, in
+    stratum order; no BLAS, so the result does not depend on the chunking).
+    """
+    out = np.zeros((weighted.shape[0], strata.n_columns))
+    present, starts = np.unique(strata.column, return_index=True)
+    out[:, present] = np.add.reduceat(weighted, starts, axis=1)
+    return out
 
 
 def strata_sums(strata: Strata, n_resamples: int, rng: np.random.Generator, chunk=None) -> np.ndarray:
@@ -347,9 +352,8 @@ def strata_sums(strata: Strata, n_resamples: int, rng: np.random.Generator, chun
     Every resampled sum thus has the exact mean and variance of index
     resampling, and the exact law when :attr:`Strata.exact`. Randomness: the
     counts from ``rng.multinomial``, the normal terms (inexact strata only)
-    from a child generator ``rng.spawn(1)[0]``, so the draws do not depend
-    on ``chunk`` = resamples at once (default: by :data:`MEMORY_BUDGET`; the
-    sums may differ in the last bits, the summation order of the matrix product).
+    from a child generator ``rng.spawn(1)[0]``, so the result does not depend
+    on ``chunk`` = resamples at once (default: by :data:`MEMORY_BUDGET`).
     A stratum of +-inf adds its infinity to every resample that draws it.
     """
     b_total = check_positive_int(n_resamples, "n_resamples")
@@ -357,19 +361,18 @@ def strata_sums(strata: Strata, n_resamples: int, rng: np.random.Generator, chun
     step = _rows_per_chunk(8 * (3 * g + 4 * strata.n_columns), chunk)
     p = strata.sizes / strata.n
     finite = np.isfinite(strata.mean)
-    means = _column_matrix(strata, np.where(finite, strata.mean, 0.0))
-    variances = None if strata.exact else _column_matrix(strata, strata.var)
-    noise = None if variances is None else rng.spawn(1)[0]
+    means = np.where(finite, strata.mean, 0.0)
+    noise = None if strata.exact else rng.spawn(1)[0]
     out = np.empty((b_total, strata.n_columns))
     for start in range(0, b_total, step):
         b = min(step, b_total - start)
         counts = rng.multinomial(strata.n, p, size=b)
-        sums = counts @ means
+        sums = _column_sums(strata, counts * means)
         with np.errstate(invalid="ignore"):  # +inf and -inf drawn together: NaN, as the mean of such a resample
             for j in np.flatnonzero(~finite):
                 sums[:, strata.column[j]] += np.where(counts[:, j] > 0, strata.mean[j], 0.0)
-        if variances is not None:
-            sums += np.sqrt(counts @ variances) * noise.standard_normal((b, strata.n_columns))
+        if noise is not None:
+            sums += np.sqrt(_column_sums(strata, counts * strata.var)) * noise.standard_normal((b, strata.n_columns))
         out[start:start + b] = sums
     return out
 
