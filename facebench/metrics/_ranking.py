@@ -54,6 +54,7 @@ class Ranking:
         self.known_le = np.cumsum(order < n_known)[ends]
         self.unknown_le = (ends + 1) - self.known_le
         self.correct_le = None if correct is None else np.cumsum(order < runs[0].shape[0])[ends]
+        self._memo: dict = {}  # curves shared by several metrics (read-only)
 
     # ----------------------------------------------------------------- counts per threshold
 
@@ -78,13 +79,19 @@ class Ranking:
 
     def roc(self, positive: str = "known", drop_intermediate: bool = False):
         """``(fpr, tpr, thresholds)`` float64 from ``(0, 0, +inf)`` to ``(1, 1)``, as ``sklearn.metrics.roc_curve``."""
-        tps, fps, thr = self.counts(positive)
-        if drop_intermediate and fps.shape[0] > 2:
-            keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
-            tps, fps, thr = tps[keep], fps[keep], thr[keep]
-        fps = np.r_[0.0, fps]
-        tps = np.r_[0.0, tps]
-        return fps / fps[-1], tps / tps[-1], np.r_[np.inf, thr]
+        return tuple(a.copy() for a in self._roc(positive, drop_intermediate))
+
+    def _roc(self, positive: str, drop_intermediate: bool):
+        key = ("roc", positive, drop_intermediate)
+        if key not in self._memo:
+            tps, fps, thr = self.counts(positive)
+            if drop_intermediate and fps.shape[0] > 2:
+                keep = np.concatenate(([True], np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), [True]))
+                tps, fps, thr = tps[keep], fps[keep], thr[keep]
+            fps = np.concatenate(([0.0], fps))
+            tps = np.concatenate(([0.0], tps))
+            self._memo[key] = (fps / fps[-1], tps / tps[-1], np.concatenate(([np.inf], thr)))
+        return self._memo[key]
 
     # ----------------------------------------------------------------- metrics
 
@@ -103,8 +110,8 @@ class Ranking:
         tps, fps = tps.astype(np.float64), fps.astype(np.float64)
         precision = tps / (tps + fps)  # tps + fps >= 1 at every distinct score
         recall = tps / tps[-1]
-        r = np.r_[0.0, recall]
-        p = np.r_[1.0, precision]
+        r = np.concatenate(([0.0], recall))
+        p = np.concatenate(([1.0], precision))
         if method == "ap":
             return float(max(0.0, np.sum(np.diff(r) * p[1:])))
         return float(np.sum(np.diff(r) * (p[1:] + p[:-1]) / 2.0))
@@ -113,9 +120,9 @@ class Ranking:
         """FPR at TPR ``target``; ``rule`` ``"first"`` (full curve, first point reaching it) or ``"interp"``
         (``np.interp`` on the curve with scikit-learn's ``drop_intermediate``; see :func:`ood.fpr_at_tpr`)."""
         if rule == "first":
-            fpr, tpr, _ = self.roc(positive, drop_intermediate=False)
+            fpr, tpr, _ = self._roc(positive, drop_intermediate=False)
             return float(fpr[np.argmax(tpr >= target)])  # tpr[-1] == 1 >= target
-        fpr, tpr, _ = self.roc(positive, drop_intermediate=True)
+        fpr, tpr, _ = self._roc(positive, drop_intermediate=True)
         if np.all(tpr < target):
             return 0.0
         if np.all(tpr >= target):
@@ -124,25 +131,31 @@ class Ranking:
 
     def detection_error(self) -> float:
         """``min_t 0.5 (1 - TPR(t)) + 0.5 FPR(t)`` over the full ROC (known positive)."""
-        fpr, tpr, _ = self.roc("known")
+        fpr, tpr, _ = self._roc("known", False)
         return float(np.min(0.5 * (1.0 - tpr) + 0.5 * fpr))
 
     def oscr_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(fpr, ccr, thresholds)`` of the OSCR curve from ``(0, 0, +inf)``; needs correctness flags."""
+        return tuple(a.copy() for a in self._oscr_curve())
+
+    def _oscr_curve(self):
         if self.correct_le is None:
             raise MetricInputError("this Ranking was built without known_correct flags; OSCR needs them")
-        ccs = self.correct_le[-1] - self._below(self.correct_le)
-        fps = self.n_unknown - self._below(self.unknown_le)
-        return (np.r_[0.0, fps[::-1]] / self.n_unknown, np.r_[0.0, ccs[::-1]] / self.n_known,
-                np.r_[np.inf, self.levels[::-1]])
+        if "oscr" not in self._memo:
+            ccs = self.correct_le[-1] - self._below(self.correct_le)
+            fps = self.n_unknown - self._below(self.unknown_le)
+            self._memo["oscr"] = (np.concatenate(([0.0], fps[::-1])) / self.n_unknown,
+                                  np.concatenate(([0.0], ccs[::-1])) / self.n_known,
+                                  np.concatenate(([np.inf], self.levels[::-1])))
+        return self._memo["oscr"]
 
     def oscr(self) -> float:
         """Trapezoid area under :meth:`oscr_curve` (``integral CCR dFPR``)."""
-        fpr, ccr, _ = self.oscr_curve()
+        fpr, ccr, _ = self._oscr_curve()
         return float(np.sum(np.diff(fpr) * (ccr[1:] + ccr[:-1]) / 2.0))
 
     def ccr_at_fpr(self, target: float) -> float:
         """CCR at the smallest OSCR threshold whose FPR is ``<= target`` (no interpolation)."""
         target = check_fraction(target, "fpr")
-        f, ccr, _ = self.oscr_curve()
+        f, ccr, _ = self._oscr_curve()
         return float(ccr[int(np.searchsorted(f, target, side="right")) - 1])

@@ -36,7 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["StratumCounts", "OpenSetResampler", "ResampleStreams", "iter_counts", "map_ranges", "default_threads"]
+__all__ = ["StratumCounts", "OpenSetResampler", "ResampleStreams", "iter_counts", "map_ranges", "default_threads",
+           "open_set_strata"]
 
 _ROWS = 64  # rows of the layout of a large stratum
 _SMALL = 8192  # strata below this size use one row
@@ -279,6 +280,11 @@ def map_ranges(work, n_resamples: int, threads: int) -> None:
             future.result()
 
 
+def open_set_strata(n_known: int, n_unknown: int) -> tuple[StratumCounts, StratumCounts]:
+    """The strata of an open-set resample: known cells in cell order, unknown cells block-major."""
+    return StratumCounts(n_known), StratumCounts(n_unknown, block_major=True)
+
+
 class OpenSetResampler:
     """AUROC, FPR@TPR (known positive, interp; unknown positive, first) and OSCR of resamples given as
     counts on a fixed sorted order, without sorting again.
@@ -291,7 +297,7 @@ class OpenSetResampler:
 
     def __init__(self, known: np.ndarray, correct: np.ndarray, unknown: np.ndarray, known_cells: np.ndarray):
         nk, nu = known.shape[0], unknown.shape[0]
-        self.strata = sk, su = StratumCounts(nk), StratumCounts(nu, block_major=True)
+        self.strata = sk, su = open_set_strata(nk, nu)
         self.nk, self.nu = nk, nu
         self.neg_known = -known[known_cells]  # ascending: cells by descending score
         self.unknown = np.sort(unknown)

@@ -26,7 +26,8 @@ import numpy as np
 from facebench.errors import MetricInputError
 
 from ._ranking import Ranking
-from ._resample import OpenSetResampler, ResampleStreams, StratumCounts, default_threads, iter_counts, map_ranges
+from ._resample import OpenSetResampler, ResampleStreams, default_threads, iter_counts, map_ranges, open_set_strata
+from .bootstrap import MEMORY_BUDGET
 from ._validation import (
     check_binary_flags,
     check_callable,
@@ -63,8 +64,6 @@ POSITIVES = ("known", "unknown")
 FPR_RULES = ("interp", "first")
 #: Allowed values of ``method`` in :func:`aupr`.
 AUPR_METHODS = ("ap", "trapezoid")
-#: Memory budget of the random numbers of one chunk of bootstrap resamples (bytes).
-_CHUNK_BYTES = 256 * 2**20
 
 
 # --------------------------------------------------------------------------- validation
@@ -299,7 +298,7 @@ def stratified_bootstrap(
     n_resamples = check_positive_int(n_resamples, "n_resamples")
     extra = _check_extra(extra_known, k.shape[0])
     cells_k, cells_u = _known_cells(k), np.argsort(u, kind="stable")
-    strata = StratumCounts(k.shape[0]), StratumCounts(u.shape[0], block_major=True)  # as bootstrap_open_set
+    strata = open_set_strata(k.shape[0], u.shape[0])
     streams = ResampleStreams(seed, sum(s.n_bytes for s in strata))
     out = np.empty(n_resamples, dtype=np.float64)
     for b, (yk, yu) in iter_counts(strata, streams, 0, n_resamples, _chunk_size(strata, n_resamples, None)):
@@ -320,7 +319,7 @@ def _chunk_size(strata, n_resamples: int, chunk) -> int:
     if chunk is not None:
         return check_positive_int(chunk, "chunk")
     per_resample = max(1, sum(s.n_bytes for s in strata))  # random bytes
-    return max(1, min(n_resamples, 8, _CHUNK_BYTES // per_resample))
+    return max(1, min(n_resamples, 8, MEMORY_BUDGET // per_resample))
 
 
 def bootstrap_open_set(known, known_correct, unknown, tpr=0.95, n_resamples=1000, seed=0,
@@ -336,7 +335,7 @@ def bootstrap_open_set(known, known_correct, unknown, tpr=0.95, n_resamples=1000
     sum over correct known samples, and the FPRs come from the resampled ROC points next to
     the TPR target (the interp rule is ``np.interp`` on the full curve, which equals it on
     sklearn's reduced curve up to rounding). Memory is O(N) bytes per thread plus ``chunk``
-    resamples of random bytes (by default at most 8, within a 256 MB budget). ``threads``
+    resamples of random bytes (by default at most 8, within ``bootstrap.MEMORY_BUDGET``). ``threads``
     (default: the usable CPUs for large inputs, else 1) never changes the values.
     """
     k, u = _known_unknown(known, unknown)

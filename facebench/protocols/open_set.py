@@ -44,6 +44,7 @@ from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskRe
 from facebench.records import Requirements
 
 LOGIT_SCORES = tuple(osc.LOGIT_SCORES)
+_SCORE_ROWS = 1 << 16  # logit rows scored at once
 FEATURE_SCORES = ("mahalanobis", "knn")
 PROBE_SCORES = ("vim",)  # need a linear classifier on the features: the leave-one-out probe
 
@@ -147,8 +148,17 @@ class OpenSetProtocol(Protocol):
         return refs
 
     # -- scoring ----------------------------------------------------------------------------------
-    def _logit_scores(self, logits: np.ndarray) -> np.ndarray:
-        return osc.logit_score(self.params.score, logits, temperature=self.params.temperature)
+    def _logit_scores(self, logits) -> np.ndarray:
+        """The score of each row of ``logits``, ``_SCORE_ROWS`` rows at a time (bounds the softmax's temporaries;
+        the scores are row-wise, so the values are those of one call; an error names the row in the whole array)."""
+        p, logits = self.params, np.asarray(logits)
+        if logits.ndim != 2 or logits.shape[0] <= _SCORE_ROWS:
+            return osc.logit_score(p.score, logits, temperature=p.temperature)
+        try:
+            return np.concatenate([osc.logit_score(p.score, logits[i:i + _SCORE_ROWS], temperature=p.temperature)
+                                   for i in range(0, logits.shape[0], _SCORE_ROWS)])
+        except MetricInputError:
+            return osc.logit_score(p.score, logits, temperature=p.temperature)  # raises with the global row
 
     def _detector(self, features: np.ndarray, labels: np.ndarray):
         if self.params.score == "mahalanobis":
@@ -202,7 +212,7 @@ class OpenSetProtocol(Protocol):
         labels = ds.labels
         is_unknown = np.isin(labels, unknown_classes)
         is_known = ~is_unknown & np.isin(labels, model_classes)
-        logits = np.asarray(ctx.predictions.outputs[ctx.head], dtype=np.float64)
+        logits = np.asarray(ctx.predictions.outputs[ctx.head])  # scored in row blocks, as float64
         feats = ctx.predictions.outputs.get("features")
         unknown_parts = [("task", int(is_unknown.sum()))]
 
@@ -219,17 +229,17 @@ class OpenSetProtocol(Protocol):
             if role.startswith("unknown:"):
                 out = extra.predictions.outputs
                 s = detector.score(np.asarray(out["features"], np.float64)) if p.score in FEATURE_SCORES else \
-                    self._logit_scores(np.asarray(out[ctx.head], np.float64))
+                    self._logit_scores(out[ctx.head])
                 unknown_scores.append(s)
                 unknown_parts.append((f"{extra.dataset.name}/{extra.dataset.split}", len(s)))
         unknown = np.concatenate(unknown_scores)
         known = scores[is_known]
         if len(known) == 0 or len(unknown) == 0:
-            raise MetricInputError(f"open_set needs known and unknown samples; got {len(known)} known and {len(unknown)} "
-                             f"unknown (unknown classes {unknown_classes}, {len(p.unknowns)} unknown splits). Name "
-                             f"the unknown classes with `unknown_classes` or add `unknowns` splits.")
-        pred = np.array(model_classes)[logits[is_known].argmax(axis=1)]
-        correct = pred == labels[is_known]
+            raise MetricInputError(f"open_set needs known and unknown samples; got {len(known)} known and "
+                                   f"{len(unknown)} unknown (unknown classes {unknown_classes}, {len(p.unknowns)} "
+                                   f"unknown splits). Name the unknown classes with `unknown_classes` or add "
+                                   f"`unknowns` splits.")
+        correct = _argmax_is_label(logits, labels, model_classes)[is_known]
         conv = {**self._conventions(ctx), "unknown_classes": unknown_classes,
                 "unknown_sources": [s for s, _ in unknown_parts],
                 "known": "task samples of classes the head has", "correct": "argmax of the head == true class"}
@@ -279,8 +289,7 @@ class OpenSetProtocol(Protocol):
                 scores = self._logit_scores(logits)
             is_unknown = pool_y == k
             is_known = np.isin(pool_y, closed)
-            pred = np.array(closed)[logits[is_known].argmax(axis=1)]
-            correct = pred == pool_y[is_known]
+            correct = _argmax_is_label(logits, pool_y, closed)[is_known]
             values, boots, recs, _ = self._records(f"open={k}", scores[is_known], correct, scores[is_unknown], ctx,
                                                    {**conv, "open_class": k}, seed_offset=j)
             records += recs
@@ -300,6 +309,15 @@ class OpenSetProtocol(Protocol):
                                         **metric_kind(key)))
         details = {"table": rows + [{"open_class": "Mean", **mean}], "open_classes": open_classes}
         return TaskResult(records, details, warnings)
+
+
+def _argmax_is_label(logits: np.ndarray, labels: np.ndarray, classes) -> np.ndarray:
+    """Per row: is ``classes[argmax(logits)]`` the row's label (compared class by class: no string copies)."""
+    pred = logits.argmax(axis=1)
+    hit = np.zeros(labels.shape[0], dtype=bool)
+    for i, c in enumerate(classes):
+        hit |= (pred == i) & (labels == c)
+    return hit
 
 
 def _tag(key: str, tag: str) -> str:
