@@ -137,11 +137,11 @@ def _loop(k, c, u, tpr, n_resamples, seed):
 
 
 @pytest.mark.parametrize("nk,nu,decimals", [(1, 1, None), (2, 9, 0), (5000, 3, 1), (3, 4500, 1), (4200, 300, None),
-                                            (700, 800, 0)])
+                                            (700, 800, 0), (9000, 40, 1), (150, 9000, None), (8300, 8200, 2)])
 @pytest.mark.parametrize("tpr", [0.0, 0.5, 0.95, 1.0])
 def test_vectorised_bootstrap_equals_the_loop_at_edges(nk, nu, decimals, tpr):
-    """Block boundaries of the prefix sums (more than 4096 known), one-sample groups, heavy ties and the
-    TPR targets 0 and 1: the same values as the metric functions on the same resamples."""
+    """One-row and 64-row layouts (8192 samples and up), block boundaries of the prefix sums, one-sample groups,
+    heavy ties and the TPR targets 0 and 1: the same values as the metric functions on the same resamples."""
     rng = np.random.default_rng(nk + nu)
     k, u = rng.normal(1, 1, nk), rng.normal(0, 1, nu)
     if decimals is not None:
@@ -152,10 +152,11 @@ def test_vectorised_bootstrap_equals_the_loop_at_edges(nk, nu, decimals, tpr):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
 
-def test_threads_and_chunks_never_change_the_values():
+@pytest.mark.parametrize("nk,nu", [(3000, 2000), (20000, 9000)])
+def test_threads_and_chunks_never_change_the_values(nk, nu):
     rng = np.random.default_rng(0)
-    k, u = np.round(rng.normal(1, 1, 3000), 2), np.round(rng.normal(0, 1, 2000), 2)
-    c = rng.random(3000) < 0.8
+    k, u = np.round(rng.normal(1, 1, nk), 2), np.round(rng.normal(0, 1, nu), 2)
+    c = rng.random(nk) < 0.8
     base = bootstrap_open_set(k, c, u, n_resamples=25, seed=4, threads=1, chunk=1)
     for threads, chunk in ((2, 1), (3, 4), (1, 8), (4, None)):
         other = bootstrap_open_set(k, c, u, n_resamples=25, seed=4, threads=threads, chunk=chunk)
