@@ -82,15 +82,19 @@ class Ranking:
         return tuple(a.copy() for a in self._roc(positive, drop_intermediate))
 
     def _roc(self, positive: str, drop_intermediate: bool):
-        key = ("roc", positive, drop_intermediate)
-        if key not in self._memo:
+        """The curve of :meth:`roc`; the full ones are kept (FPR@TPR "first", detection error, plots share them)."""
+        key = ("roc", positive)
+        if drop_intermediate or key not in self._memo:
             tps, fps, thr = self.counts(positive)
             if drop_intermediate and fps.shape[0] > 2:
                 keep = np.concatenate(([True], np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), [True]))
                 tps, fps, thr = tps[keep], fps[keep], thr[keep]
             fps = np.concatenate(([0.0], fps))
             tps = np.concatenate(([0.0], tps))
-            self._memo[key] = (fps / fps[-1], tps / tps[-1], np.concatenate(([np.inf], thr)))
+            curve = (fps / fps[-1], tps / tps[-1], np.concatenate(([np.inf], thr)))
+            if drop_intermediate:
+                return curve
+            self._memo[key] = curve
         return self._memo[key]
 
     # ----------------------------------------------------------------- metrics

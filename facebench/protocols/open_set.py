@@ -73,15 +73,18 @@ def open_set_metrics(known, known_correct, unknown, tpr: float = 0.95, ccr_fprs=
     return _scored(known, known_correct, unknown, tpr, ccr_fprs)[0]
 
 
-def _scored(known, known_correct, unknown, tpr, ccr_fprs) -> tuple[dict[str, float], ood.Ranking]:
-    """:func:`open_set_metrics` and the :class:`~facebench.metrics.ood.Ranking` (one sort) it was read from."""
+def _scored(known, known_correct, unknown, tpr, ccr_fprs, curves=False) -> tuple[dict[str, float], dict]:
+    """:func:`open_set_metrics` and (``curves``) the thinned ROC and OSCR curves for the details, all from one
+    sort (the sorted data is dropped on return, before any bootstrap)."""
     ranking = ood.rank_scores(known, unknown, known_correct)
     out = ood.ranking_metrics(ranking, tpr)
     out["oscr"] = ranking.oscr()
     for x in ccr_fprs:
         out[_fpr_tag(x)] = ranking.ccr_at_fpr(x)
     out["closed_set_accuracy"] = float(np.mean(known_correct))
-    return out, ranking
+    if not curves:
+        return out, {}
+    return out, {"roc": _curve(ranking.roc("known")), "oscr_curve": _curve(ranking.oscr_curve())}
 
 
 class OpenSetProtocol(Protocol):
@@ -179,7 +182,7 @@ class OpenSetProtocol(Protocol):
 
     def _records(self, prefix_tag: str, known, correct, unknown, ctx, conv, seed_offset=0, headline=False):
         p = self.params
-        values, ranking = _scored(known, correct, unknown, p.tpr, p.ccr_fprs)
+        values, curves = _scored(known, correct, unknown, p.tpr, p.ccr_fprs, curves=headline)
         boots = (ood.bootstrap_open_set(known, correct, unknown, p.tpr, ctx.n_resamples, ctx.seed + seed_offset)
                  if ctx.n_resamples > 0 else {})
         n = len(known) + len(unknown)
@@ -191,7 +194,7 @@ class OpenSetProtocol(Protocol):
                                         {**conv, "n_known": len(known), "n_unknown": len(unknown)},
                                         headline=headline and key in ("auroc", "fpr@tpr95[pos=known,rule=interp]"),
                                         **metric_kind(key)))
-        return values, boots, records, ranking
+        return values, boots, records, curves
 
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate(self, ctx: EvalContext) -> TaskResult:
@@ -243,11 +246,11 @@ class OpenSetProtocol(Protocol):
         conv = {**self._conventions(ctx), "unknown_classes": unknown_classes,
                 "unknown_sources": [s for s, _ in unknown_parts],
                 "known": "task samples of classes the head has", "correct": "argmax of the head == true class"}
-        values, _, records, ranking = self._records("", known, correct, unknown, ctx, conv, headline=True)
+        values, _, records, curves = self._records("", known, correct, unknown, ctx, conv, headline=True)
         details = {"n_known": int(len(known)), "n_unknown": int(len(unknown)), "unknown_classes": unknown_classes,
                    "unknown_sources": [{"source": s, "n": n} for s, n in unknown_parts],
                    "metrics": values,
-                   "roc": _curve(ranking.roc("known")), "oscr_curve": _curve(ranking.oscr_curve())}
+                   **curves}
         return TaskResult(records, details, [])
 
     def _leave_one_out(self, ctx: EvalContext) -> TaskResult:
