@@ -144,6 +144,71 @@ def test_indicator_kwargs_and_fit_memo():
         gmm_implied_auroc(x, bogus=1)
 
 
+def _reference_fit(x, n_init=5, max_iter=500, tol=1e-8, seed=0):
+    """fit_gmm_1d as first written: one EM run at a time, scipy's logsumexp (the oracle of the batched EM)."""
+    eps = 10.0 * np.finfo(np.float64).eps
+    floor, starts = lf._gmm_starts(np.asarray(x, np.float64), n_init, seed)
+    best = None
+    for w, mu, sd in starts:
+        prev, converged = -np.inf, False
+        for _ in range(max_iter):
+            logp = lf._log_normal(x, mu, sd) + np.log(w)[None, :]
+            lse = special.logsumexp(logp, axis=1)
+            ll = float(lse.mean())
+            if abs(ll - prev) < tol:
+                converged = True
+                break
+            prev = ll
+            resp = np.exp(logp - lse[:, None])
+            nk = resp.sum(axis=0) + eps
+            w = nk / nk.sum()
+            mu = (resp * x[:, None]).sum(axis=0) / nk
+            sd = np.sqrt(np.maximum((resp * (x[:, None] - mu[None, :]) ** 2).sum(axis=0) / nk, floor))
+        total = float(special.logsumexp(lf._log_normal(x, mu, sd) + np.log(w)[None, :], axis=1).sum())
+        if best is None or total > best[3]:
+            best = (w, mu, sd, total, converged)
+    order = np.argsort(best[1], kind="stable")
+    return {"weights": best[0][order], "means": best[1][order], "stds": best[2][order],
+            "log_likelihood": best[3], "converged": best[4]}
+
+
+def _same_bits(a: dict, b: dict) -> bool:
+    return all(np.asarray(a[k]).tobytes() == np.asarray(b[k]).tobytes() for k in a) and set(a) == set(b)
+
+
+def test_logsumexp2_is_scipys_bit_for_bit():
+    rng = np.random.default_rng(5)
+    logp = rng.normal(size=(4000, 2)) * 10.0 ** rng.uniform(-3, 3, (4000, 1))
+    logp[::7, 1] = logp[::7, 0]  # ties: log 2 is added
+    logp[::11, 0] = -np.inf
+    logp[5] = -np.inf
+    ours, scipys = lf._logsumexp2(logp), special.logsumexp(logp, axis=1)
+    assert ours.tobytes() == scipys.tobytes()
+
+
+def test_batched_em_equals_the_one_run_recursion():
+    """fit_gmm_1d_many (all runs of all sets of one length iterated together) gives the bits of the one-run
+    EM with scipy's logsumexp, set by set: lengths mixed, early stops, max_iter hits, constant sets."""
+    rng = np.random.default_rng(8)
+    sets = [_mixture(n_lo, n_hi, mu_hi=rng.uniform(0.5, 4), s_hi=rng.uniform(0.3, 2), seed=k)
+            for k, (n_lo, n_hi) in enumerate([(150, 50), (100, 100), (60, 10), (170, 30), (2, 1), (45, 25)])]
+    sets += [np.round(sets[0], 1), np.full(200, 2.0), np.array([0.0, 1.0])]
+    for kwargs in ({}, {"n_init": 2, "seed": 4, "max_iter": 9}, {"tol": 0.0, "max_iter": 40}):
+        batched = lf.fit_gmm_1d_many(sets, **kwargs)
+        for x, fit in zip(sets, batched):
+            assert _same_bits(fit, _reference_fit(x, **kwargs))
+            assert _same_bits(fit_gmm_1d(x, **kwargs), fit)
+
+
+def test_indicator_table_equals_set_by_set_calls():
+    sets = [_mixture(150, 50, mu_hi=m, seed=k) for k, m in enumerate((0.5, 2.0, 4.0))] + [_mixture(300, 300, seed=9)]
+    rows, feats = lf.indicator_table(sets)
+    lf._FIT_CACHE.clear()  # the calls below fit again, one set at a time
+    assert rows.tobytes() == np.array([[fn(x) for fn in INDICATORS.values()] for x in sets]).tobytes()
+    assert feats.tobytes() == np.array([list(score_features(x).values()) for x in sets]).tobytes()
+    assert lf.indicator_table([])[0].shape == (0, len(INDICATORS))
+
+
 def test_ashman_d_by_hand():
     fit = {"weights": np.array([0.4, 0.6]), "means": np.array([0.0, 3.0]), "stds": np.array([1.0, 2.0])}
     assert lf._ashman_from_fit(fit) == pytest.approx(math.sqrt(2) * 3 / math.sqrt(5), abs=1e-15)

@@ -36,6 +36,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from facebench.errors import ConfigError
 from facebench.metrics import bootstrap as bs
@@ -173,6 +174,12 @@ class LabelFreeProtocol(Protocol):
         return lambda preds: model.score(np.asarray(preds.outputs["features"], np.float64))
 
     def evaluate(self, ctx: EvalContext) -> TaskResult:
+        """The meta-benchmark, judged; on one BLAS thread: its matrices (test sets x features, the MLP's layers)
+        are small, and a second thread costs more than it saves (15x on a loaded 2-core machine)."""
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._evaluate(ctx)
+
+    def _evaluate(self, ctx: EvalContext) -> TaskResult:
         p = self.params
         rng = np.random.default_rng(ctx.seed)
         records, warnings, details = [], [], {}
@@ -228,14 +235,10 @@ class LabelFreeProtocol(Protocol):
     def _judge_auroc(self, sets, ctx, target: str) -> tuple[list, dict]:
         truth = np.array([s["true_auroc"] for s in sets])
         families = np.array([s["family"] for s in sets])
-        rows, feats = [], []
-        for s in sets:  # set by set, so the indicators share one mixture fit per set
-            rows.append([fn(s["_scores"]) for fn in lf.INDICATORS.values()])
-            feats.append(list(lf.score_features(s["_scores"]).values()))
-        raw = {name: np.array([r[j] for r in rows]) for j, name in enumerate(lf.INDICATORS)}
-        feats = np.array(feats)
-        for s, r in zip(sets, rows):
-            s["indicators"] = dict(zip(lf.INDICATORS, (float(v) for v in r)))
+        rows, feats = lf.indicator_table([s["_scores"] for s in sets])  # the mixtures of all sets fitted at once
+        raw = {name: np.ascontiguousarray(rows[:, j]) for j, name in enumerate(lf.INDICATORS)}
+        for s, r in zip(sets, rows.tolist()):
+            s["indicators"] = dict(zip(lf.INDICATORS, r))
         predictions = {("gmm_auroc", "direct"): raw["gmm_auroc"]}
         for name, values in raw.items():
             predictions[(name, "linear")] = me.leave_one_family_out(values, truth, families, me.LinearMap)
