@@ -6,7 +6,9 @@ Pipeline for one image (uint8, H x W x C, RGB or grey):
   3. channel conversion: grey -> repeat to 3 channels, or RGB -> grey with ITU-R 601 luma
      L = 0.299 R + 0.587 G + 0.114 B (Pillow's "L" convention); RGB -> BGR when asked.
 The batch is then normalised on the device: x = (pixel * scale - mean) / std, per channel.
-Steps 1-3 run per sample in loader workers and yield uint8 C x H x W; step 4 runs per batch.
+Steps 1-3 run per sample in loader workers (or once, into the decoded-image cache) and yield uint8
+C x H x W; step 4 runs per batch on the device the model runs on (on CUDA in the prefetcher's side
+stream, see ``facebench.engine.prefetch``): only uint8 pixels cross from the host.
 """
 
 from __future__ import annotations
@@ -115,8 +117,13 @@ def _mean_std(mean: tuple, std: tuple, dtype: torch.dtype, device: torch.device)
     # made once per device: building them per batch would copy from pageable memory each time,
     # which on CUDA makes the host wait for every queued kernel (no overlap of loading and compute)
     with torch.inference_mode(False):  # ordinary tensors, usable outside inference mode too
-        return (torch.tensor(mean, dtype=dtype, device=device).view(1, -1, 1, 1),
+        pair = (torch.tensor(mean, dtype=dtype, device=device).view(1, -1, 1, 1),
                 torch.tensor(std, dtype=dtype, device=device).view(1, -1, 1, 1))
+    if device.type == "cuda":
+        # made on whatever stream is current (the prefetcher's side stream, say) and then used on
+        # others: wait once, here, until the copies are done
+        torch.cuda.current_stream(device).synchronize()
+    return pair
 
 
 def normalise_batch(batch: torch.Tensor, spec: InputSpec, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -19,35 +19,33 @@ from facebench.data.images import ArrayImages
 from facebench.data.preprocess import InputSpec, PreparedImages, normalise_batch
 from facebench.engine import distributed as fdist
 from facebench.engine.decoded import CachedImages, DecodedCache
+from facebench.engine.prefetch import DEFAULT_DEPTH, CachedBatches, LoaderBatches, Prefetcher
 from facebench.engine.device import amp_dtype, normalise_amp, select_device, tune_cpu_allocator
 from facebench.engine.store import PredictionStore, Predictions, cache_unavailable
 from facebench.errors import ModelError
 from facebench.models.base import ModelAdapter
 
 
-class _CachedBatches(torch.utils.data.Dataset):
-    """Whole batches read from the decoded-image cache (one slice of the memory map each)."""
-
-    def __init__(self, images: CachedImages, batch_size: int):
-        self.images, self.batch_size = images, batch_size
-
-    def __len__(self):
-        return -(-len(self.images) // self.batch_size)
-
-    def __getitem__(self, b):
-        return self.images.batch(b * self.batch_size, min(len(self.images), (b + 1) * self.batch_size))
-
-
-def _loader(images, spec: InputSpec, settings: "InferenceSettings", device: torch.device) -> DataLoader:
-    pin = device.type == "cuda"
+def _batch_source(images, spec: InputSpec, settings: "InferenceSettings", device: torch.device):
+    """Where the prefetcher reads uint8 batches: rows of the decoded-image cache, read in this process
+    (worker processes would only add a copy through shared memory: on an H100 host, slicing +
+    pinning + copying 112x112 RGB batches ran at 113k img/s in-process and 29k-38k img/s with 1-4
+    workers); else a DataLoader that decodes the images (in worker processes, see ``_workers``)."""
     if isinstance(images, CachedImages):
-        # decoded already: batches are slices of the map, read in this process. Worker processes
-        # only add a copy through shared memory: on an H100 host, slicing + pinning + copying
-        # 112x112 RGB batches ran at 113k img/s in-process and 29k-38k img/s with 1-4 workers.
-        return DataLoader(_CachedBatches(images, settings.batch_size), batch_size=None, num_workers=0,
-                          pin_memory=pin)
-    return DataLoader(PreparedImages(images, spec), batch_size=settings.batch_size, shuffle=False,
-                      num_workers=_workers(settings.num_workers, images, device), pin_memory=pin)
+        return CachedBatches(images, settings.batch_size)
+    loader = DataLoader(PreparedImages(images, spec), batch_size=settings.batch_size, shuffle=False,
+                        num_workers=_workers(settings.num_workers, images, device))
+    return LoaderBatches(loader, (spec.channels, *spec.size), settings.batch_size)
+
+
+def _device_transform(spec: InputSpec, channels_last: bool):
+    """uint8 batch on the device -> the model's input: normalised there (and made channels-last
+    there when asked, so that ``_Forward`` has nothing left to do)."""
+    def transform(batch: torch.Tensor) -> torch.Tensor:
+        x = normalise_batch(batch, spec)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
+
+    return transform
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -137,6 +135,7 @@ class InferenceSettings:
     decode_cache: bool = True  # decode each split once into a memory-mapped uint8 cache (file images only)
     channels_last: bool = False  # channels-last inputs and conv weights
     compile: bool | str = False  # torch.compile the adapter's forward (True or a mode: reduce-overhead, ...)
+    prefetch: int = DEFAULT_DEPTH  # batches read ahead by a background thread (0: read in line)
 
 
 @dataclass
@@ -188,7 +187,8 @@ def _workers(setting, images, device: torch.device) -> int:
 
 # Test hook (used by tests/test_distributed.py): with FACEBENCH_TEST_STOP_AFTER_SHARDS=k, every
 # process raises KeyboardInterrupt right after writing its k-th shard in a run_inference call, as
-# if the run had been interrupted there. Unset (the default) it does nothing.
+# if the run had been interrupted there (on CUDA, where a writer thread writes the shards, at the
+# first shard boundary after the k-th was written). Unset (the default) it does nothing.
 STOP_AFTER_SHARDS_ENV = "FACEBENCH_TEST_STOP_AFTER_SHARDS"
 
 
@@ -253,66 +253,133 @@ def _store_only_error(adapter, dataset, store, key, outputs):
         f"with `facebench run SUITE --model {adapter.name} ...` (same model arguments and cache folder).")
 
 
+class _Shards:
+    """The outputs of the batches, gathered on the device and copied out once per shard.
+
+    ``flush`` turns the buffered batches into one shard: on CUDA a non-blocking copy into
+    page-locked memory, followed by an event, and the shard is written by a writer thread that
+    waits for that event (the host thread that launches the model never waits for the device, nor
+    for the disk); on other devices the shard is written at once, in the caller's thread
+    (``background`` overrides the choice). Shards are written in order, numbered from ``index``
+    (afterwards the next free number); ``written`` counts those written; ``on_shard(ids, outputs)``
+    sees each, in the thread that writes it. ``finish`` flushes and waits for every write; an error
+    of a write is raised there, or at a later ``flush``."""
+
+    def __init__(self, outputs: list[str], device: torch.device, write, on_shard, index: int,
+                 background: bool | None = None):
+        self.outputs, self.device, self.write, self.on_shard = outputs, device, write, on_shard
+        self.index, self.written, self.buffered = index, 0, 0
+        self._ids: list[np.ndarray] = []
+        self._outs: dict[str, list[torch.Tensor]] = {name: [] for name in outputs}
+        self._writer = None
+        if device.type == "cuda" if background is None else background:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facebench-shards")
+        self._jobs: list = []
+
+    def add(self, ids: np.ndarray, outs: dict[str, torch.Tensor]) -> None:
+        """One batch: its sample ids and its outputs (float32 copies, on the device)."""
+        self._ids.append(ids)
+        for name in self.outputs:
+            self._outs[name].append(outs[name])
+        self.buffered += len(ids)
+
+    def flush(self) -> None:
+        if not self.buffered:
+            return
+        shard = self._copy_out()
+        if self._writer is None:
+            self._write(*shard)
+            return
+        while self._jobs and self._jobs[0].done():
+            self._jobs.pop(0).result()  # a failed write is raised here
+        self._jobs.append(self._writer.submit(self._write, *shard))
+
+    def finish(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)  # every queued shard is written, even when interrupted
+                jobs, self._jobs = self._jobs, []
+                for job in jobs:
+                    job.result()
+
+    def _copy_out(self) -> tuple:
+        ids = np.concatenate(self._ids)
+        outs = {name: torch.cat(parts) for name, parts in self._outs.items()}
+        event = None
+        if self.device.type == "cuda":
+            staged = {name: torch.empty(v.shape, dtype=v.dtype, pin_memory=True) for name, v in outs.items()}
+            for name, v in outs.items():
+                staged[name].copy_(v, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(self.device))
+            outs = staged
+        self._ids, self._outs, self.buffered = [], {name: [] for name in self.outputs}, 0
+        self.index += 1
+        return self.index - 1, ids, outs, event
+
+    def _write(self, index: int, ids: np.ndarray, outs: dict[str, torch.Tensor], event) -> None:
+        if event is not None:
+            event.synchronize()  # in the writer thread
+            arrays = {k: v.numpy().copy() for k, v in outs.items()}  # out of the reused page-locked memory
+        else:
+            arrays = {k: v.cpu().numpy() for k, v in outs.items()}
+        self.write(index, ids, arrays)
+        if self.on_shard is not None:
+            self.on_shard(ids, arrays)
+        self.written += 1
+
+
 def _predict_into_shards(adapter: ModelAdapter, subset: Dataset, store: PredictionStore, key: str, *,
                          outputs: list[str], heads: tuple[str, ...], features: bool,
                          settings: InferenceSettings, device: torch.device, shard_index: int,
                          rank: int | None, bar, on_shard=None, write_shard=None) -> int:
     """Run the model over ``subset`` and write its outputs as shards (named with ``rank`` when given)
     through ``write_shard`` (default ``store.write_shard``); ``on_shard(ids, outputs)`` sees each
-    shard. Returns the next free shard index."""
+    shard. Returns the next free shard index.
+
+    No host synchronisation per batch: batches come from a :class:`Prefetcher` (read ahead, copied
+    and normalised on a side stream), the ids are sliced from ``subset.ids`` by position, the
+    progress bar counts ``x.shape[0]``, outputs stay on the device until a shard is copied out."""
     write_shard = write_shard or store.write_shard
-    autocast_dtype = amp_dtype(settings.amp, device)
     stop_after = int(os.environ.get(STOP_AFTER_SHARDS_ENV) or 0)
     if device.type == "cpu":
         tune_cpu_allocator()
     adapter.to(device).eval()
-    loader = _loader(subset.images, adapter.input_spec, settings, device)
-    buffer_ids: list[np.ndarray] = []
-    buffer: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
-    buffered = 0
-    position = 0
-    written = 0
+    autocast_dtype = amp_dtype(settings.amp, device)
     autocast = (torch.autocast(device_type=device.type, dtype=autocast_dtype)
                 if autocast_dtype is not None else contextlib.nullcontext())
     forward = _Forward(adapter, heads, features, settings, device, autocast)
-
-    def flush():
-        nonlocal shard_index, buffer_ids, buffer, buffered
-        ids = np.concatenate(buffer_ids)
-        # outputs stay on the device until here: one synchronisation per shard, not per batch
-        outs = {k: torch.cat(v).cpu().numpy() for k, v in buffer.items()}
-        write_shard(key, shard_index, ids, outs, rank=rank)
-        if on_shard is not None:
-            on_shard(ids, outs)
-        shard_index += 1
-        buffer_ids, buffer, buffered = [], {name: [] for name in outputs}, 0
-
+    shards = _Shards(outputs, device, lambda index, ids, outs: write_shard(key, index, ids, outs, rank=rank),
+                     on_shard, shard_index)
+    spec = adapter.input_spec
+    batches = Prefetcher(_batch_source(subset.images, spec, settings, device), device, depth=settings.prefetch,
+                         transform=_device_transform(spec, settings.channels_last))
+    position = 0
     try:
-        for batch in loader:
-            batch = batch.to(device, non_blocking=True)
-            out = forward(normalise_batch(batch, adapter.input_spec))
-            n = batch.shape[0]
-            # copies: outputs of CUDA-graph replays (compile mode reduce-overhead) are overwritten.
-            # Made before anything is appended, so an interruption never leaves ids without outputs.
-            copies = {name: out[name].detach().to(torch.float32, copy=True) for name in outputs}
-            buffer_ids.append(subset.ids[position : position + n])
-            for name in outputs:
-                buffer[name].append(copies[name])
-            position += n
-            buffered += n
-            bar.update(n)
-            if buffered >= settings.shard_size:
-                flush()
-                written += 1
-                if stop_after and written >= stop_after:
-                    raise KeyboardInterrupt(f"{STOP_AFTER_SHARDS_ENV}={stop_after} (test hook)")
+        with batches:
+            for x in batches:
+                out = forward(x)
+                n = x.shape[0]
+                # copies: outputs of CUDA-graph replays (compile mode reduce-overhead) are overwritten.
+                # Made before anything is added, so an interruption never leaves ids without outputs.
+                copies = {name: out[name].detach().to(torch.float32, copy=True) for name in outputs}
+                shards.add(subset.ids[position : position + n], copies)
+                position += n
+                bar.update(n)
+                if shards.buffered >= settings.shard_size:
+                    shards.flush()
+                    if stop_after and shards.written >= stop_after:
+                        raise KeyboardInterrupt(f"{STOP_AFTER_SHARDS_ENV}={stop_after} (test hook)")
     finally:
         bar.close()
-        if buffered:  # keep what was computed, even when interrupted
-            flush()
+        shards.finish()  # keep what was computed, even when interrupted
         if forward.compiled:
             adapter.uncompile()
-    return shard_index
+    return shards.index
 
 
 def run_inference(adapter: ModelAdapter, dataset: Dataset, store: PredictionStore, *,
