@@ -204,12 +204,14 @@ def _draw_units(units: list[tuple], workers: int | None) -> list[list[Path]]:
 def _start_worker(units: list[tuple], job: Path):
     """A process drawing ``units`` (described in ``job``, JSON); None when it cannot be started."""
     job.write_text(json.dumps([[row, recs, str(out), kind] for row, recs, out, kind in units]), encoding="utf-8")
+    # this facebench, also when it is importable here only through a sys.path entry of the caller's (appended,
+    # so that it shadows nothing)
     package_root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
-    code = "import sys; from facebench.report.figure_index import worker_main; worker_main(sys.argv[1])"
+    code = ("import sys; sys.path.append(sys.argv[2]); from facebench.report.figure_index import worker_main; "
+            "worker_main(sys.argv[1])")
     try:
-        return subprocess.Popen([sys.executable, "-c", code, str(job)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, text=True)
+        return subprocess.Popen([sys.executable, "-c", code, str(job), package_root], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
     except OSError:  # no process can be started here (a sandbox, a full process table): drawn in this one
         return None
 
