@@ -89,6 +89,14 @@ def test_targets_are_judged_from_the_rows_that_ran():
     assert scaling.judge(target["closed_set:seconds"], small, scaling.exponents(small))[1].startswith("not measured")
 
 
+def test_repeats_are_fewer_only_for_large_protocol_runs():
+    cases = scaling.CASES
+    assert scaling.repeats_for(cases["closed_set"], 10**5, 3, 1) == 3
+    assert scaling.repeats_for(cases["closed_set"], 10**6, 3, 1) == 1
+    assert scaling.repeats_for(cases["ood"], 10**6, 3, 1) == 3  # peers: the ratio needs the repeats
+    assert scaling.repeats_for(cases["label_free"], 10**4, 3, 1) == 1
+
+
 def test_ratio_and_sizes():
     assert scaling.ratio(_row("ood", 10, 1.0, peer_seconds=4.0)) == 0.25
     assert scaling.ratio(_row("closed_set", 10, 1.0)) is None

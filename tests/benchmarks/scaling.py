@@ -11,8 +11,8 @@ Conventions (written into the table's notes as well):
 
 * Every (case, n) is measured in a fresh ``python`` subprocess (``--child``), so no cache, allocator state
   or import is shared between measurements. Inputs are synthetic, seeded, built in memory before timing.
-* time = best of R wall-clock calls (``time.perf_counter``), R = ``--repeats`` (``--repeats-large`` from
-  n >= 10^6); the peer is timed in the same subprocess, alternating with facebench, and
+* time = best of R wall-clock calls (``time.perf_counter``), R = ``--repeats`` (``--repeats-large`` for a
+  protocol from n >= 10^6); the peer is timed in the same subprocess, alternating with facebench, and
   ratio = facebench time / peer time.
 * peak MB = peak resident set size during the first call minus the RSS of the idle import (python, numpy,
   pandas, facebench and the peer imported, no inputs built); it includes the inputs, whose own RSS is the
@@ -466,7 +466,9 @@ def measure(case_name: str, n: int, resamples: int, repeats: int) -> dict:
 # --------------------------------------------------------------------------- the run (parent process)
 
 def repeats_for(case: Case, n: int, repeats: int, repeats_large: int) -> int:
-    r = repeats_large if n >= 10**6 else repeats
+    """Calls per measurement: ``repeats``; ``repeats_large`` for a protocol from 10^6 (a peer case takes
+    seconds there, and its ratio is the noisiest figure); at most the case's ``max_repeats``."""
+    r = repeats_large if n >= 10**6 and not case.peer_name else repeats
     return max(1, min(r, case.max_repeats) if case.max_repeats else r)
 
 
@@ -626,7 +628,7 @@ def notes(results: list[dict], settings: dict) -> list[str]:
     """The method and the peers' versions and agreement checks, as bullet lines."""
     hwm = all(r.get("hwm_reset", True) for r in results if "error" not in r)
     once = ", ".join(c for c in dict.fromkeys(r["case"] for r in results) if CASES[c].max_repeats == 1)
-    out = [f"- time: best of {settings['repeats']} calls ({settings['repeats_large']} from 10^6"
+    out = [f"- time: best of {settings['repeats']} calls ({settings['repeats_large']} for a protocol from 10^6"
            + (f"; {once} once" if once else "") + "), "
            "wall clock, each (case, n) in a fresh Python process; ratio = facebench time / peer time, both timed "
            "in that process, alternating.",
