@@ -3,6 +3,7 @@ builds and runs (against its peer where one is installed), the targets are judge
 command line writes the table and the README section, and the README's table is the one the benchmark
 wrote. No timing is asserted anywhere."""
 
+import dataclasses
 import importlib.util
 import subprocess
 import sys
@@ -47,6 +48,17 @@ def test_protocol_cases_evaluate_to_records(case, monkeypatch):
     result = calls["ours"]()
     assert calls["peer"] is None and result.records
     assert any(r.value is not None and np.isfinite(r.value) for r in result.records)
+
+
+def test_a_missing_peer_is_reported_not_fatal(monkeypatch):
+    def missing():
+        raise scaling.PeerMissing("pytorch-ood not installed: pip install --no-deps pytorch-ood==0.4.0")
+    monkeypatch.setitem(scaling.CASES, "ood", dataclasses.replace(scaling.CASES["ood"], prepare=missing))
+    r = scaling.measure("ood", 200, 10, 1)
+    assert r["seconds"] > 0 and "peer_seconds" not in r and "pip install" in r["peer_error"]
+    row = [ln for ln in scaling.table_rows([r], scaling.exponents([r])) if ln.startswith("| OOD")]
+    assert "| pytorch-ood | not installed |" in row[0]
+    assert "not measured (n = 10^6 not run)" in "\n".join(scaling.target_rows([r], scaling.exponents([r])))
 
 
 def test_measure_runs_a_protocol_case():
