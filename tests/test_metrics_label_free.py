@@ -16,6 +16,7 @@ from scipy import optimize, special
 from scipy.stats import norm
 from sklearn.mixture import GaussianMixture
 
+from _gmm_reference import reference_fit as _reference_fit
 from facebench.metrics import label_free as lf
 from facebench.metrics.label_free import (
     ACCURACY_ESTIMATORS,
@@ -144,34 +145,6 @@ def test_indicator_kwargs_and_fit_memo():
         gmm_implied_auroc(x, bogus=1)
 
 
-def _reference_fit(x, n_init=5, max_iter=500, tol=1e-8, seed=0):
-    """fit_gmm_1d as first written: one EM run at a time, scipy's logsumexp (the oracle of the batched EM)."""
-    eps = 10.0 * np.finfo(np.float64).eps
-    floor, starts = lf._gmm_starts(np.asarray(x, np.float64), n_init, seed)
-    best = None
-    for w, mu, sd in starts:
-        prev, converged = -np.inf, False
-        for _ in range(max_iter):
-            logp = lf._log_normal(x, mu, sd) + np.log(w)[None, :]
-            lse = special.logsumexp(logp, axis=1)
-            ll = float(lse.mean())
-            if abs(ll - prev) < tol:
-                converged = True
-                break
-            prev = ll
-            resp = np.exp(logp - lse[:, None])
-            nk = resp.sum(axis=0) + eps
-            w = nk / nk.sum()
-            mu = (resp * x[:, None]).sum(axis=0) / nk
-            sd = np.sqrt(np.maximum((resp * (x[:, None] - mu[None, :]) ** 2).sum(axis=0) / nk, floor))
-        total = float(special.logsumexp(lf._log_normal(x, mu, sd) + np.log(w)[None, :], axis=1).sum())
-        if best is None or total > best[3]:
-            best = (w, mu, sd, total, converged)
-    order = np.argsort(best[1], kind="stable")
-    return {"weights": best[0][order], "means": best[1][order], "stds": best[2][order],
-            "log_likelihood": best[3], "converged": best[4]}
-
-
 def _same_bits(a: dict, b: dict) -> bool:
     return all(np.asarray(a[k]).tobytes() == np.asarray(b[k]).tobytes() for k in a) and set(a) == set(b)
 
@@ -182,8 +155,18 @@ def test_logsumexp2_is_scipys_bit_for_bit():
     logp[::7, 1] = logp[::7, 0]  # ties: log 2 is added
     logp[::11, 0] = -np.inf
     logp[5] = -np.inf
-    ours, scipys = lf._logsumexp2(logp), special.logsumexp(logp, axis=1)
+    ours, scipys = lf._logsumexp2(logp[:, 0], logp[:, 1]), special.logsumexp(logp, axis=1)
     assert ours.tobytes() == scipys.tobytes()
+
+
+def test_sum_in_order_is_numpys_column_sum_bit_for_bit():
+    """The EM's sums over samples: numpy sums an (n, 2) array over axis 0 term after term from 0.0."""
+    rng = np.random.default_rng(6)
+    for n in (1, 2, 7, 300, 2001):
+        a = rng.normal(size=(n, 2)) * 10.0 ** rng.uniform(-6, 6, (n, 1))
+        a[0, 1] = -0.0
+        for col in (a, np.abs(a), np.full((n, 2), -0.0)):
+            assert lf._sum_in_order(np.ascontiguousarray(col.T)).tobytes() == col.sum(axis=0).tobytes()
 
 
 def test_batched_em_equals_the_one_run_recursion():
