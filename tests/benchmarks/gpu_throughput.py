@@ -184,12 +184,12 @@ def _settings(amp: bool, **options) -> InferenceSettings:
                              **options)
 
 
-def prepare(adapter, dataset, cache: Path):
+def prepare(adapter, dataset, cache: Path, amp: bool):
     """The cold run (decodes the files into the cache): its seconds, the cached images, and every
     image normalised on the GPU (the bare forward's input)."""
     store = PredictionStore(cache)
     t0 = time.perf_counter()
-    run_inference(adapter, dataset, store, heads=(adapter.default_head,), settings=_settings(False))
+    run_inference(adapter, dataset, store, heads=(adapter.default_head,), settings=_settings(amp))
     cold = time.perf_counter() - t0
     store.clear()
     spec = adapter.input_spec
@@ -293,7 +293,7 @@ def bench_model(name, adapter, dataset, work: Path, results: dict, *, precisions
                 compile_mode=None):
     adapter.to(DEVICE).eval()
     cache = work / f"cache-{name}"
-    cold, cached, ready = prepare(adapter, dataset, cache)
+    cold, cached, ready = prepare(adapter, dataset, cache, precisions[0])
     row = {"n": len(dataset), "input": list(ready.shape[1:]), "cold_end_to_end_s": cold,
            "host_pipeline_img_s": host_pipeline(cached, adapter.input_spec, rounds)}
     for amp in precisions:
