@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,14 @@ def _map_name(raw: str, name_map: dict | None) -> str | None:
         value = name_map[raw]
         return None if value is None else canonical_name(value)
     return canonical_name(raw)
+
+
+def _image_names(folder: Path) -> list[str]:
+    """Sorted names of the entries of ``folder`` whose suffix (as ``Path.suffix``: after the last dot, not a
+    leading one) is an image suffix; os.scandir, without a Path object per file."""
+    with os.scandir(folder) as entries:
+        names = sorted(e.name for e in entries)
+    return [n for n in names if 0 < n.rfind(".") < len(n) - 1 and n[n.rfind("."):].lower() in IMAGE_SUFFIXES]
 
 
 def _canonical_sort(names) -> tuple[str, ...]:
@@ -61,11 +70,11 @@ class ImageFolder(DatasetLoader):
             label = _map_name(class_dir.name, self.name_map)
             if label is None:
                 continue
-            for f in sorted(class_dir.iterdir()):
-                if f.suffix.lower() in IMAGE_SUFFIXES:
-                    paths.append(f)
-                    labels.append(label)
-                    ids.append(f"{class_dir.name}/{f.name}")
+            names = _image_names(class_dir)
+            folder = str(class_dir)
+            paths += [os.path.join(folder, name) for name in names]
+            labels += [label] * len(names)
+            ids += [f"{class_dir.name}/{name}" for name in names]
         if not paths:
             raise DatasetNotFoundError(f"No images found under {base}.\n{self.layout_help()}")
         return Dataset(self.dataset_name, split, np.array(ids), _canonical_sort(labels), np.array(labels),

@@ -15,7 +15,6 @@ default ``--benchmark-disable`` runs each body once as a plain test. The reports
 import time
 
 import numpy as np
-import pytest
 from _gmm_reference import reference_fit
 from threadpoolctl import threadpool_limits
 
@@ -127,7 +126,6 @@ def _demo_shaped_task(seed=0):
     return proto, ctx
 
 
-@pytest.mark.slow
 def test_label_free_task_report():
     """The whole demo-shaped task once (wall and CPU seconds); its records are checked for shape only."""
     proto, ctx = _demo_shaped_task()
