@@ -199,8 +199,16 @@ def test_two_processes_build_the_decoded_cache_together(tmp_path):
     assert sorted(p.name for p in entry.iterdir()) == ["images.npy", "meta.json"]  # the rank parts were joined
     ref = _stored(tmp_path / "c1")
     got = _stored(tmp_path / "c2").align(ref.ids)
-    np.testing.assert_array_equal(got.outputs["expression"], ref.outputs["expression"])
-    assert _values(json.loads((tmp_path / "out" / "results.json").read_text())) == _values(single.results)
+    # equal to float32 rounding: ranks run batches of other shapes, and on a many-core machine torch's CPU
+    # kernels then sum in another order (4.8e-7 seen on 16 cores; bit-identical on 2)
+    np.testing.assert_allclose(got.outputs["expression"], ref.outputs["expression"], rtol=1e-5, atol=1e-5)
+    got_values, ref_values = _values(json.loads((tmp_path / "out" / "results.json").read_text())), _values(single.results)
+    assert got_values.keys() == ref_values.keys()
+    for key, (value, ci) in ref_values.items():  # the same to float rounding (see above)
+        assert got_values[key][0] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), key
+        assert (got_values[key][1] is None) == (ci is None), key
+        if ci is not None:
+            assert got_values[key][1] == pytest.approx(ci, rel=1e-6, abs=1e-9), key
 
 
 RANKS_DISAGREE = """\

@@ -223,7 +223,7 @@ class _Sums(ModelAdapter):
         self.sizes.append(batch.shape[0])
         if batch.shape[0] > self.limit:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        s = (batch * torch.linspace(0.5, 1.5, batch[0].numel()).view(batch[0].shape)).flatten(1).sum(1, keepdim=True)
+        s = (batch * torch.linspace(0.5, 1.5, batch[0].numel(), device=batch.device).view(batch[0].shape)).flatten(1).sum(1, keepdim=True)
         out = {"expression": torch.cat([s, -s.abs().sqrt()], 1)}
         if features:
             out["features"] = batch.mean(dim=(2, 3))
