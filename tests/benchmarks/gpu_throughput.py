@@ -36,6 +36,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -465,6 +466,8 @@ def _pct(value) -> str:
 def main():
     global DEVICE
     args = parse_args()
+    # a `timeout` (SIGTERM) still writes what was measured so far: SystemExit runs the finally below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated (SIGTERM): partial results written"))
     DEVICE = torch.device(args.device)
     if DEVICE.type == "cuda" and not torch.cuda.is_available():
         sys.exit("CUDA is not available: this benchmark needs a GPU (--device cpu runs a dry run of its logic).")
