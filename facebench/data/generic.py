@@ -240,14 +240,21 @@ def _pyarrow_available() -> bool:
 
 def read_csv_strings(path: Path, **options):
     """A CSV file as a DataFrame of strings (empty cells stay ``""``), read by pandas with the pyarrow
-    engine when pyarrow is installed, else its C engine; an unreadable file is a ConfigError."""
+    engine when pyarrow is installed, else (and for a file pyarrow refuses, e.g. a row shorter than the
+    header) its C engine, so the result does not depend on the engine; an unreadable file is a ConfigError."""
     import pandas as pd
 
-    engine = "pyarrow" if _pyarrow_available() else "c"
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, engine=engine, **options)
-    except (ValueError, OSError) as err:  # pandas' and pyarrow's parser errors are ValueErrors; bad UTF-8 too
-        raise ConfigError(f"{path}: not a readable CSV file ({' '.join(str(err).split())[:200]}).") from None
+    frame = None
+    if _pyarrow_available():
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, engine="pyarrow", **options)
+        except (ValueError, OSError):  # the C engine decides, and words the error
+            frame = None
+    if frame is None:
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, engine="c", **options)
+        except (ValueError, OSError) as err:  # pandas' parser errors are ValueErrors; bad UTF-8 too
+            raise ConfigError(f"{path}: not a readable CSV file ({' '.join(str(err).split())[:200]}).") from None
     if not isinstance(frame.index, pd.RangeIndex):  # the C engine makes extra leading fields an index
         raise ConfigError(f"{path}: not a readable CSV file (rows have more fields than the header's "
                           f"{len(frame.columns)}).")
