@@ -78,6 +78,8 @@ SETTINGS: tuple[Setting, ...] = (
             "their task and count them in results.json (skip)", choices=("error", "skip"), metavar="{error,skip}"),
     Setting("shard_size", (int,), 2048, "samples per shard of the prediction store (an interrupted run resumes "
             "from its last whole shard)", low=1),
+    Setting("prefetch", (int,), 3, "batches a background thread reads ahead into reused (pinned, on CUDA) buffers; "
+            "0 reads each batch in line (predictions are the same either way)", low=0, high=64),
     Setting("decode_cache", (bool,), True, "decode each split once into a memory-mapped uint8 cache in the cache "
             "folder (default on)", cli="onoff"),
     Setting("channels_last", (bool,), False, "channels-last memory format for inputs and conv weights",

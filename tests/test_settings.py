@@ -32,6 +32,7 @@ BAD = [
     ("bootstrap", -1, "-1"), ("bootstrap", 2.5, "2.5"),
     ("confidence", 1.5, "1.5"), ("confidence", 0, "0"), ("confidence", 1, "1"), ("confidence", "high", "high"),
     ("shard_size", 0, "0"),
+    ("prefetch", -1, "-1"),
     ("seed", -1, "-1"), ("seed", "zero", "zero"),
     ("num_workers", "many", "many"), ("num_workers", -1, "-1"),
     ("amp", "fp8", "fp8"), ("amp", 16, None),
@@ -88,8 +89,8 @@ def test_every_setting_has_a_default_of_its_own_type_and_a_help_text():
 def test_defaults_keep_their_values_and_are_fresh():
     expected = {"batch_size": 256, "device": "auto", "amp": "none", "num_workers": "auto", "seed": 0,
                 "bootstrap": 1000, "confidence": 0.95, "data_root": None, "missing_data": "error",
-                "on_bad_image": "error", "shard_size": 2048, "decode_cache": True, "channels_last": False,
-                "compile": False, "model": None, "model_args": {}}
+                "on_bad_image": "error", "shard_size": 2048, "prefetch": 3, "decode_cache": True,
+                "channels_last": False, "compile": False, "model": None, "model_args": {}}
     assert settings.defaults() == expected == DEFAULTS
     first = settings.defaults()
     first["model_args"]["x"] = 1
@@ -231,6 +232,7 @@ def test_bad_api_overrides_raise_before_anything_runs(tmp_path, monkeypatch, nam
     (["--missing-data", "skip"], {"missing_data": "skip"}),
     (["--on-bad-image", "skip"], {"on_bad_image": "skip"}),
     (["--shard-size", "64"], {"shard_size": 64}),
+    (["--prefetch", "0"], {"prefetch": 0}),
     (["--decode-cache", "off"], {"decode_cache": False}),
     (["--decode-cache", "on"], {"decode_cache": True}),
     (["--channels-last"], {"channels_last": True}),
@@ -300,3 +302,12 @@ def test_shipped_suites_keep_valid_defaults():
     for path in sorted((REPO / "suites").glob("*.yaml")):
         given = (yaml.safe_load(path.read_text()) or {}).get("defaults") or {}
         assert all(check_value(k, v) is None for k, v in given.items()), path.name
+
+
+def test_the_prefetch_default_is_the_engines():
+    from facebench.engine.inference import InferenceSettings
+    from facebench.pipeline.execute import inference_settings
+
+    assert settings.defaults()["prefetch"] == InferenceSettings().prefetch
+    assert inference_settings({**settings.defaults(), "prefetch": 0}, progress=False).prefetch == 0
+    assert "must be an integer >= 0" in check_value("prefetch", -1)

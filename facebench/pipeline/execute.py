@@ -20,7 +20,7 @@ def inference_settings(defaults: dict, progress: bool) -> InferenceSettings:
     return InferenceSettings(batch_size=defaults["batch_size"], device=defaults["device"], amp=defaults["amp"],
                              num_workers=defaults["num_workers"], shard_size=defaults["shard_size"],
                              decode_cache=defaults["decode_cache"], channels_last=defaults["channels_last"],
-                             compile=defaults["compile"], progress=progress)
+                             compile=defaults["compile"], prefetch=defaults["prefetch"], progress=progress)
 
 
 def execute(work: dict[str, SplitWork], adapter, store, settings: InferenceSettings, on_bad_image: str,
