@@ -66,8 +66,9 @@ EOF
 
 step "3. facebench's dependencies, pynvml"
 if compgen -G ".whl/*.whl" > /dev/null; then
-    timeout 300 $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/fb-site .whl/*.whl \
-        && export PYTHONPATH="$PYTHONPATH:/tmp/fb-site" || echo "installing the carried wheels failed"
+    site_dir=$(mktemp -d)  # the machine's temporary folder, not a path of this repository
+    timeout 300 $PY -m pip install -q --no-index --no-deps --no-compile --target "$site_dir" .whl/*.whl \
+        && export PYTHONPATH="$PYTHONPATH:$site_dir" || echo "installing the carried wheels failed"
 fi
 for module in numpy:numpy scipy:scipy sklearn:scikit-learn threadpoolctl:threadpoolctl pandas:pandas \
               matplotlib:matplotlib seaborn:seaborn yaml:pyyaml PIL:pillow tqdm:tqdm h5py:h5py pynvml:nvidia-ml-py; do

@@ -43,6 +43,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _procmem beside this file
+from _procmem import fit_exponent, reset_peak, status_mb  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 RESULT_TAG = "SCALING_RESULT "
 README_HEADING = "### Scaling (issue 18)"
@@ -375,21 +378,9 @@ BASE_IMPORTS = ("facebench.protocols.closed_set", "facebench.protocols.imbalance
                 "facebench.metrics.calibration", "pandas")  # the peers import torch, torchmetrics, ...
 
 
-def _status_mb(field: str) -> float | None:
-    """A ``/proc/self/status`` memory field (VmRSS, VmHWM) in MB; None where there is no /proc."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def _rss_mb() -> float:
     """Current resident set size in MB (VmRSS; without /proc the peak, all that is known)."""
-    rss = _status_mb("VmRSS")
+    rss = status_mb("VmRSS")
     return _peak_mb() if rss is None else rss
 
 
@@ -397,26 +388,16 @@ def _peak_mb() -> float:
     """Peak resident set size of this process in MB: VmHWM, the high-water mark of its own memory. Without
     /proc, ``getrusage`` ru_maxrss (KB on Linux, bytes on macOS), which after a ``posix_spawn`` also counts
     the parent's peak (the kernel carries the old memory's high-water mark over ``exec``)."""
-    hwm = _status_mb("VmHWM")
+    hwm = status_mb("VmHWM")
     if hwm is not None:
         return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
-def _reset_peak() -> bool:
-    """Reset the peak RSS to the current RSS (Linux >= 4.0: write 5 to /proc/self/clear_refs); False if not."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _first_call(fn, idle: float) -> tuple[float, float, Any]:
     """(seconds, peak MB above ``idle``, result) of one call, the peak reset just before it."""
-    _reset_peak()
+    reset_peak()
     t0 = time.perf_counter()
     out = fn()
     seconds = time.perf_counter() - t0
@@ -449,7 +430,7 @@ def measure(case_name: str, n: int, resamples: int, repeats: int) -> dict:
     idle = _rss_mb()
     calls = case.build(n, resamples, np.random.default_rng(0), peer)
     inputs = _rss_mb() - idle
-    hwm_reset = _reset_peak()
+    hwm_reset = reset_peak()
     seconds, peak, ours = _first_call(calls["ours"], idle)
     out = {"case": case_name, "n": n, "resamples": resamples, "repeats": repeats, "inputs_mb": inputs,
            "peak_mb": peak, "hwm_reset": hwm_reset, "peer_note": peer_note, "peer_error": peer_error}
@@ -485,13 +466,6 @@ def run_child(case_name: str, n: int, resamples: int, repeats: int, timeout: flo
             return json.loads(line[len(RESULT_TAG):])
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1].replace(str(REPO) + os.sep, "")
     return {"case": case_name, "n": n, "resamples": resamples, "error": f"exit {proc.returncode}: {tail[:120]}"}
-
-
-def fit_exponent(ns, seconds) -> float | None:
-    """Least-squares slope of log(seconds) on log(n); None with fewer than two sizes."""
-    if len(ns) < 2:
-        return None
-    return float(np.polyfit(np.log(np.asarray(ns, float)), np.log(np.asarray(seconds, float)), 1)[0])
 
 
 def exponents(results: list[dict]) -> dict[str, dict]:

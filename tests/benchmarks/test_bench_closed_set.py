@@ -29,6 +29,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from _procmem import fit_exponent, reset_peak, status_mb
 import pytest
 
 from facebench.metrics.calibration import expected_calibration_error
@@ -137,48 +138,26 @@ def test_ece_speed_ratio_report():
     assert abs(expected_calibration_error(y, p) - ece(y_t, p_t)) < 1e-5
 
 
-def _vm_mb(key: str):
-    """``VmHWM`` (resident high-water mark) or ``VmRSS`` of this process in MB (Linux), None elsewhere."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key + ":"))
-    except (OSError, StopIteration):
-        return None
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _child(n: int) -> dict:
     """Measure one size in this (fresh) process; see the module docstring."""
     _evaluate(_closed_set_ctx(100))  # imports and first-call costs
-    idle = _vm_mb("VmRSS")
+    idle = status_mb("VmRSS")
     ctx = _closed_set_ctx(n)
     hwm = None
     times = []
     for _ in range(2 if n >= N_LARGE else 3):
-        reset = not times and _reset_hwm()
+        reset = not times and reset_peak()
         t0 = time.perf_counter()
         _evaluate(ctx)
         times.append(time.perf_counter() - t0)
         if reset:
-            hwm = _vm_mb("VmHWM")
+            hwm = status_mb("VmHWM")
     tracemalloc.start()
     _evaluate(ctx)
     traced = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
     return {"n": n, "seconds": min(times), "traced_mb": traced,
             "rss_peak_mb": None if hwm is None or idle is None else hwm - idle}
-
-
-def _exponent(ns, seconds) -> float:
-    return float(np.polyfit(np.log(ns), np.log(seconds), 1)[0])
 
 
 def test_closed_set_scaling_report():
@@ -188,7 +167,7 @@ def test_closed_set_scaling_report():
                              text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-2000:]
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    exponent = _exponent([r["n"] for r in rows], [r["seconds"] for r in rows])
+    exponent = fit_exponent([r["n"] for r in rows], [r["seconds"] for r in rows])
     print(f"\nclosed-set evaluation, {N_RESAMPLES} bootstrap resamples (targets at 1e6: <= {TARGET_SECONDS} s, "
           f"<= {TARGET_MB:.0f} MB; exponent <= {TARGET_EXPONENT})")
     print("| n | time s | traced peak MB | RSS peak - idle MB (inputs included) |")

@@ -33,6 +33,7 @@ from importlib import util
 from pathlib import Path
 
 import numpy as np
+from _procmem import fit_exponent, reset_peak, status_mb
 import pytest
 from sklearn.metrics import roc_curve
 
@@ -187,38 +188,20 @@ def _evaluate(ctx):
     return OpenSetProtocol().evaluate(ctx)
 
 
-def _vm_mb(key: str):
-    """``VmHWM`` (resident high-water mark) or ``VmRSS`` of this process in MB (Linux), None elsewhere."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key + ":"))
-    except (OSError, StopIteration):
-        return None
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _child(n: int) -> dict:
     """Measure one size in this (fresh) process; see the module docstring."""
     _evaluate(_open_set_ctx(200))  # imports and first-call costs
-    idle = _vm_mb("VmRSS")
+    idle = status_mb("VmRSS")
     ctx, no_boot = _open_set_ctx(n), _open_set_ctx(n, n_resamples=0)
     hwm, times, cpu = None, [], []
     for _ in range(2 if n >= 10**6 else 3):
-        reset = not times and _reset_hwm()
+        reset = not times and reset_peak()
         t0, c0 = time.perf_counter(), time.process_time()
         res = _evaluate(ctx)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         if reset:
-            hwm = _vm_mb("VmHWM")
+            hwm = status_mb("VmHWM")
     t0 = time.perf_counter()
     _evaluate(no_boot)
     rest = time.perf_counter() - t0
@@ -239,7 +222,7 @@ def test_open_set_scaling_report():
                              text=True, timeout=900)
         assert out.returncode == 0, out.stderr[-2000:]
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    exponent = float(np.polyfit(np.log([r["n"] for r in rows]), np.log([r["seconds"] for r in rows]), 1)[0])
+    exponent = fit_exponent([r["n"] for r in rows], [r["seconds"] for r in rows])
     print(f"\n{_load()}\nopen-set evaluation (msp), {N_RESAMPLES} bootstrap resamples (targets at 1e6: <= "
           f"{TARGET_SECONDS} s, <= {TARGET_MB:.0f} MB; exponent <= {TARGET_EXPONENT})")
     print("| n | time s | CPU s | without bootstrap s | traced peak MB | RSS peak - idle MB (inputs included) |")
