@@ -30,9 +30,7 @@ scaling = _load()
 @pytest.mark.parametrize("case", [c for c in scaling.CASES if c not in scaling.PROTOCOLS])
 def test_peer_cases_measure_and_agree_with_the_peer(case):
     r = scaling.measure(case, 300, 10, 2)
-    # in-process (the benchmark measures in a fresh process): the memory figures are those of the test session,
-    # whose resident set can shrink while the inputs are built, so only their types are checked here
-    assert r["seconds"] > 0 and isinstance(r["inputs_mb"], (int, float)) and isinstance(r["peak_mb"], float)
+    assert r["seconds"] > 0 and r["inputs_mb"] > -50 and isinstance(r["peak_mb"], float)
     if r["peer_error"]:  # a peer not installed says what to install
         assert "pip install" in r["peer_error"] and "peer_seconds" not in r
     else:

@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -44,6 +43,7 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _procmem beside this file
+from _peers import pytorch_ood_metrics  # noqa: E402
 from _procmem import fit_exponent, reset_peak, status_mb  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -199,27 +199,21 @@ def _protocol_case(builder):
 # --------------------------------------------------------------------------- peer cases
 
 def _import_pytorch_ood():
-    """pytorch-ood's ``OODMetrics``. Its package ``__init__`` imports torchvision (for its datasets and
-    models); without torchvision the ``metrics`` subpackage, which needs only torch, is imported on its own:
-    the peer's code runs unchanged, only its package ``__init__`` is skipped (said in the table's notes)."""
-    from importlib import metadata, util
+    """pytorch-ood's ``OODMetrics`` and a note for the table (see ``_peers.pytorch_ood_metrics``: without
+    torchvision only its package ``__init__`` is skipped, said in the note)."""
+    from importlib import metadata
 
-    if util.find_spec("pytorch_ood") is None:
-        raise PeerMissing("pytorch-ood not installed: pip install --no-deps pytorch-ood==0.4.0")
-    note = f"pytorch-ood {metadata.version('pytorch-ood')}"
     try:
-        from pytorch_ood.metrics import OODMetrics
-        return OODMetrics, note
+        found = pytorch_ood_metrics()
     except ModuleNotFoundError as err:
-        if err.name != "torchvision":
-            raise PeerMissing(f"pytorch-ood cannot import: {err}") from None
-    for name in [m for m in sys.modules if m == "pytorch_ood" or m.startswith("pytorch_ood.")]:
-        del sys.modules[name]
-    package = types.ModuleType("pytorch_ood")
-    package.__path__ = list(util.find_spec("pytorch_ood").submodule_search_locations)
-    sys.modules["pytorch_ood"] = package
-    from pytorch_ood.metrics import OODMetrics
-    return OODMetrics, note + " (metrics subpackage imported without the package __init__: torchvision absent)"
+        raise PeerMissing(f"pytorch-ood cannot import: {err}") from None
+    if found is None:
+        raise PeerMissing("pytorch-ood not installed: pip install --no-deps pytorch-ood==0.4.0")
+    metrics, whole = found
+    note = f"pytorch-ood {metadata.version('pytorch-ood')}"
+    if not whole:
+        note += " (metrics subpackage imported without the package __init__: torchvision absent)"
+    return metrics.OODMetrics, note
 
 
 def _import_torchmetrics():

@@ -21,18 +21,16 @@ Run with ``python -m pytest tests/benchmarks/test_bench_ood.py -q -s --benchmark
 default ``--benchmark-disable`` runs each body once as a plain test).
 """
 
-import importlib
 import json
 import os
 import subprocess
 import sys
 import time
 import tracemalloc
-import types
-from importlib import util
 from pathlib import Path
 
 import numpy as np
+from _peers import pytorch_ood_metrics
 from _procmem import fit_exponent, reset_peak, status_mb
 import pytest
 from sklearn.metrics import roc_curve
@@ -53,22 +51,10 @@ def _scores(seed: int = 0):
 
 def _pytorch_ood_metrics():
     """pytorch-ood's ``metrics`` subpackage (skips the test when pytorch-ood is not installed)."""
-    if "pytorch_ood.metrics" in sys.modules:
-        return sys.modules["pytorch_ood.metrics"]
-    spec = util.find_spec("pytorch_ood")
-    if spec is None:
+    found = pytorch_ood_metrics()
+    if found is None:
         pytest.skip("peer not installed: pip install --no-deps pytorch-ood")
-    try:
-        return importlib.import_module("pytorch_ood.metrics")
-    except ModuleNotFoundError as err:
-        if err.name != "torchvision":
-            raise
-    for name in [m for m in sys.modules if m == "pytorch_ood" or m.startswith("pytorch_ood.")]:
-        del sys.modules[name]
-    package = types.ModuleType("pytorch_ood")  # the package without its __init__ (which imports torchvision)
-    package.__path__ = list(spec.submodule_search_locations)
-    sys.modules["pytorch_ood"] = package
-    return importlib.import_module("pytorch_ood.metrics")
+    return found[0]
 
 
 def _peer_calls():
