@@ -209,6 +209,18 @@ def test_fpr_interp_depends_on_drop_intermediate_bitwise():
     assert fpr_at_tpr(k, u) == sk_fpr_interp(k, u)
 
 
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.95, 0.999])
+@pytest.mark.parametrize("positive", POSITIVES)
+def test_fpr_interp_across_long_collinear_runs_matches_sklearn_bitwise(target, positive):
+    # Runs of hundreds of collinear ROC points (99 unknowns between consecutive knowns, 300 knowns
+    # in a row): sklearn's drop_intermediate removes them all, so the two thinned points around the
+    # target lie far apart on the full curve (more than the first search window of 64).
+    k = np.r_[np.arange(0.0, 700.0, 100.0), np.arange(1000.0, 1300.0), np.full(3, 350.25)]
+    u = np.r_[np.arange(0.5, 700.5), np.arange(900.0, 905.0)]
+    assert roc_curve(np.r_[np.ones(k.size), np.zeros(u.size)], np.r_[k, u])[0].size < 40
+    assert fpr_at_tpr(k, u, target, positive, "interp") == sk_fpr_interp(k, u, target, positive)
+
+
 def test_fpr_first_differs_from_openood_when_drop_intermediate_removes_the_point():
     # 20 known: TPR >= 0.95 needs 19 accepted -> threshold 1: unknown >= 1 is 7/9.
     # The ROC vertices (fps, tps) = (5, 18), (7, 19), (9, 20) are collinear with equal

@@ -71,11 +71,15 @@ class Ranking:
         ``tps[i]`` / ``fps[i]`` (int64) count positives / negatives accepted at ``thresholds[i]``.
         Known positive: score ``s``, accept ``s >= t``; unknown positive: score ``-s``.
         """
-        if positive == "known":
-            tps = self.n_known - self._below(self.known_le)
-            fps = self.n_unknown - self._below(self.unknown_le)
-            return tps[::-1], fps[::-1], self.levels[::-1]
-        return self.unknown_le, self.known_le, -self.levels
+        key = ("counts", positive)
+        if key not in self._memo:
+            if positive == "known":
+                tps = self.n_known - self._below(self.known_le)
+                fps = self.n_unknown - self._below(self.unknown_le)
+                self._memo[key] = (tps[::-1], fps[::-1], self.levels[::-1])
+            else:
+                self._memo[key] = (self.unknown_le, self.known_le, -self.levels)
+        return self._memo[key]
 
     def roc(self, positive: str = "known", drop_intermediate: bool = False):
         """``(fpr, tpr, thresholds)`` float64 from ``(0, 0, +inf)`` to ``(1, 1)``, as ``sklearn.metrics.roc_curve``."""
@@ -110,29 +114,71 @@ class Ranking:
     def aupr(self, positive: str, method: str) -> float:
         """AP (``method="ap"``, ``average_precision_score``) or the trapezoid area of
         ``precision_recall_curve`` (``"trapezoid"``) with ``positive`` as the positive class."""
-        tps, fps, _ = self.counts(positive)
-        tps, fps = tps.astype(np.float64), fps.astype(np.float64)
-        precision = tps / (tps + fps)  # tps + fps >= 1 at every distinct score
-        recall = tps / tps[-1]
-        r = np.concatenate(([0.0], recall))
-        p = np.concatenate(([1.0], precision))
+        step, p = self._pr(positive)
         if method == "ap":
-            return float(max(0.0, np.sum(np.diff(r) * p[1:])))
-        return float(np.sum(np.diff(r) * (p[1:] + p[:-1]) / 2.0))
+            return float(max(0.0, np.sum(step * p[1:])))
+        return float(np.sum(step * (p[1:] + p[:-1]) / 2.0))
+
+    def _pr(self, positive: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(diff(recall), precision)`` with the ``(recall 0, precision 1)`` start prepended; both AUPR
+        conventions of one positive class share it."""
+        key = ("pr", positive)
+        if key not in self._memo:
+            tps, fps, _ = self.counts(positive)
+            tps, fps = tps.astype(np.float64), fps.astype(np.float64)
+            p = np.empty(tps.shape[0] + 1)
+            p[0] = 1.0
+            np.divide(tps, tps + fps, out=p[1:])  # tps + fps >= 1 at every distinct score
+            r = np.empty_like(p)
+            r[0] = 0.0
+            np.divide(tps, tps[-1], out=r[1:])
+            self._memo[key] = (np.diff(r), p)
+        return self._memo[key]
 
     def fpr_at_tpr(self, target: float, positive: str, rule: str) -> float:
         """FPR at TPR ``target``; ``rule`` ``"first"`` (full curve, first point reaching it) or ``"interp"``
-        (``np.interp`` on the curve with scikit-learn's ``drop_intermediate``; see :func:`ood.fpr_at_tpr`)."""
-        if rule == "first":
-            fpr, tpr, _ = self._roc(positive, drop_intermediate=False)
-            return float(fpr[np.argmax(tpr >= target)])  # tpr[-1] == 1 >= target
-        fpr, tpr, _ = self._roc(positive, drop_intermediate=True)
-        if np.all(tpr < target):
-            return 0.0
-        if np.all(tpr >= target):
-            return float(np.min(fpr[tpr >= target]))
-        return float(np.interp(target, tpr, fpr))
+        (``np.interp`` on the curve with scikit-learn's ``drop_intermediate``; see :func:`ood.fpr_at_tpr`).
 
+        ``"interp"`` never builds the thinned curve: ``np.interp`` reads only the two thinned points around
+        ``target`` (the last one with TPR ``<= target`` and the next), found on the full curve, whose values
+        are the thinned curve's own, so the result is the same float."""
+        fpr, tpr, _ = self._roc(positive, drop_intermediate=False)
+        if rule == "first":
+            return float(fpr[np.argmax(tpr >= target)])  # tpr[-1] == 1 >= target
+        if tpr[-1] < target:
+            return 0.0
+        if tpr[0] >= target:
+            return float(fpr[0])  # every point reaches target; fpr is non-decreasing from 0
+        last = int(np.searchsorted(tpr, target, side="right")) - 1  # tpr[last] <= target < tpr[last + 1]
+        if last == tpr.shape[0] - 1:
+            return float(fpr[last])
+        low, high = self._kept_around(positive, last)
+        return float(np.interp(target, tpr[[low, high]], fpr[[low, high]]))
+
+    def _kept_around(self, positive: str, index: int) -> tuple[int, int]:
+        """On the full curve (``(0, 0)`` at 0), the last point ``<= index`` and the first ``> index`` that
+        scikit-learn's ``drop_intermediate`` keeps: the ends of the counts and every count whose second
+        difference in ``fps`` or ``tps`` is non-zero. Searched in windows that double in size."""
+        tps, fps, _ = self.counts(positive)
+        m = tps.shape[0]
+
+        def kept(lo: int, hi: int) -> np.ndarray:  # full-curve indices in [lo, hi) that are kept
+            first, stop = max(lo - 1, 0), min(hi - 1, m)  # count i <-> full index i + 1
+            a, b = max(first, 1), min(stop, m - 1)  # inner counts: judged by their second differences
+            found = [np.array([0, 1, m], np.int64)]
+            if b > a:
+                bend = np.logical_or(np.diff(fps[a - 1:b + 1], 2), np.diff(tps[a - 1:b + 1], 2))
+                found.append(np.flatnonzero(bend) + a + 1)
+            found = np.unique(np.concatenate(found))
+            return found[(found >= lo) & (found < hi)]
+
+        width = 64
+        while True:
+            lo, hi = max(index + 1 - width, 0), min(index + 1 + width, m + 1)
+            below, above = kept(lo, index + 1), kept(index + 1, hi)
+            if below.shape[0] and above.shape[0]:
+                return int(below[-1]), int(above[0])
+            width *= 4
     def detection_error(self) -> float:
         """``min_t 0.5 (1 - TPR(t)) + 0.5 FPR(t)`` over the full ROC (known positive)."""
         fpr, tpr, _ = self._roc("known", False)

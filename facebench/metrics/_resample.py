@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from ._threads import map_ranges, usable_cpus
 
 __all__ = ["StratumCounts", "OpenSetResampler", "ResampleStreams", "iter_counts", "map_ranges", "default_threads",
            "open_set_strata"]
@@ -260,24 +260,7 @@ def default_threads(n_cells: int, n_resamples: int) -> int:
     """Threads for a bootstrap: 1 for small work (under ~2e7 cell draws), else the usable CPUs (at most 8)."""
     if n_cells * n_resamples < 20_000_000:
         return 1
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 8))
-
-
-def map_ranges(work, n_resamples: int, threads: int) -> None:
-    """Call ``work(first, stop)`` on ``threads`` contiguous ranges covering ``0..n_resamples-1``, in threads
-    (NumPy releases the GIL in the passes that matter); exceptions propagate."""
-    threads = max(1, min(threads, n_resamples))
-    if threads == 1:
-        work(0, n_resamples)
-        return
-    bounds = np.linspace(0, n_resamples, threads + 1).round().astype(int)
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for future in [pool.submit(work, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]:
-            future.result()
+    return usable_cpus()
 
 
 def open_set_strata(n_known: int, n_unknown: int) -> tuple[StratumCounts, StratumCounts]:

@@ -35,8 +35,9 @@ import numpy as np
 from facebench.errors import MetricInputError
 
 from . import bootstrap as bs
+from ._threads import map_blocks
 from ._validation import check_consistent_length, check_labels, check_positive_int, check_probs
-from .classification import top1
+from .classification import checked_top1
 
 __all__ = [
     "ece_convention",
@@ -89,10 +90,9 @@ def _assign_bins(confidence: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def _per_sample(y_true, probs, n_bins):
-    p = check_probs(probs)
+    p, conf, pred = checked_top1(probs)
     yt = check_labels(y_true, "y_true", n_classes=p.shape[1])
     check_consistent_length(y_true=yt, probs=p)
-    conf, pred = top1(p)
     return conf, pred == yt
 
 
@@ -115,10 +115,19 @@ def _check_confidence_pairs(confidence, correct) -> tuple[np.ndarray, np.ndarray
 
 
 def _bin_sums(conf: np.ndarray, correct: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per bin: (count, number correct, sum of confidence), from two ``bincount`` passes over the samples."""
-    bins = _assign_bins(conf, bin_edges(n_bins))
-    cells = np.bincount(2 * bins + correct, minlength=2 * n_bins).reshape(n_bins, 2)  # (bin, correct)
-    sum_conf = np.bincount(bins, weights=conf, minlength=n_bins)
+    """Per bin: (count, number correct, sum of confidence); row blocks binned and counted in threads."""
+    edges = bin_edges(n_bins)
+
+    def rows(first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        bins = _assign_bins(conf[first:stop], edges)
+        return (np.bincount(2 * bins + correct[first:stop], minlength=2 * n_bins),  # (bin, correct)
+                np.bincount(bins, weights=conf[first:stop], minlength=n_bins))
+
+    parts = map_blocks(rows, conf.shape[0])
+    cells = sum(c for c, _ in parts).reshape(n_bins, 2)
+    sum_conf = parts[0][1]
+    for _, partial in parts[1:]:  # in block order: the same bits on any number of CPUs
+        sum_conf = sum_conf + partial
     return cells.sum(axis=1), cells[:, 1], sum_conf
 
 
@@ -129,7 +138,11 @@ def reliability_from_confidence(confidence, correct, n_bins=DEFAULT_N_BINS) -> d
     predict counts as incorrect). Same binning and keys as :func:`reliability_bins`.
     """
     conf, corr = _check_confidence_pairs(confidence, correct)
-    n = check_positive_int(n_bins, "n_bins")
+    return _reliability(conf, corr, check_positive_int(n_bins, "n_bins"))
+
+
+def _reliability(conf: np.ndarray, corr: np.ndarray, n: int) -> dict:
+    """:func:`reliability_from_confidence` of checked float64 confidence and bool correctness."""
     counts, n_correct, sum_conf = _bin_sums(conf, corr, n)
     acc = np.full(n, np.nan)
     mconf = np.full(n, np.nan)
@@ -164,7 +177,7 @@ def reliability_bins(y_true, probs, n_bins=DEFAULT_N_BINS) -> dict:
     * ``confidence``: ``(n_bins,)`` mean max-probability per bin (NaN for empty bins).
     """
     conf, correct = _per_sample(y_true, probs, n_bins)
-    return reliability_from_confidence(conf, correct, n_bins)
+    return _reliability(conf, correct, check_positive_int(n_bins, "n_bins"))
 
 
 def expected_calibration_error(y_true, probs, n_bins=DEFAULT_N_BINS) -> float:

@@ -19,6 +19,8 @@ import numpy as np
 
 from facebench.errors import MetricInputError
 
+from ._threads import map_ranges, row_threads
+
 from ._validation import (
     check_classes,
     check_confusion_matrix,
@@ -221,14 +223,40 @@ def softmax(logits, axis=-1) -> np.ndarray:
     return e
 
 
+def checked_top1(probs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(probs, max, argmax)``: :func:`check_probs` and :func:`top1` in one pass over the matrix."""
+    p = np.asarray(probs)
+    if p.dtype != np.float64 or p.ndim != 2:
+        p = check_probs(p)
+        return (p, *top1(p))
+    arg = np.empty(p.shape[0], np.int64)
+    top = np.empty(p.shape[0], np.float64)
+
+    def each_block(first: int, stop: int, block: np.ndarray) -> None:
+        arg[first:stop] = block.argmax(axis=1)
+        top[first:stop] = np.take_along_axis(block, arg[first:stop, None], axis=1)[:, 0]
+
+    return check_probs(p, each_block=each_block), top, arg
+
+
 def top1(probs) -> tuple[np.ndarray, np.ndarray]:
     """``(max_c probs[:, c], argmax_c probs[:, c])`` of an (N, C) score matrix; argmax is the first maximum on ties.
 
     The maximum is read at the argmax (one row-wise reduction instead of two): the same values as
-    ``probs.max(axis=1)`` and ``probs.argmax(axis=1)`` (int64 indices).
+    ``probs.max(axis=1)`` and ``probs.argmax(axis=1)`` (int64 indices). From ``2**18`` rows on, row blocks
+    go to the usable CPUs (NumPy's ``argmax`` releases the GIL); every row's result is the same.
     """
     p = np.asarray(probs)
     if p.ndim != 2 or 0 in p.shape:
         raise MetricInputError(f"probs must be a non-empty (n_samples, n_classes) matrix, got shape {p.shape}")
-    arg = p.argmax(axis=1).astype(np.int64, copy=False)
-    return np.take_along_axis(p, arg[:, None], axis=1)[:, 0], arg
+    n = p.shape[0]
+    arg = np.empty(n, np.int64)
+    top = np.empty(n, p.dtype)
+
+    def rows(first: int, stop: int) -> None:
+        block = p[first:stop]
+        arg[first:stop] = block.argmax(axis=1)
+        top[first:stop] = np.take_along_axis(block, arg[first:stop, None], axis=1)[:, 0]
+
+    map_ranges(rows, n, row_threads(n))
+    return top, arg
