@@ -94,6 +94,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     from facebench.engine.store import PredictionStore, reset_cache_warnings
     from facebench.pipeline import evaluate as evaluate_step, execute as execute_step, plan as plan_step
     from facebench.pipeline import write as write_step
+    from facebench.pipeline.reuse import EvaluationReuse
 
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     set_hash_cache_root(cache_dir)  # the content hashes' stat cache lives beside the store (None: default)
@@ -119,7 +120,8 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
         return RunOutcome(out_dir, {}, {"rank": dist_ctx.rank, "world_size": dist_ctx.world_size,
                                         "total_s": round(time.perf_counter() - t0, 3)}, "", 0)
 
-    evaluation = evaluate_step.evaluate_tasks(planned, work, adapter, model, d, log)  # 3. evaluate (pure)
+    reuse = EvaluationReuse(store.root / "evaluations", log) if d["reuse_evaluations"] else None
+    evaluation = evaluate_step.evaluate_tasks(planned, work, adapter, model, d, log, reuse)  # 3. evaluate
     results = write_step.results_document(suite, adapter.describe(), evaluation)  # 4. write
     leaderboard = write_step.render_leaderboard(results, evaluation, log)
     distributed = ({"world_size": dist_ctx.world_size, "backend": dist_ctx.backend} if dist_ctx.distributed

@@ -82,6 +82,9 @@ SETTINGS: tuple[Setting, ...] = (
             "0 reads each batch in line (predictions are the same either way)", low=0, high=64),
     Setting("decode_cache", (bool,), True, "decode each split once into a memory-mapped uint8 cache in the cache "
             "folder (default on)", cli="onoff"),
+    Setting("reuse_evaluations", (bool,), True, "read a task's result back from the cache folder when its "
+            "predictions, data, parameters and facebench code are unchanged (default on; off recomputes)",
+            cli="onoff"),
     Setting("channels_last", (bool,), False, "channels-last memory format for inputs and conv weights",
             cli="switch"),
     Setting("compile", (bool, str), False, "torch.compile the model's forward (optional mode: reduce-overhead, "

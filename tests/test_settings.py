@@ -39,7 +39,7 @@ BAD = [
     ("missing_data", "ignore", "ignore"), ("on_bad_image", "ignore", "ignore"),
     ("device", "gpu", "gpu"), ("device", "cuda:x", "cuda:x"), ("device", 0, None),
     ("compile", "fast", "fast"), ("compile", 1, None),
-    ("decode_cache", "yes", "yes"), ("channels_last", "yes", None),
+    ("decode_cache", "yes", "yes"), ("reuse_evaluations", "no", "no"), ("channels_last", "yes", None),
     ("data_root", 5, None), ("model", 5, None), ("model_args", [1], None),
 ]
 
@@ -90,7 +90,7 @@ def test_defaults_keep_their_values_and_are_fresh():
     expected = {"batch_size": 256, "device": "auto", "amp": "none", "num_workers": "auto", "seed": 0,
                 "bootstrap": 1000, "confidence": 0.95, "data_root": None, "missing_data": "error",
                 "on_bad_image": "error", "shard_size": 2048, "prefetch": 3, "decode_cache": True,
-                "channels_last": False, "compile": False, "model": None, "model_args": {}}
+                "reuse_evaluations": True, "channels_last": False, "compile": False, "model": None, "model_args": {}}
     assert settings.defaults() == expected == DEFAULTS
     first = settings.defaults()
     first["model_args"]["x"] = 1
@@ -235,6 +235,7 @@ def test_bad_api_overrides_raise_before_anything_runs(tmp_path, monkeypatch, nam
     (["--prefetch", "0"], {"prefetch": 0}),
     (["--decode-cache", "off"], {"decode_cache": False}),
     (["--decode-cache", "on"], {"decode_cache": True}),
+    (["--reuse-evaluations", "off"], {"reuse_evaluations": False}),
     (["--channels-last"], {"channels_last": True}),
     (["--compile"], {"compile": True}),
     (["--compile", "max-autotune"], {"compile": "max-autotune"}),

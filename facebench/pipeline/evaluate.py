@@ -16,8 +16,10 @@ from typing import Callable
 
 from facebench.errors import EXIT_NOTHING_EVALUATED, EXIT_OK, EXIT_TASK_FAILED
 from facebench.pipeline.plan import PlannedTask, SplitWork
+from facebench.pipeline.reuse import EvaluationReuse, evaluation_key
 from facebench.protocols.base import EvalContext, ExtraSplit
 from facebench.records import TaskOutcome
+from facebench.report.figure_index import as_stored
 
 
 @dataclass
@@ -38,23 +40,24 @@ def debug_traceback() -> str:
 
 
 def evaluate_tasks(planned: list[PlannedTask], work: dict[str, SplitWork], adapter, model: str, defaults: dict,
-                   log: Callable[[str], None]) -> Evaluation:
+                   log: Callable[[str], None], reuse: EvaluationReuse | None = None) -> Evaluation:
     """Evaluate every runnable task of ``model`` (its name in the records); skipped tasks get their
-    ``skipped`` outcome."""
+    ``skipped`` outcome. With ``reuse``, a task whose inputs, parameters and code are unchanged reads its
+    protocol result back (``facebench.pipeline.reuse``) instead of computing it again."""
     result = Evaluation()
     for item in planned:
         if item.status != "ok":
             result.outcomes.append(TaskOutcome(item.task.to_dict(), "skipped", item.reason))
             continue
         t0 = time.perf_counter()
-        outcome, records, samples = _evaluate_task(item, work, adapter, model, defaults, log)
+        outcome, records, samples, reused = _evaluate_task(item, work, adapter, model, defaults, log, reuse)
         result.outcomes.append(outcome)
         result.records += records
         if samples is not None:
             result.samples[item.task.name] = samples
         if outcome.status == "failed":
             result.exit_code = EXIT_TASK_FAILED
-        _account(result, item, work, time.perf_counter() - t0)
+        _account(result, item, work, time.perf_counter() - t0, reused)
     if result.exit_code == EXIT_OK and not any(o.status == "ok" for o in result.outcomes):
         result.exit_code = EXIT_NOTHING_EVALUATED  # the run folder is still written: it records why
         log("nothing was evaluated: every task was skipped ("
@@ -63,7 +66,8 @@ def evaluate_tasks(planned: list[PlannedTask], work: dict[str, SplitWork], adapt
 
 
 def _evaluate_task(item: PlannedTask, work: dict[str, SplitWork], adapter, model: str, defaults: dict,
-                   log: Callable[[str], None]) -> tuple[TaskOutcome, list[dict], dict | None]:
+                   log: Callable[[str], None], reuse: EvaluationReuse | None
+                   ) -> tuple[TaskOutcome, list[dict], dict | None, bool]:
     own = work[item.task.ref.key()]
     extras = {role: ExtraSplit(work[ref.key()].dataset, work[ref.key()].preds) for role, ref in item.refs.items()}
     ctx = EvalContext(dataset=own.dataset, predictions=own.preds, head=item.head,
@@ -73,18 +77,25 @@ def _evaluate_task(item: PlannedTask, work: dict[str, SplitWork], adapter, model
     described = dict(task=item.task.to_dict(), head=item.head, fingerprints=fps, n=len(own.dataset),
                      extra_splits=_extra_splits(item, work) or None,
                      skipped_extra_splits=dict(item.skipped_refs) or None, bad_images=own.bad_images)
-    try:
-        result = item.protocol.evaluate(ctx)
-    except Exception as err:  # keep the other tasks' results
-        log(f"task {item.task.name} failed: {type(err).__name__}: {err}{debug_traceback()}")
-        return TaskOutcome(status="failed", reason=f"{type(err).__name__}: {err}", **described), [], None
+    key = evaluation_key(item.protocol, ctx) if reuse is not None else None
+    result = reuse.get(key) if reuse is not None else None
+    reused = result is not None
+    if result is None:
+        try:
+            result = item.protocol.evaluate(ctx)
+        except Exception as err:  # keep the other tasks' results
+            log(f"task {item.task.name} failed: {type(err).__name__}: {err}{debug_traceback()}")
+            return TaskOutcome(status="failed", reason=f"{type(err).__name__}: {err}", **described), [], None, False
+        result.details = as_stored(result.details)  # as results.json holds them: a reused result is the same
+        if reuse is not None:
+            reuse.put(key, result)
     for w in result.warnings:
         log(f"warning ({item.task.name}): {w}")
     where = {"task": item.task.name, "dataset": own.dataset.name, "split": own.dataset.split,
              "protocol": item.task.protocol, "model": model}
     records = [{**where, **rec.to_dict(), "fingerprints": fps} for rec in result.records]
     outcome = TaskOutcome(status="ok", details=result.details, warnings=tuple(result.warnings), **described)
-    return outcome, records, result.samples
+    return outcome, records, result.samples, reused
 
 
 def _fingerprints(item: PlannedTask, own: SplitWork, extras: dict, adapter) -> dict:
@@ -106,14 +117,15 @@ def _extra_splits(item: PlannedTask, work: dict[str, SplitWork]) -> dict:
     return out
 
 
-def _account(result: Evaluation, item: PlannedTask, work: dict[str, SplitWork], evaluate_s: float) -> None:
+def _account(result: Evaluation, item: PlannedTask, work: dict[str, SplitWork], evaluate_s: float,
+             reused: bool) -> None:
     """The task's timings and store keys, for the manifest."""
     own = work[item.task.ref.key()]
     report = own.report
     result.timings[item.task.name] = {"inference_s": round(report.seconds, 3), "reused": report.reused,
                                       "resumed_samples": report.resumed_samples,
                                       "computed_samples": report.computed_samples, "load_s": round(own.load_s, 3),
-                                      "evaluate_s": round(evaluate_s, 3)}
+                                      "evaluate_s": round(evaluate_s, 3), "evaluation_reused": reused}
     result.store_keys[item.task.name] = report.key
     extra_keys = {role: work[ref.key()].report.key for role, ref in item.refs.items() if ref.predictions}
     if extra_keys:
