@@ -110,9 +110,9 @@ def _add_cache_parser(sub) -> None:
     cache.add_argument("--cache-dir", help="cache folder (default $FACEBENCH_CACHE or ~/.cache/facebench)")
     cache.add_argument("--model", help="clear: only prediction entries of this model")
     cache.add_argument("--dataset", help="clear: only entries of this dataset")
-    cache.add_argument("--only", choices=["predictions", "decoded", "hashes"],
-                       help="clear: only the prediction store, the decoded-image cache, or the content-hash "
-                            "and header-scan caches")
+    cache.add_argument("--only", choices=["predictions", "decoded", "hashes", "evaluations"],
+                       help="clear: only the prediction store, the decoded-image cache, the content-hash "
+                            "and header-scan caches, or the stored evaluations")
 
 
 def cmd_run(args) -> int:
@@ -205,9 +205,11 @@ def _size(n: int) -> str:
 def cmd_cache(args) -> int:
     from facebench.engine.decoded import DecodedCache
     from facebench.engine.store import PredictionStore
+    from facebench.pipeline.reuse import EvaluationReuse
 
     store = PredictionStore(args.cache_dir)
     decoded = DecodedCache(store.root)
+    evaluations = EvaluationReuse(store.root / "evaluations", warn=print)
     rows, decoded_rows = store.entries(), decoded.entries()
     if args.action == "ls":
         print(f"prediction store: {store.root}")
@@ -230,6 +232,9 @@ def cmd_cache(args) -> int:
         files = _small_cache_files(store.root)
         print(f"content-hash and scan caches: {store.root / 'hashes'}, {store.root / 'scan'}  "
               f"{len(files)} files, {_size(sum(f.stat().st_size for f in files))}")
+        stored = evaluations.files()
+        print(f"stored evaluations: {evaluations.root}  {sum(f.suffix == '.json' for f in stored)} results, "
+              f"{_size(sum(f.stat().st_size for f in stored))}")
         return EXIT_OK
     removed = 0
     if args.only in (None, "predictions"):
@@ -240,13 +245,18 @@ def cmd_cache(args) -> int:
     if args.only in (None, "decoded") and not args.model:  # decoded images belong to no model
         removed += decoded.clear([r["key"] for r in decoded_rows
                                   if not args.dataset or (r["meta"] or {}).get("dataset") == args.dataset])
+    results = 0
+    if args.only in (None, "evaluations") and not args.model and not args.dataset:
+        results = evaluations.clear()  # keyed by content, not by model or dataset: cleared whole only
     small = 0
     if args.only in (None, "hashes") and not args.model and not args.dataset:
         for f in _small_cache_files(store.root):  # only the files facebench names so; never a user's file
             f.unlink(missing_ok=True)
             small += 1
+    also = [f"{results} stored evaluation{'' if results == 1 else 's'}"] if results else []
+    also += [f"{small} content-hash / scan cache file{'' if small == 1 else 's'}"] if small else []
     print(f"removed {removed} entr{'y' if removed == 1 else 'ies'} from {store.root}"
-          + (f" (and {small} content-hash / scan cache file{'' if small == 1 else 's'})" if small else ""))
+          + (f" (and {', '.join(also)})" if also else ""))
     return EXIT_OK
 
 

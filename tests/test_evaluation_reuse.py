@@ -138,3 +138,24 @@ def test_a_stored_result_round_trips(split, tmp_path):
     for k, v in (result.samples or {}).items():
         np.testing.assert_array_equal(back.samples[k], v)
     assert store.get("cd" * 16) is None
+
+
+def test_cache_clear_removes_stored_evaluations_and_nothing_else(tmp_path, capsys):
+    from facebench.cli import main
+
+    _run(tmp_path, "a")
+    root = tmp_path / "cache" / "evaluations"
+    stored = EvaluationReuse(root, warn=print).files()
+    assert sum(f.suffix == ".json" for f in stored) == 3
+    mine = root / "notes.txt"
+    mine.write_text("a user's file")
+    (root / "ab").mkdir(exist_ok=True)
+    (root / "ab" / "keep.json").write_text("{}")
+    assert main(["cache", "ls", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert "stored evaluations" in capsys.readouterr().out
+    assert main(["cache", "clear", "--only", "evaluations", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert "removed 0 entries" in (out := capsys.readouterr().out) and "(and 3 stored evaluations)" in out
+    assert EvaluationReuse(root, warn=print).files() == []
+    assert mine.exists() and (root / "ab" / "keep.json").exists()
+    again = _run(tmp_path, "b")
+    assert not any(v["evaluation_reused"] for v in again.manifest["timings"].values())

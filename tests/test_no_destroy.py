@@ -285,11 +285,17 @@ def test_cache_clear_removes_only_facebench_entries(suite, tmp_path):
     (cache / "decoded" / ("cd" * 12)).mkdir()
     (cache / "decoded" / ("cd" * 12) / "x.bin").write_bytes(b"mine")
     own_small = [*cache.glob("hashes/*.npz"), *cache.glob("hashes/lists/*.npz"), *cache.glob("scan/*.npz")]
+    evaluations = [*cache.glob("evaluations/*/*.json"), *cache.glob("evaluations/*/*.npz")]  # stored results
     (cache / "hashes" / "mine.npz").write_text("a user's file beside them, not hex-named")
+    (cache / "evaluations" / "ab").mkdir()
+    (cache / "evaluations" / "ab" / "mine.json").write_text("{}")  # not key-named
     users = {p: p.read_bytes() for p in cache.rglob("*")
-             if p.is_file() and p not in own_small and not any(p.is_relative_to(e) for e in [*entries, stale])}
+             if p.is_file() and p not in own_small + evaluations
+             and not any(p.is_relative_to(e) for e in [*entries, stale])}
     code, output = run_cli(["cache", "clear", "--cache-dir", str(cache)])
-    assert code == 0 and f"removed {len(entries)} entries" in output
+    n_results = sum(p.suffix == ".json" for p in evaluations)
+    assert n_results >= 1 and not any(p.exists() for p in evaluations)
+    assert code == 0 and f"removed {len(entries)} entries" in output and f"{n_results} stored evaluation" in output
     assert own_small and not any(p.exists() for p in own_small)
     assert not any(e.exists() for e in entries) and not stale.exists()
     assert {p: p.read_bytes() for p in users} == users

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -34,6 +35,7 @@ from facebench.records import MetricRecord
 __all__ = ["EvaluationReuse", "code_fingerprint", "evaluation_key"]
 
 FORMAT = 1
+_ENTRY = re.compile(r"[0-9a-f]{32}\.(json|npz)")
 
 
 @lru_cache(maxsize=1)
@@ -135,3 +137,22 @@ class EvaluationReuse:
         except (OSError, TypeError, ValueError) as err:
             self.warn(f"the evaluation could not be stored in {self.root} ({type(err).__name__}: {err}); "
                       f"the run's results are not affected")
+
+    def files(self) -> list[Path]:
+        """The entries' files: ``<2 hex>/<32 hex>.json|.npz`` regular files only (never a user's file)."""
+        out = []
+        try:
+            folders = [f for f in self.root.iterdir() if re.fullmatch(r"[0-9a-f]{2}", f.name) and f.is_dir()]
+        except OSError:
+            return out
+        for folder in folders:
+            out += [f for f in folder.iterdir() if _ENTRY.fullmatch(f.name) and f.name.startswith(folder.name)
+                    and f.is_file() and not f.is_symlink()]
+        return sorted(out)
+
+    def clear(self) -> int:
+        """Delete every entry (the files of :meth:`files`); returns how many results were removed."""
+        files = self.files()
+        for f in files:
+            f.unlink(missing_ok=True)
+        return sum(f.suffix == ".json" for f in files)
