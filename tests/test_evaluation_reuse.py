@@ -159,3 +159,12 @@ def test_cache_clear_removes_stored_evaluations_and_nothing_else(tmp_path, capsy
     assert mine.exists() and (root / "ab" / "keep.json").exists()
     again = _run(tmp_path, "b")
     assert not any(v["evaluation_reused"] for v in again.manifest["timings"].values())
+
+
+def test_plug_in_protocols_are_never_reused():
+    from facebench.pipeline.reuse import reusable
+
+    class PluginProtocol(ClosedSetProtocol):  # defined outside the facebench package (here: the tests)
+        pass
+
+    assert reusable(ClosedSetProtocol()) and not reusable(PluginProtocol())

@@ -16,7 +16,7 @@ from typing import Callable
 
 from facebench.errors import EXIT_NOTHING_EVALUATED, EXIT_OK, EXIT_TASK_FAILED
 from facebench.pipeline.plan import PlannedTask, SplitWork
-from facebench.pipeline.reuse import EvaluationReuse, evaluation_key
+from facebench.pipeline.reuse import EvaluationReuse, evaluation_key, reusable
 from facebench.protocols.base import EvalContext, ExtraSplit
 from facebench.records import TaskOutcome
 from facebench.report.figure_index import as_stored
@@ -77,6 +77,7 @@ def _evaluate_task(item: PlannedTask, work: dict[str, SplitWork], adapter, model
     described = dict(task=item.task.to_dict(), head=item.head, fingerprints=fps, n=len(own.dataset),
                      extra_splits=_extra_splits(item, work) or None,
                      skipped_extra_splits=dict(item.skipped_refs) or None, bad_images=own.bad_images)
+    reuse = reuse if reuse is not None and reusable(item.protocol) else None
     key = evaluation_key(item.protocol, ctx) if reuse is not None else None
     result = reuse.get(key) if reuse is not None else None
     reused = result is not None

@@ -12,6 +12,9 @@ module lets it read the result back instead, and only when nothing it depends on
   predictions it is evaluated on (ids and every output array), so an adapter with a weak fingerprint
   cannot make a stale result look current.
 
+Only protocols defined inside the facebench package are reused: a plug-in protocol's code is not in the
+key, so it is always evaluated.
+
 An entry is ``<root>/<key[:2]>/<key>.json`` (records as ``MetricRecord.to_dict``, details and warnings as
 results.json stores them) and, for per-sample outcomes, ``<key>.npz`` (read with ``allow_pickle=False``).
 An entry that cannot be read is ignored and recomputed (a warning says so); writing one that fails only warns.
@@ -32,7 +35,7 @@ import numpy as np
 from facebench.atomic import atomic_save_npz, atomic_write_text
 from facebench.records import MetricRecord
 
-__all__ = ["EvaluationReuse", "code_fingerprint", "evaluation_key"]
+__all__ = ["EvaluationReuse", "code_fingerprint", "evaluation_key", "reusable"]
 
 FORMAT = 1
 _ENTRY = re.compile(r"[0-9a-f]{32}\.(json|npz)")
@@ -76,6 +79,11 @@ def split_digest(dataset, predictions) -> str:
     else:
         _hash_arrays(h, {"ids": predictions.ids, **{f"output:{k}": v for k, v in predictions.outputs.items()}})
     return h.hexdigest()
+
+
+def reusable(protocol) -> bool:
+    """Whether ``protocol``'s code is covered by :func:`code_fingerprint` (defined in the facebench package)."""
+    return type(protocol).__module__.split(".")[0] == "facebench"
 
 
 def evaluation_key(protocol, ctx) -> str:
