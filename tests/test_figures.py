@@ -147,6 +147,88 @@ def test_pdf_embeds_truetype_not_type3(rendered):
     assert b"DejaVu" in pdf
 
 
+# ------------------------------------------------------------- one drawing pass per format, lean font subsets
+def _savefig_both(fig, stem):
+    """The files as ``Figure.savefig`` writes them (a layout pass, then a drawing pass, per format)."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    png, pdf = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")
+    fig.savefig(png, format="png", dpi=F.DPI, metadata=F._PNG_METADATA)
+    fig.savefig(pdf, format="pdf", metadata=F._PDF_METADATA)
+    return [png, pdf]
+
+
+def test_one_pass_per_format_writes_the_bytes_savefig_writes(rendered, tmp_path, monkeypatch):
+    _, ours = rendered
+    monkeypatch.setattr(F, "_save", _savefig_both)
+    theirs = render_all(tmp_path / "savefig")
+    monkeypatch.undo()
+    monkeypatch.setattr(F._FontSubsetSwap, "supported", staticmethod(lambda: False))  # matplotlib's own subsets
+    same_fonts = render_all(tmp_path / "same_fonts")
+    for a, b, c in zip(ours, theirs, same_fonts):
+        assert a.name == b.name == c.name
+        assert _sha(b) == _sha(c), b.name  # PNG and PDF: savefig's bytes
+        if a.suffix == ".png":
+            assert _sha(a) == _sha(b), a.name
+
+
+def _pdf_streams(path: Path) -> list[bytes]:
+    import re
+    import zlib
+
+    return [zlib.decompress(m.group(1)) for m in re.finditer(rb"stream\r?\n(.*?)endstream", path.read_bytes(), re.S)]
+
+
+def test_pdfs_differ_from_savefig_only_in_the_embedded_font_program(rendered, tmp_path, monkeypatch):
+    out, _ = rendered
+    monkeypatch.setattr(F, "_save", _savefig_both)
+    render_all(tmp_path)
+    for name in ("cm.pdf", "reliability.pdf", "roc_log.pdf", "scatter_multi.pdf"):
+        is_font = lambda s: s[:4] in (b"\x00\x01\x00\x00", b"true", b"OTTO")  # noqa: E731
+        ours, theirs = _pdf_streams(out / name), _pdf_streams(tmp_path / name)
+        assert [s for s in ours if not is_font(s)] == [s for s in theirs if not is_font(s)], name
+        assert len([s for s in ours if is_font(s)]) == len([s for s in theirs if is_font(s)]) >= 1
+
+
+def test_pdf_font_subset_keeps_every_glyph_and_drops_the_layout_tables():
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    if not F._FontSubsetSwap.supported():
+        pytest.skip("this matplotlib subsets fonts through another interface; its own subsetting is used")
+    fontfile = font_manager.FontPath(font_manager.findfont("DejaVu Sans"), 0)
+    ft = FT2Font(fontfile)
+    gids = {ft.get_char_index(ord(c)) for c in "Accuracy fi 0.5% \u2212 \u00d7 ECE = 4.2"} | {0}
+    with F._backend_pdf_ps.get_glyphs_subset(fontfile, gids) as theirs, F._pdf_font_subset(fontfile, gids) as ours:
+        assert {"GSUB", "GPOS"} <= set(theirs.font.keys())  # there is something to leave out
+        assert set(ours.font.keys()) - {"GlyphOrder"} <= F._PDF_FONT_TABLES
+        assert not {"GSUB", "GPOS", "GDEF", "kern", "MATH"} & set(ours.font.keys())
+        t_order, o_order = theirs.font.getGlyphOrder(), ours.font.getGlyphOrder()
+        t_glyf, o_glyf = theirs.font["glyf"], ours.font["glyf"]
+        for gid in gids:
+            name = t_order[theirs.glyph_index_map[gid]]
+            assert o_order[ours.glyph_index_map[gid]] == name
+            assert o_glyf[name].compile(o_glyf) == t_glyf[name].compile(t_glyf), name
+            assert ours.font["hmtx"][name] == theirs.font["hmtx"][name], name
+        assert set(o_order) <= set(t_order)  # only glyphs no text asked for (ligatures, math pieces) left out
+
+
+def test_font_subset_swap_is_scoped_and_nests():
+    if not F._FontSubsetSwap.supported():
+        pytest.skip("this matplotlib subsets fonts through another interface")
+    original = F._backend_pdf_ps.get_glyphs_subset
+    swap = F._FontSubsetSwap()
+    with swap.active():
+        with swap.active():
+            assert F._backend_pdf_ps.get_glyphs_subset is F._pdf_font_subset
+        assert F._backend_pdf_ps.get_glyphs_subset is F._pdf_font_subset
+    assert F._backend_pdf_ps.get_glyphs_subset is original
+    with pytest.raises(RuntimeError):
+        with swap.active():
+            raise RuntimeError("a failed PDF")
+    assert F._backend_pdf_ps.get_glyphs_subset is original
+
+
 # ----------------------------------------------------------------------------------- small helpers
 def test_row_normalise_rows_sum_to_one_and_empty_rows_are_nan():
     cm = np.array([[8, 1, 1], [0, 0, 0], [2, 3, 5]])
