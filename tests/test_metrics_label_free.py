@@ -192,6 +192,49 @@ def test_indicator_table_equals_set_by_set_calls():
     assert lf.indicator_table([])[0].shape == (0, len(INDICATORS))
 
 
+def test_threaded_em_blocks_change_no_bit(monkeypatch):
+    """Batches cut into blocks of whole sets and run in threads give the fits of one block run alone."""
+    sets = [_mixture(150, 50, mu_hi=m, seed=k) for k, m in enumerate((0.5, 1.0, 2.0, 3.0, 4.0))]
+    sets += [_mixture(60, 40, seed=k) for k in range(3)] + [np.round(sets[0], 1)]
+    monkeypatch.setattr(lf, "usable_cpus", lambda: 1)
+    alone = lf.fit_gmm_1d_many(sets)
+    monkeypatch.setattr(lf, "usable_cpus", lambda: 3)
+    monkeypatch.setattr(lf, "_EM_PARALLEL_ELEMENTS", 1)  # every length split over 3 threads
+    assert all(_same_bits(a, b) for a, b in zip(lf.fit_gmm_1d_many(sets), alone))
+    assert lf._even_bounds(7, 3) == ([0, 2, 5], [2, 5, 7]) and lf._even_bounds(2, 1) == ([0], [2])
+
+
+def test_indicator_table_reads_features_only_for_the_builtin_indicators(monkeypatch):
+    sets = [_mixture(150, 50, mu_hi=m, seed=k) for k, m in enumerate((0.5, 2.0))] + [_mixture(20, 30, seed=4)]
+    registry = {**INDICATORS, "gmm_auroc": lambda x: 0.25, "range": lambda x: float(np.ptp(x))}
+    monkeypatch.setattr(lf, "INDICATORS", registry)
+    rows, feats = lf.indicator_table(sets)
+    assert rows[:, 0].tolist() == [0.25] * 3 and rows[:, -1].tolist() == [float(np.ptp(x)) for x in sets]
+    assert rows[:, 1:-1].tobytes() == np.array([[fn(x) for fn in list(INDICATORS.values())[1:]]
+                                                for x in sets]).tobytes()
+    assert feats.tobytes() == np.array([list(score_features(x).values()) for x in sets]).tobytes()
+
+
+@pytest.mark.parametrize("bad, message", [(np.arange(3.0), "needs at least 4"), (np.full(9, 0.5), "constant")])
+def test_indicator_table_errors_are_the_indicators(bad, message):
+    with pytest.raises(ValueError, match=message):
+        bimodality_coefficient(bad)
+    with pytest.raises(ValueError, match=message):
+        lf.indicator_table([_mixture(50, 50), bad])
+
+
+def test_cot_estimates_are_cot_estimate_set_by_set():
+    rng = np.random.default_rng(2)
+    sets = [rng.dirichlet(np.ones(4), n) for n in (5, 40, 33, 12)]
+    marginal = [0.1, 0.2, 0.3, 0.4]
+    seeds = [1, 2, 3, 4]
+    want = [cot_estimate(p, marginal, seed=s, max_batch=10) for p, s in zip(sets, seeds)]
+    assert lf.cot_estimates(sets, marginal, seeds, max_batch=10) == want
+    assert lf.cot_estimates([], marginal, []) == []
+    with pytest.raises(ValueError, match="one seed per target set"):
+        lf.cot_estimates(sets, marginal, seeds[:2])
+
+
 def test_ashman_d_by_hand():
     fit = {"weights": np.array([0.4, 0.6]), "means": np.array([0.0, 3.0]), "stds": np.array([1.0, 2.0])}
     assert lf._ashman_from_fit(fit) == pytest.approx(math.sqrt(2) * 3 / math.sqrt(5), abs=1e-15)

@@ -263,6 +263,70 @@ def test_nonlinear_map_constant_target_and_2d():
     assert m.predict(X).shape == (20,)
 
 
+def _sklearn_mlp(Z, t, **kwargs):
+    from sklearn.neural_network import MLPRegressor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning where max_iter is reached
+        return MLPRegressor(random_state=kwargs.pop("seed", 0), **kwargs).fit(Z, t)
+
+
+def _same_layers(m, ref) -> bool:
+    return all(a.tobytes() == b.tobytes() for a, b in zip(m.coefs_ + m.intercepts_, ref.coefs_ + ref.intercepts_))
+
+
+@pytest.mark.parametrize("case", [
+    {},  # the protocol's map: one hidden layer of 16, alpha 1e-3, converges
+    {"hidden_layer_sizes": (8, 5), "alpha": 0.5, "seed": 3},  # two hidden layers (ReLU derivative between them)
+    {"hidden_layer_sizes": (30,), "max_iter": 7, "seed": 11},  # stops at max_iter
+    {"hidden_layer_sizes": (3,), "alpha": 0.0, "seed": 5},  # no penalty; few units, some may die
+])
+def test_nonlinear_map_lbfgs_is_sklearns_mlp_bit_for_bit(case):
+    """The L-BFGS fit runs sklearn's arithmetic itself: the same weights, iterations and predictions as
+    MLPRegressor(solver="lbfgs") on the standardised data, to the last bit."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(72, 15)) * rng.uniform(0.1, 10, 15) + rng.normal(size=15)
+    y = 0.7 + 0.1 * np.tanh(X[:, 0] - X[:, 3]) + rng.normal(0, 0.01, 72)
+    kwargs = {"hidden_layer_sizes": (16,), "alpha": 1e-3, "max_iter": 5000, **case}
+    m = NonLinearMap(**kwargs).fit(X, y)
+    ref = _sklearn_mlp((X - m.x_mean_) / m.x_scale_, (y - m.y_mean_) / m.y_scale_, solver="lbfgs", **kwargs)
+    assert _same_layers(m, ref) and m.n_iter_ == ref.n_iter_
+    assert m.converged_ == (ref.n_iter_ < kwargs["max_iter"])
+    X_new = rng.normal(size=(9, 15)) * 3
+    want = ref.predict((X_new - m.x_mean_) / m.x_scale_) * m.y_scale_ + m.y_mean_
+    assert m.predict(X_new).tobytes() == want.tobytes()
+
+
+def test_mlp_loss_jac_at_another_point_recomputes():
+    rng = np.random.default_rng(0)
+    loss = meta_eval._MLPLoss(rng.normal(size=(20, 3)), rng.normal(size=(20, 1)), (3, 4, 1), 0.1)
+    p, q = rng.normal(size=21), rng.normal(size=21)
+    f_p, g_p = loss(p)
+    assert loss.fun(p) == f_p and loss.jac(p).tobytes() == g_p.tobytes()
+    assert loss.jac(q).tobytes() == loss(q)[1].tobytes() != g_p.tobytes()
+    # the gradient is the loss's: central differences agree
+    e = np.eye(21)[7] * 1e-6
+    assert (loss.fun(q + e) - loss.fun(q - e)) / 2e-6 == pytest.approx(loss(q)[1][7], rel=1e-5)
+
+
+def test_nonlinear_map_adam_fits_sklearn_and_predicts_its_numbers():
+    x = np.linspace(0, 1, 40)
+    y = 0.6 + 0.3 * x
+    m = NonLinearMap(seed=2, solver="adam", max_iter=50).fit(x, y)
+    ref = _sklearn_mlp(((x - m.x_mean_) / m.x_scale_)[:, None], (y - m.y_mean_) / m.y_scale_, seed=2,
+                       hidden_layer_sizes=(16,), alpha=1e-3, max_iter=50, solver="adam")
+    assert _same_layers(m, ref) and m.n_iter_ == ref.n_iter_ == 50 and not m.converged_
+    want = ref.predict(((x - m.x_mean_) / m.x_scale_)[:, None]) * m.y_scale_ + m.y_mean_
+    assert m.predict(x).tobytes() == want.tobytes()
+
+
+def test_nonlinear_map_parameter_errors():
+    with pytest.raises(ValueError, match="hidden_layer_sizes entry must be >= 1"):
+        NonLinearMap(hidden_layer_sizes=(16, 0))
+    with pytest.raises(ValueError, match="solver"):
+        NonLinearMap(solver="newton")
+
+
 # --------------------------------------------------------------------------- leave-one-family-out
 
 def _manual_lofo(X, y, fam, factory):
@@ -310,3 +374,52 @@ def test_lofo_errors():
         leave_one_family_out(x, y[:5], [0, 1, 2, 0, 1, 2], LinearMap)
     with pytest.raises(ValueError, match="callable"):
         leave_one_family_out(x, y, [0, 1, 2, 0, 1, 2], LinearMap())
+
+
+class _FailsOnFamily:
+    """A picklable map that fails when fitted without one training value (the fold that holds it out)."""
+
+    fit_in_processes = True
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def fit(self, X, y):
+        if self.marker not in np.asarray(y):
+            raise ValueError(f"fold without {self.marker}")
+        self.mean_ = float(np.mean(y))
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.mean_)
+
+
+def test_lofo_in_worker_processes_gives_the_same_bits():
+    """Folds fitted by forked workers (or here) are the same numbers; errors surface in fold order."""
+    rng = np.random.default_rng(3)
+    fam = np.repeat(["a", "b", "c", "d", "e"], 7)
+    X = rng.normal(size=(35, 4))
+    y = 0.7 + 0.05 * X[:, 0] + rng.normal(0, 0.01, 35)
+    def factory():
+        return NonLinearMap(seed=1, max_iter=300)
+
+    here = leave_one_family_out(X, y, fam, factory, processes=0)
+    assert leave_one_family_out(X, y, fam, factory, processes=3).tobytes() == here.tobytes()
+    assert leave_one_family_out(X, y, fam, factory).tobytes() == here.tobytes()
+    assert here.tobytes() == _manual_lofo(X, y, fam, factory).tobytes()
+    y[7] = 5.0  # family "b" holds it: only the fold holding "b" out fails
+    with pytest.raises(ValueError, match="fold without 5.0"):
+        leave_one_family_out(X, y, fam, lambda: _FailsOnFamily(5.0), processes=2)
+    with pytest.raises(ValueError, match="processes must be >= 0"):
+        leave_one_family_out(X, y, fam, LinearMap, processes=-1)
+
+
+def test_fold_processes_choice(monkeypatch):
+    jobs = [(NonLinearMap(), None, None, None)] * 4
+    monkeypatch.setattr(meta_eval, "usable_cpus", lambda: 8)
+    assert meta_eval._fold_processes(jobs, None) == (4 if meta_eval.sys.platform.startswith("linux") else 0)
+    assert meta_eval._fold_processes([(LinearMap(), None, None, None)] * 4, None) == 0  # fast fits stay here
+    assert meta_eval._fold_processes(jobs, 1) == 0  # one worker would only make this process wait
+    assert meta_eval._fold_processes(jobs[:1], 4) == 0
+    monkeypatch.setattr(meta_eval, "usable_cpus", lambda: 1)
+    assert meta_eval._fold_processes(jobs, None) == 0

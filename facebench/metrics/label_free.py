@@ -27,6 +27,7 @@ import hashlib
 import math
 import numbers
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -34,6 +35,7 @@ from scipy import optimize, special, stats
 
 from facebench.errors import MetricInputError
 
+from ._threads import usable_cpus
 from ._validation import (
     as_float64,
     check_binary_flags,
@@ -67,6 +69,7 @@ __all__ = [
     "neg_entropy_scores",
     "nuclear_norm_score",
     "cot_estimate",
+    "cot_estimates",
     "estimate_accuracy",
     "ACCURACY_ESTIMATORS",
     "COT_MAX_BATCH",
@@ -77,6 +80,9 @@ ACCURACY_ESTIMATORS = ("AC", "DoC", "ATC-MC", "ATC-NE", "COT", "nuclear_norm")
 
 #: COT solves exact assignment problems on at most this many target samples at once.
 COT_MAX_BATCH = 2000
+
+#: EM batches of at least this many scores (sets x restarts x set length) are split over threads.
+_EM_PARALLEL_ELEMENTS = 1 << 15
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _LOG_2 = float(np.log(2.0))
@@ -247,20 +253,43 @@ def fit_gmm_1d(scores, n_init: int = 5, max_iter: int = 500, tol: float = 1e-8, 
 
 def fit_gmm_1d_many(score_sets, n_init: int = 5, max_iter: int = 500, tol: float = 1e-8, seed: int = 0) -> list[dict]:
     """:func:`fit_gmm_1d` of every score set (the same results, bit for bit), with the EM runs of all sets of
-    one length iterated together as one array (a meta-benchmark fits a mixture to each of its test sets)."""
+    one length iterated together as one array (a meta-benchmark fits a mixture to each of its test sets).
+    Large batches are cut into blocks of whole sets run in threads (NumPy releases the GIL in the passes; every
+    run's arithmetic is its own, so the blocks change no bit)."""
     xs = [_check_mixture_scores(s) for s in score_sets]
     n_init, max_iter, tol, seed = _check_gmm_options(n_init, max_iter, tol, seed)
-    fits: list = [None] * len(xs)
+    blocks = []  # each block: indices of sets of one length, in order
     for n in sorted({x.shape[0] for x in xs}):
         members = [i for i, x in enumerate(xs) if x.shape[0] == n]
+        parts = min(usable_cpus(), len(members)) if len(members) * n_init * n >= _EM_PARALLEL_ELEMENTS else 1
+        blocks += [members[lo:hi] for lo, hi in zip(*_even_bounds(len(members), parts))]
+
+    def fit_block(members: list) -> list:
         starts = [_gmm_starts(xs[i], n_init, seed) for i in members]
         x = np.repeat(np.stack([xs[i] for i in members]), n_init, axis=0)
         w, mu, sd = (np.stack([run[k] for _, runs in starts for run in runs]) for k in range(3))
         floor = np.repeat([f for f, _ in starts], n_init)
         res = _em_runs(x, w, mu, sd, floor, max_iter, tol)
-        for j, i in enumerate(members):
-            fits[i] = _best_run(res, range(j * n_init, (j + 1) * n_init))
+        return [_best_run(res, range(j * n_init, (j + 1) * n_init)) for j in range(len(members))]
+
+    blocks.sort(key=lambda b: -len(b) * xs[b[0]].shape[0])  # the largest first: the threads end together
+    threads = min(usable_cpus(), len(blocks))
+    if threads > 1:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            results = list(pool.map(fit_block, blocks))
+    else:
+        results = [fit_block(b) for b in blocks]
+    fits: list = [None] * len(xs)
+    for members, block_fits in zip(blocks, results):
+        for i, fit in zip(members, block_fits):
+            fits[i] = fit
     return fits
+
+
+def _even_bounds(n: int, parts: int) -> tuple[list, list]:
+    """(starts, stops) of ``parts`` contiguous ranges of near-equal size covering 0..n-1."""
+    edges = [round(n * k / parts) for k in range(parts + 1)]
+    return edges[:-1], edges[1:]
 
 
 def _best_run(res, runs) -> dict:
@@ -384,12 +413,21 @@ def bimodality_coefficient(scores) -> float:
     sample excess kurtosis (``scipy.stats.kurtosis(bias=False)``). BC > 5/9 (the value for a
     uniform distribution) suggests bi- or multimodality. Needs n >= 4 and non-constant scores.
     """
+    x = _check_bimodality_input(scores)
+    return _bimodality_value(float(stats.skew(x, bias=False)), float(stats.kurtosis(x, fisher=True, bias=False)),
+                             x.shape[0])
+
+
+def _check_bimodality_input(scores) -> np.ndarray:
+    """The scores as float64, at least 4 of them and not all equal (skewness and kurtosis are defined)."""
     x = _check_mixture_scores(scores, min_n=4)
     if np.ptp(x) == 0.0:
         raise MetricInputError("scores are constant; skewness, kurtosis and the bimodality coefficient are undefined")
-    n = x.shape[0]
-    g = float(stats.skew(x, bias=False))
-    k = float(stats.kurtosis(x, fisher=True, bias=False))
+    return x
+
+
+def _bimodality_value(g: float, k: float, n: int) -> float:
+    """Sarle's BC from skewness g, excess kurtosis k and the sample size n."""
     return float((g * g + 1.0) / (k + 3.0 * (n - 1) ** 2 / ((n - 2) * (n - 3))))
 
 
@@ -424,11 +462,16 @@ def score_features(scores) -> dict[str, float]:
     weight-pooled within-component std ``(mu_hi - mu_lo) / sqrt(w_lo s_lo^2 + w_hi s_hi^2)``.
     Needs n >= 4 non-constant scores.
     """
-    x = _check_mixture_scores(scores, min_n=4)
-    bc = bimodality_coefficient(x)
-    fit = _fit(x)
+    x = _check_bimodality_input(scores)
+    g, k = float(stats.skew(x, bias=False)), float(stats.kurtosis(x, fisher=True, bias=False))
+    return dict(zip(FEATURE_NAMES, _feature_values(x, _fit(x), g, k)))
+
+
+def _feature_values(x: np.ndarray, fit: dict, g: float, k: float) -> tuple[float, ...]:
+    """:data:`FEATURE_NAMES` values of the checked scores ``x``, from their mixture ``fit`` and their
+    bias-corrected skewness ``g`` and excess kurtosis ``k``."""
     q05, q25, q50, q75, q95 = np.quantile(x, [0.05, 0.25, 0.5, 0.75, 0.95])
-    values = (
+    return (
         float(x.mean()),
         float(x.std()),
         float(q50),
@@ -436,16 +479,15 @@ def score_features(scores) -> dict[str, float]:
         float(q25),
         float(q75),
         float(q95),
-        float(stats.skew(x, bias=False)),
-        float(stats.kurtosis(x, fisher=True, bias=False)),
-        bc,
+        g,
+        k,
+        _bimodality_value(g, k, x.shape[0]),
         _auroc_from_fit(fit),
         _ashman_from_fit(fit),
         _overlap_from_fit(fit, 2048),
         float(fit["weights"][1]),
         _gap_over_pooled_std(fit),
     )
-    return dict(zip(FEATURE_NAMES, values))
 
 
 def _mean_score(scores) -> float:
@@ -471,18 +513,43 @@ INDICATORS: dict[str, Callable[[np.ndarray], float]] = {
 }
 
 
+#: Indicators that are also score features (the same function of the same fit): name -> feature name.
+_INDICATOR_FEATURES = {"gmm_auroc": (gmm_implied_auroc, "gmm_implied_auroc"), "ashman_d": (ashman_d, "ashman_d"),
+                       "bimodality_coefficient": (bimodality_coefficient, "bimodality_coefficient"),
+                       "gmm_overlap": (gmm_overlap, "gmm_overlap"), "mean_score": (_mean_score, "mean"),
+                       "score_std": (_score_std, "std")}
+
+
 def indicator_table(score_sets) -> tuple[np.ndarray, np.ndarray]:
     """For each score set, its :data:`INDICATORS` values (S, 6) and :func:`score_features` vector (S, 15), in
     registry order: the numbers that calling them set by set gives, bit for bit, with the mixtures of all sets
-    fitted together by :func:`fit_gmm_1d_many` (each set's fit is handed to the indicators through the memo)."""
+    fitted together by :func:`fit_gmm_1d_many`, skewness and kurtosis taken once per set length over the sets
+    as rows, and each built-in indicator read from the feature that is the same number."""
     xs = [_check_mixture_scores(s) for s in score_sets]
+    for x in xs:
+        _check_bimodality_input(x)
+    skew, kurt = _moments_by_length(xs)
+    columns = {name: FEATURE_NAMES.index(_INDICATOR_FEATURES[name][1]) for name, fn in INDICATORS.items()
+               if name in _INDICATOR_FEATURES and fn is _INDICATOR_FEATURES[name][0]}
     rows, feats = [], []
-    for x, fit in zip(xs, fit_gmm_1d_many(xs)):
-        _remember(_fit_key(x, {}), fit)
-        rows.append([fn(x) for fn in INDICATORS.values()])
-        feats.append(list(score_features(x).values()))
+    for x, fit, g, k in zip(xs, fit_gmm_1d_many(xs), skew.tolist(), kurt.tolist()):
+        values = _feature_values(x, fit, g, k)
+        feats.append(values)
+        rows.append([values[columns[name]] if name in columns else fn(x) for name, fn in INDICATORS.items()])
     shape = (len(xs),)
     return np.array(rows).reshape(shape + (len(INDICATORS),)), np.array(feats).reshape(shape + (len(FEATURE_NAMES),))
+
+
+def _moments_by_length(xs: list) -> tuple[np.ndarray, np.ndarray]:
+    """Bias-corrected skewness and excess kurtosis (scipy) of each set, one call per set length over the sets
+    of that length as rows: each row is reduced on its own, so these are the bits of one call per set."""
+    skew, kurt = np.empty(len(xs)), np.empty(len(xs))
+    for n in {x.shape[0] for x in xs}:
+        idx = [i for i, x in enumerate(xs) if x.shape[0] == n]
+        rows = np.stack([xs[i] for i in idx])
+        skew[idx] = stats.skew(rows, axis=1, bias=False)
+        kurt[idx] = stats.kurtosis(rows, axis=1, fisher=True, bias=False)
+    return skew, kurt
 
 
 # --------------------------------------------------------------------------- accuracy estimators
@@ -663,6 +730,23 @@ def cot_estimate(probs_target, source_label_marginal, seed: int = 0, *, max_batc
         perm = np.random.default_rng(seed).permutation(n)
         total = sum(_cot_cost(p[idx], marginal) for idx in np.array_split(perm, -(-n // max_batch)))
     return float(1.0 - total / n)
+
+
+def cot_estimates(target_sets, source_label_marginal, seeds, *, max_batch: int = COT_MAX_BATCH) -> list[float]:
+    """``[cot_estimate(p, source_label_marginal, seed, max_batch=max_batch) for p, seed in zip(target_sets, seeds)]``,
+    the sets spread over threads (the assignment solver releases the GIL; each set's numbers are its own)."""
+    target_sets, seeds = list(target_sets), list(seeds)
+    if len(seeds) != len(target_sets):
+        raise MetricInputError(f"cot_estimates needs one seed per target set: {len(target_sets)} sets, {len(seeds)} seeds")
+
+    def one(k: int) -> float:
+        return cot_estimate(target_sets[k], source_label_marginal, seeds[k], max_batch=max_batch)
+
+    threads = min(usable_cpus(), len(target_sets))
+    if threads < 2:
+        return [one(k) for k in range(len(target_sets))]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(one, range(len(target_sets))))
 
 
 def estimate_accuracy(method: str, probs_source, labels_source, probs_target, seed: int = 0) -> float:

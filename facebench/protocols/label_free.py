@@ -267,24 +267,27 @@ class LabelFreeProtocol(Protocol):
             if role.startswith("shift:") and extra.dataset.labels is not None:
                 name = role[6:]
                 pools.append((families.get(name, name), name, *matched(extra.dataset, extra.predictions)))
-        out = []
+        drawn = []  # (family, source, probabilities, labels, COT seed) of each set, in the order drawn
         for family, name, logits, y in pools:
             probs = lf.softmax_t(logits, temperature)
             for k in range(p.sets_per_source):
                 size = min(len(y), int(p.sizes[k % len(p.sizes)]))
                 idx = rng.choice(len(y), size, replace=False)
-                pr, yy = probs[idx], y[idx]
-                est = {
-                    "AC": lf.average_confidence(pr),
-                    "DoC": lf.difference_of_confidences(src_probs, src_y, pr),
-                    "ATC-MC": lf.atc_estimate(src_probs.max(1), src_correct, pr.max(1)),
-                    "ATC-NE": lf.atc_estimate(lf.neg_entropy_scores(src_probs), src_correct,
-                                              lf.neg_entropy_scores(pr)),
-                    "COT": lf.cot_estimate(pr, marginal, seed=int(rng.integers(1 << 31))),
-                    "nuclear_norm": lf.nuclear_norm_score(pr),
-                }
-                out.append({"family": family, "source": name, "n": int(size),
-                            "true_accuracy": float(np.mean(pr.argmax(1) == yy)), "estimates": est})
+                drawn.append((family, name, probs[idx], y[idx], int(rng.integers(1 << 31))))
+        cot = lf.cot_estimates([d[2] for d in drawn], marginal, [d[4] for d in drawn])  # the slow one, in threads
+        src_conf, src_ne = src_probs.max(1), lf.neg_entropy_scores(src_probs)
+        out = []
+        for (family, name, pr, yy, _), cot_value in zip(drawn, cot):
+            est = {
+                "AC": lf.average_confidence(pr),
+                "DoC": lf.difference_of_confidences(src_probs, src_y, pr),
+                "ATC-MC": lf.atc_estimate(src_conf, src_correct, pr.max(1)),
+                "ATC-NE": lf.atc_estimate(src_ne, src_correct, lf.neg_entropy_scores(pr)),
+                "COT": cot_value,
+                "nuclear_norm": lf.nuclear_norm_score(pr),
+            }
+            out.append({"family": family, "source": name, "n": int(len(yy)),
+                        "true_accuracy": float(np.mean(pr.argmax(1) == yy)), "estimates": est})
         return out, float(temperature)
 
     def _judge_accuracy(self, sets, ctx) -> tuple[list, dict]:
