@@ -107,16 +107,22 @@ def _channels(colour: np.ndarray) -> np.ndarray:
 
 def ellipse(u, v, cu, cv, a, b):
     """Approximate signed distance to an axis-aligned ellipse (negative inside)."""
-    x = u - cu
-    x /= a
-    y = v - cv
-    y /= b
+    x, y = _scaled(u, cu, a), _scaled(v, cv, b)
     x *= x
     y *= y
     x += y
     np.sqrt(x, out=x)
     x -= 1.0
     return x * np.minimum(a, b)
+
+
+def _scaled(u, c, a):
+    """(u - c) / a, as a new array; u - 0.0 is u itself, bit for bit, so a centre at 0.0 skips the pass."""
+    if isinstance(c, float) and c == 0.0:
+        return u / a
+    x = u - c
+    x /= a
+    return x
 
 
 def capsule(u, v, ax, ay, bx, by, r):
