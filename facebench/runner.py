@@ -95,6 +95,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     from facebench.pipeline import evaluate as evaluate_step, execute as execute_step, plan as plan_step
     from facebench.pipeline import write as write_step
     from facebench.pipeline.reuse import EvaluationReuse
+    from facebench.report.figure_index import warm_up as warm_up_figures
 
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     set_hash_cache_root(cache_dir)  # the content hashes' stat cache lives beside the store (None: default)
@@ -106,6 +107,8 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     if not dist_ctx.is_main:  # quiet: rank 0 speaks for the job
         log, progress = (lambda msg: None), False
     out_dir = choose_out_dir(suite, model, out, force, log)
+    if figures and dist_ctx.is_main:
+        warm_up_figures(out_dir)  # a figure worker loads matplotlib while the run computes
     fdist.barrier()  # every rank has checked the out folder before rank 0 may write into it
 
     planned = plan_step.plan_tasks(suite, log)  # 1. plan: everything that can fail cheaply fails first

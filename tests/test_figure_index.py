@@ -123,19 +123,51 @@ def test_a_failing_worker_has_its_share_drawn_here(tmp_path, monkeypatch):
                                 stderr=subprocess.PIPE, text=True)
 
     monkeypatch.setattr(FI, "_start_worker", failing)
+    monkeypatch.setattr(FI, "_IMPORT_COST", 0.0)  # the worker gets a share of the three figures
     with pytest.warns(UserWarning, match="a figure worker failed"):
         paths = FI.run_figures(_results(("cs",)), tmp_path / "a", workers=2)
     assert [p.name for p in paths] == [f"cs-{k}.{e}" for k in ("confusion_matrix", "per_class_recall", "reliability")
                                        for e in ("png", "pdf")]
 
 
-def test_shares_balance_the_expected_drawing_time():
+def test_shares_balance_the_expected_drawing_time(monkeypatch):
     units = [({}, [], None, kind) for kind in ("confusion_matrix", "heatmap", "reliability", "roc", "oscr")]
-    here, worker = FI._shares(units, 2)
+    here, worker = FI._shares(units, [0.0, 1.0])
     assert sorted(here + worker) == list(range(5))
     cost = lambda share: sum(FI._COST.get(units[i][3], 1.0) for i in share)  # noqa: E731
-    assert abs(cost(here) - (cost(worker) + 1.0)) <= 1.0  # the worker pays about one figure to start
+    assert abs(cost(here) - (cost(worker) + 1.0)) <= max(FI._COST.values())  # balanced to within a figure
+    assert FI._shares(units[:1], [FI._IMPORT_COST, 0.0]) == [[], [0]]  # a warm worker draws it, no import here
     assert FI._worker_count(None, 1) == 1 and FI._worker_count(3, 2) == 2 and FI._worker_count(1, 9) == 1
+    assert FI._worker_count(None, 1, warm=True) == 2 and FI._worker_count(1, 9, warm=True) == 1
+    assert FI._start_loads(3, True) == [0.0, FI._JOB_COST, FI._IMPORT_COST + FI._WORKER_START]  # figures.py loaded
+    monkeypatch.delitem(sys.modules, "facebench.report.figures")
+    assert FI._start_loads(2, False) == [FI._IMPORT_COST, FI._IMPORT_COST + FI._WORKER_START]
+
+
+def _warm_worker():
+    assert FI.warm_up() is True and FI.warm_up() is True  # one at a time
+    assert len(FI._WARM) == 1
+    return FI._WARM[0]
+
+
+def test_a_warm_worker_draws_its_share_with_the_same_bytes(tmp_path):
+    results = _results()
+    serial = FI.run_figures(results, tmp_path / "one", workers=1)
+    proc = _warm_worker()
+    shared = FI.run_figures(results, tmp_path / "two")
+    assert [p.name for p in shared] == [p.name for p in serial]
+    assert _files(tmp_path / "two" / "figures") == _files(tmp_path / "one" / "figures")
+    assert proc.returncode == 0 and not FI._WARM  # it drew a share and ended
+
+
+def test_a_warm_worker_nothing_takes_ends_and_a_rerun_folder_gets_none(tmp_path):
+    proc = _warm_worker()
+    assert FI.run_figures({"tasks": [], "records": []}, tmp_path / "empty") == []
+    assert proc.returncode is not None and proc.returncode != 0 and not FI._WARM  # ended, not waited for
+    proc = _warm_worker()
+    FI.run_figures(_results(("fair",)), tmp_path / "here", workers=1)  # all drawn in this process
+    assert proc.returncode is not None and not FI._WARM
+    assert FI.warm_up(tmp_path / "here") is False and not FI._WARM  # its figures/index.json: likely reused
 
 
 def test_palette_is_seaborns_colorblind():

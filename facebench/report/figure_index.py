@@ -9,13 +9,16 @@ lists), so a figure drawn from the run's memory and one drawn from its results.j
 ``draw_figures`` copies the files of a task whose key a source folder's index holds, with the same bytes (the
 run folder, for ``facebench report``; the run folder being replaced, for ``facebench run --force``), and draws
 the others -- in worker processes where that pays (:data:`MIN_SHARED` figures or more to draw, two cores or more;
-about 0.2 s a figure, PNG and PDF, against about 0.7 s for a worker to start Python, NumPy and matplotlib). The same data and code give the same bytes in any process
+about 0.2 s a figure, PNG and PDF, against about 0.9 s for a worker to start Python, NumPy and matplotlib). A run
+starts one worker ahead (:func:`warm_up`), which loads matplotlib while the run computes and then draws a
+share at no start cost. The same data and code give the same bytes in any process
 (``facebench.report.figures``), so a copied figure is the figure that would have been drawn. Nothing here
 imports matplotlib: a report whose figures are all up to date never loads it.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -103,6 +106,22 @@ def figure_kinds(row: Mapping) -> tuple[str, ...]:
     return FIGURES_BY_PROTOCOL.get(str(row.get("protocol", "")), ())
 
 
+def open_set_mode(row: Mapping) -> str:
+    """An open_set task's mode: its params' (rows without one: leave_one_out when its details hold a table)."""
+    mode = (row.get("params") or {}).get("mode")
+    return str(mode) if mode else ("leave_one_out" if "table" in (row.get("details") or {}) else "unknown_classes")
+
+
+def _drawn_kinds(row: Mapping) -> tuple[str, ...]:
+    """:func:`figure_kinds` less those of the other open-set mode (so that no process is given a kind that
+    draws nothing)."""
+    kinds = figure_kinds(row)
+    if str(row.get("protocol")) == "open_set":
+        loo = open_set_mode(row) == "leave_one_out"
+        kinds = tuple(k for k in kinds if (k == "per_class_auroc") == loo)
+    return kinds
+
+
 def task_records(row: Mapping, records: Sequence[Mapping] | None) -> list[Mapping]:
     """The records of ``row``'s task, as ``task_figures`` selects them."""
     name = str(row.get("name", "task"))
@@ -144,34 +163,47 @@ def _reused(entry: Any, key: str, source: Path, out_dir: Path) -> list[Path] | N
     return [out_dir / name for name, _ in names]
 
 
-#: Figures to draw from which worker processes pay: a worker starts in about 0.7 s (this process, which draws a
-#: share too, imports matplotlib in about 0.5 s), a figure takes about 0.2 s; with 3 the two ways tie.
+#: Figures to draw from which new worker processes pay: a worker starts in about 0.9 s (this process, which draws
+#: a share too, loads matplotlib in about 0.6 s), a figure takes 0.2 - 0.35 s; with 3 the two ways about tie.
 MIN_SHARED = 4
+# drawing time of a figure kind, in ROC figures (0.19 s; others 1), measured on the demo
+_COST = {"confusion_matrix": 1.9, "reliability": 1.75, "group_bars": 1.7, "heatmap": 1.3, "per_class_auroc": 1.3,
+         "scatter_accuracy": 1.3, "scatter_auroc": 1.3}
+# matplotlib's import and a first figure's fonts in this process (0.6 s), in the same unit; a worker's reading
+# its job and answering (0.2 s, measured); a new worker's Python and NumPy and its job, beyond that import
+_IMPORT_COST = 3.0
+_JOB_COST = 1.0
+_WORKER_START = 1.5
+_WARM: list = []  # the worker warm_up started, until a drawing takes it
 
 
-def _worker_count(workers: int | None, units: int) -> int:
-    """Processes to draw ``units`` figures with: ``workers``, or the cores when that pays (>= 2 cores and
-    :data:`MIN_SHARED` figures)."""
+def _worker_count(workers: int | None, units: int, warm: bool = False) -> int:
+    """Processes to draw ``units`` figures with, this one included: ``workers``, or the cores when that pays
+    (>= 2 cores and :data:`MIN_SHARED` figures); at least 2 with a warm worker (it costs nothing to start)."""
     if workers is not None:
         return max(1, min(int(workers), units))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(cores, units) if units >= MIN_SHARED and cores >= 2 else 1
+    count = min(cores, units) if units >= MIN_SHARED and cores >= 2 else 1
+    return max(count, 2) if warm else count
 
 
-def _shares(units: list[tuple], count: int) -> list[list[int]]:
-    """Unit indices split into ``count`` shares of about equal drawing time (longest first to the least
-    loaded share); shares 1.. start a process first, which costs about one figure's time."""
-    loads = [0.0] + [1.0] * (count - 1)
-    shares: list[list[int]] = [[] for _ in range(count)]
+def _start_loads(count: int, warm: bool) -> list[float]:
+    """Each process's time before and after its figures, in figures: this one's matplotlib import (none once
+    imported), a warm worker's job, a new worker's start, imports and job."""
+    here = 0.0 if "facebench.report.figures" in sys.modules else _IMPORT_COST
+    return [here] + [_JOB_COST] * warm + [_IMPORT_COST + _WORKER_START] * (count - 1 - warm)
+
+
+def _shares(units: list[tuple], loads: list[float]) -> list[list[int]]:
+    """Unit indices split into ``len(loads)`` shares that end at about the same time, each share's process
+    starting at its ``loads`` entry (:func:`_start_loads`): longest figures first, to the least loaded share."""
+    loads = list(loads)
+    shares: list[list[int]] = [[] for _ in loads]
     for i in sorted(range(len(units)), key=lambda i: -_COST.get(units[i][3], 1.0)):
         k = loads.index(min(loads))
         shares[k].append(i)
         loads[k] += _COST.get(units[i][3], 1.0)
     return shares
-
-
-# relative drawing time of a figure kind (others 1; measured on the demo: a confusion matrix 0.34 s, a ROC 0.18 s)
-_COST = {"confusion_matrix": 1.6, "reliability": 1.5, "group_bars": 1.3}
 
 
 def _draw_here(units: list[tuple]) -> list[list[Path]]:
@@ -181,46 +213,113 @@ def _draw_here(units: list[tuple]) -> list[list[Path]]:
 
 
 def _draw_units(units: list[tuple], workers: int | None) -> list[list[Path]]:
-    """The paths each unit (row, records, out_dir, kind) wrote: shares drawn by worker processes
-    (``python -c``, so no caller's ``__main__`` is run again, nor a process holding threads forked) while this
-    process draws the first; a worker that fails has its share drawn here. Warnings come back as warnings."""
-    if not units:
-        return []
-    count = _worker_count(workers, len(units))
+    """The paths each unit (row, records, out_dir, kind) wrote: shares drawn by worker processes (``python -c``,
+    so no caller's ``__main__`` is run again, nor a process holding threads forked; the first the warm one of
+    :func:`warm_up`, if any) while this process draws the first share; a worker that fails has its share drawn
+    here. Warnings come back as warnings."""
+    warm = _take_warm()
+    count = _worker_count(workers, len(units), warm is not None) if units else 1
     if count < 2:
-        return _draw_here(units)
-    shares = _shares(units, count)
+        _close(warm)
+        return _draw_here(units) if units else []
+    shares = _shares(units, _start_loads(count, warm is not None))
     out: list[list[Path] | None] = [None] * len(units)
     with tempfile.TemporaryDirectory(prefix="facebench-figures-") as tmp:
-        started = [(share, _start_worker([units[i] for i in share], Path(tmp) / f"share-{k}.json"))
-                   for k, share in enumerate(shares[1:])]
+        started = _start_shares(units, shares[1:], warm, Path(tmp))
         try:
-            for i, paths in zip(shares[0], _draw_here([units[i] for i in shares[0]])):
-                out[i] = paths
+            if shares[0]:
+                for i, paths in zip(shares[0], _draw_here([units[i] for i in shares[0]])):
+                    out[i] = paths
             for share, proc in started:
                 for i, paths in zip(share, _finish_worker(proc, [units[i] for i in share])):
                     out[i] = paths
         finally:  # interrupted, or this process's drawing failed: no worker outlives the call
             for _, proc in started:
                 if proc is not None and proc.poll() is None:
-                    proc.kill()
-                    proc.communicate()
+                    _close(proc)
     return out
 
 
-def _start_worker(units: list[tuple], job: Path):
-    """A process drawing ``units`` (described in ``job``, JSON); None when it cannot be started."""
-    job.write_text(json.dumps([[row, recs, str(out), kind] for row, recs, out, kind in units]), encoding="utf-8")
+def _start_shares(units: list[tuple], shares: list[list[int]], warm, folder: Path) -> list[tuple]:
+    """(share, process) for each share with figures: the first handed to ``warm`` (ended when that share is
+    empty), the others to new workers."""
+    started = []
+    for k, share in enumerate(shares):
+        proc = warm if k == 0 else None
+        if not share:
+            _close(proc)
+            continue
+        job = folder / f"share-{k}.json"
+        started.append((share, _start_worker([units[i] for i in share], job, *([proc] if proc else []))))
+    return started
+
+
+def _spawn_worker(warm: bool = False):
+    """A worker process (:func:`worker_main`) that reads its job's path from stdin; None when none can start."""
     # this facebench, also when it is importable here only through a sys.path entry of the caller's (appended,
     # so that it shadows nothing)
     package_root = str(Path(__file__).resolve().parents[2])
-    code = ("import sys; sys.path.append(sys.argv[2]); from facebench.report.figure_index import worker_main; "
-            "worker_main(sys.argv[1])")
+    # the answer written, it leaves at once: a normal exit's garbage collection of matplotlib takes 0.3 s
+    code = ("import os, sys; sys.path.append(sys.argv[1]); from facebench.report.figure_index import worker_main; "
+            "worker_main(warm=sys.argv[2] == 'warm'); sys.stdout.flush(); sys.stderr.flush(); os._exit(0)")
     try:
-        return subprocess.Popen([sys.executable, "-c", code, str(job), package_root], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen([sys.executable, "-c", code, package_root, "warm" if warm else "cold"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     except OSError:  # no process can be started here (a sandbox, a full process table): drawn in this one
         return None
+
+
+def _start_worker(units: list[tuple], job: Path, proc=None):
+    """A process (``proc``, or a new one) drawing ``units``, described in ``job`` (JSON); None when none can
+    be started."""
+    job.write_text(json.dumps([[row, recs, str(out), kind] for row, recs, out, kind in units]), encoding="utf-8")
+    proc = proc if proc is not None else _spawn_worker()
+    if proc is not None:
+        try:
+            proc.stdin.write(f"{job}\n")
+            proc.stdin.flush()  # closed by communicate()
+        except OSError:  # the worker is gone: _finish_worker draws its share here
+            pass
+    return proc
+
+
+def warm_up(out_dir=None) -> bool:
+    """Start a figure worker ahead of the figures, so that it imports matplotlib while a run computes (on a
+    core the run leaves idle, it costs the run nothing): the next drawing in this process hands it a share,
+    with no start to wait for. Not when ``out_dir/figures`` already has an index (a re-run, whose figures are
+    likely reused); one at a time. A worker no drawing takes ends with the next drawing or with this process.
+    True when a worker is waiting."""
+    if _WARM and _WARM[-1].poll() is None:
+        return True
+    _WARM.clear()
+    if out_dir is not None and (Path(out_dir) / "figures" / INDEX).is_file():
+        return False
+    proc = _spawn_worker(warm=True)
+    if proc is not None:
+        _WARM.append(proc)
+    return proc is not None
+
+
+def _take_warm():
+    """The waiting worker of :func:`warm_up` (now this caller's), or None."""
+    proc = _WARM.pop() if _WARM else None
+    if proc is not None and proc.poll() is not None:
+        proc.communicate()
+        return None
+    return proc
+
+
+def _close(proc) -> None:
+    """End a worker that got no share (it holds nothing: killed at once, not waited for)."""
+    if proc is not None:
+        proc.kill()
+        proc.communicate()
+
+
+@atexit.register
+def _release_warm() -> None:
+    """End a warm worker no drawing took (at this process's exit)."""
+    _close(_take_warm())
 
 
 def _finish_worker(proc, units: list[tuple]) -> list[list[Path]]:
@@ -241,14 +340,22 @@ def _finish_worker(proc, units: list[tuple]) -> list[list[Path]]:
     return [[Path(p) for p in paths] for paths in answer["paths"]]
 
 
-def worker_main(job: str) -> None:
-    """A figure worker's body: draw the units of ``job`` (JSON), print ``{"paths", "warnings"}`` as JSON."""
-    from facebench.report.figures import task_figures
+def worker_main(warm: bool = False) -> None:
+    """A figure worker's body: import the figure code (``warm``: and draw a throwaway figure, see
+    ``figures.prepare``), read a job file's path from stdin (none: exit), draw its units, print
+    ``{"paths", "warnings"}`` as JSON."""
+    from facebench.report import figures
 
+    if warm:
+        figures.prepare()
+    job = sys.stdin.readline().strip()
+    if not job:
+        return
     units = json.loads(Path(job).read_text(encoding="utf-8"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        paths = [[str(p) for p in task_figures(row, recs, out, kinds=(kind,))] for row, recs, out, kind in units]
+        paths = [[str(p) for p in figures.task_figures(row, recs, out, kinds=(kind,))]
+                 for row, recs, out, kind in units]
     print(json.dumps({"paths": paths, "warnings": [str(w.message) for w in caught]}))
 
 
@@ -271,7 +378,7 @@ def draw_figures(jobs: Sequence[FigureJob], workers: int | None = None) -> list[
             index = sources.setdefault(source, read_index(source))
             results[i] = _reused(index.get(str(row.get("name", "task"))), key, source, Path(job.out_dir))
         if results[i] is None:
-            kinds = figure_kinds(row)
+            kinds = _drawn_kinds(row)
             units += [(row, recs, Path(job.out_dir), kind) for kind in kinds]
             owners += [i] * len(kinds)
     drawn: dict[int, list[Path]] = {}

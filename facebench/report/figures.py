@@ -24,7 +24,7 @@ are written without ``Creator`` / ``Producer`` / ``CreationDate`` (so neither th
 Nothing random is drawn, dict orders are the caller's, and text is laid out with the bundled font.
 (Bytes are stable for a given matplotlib / FreeType / fontTools install; other versions may differ.)
 
-Cost. A figure is laid out and drawn once per format (:func:`_save`: the bytes ``savefig`` writes, without its
+Cost. A figure is laid out and drawn once per format (:func:`_write`: the bytes ``savefig`` writes, without its
 extra layout pass), and a PDF's embedded font subset leaves out the OpenType layout tables no PDF reader
 applies (:func:`_pdf_font_subset`). About 0.2 s a figure (PNG + PDF) on one core, against 0.37 s before.
 
@@ -58,7 +58,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
 from facebench.errors import ReportError
-from facebench.report.figure_index import FIGURES_BY_PROTOCOL
+from facebench.report.figure_index import FIGURES_BY_PROTOCOL, open_set_mode
 
 __all__ = [
     "DPI", "SINGLE_COLUMN", "DOUBLE_COLUMN", "PAPER_STYLE", "PALETTE", "FIGURES_BY_PROTOCOL",
@@ -183,17 +183,23 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 def _save(fig: Figure, stem) -> list[Path]:
-    """Write ``<stem>.png`` then ``<stem>.pdf``, each laid out and drawn in one pass.
+    """Write ``<stem>.png`` then ``<stem>.pdf`` (:func:`_write`)."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    png = stem.with_name(stem.name + ".png")
+    pdf = stem.with_name(stem.name + ".pdf")
+    _write(fig, png, pdf)
+    return [png, pdf]
+
+
+def _write(fig: Figure, png, pdf) -> None:
+    """The figure as PNG, then as PDF (paths or binary files), each laid out and drawn in one pass.
 
     ``Figure.savefig`` draws a figure with a layout engine twice per file (a pass that only lays it out, then
     one that renders it); here each format's renderer lays the figure out and renders it in the same pass.
     The files have the bytes ``savefig(png, dpi=DPI)`` then ``savefig(pdf)`` give under :data:`PAPER_STYLE`
     (whose figure and savefig face colours are both white), except that the PDF's fonts are subset by
     :func:`_pdf_font_subset` (tests/test_figures.py compares the two ways)."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    png = stem.with_name(stem.name + ".png")
-    pdf = stem.with_name(stem.name + ".pdf")
     fig.canvas.draw()
     matplotlib.image.imsave(png, fig.canvas.buffer_rgba(), format="png", origin="upper", dpi=fig.dpi,
                             metadata=_PNG_METADATA)
@@ -204,7 +210,21 @@ def _save(fig: Figure, stem) -> list[Path]:
     finally:  # print_pdf leaves the figure at 72 dpi on its own canvas
         fig.set_canvas(agg)
         fig.dpi = DPI
-    return [png, pdf]
+
+
+def prepare() -> None:
+    """Load what a process's first figure otherwise loads (the font list and font, the PNG writer, the font
+    subsetter's tables, about 0.15 s) by drawing a small figure into memory; a figure worker started ahead of
+    its figures does this while it waits (``facebench.report.figure_index.warm_up``)."""
+    import io
+
+    with matplotlib.rc_context(PAPER_STYLE):
+        fig = _new_figure(1.5, 1.2)
+        ax = fig.add_subplot()
+        ax.plot([0.0, 1.0], [0.0, 1.0], label="0.5%")
+        ax.set_xlabel("FPR")
+        ax.legend()
+        _write(fig, io.BytesIO(), io.BytesIO())
 
 
 def _render(stem, width: float, height: float, draw) -> list[Path]:
@@ -711,8 +731,7 @@ class _Ctx:
 
     @property
     def open_set_mode(self) -> str:
-        mode = (self.task.get("params") or {}).get("mode")
-        return str(mode) if mode else ("leave_one_out" if "table" in self.details else "unknown_classes")
+        return open_set_mode(self.task)
 
 
 def _fig_confusion_matrix(c: _Ctx) -> list[Path]:
