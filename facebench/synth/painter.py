@@ -259,8 +259,7 @@ def _render_block(p: dict, e: np.ndarray, size: int, windows: list, noise: np.nd
     (b, 3, size, size)."""
     fr = Frame(p, size)
     img = np.empty((3, size, size, e.shape[0]), dtype=_F32)  # channel-first, batch-last while painting
-    img[...] = _channels(p["bg"].astype(_F32))  # background with a soft vertical gradient
-    img /= 1.0 + 0.12 * fr.Y
+    np.divide(_channels(p["bg"].astype(_F32)), 1.0 + 0.12 * fr.Y, out=img)  # background, soft vertical gradient
     for layer, win in zip(_LAYERS, windows):
         if win is not None:
             rows, cols = win
