@@ -395,17 +395,17 @@ class _MLPLoss:
     def __call__(self, p: np.ndarray) -> tuple[float, np.ndarray]:
         coefs, intercepts = _mlp_unpack(p, self.units)
         acts = _mlp_forward(self.X, coefs, intercepts)
-        out, n, y = acts[-1], self.n, self.y
-        err = y - out
-        err **= 2
-        loss = 0.5 * (np.add.reduce(err, axis=0)[0] / n)  # sklearn: 0.5 * mean over axis 0, then .mean() of 1
+        n = self.n
+        delta = acts[-1] - self.y
+        # sklearn: 0.5 * ((y - out) ** 2).mean(axis=0).mean(); (y - out)^2 is (out - y)^2 to the bit, and the
+        # mean of the one column is its sum / n
+        loss = 0.5 * (np.add.reduce(delta ** 2, axis=0)[0] / n)
         penalty = 0
         for w in coefs:
             flat = w.ravel()
             penalty += np.dot(flat, flat)
         loss += (0.5 * self.alpha) * penalty / n
         products, sums = [None] * len(coefs), [None] * len(coefs)
-        delta = out - y
         for i in range(len(coefs) - 1, -1, -1):
             products[i] = (acts[i].T @ delta).ravel()
             sums[i] = np.add.reduce(delta, axis=0)
