@@ -213,6 +213,24 @@ def test_pdf_font_subset_keeps_every_glyph_and_drops_the_layout_tables():
         assert set(o_order) <= set(t_order)  # only glyphs no text asked for (ligatures, math pieces) left out
 
 
+@pytest.mark.parametrize("text", ["Accuracy 0.5% \u2212 \u00d7 \u03b1", "\u0416\u0436 (Cyrillic, not in the base font)"])
+def test_pdf_font_subset_from_the_base_font_has_the_bytes_of_a_subset_of_the_whole_font(text):
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    if not F._FontSubsetSwap.supported():
+        pytest.skip("this matplotlib subsets fonts through another interface")
+    fontfile = font_manager.FontPath(font_manager.findfont("DejaVu Sans"), 0)
+    gids = {0} | {FT2Font(fontfile).get_char_index(ord(c)) for c in text}
+    assert F._base_font(fontfile) is not None
+    in_base = gids <= F._base_font(fontfile)[1].keys()
+    assert in_base == ("Cyrillic" not in text)
+    with F._pdf_font_subset(fontfile, gids) as ours, F._lean_subset(fontfile, gids)._as_cm() as whole:
+        assert F._backend_pdf_ps.font_as_file(ours.font).getvalue() == \
+            F._backend_pdf_ps.font_as_file(whole.font).getvalue()
+        assert {g: ours.glyph_index_map[g] for g in gids} == {g: whole.glyph_index_map[g] for g in gids}
+
+
 def test_font_subset_swap_is_scoped_and_nests():
     if not F._FontSubsetSwap.supported():
         pytest.skip("this matplotlib subsets fonts through another interface")

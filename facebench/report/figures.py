@@ -37,6 +37,7 @@ floor therefore mean "0" and the axis starts there.
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import threading
@@ -50,6 +51,7 @@ import matplotlib
 import matplotlib.image
 import numpy as np
 from fontTools import subset as font_subset
+from matplotlib import font_manager
 from matplotlib.backends import _backend_pdf_ps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.backends.backend_pdf import FigureCanvasPdf
@@ -216,8 +218,6 @@ def prepare() -> None:
     """Load what a process's first figure otherwise loads (the font list and font, the PNG writer, the font
     subsetter's tables, about 0.15 s) by drawing a small figure into memory; a figure worker started ahead of
     its figures does this while it waits (``facebench.report.figure_index.warm_up``)."""
-    import io
-
     with matplotlib.rc_context(PAPER_STYLE):
         fig = _new_figure(1.5, 1.2)
         ax = fig.add_subplot()
@@ -243,13 +243,31 @@ _PDF_FONT_TABLES = frozenset({
     "CFF ", "CFF2", "VORG", "vhea", "vmtx", "cmap", "name", "OS/2", "post"})
 
 
+# Text a figure is likely to hold (Latin, Greek, punctuation, mathematical operators): each font's glyphs for these
+# are subset once per process (:func:`_base_font`), and a PDF's subset is taken from that small font
+_COMMON_TEXT = ((0x20, 0x7F), (0xA0, 0x180), (0x370, 0x3D0), (0x2010, 0x2070), (0x2200, 0x2300))
+_BASE_FONTS: dict = {}  # (font file, face index) -> (subset bytes, {glyph id: its id there}), or None
+
+
 def _pdf_font_subset(fontfile, glyphs):
     """matplotlib's font subset for a PDF (``pdf.fonttype`` 42) without the tables no PDF reader uses.
 
     The same glyphs, outlines, metrics, hinting and glyph names as matplotlib's own
     ``_backend_pdf_ps.get_glyphs_subset``, less the OpenType layout tables (GSUB, GPOS, GDEF, kern, MATH: a
     PDF places every glyph itself, so a reader never applies them) and tables fontTools cannot subset;
-    subsetting those took about two thirds of a PDF's font time (DejaVu Sans: 0.14 s -> 0.04 s)."""
+    subsetting those took about two thirds of a PDF's font time (DejaVu Sans: 0.14 s -> 0.04 s). Glyphs of
+    common text are taken from the font's :func:`_base_font` (0.01 s; the same bytes, tests/test_figures.py)."""
+    glyphs = set(glyphs)
+    base = _base_font(fontfile)
+    if base is None or not glyphs <= base[1].keys():
+        return _lean_subset(fontfile, glyphs)._as_cm()
+    data, ids = base
+    subset = _lean_subset(io.BytesIO(data), {ids[g] for g in glyphs})
+    return _backend_pdf_ps.SubsetResults(subset.font, {g: subset.glyph_index_map[ids[g]] for g in glyphs})._as_cm()
+
+
+def _lean_subset(fontfile, glyphs):
+    """``fontfile``'s glyphs ``glyphs`` (ids) and the tables of :data:`_PDF_FONT_TABLES`, as ``SubsetResults``."""
     options = font_subset.Options(glyph_names=True, recommended_glyphs=True)
     options.font_number = getattr(fontfile, "face_index", 0)
     font = font_subset.load_font(fontfile, options)
@@ -257,7 +275,23 @@ def _pdf_font_subset(fontfile, glyphs):
     subsetter = font_subset.Subsetter(options=options)
     subsetter.populate(gids=glyphs)
     subsetter.subset(font)
-    return _backend_pdf_ps.SubsetResults(font, subsetter.glyph_index_map)._as_cm()
+    return _backend_pdf_ps.SubsetResults(font, subsetter.glyph_index_map)
+
+
+def _base_font(fontfile):
+    """``fontfile``'s lean subset to the glyphs of :data:`_COMMON_TEXT`, made once per process: (its bytes,
+    {glyph id in ``fontfile``: glyph id in it}); None when it cannot be made (then fonts are subset whole)."""
+    key = (str(fontfile), getattr(fontfile, "face_index", 0))
+    if key not in _BASE_FONTS:
+        try:
+            ft = font_manager.get_font(fontfile)
+            common = {0} | {ft.get_char_index(c) for lo, hi in _COMMON_TEXT for c in range(lo, hi)}
+            with _lean_subset(fontfile, common)._as_cm() as subset:
+                data = _backend_pdf_ps.font_as_file(subset.font).getvalue()
+                _BASE_FONTS[key] = (data, dict(subset.glyph_index_map))
+        except Exception:  # noqa: BLE001 - any font fontTools or FreeType cannot read here is subset whole
+            _BASE_FONTS[key] = None
+    return _BASE_FONTS[key]
 
 
 class _FontSubsetSwap:
