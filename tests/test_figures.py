@@ -419,8 +419,13 @@ def _expected_kinds(row: dict) -> tuple[str, ...]:
     if protocol == "open_set":
         loo = (row.get("params") or {}).get("mode") == "leave_one_out"
         return ("per_class_auroc",) if loo else ("roc", "oscr")
-    if protocol == "label_free":
-        return tuple(f"scatter_{t}" for t in ("accuracy", "auroc") if (details.get(t) or {}).get("scatter"))
+    if protocol == "label_free":  # one block for accuracy; AUROC's blocks per detector ({detector: block})
+        kinds = []
+        for target in ("accuracy", "auroc"):
+            block = details.get(target) or {}
+            parts = {"": block} if "scatter" in block else {k: v for k, v in block.items() if isinstance(v, dict)}
+            kinds += [f"scatter_{target}" + (f"_{d}" if d else "") for d, part in parts.items() if part.get("scatter")]
+        return tuple(kinds)
     return F.FIGURES_BY_PROTOCOL.get(protocol, ())
 
 
@@ -448,7 +453,7 @@ def test_task_figures_on_example_runs(run, tmp_path):
                          "synth-open-set-compound-roc.png", "synth-open-set-compound-oscr.png",
                          "synth-open-set-leave-one-out-per_class_auroc.png", "synth-imbalanced-per_class_recall.png",
                          "synth-cross-domain-heatmap.png", "synth-fairness-group_bars.png",
-                         "synth-label-free-scatter_accuracy.png", "synth-label-free-scatter_auroc.png"):
+                         "synth-label-free-scatter_accuracy.png", "synth-label-free-scatter_auroc_msp.png"):
             assert expected in names
     if run == "verification":
         assert seen == {"verification"}
