@@ -253,7 +253,8 @@ def test_dlib_resnet_verification(resnet):
     before = resnet.no_face_count
     out = resnet.predict(_engine_batch([imgs[n] for n in names], resnet.input_spec), heads=(), features=True)
     f = out["features"]
-    assert set(out) == {"features"} and f.shape == (4, 128) and f.dtype == torch.float32
+    assert set(out) == {"features", "face_detected"} and f.shape == (4, 128) and f.dtype == torch.float32
+    assert out["face_detected"].tolist() == [1.0, 1.0, 0.0, 0.0]  # stored beside the features (feature_outputs)
     assert resnet.last_detected == [True, True, False, False]
     assert resnet.no_face_count == before + 2
     d = torch.cdist(f.double(), f.double())

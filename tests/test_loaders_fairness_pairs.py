@@ -81,14 +81,14 @@ def test_lfw_native_layout(tmp_path):
     ds = LFWPairs(tmp_path).load("test")
     p = ds.pairs
     assert len(p["a"]) == 8 and p["same"].tolist() == [True, True, False, False] * 2
-    assert p["fold"].tolist() == [0] * 4 + [1] * 4
+    assert p["fold"].tolist() == [1] * 4 + [2] * 4  # pairs.txt's blocks, numbered from 1
     assert ds.ids[p["a"][2]] == "Ann/Ann_0001.jpg" and ds.ids[p["b"][2]] == "Bob/Bob_0001.jpg"
     assert len(ds) == 7 and ds.attributes["subject"][list(ds.ids).index("Bob/Bob_0003.jpg")] == "Bob"
     assert ds.pairs_fingerprint() is not None
     (tmp_path / "lfw" / "Cid" / "Cid_0002.jpg").unlink()
     with pytest.raises(DatasetNotFoundError, match="3 of 8 pairs use absent images"):
         LFWPairs(tmp_path).load("test")
-    with pytest.warns(UserWarning, match="3 of 8 pairs"):
+    with pytest.warns(UserWarning, match=r"5 of 8 pairs evaluated in 2 folds \(1-2\), 3 missing"):
         assert len(LFWPairs(tmp_path, missing_images="skip").load("test").pairs["a"]) == 5
     (tmp_path / "pairs.txt").write_text("2\t300\nAnn\t1\t2\n")
     with pytest.raises(DatasetNotFoundError, match="header says 2 x 2 x 300"):
@@ -99,7 +99,7 @@ def test_lfw_real_pairs_file(shared_data):
     loader = LFWPairs(shared_data / "lfw")
     entries = loader.entries()
     assert len(entries) == 6000 and sum(e[2] for e in entries) == 3000
-    assert np.bincount([e[3] for e in entries]).tolist() == [600] * 10
+    assert np.bincount([e[3] for e in entries]).tolist() == [0] + [600] * 10  # folds 1..10
     assert all(e[2] for e in entries[:300]) and not any(e[2] for e in entries[300:600])
     assert loader.summary("test")["counts"] == {"genuine pairs": 3000, "impostor pairs": 3000}
     with pytest.raises(DatasetNotFoundError, match="pairs use absent images"):

@@ -6,6 +6,7 @@ scikit-learn (cosine_similarity, roc_curve, KFold), brute force over thresholds,
 and small hand-worked examples.
 """
 
+import itertools
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ from sklearn.model_selection import KFold
 
 from facebench.metrics.verification import (
     DEFAULT_FAR_TARGETS,
+    bootstrap_tar_at_far,
     det_points,
     facexzoo_10fold,
     flip_sum_embeddings,
@@ -370,6 +372,55 @@ def test_default_far_targets_and_accuracy_vs_brute_force():
             assert verification_accuracy_at_threshold(s, y, thr, strict=strict) == np.mean(pred == y)
             pred = -s < -thr if strict else -s <= -thr
             assert verification_accuracy_at_threshold(-s, y, -thr, False, strict=strict) == np.mean(pred == y)
+
+
+def _exact_bootstrap_law(s, y, target):
+    """{TAR: probability} of tar_at_far over every stratified resample (all ordered draws of the genuine
+    and of the impostor pairs with replacement, each equally likely): the law bootstrap_tar_at_far samples."""
+    gen, imp = s[y], s[~y]
+    law: dict = {}
+    p = 1.0 / (gen.size ** gen.size * imp.size ** imp.size)
+    for gi in itertools.product(range(gen.size), repeat=gen.size):
+        for ii in itertools.product(range(imp.size), repeat=imp.size):
+            tar = tar_at_far(np.r_[gen[list(gi)], imp[list(ii)]], np.r_[[True] * gen.size, [False] * imp.size],
+                             (target,))[target]["tar"]
+            law[tar] = law.get(tar, 0.0) + p
+    return law
+
+
+@pytest.mark.parametrize("target", [0.25, 0.5])
+def test_bootstrap_tar_at_far_draws_the_exact_resampling_law(target):
+    """Tiny set with ties across and within classes: the drawn TARs follow the enumerated law of the
+    stratified pair bootstrap (3^3 x 4^4 resamples), within Monte-Carlo error."""
+    s = np.array([0.9, 0.5, 0.3, 0.5, 0.3, 0.2, 0.6])
+    y = np.array([True, True, True, False, False, False, False])
+    law = _exact_bootstrap_law(s, y, target)
+    draws = bootstrap_tar_at_far(s, y, (target,), n_resamples=200_000, seed=7)[target]
+    values, counts = np.unique(draws, return_counts=True)
+    assert set(np.round(values, 12)) <= set(np.round(list(law), 12))
+    for value, prob in law.items():
+        freq = counts[np.isclose(values, value)].sum() / draws.size
+        assert abs(freq - prob) < 4 * math.sqrt(prob * (1 - prob) / draws.size) + 1e-4, (value, freq, prob)
+
+
+def test_bootstrap_tar_at_far_rules_and_directions():
+    s, y = _random_scores(3)
+    targets = (1e-1, 1e-2, 1e-3, 1e-5, 1.0)
+    hi = bootstrap_tar_at_far(s, y, targets, n_resamples=500, seed=1)
+    lo = bootstrap_tar_at_far(-s, y, targets, n_resamples=500, seed=1, higher_is_same_=False)
+    again = bootstrap_tar_at_far(s, y, targets, n_resamples=500, seed=1)
+    point = tar_at_far(s, y, targets)
+    assert hi[1e-5] is None and point[1e-5]["resolved"] is False  # 1e-5 < 1 / n_impostor
+    assert np.array_equal(hi[1.0], np.ones(500))
+    for t in (1e-1, 1e-2, 1e-3):
+        assert np.array_equal(hi[t], lo[t]) and np.array_equal(hi[t], again[t])
+        assert hi[t].shape == (500,) and np.all((0 <= hi[t]) & (hi[t] <= 1))
+        lo_q, hi_q = np.percentile(hi[t], [2.5, 97.5])
+        assert lo_q <= point[t]["tar"] <= hi_q
+    with pytest.raises(ValueError, match="no impostor pairs"):
+        bootstrap_tar_at_far(s[y], y[y], (0.1,))
+    with pytest.raises(ValueError, match="n_resamples"):
+        bootstrap_tar_at_far(s, y, (0.1,), n_resamples=0)
 
 
 # --------------------------------------------------------------------------- bad input

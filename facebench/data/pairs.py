@@ -7,12 +7,18 @@ identity of each image, used to resample whole identities in bootstrap CIs.
 
 * **LFW** ``pairs.txt`` (View 2): header ``10<TAB>300``, then 10 folds x (300 matched lines
   ``name n1 n2`` + 300 mismatched lines ``name1 n1 name2 n2``); images
-  ``lfw/<name>/<name>_<4 digits>.jpg``.
+  ``lfw/<name>/<name>_<4 digits>.jpg`` (or ``images/<name>/...``). Folds are numbered 1..10 as
+  in pairs.txt (its k-th block of 600 lines is fold k); option ``folds`` keeps some of them.
 * **RFW** ``test/txts/<Race>/<Race>_pairs.txt`` (tab-separated: 3 fields = genuine, 4 = impostor);
   images ``test/data/<Race>/<name>/<name>_<4 digits>.jpg``; 10 contiguous folds per race (the
   insightface ``KFold(10, shuffle=False)`` over each race's pair order).
 * **pairs-csv**: header ``image_a,image_b,same[,fold][,group][,subject_a,subject_b]``; paths
   relative to the CSV's folder; ``same`` in {1, 0, true, false}; folds default to 10 contiguous blocks.
+
+Pairs with an absent image: an error by default; with ``missing_images: skip`` they are left out of
+the evaluation but never silently: the split's ``content_tag["pairs_missing"]``
+(:func:`missing_report`) counts them per fold (genuine / impostor), a fold without a complete pair
+is listed as absent, and a warning says so; the verification protocol reports the same counts.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from facebench.data._native import NativeLoader, check_choice, find_child
 from facebench.data.dataset import Dataset
 from facebench.data.generic import pd_factorize, read_csv_strings
 from facebench.data.images import FileImages
+from facebench.errors import ConfigError
 
 RFW_RACES = ("African", "Asian", "Caucasian", "Indian")
 
@@ -70,31 +77,80 @@ def _present(root: Path, rels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array([os.path.isfile(p) for p in paths], dtype=bool), codes
 
 
+def missing_report(table: dict, complete: np.ndarray) -> dict:
+    """Pairs whose images are not both present, per fold: ``{"listed", "missing", "folds": [{"fold",
+    "listed", "missing", "genuine_missing", "impostor_missing"}, ...]}`` (folds in increasing order; a fold
+    whose ``missing`` equals ``listed`` has no complete pair and is absent from the evaluation)."""
+    folds, same = np.asarray(table["fold"], dtype=np.int64), np.asarray(table["same"], dtype=bool)
+    rows = []
+    for f in np.unique(folds).tolist():
+        mine, lost = folds == f, (folds == f) & ~complete
+        rows.append({"fold": int(f), "listed": int(mine.sum()), "missing": int(lost.sum()),
+                     "genuine_missing": int((lost & same).sum()), "impostor_missing": int((lost & ~same).sum())})
+    return {"listed": int(len(folds)), "missing": int((~complete).sum()), "folds": rows}
+
+
+def describe_missing(report: dict) -> str:
+    """One sentence on the pairs left out: how many, per fold (genuine / impostor), and the absent folds."""
+    rows = report["folds"]
+    absent = [r for r in rows if r["listed"] and r["missing"] == r["listed"]]
+    partial = [r for r in rows if r["missing"] and r["missing"] < r["listed"]]
+    present = [r for r in rows if r["missing"] < r["listed"]]
+    listed_present = sum(r["listed"] for r in present)
+    text = (f"{listed_present - sum(r['missing'] for r in present)} of {listed_present} pairs evaluated in "
+            f"{len(present)} folds ({fold_ranges([r['fold'] for r in present])}), "
+            f"{sum(r['missing'] for r in present)} missing (an image absent)")
+    if partial:
+        text += ": " + ", ".join(f"fold {r['fold']}: {r['missing']} ({r['genuine_missing']} genuine, "
+                                 f"{r['impostor_missing']} impostor)" for r in partial)
+    if absent:
+        plural = "s" if len(absent) > 1 else ""
+        text += (f"; fold{plural} {fold_ranges([r['fold'] for r in absent])} absent (none of their "
+                 f"{sum(r['listed'] for r in absent)} pairs has both images)")
+    return text
+
+
+def fold_ranges(folds) -> str:
+    """Fold numbers as ranges: [1, 2, 3, 5, 7, 8] -> '1-3, 5, 7-8'."""
+    out, run = [], []
+    for f in sorted(int(x) for x in folds):
+        if run and f != run[-1] + 1:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(f)
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(out)
+
+
 def build_pairs_dataset(loader, split: str, table: dict, image_root: Path, missing: str,
                         allow_outside: bool = False) -> Dataset:
     """A verification split from a pair table (``pair_table``; paths relative to ``image_root``): pairs with
-    an absent image are an error, or left out (``missing == "skip"``); a path leaving ``image_root`` is an
-    error unless ``allow_outside`` (see facebench.data.confine). Images are numbered in order of first use."""
+    an absent image are an error, or left out (``missing == "skip"``), counted per fold in
+    ``content_tag["pairs_missing"]`` (:func:`missing_report`) and warned about; a path leaving ``image_root``
+    is an error unless ``allow_outside`` (see facebench.data.confine). Images are numbered in order of first use."""
     sides = _interleaved(table["a"], table["b"])
     if not allow_outside:
         refuse_outside(image_root, sides, f"{loader.name} pairs", lambda i: f"pair {i // 2 + 1}")
     exists, codes = _present(image_root, sides)
     ok = exists[codes]
-    kept = np.flatnonzero(ok[0::2] & ok[1::2])
+    complete = ok[0::2] & ok[1::2]
+    kept = np.flatnonzero(complete)
     n, dropped = len(table["a"]), len(table["a"]) - len(kept)
     if dropped and missing == "error":
         absent = sides[np.flatnonzero(~ok)[0]]
         raise loader._not_found(f"{dropped} of {n} pairs use absent images (first: {image_root / str(absent)}). "
-                                f"Set `dataset_args: {{missing_images: skip}}` to evaluate the pairs whose images exist.")
-    if dropped:
-        warnings.warn(f"{loader.name}/{split}: {dropped} of {n} pairs use absent images and are left out",
-                      stacklevel=3)
+                                f"Set `dataset_args: {{missing_images: skip}}` to evaluate the pairs whose images "
+                                f"exist (the missing ones are then counted per fold in the results).")
     if not len(kept):
         raise loader._not_found(f"none of the {n} pairs has both images under {image_root}")
-    return _pairs_dataset(loader, split, table, kept, image_root, dropped)
+    report = missing_report(table, complete)
+    if dropped:
+        warnings.warn(f"{loader.name}/{split}: {describe_missing(report)}", stacklevel=3)
+    return _pairs_dataset(loader, split, table, kept, image_root, report)
 
 
-def _pairs_dataset(loader, split: str, table: dict, kept: np.ndarray, image_root: Path, dropped: int) -> Dataset:
+def _pairs_dataset(loader, split: str, table: dict, kept: np.ndarray, image_root: Path, report: dict) -> Dataset:
     """The Dataset of the kept pairs: one sample per distinct image, numbered in order of first use, with the
     subject of its first use."""
     sides = _interleaved(table["a"][kept], table["b"][kept])
@@ -107,7 +163,7 @@ def _pairs_dataset(loader, split: str, table: dict, kept: np.ndarray, image_root
     group = table["group"][kept]
     if any(g is not None for g in group.tolist()):
         pairs["group"] = np.array([str(g) for g in group.tolist()])
-    tag = {**loader.fingerprint_tag(), "pairs_left_out": dropped}
+    tag = {**loader.fingerprint_tag(), "pairs_missing": report}
     return Dataset(loader.name, split, ids, (), None, FileImages(joined_strings(image_root, ids)),
                    attributes={"subject": np.asarray(subjects, dtype=str)}, content_tag=tag, pairs=pairs)
 
@@ -137,28 +193,34 @@ class LFWPairs(NativeLoader):
     how_to_get = "http://vis-www.cs.umass.edu/lfw/ (lfw.tgz and pairs.txt)"
     layout = (
         "  <path>/pairs.txt        header `10<TAB>300`; per fold 300 `name n1 n2` + 300 `name1 n1 name2 n2` lines\n"
-        "  <path>/lfw/<name>/<name>_<4 digits>.jpg   (also accepted: <path>/lfw-deepfunneled/, <path>/lfw_funneled/,\n"
-        "  or the identity folders directly in <path>); option missing_images error|skip"
+        "  <path>/lfw/<name>/<name>_<4 digits>.jpg   (also accepted: <path>/images/, <path>/lfw-deepfunneled/,\n"
+        "  <path>/lfw_funneled/, or the identity folders directly in <path>); options missing_images error|skip\n"
+        "  (skip: pairs with an absent image are left out and counted per fold), folds [1..10] (pairs.txt's\n"
+        "  blocks to keep, default all)"
     )
     splits = ("test",)
     split_aliases = {"view2": "test", "all": "test"}
     default_dirname = "lfw"
+    image_dirs = ("lfw", "images", "lfw-deepfunneled", "lfw_funneled", "lfw-funneled")
 
-    def __init__(self, path=None, data_root=None, *, missing_images: str = "error"):
-        super().__init__(path, data_root, missing_images=missing_images)
+    def __init__(self, path=None, data_root=None, *, missing_images: str = "error", folds=None):
+        options = {"missing_images": missing_images, **({"folds": folds} if folds is not None else {})}
+        super().__init__(path, data_root, **options)
         check_choice("lfw", "missing_images", missing_images, ("error", "skip"))
         self.missing_images = missing_images
+        self.folds = _fold_choice(folds)
 
     def required_paths(self, split):
         return [self.root / "pairs.txt"]
 
     def image_root(self) -> Path:
-        for sub in ("lfw", "lfw-deepfunneled", "lfw_funneled", "lfw-funneled"):
+        for sub in self.image_dirs:
             if (self.root / sub).is_dir():
                 return self.root / sub
         return self.root
 
     def entries(self) -> list[tuple]:
+        """(path_a, path_b, same, fold 1..n, None, subject_a, subject_b) per line of pairs.txt, in file order."""
         path = self.root / "pairs.txt"
         lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
         try:
@@ -172,7 +234,7 @@ class LFWPairs(NativeLoader):
                                   f"the file has {len(body)}")
         out = []
         for i, fields in enumerate(body):
-            fold = i // (2 * n_per)
+            fold = i // (2 * n_per) + 1
             if len(fields) == 3:
                 name, n1, n2 = fields
                 out.append((_image_name(name, n1), _image_name(name, n2), True, fold, None, name, name))
@@ -183,9 +245,21 @@ class LFWPairs(NativeLoader):
                 raise self._not_found(f"{path}:{i + 2}: expected 3 or 4 fields, got {len(fields)}")
         return out
 
+    def selected(self) -> list[tuple]:
+        """``entries`` of the folds kept by the ``folds`` option (all by default)."""
+        entries = self.entries()
+        if self.folds is None:
+            return entries
+        present = sorted({e[3] for e in entries})
+        unknown = sorted(set(self.folds) - set(present))
+        if unknown:
+            raise ConfigError(f"lfw: folds {unknown} are not in {self.root / 'pairs.txt'}, whose folds are "
+                              f"{fold_ranges(present)}; choose among those.")
+        return [e for e in entries if e[3] in self.folds]
+
     def summary(self, split: str) -> dict:
         self.check_labels(split)
-        entries = self.entries()
+        entries = self.selected()
         same = sum(e[2] for e in entries)
         return {"n": len(entries), "counts": {"genuine pairs": same, "impostor pairs": len(entries) - same},
                 "rows": len(entries)}
@@ -193,7 +267,19 @@ class LFWPairs(NativeLoader):
     def load(self, split: str) -> Dataset:
         split = self.resolve_split(split)
         self.check(split)
-        return build_pairs_dataset(self, split, pair_table(self.entries()), self.image_root(), self.missing_images)
+        return build_pairs_dataset(self, split, pair_table(self.selected()), self.image_root(), self.missing_images)
+
+
+def _fold_choice(folds) -> frozenset | None:
+    """The ``folds`` option: None (all), or a non-empty list of positive fold numbers."""
+    if folds is None:
+        return None
+    values = [folds] if isinstance(folds, int) and not isinstance(folds, bool) else folds
+    if (not isinstance(values, (list, tuple)) or not values
+            or any(isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in values)):
+        raise ConfigError(f"lfw: folds must be a list of fold numbers 1..10 (pairs.txt's blocks), e.g. "
+                          f"`dataset_args: {{folds: [1, 2]}}`; got {folds!r}.")
+    return frozenset(values)
 
 
 class RFWPairs(NativeLoader):

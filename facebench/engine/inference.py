@@ -224,6 +224,18 @@ def _with_decoded_images(dataset: Dataset, spec: InputSpec, store: PredictionSto
     return dataset if images is None else dataclasses.replace(dataset, images=images)
 
 
+def requested_outputs(adapter: ModelAdapter, heads, features: bool) -> list[str]:
+    """The stored outputs of a request: the heads, then with features ``"features"`` and the adapter's
+    ``feature_outputs`` (per-sample values its forward returns beside them, e.g. ``face_detected``)."""
+    return list(heads) + (["features", *getattr(adapter, "feature_outputs", ())] if features else [])
+
+
+def split_outputs(adapter: ModelAdapter, outputs) -> tuple[tuple[str, ...], bool]:
+    """(heads, features) of a list of stored outputs (the inverse of :func:`requested_outputs`)."""
+    extra = {"features", *getattr(adapter, "feature_outputs", ())}
+    return tuple(o for o in outputs if o not in extra), "features" in outputs
+
+
 def prediction_key(adapter: ModelAdapter, dataset: Dataset, store: PredictionStore, amp=None) -> str:
     """Store key of ``adapter`` on ``dataset``; mixed precision (bf16/fp16) changes the outputs,
     so it is part of the key (``none`` keeps the plain key)."""
@@ -394,7 +406,7 @@ def run_inference(adapter: ModelAdapter, dataset: Dataset, store: PredictionStor
     """
     settings = settings or InferenceSettings()
     start = time.perf_counter()
-    outputs = list(heads) + (["features"] if features else [])
+    outputs = requested_outputs(adapter, heads, features)
     key = prediction_key(adapter, dataset, store, settings.amp)
     ctx = fdist.init_from_env(settings.device)  # a plain process: no group, world_size 1
     if ctx.distributed:
@@ -409,8 +421,7 @@ def run_inference(adapter: ModelAdapter, dataset: Dataset, store: PredictionStor
     old = store.meta(key)
     if old is not None:
         outputs = sorted(set(outputs) | set(old.get("outputs", [])))
-        heads = tuple(o for o in outputs if o != "features")
-        features = "features" in outputs
+        heads, features = split_outputs(adapter, outputs)
 
     writes = _StoreWrites(store)
     if getattr(adapter, "precomputed", False):
@@ -564,8 +575,7 @@ def _run_inference_distributed(adapter: ModelAdapter, dataset: Dataset, store: P
     outputs = state["outputs"]
     if getattr(adapter, "store_only", False):
         raise _store_only_error(adapter, dataset, store, key, outputs)
-    heads = tuple(o for o in outputs if o != "features")
-    features = "features" in outputs
+    heads, features = split_outputs(adapter, outputs)
 
     if getattr(adapter, "precomputed", False):
         if ctx.is_main:

@@ -55,6 +55,7 @@ __all__ = [
     "facexzoo_10fold",
     "roc_points",
     "tar_at_far",
+    "bootstrap_tar_at_far",
     "det_points",
     "verification_accuracy_at_threshold",
     "DEFAULT_FAR_TARGETS",
@@ -367,17 +368,8 @@ def tar_at_far(score, same, far_targets=DEFAULT_FAR_TARGETS, higher_is_same_=Tru
     fps, tps, thr, n_gen, n_imp = _roc(score, same, higher_is_same_, "tar_at_far")
     far = fps / n_imp
     tar = tps / n_gen
-    if isinstance(far_targets, numbers.Real) and not isinstance(far_targets, (bool, np.bool_)):
-        far_targets = (far_targets,)
-    try:
-        targets = list(far_targets)
-    except TypeError:
-        raise MetricInputError(f"far_targets must be a number or a sequence of numbers, got {far_targets!r}") from None
-    if not targets:
-        raise MetricInputError("far_targets is empty; pass at least one FAR target, e.g. (1e-3,)")
     out: dict = {}
-    for x in targets:
-        x = check_fraction(x, "each FAR target", "(0, 1]", "1e-3, not 0.1%")
+    for x in _far_targets(far_targets):
         if 1.0 / n_imp > x:
             need = _needed_impostors(x)
             out[x] = {
@@ -390,6 +382,67 @@ def tar_at_far(score, same, far_targets=DEFAULT_FAR_TARGETS, higher_is_same_=Tru
             continue
         i = int(np.searchsorted(far, x, side="right")) - 1  # far is non-decreasing; i >= 0 since far[0] = 0
         out[x] = {"tar": float(tar[i]), "far": float(far[i]), "threshold": float(thr[i]), "resolved": True}
+    return out
+
+
+def _far_targets(far_targets) -> list[float]:
+    """A FAR target or a sequence of them, each checked to lie in (0, 1]."""
+    if isinstance(far_targets, numbers.Real) and not isinstance(far_targets, (bool, np.bool_)):
+        far_targets = (far_targets,)
+    try:
+        targets = list(far_targets)
+    except TypeError:
+        raise MetricInputError(f"far_targets must be a number or a sequence of numbers, got {far_targets!r}") from None
+    if not targets:
+        raise MetricInputError("far_targets is empty; pass at least one FAR target, e.g. (1e-3,)")
+    return [check_fraction(x, "each FAR target", "(0, 1]", "1e-3, not 0.1%") for x in targets]
+
+
+def _allowed_impostors(x: float, n_imp: int) -> int:
+    """K: the most accepted impostors with ``K / n_imp <= x`` (in the float arithmetic of ``tar_at_far``)."""
+    return int(np.searchsorted(np.arange(n_imp + 1) / n_imp, x, side="right")) - 1
+
+
+def bootstrap_tar_at_far(score, same, far_targets=DEFAULT_FAR_TARGETS, n_resamples=1000, seed=0,
+                         higher_is_same_=True) -> dict:
+    """Bootstrap distribution of :func:`tar_at_far` per FAR target: ``{target: (B,) TARs}``, None where the
+    target is unresolvable (below ``1 / n_impostor``).
+
+    Resampling: genuine and impostor pairs apart (stratified, so every resample keeps both counts), with
+    replacement, at pair level. Under :func:`tar_at_far`'s rule the TAR of a resample is the share of its
+    genuine scores above ``v``, the (K+1)-th largest of its impostor scores, where K is the most impostors
+    FAR <= target allows. Both are drawn exactly from their laws instead of from (B, n) index arrays:
+    ``P(v >= u) = P(Binomial(n_imp, q(u)) >= K + 1)`` with ``q(u)`` the share of impostor scores >= u
+    (inverse-CDF draw over the distinct impostor scores), then the genuine count above ``v`` is
+    ``Binomial(n_gen, p(v))`` with ``p(v)`` the share of genuine scores > v. Each target's distribution is
+    exact (targets are drawn independently of each other). Seeded by ``np.random.default_rng(seed)``.
+    """
+    from scipy.stats import binom
+
+    hi = check_bool(higher_is_same_, "higher_is_same_")
+    s, y = _check_scores_same(score, same)
+    n_gen, n_imp = _require_both(y, "bootstrap_tar_at_far")
+    b = check_int_at_least(n_resamples, "n_resamples", 1)
+    s = s if hi else -s
+    gen = np.sort(s[y])
+    neg_imp = np.sort(-s[~y])  # impostor scores negated, increasing
+    distinct = np.unique(neg_imp)
+    u = -distinct  # distinct impostor scores, decreasing
+    at_least = np.searchsorted(neg_imp, distinct, side="right")  # impostors with score >= u_j
+    rng = np.random.default_rng(seed)
+    out: dict = {}
+    for x in _far_targets(far_targets):
+        if 1.0 / n_imp > x:
+            out[x] = None
+            continue
+        k = _allowed_impostors(x, n_imp)
+        if k >= n_imp:
+            out[x] = np.ones(b)
+            continue
+        cdf = binom.sf(k, n_imp, at_least / n_imp)  # P(v >= u_j), non-decreasing in j
+        j = np.minimum(np.searchsorted(cdf, 1.0 - rng.random(b), side="left"), len(u) - 1)
+        above = (n_gen - np.searchsorted(gen, u[j], side="right")) / n_gen
+        out[x] = rng.binomial(n_gen, above) / n_gen
     return out
 
 

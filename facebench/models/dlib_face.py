@@ -189,8 +189,8 @@ class DlibResNetAdapter(ModelAdapter):
     1. ``dlib.get_frontal_face_detector()`` (HOG) with ``upsample`` = 1 by default (faces down to
        about 40 px on the canvas; upsample 0 needs about 80 px). The largest detection wins.
     2. **No face found**: the whole canvas is used as the face box (right for tight face crops that the
-       HOG detector misses). Such images are counted in ``no_face_count`` (cumulative) and flagged in
-       ``last_detected`` (per image of the last batch).
+       HOG detector misses). Such images are counted in ``no_face_count`` (cumulative), flagged in
+       ``last_detected`` (per image of the last batch) and in the stored output ``face_detected`` (1/0).
     3. ``shape_predictor_5_face_landmarks.dat`` on that box, then ``dlib.get_face_chip(canvas, shape,
        150, padding=0.25)``: the chip ``compute_face_descriptor(canvas, shape, 0, 0.25)`` extracts.
     4. The chips of the batch go through :class:`~facebench.models.dlib_resnet_net.DlibFaceResNet`
@@ -202,6 +202,7 @@ class DlibResNetAdapter(ModelAdapter):
     heads: dict = {}
     default_head = None
     feature_dim = 128
+    feature_outputs = ("face_detected",)  # 1 = a face was found, 0 = whole-canvas fallback
 
     def __init__(self, model: str | None = None, shape_predictor: str | None = None, upsample: int = 1,
                  size: int = 250):
@@ -265,4 +266,6 @@ class DlibResNetAdapter(ModelAdapter):
         if unknown:
             raise ConfigError(f"Model {self.name!r} has no heads (it gives 128-d features only); asked for {unknown}.")
         images = canvas_uint8(batch, self.input_spec, self.name)
-        return {"features": self.descriptors(images).to(batch.device)}
+        features = self.descriptors(images).to(batch.device)
+        return {"features": features, "face_detected": torch.tensor(self.last_detected, dtype=torch.float32,
+                                                                   device=batch.device)}

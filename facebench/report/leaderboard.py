@@ -10,10 +10,13 @@ from facebench.records import PERCENT_DISPLAY
 
 def display_scale(record: dict) -> tuple[float, int]:
     """(scale, decimals) for printing a record, from its own ``unit``: fractions as percentages with 2
-    decimals, values already in percent with 2, every other unit (or none recorded) as is with 4."""
+    decimals, values already in percent with 2, counts as integers, every other unit (or none recorded)
+    as is with 4."""
     unit = record.get("unit") if isinstance(record, dict) else None
     if unit in PERCENT_DISPLAY:
         return 100.0, 2
+    if unit == "count":
+        return 1.0, 0
     return (1.0, 2) if unit == "percent" else (1.0, 4)
 
 
@@ -182,9 +185,10 @@ def _natural(text: str) -> list:
 
 
 def _verification(task: dict, records: list[dict]) -> list[str]:
+    lines = _verification_folds(task, records)
     groups = task.get("details", {}).get("groups")
     if not groups or "fmr" not in groups:
-        return []
+        return lines
     by_name = {r["metric"]: r for r in records}
     rows = []
     for g in sorted(groups["accuracy"]):
@@ -192,7 +196,29 @@ def _verification(task: dict, records: list[dict]) -> list[str]:
         rows.append([g, format_value(acc) if acc else "", format_value(by_name[f"fmr[group={g}]"]),
                      format_value(by_name[f"fnmr[group={g}]"])])
     header = ["group", "accuracy % (per-group thresholds)", "FMR (global threshold)", "FNMR (global threshold)"]
-    return [f"### {md_escape(task['name'])}: per group", ""] + _table(header, rows) + [""]
+    return lines + [f"### {md_escape(task['name'])}: per group", ""] + _table(header, rows) + [""]
+
+
+def _verification_folds(task: dict, records: list[dict]) -> list[str]:
+    """Per fold: pairs listed / evaluated / missing (genuine + impostor) and the held-out accuracy; then
+    mean +- std over the folds evaluated and the coverage sentence."""
+    details = task.get("details", {})
+    folds = details.get("folds")
+    if not folds:
+        return []
+    rows = [[str(r["fold"]), str(r["listed"]), str(r["evaluated"]),
+             f"{r['missing']} ({r['genuine_missing']} + {r['impostor_missing']})",
+             f"{100 * r['accuracy']:.2f}" if r.get("accuracy") is not None else r["status"]] for r in folds]
+    header = ["fold", "pairs listed", "evaluated", "missing (genuine + impostor)", "accuracy % (insightface)"]
+    by_name = {r["metric"]: r for r in records}
+    mean, std = by_name.get("accuracy[10fold,insightface]"), by_name.get("accuracy_std[10fold,insightface]")
+    lines = [f"### {md_escape(task['name'])}: per fold", ""] + _table(header, rows) + [""]
+    if mean and std and mean.get("value") is not None and std.get("value") is not None:
+        lines += [f"Accuracy (insightface): {100 * mean['value']:.2f} ± {100 * std['value']:.2f} % "
+                  f"(mean ± std over {len([r for r in folds if r['status'] == 'evaluated'])} folds).", ""]
+    if details.get("coverage", {}).get("summary"):
+        lines += [md_escape(details["coverage"]["summary"]) + ".", ""]
+    return lines
 
 
 def _label_free(task: dict, records: list[dict]) -> list[str]:
