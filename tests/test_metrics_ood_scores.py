@@ -385,6 +385,117 @@ def test_linear_probe_errors(rng):
         probe.predict(np.full((1, 3), -np.inf))
 
 
+def _correlated_blobs(rng, n=600, d=12, n_cls=5):
+    """Overlapping classes in strongly correlated features (as a CNN's are): an ill-conditioned fit."""
+    y = rng.integers(0, n_cls, size=n)
+    mix = rng.normal(size=(d, d)) + 3.0 * np.ones((d, d)) / d
+    x = (rng.normal(scale=0.8, size=(n_cls, d))[y] + rng.normal(size=(n, d))) @ mix + rng.normal(scale=4, size=d)
+    return x, y
+
+
+def _objective_grad(probe, x, y):
+    """The objective and its max-abs gradient at the probe's (coef_, intercept_), computed here from the
+    formula (sum of cross-entropies + ||W||^2 / (2C) on the standardised features)."""
+    xs = probe._transform(x)
+    z = xs @ probe.coef_.T + probe.intercept_
+    onehot = np.eye(probe.n_classes_)[y]
+    loss = np.sum(sp_logsumexp(z, axis=1) - z[np.arange(len(y)), y]) + np.sum(probe.coef_ ** 2) / (2 * probe.C)
+    dz = sp_softmax(z, axis=1) - onehot
+    grad = np.concatenate([(dz.T @ xs + probe.coef_ / probe.C).ravel(), dz.sum(axis=0)])
+    return loss, np.abs(grad).max()
+
+
+@pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
+def test_linear_probe_reaches_the_minimiser(rng, C):
+    """Strictly convex on the rows summing to zero: a gradient below tol there is the optimality certificate."""
+    x, y = _correlated_blobs(rng)
+    probe = LinearProbe(C=C).fit(x, y)
+    loss, gmax = _objective_grad(probe, x, y)
+    assert probe.converged and gmax <= probe.tol
+    assert probe.loss_ == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(probe.coef_.sum(axis=0), 0.0, atol=1e-10)  # the penalty's minimum on 1 (x) w
+    assert abs(probe.intercept_.sum()) < 1e-10  # the flat direction, fixed at zero
+    tight = LinearProbe(C=C, tol=1e-9).fit(x, y)
+    assert _objective_grad(tight, x, y)[1] <= 1e-9
+    np.testing.assert_allclose(probe.coef_, tight.coef_, atol=1e-6)
+
+
+def test_linear_probe_does_not_depend_on_the_solver_path(rng, monkeypatch):
+    """Stage 1 stopped early or late, a Hessian reused or rebuilt at every step: one minimiser."""
+    from facebench.metrics import _multinomial
+
+    x, y = _correlated_blobs(rng, n=800, d=10, n_cls=4)
+    base = LinearProbe(C=2.0, tol=1e-8).fit(x, y)
+    for name, value in [("STAGE1_RTOL", 0.3), ("STAGE1_RTOL", 1e-6), ("REUSE_CUT", 1e12)]:
+        with monkeypatch.context() as m:
+            m.setattr(_multinomial, name, value)
+            other = LinearProbe(C=2.0, tol=1e-8).fit(x, y)
+        assert other.converged, name
+        np.testing.assert_allclose(other.coef_, base.coef_, atol=1e-8, err_msg=name)
+        np.testing.assert_allclose(other.intercept_, base.intercept_, atol=1e-8, err_msg=name)
+
+
+def test_linear_probe_many_features_lbfgs_alone(rng, monkeypatch):
+    """K (d + 1) above DENSE_MAX: whitened L-BFGS with the relative-decrease stop; the same minimiser as Newton
+    to within that stop's precision."""
+    from facebench.metrics import _multinomial
+
+    x, y = _correlated_blobs(rng, n=500, d=300, n_cls=4)
+    assert 4 * 301 > _multinomial.DENSE_MAX
+    probe = LinearProbe(C=0.5).fit(x, y)
+    assert probe.converged and _objective_grad(probe, x, y)[1] <= 1e-3
+    monkeypatch.setattr(_multinomial, "DENSE_MAX", 10 ** 6)
+    newton = LinearProbe(C=0.5).fit(x, y)
+    assert newton.converged and _objective_grad(newton, x, y)[1] <= newton.tol
+    np.testing.assert_allclose(probe.predict_proba(x), newton.predict_proba(x), atol=1e-5)
+
+
+def test_linear_probe_ridge_when_cholesky_fails(rng, monkeypatch):
+    from facebench.metrics import _multinomial
+
+    real, calls = _multinomial.linalg.cho_factor, []
+
+    def refuse_unridged(h, *args, **kwargs):  # the first factorisation of each Hessian fails
+        calls.append(1)
+        if len(calls) % 2:
+            raise np.linalg.LinAlgError("not positive definite")
+        return real(h, *args, **kwargs)
+
+    x, y = _correlated_blobs(rng, n=300, d=5, n_cls=3)
+    want = LinearProbe(C=1.0, tol=1e-8).fit(x, y)
+    monkeypatch.setattr(_multinomial.linalg, "cho_factor", refuse_unridged)
+    got = LinearProbe(C=1.0, tol=1e-8).fit(x, y)
+    assert got.converged and calls
+    np.testing.assert_allclose(got.coef_, want.coef_, atol=1e-8)
+
+    def refuse(*args, **kwargs):
+        raise np.linalg.LinAlgError("not positive definite, even with the ridge")
+
+    monkeypatch.setattr(_multinomial.linalg, "cho_factor", refuse)
+    with pytest.warns(UserWarning, match="not numerically positive definite"):
+        stuck = LinearProbe(C=1.0, tol=1e-12).fit(x, y)
+    assert stuck.converged is False
+
+
+def test_linear_probe_absent_classes_mass_and_gradient(rng):
+    x, y = _correlated_blobs(rng, n=400, d=6, n_cls=3)
+    probe = LinearProbe(C=1.0).fit(x, y + 1, n_classes=5)  # classes 0 and 4 have no samples
+    assert probe.converged
+    p = probe.predict_proba(x)
+    assert p[:, [0, 4]].sum() <= probe.tol / 10
+    np.testing.assert_array_equal(probe.coef_[[0, 4]], 0.0)
+    assert _objective_grad(probe, x, y + 1)[1] <= probe.tol
+    present = LinearProbe(C=1.0).fit(x, y)
+    np.testing.assert_allclose(p[:, 1:4], present.predict_proba(x), atol=1e-6)
+
+
+def test_linear_probe_unstandardised_large_offsets(rng):
+    x, y = _correlated_blobs(rng, n=300, d=4, n_cls=3)
+    x = x * 50.0 + 1e3
+    probe = LinearProbe(C=1.0, standardize=False).fit(x, y)
+    assert probe.converged and _objective_grad(probe, x, y)[1] <= probe.tol
+
+
 # --------------------------------------------------------------------------- ViM
 
 

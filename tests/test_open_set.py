@@ -1,6 +1,9 @@
 """open_set protocol: both modes against independent computations (scikit-learn's AUROC and
 logistic regression), conventions in the keys, and suite runs on the synthetic set."""
 
+import os
+import sys
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -149,6 +152,58 @@ def test_leave_one_out_against_sklearn_probe():
     res2 = OpenSetProtocol(mode="leave_one_out", pool="test", open_classes=["sadness"]).evaluate(ctx)
     m2 = {r.metric: r for r in res2.records}
     assert m2["auroc[open=sadness]"].conventions["n_unknown"] == int((yte == 2).sum())
+
+
+def _loo_context(n_resamples=200, seed=3):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=1.5, size=(4, 8))
+    ytr, yte = rng.integers(0, 4, 900), rng.integers(0, 4, 300)
+    xtr, xte = centres[ytr] + rng.normal(size=(900, 8)), centres[yte] + rng.normal(size=(300, 8))
+    test, tp = _ds("toy", "test", [MODEL[i] for i in yte], MODEL, features=xte, logits=np.zeros((300, 4)))
+    train, trp = _ds("toy", "train", [MODEL[i] for i in ytr], MODEL, features=xtr, logits=np.zeros((900, 4)))
+    return EvalContext(test, tp, "expression", MODEL, n_resamples=n_resamples, seed=seed,
+                       extras={"fit": ExtraSplit(train, trp)})
+
+
+def _same_result(a, b):
+    assert [r.to_dict() for r in a.records] == [r.to_dict() for r in b.records]
+    assert a.details == b.details and a.warnings == b.warnings
+
+
+def _die(j):  # a worker that dies mid-task (module level: the pool pickles it by name)
+    import os
+    os._exit(3)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
+                    reason="forked worker processes: Linux with two usable CPUs")
+def test_leave_one_out_worker_processes_give_the_same_bits(monkeypatch):
+    from facebench.protocols import open_set
+
+    ctx = _loo_context()
+    proto = OpenSetProtocol(mode="leave_one_out", probe_C=0.7)
+    job = proto._loo_setup(ctx)
+    monkeypatch.setattr(open_set, "PROCESS_WORK", 10 ** 18)
+    assert open_set._class_processes(ctx, job) == 0
+    here = proto.evaluate(ctx)
+    monkeypatch.setattr(open_set, "PROCESS_WORK", 1)
+    assert open_set._class_processes(ctx, job) >= 2
+    _same_result(proto.evaluate(ctx), here)
+    monkeypatch.setattr(open_set, "_open_class_in_worker", _die)  # workers die: evaluated here instead
+    _same_result(proto.evaluate(ctx), here)
+
+
+def test_leave_one_out_mean_row_and_ci():
+    ctx = _loo_context(n_resamples=100)
+    res = OpenSetProtocol(mode="leave_one_out").evaluate(ctx)
+    m = {r.metric: r for r in res.records}
+    table = res.details["table"]
+    for key in ("auroc", "oscr", "closed_set_accuracy"):
+        want = np.mean([row[key] for row in table[:-1]])
+        assert m[f"{key}[mean]"].value == table[-1][key] == pytest.approx(want, abs=1e-15)
+    assert m["auroc[mean]"].ci is not None and m["closed_set_accuracy[mean]"].ci is None
+    lo, hi = m["auroc[mean]"].ci
+    assert lo <= m["auroc[mean]"].value <= hi
 
 
 def test_parameter_errors():

@@ -13,7 +13,9 @@ Two modes (``mode``):
   samples of class k (``pool: test+train_k``, the paper's transductive pool; ``pool: test`` uses
   the task split alone). Known = pool samples of the other classes, unknown = those of class k;
   per k: AUROC, FPR@TPR95 in both conventions, OSCR and the probe's closed-set accuracy on the
-  known samples; then the Mean row (arithmetic mean over k, as the paper's table).
+  known samples; then the Mean row (arithmetic mean over k, as the paper's table). Large runs (pool
+  rows x resamples x classes >= ``PROCESS_WORK``) evaluate the classes in forked worker processes on
+  Linux: each class's numbers come from its own inputs and seed, so they are the same bits.
 
 Scores (``score``, higher = known): ``msp``, ``max_logit``, ``energy`` (``temperature``),
 ``entropy`` (negative entropy) of the logits (the head's, or the probe's in ``leave_one_out``);
@@ -31,6 +33,9 @@ that resamples known and unknown samples separately (stratified, so no resample 
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,6 +259,16 @@ class OpenSetProtocol(Protocol):
         return TaskResult(records, details, [])
 
     def _leave_one_out(self, ctx: EvalContext) -> TaskResult:
+        job = self._loo_setup(ctx)
+        outs = _per_open_class(self, ctx, job)  # [(row, records, bootstrap, warning)], open_classes order
+        rows = [row for row, _, _, _ in outs]
+        mean, mean_records = self._loo_mean(rows, [boots for _, _, boots, _ in outs], job, ctx)
+        records = [rec for _, recs, _, _ in outs for rec in recs] + mean_records
+        details = {"table": rows + [{"open_class": "Mean", **mean}], "open_classes": job.open_classes}
+        return TaskResult(records, details, [warning for *_, warning in outs if warning])
+
+    def _loo_setup(self, ctx: EvalContext) -> "_LeaveOneOut":
+        """The checked inputs of the leave-one-out mode: float64 features, labels, classes and conventions."""
         p = self.params
         ds, fit = ctx.dataset, ctx.extras["fit"]
         if "features" not in ctx.predictions.outputs:
@@ -270,48 +285,122 @@ class OpenSetProtocol(Protocol):
             raise ConfigError(f"open_classes {bad} have no samples in {ds.name} (classes: {', '.join(classes)})")
         conv = {**self._conventions(ctx), "pool": p.pool, "probe": f"multinomial logistic regression, C={p.probe_C},"
                 f" standardised features, L-BFGS", "fit_split": f"{fit.dataset.name}/{fit.dataset.split}"}
-        rows, records, warnings, boot_rows = [], [], [], []
-        for j, k in enumerate(open_classes):
-            closed = [c for c in classes if c != k]
-            index = {c: i for i, c in enumerate(closed)}
-            tr = train_y != k
-            tr &= np.isin(train_y, closed)
-            probe = osc.LinearProbe(C=p.probe_C).fit(train_x[tr], np.array([index[c] for c in train_y[tr]]),
-                                                    n_classes=len(closed))
-            if not probe.converged:
-                warnings.append(f"open class {k}: the linear probe did not converge")
-            pool_x = test_x if p.pool == "test" else np.concatenate([test_x, train_x[train_y == k]])
-            pool_y = test_y if p.pool == "test" else np.concatenate([test_y, train_y[train_y == k]])
-            logits = probe.logits(pool_x)
-            if p.score in FEATURE_SCORES:
-                scores = self._detector(train_x[tr], np.array([index[c] for c in train_y[tr]])).score(pool_x)
-            elif p.score == "vim":  # on the probe's standardised feature space, with its weights
-                vim = osc.ViM().fit(probe._transform(train_x[tr]), probe.coef_, probe.intercept_)
-                scores = vim.score(probe._transform(pool_x))
-            else:
-                scores = self._logit_scores(logits)
-            is_unknown = pool_y == k
-            is_known = np.isin(pool_y, closed)
-            correct = _argmax_is_label(logits, pool_y, closed)[is_known]
-            values, boots, recs, _ = self._records(f"open={k}", scores[is_known], correct, scores[is_unknown], ctx,
-                                                   {**conv, "open_class": k}, seed_offset=j)
-            records += recs
-            boot_rows.append(boots)
-            rows.append({"open_class": k, "n_known": int(is_known.sum()), "n_unknown": int(is_unknown.sum()),
-                         **values})
+        return _LeaveOneOut(test_x, train_x, test_y, train_y, classes, open_classes, conv)
+
+    def _open_class(self, ctx: EvalContext, job: "_LeaveOneOut", j: int) -> tuple[dict, list, dict, str | None]:
+        """Open class ``job.open_classes[j]``: its table row, records, bootstrap arrays and warning (or None)."""
+        p, k = self.params, job.open_classes[j]
+        closed = [c for c in job.classes if c != k]
+        index = {c: i for i, c in enumerate(closed)}
+        tr = (job.train_y != k) & np.isin(job.train_y, closed)
+        fit_x, fit_y = job.train_x[tr], np.array([index[c] for c in job.train_y[tr]])
+        probe = osc.LinearProbe(C=p.probe_C).fit(fit_x, fit_y, n_classes=len(closed))
+        warning = None if probe.converged else f"open class {k}: the linear probe did not converge"
+        pool_x = job.test_x if p.pool == "test" else np.concatenate([job.test_x, job.train_x[job.train_y == k]])
+        pool_y = job.test_y if p.pool == "test" else np.concatenate([job.test_y, job.train_y[job.train_y == k]])
+        logits = probe.logits(pool_x)
+        if p.score in FEATURE_SCORES:
+            scores = self._detector(fit_x, fit_y).score(pool_x)
+        elif p.score == "vim":  # on the probe's standardised feature space, with its weights
+            vim = osc.ViM().fit(probe._transform(fit_x), probe.coef_, probe.intercept_)
+            scores = vim.score(probe._transform(pool_x))
+        else:
+            scores = self._logit_scores(logits)
+        is_unknown = pool_y == k
+        is_known = np.isin(pool_y, closed)
+        correct = _argmax_is_label(logits, pool_y, closed)[is_known]
+        values, boots, recs, _ = self._records(f"open={k}", scores[is_known], correct, scores[is_unknown], ctx,
+                                               {**job.conv, "open_class": k}, seed_offset=j)
+        row = {"open_class": k, "n_known": int(is_known.sum()), "n_unknown": int(is_unknown.sum()), **values}
+        return row, recs, boots, warning
+
+    def _loo_mean(self, rows: list, boot_rows: list, job: "_LeaveOneOut", ctx: EvalContext) -> tuple[dict, list]:
+        """The Mean row (arithmetic mean over the open classes) and its records; a CI from the mean of the
+        classes' bootstrap arrays (same resample index) where every class has one."""
         mean = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key not in
                 ("open_class", "n_known", "n_unknown")}
+        records = []
         for key, value in mean.items():
             ci = None
             if boot_rows and all(key in b for b in boot_rows):
                 ci = bs.percentile_interval(np.mean(np.stack([b[key] for b in boot_rows]), axis=0), ctx.confidence)
             records.append(MetricRecord(_tag(key, "mean"), value, ci, None,
-                                        {**conv, "definition": "arithmetic mean over the open classes",
-                                         "open_classes": open_classes},
+                                        {**job.conv, "definition": "arithmetic mean over the open classes",
+                                         "open_classes": job.open_classes},
                                         headline=key in ("auroc", "fpr@tpr95[pos=known,rule=interp]"),
                                         **metric_kind(key)))
-        details = {"table": rows + [{"open_class": "Mean", **mean}], "open_classes": open_classes}
-        return TaskResult(records, details, warnings)
+        return mean, records
+
+
+@dataclass
+class _LeaveOneOut:
+    """Inputs shared by the open classes of one leave-one-out evaluation."""
+
+    test_x: np.ndarray
+    train_x: np.ndarray
+    test_y: np.ndarray
+    train_y: np.ndarray
+    classes: list
+    open_classes: list
+    conv: dict
+
+
+#: Pool rows x bootstrap resamples (summed over the open classes) from which the open classes are evaluated in
+#: forked worker processes; below it, starting them costs more than they save.
+PROCESS_WORK = 5_000_000
+_worker_state: tuple | None = None  # (protocol, ctx, job) in a worker process
+
+
+def _per_open_class(proto: OpenSetProtocol, ctx: EvalContext, job: _LeaveOneOut) -> list:
+    """``[proto._open_class(ctx, job, j) for each open class j]``, in forked worker processes (one per usable
+    CPU, Linux only) when :func:`_class_processes` gives two or more, else here; also here when the workers
+    cannot start or die. Each class's numbers come from its own inputs and seed, so they are the same bits
+    either way."""
+    jobs = range(len(job.open_classes))
+    workers = _class_processes(ctx, job)
+    if workers < 2:
+        return [proto._open_class(ctx, job, j) for j in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:  # fork: the workers get the protocol, context and arrays without pickling them
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_set_worker_state, initargs=(proto, ctx, job))
+    except (OSError, ValueError):  # no fork start method, no POSIX semaphores
+        return [proto._open_class(ctx, job, j) for j in jobs]
+    try:
+        with warnings.catch_warnings():  # Python >= 3.12 warns on fork in a process with threads: the workers
+            # run NumPy/SciPy on inherited arrays only, taking no lock another thread may hold
+            warnings.filterwarnings("ignore", message=".*multi-threaded, use of fork", category=DeprecationWarning)
+            futures = [pool.submit(_open_class_in_worker, j) for j in jobs]
+        return [future.result() for future in futures]
+    except (OSError, BrokenProcessPool):  # fork failed, or a worker died (e.g. killed): evaluate here
+        return [proto._open_class(ctx, job, j) for j in jobs]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _class_processes(ctx: EvalContext, job: _LeaveOneOut) -> int:
+    """Worker processes for the open classes: the usable CPUs (at most one per class) on Linux when the pool
+    rows times the resamples reach :data:`PROCESS_WORK`; 0 in a daemonic process (it may have no children)."""
+    import multiprocessing
+
+    if not sys.platform.startswith("linux") or multiprocessing.current_process().daemon:
+        return 0
+    work = len(job.open_classes) * (len(job.test_x) + len(job.train_x) // max(1, len(job.classes))) \
+        * max(1, ctx.n_resamples)
+    return min(len(os.sched_getaffinity(0)), len(job.open_classes)) if work >= PROCESS_WORK else 0
+
+
+def _set_worker_state(proto, ctx, job) -> None:
+    global _worker_state
+    _worker_state = (proto, ctx, job)
+
+
+def _open_class_in_worker(j: int):
+    proto, ctx, job = _worker_state
+    return proto._open_class(ctx, job, j)
 
 
 def _argmax_is_label(logits: np.ndarray, labels: np.ndarray, classes) -> np.ndarray:
