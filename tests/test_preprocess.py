@@ -48,8 +48,11 @@ def test_normalise_is_the_formula_bit_for_bit_and_leaves_its_input_alone():
     batch = torch.randint(0, 256, (4, 3, 9, 7), dtype=torch.uint8, generator=g)
     spec = InputSpec(size=(9, 7), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1), torch.tensor(spec.std).view(1, 3, 1, 1)
-    expected = (batch.float() * spec.scale - mean) / std  # the formula, out of place
+    expected = (batch.float() / 255 - mean) / std  # the formula, out of place (ToTensor + Normalize)
     assert torch.equal(normalise_batch(batch, spec), expected)
+    odd = InputSpec(size=(9, 7), scale=0.003)  # 1/scale is not a whole number: multiplied
+    half = torch.tensor(0.5).view(1, 1, 1, 1)
+    assert torch.equal(normalise_batch(batch, odd), (batch.float() * 0.003 - half) / half)
     floats = batch.float()
     before = floats.clone()
     normalise_batch(floats, spec, dtype=torch.float32)  # already float32: must not be normalised in place

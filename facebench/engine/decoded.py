@@ -7,7 +7,8 @@ Layout under the cache folder::
 
 ``key`` = hash(content stamp of the images, dataset fingerprint, uint8 preprocessing). The uint8
 preprocessing is the part of an ``InputSpec`` that acts before normalisation (size, channels, colour
-order, crop, interpolation), so models that share it (whatever their mean/std) share the entry.
+order, crop, interpolation, resize arithmetic, grey formula: ``InputSpec.uint8_dict``), so models that
+share it (whatever their mean/std) share the entry.
 The content digest of image files hashes their bytes (``facebench.content``: a stat cache in front
 of BLAKE2b, so a warm key reads no file) and crop boxes: an edited or replaced file gives a new key,
 a touched one (same bytes) does not. In-memory images (``ArrayImages``) have no stamp and
@@ -90,8 +91,7 @@ def _check_images(path: Path, meta: dict) -> str | None:
 
 def uint8_spec(spec: InputSpec) -> dict:
     """The preprocessing that produces the uint8 tensor (everything before ``normalise_batch``)."""
-    return {"size": list(spec.size), "channels": spec.channels, "color_order": spec.color_order,
-            "crop_fraction": spec.crop_fraction, "interpolation": spec.interpolation, "extra": spec.extra}
+    return spec.uint8_dict()
 
 
 def content_stamp(images) -> dict | None:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from facebench.data.preprocess import InputSpec
+from facebench.data.preprocess import InputSpec, Preprocessing
 from facebench.errors import ConfigError, ModelError, did_you_mean
 from facebench.fingerprint import hash_bytes, hash_object
 
@@ -37,6 +37,9 @@ class ModelAdapter:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     input_spec: InputSpec
+    # the model package's own pipeline (source, resize, grey conversion, crop or alignment) that
+    # ``input_spec`` reproduces; None for models without a package (user files: they declare the spec)
+    preprocessing: ClassVar[Preprocessing | None] = None
     heads: dict[str, Head]
     default_head: str
     feature_dim: int | None = None
@@ -170,6 +173,7 @@ class ModelAdapter:
             "heads": {k: h.to_dict() for k, h in self.heads.items()},
             "default_head": self.default_head,
             "input_spec": self.input_spec.to_dict(),
+            "preprocessing": None if self.preprocessing is None else self.preprocessing.to_dict(),
             "feature_dim": self.feature_dim,
             "fingerprint": self.fingerprint(),
         }

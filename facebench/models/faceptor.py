@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from facebench.data.preprocess import InputSpec
+from facebench.data.preprocess import Preprocessing
 from facebench.data.taxonomy import CELEBA_ATTRIBUTES, LABEL_ORDERS
 from facebench.models._config import load_config_json as _load_config_json
 from facebench.errors import ModelError
@@ -271,10 +271,21 @@ def _variant_name(tasks: dict[str, int], stage2: bool) -> str:
     return f"stage-2 ({base} tasks)" if stage2 else base
 
 
+PREPROCESSING = Preprocessing(
+    source="Faceptor (lxq1000/Faceptor, shared/spec/faceptor.md 1.5), group-0 tasks: PIL .convert('RGB'), "
+           "FP/core/data/transform/attribute_analysis_transform.py Resize([112, 112]) (PIL bilinear), ToTensor, "
+           "Normalize(0.5, 0.5)",
+    crop="no detection or alignment for the group-0 tasks: the dataset's stored face crop is resized, as "
+         "facebench does",
+    resize="pillow", interpolation="bilinear",
+)
+
+
 class FaceptorAdapter(ModelAdapter):
     """Faceptor (ECCV 2024) FaRL ViT-B/16 + task-query decoder from the authors' checkpoint: expression, age, 40 attributes, 512-d embedding"""
 
     name = "faceptor"
+    preprocessing = PREPROCESSING
 
     def __init__(self, checkpoint: str | None = None, head: str = "rafdb", config: str | None = None,
                  age_head: str = "morph2"):
@@ -287,8 +298,8 @@ class FaceptorAdapter(ModelAdapter):
         self.module, size = build_faceptor(checkpoint, config)
         tasks = self.module.cfg.tasks
         self.variant = _variant_name(tasks, bool(self.module.cfg.new_levels))
-        self.input_spec = InputSpec(size=(size, size), channels=3, color_order="RGB",
-                                    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+        self.input_spec = self.preprocessing.spec(size=(size, size), channels=3, color_order="RGB",
+                                                  mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
         # head name -> (decoder task, decode)
         self._tasks: dict[str, tuple[str, str]] = {}
         self.heads = {}

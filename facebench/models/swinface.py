@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facebench.data.preprocess import InputSpec
+from facebench.data.preprocess import Preprocessing
 from facebench.data.taxonomy import CELEBA_ATTRIBUTES, LABEL_ORDERS
 from facebench.models._config import load_config_json as _load_config_json
 from facebench.errors import ModelError
@@ -617,10 +617,21 @@ def build_from_checkpoint(sub: dict[str, dict[str, torch.Tensor]],
 
 
 # -- the adapter -------------------------------------------------------------------------------------------
+PREPROCESSING = Preprocessing(
+    source="SwinFace (lxq1000/SwinFace, shared/spec/faceptor.md 2.5), SF/analysis/datasets.py: PIL RGB, "
+           "torchvision Resize([112, 112]) (PIL bilinear), ToTensor, Normalize(0.5, 0.5); SF/inference.py's "
+           "demo resizes with cv2.resize INTER_LINEAR instead",
+    crop="the authors evaluate ArcFace 5-point aligned 112x112 crops (insightface bins or the standard "
+         "template); facebench feeds the dataset's face crop whole (no alignment)",
+    resize="pillow", interpolation="bilinear",
+)
+
+
 class SwinFaceAdapter(ModelAdapter):
     """SwinFace (TCSVT 2023) Swin-T multi-task face model from the authors' checkpoint: expression, age, 40 attributes, 512-d embedding"""
 
     name = "swinface"
+    preprocessing = PREPROCESSING
     default_head = "expression"
 
     def __init__(self, checkpoint: str | None = None, config: str | None = None):
@@ -629,7 +640,8 @@ class SwinFaceAdapter(ModelAdapter):
         self.module = build_from_checkpoint(sub, load_config_json(config))
         cfg = self.module.cfg
         size = cfg["img_size"]
-        self.input_spec = InputSpec(size=(size, size), channels=3, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+        self.input_spec = self.preprocessing.spec(size=(size, size), channels=3, mean=(0.5, 0.5, 0.5),
+                                                  std=(0.5, 0.5, 0.5))
         self.feature_dim = cfg["embedding_size"]
         names = cfg["om_fc_order"]
         for need in ("Expression", "Age"):

@@ -6,19 +6,26 @@ from pathlib import Path
 
 import torch
 
-from facebench.data.preprocess import InputSpec
+from facebench.data.preprocess import Preprocessing
 from facebench.errors import ModelError
 from facebench.models.base import Head, ModelAdapter
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "synth_cnn.pt"
 SYNTH_CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
+PREPROCESSING = Preprocessing(
+    source="facebench.train_synth_cnn: trained on synthetic faces rendered at 48x48 (no resize in training); "
+           "other sizes go through facebench's own torch resize (bilinear, antialiased when shrinking)",
+    crop="the whole rendered face image; datasets' face crops are fed whole",
+    resize="torch", interpolation="bilinear",
+)
 
 
 class SynthCNNAdapter(ModelAdapter):
     """Small CNN trained on the embedded synthetic faces (48x48 RGB, 7 basic expressions)"""
 
     name = "synth-cnn"
-    input_spec = InputSpec(size=(48, 48), channels=3, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    preprocessing = PREPROCESSING
+    input_spec = PREPROCESSING.spec(size=(48, 48), channels=3, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     heads = {"expression": Head("expression", SYNTH_CLASSES)}
     default_head = "expression"
 
