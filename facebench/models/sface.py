@@ -317,7 +317,7 @@ def lmeds_similarity(src, dst, max_iters: int = 2000, confidence: float = 0.995)
     src, dst = np.asarray(src, np.float32).reshape(-1, 2), np.asarray(dst, np.float32).reshape(-1, 2)
     n = len(src)
     if n < 3 or len(dst) != n:
-        raise ValueError(f"lmeds_similarity needs at least 3 point pairs, got {len(src)} and {len(dst)}.")
+        raise ModelError(f"lmeds_similarity needs at least 3 point pairs, got {len(src)} and {len(dst)}.")
     rng, best, best_median = CvRng(), None, np.inf
     for _ in range(lmeds_iterations(confidence, max_iters)):
         i = rng.uniform(0, n)
