@@ -1,6 +1,7 @@
 """The fast data path: the decoded uint8 cache, channels-last, torch.compile, AMP in the store key,
 and out-of-memory halving."""
 
+import dataclasses
 import os
 import pickle
 import shutil
@@ -89,8 +90,7 @@ def test_an_edited_file_gets_a_new_cache_entry(folder, tmp_path):
     Image.fromarray(np.zeros((30, 30), np.uint8)).save(target)
     os.utime(target, ns=(1, 1))
     assert cache.key(ImageFolder(path=folder).load("test"), spec) != key
-    other = namedtuple("S", "size channels color_order crop_fraction interpolation extra")(
-        (32, 32), spec.channels, spec.color_order, 1.0, "bilinear", {})
+    other = dataclasses.replace(spec, size=(32, 32))
     assert cache.key(dataset, other) != key  # another uint8 preprocessing, another entry
 
 
