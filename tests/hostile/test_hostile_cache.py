@@ -216,9 +216,9 @@ CASES = [
     CacheCase("cache-dir-under-a-file", file_in_place("blocker", extra=("--cache-dir", "BLOCKER/cache")), 0,
               "wrote", ("out", "cache"), UNUSABLE),
     CacheCase("predictions-folder-is-a-file", file_in_place("cache/predictions"), 0, "wrote",
-              ("out", "cache/hashes", "cache/scan"), UNUSABLE),
+              ("out", "cache/hashes", "cache/scan", "cache/evaluations"), UNUSABLE),
     CacheCase("decoded-folder-is-a-file", file_in_place("cache/decoded", suite_maker=_faces), 0, "wrote",
-              ("out", "cache/predictions", "cache/hashes", "cache/scan"), UNUSABLE),
+              ("out", "cache/predictions", "cache/hashes", "cache/scan", "cache/evaluations"), UNUSABLE),
     # rescore only reads the store
     CacheCase("rescore-corrupt-entry", rescore_case(lambda tmp, e: _flip(e / "predictions.npz") or []), 2,
               "no stored predictions", ("out", "cache"), CORRUPT),
