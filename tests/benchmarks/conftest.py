@@ -26,6 +26,7 @@ def best_of():
 FULL_SIZE_REPORTS = frozenset({
     "test_label_free_parts_ratio_report", "test_label_free_task_report", "test_bench_gmm_set_by_set_scipy",
     "test_open_set_scaling_report", "test_closed_set_scaling_report", "test_csv_loader_ratio_report",
+    "test_bench_whole_run_vs_bare_forward",
 })
 
 
