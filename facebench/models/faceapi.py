@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from facebench.data.preprocess import InputSpec
+from facebench.data.preprocess import InputSpec, Preprocessing
 from facebench.errors import ConfigError, ModelError
 from facebench.models.base import Head, ModelAdapter
 from facebench.models.faceapi_nets import (
@@ -102,6 +102,13 @@ def canvas_spec(size: int) -> InputSpec:
 
 class _FaceApiAdapter(ModelAdapter):
     """Shared: weights lookup, the canvas, face-api's resize and normalisation."""
+
+    preprocessing = Preprocessing(
+        source="@vladmandic/face-api 1.7.15: NetInput.toBatchTensor (padToSquare, tf.image.resizeBilinear without "
+               "antialiasing) and normalize ((RGB - channel means) / 255)",
+        crop="face-api feeds a detected face box; facebench feeds the dataset's crop resized by the engine to a "
+             "size= canvas (torch resize; a no-op when size equals the image side), then pads and resizes it as "
+             "face-api does (faceapi_nets)")
 
     model_name = ""  # the manifest's stem in face-api's model/ folder
     net_size = 112  # face-api's toBatchTensor size

