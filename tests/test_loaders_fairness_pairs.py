@@ -177,6 +177,20 @@ def test_noise_and_skimage_nonfaces():
     assert len(SkimageLFWSubset().load("all")) == 200
 
 
+@pytest.mark.parametrize("shape", [(8, 8, 3), (13, 64, 3), (64, 5, 1)])
+def test_noise_box_blur_equals_convolve_per_line(shape):
+    """Oracle: NumPy's np.convolve over each edge-padded line, the loop the smooth noise used before."""
+    from facebench.data.nonfaces import _box_blur5
+
+    array = np.random.default_rng(2).uniform(0, 255, size=shape)
+    kernel = np.ones(5) / 5.0
+    for axis in (0, 1):
+        want = np.apply_along_axis(lambda v: np.convolve(np.pad(v, 2, mode="edge"), kernel, "valid"), axis, array)
+        got = _box_blur5(array, axis)
+        assert got.shape == want.shape
+        assert np.array_equal(got, want)  # same float operations in the same order: the same bits
+
+
 def test_pairs_csv_columns(tmp_path):
     for name in ("x/a.jpg", "x/b.jpg", "y/c.jpg", "z.jpg"):
         _jpg(tmp_path / name)

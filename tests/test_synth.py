@@ -241,6 +241,44 @@ def test_net_shapes_and_features():
     assert SynthCNN(n_classes=5, width=8)(x).shape == (4, 5)
 
 
+@pytest.mark.parametrize("shape", [(8, 16, 48, 48), (3, 5, 7, 9), (2, 4, 2, 3), (1, 1, 3, 2)])
+def test_fast_max_pool_equals_max_pool2d(shape):
+    """Oracle: torch's max_pool2d(x, 2), NaN included; odd edges dropped the same way."""
+    from torch.nn import functional as F
+
+    from facebench.models.synth_cnn_net import MaxPool2x2
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    x.view(-1)[::7] = float("nan")
+    x.view(-1)[1::5] = 0.5  # ties inside windows
+    want, got = F.max_pool2d(x, 2), MaxPool2x2().eval()(x)
+    assert got.shape == want.shape
+    assert torch.equal(want.isnan(), got.isnan())
+    assert torch.equal(torch.nan_to_num(want), torch.nan_to_num(got))
+    with pytest.raises(RuntimeError):
+        MaxPool2x2().eval()(torch.zeros(1, 1, 1, 4))  # as max_pool2d: a map too small to pool
+
+
+def test_fast_max_pool_keeps_network_outputs_and_training_gradients():
+    from torch import nn
+
+    from facebench.models.synth_cnn_net import MaxPool2x2
+
+    torch.manual_seed(0)
+    fast = SynthCNN().eval()
+    reference = SynthCNN().eval()
+    reference.load_state_dict(fast.state_dict())
+    for block in reference.body:
+        block[3] = nn.MaxPool2d(2)
+    x = preprocess_uint8(render_split("test", 16).images)
+    with torch.no_grad():
+        assert torch.equal(fast(x), reference(x))
+    pool = MaxPool2x2().train()
+    y = torch.tensor([[[[1.0, 1.0], [0.0, 1.0]]]], requires_grad=True)
+    pool(y).sum().backward()
+    assert float(y.grad.sum()) == 1.0  # one element per window gets the gradient, as max_pool2d
+
+
 def test_training_is_deterministic():
     from facebench.train_synth_cnn import train
 
