@@ -226,3 +226,18 @@ def test_a_run_writes_schema_valid_results(tmp_path):
               and ((base_values[k] is None) != (mine_values[k] is None)
                    or (base_values[k] is not None and abs(base_values[k] - mine_values[k]) > 1e-4))}
     assert not differ
+
+
+def test_library_versions_without_importing_libraries():
+    """Oracle: each library's own ``__version__`` after importing it; reading the versions imports none."""
+    import subprocess
+    import sys
+
+    code = ("import sys, json; from facebench.report.results import library_versions; v = library_versions(); "
+            "print(json.dumps([v, sorted(m for m in ('sklearn', 'pandas') if m in sys.modules)])); "
+            "import sklearn, pandas, numpy, scipy, PIL, yaml; "
+            "print(json.dumps({m: sys.modules[m].__version__ for m in ('sklearn', 'pandas', 'numpy', 'scipy', 'PIL', 'yaml')}))")
+    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    (versions, imported), truth = json.loads(lines[0]), json.loads(lines[1])
+    assert imported == []
+    assert {m: versions[m] for m in truth} == truth

@@ -64,16 +64,27 @@ def git_commit() -> str | None:
         return None
 
 
+#: module name -> distribution name, for the versions of libraries a run has not imported
+_DISTRIBUTIONS = {"torch": "torch", "numpy": "numpy", "scipy": "scipy", "sklearn": "scikit-learn",
+                  "pandas": "pandas", "PIL": "pillow", "yaml": "PyYAML"}
+
+
 def library_versions() -> dict:
+    """Python, platform and the versions of the libraries that can change a result: ``__version__`` of
+    a module already imported, else the installed distribution's version (read from its metadata: no
+    import, which for scikit-learn or pandas would cost a second); absent libraries are left out."""
+    from importlib import metadata
+
     versions = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in ("torch", "numpy", "scipy", "sklearn", "pandas", "PIL", "yaml"):
+    for name, distribution in _DISTRIBUTIONS.items():
         module = sys.modules.get(name)
-        if module is None:
-            try:
-                module = __import__(name)
-            except ImportError:
-                continue
-        versions[name] = getattr(module, "__version__", "?")
+        if module is not None:
+            versions[name] = getattr(module, "__version__", "?")
+            continue
+        try:
+            versions[name] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
     return versions
 
 
