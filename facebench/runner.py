@@ -93,7 +93,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     from facebench.engine.device import select_device
     from facebench.engine.store import PredictionStore, reset_cache_warnings
     from facebench.pipeline import evaluate as evaluate_step, execute as execute_step, plan as plan_step
-    from facebench.pipeline import write as write_step
+    from facebench.pipeline import preload, write as write_step
     from facebench.pipeline.reuse import EvaluationReuse
     from facebench.report.figure_index import warm_up as warm_up_figures
 
@@ -118,7 +118,8 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     work = plan_step.split_work(planned, screened)
     store = PredictionStore(cache_dir)  # 2. execute: the store filled, one inference per split
     reset_cache_warnings()  # one warning per cache problem and run
-    execute_step.execute(work, adapter, store, execute_step.inference_settings(d, progress), d["on_bad_image"], log)
+    with preload.during():  # SciPy for the metrics imported while the model runs, joined before evaluating
+        execute_step.execute(work, adapter, store, execute_step.inference_settings(d, progress), d["on_bad_image"], log)
     if not dist_ctx.is_main:
         return RunOutcome(out_dir, {}, {"rank": dist_ctx.rank, "world_size": dist_ctx.world_size,
                                         "total_s": round(time.perf_counter() - t0, 3)}, "", 0)

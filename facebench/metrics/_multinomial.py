@@ -31,7 +31,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg, optimize
 
 #: Stage 1 (L-BFGS) stops when its max-abs gradient is this fraction of the one at the start.
 STAGE1_RTOL = 1e-3
@@ -142,6 +141,7 @@ def _lbfgs(obj: _Objective, max_iter: int, gtol: float | None = None) -> tuple[n
     """L-BFGS from zero in the whitened, sum-free coordinates ``phi`` (``(K - 1, d + 1)``), to the max-abs
     gradient ``gtol`` there (None: ``STAGE1_RTOL`` of the one at the start) or a relative decrease of ``f``
     below ``64 eps``; returns ``theta``, the iterations, SciPy's success flag and message."""
+    from scipy import linalg, optimize
     k, m = obj.k, obj.m
     q = np.linalg.qr(np.eye(k)[:, :k - 1] - 1.0 / k)[0]  # orthonormal, columns sum to zero
     bound = 0.5 * (obj.xa.T @ obj.xa) + np.diag(obj.reg)  # Boehning's bound, per sum-free class direction
@@ -190,6 +190,7 @@ def _hessian_solver(obj: _Objective):
     """``g -> H^-1 g`` with ``H`` the Hessian at the last :meth:`_Objective.loss_grad` point (Cholesky); when
     rounding leaves it not positive definite (saturated probabilities, a huge ``C``), ``H`` plus a ridge of
     ``1e-10`` of its largest diagonal entry; None when even that fails."""
+    from scipy import linalg
     h = obj.hessian()
     for ridge in (0.0, 1e-10 * float(np.max(np.diag(h)))):
         h[np.diag_indices_from(h)] += ridge

@@ -31,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
-from scipy import optimize, special, stats
 
 from facebench.errors import MetricInputError
 
@@ -349,6 +348,7 @@ def _fit(scores, **gmm_kwargs) -> dict:
 
 def _auroc_from_fit(fit: dict) -> float:
     """Phi((mu_hi - mu_lo) / sqrt(s_hi^2 + s_lo^2)) for a fit sorted by mean."""
+    from scipy import special
     mu, sd = fit["means"], fit["stds"]
     return float(special.ndtr((mu[1] - mu[0]) / math.hypot(sd[0], sd[1])))
 
@@ -418,6 +418,7 @@ def bimodality_coefficient(scores) -> float:
     sample excess kurtosis (``scipy.stats.kurtosis(bias=False)``). BC > 5/9 (the value for a
     uniform distribution) suggests bi- or multimodality. Needs n >= 4 and non-constant scores.
     """
+    from scipy import stats
     x = _check_bimodality_input(scores)
     return _bimodality_value(float(stats.skew(x, bias=False)), float(stats.kurtosis(x, fisher=True, bias=False)),
                              x.shape[0])
@@ -467,6 +468,7 @@ def score_features(scores) -> dict[str, float]:
     weight-pooled within-component std ``(mu_hi - mu_lo) / sqrt(w_lo s_lo^2 + w_hi s_hi^2)``.
     Needs n >= 4 non-constant scores.
     """
+    from scipy import stats
     x = _check_bimodality_input(scores)
     g, k = float(stats.skew(x, bias=False)), float(stats.kurtosis(x, fisher=True, bias=False))
     return dict(zip(FEATURE_NAMES, _feature_values(x, _fit(x), g, k)))
@@ -548,6 +550,7 @@ def indicator_table(score_sets) -> tuple[np.ndarray, np.ndarray]:
 def _moments_by_length(xs: list) -> tuple[np.ndarray, np.ndarray]:
     """Bias-corrected skewness and excess kurtosis (scipy) of each set, one call per set length over the sets
     of that length as rows: each row is reduced on its own, so these are the bits of one call per set."""
+    from scipy import stats
     skew, kurt = np.empty(len(xs)), np.empty(len(xs))
     for n in {x.shape[0] for x in xs}:
         idx = [i for i, x in enumerate(xs) if x.shape[0] == n]
@@ -569,6 +572,7 @@ def softmax_t(logits, temperature: float = 1.0) -> np.ndarray:
 
 
 def _nll(z: np.ndarray, y: np.ndarray, t: float) -> float:
+    from scipy import special
     zt = z / t
     return float(np.mean(special.logsumexp(zt, axis=1) - zt[np.arange(z.shape[0]), y]))
 
@@ -580,6 +584,7 @@ def fit_temperature(logits, labels, bounds=(0.05, 20.0)) -> float:
     xatol 1e-8) over ``bounds = (lo, hi)``, 0 < lo < hi. If the data are perfectly
     separable the optimum sits at ``lo``.
     """
+    from scipy import optimize
     z = check_logits(logits)
     y = check_labels(labels, "labels", n_classes=z.shape[1])
     check_consistent_length(logits=z, labels=y)
@@ -658,6 +663,7 @@ def atc_estimate(source_scores, source_correct, target_scores) -> float:
 
 def neg_entropy_scores(probs) -> np.ndarray:
     """ATC-NE score per row: ``sum_k p_k log p_k`` (negative entropy, <= 0; 0 log 0 = 0)."""
+    from scipy import special
     p = check_probs(probs, "probs")
     return special.xlogy(p, p).sum(axis=1)
 
@@ -703,6 +709,7 @@ def _check_marginal(m, k: int) -> np.ndarray:
 
 def _cot_cost(p: np.ndarray, marginal: np.ndarray) -> float:
     """Sum of assigned costs 1 - p_i[y_j] of the optimal matching of one batch."""
+    from scipy import optimize
     counts = _largest_remainder_counts(marginal, p.shape[0])
     ys = np.repeat(np.arange(marginal.shape[0]), counts)
     cost = 1.0 - p[:, ys]

@@ -33,7 +33,6 @@ import warnings
 from typing import Callable
 
 import numpy as np
-from scipy import stats
 
 from facebench.errors import MetricInputError
 
@@ -149,6 +148,7 @@ def _weighted_kendall(x: np.ndarray, y: np.ndarray, W: np.ndarray, mats, const: 
     sum |sign(dx)| = 2 (n0 - n1); with weights this is w^T M w for the (n, n)
     pairwise-sign matrix M (pairs of a set with itself contribute 0). Integer-valued
     float sums are exact, so tau_b = w'Kw / sqrt(w'|Sx|w * w'|Sy|w)."""
+    from scipy import stats
     if mats is not None:
         k, ax, ay = mats
         s = ((W @ k) * W).sum(axis=1)

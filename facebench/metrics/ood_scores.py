@@ -31,8 +31,6 @@ import warnings
 from typing import Callable
 
 import numpy as np
-from scipy import linalg
-from scipy.special import logsumexp
 from threadpoolctl import threadpool_limits
 
 from facebench.errors import MetricInputError
@@ -88,6 +86,7 @@ def _check_fit_labels(labels, n: int) -> np.ndarray:
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
+    from scipy.special import logsumexp
     return z - logsumexp(z, axis=1, keepdims=True)
 
 
@@ -97,6 +96,7 @@ def msp(logits) -> np.ndarray:
     Computed as ``exp(max_c z_c - logsumexp(z))`` (row max subtracted inside logsumexp),
     so it is finite for arbitrarily large logits.
     """
+    from scipy.special import logsumexp
     z = check_logits(logits, min_classes=2)
     return np.exp(z.max(axis=1) - logsumexp(z, axis=1))
 
@@ -113,6 +113,7 @@ def energy(logits, temperature=1.0) -> np.ndarray:
     Liu et al. define the energy ``E = -T logsumexp(z/T)`` and flag OOD when ``E`` is
     large; this returns ``-E`` so that higher = in-distribution.
     """
+    from scipy.special import logsumexp
     z = check_logits(logits, min_classes=2)
     t = check_positive_real(temperature, "temperature")
     return t * logsumexp(z / t, axis=1)
@@ -154,6 +155,7 @@ def _psd_pinv_factor(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     Returns ``(L, precision, rank)`` with ``precision = L @ L.T = cov^+``; eigenvalues
     ``<= max_eig * D * eps`` are treated as zero (the default cutoff of ``scipy.linalg.pinvh``).
     """
+    from scipy import linalg
     s, v = linalg.eigh(cov)
     cutoff = max(float(s.max()), 0.0) * cov.shape[0] * np.finfo(np.float64).eps
     keep = s > cutoff
@@ -444,6 +446,7 @@ class ViM:
         self.n_features_ = None
 
     def fit(self, features, W, b) -> "ViM":
+        from scipy import linalg
         x = check_matrix(features, "features", min_rows=2, min_cols=2)
         w = check_matrix(W, "W", min_cols=1)
         if w.shape[1] != x.shape[1]:
@@ -479,6 +482,7 @@ class ViM:
 
     def score(self, features) -> np.ndarray:
         """``logsumexp(W x + b) - alpha * ||R^T (x - u)||``, shape ``(N,)``."""
+        from scipy.special import logsumexp
         if self.W_ is None:
             raise not_fitted("ViM")
         x = _check_score_features(features, self.n_features_, "ViM")
