@@ -118,7 +118,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     work = plan_step.split_work(planned, screened)
     store = PredictionStore(cache_dir)  # 2. execute: the store filled, one inference per split
     reset_cache_warnings()  # one warning per cache problem and run
-    with preload.during():  # SciPy for the metrics imported while the model runs, joined before evaluating
+    with preload.during(figures=figures):  # SciPy (and matplotlib) imported while the model runs
         execute_step.execute(work, adapter, store, execute_step.inference_settings(d, progress), d["on_bad_image"], log)
     if not dist_ctx.is_main:
         return RunOutcome(out_dir, {}, {"rank": dist_ctx.rank, "world_size": dist_ctx.world_size,

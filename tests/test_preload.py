@@ -43,3 +43,12 @@ def test_during_joins_at_the_end_of_the_block_even_on_error():
             "print(json.dumps([p._thread is None, 'scipy.stats' in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert json.loads(out.stdout.splitlines()[-1]) == [True, True]
+
+
+def test_during_a_run_with_figures_also_imports_matplotlib():
+    code = ("import sys, json; from facebench.pipeline import preload\n"
+            "with preload.during((), figures=False) as p:\n    pass\n"
+            "with preload.during((), figures=True) as q:\n    pass\n"
+            "print(json.dumps([list(p.missing), list(q.missing), 'matplotlib' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert json.loads(out.stdout.splitlines()[-1]) == [[], ["facebench.report.figures"], True]

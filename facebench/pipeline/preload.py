@@ -2,8 +2,9 @@
 
 The metric modules import SciPy where they use it, so planning a run (which checks every task before the model
 loads) does not wait about two seconds for ``scipy.stats`` and friends. :func:`start` begins those imports in a
-daemon thread just before inference, whose kernels release the GIL; :meth:`Preload.wait` joins it before the
-evaluation step, so no import is in flight when the evaluation forks worker processes. A failed import is left
+daemon thread just before inference, whose kernels release the GIL (matplotlib too when the run draws
+figures); :meth:`Preload.wait` joins it before the evaluation step, so no import is in flight when the
+evaluation forks worker processes. A failed import is left
 for the evaluation to raise where it needs the module, with its own message.
 """
 
@@ -16,6 +17,8 @@ from contextlib import contextmanager
 
 #: What the built-in protocols' metrics import lazily (SciPy's sub-packages; scipy.stats is the slowest).
 EVALUATION_MODULES = ("scipy.special", "scipy.linalg", "scipy.optimize", "scipy.stats")
+#: What drawing figures in this process imports (matplotlib through facebench's figure module).
+FIGURE_MODULES = ("facebench.report.figures",)
 
 
 class Preload:
@@ -47,10 +50,10 @@ def start(modules=EVALUATION_MODULES) -> Preload:
 
 
 @contextmanager
-def during(modules=EVALUATION_MODULES):
-    """``with during(): infer()``: ``modules`` imported in the background while the block runs, joined at its
-    end (also when it raises)."""
-    loading = start(modules)
+def during(modules=EVALUATION_MODULES, figures: bool = False):
+    """``with during(): infer()``: ``modules`` (and with ``figures`` :data:`FIGURE_MODULES`) imported in the
+    background while the block runs, joined at its end (also when it raises)."""
+    loading = start(tuple(modules) + (FIGURE_MODULES if figures else ()))
     try:
         yield loading
     finally:
