@@ -551,3 +551,18 @@ def test_vectorised_open_set_bootstrap_equals_the_loop(seed):
     assert list(fast) == ["auroc", "fpr@tpr90[pos=known,rule=interp]", "fpr@tpr90[pos=unknown,rule=first]", "oscr"]
     for got, want in zip(fast.values(), loops):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("decimals", [None, 0, 2])
+def test_known_cells_are_the_stable_descending_order(decimals):
+    """The known cells of a resample (descending score, ties by position) from the unstable sort equal
+    ``argsort(-k, kind="stable")``: with no ties, with many tied runs, and with -0.0 tied to 0.0."""
+    from facebench.metrics.ood import _known_cells
+
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 7, 5000):
+        k = rng.normal(0, 1, n)
+        if decimals is not None:
+            k = np.round(k, decimals)
+            k[rng.random(n) < 0.1] = -0.0
+        np.testing.assert_array_equal(_known_cells(k), np.argsort(-k, kind="stable"))

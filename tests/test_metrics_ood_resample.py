@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 from facebench.errors import MetricInputError
+from facebench.metrics import _resample
 from facebench.metrics._resample import ResampleStreams, StratumCounts, iter_counts
 from facebench.metrics.ood import (
     auroc,
@@ -164,6 +165,40 @@ def test_threads_and_chunks_never_change_the_values(nk, nu):
             np.testing.assert_array_equal(base[key], other[key])
     with pytest.raises(MetricInputError, match="threads"):
         bootstrap_open_set(k, c, u, n_resamples=5, threads=0)
+
+
+@pytest.mark.parametrize("n,high", [(8192, 4), (8257, 31), (20000, 32), (20000, 255), (100, 6), (8191, 40)])
+def test_known_prefix_equals_the_running_total(n, high):
+    """The known counts' prefix (word sums of 8 cells when every count is <= 31, else a plain running total):
+    every count before a cell, for single cells and prepared vectors, and the first cell past a total."""
+    stratum = StratumCounts(n)
+    rng = np.random.default_rng(n + high)
+    counts = np.zeros(stratum.shape, np.uint8)
+    flat = counts.reshape(-1)
+    flat[:n] = rng.integers(0, high + 1, n)
+    flat[rng.integers(0, n, 3)] = high  # the largest count occurs
+    truth = np.concatenate(([0], np.cumsum(flat, dtype=np.int64)))
+    prefix = _resample._CellPrefix(stratum)
+    prefix.update(counts)
+    assert prefix.word_mode == (n >= 8192 and high <= 31)
+    cells = np.r_[0, 1, 7, 8, 9, rng.integers(0, stratum.size + 1, 300), stratum.size]
+    np.testing.assert_array_equal(prefix.at_plan(prefix.plan(cells)).astype(np.int64), truth[cells])
+    assert [prefix.at(int(x)) for x in cells] == truth[cells].tolist()
+    for m in np.r_[0, 1, rng.integers(0, truth[-1], 200), truth[-1] - 1]:
+        for strict, side in ((True, "right"), (False, "left")):
+            assert prefix.first_past(int(m), strict) == int(np.searchsorted(truth[1:], m, side=side))
+
+
+def test_open_set_bootstrap_is_the_same_with_either_known_prefix(monkeypatch):
+    """Word sums or a plain running total of the known counts: the same bits (forced through the latter)."""
+    rng = np.random.default_rng(3)
+    k, u = np.round(rng.normal(1, 1, 12000), 2), np.round(rng.normal(0, 1, 9000), 2)
+    c = rng.random(12000) < 0.7
+    words = bootstrap_open_set(k, c, u, n_resamples=8, seed=2)
+    monkeypatch.setattr(_resample, "_WORD_COUNT_MAX", -1)
+    plain = bootstrap_open_set(k, c, u, n_resamples=8, seed=2)
+    for key in words:
+        np.testing.assert_array_equal(words[key], plain[key])
 
 
 def _index_resampling_auroc(k, u, n_resamples, seed):

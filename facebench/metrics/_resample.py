@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 
 import numpy as np
 
@@ -150,12 +151,13 @@ class StratumCounts:
         for t in self.thresholds[1:]:
             np.greater_equal(bits, t, out=self._flags)
             total += int(np.count_nonzero(self._flags))
-            np.add(flat, self._flags, out=flat)
+            np.add(flat, self._flags.view(np.uint8), out=flat)  # uint8 + uint8: no cast
         return total
 
     def _refine(self, bits: np.ndarray, flat: np.ndarray, fix: np.random.Generator) -> int:
         """Exact counts of the straddling buckets (a float64 uniform inside the bucket against the
-        CDF step(s) there); returns the change of the total."""
+        CDF step(s) there); returns the change of the total. Runs right after :meth:`_compare`, which gave
+        every straddling bucket (a label above all thresholds) the count ``len(thresholds)``."""
         special = np.flatnonzero(bits >= self.first_special)
         if not special.size:
             return 0
@@ -165,7 +167,7 @@ class StratumCounts:
         counts = self.special_low[label] + (u >= step).astype(np.uint8)  # NaN step: False, fixed below
         several = np.flatnonzero(np.isnan(step))
         counts[several] = np.searchsorted(self.cdf, u[several], side="right")
-        change = int(counts.sum(dtype=np.int64)) - int(flat[special].sum(dtype=np.int64))
+        change = int(counts.sum(dtype=np.int64)) - self.thresholds.size * special.size  # compare gave them all
         flat[special] = counts
         return change
 
@@ -269,70 +271,109 @@ def open_set_strata(n_known: int, n_unknown: int) -> tuple[StratumCounts, Stratu
     return StratumCounts(n_known), StratumCounts(n_unknown, block_major=True)
 
 
-class _FullPrefix:
-    """Prefix sums of a block-major stratum's counts by row additions; ``at(x)`` = count in cells ``0..x-1``."""
+class _ColumnPrefix:
+    """Counts before a cell of a block-major stratum from its column totals; ``at(x)`` = count in cells
+    ``0..x-1`` (each query O(rows))."""
 
     def __init__(self, stratum: StratumCounts):
         self.rows = stratum.shape[0]
-        self.prefix = np.empty(stratum.shape, dtype=np.int32)  # [r, c]: count in cells < c * rows + r
-        self.column_cum = np.empty(stratum.shape[1], dtype=np.int64)
+        self.column_cum = np.empty(stratum.shape[1], dtype=np.int64)  # count in columns 0..c
         self.counts = None
 
     def update(self, counts: np.ndarray) -> None:
         np.cumsum(counts.sum(axis=0, dtype=np.int64), out=self.column_cum)
-        p = self.prefix
-        p[0, 0] = 0
-        p[0, 1:] = self.column_cum[:-1]
-        for r in range(1, self.rows):
-            np.add(p[r - 1], counts[r - 1], out=p[r])
         self.counts = counts
 
-    def flat(self) -> np.ndarray:
-        return self.prefix.reshape(-1)
+    def _before_column(self, col: int) -> int:
+        return int(self.column_cum[col - 1]) if col else 0
 
     def at(self, x: int) -> int:
-        return int(self.prefix[x % self.rows, x // self.rows])
+        col, row = divmod(x, self.rows)
+        return self._before_column(col) + int(self.counts[:row, col].sum(dtype=np.int64))
 
     def first_past(self, m: int, strict: bool) -> int:
         """First cell whose count through it is ``> m`` (``strict``) or ``>= m``; one must exist."""
         side = "right" if strict else "left"
         col = int(np.searchsorted(self.column_cum, m, side=side))
-        within = self.prefix[0, col] + np.cumsum(self.counts[:, col], dtype=np.int64)
+        within = self._before_column(col) + np.cumsum(self.counts[:, col], dtype=np.int64)
         return col * self.rows + int(np.searchsorted(within, m, side=side))
 
 
-class _BlockPrefix:
-    """The same queries on a stratum's counts in cell order, from block sums (each query O(block))."""
+_BYTE_SUMS = np.uint64(0x0101010101010101)
+_WORD_COUNT_MAX = 31  # 8 counts of at most 31 sum to at most 248: a byte holds every partial sum of a word
+
+
+class _CellPrefix:
+    """Counts before a cell of a stratum in cell order: ``at(x)`` = count in cells ``0..x-1``, for one cell or
+    for a vector of cells prepared once (:meth:`plan`, :meth:`at_plan`).
+
+    Word mode (strata of 8192 cells and up whose counts are all <= 31): the counts are read as little-endian
+    64-bit words of 8 cells, and ``word * 0x0101010101010101`` holds in byte ``r`` the count of the word's
+    first ``r + 1`` cells (no carry: they sum to <= 248), so a prefix is the words' running total plus one
+    byte. Otherwise (small strata, or a count above 31) a plain int64 running total of the cells. Both are
+    exact integers: the mode never changes a value.
+    """
 
     def __init__(self, stratum: StratumCounts):
-        self.block = 1 if stratum.small else _KNOWN_BLOCK
-        self.blocks = stratum.size // self.block
-        self.cum = np.empty(self.blocks, dtype=np.int64)
-        self.counts = None
+        self.size = stratum.size
+        self.word_mode = self.words = not stratum.small and stratum.size % 8 == 0
+        n_words = self.size // 8 if self.words else 0
+        self._partial = np.zeros(n_words + 1, dtype=np.uint64)  # [j]: byte prefix sums of word j - 1; [0] = 0
+        self._bytes = self._partial.view(np.uint8)  # byte 8 j + b: byte b of _partial[j] (see _byte)
+        self._before = np.zeros(n_words + 2, dtype=np.uint64)  # [j]: count in words < j - 1; [2:]: inclusive
+        self._full = None  # [x]: count in cells < x (plain mode)
 
-    def update(self, counts: np.ndarray) -> None:
-        flat = self.counts = counts.reshape(-1)
-        if self.block == 1:
-            np.cumsum(flat, out=self.cum)
-        else:
-            np.cumsum(flat[: self.blocks * self.block].reshape(self.blocks, self.block).sum(axis=1, dtype=np.int64),
-                      out=self.cum)
+    def update(self, counts: np.ndarray, small_counts: bool | None = None) -> None:
+        """Take a resample's counts (``small_counts``: every count is known to be <= 31; None: check)."""
+        flat = counts.reshape(-1)
+        if small_counts is None:
+            small_counts = self.words and int(flat.max()) <= _WORD_COUNT_MAX
+        self.word_mode = self.words and small_counts
+        if not self.word_mode:
+            if self._full is None:
+                self._full = np.zeros(self.size + 1, dtype=np.int64)
+            np.cumsum(flat, dtype=np.int64, out=self._full[1:])
+            return
+        partial = self._partial[1:]
+        np.multiply(flat.view("<u8"), _BYTE_SUMS, out=partial)  # wraps modulo 2**64: only the bytes matter
+        np.cumsum(partial >> np.uint64(56), out=self._before[2:])  # byte 7: the word's total
+
+    @staticmethod
+    def plan(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(cells, word, byte)`` of query cells ``x``: word ``j = (x - 1) // 8 + 1`` of ``_partial`` (0 for
+        ``x = 0``), whose byte ``(x - 1) % 8`` (index ``byte`` of ``_bytes``) counts its cells before ``x``."""
+        cells = np.asarray(cells, dtype=np.intp)
+        word = np.where(cells > 0, (cells - 1) // 8 + 1, 0)
+        return cells, word, _byte(word, np.where(cells > 0, (cells - 1) % 8, 0))
+
+    def at_plan(self, plan: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """``at(x)`` for every cell of a :meth:`plan` (int64 or uint64)."""
+        cells, word, byte = plan
+        if not self.word_mode:
+            return self._full[cells]
+        return self._before[word] + self._bytes[byte]
 
     def at(self, x: int) -> int:
-        block = min(x // self.block, self.blocks)
-        head = int(self.cum[block - 1]) if block else 0
-        start = block * self.block
-        return head + int(self.counts[start:x].sum(dtype=np.int64)) if x > start else head
+        if not self.word_mode:
+            return int(self._full[x])
+        if x == 0:
+            return 0
+        j, r = divmod(x - 1, 8)
+        return int(self._before[j + 1]) + int(self._bytes[_byte(j + 1, r)])
 
     def first_past(self, m: int, strict: bool) -> int:
+        """First cell whose count through it is ``> m`` (``strict``) or ``>= m``; one must exist."""
         side = "right" if strict else "left"
-        block = int(np.searchsorted(self.cum, m, side=side))
-        if self.block == 1:
-            return block
-        head = int(self.cum[block - 1]) if block else 0
-        start = block * self.block
-        within = head + np.cumsum(self.counts[start:start + self.block], dtype=np.int64)
-        return start + int(np.searchsorted(within, m, side=side))
+        if not self.word_mode:
+            return int(np.searchsorted(self._full[1:], m, side=side))
+        j = int(np.searchsorted(self._before[2:], m, side=side))  # first word whose total through it passes
+        through = int(self._before[j + 1]) + self._bytes[_byte(j + 1, np.arange(8))].astype(np.int64)
+        return 8 * j + int(np.searchsorted(through, m, side=side))
+
+
+def _byte(word, r):
+    """Index in a uint8 view of a uint64 array of byte ``r`` (0 = least significant) of element ``word``."""
+    return 8 * word + (r if sys.byteorder == "little" else 7 - r)
 
 
 class OpenSetResampler:
@@ -340,34 +381,30 @@ class OpenSetResampler:
     counts on a fixed sorted order, without sorting again.
 
     Known cells are the known samples in the order ``known_cells`` (descending score), unknown cells the
-    unknown samples in ascending score (``self.strata``: their :class:`StratumCounts`). The unknown counts
-    get full prefix sums; each known cell gathers its pair counts from them, summed with the known counts:
-    ``2U = sum_i w_i (2 U_<(i) + U_=(i))`` (OSCR: the same with the correct known counts). Work buffers are
-    allocated once per :meth:`workspace`.
+    unknown samples in ascending score (``self.strata``: their :class:`StratumCounts`). The known counts
+    get prefix sums (:class:`_CellPrefix`); each unknown cell reads from them the resampled known counts
+    above it and tied with it, summed with the unknown counts: ``2U = sum_v c_v (2 K_>(v) + K_=(v))``, the
+    Mann-Whitney ``U`` (OSCR: the same with the correct known counts). Work buffers are allocated once per
+    :meth:`workspace`.
     """
 
     def __init__(self, known: np.ndarray, correct: np.ndarray, unknown: np.ndarray, known_cells: np.ndarray):
         self.nk, self.nu = nk, nu = known.shape[0], unknown.shape[0]
         self.strata = sk, su = open_set_strata(nk, nu)
-        neg_known = -known[known_cells]  # ascending: cells by descending score
-        u_sorted = np.sort(unknown)
-        self.below = np.searchsorted(u_sorted, -neg_known, side="left")  # unknown cells < each known
-        self.at_or_below = np.searchsorted(u_sorted, -neg_known, side="right")
-        self.level_start = np.searchsorted(neg_known, neg_known, side="left")  # tie block of each known
-        self.level_end = np.searchsorted(neg_known, neg_known, side="right")
+        self.neg_known = neg_known = -known[known_cells]  # ascending: cells by descending score
+        self.u_sorted = u_sorted = np.sort(unknown)
         self.higher = np.searchsorted(neg_known, -u_sorted, side="left")  # known cells above each unknown
+        at_least = np.searchsorted(neg_known, -u_sorted, side="right")  # ... above or tied with it
         self.correct = np.zeros(sk.size, dtype=np.uint8)  # known cells are in cell order
         self.correct[:nk] = correct[known_cells]
-        self.gather = np.zeros(sk.size, dtype=np.intp)  # padding cells (count 0) read position 0
-        self.gather[:nk] = su.position(self.below)
-        tied = np.flatnonzero(self.at_or_below != self.below)
-        self.tied, self.tied_lo, self.tied_hi = tied, su.position(self.below[tied]), su.position(self.at_or_below[tied])
+        self.tied = tied = np.flatnonzero(at_least != self.higher)  # unknown cells tied with a known one
+        self.above = _CellPrefix.plan(self.higher)  # in cell order: the known prefixes are read in order
+        self.tied_above, self.tied_at_least = _CellPrefix.plan(self.higher[tied]), _CellPrefix.plan(at_least[tied])
         self._buffers()
 
     def _buffers(self) -> None:
         sk, su = self.strata
-        self._known, self._unknown = _BlockPrefix(sk), _FullPrefix(su)
-        self._gathered = np.empty(sk.size, dtype=np.int32)
+        self._known, self._known_correct, self._unknown = _CellPrefix(sk), _CellPrefix(sk), _ColumnPrefix(su)
         self._correct_counts = np.empty(sk.size, dtype=np.uint8)
 
     def workspace(self) -> "OpenSetResampler":
@@ -380,21 +417,21 @@ class OpenSetResampler:
     def statistics(self, known_counts: np.ndarray, unknown_counts: np.ndarray, target: float) -> tuple:
         """``(auroc, fpr_interp_known, fpr_first_unknown, oscr)`` of one resample (counts in the strata's layouts)."""
         self._known.update(known_counts)
+        np.multiply(known_counts.reshape(-1), self.correct, out=self._correct_counts)
+        self._known_correct.update(self._correct_counts, small_counts=self._known.word_mode)  # <= the counts
         self._unknown.update(unknown_counts)
-        w = known_counts.reshape(-1)
-        np.multiply(w, self.correct, out=self._correct_counts)
-        np.take(self._unknown.flat(), self.gather, out=self._gathered, mode="clip")  # clip: unbuffered
-        twice_u, twice_oscr = self._twice_pairs(w), self._twice_pairs(self._correct_counts)
+        c = self.strata[1].in_cell_order(unknown_counts)
+        twice_u, twice_oscr = self._twice_pairs(self._known, c), self._twice_pairs(self._known_correct, c)
         scale = 2.0 * self.nk * self.nu
         return twice_u / scale, self._fpr_interp(target), self._fpr_first(target), twice_oscr / scale
 
-    def _twice_pairs(self, w: np.ndarray) -> int:
-        """``2 * sum_i w_i (U_<(i) + U_=(i) / 2)`` over known cells, exact in int64."""
-        twice = 2 * int(np.einsum("i,i->", w, self._gathered, dtype=np.int64))
+    def _twice_pairs(self, known: "_CellPrefix", c: np.ndarray) -> int:
+        """``2 * sum_v c_v (K_>(v) + K_=(v) / 2)`` over unknown cells ``v`` with the known prefix ``known``,
+        exact in int64."""
+        twice = 2 * int(np.dot(c, known.at_plan(self.above)))
         if self.tied.size:
-            prefix = self._unknown.flat()
-            ties = prefix[self.tied_hi].astype(np.int64) - prefix[self.tied_lo]
-            twice += int(np.dot(w[self.tied].astype(np.int64), ties))
+            ties = known.at_plan(self.tied_at_least) - known.at_plan(self.tied_above)
+            twice += int(np.dot(c[self.tied], ties))
         return twice
 
     def _fpr_interp(self, target: float) -> float:
@@ -407,9 +444,12 @@ class OpenSetResampler:
             return 1.0  # the last point, (1, 1)
         known, unknown = self._known, self._unknown
         i = known.first_past(m, strict=True)  # its tie block holds the next ROC point
-        x0, x1 = known.at(int(self.level_start[i])) / self.nk, known.at(int(self.level_end[i])) / self.nk
-        y0 = (self.nu - unknown.at(int(self.at_or_below[i]))) / self.nu  # unknown above the block
-        y1 = (self.nu - unknown.at(int(self.below[i]))) / self.nu  # ... and tied with it
+        level = self.neg_known[i]
+        start, end = (int(np.searchsorted(self.neg_known, level, side=side)) for side in ("left", "right"))
+        x0, x1 = known.at(start) / self.nk, known.at(end) / self.nk
+        below, at_or_below = (int(np.searchsorted(self.u_sorted, -level, side=side)) for side in ("left", "right"))
+        y0 = (self.nu - unknown.at(at_or_below)) / self.nu  # unknown above the block
+        y1 = (self.nu - unknown.at(below)) / self.nu  # ... and tied with it
         slope = (y1 - y0) / (x1 - x0)
         return float(slope * (target - x0) + y0)
 

@@ -309,8 +309,17 @@ def stratified_bootstrap(
 
 
 def _known_cells(k: np.ndarray) -> np.ndarray:
-    """Order of the known cells of a resample: descending score, ties by position."""
-    return np.argsort(-k, kind="stable")
+    """Order of the known cells of a resample: descending score, ties by position (``argsort(-k,
+    kind="stable")``, from the faster unstable sort: the positions within each run of tied scores are then
+    put in increasing order)."""
+    order = np.argsort(-k)
+    ranked = k[order]
+    starts = ranked[1:] != ranked[:-1]  # -0.0 == 0.0: tied, as in the stable sort
+    if starts.all():
+        return order
+    run = np.concatenate(([0], np.cumsum(starts)))  # run of tied scores of each rank
+    n = np.int64(k.shape[0])
+    return np.sort(run * n + order) % n
 
 
 def _chunk_size(strata, n_resamples: int, chunk) -> int:
