@@ -113,14 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_cache_parser(sub) -> None:
-    cache = sub.add_parser("cache", help="inspect or clear the prediction store and the decoded-image cache")
+    cache = sub.add_parser("cache", help="inspect or clear the prediction store and the decoded-image and "
+                                          "face-chip caches")
     cache.add_argument("action", choices=["ls", "clear"])
     cache.add_argument("--cache-dir", help="cache folder (default $FACEBENCH_CACHE or ~/.cache/facebench)")
-    cache.add_argument("--model", help="clear: only prediction entries of this model")
+    cache.add_argument("--model", help="clear: only prediction and face-chip entries of this model")
     cache.add_argument("--dataset", help="clear: only entries of this dataset")
-    cache.add_argument("--only", choices=["predictions", "decoded", "hashes", "evaluations"],
-                       help="clear: only the prediction store, the decoded-image cache, the content-hash "
-                            "and header-scan caches, or the stored evaluations")
+    cache.add_argument("--only", choices=["predictions", "decoded", "chips", "hashes", "evaluations"],
+                       help="clear: only the prediction store, the decoded-image cache, the face-chip cache "
+                            "(dlib-resnet's and sface's aligned faces), the content-hash and header-scan caches, "
+                            "or the stored evaluations")
 
 
 def cmd_run(args) -> int:
@@ -233,39 +235,51 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _print_cache(store, rows, decoded, decoded_rows, chip_rows, evaluations) -> None:
+    """``facebench cache ls``: every kind of entry under the cache root, one line each."""
+    print(f"prediction store: {store.root}")
+    if not rows:
+        print("(empty)")
+    for row in rows:
+        meta = row["meta"] or {}
+        state = "complete" if row["meta"] else f"partial ({row['partial_shards']} shards)"
+        what = f"{meta.get('model', '?')} on {meta.get('dataset', '?')}/{meta.get('split', '?')}"
+        extra = f"n={meta.get('n', '?')} outputs={','.join(meta.get('outputs', []))}" if meta else ""
+        print(f"{row['key']}  {what:<40} {state:<10} {_size(row['bytes']):>9}  {extra}")
+    print(f"decoded-image cache: {decoded.dir}")
+    if not decoded_rows:
+        print("(empty)")
+    for row in decoded_rows:
+        meta = row["meta"] or {}
+        what = f"{meta.get('dataset', '?')}/{meta.get('split', '?')}"
+        shape = "x".join(str(v) for v in meta.get("shape", [])) or "?"
+        print(f"{row['key']}  {what:<40} uint8 {shape:<18} {_size(row['bytes']):>9}")
+    print(f"face-chip cache: {store.root / 'chips'}" + ("" if chip_rows else "\n(empty)"))
+    for row in chip_rows:
+        meta = row["meta"] or {}
+        shape = "x".join(str(v) for v in meta.get("shape", [])) or "?"
+        what = f"{meta.get('model', '?')}"
+        print(f"{row['key']}  {what:<40} {row['chips']} chips {shape:<11} {_size(row['bytes']):>9}")
+    files = _small_cache_files(store.root)
+    print(f"content-hash and scan caches: {store.root / 'hashes'}, {store.root / 'scan'}  "
+          f"{len(files)} files, {_size(sum(f.stat().st_size for f in files))}")
+    stored = evaluations.files()
+    print(f"stored evaluations: {evaluations.root}  {sum(f.suffix == '.json' for f in stored)} results, "
+          f"{_size(sum(f.stat().st_size for f in stored))}")
+
+
 def cmd_cache(args) -> int:
     from facebench.engine.decoded import DecodedCache
     from facebench.engine.store import PredictionStore
+    from facebench.models.chip_cache import chip_entries, clear_chips
     from facebench.pipeline.reuse import EvaluationReuse
 
     store = PredictionStore(args.cache_dir)
     decoded = DecodedCache(store.root)
     evaluations = EvaluationReuse(store.root / "evaluations", warn=print)
-    rows, decoded_rows = store.entries(), decoded.entries()
+    rows, decoded_rows, chip_rows = store.entries(), decoded.entries(), chip_entries(store.root)
     if args.action == "ls":
-        print(f"prediction store: {store.root}")
-        if not rows:
-            print("(empty)")
-        for row in rows:
-            meta = row["meta"] or {}
-            state = "complete" if row["meta"] else f"partial ({row['partial_shards']} shards)"
-            what = f"{meta.get('model', '?')} on {meta.get('dataset', '?')}/{meta.get('split', '?')}"
-            extra = f"n={meta.get('n', '?')} outputs={','.join(meta.get('outputs', []))}" if meta else ""
-            print(f"{row['key']}  {what:<40} {state:<10} {_size(row['bytes']):>9}  {extra}")
-        print(f"decoded-image cache: {decoded.dir}")
-        if not decoded_rows:
-            print("(empty)")
-        for row in decoded_rows:
-            meta = row["meta"] or {}
-            what = f"{meta.get('dataset', '?')}/{meta.get('split', '?')}"
-            shape = "x".join(str(v) for v in meta.get("shape", [])) or "?"
-            print(f"{row['key']}  {what:<40} uint8 {shape:<18} {_size(row['bytes']):>9}")
-        files = _small_cache_files(store.root)
-        print(f"content-hash and scan caches: {store.root / 'hashes'}, {store.root / 'scan'}  "
-              f"{len(files)} files, {_size(sum(f.stat().st_size for f in files))}")
-        stored = evaluations.files()
-        print(f"stored evaluations: {evaluations.root}  {sum(f.suffix == '.json' for f in stored)} results, "
-              f"{_size(sum(f.stat().st_size for f in stored))}")
+        _print_cache(store, rows, decoded, decoded_rows, chip_rows, evaluations)
         return EXIT_OK
     removed = 0
     if args.only in (None, "predictions"):
@@ -276,6 +290,9 @@ def cmd_cache(args) -> int:
     if args.only in (None, "decoded") and not args.model:  # decoded images belong to no model
         removed += decoded.clear([r["key"] for r in decoded_rows
                                   if not args.dataset or (r["meta"] or {}).get("dataset") == args.dataset])
+    if args.only in (None, "chips") and not args.dataset:  # chips belong to a model, not to a dataset
+        removed += clear_chips(store.root, [r["key"] for r in chip_rows
+                                            if not args.model or (r["meta"] or {}).get("model") == args.model])
     results = 0
     if args.only in (None, "evaluations") and not args.model and not args.dataset:
         results = evaluations.clear()  # keyed by content, not by model or dataset: cleared whole only

@@ -2,7 +2,8 @@
 
 The network runs as a ``torch.nn.Module`` read from dlib's own ``.dat`` file
 (:mod:`facebench.models.dlib_resnet_net`), so it batches and runs on any torch device; ``dlib-bin``
-is used only for the HOG face detector, the 5-point landmarks and the 150x150 face chip.
+is used only for the HOG face detector, the 5-point landmarks and the 150x150 face chip, computed once
+per canvas and kept in the face-chip cache (:mod:`facebench.models.chip_cache`).
 
 Weights: ``dlib_face_recognition_resnet_model_v1.dat`` and ``shape_predictor_5_face_landmarks.dat``
 from the PyPI sdist ``face-recognition-models==0.3.0`` (found with ``importlib.util.find_spec``, never
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ import torch
 from facebench.data.preprocess import InputSpec, Preprocessing
 from facebench.errors import ConfigError, ModelError
 from facebench.models.base import ModelAdapter
+from facebench.models.chip_cache import ChipCache
 from facebench.models.dlib_resnet_net import load_dlib_face_resnet
 
 DLIB_BIN_VERSION = "20.0.1.post1"
@@ -164,6 +167,16 @@ class DlibAligner:
         return shapes, detected
 
 
+def dlib_build(dlib) -> dict:
+    """What identifies the dlib binary: its version, build time and the digest of its compiled module."""
+    from facebench.content import file_digest
+
+    binary = getattr(sys.modules.get("_dlib_pybind11"), "__file__", None) or getattr(dlib, "__file__", None)
+    return {"version": str(getattr(dlib, "__version__", "?")),
+            "compiled": str(getattr(dlib, "__time_compiled__", "?")),
+            "binary": file_digest(binary).hex() if binary else None}
+
+
 def settings_tensor(settings: dict) -> torch.Tensor:
     """A JSON dict as uint8 bytes, for parameters_for_fingerprint."""
     return torch.frombuffer(bytearray(json.dumps(settings, sort_keys=True).encode()), dtype=torch.uint8)
@@ -189,8 +202,10 @@ class DlibResNetAdapter(ModelAdapter):
 
     Input: the engine resizes the **whole image** to a 250x250 RGB canvas (LFW's image size; pixels/255,
     no mean/std). Non-square images are stretched by that resize, which dlib's alignment does not undo.
-    The adapter turns the canvas back into uint8 and aligns as dlib does, once per image in ``forward``
-    (the chips are not kept; the descriptors are, in the prediction store, so a re-run aligns nothing):
+    The adapter turns the canvas back into uint8 and aligns as dlib does, once per canvas: the chips and
+    detection flags are kept in the face-chip cache beside the decoded images
+    (:mod:`facebench.models.chip_cache`, keyed by the canvas bytes, dlib's build, the shape predictor's
+    bytes and the chip settings), so a run after a prediction-store miss only runs the network:
 
     1. ``dlib.get_frontal_face_detector()`` (HOG) with ``upsample`` = 1 by default (faces down to
        about 40 px on the canvas; upsample 0 needs about 80 px). The largest detection wins.
@@ -231,6 +246,8 @@ class DlibResNetAdapter(ModelAdapter):
         self.last_detected: list[bool] = []
         self._weights = [("resnet_sha256", digest_tensor(self.path)),
                          ("shape_predictor_sha256", digest_tensor(self.shape_predictor_path))]
+        self.chip_cache: ChipCache | None = ChipCache(self.name, self.chip_settings(),
+                                                      (DESCRIPTOR_CHIP, DESCRIPTOR_CHIP, 3))  # None: no cache
 
     def _weight_files(self, model: str | None, shape_predictor: str | None) -> tuple[Path, Path]:
         """The ResNet .dat and the 5-point predictor: the given paths, else face-recognition-models' files."""
@@ -257,15 +274,33 @@ class DlibResNetAdapter(ModelAdapter):
                      "padding": DESCRIPTOR_PADDING, "num_jitters": 0}
         return self._weights + [("alignment", settings_tensor(alignment))]
 
-    def chips(self, images: list[np.ndarray]) -> np.ndarray:
-        """uint8 RGB canvases -> (B, 150, 150, 3) uint8 aligned face chips (counts the no-face fallbacks)."""
+    def chip_settings(self) -> dict:
+        """Everything a chip depends on besides its canvas (the chip cache's settings key)."""
+        from facebench.content import code_digest, file_digest
+
+        return {"aligner": "dlib HOG + 5-point shape predictor + get_face_chip", "dlib": dlib_build(self.aligner.dlib),
+                "shape_predictor": file_digest(self.shape_predictor_path).hex(), "upsample": self.aligner.upsample,
+                "face": "largest, else whole canvas", "chip": DESCRIPTOR_CHIP, "padding": DESCRIPTOR_PADDING,
+                "code": code_digest([DlibAligner, DlibResNetAdapter])}
+
+    def align(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[bool]]:
+        """dlib's chips of uint8 RGB canvases, always computed: ((B, 150, 150, 3) uint8, detected flags)."""
         shapes, detected = self.aligner.shapes(images)
-        self.last_detected = detected
-        self.no_face_count += sum(not d for d in detected)
         out = np.empty((len(images), DESCRIPTOR_CHIP, DESCRIPTOR_CHIP, 3), dtype=np.uint8)
         for i, (image, shape) in enumerate(zip(images, shapes)):
             out[i] = self.aligner.dlib.get_face_chip(image, shape, size=DESCRIPTOR_CHIP, padding=DESCRIPTOR_PADDING)
-        return out
+        return out, detected
+
+    def chips(self, images: list[np.ndarray]) -> np.ndarray:
+        """uint8 RGB canvases -> (B, 150, 150, 3) uint8 aligned face chips, from the chip cache where present
+        (sets ``last_detected``, counts the no-face fallbacks)."""
+        if self.chip_cache is None:
+            chips, detected = self.align(images)
+        else:
+            chips, detected = self.chip_cache.chips(images, self.align)
+        self.last_detected = detected
+        self.no_face_count += sum(not d for d in detected)
+        return chips
 
     def descriptors(self, images: list[np.ndarray]) -> torch.Tensor:
         """(B, 128) float32 descriptors of uint8 RGB canvases, on the adapter's device."""

