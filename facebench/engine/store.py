@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,36 +33,13 @@ import numpy as np
 from facebench.atomic import (  # noqa: F401  (re-exported: they lived here before facebench/atomic.py)
     atomic_save_npz, atomic_write_bytes, atomic_write_text, current_umask, npz_bytes as _npz_bytes)
 from facebench.content import default_cache_dir  # the cache root; still importable from here
-from facebench.errors import CacheWarning
+from facebench.cache_policy import (  # noqa: F401  (re-exported: they lived here before cache_policy.py)
+    ENTRY_KEY, CacheWarning, cache_unavailable, reset_cache_warnings, warn_once)
 from facebench.fingerprint import hash_object
 from facebench.records import Predictions  # defined in records.py; still importable from here
 
 SHARD_CHECKSUM = "checksum__"
 _verified: dict[str, tuple] = {}  # file -> (stat signature, checksum) verified in this process
-_warned: set[str] = set()  # topics already reported in this process (one warning each)
-
-
-def reset_cache_warnings() -> None:
-    """Start a new run: each cache problem is reported again (once) in this run."""
-    _warned.clear()
-
-
-def warn_once(topic: str, message: str) -> None:
-    """One ``CacheWarning`` per ``topic`` and process (a broken cache is reported once, not per file)."""
-    if topic not in _warned:
-        _warned.add(topic)
-        warnings.warn(CacheWarning(message), stacklevel=3)
-
-
-def cache_unavailable(root: Path, err: OSError) -> None:
-    """Report, once per cache folder, that it cannot be written and the run goes on without it."""
-    warn_once(f"unavailable:{root}",
-              f"the cache folder {root} cannot be used ({type(err).__name__}: {err.strerror or err}); this run "
-              f"goes on without it (nothing is stored: predictions stay in memory, images are decoded in "
-              f"line). Free space, fix its "
-              f"permissions, or pass --cache-dir (or set FACEBENCH_CACHE) to a writable folder.")
-
-
 def digest_bytes(data) -> str:
     return "blake2b:" + hashlib.blake2b(data, digest_size=20).hexdigest()
 
@@ -256,9 +231,6 @@ class PredictionStore:
                 shutil.rmtree(directory, ignore_errors=True)
                 removed += 1
         return removed
-
-
-ENTRY_KEY = re.compile(r"[0-9a-f]{16,64}")
 
 
 def is_entry_dir(directory: Path, data_files: tuple[str, ...] = ("predictions.npz",)) -> bool:

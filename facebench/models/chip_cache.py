@@ -37,7 +37,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from facebench.engine.store import ENTRY_KEY, cache_unavailable, warn_once
+from facebench.cache_policy import ENTRY_KEY, cache_unavailable, warn_once
 from facebench.fingerprint import hash_object
 
 FOLDER = "chips"
