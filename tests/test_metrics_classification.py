@@ -317,3 +317,25 @@ def test_top1_equals_max_and_first_argmax(n_classes):
     assert pred.dtype == np.int64 and pred[1] == 0
     with pytest.raises(ValueError, match="non-empty"):
         top1(np.zeros((0, 3)))
+
+
+@pytest.mark.parametrize("n_classes", [1, 2, 7, 16, 17, 40])
+def test_checked_top1_equals_max_and_first_argmax(n_classes):
+    """Probability rows with tied maxima, zeros and -0.0 entries: the column-by-column maximum (up to 16
+    classes) and NumPy's row-wise argmax (more) give ``max`` and the first ``argmax``, bit for bit."""
+    from facebench.metrics.classification import checked_top1
+
+    rng = np.random.default_rng(n_classes)
+    p = rng.dirichlet(np.ones(n_classes), size=40_000)
+    p[::5] = np.round(p[::5], 1)  # ties: the first maximum wins
+    p[::5] /= p[::5].sum(axis=1, keepdims=True)
+    p[1] = 1.0 / n_classes
+    p[2] = 0.0
+    p[2, -1] = 1.0
+    if n_classes > 1:
+        p[3] = np.where(np.arange(n_classes) == n_classes - 1, 1.0, -0.0)
+    checked, conf, pred = checked_top1(p)
+    assert checked is p and pred.dtype == np.int64 and conf.dtype == np.float64
+    np.testing.assert_array_equal(pred, p.argmax(axis=1))
+    np.testing.assert_array_equal(conf.view(np.int64), p.max(axis=1).view(np.int64))
+    assert pred[1] == 0 and pred[2] == n_classes - 1

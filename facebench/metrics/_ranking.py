@@ -24,6 +24,14 @@ from ._validation import check_fraction
 __all__ = ["Ranking"]
 
 
+def _rates(counts: np.ndarray) -> np.ndarray:
+    """``[0, counts / counts[-1]]`` in float64 (``roc_curve``'s ``fps / fps[-1]`` with the origin prepended)."""
+    rates = np.empty(counts.shape[0] + 1)
+    rates[0] = 0.0
+    np.divide(counts, np.float64(counts[-1]), out=rates[1:])
+    return rates
+
+
 def _sorted_runs(known: np.ndarray, unknown: np.ndarray, correct: np.ndarray | None) -> tuple[np.ndarray, ...]:
     """Ascending runs: correct known, other known (or all known), unknown."""
     if correct is None:
@@ -46,14 +54,21 @@ class Ranking:
         pooled = np.concatenate(runs)
         order = np.argsort(pooled, kind="stable")  # timsort: merges the already sorted runs
         values = pooled[order]
-        ends = np.flatnonzero(values[1:] != values[:-1])  # -0.0 == 0.0: one level
-        ends = np.append(ends, values.shape[0] - 1)
+        distinct = values[1:] != values[:-1]  # -0.0 == 0.0: one level
         n_known = known.shape[0]
         self.n_known, self.n_unknown = n_known, unknown.shape[0]
-        self.levels = values[ends]
-        self.known_le = np.cumsum(order < n_known)[ends]
-        self.unknown_le = (ends + 1) - self.known_le
-        self.correct_le = None if correct is None else np.cumsum(order < runs[0].shape[0])[ends]
+        if distinct.all():  # every score its own level: the counts are running totals of the pooled order
+            self.levels = values
+            self.known_le = np.cumsum(order < n_known)
+            self.unknown_le = np.arange(1, values.shape[0] + 1)
+            self.unknown_le -= self.known_le
+            self.correct_le = None if correct is None else np.cumsum(order < runs[0].shape[0])
+        else:
+            ends = np.append(np.flatnonzero(distinct), values.shape[0] - 1)
+            self.levels = values[ends]
+            self.known_le = np.cumsum(order < n_known)[ends]
+            self.unknown_le = (ends + 1) - self.known_le
+            self.correct_le = None if correct is None else np.cumsum(order < runs[0].shape[0])[ends]
         self._memo: dict = {}  # curves shared by several metrics (read-only)
 
     # ----------------------------------------------------------------- counts per threshold
@@ -65,6 +80,14 @@ class Ranking:
         below[1:] = le[:-1]
         return below
 
+    @staticmethod
+    def _above(total: int, le: np.ndarray) -> np.ndarray:
+        """``total - (count below each level)``: the count at or above each level."""
+        above = np.empty_like(le)
+        above[0] = total
+        np.subtract(total, le[:-1], out=above[1:])
+        return above
+
     def counts(self, positive: str = "known") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(tps, fps, thresholds)`` with thresholds descending, as ``sklearn``'s ``_binary_clf_curve``.
 
@@ -74,8 +97,7 @@ class Ranking:
         key = ("counts", positive)
         if key not in self._memo:
             if positive == "known":
-                tps = self.n_known - self._below(self.known_le)
-                fps = self.n_unknown - self._below(self.unknown_le)
+                tps, fps = self._above(self.n_known, self.known_le), self._above(self.n_unknown, self.unknown_le)
                 self._memo[key] = (tps[::-1], fps[::-1], self.levels[::-1])
             else:
                 self._memo[key] = (self.unknown_le, self.known_le, -self.levels)
@@ -83,56 +105,58 @@ class Ranking:
 
     def roc(self, positive: str = "known", drop_intermediate: bool = False):
         """``(fpr, tpr, thresholds)`` float64 from ``(0, 0, +inf)`` to ``(1, 1)``, as ``sklearn.metrics.roc_curve``."""
-        return tuple(a.copy() for a in self._roc(positive, drop_intermediate))
-
-    def _roc(self, positive: str, drop_intermediate: bool):
-        """The curve of :meth:`roc`; the full ones are kept (FPR@TPR "first", detection error, plots share them)."""
-        key = ("roc", positive)
-        if drop_intermediate or key not in self._memo:
+        if drop_intermediate:
             tps, fps, thr = self.counts(positive)
-            if drop_intermediate and fps.shape[0] > 2:
+            if fps.shape[0] > 2:
                 keep = np.concatenate(([True], np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), [True]))
                 tps, fps, thr = tps[keep], fps[keep], thr[keep]
-            fps = np.concatenate(([0.0], fps))
-            tps = np.concatenate(([0.0], tps))
-            curve = (fps / fps[-1], tps / tps[-1], np.concatenate(([np.inf], thr)))
-            if drop_intermediate:
-                return curve
-            self._memo[key] = curve
+            return _rates(fps), _rates(tps), np.concatenate(([np.inf], thr))
+        fpr, tpr = self._roc(positive)
+        return fpr.copy(), tpr.copy(), np.concatenate(([np.inf], self.counts(positive)[2]))
+
+    def _roc(self, positive: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(fpr, tpr)`` of the full curve of :meth:`roc`, kept: FPR@TPR, detection error, AUPR and plots
+        share them."""
+        key = ("roc", positive)
+        if key not in self._memo:
+            tps, fps, _ = self.counts(positive)
+            self._memo[key] = (_rates(fps), _rates(tps))
         return self._memo[key]
 
     # ----------------------------------------------------------------- metrics
 
     def auroc(self) -> float:
         """``P(s_known > s_unknown) + 0.5 P(tie)``: ``U / (n_k n_u)`` with the Mann-Whitney ``U`` summed
-        exactly in integers (``2U = sum_g k_g (2 U_<g + u_g)``) and divided once."""
-        k_at = np.diff(self.known_le, prepend=0)
-        u_at = np.diff(self.unknown_le, prepend=0)
-        twice_u = int(np.dot(k_at, 2 * self._below(self.unknown_le) + u_at))
+        exactly in integers (``2U = sum_g k_g (U_<g + U_<=g)``, ``k_g`` known at level ``g``) and divided once."""
+        k, u = self.known_le, self.unknown_le
+        pairs = np.add(u[:-1], u[1:])  # U_<g + U_<=g for g >= 1
+        twice_u = int(k[0]) * int(u[0]) + int(np.dot(np.diff(k), pairs))
         return twice_u / (2.0 * self.n_known * self.n_unknown)
 
     def aupr(self, positive: str, method: str) -> float:
         """AP (``method="ap"``, ``average_precision_score``) or the trapezoid area of
         ``precision_recall_curve`` (``"trapezoid"``) with ``positive`` as the positive class."""
         step, p = self._pr(positive)
+        area = np.empty_like(step)
         if method == "ap":
-            return float(max(0.0, np.sum(step * p[1:])))
-        return float(np.sum(step * (p[1:] + p[:-1]) / 2.0))
+            np.multiply(step, p[1:], out=area)
+            return float(max(0.0, np.sum(area)))
+        np.add(p[1:], p[:-1], out=area)
+        np.multiply(step, area, out=area)
+        np.divide(area, 2.0, out=area)
+        return float(np.sum(area))
 
     def _pr(self, positive: str) -> tuple[np.ndarray, np.ndarray]:
         """``(diff(recall), precision)`` with the ``(recall 0, precision 1)`` start prepended; both AUPR
-        conventions of one positive class share it."""
+        conventions of one positive class share it. The recall is the ROC curve's TPR."""
         key = ("pr", positive)
         if key not in self._memo:
             tps, fps, _ = self.counts(positive)
-            tps, fps = tps.astype(np.float64), fps.astype(np.float64)
             p = np.empty(tps.shape[0] + 1)
             p[0] = 1.0
-            np.divide(tps, tps + fps, out=p[1:])  # tps + fps >= 1 at every distinct score
-            r = np.empty_like(p)
-            r[0] = 0.0
-            np.divide(tps, tps[-1], out=r[1:])
-            self._memo[key] = (np.diff(r), p)
+            np.divide(tps, np.add(tps, fps), out=p[1:])  # float64(tps) / float64(tps + fps), >= 1 sample each
+            r = self._roc(positive)[1]
+            self._memo[key] = (np.subtract(r[1:], r[:-1]), p)
         return self._memo[key]
 
     def fpr_at_tpr(self, target: float, positive: str, rule: str) -> float:
@@ -142,9 +166,9 @@ class Ranking:
         ``"interp"`` never builds the thinned curve: ``np.interp`` reads only the two thinned points around
         ``target`` (the last one with TPR ``<= target`` and the next), found on the full curve, whose values
         are the thinned curve's own, so the result is the same float."""
-        fpr, tpr, _ = self._roc(positive, drop_intermediate=False)
-        if rule == "first":
-            return float(fpr[np.argmax(tpr >= target)])  # tpr[-1] == 1 >= target
+        fpr, tpr = self._roc(positive)
+        if rule == "first":  # tpr is non-decreasing and tpr[-1] == 1 >= target
+            return float(fpr[int(np.searchsorted(tpr, target, side="left"))])
         if tpr[-1] < target:
             return 0.0
         if tpr[0] >= target:
@@ -181,8 +205,11 @@ class Ranking:
             width *= 4
     def detection_error(self) -> float:
         """``min_t 0.5 (1 - TPR(t)) + 0.5 FPR(t)`` over the full ROC (known positive)."""
-        fpr, tpr, _ = self._roc("known", False)
-        return float(np.min(0.5 * (1.0 - tpr) + 0.5 * fpr))
+        fpr, tpr = self._roc("known")
+        error = np.subtract(1.0, tpr)
+        np.multiply(0.5, error, out=error)
+        error += np.multiply(0.5, fpr)
+        return float(np.min(error))
 
     def oscr_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(fpr, ccr, thresholds)`` of the OSCR curve from ``(0, 0, +inf)``; needs correctness flags."""

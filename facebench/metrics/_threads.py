@@ -7,10 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["PARALLEL_ROWS", "map_blocks", "map_ranges", "row_threads", "usable_cpus"]
+__all__ = ["PARALLEL_ROWS", "RANGES_PER_THREAD", "map_blocks", "map_ranges", "row_threads", "usable_cpus"]
 
 #: Rows from which a per-row pass is split over threads (below it, thread start-up costs more than it saves).
 PARALLEL_ROWS = 1 << 18
+#: Ranges per thread of :func:`map_ranges` (a few: a thread that other processes slow down takes fewer).
+RANGES_PER_THREAD = 4
 
 
 def usable_cpus() -> int:
@@ -28,13 +30,16 @@ def row_threads(n_rows: int) -> int:
 
 
 def map_ranges(work, n: int, threads: int) -> None:
-    """Call ``work(first, stop)`` on ``threads`` contiguous ranges covering ``0..n-1``, in threads
-    (NumPy releases the GIL in the passes that matter); exceptions propagate."""
+    """Call ``work(first, stop)`` on contiguous ranges covering ``0..n-1`` exactly once, in ``threads`` threads
+    (NumPy releases the GIL in the passes that matter); exceptions propagate. With several threads the rows
+    are cut into :data:`RANGES_PER_THREAD` ranges per thread, taken in turn by whichever thread is free, so a
+    thread slowed by other load on the machine takes fewer of them."""
     threads = max(1, min(threads, n))
     if threads == 1:
         work(0, n)
         return
-    bounds = np.linspace(0, n, threads + 1).round().astype(int)
+    pieces = min(n, threads * RANGES_PER_THREAD)
+    bounds = np.linspace(0, n, pieces + 1).round().astype(int)
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for future in [pool.submit(work, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]:
             future.result()

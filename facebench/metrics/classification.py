@@ -233,10 +233,36 @@ def checked_top1(probs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     top = np.empty(p.shape[0], np.float64)
 
     def each_block(first: int, stop: int, block: np.ndarray) -> None:
+        if block.shape[1] <= _COLUMN_TOP1:
+            _column_top1(block, top[first:stop], arg[first:stop])
+            return
         arg[first:stop] = block.argmax(axis=1)
         top[first:stop] = np.take_along_axis(block, arg[first:stop, None], axis=1)[:, 0]
 
     return check_probs(p, each_block=each_block), top, arg
+
+
+#: Columns up to which :func:`checked_top1` finds the maximum column by column (NumPy's row-wise ``argmax``
+#: over a few columns costs a loop per row).
+_COLUMN_TOP1 = 16
+
+
+def _column_top1(block: np.ndarray, top: np.ndarray, arg: np.ndarray) -> None:
+    """``max`` and first ``argmax`` of every row of a block of probability rows (finite, each row's maximum
+    positive) into ``top`` and ``arg``, column by column: ``top`` is the running maximum (``np.maximum``
+    returns one of its operands, so the values are the entries themselves) and ``arg`` the last column that
+    was strictly greater than the running maximum before it, i.e. ``max_c (c * [p_c > max(p_0..p_{c-1})])``:
+    the first maximum on ties, as ``argmax``."""
+    beats = np.empty(block.shape[0], dtype=np.bool_)
+    column = np.zeros(block.shape[0], dtype=np.uint8)
+    candidate = np.empty_like(column)
+    top[:] = block[:, 0]
+    for c in range(1, block.shape[1]):
+        np.greater(block[:, c], top, out=beats)
+        np.maximum(top, block[:, c], out=top)
+        np.multiply(beats.view(np.uint8), np.uint8(c), out=candidate)
+        np.maximum(column, candidate, out=column)
+    arg[:] = column
 
 
 def top1(probs) -> tuple[np.ndarray, np.ndarray]:

@@ -45,11 +45,12 @@ from facebench.errors import ConfigError, MetricInputError
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import ood
 from facebench.metrics import ood_scores as osc
+from facebench.metrics._threads import map_blocks
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice, split_ref
 from facebench.records import Requirements
 
 LOGIT_SCORES = tuple(osc.LOGIT_SCORES)
-_SCORE_ROWS = 1 << 16  # logit rows scored at once
+_SCORE_ROWS = 1 << 14  # logit rows scored at once
 FEATURE_SCORES = ("mahalanobis", "knn")
 PROBE_SCORES = ("vim",)  # need a linear classifier on the features: the leave-one-out probe
 
@@ -157,14 +158,16 @@ class OpenSetProtocol(Protocol):
 
     # -- scoring ----------------------------------------------------------------------------------
     def _logit_scores(self, logits) -> np.ndarray:
-        """The score of each row of ``logits``, ``_SCORE_ROWS`` rows at a time (bounds the softmax's temporaries;
-        the scores are row-wise, so the values are those of one call; an error names the row in the whole array)."""
+        """The score of each row of ``logits``, ``_SCORE_ROWS`` rows at a time (bounds the softmax's temporaries),
+        the blocks in threads (large inputs); the scores are row-wise, so the values are those of one call; an
+        error names the row in the whole array."""
         p, logits = self.params, np.asarray(logits)
         if logits.ndim != 2 or logits.shape[0] <= _SCORE_ROWS:
             return osc.logit_score(p.score, logits, temperature=p.temperature)
         try:
-            return np.concatenate([osc.logit_score(p.score, logits[i:i + _SCORE_ROWS], temperature=p.temperature)
-                                   for i in range(0, logits.shape[0], _SCORE_ROWS)])
+            return np.concatenate(map_blocks(lambda lo, hi: osc.logit_score(p.score, logits[lo:hi],
+                                                                            temperature=p.temperature),
+                                             logits.shape[0], _SCORE_ROWS))
         except MetricInputError:
             return osc.logit_score(p.score, logits, temperature=p.temperature)  # raises with the global row
 
@@ -218,8 +221,9 @@ class OpenSetProtocol(Protocol):
         if bad:
             raise ConfigError(f"unknown_classes {bad} are not classes of {ds.name} ({', '.join(ds.classes)})")
         labels = ds.labels
-        is_unknown = np.isin(labels, unknown_classes)
-        is_known = ~is_unknown & np.isin(labels, model_classes)
+        masks = {c: labels == c for c in dict.fromkeys([*unknown_classes, *model_classes])}  # one pass per class
+        is_unknown = _any_class(masks, unknown_classes, len(labels))
+        is_known = ~is_unknown & _any_class(masks, model_classes, len(labels))
         logits = np.asarray(ctx.predictions.outputs[ctx.head])  # scored in row blocks, as float64
         feats = ctx.predictions.outputs.get("features")
         unknown_parts = [("task", int(is_unknown.sum()))]
@@ -247,7 +251,7 @@ class OpenSetProtocol(Protocol):
                                    f"{len(unknown)} unknown (unknown classes {unknown_classes}, {len(p.unknowns)} "
                                    f"unknown splits). Name the unknown classes with `unknown_classes` or add "
                                    f"`unknowns` splits.")
-        correct = _argmax_is_label(logits, labels, model_classes)[is_known]
+        correct = _argmax_is_label(logits, labels, model_classes, masks)[is_known]
         conv = {**self._conventions(ctx), "unknown_classes": unknown_classes,
                 "unknown_sources": [s for s, _ in unknown_parts],
                 "known": "task samples of classes the head has", "correct": "argmax of the head == true class"}
@@ -403,13 +407,22 @@ def _open_class_in_worker(j: int):
     return proto._open_class(ctx, job, j)
 
 
-def _argmax_is_label(logits: np.ndarray, labels: np.ndarray, classes) -> np.ndarray:
-    """Per row: is ``classes[argmax(logits)]`` the row's label (compared class by class: no string copies)."""
+def _argmax_is_label(logits: np.ndarray, labels: np.ndarray, classes, masks: dict | None = None) -> np.ndarray:
+    """Per row: is ``classes[argmax(logits)]`` the row's label (compared class by class: no string copies;
+    ``masks[c]``, when given, is ``labels == c``)."""
     pred = logits.argmax(axis=1)
     hit = np.zeros(labels.shape[0], dtype=bool)
     for i, c in enumerate(classes):
-        hit |= (pred == i) & (labels == c)
+        hit |= (pred == i) & (labels == c if masks is None else masks[c])
     return hit
+
+
+def _any_class(masks: dict, classes, n: int) -> np.ndarray:
+    """``np.isin(labels, classes)`` from the per-class masks ``labels == c``."""
+    out = np.zeros(n, dtype=bool)
+    for c in classes:
+        out |= masks[c]
+    return out
 
 
 def _tag(key: str, tag: str) -> str:
