@@ -31,6 +31,7 @@ from facebench.metrics.ood import (
     ood_metrics,
     oscr,
     oscr_curve,
+    rank_scores,
     roc_curve_points,
     stratified_bootstrap,
 )
@@ -566,3 +567,20 @@ def test_known_cells_are_the_stable_descending_order(decimals):
             k = np.round(k, decimals)
             k[rng.random(n) < 0.1] = -0.0
         np.testing.assert_array_equal(_known_cells(k), np.argsort(-k, kind="stable"))
+
+
+def test_ood_metrics_are_the_same_in_threads(monkeypatch):
+    """Above 2**18 levels both positive classes' metrics run in threads (and the runs sort in threads): the
+    same values, in the same key order, as on one CPU."""
+    from facebench.metrics import _threads
+
+    rng = np.random.default_rng(4)
+    k, u = rng.normal(0.5, 1, 300_000), np.round(rng.normal(0, 1, 150_000), 3)  # > 2**18 levels
+    c = rng.random(k.size) < 0.6
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: 1)
+    one, ranked = ood_metrics(k, u), rank_scores(k, u, c)
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: 2)
+    two, ranked_two = ood_metrics(k, u), rank_scores(k, u, c)
+    assert list(one) == list(two) and one == two
+    assert ranked.oscr() == ranked_two.oscr()
+    np.testing.assert_array_equal(ranked.known_le, ranked_two.known_le)

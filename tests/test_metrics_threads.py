@@ -40,6 +40,24 @@ def test_map_ranges_and_blocks_cover_every_row_once(cpus):
     assert sizes == [min(_threads.PARALLEL_ROWS, N - lo) for lo in range(0, N, _threads.PARALLEL_ROWS)]
 
 
+def test_map_ranges_hands_out_several_contiguous_ranges_per_thread():
+    calls = []
+    _threads.map_ranges(lambda lo, hi: calls.append((lo, hi)), 1000, 2)
+    calls.sort()
+    assert len(calls) == 2 * _threads.RANGES_PER_THREAD
+    assert calls[0][0] == 0 and calls[-1][1] == 1000 and all(a[1] == b[0] for a, b in zip(calls, calls[1:]))
+    small = []
+    _threads.map_ranges(lambda lo, hi: small.append((lo, hi)), 3, 2)
+    assert sorted(small) == [(0, 1), (1, 2), (2, 3)]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_call_all_returns_results_in_order_and_raises(threads):
+    assert _threads.call_all([lambda i=i: i * i for i in range(5)], threads) == [0, 1, 4, 9, 16]
+    with pytest.raises(ZeroDivisionError):
+        _threads.call_all([lambda: 1, lambda: 1 / 0], threads)
+
+
 def test_top1_and_checked_top1_equal_numpy(cpus):
     p, _ = _probs()
     conf, arg = top1(p)

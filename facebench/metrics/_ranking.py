@@ -19,6 +19,7 @@ import numpy as np
 
 from facebench.errors import MetricInputError
 
+from ._threads import call_all, row_threads
 from ._validation import check_fraction
 
 __all__ = ["Ranking"]
@@ -33,10 +34,10 @@ def _rates(counts: np.ndarray) -> np.ndarray:
 
 
 def _sorted_runs(known: np.ndarray, unknown: np.ndarray, correct: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    """Ascending runs: correct known, other known (or all known), unknown."""
-    if correct is None:
-        return np.sort(known), np.sort(unknown)
-    return np.sort(known[correct]), np.sort(known[~correct]), np.sort(unknown)
+    """Ascending runs: correct known, other known (or all known), unknown; sorted in threads when large."""
+    groups = (known, unknown) if correct is None else (known[correct], known[~correct], unknown)
+    threads = row_threads(known.shape[0] + unknown.shape[0])
+    return tuple(call_all([lambda g=g: np.sort(g) for g in groups], threads))
 
 
 class Ranking:

@@ -19,8 +19,9 @@ counts them, which costs less than the steps below at that size:
 
 Layout: the ``N`` samples of a stratum ("cells", in a fixed order chosen by the caller) are stored
 in a ``(L, N // L + 1)`` array, either block-major (cell ``c`` at row ``c % L``, column ``c // L``;
-prefix sums over cells are then ``L`` vectorised row additions) or in cell order, with zero padding
-cells at the end. ``L`` is 64, or 1 for strata under 8192 samples (where a plain ``cumsum`` is faster).
+counts before a cell are then column totals plus part of one column) or in cell order (counts before
+a cell from sums of 8-cell words, :class:`_CellPrefix`), with zero padding cells at the end. ``L`` is
+64, or 1 for strata under 8192 samples (where a plain ``cumsum`` is faster).
 
 Random streams depend on the seed alone: the bytes of resample ``b`` sit at a fixed offset of one
 PCG64 stream and its refinements, completions (and small strata's indices) at offset ``b * 2**40``
@@ -45,7 +46,6 @@ _SMALL = 8192  # strata below this size use one row
 _FIX_STRIDE = 2**40  # draws of the correction stream reserved per resample
 _BUCKETS = 256
 _SIGMAS = 4.0
-_KNOWN_BLOCK = 4096  # cells per block of the block prefix sums (large strata)
 _POISSON_TERMS = 48
 
 
@@ -88,7 +88,7 @@ def _single_steps(cdf: np.ndarray, buckets: np.ndarray) -> tuple[np.ndarray, np.
 class StratumCounts:
     """Exact ``Multinomial(n, 1/n)`` resample counts of a stratum of ``n`` cells (see the module).
 
-    ``block_major=True`` stores them in the block-major ``(rows, cols)`` layout (fast prefix sums);
+    ``block_major=True`` stores them in the block-major ``(rows, cols)`` layout (fast column totals);
     ``False`` in cell order, shape ``(cols, rows)`` (row ``j`` holds cells ``j*rows .. j*rows+rows-1``).
     ``sigmas`` sets ``lam = 1 - sigmas / sqrt(n)``; tests lower it to exercise the removal path.
     """
@@ -266,8 +266,8 @@ def default_threads(n_cells: int, n_resamples: int) -> int:
 
 
 def open_set_strata(n_known: int, n_unknown: int) -> tuple[StratumCounts, StratumCounts]:
-    """The strata of an open-set resample: known cells in cell order, unknown cells block-major (full prefix
-    sums; prefix sums on the known side instead measured no faster, even at 9 known per unknown)."""
+    """The strata of an open-set resample: known cells in cell order, unknown cells block-major. The layouts
+    decide which random bytes count which sample, so they are part of the resamples' definition."""
     return StratumCounts(n_known), StratumCounts(n_unknown, block_major=True)
 
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["PARALLEL_ROWS", "RANGES_PER_THREAD", "map_blocks", "map_ranges", "row_threads", "usable_cpus"]
+__all__ = ["PARALLEL_ROWS", "RANGES_PER_THREAD", "call_all", "map_blocks", "map_ranges", "row_threads", "usable_cpus"]
 
 #: Rows from which a per-row pass is split over threads (below it, thread start-up costs more than it saves).
 PARALLEL_ROWS = 1 << 18
@@ -57,3 +57,12 @@ def map_blocks(work, n: int, block: int = PARALLEL_ROWS) -> list:
         return [work(lo, hi) for lo, hi in ranges]
     with ThreadPoolExecutor(max_workers=threads) as pool:
         return list(pool.map(lambda r: work(*r), ranges))
+
+
+def call_all(calls, threads: int) -> list:
+    """``[call() for call in calls]``, the calls in ``threads`` threads (one: in order, here)."""
+    threads = max(1, min(threads, len(calls)))
+    if threads == 1:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return [future.result() for future in [pool.submit(call) for call in calls]]

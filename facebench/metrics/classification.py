@@ -249,19 +249,21 @@ _COLUMN_TOP1 = 16
 
 def _column_top1(block: np.ndarray, top: np.ndarray, arg: np.ndarray) -> None:
     """``max`` and first ``argmax`` of every row of a block of probability rows (finite, each row's maximum
-    positive) into ``top`` and ``arg``, column by column: ``top`` is the running maximum (``np.maximum``
-    returns one of its operands, so the values are the entries themselves) and ``arg`` the last column that
-    was strictly greater than the running maximum before it, i.e. ``max_c (c * [p_c > max(p_0..p_{c-1})])``:
-    the first maximum on ties, as ``argmax``."""
-    beats = np.empty(block.shape[0], dtype=np.bool_)
+    positive) into ``top`` and ``arg``, column by column: a running maximum (``np.maximum`` returns one of its
+    operands, so the values are the entries themselves), and the last column that changed it, i.e. was strictly
+    greater than every column before it: ``max_c (c * [p_c > max(p_0..p_{c-1})])``, the first maximum on ties,
+    as ``argmax``. Each column is read once (strided); the rest works on contiguous vectors."""
+    running, updated = block[:, 0].copy(), np.empty(block.shape[0])
+    changed = np.empty(block.shape[0], dtype=np.bool_)
     column = np.zeros(block.shape[0], dtype=np.uint8)
     candidate = np.empty_like(column)
-    top[:] = block[:, 0]
     for c in range(1, block.shape[1]):
-        np.greater(block[:, c], top, out=beats)
-        np.maximum(top, block[:, c], out=top)
-        np.multiply(beats.view(np.uint8), np.uint8(c), out=candidate)
+        np.maximum(running, block[:, c], out=updated)
+        np.not_equal(updated, running, out=changed)  # p_c > running maximum (-0.0 == 0.0: not a change)
+        np.multiply(changed.view(np.uint8), np.uint8(c), out=candidate)
         np.maximum(column, candidate, out=column)
+        running, updated = updated, running
+    top[:] = running
     arg[:] = column
 
 

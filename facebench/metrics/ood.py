@@ -26,6 +26,7 @@ import numpy as np
 from facebench.errors import MetricInputError
 
 from ._ranking import Ranking
+from ._threads import call_all, row_threads
 from ._resample import OpenSetResampler, ResampleStreams, default_threads, iter_counts, map_ranges, open_set_strata
 from .bootstrap import MEMORY_BUDGET
 from ._validation import (
@@ -254,14 +255,23 @@ def ranking_metrics(ranking: Ranking, tpr=0.95) -> dict[str, float]:
     """The :func:`ood_metrics` dictionary of an already built :class:`Ranking` (see :func:`rank_scores`)."""
     tpr = check_fraction(tpr, "tpr")
     fpr_name = f"fpr@tpr{_fmt_rate(tpr)}"
-    out = {"auroc": ranking.auroc()}
-    for pos in POSITIVES:
-        for method in AUPR_METHODS:
-            out[metric_key("aupr", positive=pos, method=method)] = ranking.aupr(pos, method)
-    for pos, rule in (("known", "interp"), ("unknown", "first"), ("known", "first"), ("unknown", "interp")):
-        out[metric_key(fpr_name, positive=pos, rule=rule)] = ranking.fpr_at_tpr(tpr, pos, rule)
-    out["detection_error"] = ranking.detection_error()
-    return out
+
+    def side(pos: str) -> dict[str, float]:  # one positive class: its own curves (in a thread of its own)
+        out = {metric_key("aupr", positive=pos, method=method): ranking.aupr(pos, method) for method in AUPR_METHODS}
+        for rule in FPR_RULES:
+            out[metric_key(fpr_name, positive=pos, rule=rule)] = ranking.fpr_at_tpr(tpr, pos, rule)
+        if pos == "known":
+            out["detection_error"] = ranking.detection_error()
+        else:
+            out["auroc"] = ranking.auroc()
+        return out
+
+    known, unknown = call_all([lambda: side("known"), lambda: side("unknown")], row_threads(ranking.levels.shape[0]))
+    both = {**known, **unknown}
+    keys = ["auroc"] + [metric_key("aupr", positive=pos, method=method) for pos in POSITIVES for method in AUPR_METHODS]
+    keys += [metric_key(fpr_name, positive=pos, rule=rule)
+             for pos, rule in (("known", "interp"), ("unknown", "first"), ("known", "first"), ("unknown", "interp"))]
+    return {key: both[key] for key in keys + ["detection_error"]}
 
 
 # --------------------------------------------------------------------------- bootstrap
