@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+
 import re
 import warnings
 from pathlib import Path
@@ -245,6 +247,7 @@ class FER2013Images(NativeLoader):
             if label is None:
                 raise self._not_found(f"unexpected class folder {folder / cls}; expected the folders "
                                       f"{', '.join(FOLDER_CLASSES)}.")
+            class_folder = os.path.join(folder, cls)  # joined as strings: no Path object per image
             for name in list_images(folder / cls):
                 if _AUGMENTED_COPY.search(name):
                     self.skipped.append(f"{cls}/{name} (augmented copy)")
@@ -264,7 +267,7 @@ class FER2013Images(NativeLoader):
                         continue
                 ids.append(f"{cls}/{name}")
                 labels.append(label)
-                paths.append(folder / cls / name)
+                paths.append(os.path.join(class_folder, name))
                 usage.append({"train": "Training", "val": "PublicTest", "test": "PrivateTest"}.get(file_split, ""))
         if not ids:
             raise self._not_found(f"no {split} images under {folder}.")
