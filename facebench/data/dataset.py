@@ -4,6 +4,7 @@ A ``Dataset`` is one split: stable sample ids, an image source, labels as canoni
 the dataset's own class order, and optional per-sample attributes (subject, group, domain, ...).
 Its fingerprint hashes the sorted (id, label) pairs, the loader's content tag and the bytes of
 every input image, so a store entry is reused only for the same samples, labels and pixels.
+Landmark datasets also carry ``LandmarkLabels`` (points in original-image pixels, 0-based), hashed too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,87 @@ from facebench.fingerprint import hash_object
 
 
 @dataclass
+class LandmarkLabels:
+    """Ground-truth landmarks of a split, one row per sample (in the Dataset's sample order).
+
+    ``scheme``: a key of ``facebench.data.landmark_schemes.SCHEMES`` (its point order is the files' order);
+    ``points``: (N, K, 2) float64 (x, y) in ORIGINAL-image pixels, 0-based (the centre of the top-left pixel
+    is (0, 0)): loaders convert 1-based sources; ``visible``: (N, K) bool, False where the dataset marks a
+    point as absent (such points leave the NME), None = all visible; ``boxes``: (N, 4) float64 face boxes
+    (x1, y1, x2, y2) the dataset ships, None if it ships none; ``image_sizes``: (N, 2) int64 (width, height)
+    of each original image; ``occluded``: (N, K) bool, points annotated but marked occluded (COFW): they
+    stay in the NME, None = not annotated. Checked on construction (shapes, dtypes, finite values, K =
+    the scheme's point count).
+    """
+
+    scheme: str
+    points: np.ndarray
+    visible: np.ndarray | None
+    boxes: np.ndarray | None
+    image_sizes: np.ndarray
+    occluded: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.points = np.asarray(self.points, dtype=np.float64)
+        if self.points.ndim != 3 or self.points.shape[2] != 2:
+            raise DataError(f"landmarks ({self.scheme}): points must be (N, K, 2), got shape {self.points.shape}")
+        n, k = self.points.shape[:2]
+        _check_scheme(self.scheme, k)
+        if not np.isfinite(self.points).all():
+            raise DataError(f"landmarks ({self.scheme}): {int((~np.isfinite(self.points)).any(axis=(1, 2)).sum())} "
+                            f"samples have non-finite points; a loader must drop or fix them")
+        self.visible = _flags(self.visible, (n, k), self.scheme, "visible")
+        self.occluded = _flags(self.occluded, (n, k), self.scheme, "occluded")
+        if self.boxes is not None:
+            self.boxes = np.asarray(self.boxes, dtype=np.float64)
+            if self.boxes.shape != (n, 4) or not np.isfinite(self.boxes).all():
+                raise DataError(f"landmarks ({self.scheme}): boxes must be finite (N, 4) = ({n}, 4), "
+                                f"got shape {self.boxes.shape}")
+        self.image_sizes = np.asarray(self.image_sizes)
+        if self.image_sizes.shape != (n, 2) or (self.image_sizes.size and self.image_sizes.min() <= 0):
+            raise DataError(f"landmarks ({self.scheme}): image_sizes must be (N, 2) = ({n}, 2) positive "
+                            f"(width, height), got shape {self.image_sizes.shape}")
+        self.image_sizes = self.image_sizes.astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def subset(self, indices) -> "LandmarkLabels":
+        idx = np.asarray(indices, dtype=np.int64)
+        pick = (lambda a: None if a is None else a[idx])
+        return LandmarkLabels(self.scheme, self.points[idx], pick(self.visible), pick(self.boxes),
+                              self.image_sizes[idx], pick(self.occluded))
+
+    def fingerprint_record(self, order: np.ndarray) -> dict:
+        """What the dataset fingerprint hashes, rows in ``order``: the scheme and the arrays' bytes."""
+        from facebench.content import combine
+
+        arrays = [self.points[order].astype("<f8"), self.image_sizes[order].astype("<i8")]
+        arrays += [a[order] for a in (self.visible, self.boxes, self.occluded) if a is not None]
+        present = [a is not None for a in (self.visible, self.boxes, self.occluded)]
+        return {"scheme": self.scheme, "present": present,
+                "arrays": combine("landmarks", *(np.ascontiguousarray(a).tobytes() for a in arrays))}
+
+
+def _check_scheme(scheme: str, k: int) -> None:
+    """The scheme must be registered and have ``k`` points (ConfigError with did-you-mean on a bad name)."""
+    from facebench.data.landmark_schemes import get_scheme
+
+    expected = len(get_scheme(scheme).point_names)
+    if expected != k:
+        raise DataError(f"landmarks: scheme {scheme!r} has {expected} points, the labels have {k}")
+
+
+def _flags(values, shape: tuple[int, int], scheme: str, name: str) -> np.ndarray | None:
+    if values is None:
+        return None
+    values = np.asarray(values)
+    if values.shape != shape:
+        raise DataError(f"landmarks ({scheme}): {name} must be (N, K) = {shape}, got shape {values.shape}")
+    return values.astype(bool)
+
+
+@dataclass
 class Dataset:
     name: str
     split: str
@@ -30,6 +112,7 @@ class Dataset:
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
     content_tag: dict = field(default_factory=dict)
     pairs: dict | None = None  # verification: {"a", "b": image indices, "same": bool, "fold": int[, "group": str]}
+    landmarks: LandmarkLabels | None = None  # landmark datasets: ground-truth points per sample
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -59,6 +142,8 @@ class Dataset:
                                     f"'fold' arrays")
             if m and (self.pairs["a"].max() >= n or self.pairs["b"].max() >= n):
                 raise DataError(f"dataset {self.name}/{self.split}: a pair refers to an image index >= {n}")
+        if self.landmarks is not None and len(self.landmarks) != n:
+            raise DataError(f"dataset {self.name}/{self.split}: {len(self.landmarks)} landmark rows for {n} ids")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -67,7 +152,8 @@ class Dataset:
         """Hash of the sorted (id, label) pairs, the class order, the loader's content tag and the
         content of every input image, in id order (``images.content_fingerprint(order)``: file bytes
         through the stat cache of ``facebench.content``, array bytes, transforms; sources without one,
-        such as labels-only placeholders, and generated data add nothing). Computed once per Dataset object."""
+        such as labels-only placeholders, and generated data add nothing), and the landmark labels when
+        present (scheme, points, flags, boxes, image sizes). Computed once per Dataset object."""
         if self._fingerprint is None:
             order = np.argsort(self.ids, kind="stable")
             labels = self.labels[order].tolist() if self.labels is not None else None
@@ -88,6 +174,8 @@ class Dataset:
             images = content(order) if callable(content) and not generated else None
             if images is not None:
                 record["images"] = images
+            if self.landmarks is not None:
+                record["landmarks"] = self.landmarks.fingerprint_record(order)
             self._fingerprint = hash_object(record)
         return self._fingerprint
 
@@ -111,6 +199,7 @@ class Dataset:
             images=self.images.subset(idx),
             attributes={k: np.asarray(v)[idx] for k, v in self.attributes.items()},
             content_tag=self.content_tag,
+            landmarks=None if self.landmarks is None else self.landmarks.subset(idx),
         )  # pairs are not carried over: their indices refer to the full image list
 
     def class_counts(self) -> dict[str, int]:
