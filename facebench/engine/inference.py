@@ -225,14 +225,17 @@ def _with_decoded_images(dataset: Dataset, spec: InputSpec, store: PredictionSto
 
 
 def requested_outputs(adapter: ModelAdapter, heads, features: bool) -> list[str]:
-    """The stored outputs of a request: the heads, then with features ``"features"`` and the adapter's
+    """The stored outputs of a request: the heads and, with any head, the adapter's ``head_outputs``
+    (e.g. a landmark model's ``face_box``); then with features ``"features"`` and the adapter's
     ``feature_outputs`` (per-sample values its forward returns beside them, e.g. ``face_detected``)."""
-    return list(heads) + (["features", *getattr(adapter, "feature_outputs", ())] if features else [])
+    extra_head = [o for o in getattr(adapter, "head_outputs", ()) if heads]
+    extra_features = [o for o in ("features", *getattr(adapter, "feature_outputs", ())) if features]
+    return list(heads) + extra_head + [o for o in extra_features if o not in extra_head]
 
 
 def split_outputs(adapter: ModelAdapter, outputs) -> tuple[tuple[str, ...], bool]:
     """(heads, features) of a list of stored outputs (the inverse of :func:`requested_outputs`)."""
-    extra = {"features", *getattr(adapter, "feature_outputs", ())}
+    extra = {"features", *getattr(adapter, "feature_outputs", ()), *getattr(adapter, "head_outputs", ())}
     return tuple(o for o in outputs if o not in extra), "features" in outputs
 
 

@@ -2,7 +2,9 @@
 
 ``predict(batch)`` takes a normalised float batch (B, C, H, W) on the adapter's device and returns
 ``{head_name: logits (B, n_classes)}`` for every requested head, plus ``"features": (B, D)`` when
-asked and available. Each head declares its label space as canonical class names in the model's
+asked and available. A head of kind ``"landmarks"`` returns points instead: (B, K, 2) float (x, y) in
+the engine's input frame (the whole image resized to ``input_spec.size``, 0-based pixel centres), its
+``labels`` the K point names and its ``scheme`` the landmark scheme they follow. Each head declares its label space as canonical class names in the model's
 own order; the protocol layer maps them onto a dataset's classes by name.
 """
 
@@ -21,14 +23,24 @@ from facebench.fingerprint import hash_bytes, hash_object
 
 @dataclass(frozen=True)
 class Head:
-    """An output head: ``kind`` is 'classification' (logits over ``labels``)."""
+    """An output head: ``kind`` is 'classification' (logits over ``labels``) or 'landmarks' ((B, K, 2)
+    points named by ``labels``, in the landmark scheme ``scheme``, a key of
+    ``facebench.data.landmark_schemes.SCHEMES`` or the model's own scheme name)."""
 
     name: str
     labels: tuple[str, ...]
     kind: str = "classification"
+    scheme: str | None = None
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "labels": list(self.labels), "kind": self.kind}
+        out = {"name": self.name, "labels": list(self.labels), "kind": self.kind}
+        if self.scheme is not None:  # absent otherwise: the fingerprints of other heads stay as they were
+            out["scheme"] = self.scheme
+        return out
+
+    def output_shape(self, n: int) -> tuple[int, ...]:
+        """The shape ``predict`` returns for ``n`` samples: (n, K, 2) for landmarks, else (n, classes)."""
+        return (n, len(self.labels), 2) if self.kind == "landmarks" else (n, len(self.labels))
 
 
 class ModelAdapter:
@@ -43,6 +55,9 @@ class ModelAdapter:
     heads: dict[str, Head]
     default_head: str
     feature_dim: int | None = None
+    # per-sample values the forward returns beside any head and the engine stores with it
+    # (landmark models: "face_detected" (B,) 1/0 and "face_box" (B, 4) in the input frame)
+    head_outputs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **settings: Any):
         self.settings = settings
@@ -126,13 +141,18 @@ class ModelAdapter:
         n = batch.shape[0]
         for h in heads:
             t = out.get(h)
-            expected = (n, len(self.heads[h].labels))
+            expected = self.heads[h].output_shape(n)
             if t is None or tuple(t.shape) != expected:
                 got = None if t is None else tuple(t.shape)
+                what = "points" if self.heads[h].kind == "landmarks" else "classes"
                 raise ModelError(
                     f"Model {self.name!r} head {h!r} returned shape {got}; it declares {len(self.heads[h].labels)} "
-                    f"classes {self.heads[h].labels}, so the expected shape is {expected}."
+                    f"{what} {self.heads[h].labels}, so the expected shape is {expected}."
                 )
+        missing = [o for o in self.head_outputs if heads and (o not in out or out[o].shape[0] != n)]
+        if missing:
+            raise ModelError(f"Model {self.name!r} declares the per-sample outputs {self.head_outputs} beside its "
+                             f"heads but returned none (or not {n} rows) for {missing}.")
         if features:
             f = out.get("features")
             if f is None or f.ndim != 2 or f.shape[0] != n:

