@@ -426,6 +426,10 @@ PROTOCOLS = Registry(
             "facebench.protocols.label_free:LabelFreeProtocol",
             "Label-free (Gscore-style) evaluation: indicators of OOD AUROC and accuracy estimators, judged on a meta-benchmark of test sets",
         ),
+        "landmarks": (
+            "facebench.protocols.landmarks:LandmarksProtocol",
+            "Facial landmarks: NME (named normaliser), FR@t, AUC@t, CED, per-point and per-attribute NME, detection rate",
+        ),
     },
 )
 

@@ -72,7 +72,9 @@ def _evaluate_task(item: PlannedTask, work: dict[str, SplitWork], adapter, model
     extras = {role: ExtraSplit(work[ref.key()].dataset, work[ref.key()].preds) for role, ref in item.refs.items()}
     ctx = EvalContext(dataset=own.dataset, predictions=own.preds, head=item.head,
                       head_labels=adapter.heads[item.head].labels if item.head else (), seed=defaults["seed"],
-                      n_resamples=defaults["bootstrap"], confidence=defaults["confidence"], extras=extras)
+                      n_resamples=defaults["bootstrap"], confidence=defaults["confidence"], extras=extras,
+                      input_size=tuple(adapter.input_spec.size),
+                      head_scheme=getattr(adapter.heads[item.head], "scheme", None) if item.head else None)
     fps = _fingerprints(item, own, extras, adapter)
     described = dict(task=item.task.to_dict(), head=item.head, fingerprints=fps, n=len(own.dataset),
                      extra_splits=_extra_splits(item, work) or None,

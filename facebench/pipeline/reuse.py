@@ -94,6 +94,8 @@ def evaluation_key(protocol, ctx) -> str:
         "confidence": ctx.confidence, "split": split_digest(ctx.dataset, ctx.predictions),
         "extras": {role: split_digest(e.dataset, e.predictions) for role, e in sorted(ctx.extras.items())},
     }
+    if getattr(ctx, "head_scheme", None) is not None:  # landmark heads: the frame and scheme of their points
+        described.update(input_size=list(ctx.input_size or ()), head_scheme=ctx.head_scheme)
     text = json.dumps(described, sort_keys=True, separators=(",", ":"))
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 

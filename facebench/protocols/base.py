@@ -51,6 +51,9 @@ class EvalContext:
     n_resamples: int = 1000
     confidence: float = 0.95
     extras: dict = field(default_factory=dict)
+    # landmark protocols: the engine's input size (InputSpec.size, (h, w)) and the head's landmark scheme
+    input_size: tuple | None = None
+    head_scheme: str | None = None
 
 
 class Protocol:
