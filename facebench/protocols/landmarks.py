@@ -181,9 +181,9 @@ class LandmarksProtocol(Protocol):
             if lab.boxes is None:
                 raise MetricInputError("landmarks: normaliser 'box' needs the dataset's face boxes; this dataset "
                                        "ships none (choose a point normaliser)")
-            return name, np.asarray(_lm().box_normaliser(lab.boxes), dtype=np.float64)
+            return name, np.asarray(_lm().box_normalisers(lab.boxes), dtype=np.float64)
         group_a, group_b = scheme.normalisers[name]
-        return name, np.asarray(_lm().normaliser_distance(lab.points, group_a, group_b, lab.visible),
+        return name, np.asarray(_lm().normaliser_distances(lab.points, group_a, group_b, lab.visible),
                                 dtype=np.float64)
 
     @staticmethod
@@ -199,7 +199,7 @@ class LandmarksProtocol(Protocol):
         policy = self.params.missed_faces
         keep = np.flatnonzero(hit) if policy == "exclude" else np.arange(n)
         vis = None if lab.visible is None else np.asarray(lab.visible, dtype=bool)[keep]
-        nme = np.asarray(_lm().nme_per_image(pred[keep], lab.points[keep], d[keep], vis), dtype=np.float64)
+        nme = np.asarray(_lm().per_image_nme(pred[keep], lab.points[keep], d[keep], vis), dtype=np.float64)
         if policy == "failure":
             nme = np.where(hit[keep], nme, np.inf)
         return Scored(keep, nme, pred[keep], lab.points[keep], vis, d[keep], hit[keep])
@@ -216,8 +216,7 @@ class LandmarksProtocol(Protocol):
         for i, t in enumerate(self.params.thresholds):
             fail = (s.nme > t).astype(np.float64)
             area = np.maximum(0.0, t - s.nme) / t
-            fr = float(_lm().failure_rate(s.nme, t))
-            auc = float(_lm().auc_at(s.nme, t))
+            fr, auc = fr_auc(s.nme, t)
             records.append(MetricRecord(f"fr@{_tag(t)}[{norm}]", fr, _mean_ci(ctx, fail), len(s.nme),
                                         {**conv, "rule": "share of images with NME > t (strict)", "t": t},
                                         headline=i == 0, higher_is_better=False, unit="fraction"))
@@ -241,7 +240,7 @@ class LandmarksProtocol(Protocol):
         names = _schemes().get_scheme(scheme_name).point_names
         finite = np.isfinite(s.nme)
         vis = None if s.visible is None else s.visible[finite]
-        err = np.asarray(_lm().point_errors(s.pred[finite], s.true[finite], s.d[finite]), dtype=np.float64)
+        err = _lm().point_errors(s.pred[finite], s.true[finite]) / s.d[finite, None]
         values = np.asarray(_lm().per_point_nme(s.pred[finite], s.true[finite], s.d[finite], vis), dtype=np.float64)
         records, table = [], []
         for k, name in enumerate(names):
@@ -289,9 +288,8 @@ class LandmarksProtocol(Protocol):
         if not scheme.mirror_pairs or not finite.any():
             return {"checked": False}, []
         vis = None if s.visible is None else s.visible[finite]
-        res = _lm().swap_check(s.pred[finite], s.true[finite], s.d[finite], scheme.mirror_pairs, vis)
-        res = {"checked": True, **{k: (float(v) if isinstance(v, (float, np.floating)) else
-                                       bool(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in res.items()}}
+        res = {"checked": True, **_lm().swap_check(s.pred[finite], s.true[finite], s.d[finite], scheme.mirror_pairs,
+                                                   vis).to_dict()}
         warn = []
         if res.get("mirrored"):
             warn.append(f"swap check: the NME with the model's left and right points swapped "
@@ -300,11 +298,13 @@ class LandmarksProtocol(Protocol):
         return res, warn
 
     def _ced(self, s: Scored) -> dict:
-        """CED(x) on 201 points of [0, ced_max] (default: twice the largest threshold)."""
-        top = self.params.ced_max or 2 * max(self.params.thresholds)
-        xs = np.linspace(0.0, float(top), 201)
-        ys = np.asarray(_lm().ced_curve(s.nme, xs), dtype=np.float64)
-        return {"x": xs.tolist(), "y": ys.tolist(), "thresholds": [float(t) for t in self.params.thresholds]}
+        """The exact step CED on [0, ced_max] (default: twice the largest threshold, at most 1) over every
+        evaluated image: a miss counted as failure never reaches it (its share of y stays out)."""
+        top = min(1.0, self.params.ced_max or 2 * max(self.params.thresholds))
+        finite = s.nme[np.isfinite(s.nme)]
+        xs, ys = _lm().ced_points(finite, top)
+        return {"x": [float(x) for x in xs], "y": [float(y) * len(finite) / len(s.nme) for y in ys],
+                "thresholds": [float(t) for t in self.params.thresholds], "drawstyle": "steps-post"}
 
     def _worst(self, ds, lab, s: Scored) -> list[dict]:
         """The ``worst_cases`` images of highest finite NME: id, NME, predicted and true points, image size."""
@@ -342,6 +342,17 @@ def to_original_pixels(points: np.ndarray, image_sizes, input_size) -> np.ndarra
     return (points + 0.5) * scale - 0.5
 
 
+def fr_auc(nme: np.ndarray, t: float) -> tuple[float, float]:
+    """FR@t and AUC@t of per-image NMEs where inf marks a miss counted as failure: the metrics of the finite
+    ones (``facebench.metrics.landmarks``) reweighted to all images (a miss fails and adds no area)."""
+    finite = nme[np.isfinite(nme)]
+    if not len(finite):
+        return 1.0, 0.0
+    share = len(finite) / len(nme)
+    return (float(_lm().failure_rate(finite, t)) * share + (1.0 - share),
+            float(_lm().auc(finite, t)) * share)
+
+
 def _bootstrap_conv(ctx: EvalContext) -> dict:
     if ctx.n_resamples <= 0:
         return {}
@@ -362,12 +373,12 @@ def _group_row(ctx, nme: np.ndarray, attr: str, g: str, t: float, norm: str, con
     """One group's row (n, NME over finite images, FR@t, AUC@t) and its records."""
     finite = np.isfinite(nme)
     mean = float(nme[finite].mean()) if finite.any() else float("nan")
-    fr = float((nme > t).mean())
-    auc = float((np.maximum(0.0, t - nme) / t).mean())
+    fr, auc = fr_auc(nme, t)
     gconv = {**conv, "group": f"{attr}={g}", "t": t}
     records = [MetricRecord(f"nme[{norm},{attr}={g}]", mean, _mean_ci(ctx, nme[finite]), int(finite.sum()), gconv,
                             higher_is_better=False, unit="score"),
                MetricRecord(f"fr@{_tag(t)}[{norm},{attr}={g}]", fr, _mean_ci(ctx, (nme > t).astype(np.float64)),
                             len(nme), gconv, higher_is_better=False, unit="fraction")]
-    row = {"group": g, "n": int(len(nme)), "n_finite": int(finite.sum()), "nme": mean, "fr": fr, "auc": auc}
+    row = {"group": g, "n": int(len(nme)), "n_finite": int(finite.sum()), "nme": mean if finite.any() else None,
+           "fr": fr, "auc": auc}
     return row, records

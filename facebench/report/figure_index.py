@@ -46,6 +46,7 @@ FIGURES_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
     "label_free": ("scatter_accuracy", "scatter_auroc"),
     "age_estimation": (),
     "attributes": (),
+    "landmarks": ("ced", "worst_cases"),
 }
 
 

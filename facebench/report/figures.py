@@ -67,6 +67,7 @@ __all__ = [
     "row_normalise", "log_floor", "sanitise_filename",
     "confusion_matrix_figure", "per_class_recall_figure", "reliability_figure", "roc_figure",
     "det_figure", "oscr_figure", "group_bars_figure", "cross_domain_heatmap", "scatter_figure",
+    "ced_figure", "landmark_overlay_figure",
     "task_figures", "run_figures",
 ]
 
@@ -717,6 +718,75 @@ def scatter_figure(true, pred=None, stem=None, label: str | None = None, xlabel:
     return _render(stem, SINGLE_COLUMN, 3.0, draw)
 
 
+def ced_figure(curves: Mapping, stem, thresholds: Sequence[float] = (), xlabel: str = "NME",
+               title: str | None = None) -> list[Path]:
+    """Cumulative error distribution: share of images with NME <= x, ``curves = {label: (x, y)}``; dotted
+    vertical lines at ``thresholds`` (FR@t / AUC@t)."""
+    data = _curves(curves)
+    x_max = max(float(x.max()) for _, x, _ in data if x.size) if any(x.size for _, x, _ in data) else 1.0
+
+    def draw(fig):
+        ax = fig.add_subplot()
+        for i, (label, x, y) in enumerate(data):
+            ax.plot(x, y, color=_color(i), ls=LINESTYLES[i % len(LINESTYLES)], label=label, zorder=3,
+                    drawstyle="steps-post")
+        for t in thresholds:
+            ax.axvline(float(t), ls=":", color=NEUTRAL, lw=0.8, zorder=1)
+        ax.set_xlim(0.0, x_max)
+        ax.set_ylim(0.0, 1.0)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("share of images")
+        ax.grid(True, which="major")
+        if len(data) > 1 or data[0][0]:
+            ax.legend(loc="lower right")
+        if title:
+            ax.set_title(title)
+
+    return _render(stem, SINGLE_COLUMN, 2.7, draw)
+
+
+def landmark_overlay_figure(cases: Sequence[Mapping], stem, columns: int = 3, title: str | None = None
+                            ) -> list[Path]:
+    """Predicted (crosses) vs true (circles) points of a few images, each in its own panel in image
+    coordinates (x right, y down, the image's extent), a line joining each pair; a panel's title gives its
+    id and NME. ``cases``: [{"id", "nme", "pred": [[x, y], ...], "true": [[x, y], ...], "image_size": [w, h]}]."""
+    if not cases:
+        raise ReportError("no cases to draw")
+    cols = max(1, min(int(columns), len(cases)))
+    rows = -(-len(cases) // cols)
+    width = SINGLE_COLUMN if cols <= 2 else DOUBLE_COLUMN
+
+    def draw(fig):
+        for i, case in enumerate(cases):
+            ax = fig.add_subplot(rows, cols, i + 1)
+            _overlay_panel(ax, case)
+        if title:
+            fig.suptitle(title)
+
+    return _render(stem, width, 0.4 + rows * width / cols, draw)
+
+
+def _overlay_panel(ax, case: Mapping) -> None:
+    """One image's points (see :func:`landmark_overlay_figure`)."""
+    pred = np.asarray(case["pred"], dtype=np.float64).reshape(-1, 2)
+    true = np.asarray(case["true"], dtype=np.float64).reshape(-1, 2)
+    w, h = (float(v) for v in case["image_size"])
+    for (px, py), (tx, ty) in zip(pred, true):
+        ax.plot([tx, px], [ty, py], color=NEUTRAL, lw=0.5, zorder=1)
+    ax.scatter(true[:, 0], true[:, 1], s=9, facecolors="none", edgecolors=_color(0), linewidths=0.7,
+               label="true", zorder=2)
+    ax.scatter(pred[:, 0], pred[:, 1], s=9, marker="x", color=_color(3), linewidths=0.7, label="predicted",
+               zorder=3)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    nme = case.get("nme")
+    ax.set_title(f"{case.get('id', '')}\nNME {float(nme):.3f}" if nme is not None else str(case.get("id", "")),
+                 fontsize=6)
+
+
 # -------------------------------------------------------------------------------------- dispatcher
 #: Figure kinds each protocol can produce (stem suffixes). open_set draws ``roc`` + ``oscr`` in mode
 #: unknown_classes and ``per_class_auroc`` in mode leave_one_out; label_free one scatter per target.
@@ -866,6 +936,22 @@ def _fig_det(c: _Ctx) -> list[Path]:
     return det_figure({c.label: (det["x"], det["y"])}, c.stem("det"))
 
 
+def _fig_ced(c: _Ctx) -> list[Path]:
+    ced = c.details.get("ced")
+    if not isinstance(ced, Mapping) or ced.get("x") is None:
+        return []
+    norm = c.details.get("normaliser")
+    return ced_figure({c.label: (ced["x"], ced["y"])}, c.stem("ced"), thresholds=ced.get("thresholds") or (),
+                      xlabel=f"NME ({norm})" if norm else "NME")
+
+
+def _fig_landmark_overlay(c: _Ctx) -> list[Path]:
+    cases = [case for case in c.details.get("worst_cases") or [] if isinstance(case, Mapping)]
+    if not cases:
+        return []
+    return landmark_overlay_figure(cases, c.stem("worst_cases"))
+
+
 def _fig_label_free(target: str):
     def build(c: _Ctx) -> list[Path]:
         block = c.details.get(target)
@@ -900,6 +986,8 @@ _BUILDERS = {
     ("verification", "roc"): _fig_verification_roc,
     ("verification", "det"): _fig_det,
     **{("label_free", f"scatter_{t}"): _fig_label_free(t) for t in _LABEL_FREE_TARGETS},
+    ("landmarks", "ced"): _fig_ced,
+    ("landmarks", "worst_cases"): _fig_landmark_overlay,
 }
 
 
