@@ -21,6 +21,8 @@ Label spaces are matched by class name. Two explicit policies:
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,10 +70,13 @@ class ClosedSetProtocol(Protocol):
                                                                         "undefined",
                                                   "classes": [m.label_space[i] for i in m.eval_classes]},
                                     higher_is_better=True, unit="fraction"))
-        records.append(self._nll_record(m, probs, conv, ctx))
         correct = y_pred == m.y_true
         reliability = cal.reliability_from_confidence(confidence, correct, p.ece_bins)
-        records.append(self._ece_record(confidence, correct, reliability, conv, ctx))
+        with ThreadPoolExecutor(max_workers=2) as pool:  # two independent seeded bootstraps whose multinomial
+            # draws release the GIL: the same bits as one after the other, in about half the time on 2 cores
+            nll = pool.submit(self._nll_record, m, probs, conv, ctx)
+            ece = pool.submit(self._ece_record, confidence, correct, reliability, conv, ctx)
+            records += [nll.result(), ece.result()]
         class_records, per_class = self._per_class(cm, cms, m, common, conv, ci)
         details = {
             "label_space": m.label_space,
