@@ -161,7 +161,8 @@ def test_model_scheme_mapped_to_the_dataset_scheme():
     conv = rec["nme[eye_centres_5pt]"].conventions
     assert conv["model_scheme"] == "ibug68" and conv["dataset_scheme"] == "five_point"
     assert conv["mapping"].startswith("map_points(ibug68 -> five_point)")
-    assert res.details["model_scheme"] == "ibug68"
+    assert res.details["model_scheme"] == "ibug68" and "mapping_groups" not in conv
+    assert res.details["mapping_groups"][0] == [36, 37, 38, 39, 40, 41] and res.details["mapping_groups"][2] == [30]
 
 
 def test_swap_check_warns_on_mirrored_points():
@@ -226,3 +227,39 @@ def test_details_serialisable_deterministic_and_drawn(tmp_path):
     assert [p.name for p in paths] == ["mtfl-fixture-ced.png", "mtfl-fixture-ced.pdf",
                                        "mtfl-fixture-worst_cases.png", "mtfl-fixture-worst_cases.pdf"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def _mtfl_test_records(root: Path, n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The first ``n`` records of testing.txt read here on their own: paths, (n, 5, 2) points, pose codes."""
+    rows = [line.split() for line in (root / "testing.txt").read_text().splitlines() if line.strip()][:n]
+    pts = np.array([[float(v) for v in r[1:11]] for r in rows]).reshape(n, 2, 5).transpose(0, 2, 1)
+    return [r[0] for r in rows], pts, np.array([r[14] for r in rows])
+
+
+def test_real_mtfl_subset(shared_data):
+    """On 300 real MTFL test faces: the loader's points and attributes through the protocol, with predictions
+    shifted by a known amount, give the NME computed from testing.txt directly."""
+    from facebench.registry import DATASETS
+
+    root = shared_data / "mtfl"
+    if not (root / "testing.txt").is_file() or not (root / "AFLW").is_dir():
+        pytest.skip(f"the MTFL test set is absent ({root}; see MANIFEST.txt there)")
+    n = 300
+    ds = DATASETS.get("mtfl")(path=root).load("test").subset(np.arange(n))
+    files, pts, pose = _mtfl_test_records(root, n)
+    np.testing.assert_allclose(ds.landmarks.points, pts)
+    rng = np.random.default_rng(1)
+    pred = pts + rng.normal(0.0, 2.0, size=pts.shape)
+    outputs = {"landmarks": to_input_frame(pred, ds.landmarks.image_sizes, (150, 150)).astype(np.float32)}
+    ctx = EvalContext(ds, Predictions(ds.ids, outputs), "landmarks", FIVE, n_resamples=100, input_size=(150, 150),
+                      head_scheme="five_point")
+    res = LandmarksProtocol().evaluate(ctx)
+    rec = _records(res)
+    d = np.linalg.norm(pts[:, 0] - pts[:, 1], axis=1)
+    nme = np.linalg.norm(pred - pts, axis=2).mean(axis=1) / d
+    assert rec["nme[eye_centres_5pt]"].value == pytest.approx(nme.mean(), rel=1e-5)
+    assert rec["fr@0.1[eye_centres_5pt]"].value == pytest.approx(np.mean(nme > 0.1), abs=1e-12)
+    frontal = pose == "3"
+    assert rec["nme[eye_centres_5pt,pose=frontal]"].value == pytest.approx(nme[frontal].mean(), rel=1e-5)
+    assert {"gender", "smile", "glasses", "pose"} <= set(res.details["groups"])
+    json.dumps(res.details, allow_nan=False)

@@ -115,7 +115,7 @@ class LandmarksProtocol(Protocol):
         scored = self._score(pred, lab, d, detected)
         conv = {"normaliser": norm_name, "missed_faces": self.params.missed_faces, "nme": "mean over images of "
                 "sum_k v||P-G|| / (d sum_k v), as a fraction", "coordinates": "original pixels, 0-based",
-                **mapping, **_bootstrap_conv(ctx)}
+                **{k: v for k, v in mapping.items() if k != "mapping_groups"}, **_bootstrap_conv(ctx)}
         records = self._headline(ctx, scored, norm_name, conv)
         records += self._detection_record(ctx, detected, conv)
         point_records, per_point = self._per_point(ctx, scored, lab.scheme, norm_name, conv)
@@ -164,6 +164,8 @@ class LandmarksProtocol(Protocol):
                                                                    f" of the model's points per dataset point"}
         if src != lab.scheme:
             pts = np.asarray(_schemes().map_points(pts, src, lab.scheme), dtype=np.float64)
+            groups = _schemes().MAPPINGS.get((src, lab.scheme))
+            mapping["mapping_groups"] = [list(g) for g in groups] if groups is not None else None
         if pts.shape[1:] != lab.points.shape[1:]:
             raise MetricInputError(f"landmarks: {pts.shape[1]} predicted points for {lab.points.shape[1]} annotated "
                                    f"({lab.scheme})")
