@@ -316,6 +316,26 @@ DATASETS = Registry(
             "facebench.data.expw:ExpW",
             "ExpW: 91,793 web faces with 7 expressions, label/label.lst boxes (top left right bottom) over image/origin/",
         ),
+        "mtfl": (
+            "facebench.data.landmark_sets:MTFL",
+            "MTFL: 5 landmarks + gender/smile/glasses/pose (TCDCN); train 10,000 LFW+web faces, test 2,995 AFLW faces",
+        ),
+        "300w": (
+            "facebench.data.landmark_sets:W300",
+            "300-W: 68 iBUG points in .pts files beside the images; common / challenging / full / private test sets",
+        ),
+        "wflw": (
+            "facebench.data.landmark_sets:WFLW",
+            "WFLW: 98 points, face rectangles and 6 attribute flags per face (train 7,500, test 2,500 faces)",
+        ),
+        "cofw29": (
+            "facebench.data.landmark_cofw:COFW",
+            "COFW-29: 29 points with occlusion flags and face boxes, images inside COFW_test_color.mat (507 faces)",
+        ),
+        "aflw19": (
+            "facebench.data.landmark_sets:AFLW19",
+            "AFLW-19: 19 points per face in HRNet's csv (image, scale, box size, centre, 19 x 2 points); full / frontal",
+        ),
     },
 )
 
