@@ -133,6 +133,9 @@ def test_mtfl_missing_training_images_are_reported(tmp_path):
     root = _mtfl(tmp_path / "mtfl2", with_train_image=True)
     with pytest.raises(DatasetNotFoundError, match="missing_images: skip"):
         MTFL(path=root).load("train")
+    with pytest.raises(DatasetNotFoundError, match="lfw_5590 does not exist"):
+        MTFL(path=root).check("train")
+    MTFL(path=root, missing_images="skip").check("train")  # the label file is enough then
     with pytest.warns(UserWarning, match="1 of 2 records have no image file"):
         ds = MTFL(path=root, missing_images="skip").load("train")
     assert ds.ids.tolist() == ["net_7876/000001.jpg"] and ds.content_tag["rows_without_image"] == 1
@@ -371,3 +374,7 @@ def test_mtfl_real_test_split(shared_data):
         MTFL(path=root).load("train")
     summary = MTFL(path=root).summary("train")
     assert summary["n"] == 10000 and "10,000 of 10,000 records have no image file" in summary["note"]
+    assert {k: v for k, v in summary["counts"].items() if k.startswith("pose=")} == {  # MANIFEST, train
+        "pose=left_profile": 136, "pose=left": 1113, "pose=frontal": 7445, "pose=right": 1111,
+        "pose=right_profile": 195}
+    assert summary["counts"]["gender=male"] == 5807 and summary["counts"]["glasses=yes"] == 1408

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facebench.data._native import NativeLoader
 from facebench.data.dataset import Dataset, LandmarkLabels
 from facebench.data.landmark_sets import LandmarkLoader, attribute_counts
 from facebench.errors import DataError
@@ -120,8 +121,8 @@ class COFW(LandmarkLoader):
     expected_sizes = {"test": 507, "train": 1345}
 
     def __init__(self, path=None, data_root=None):
-        super().__init__(path, data_root)
-        self.options = {}  # images live in the .mat file: missing_images does not apply
+        NativeLoader.__init__(self, path, data_root)  # the images live in the .mat file: no missing_images
+        self.missing_images = "error"
 
     def label_paths(self, split):
         return [self.root / COFW_FILES[self.resolve_split(split)]]

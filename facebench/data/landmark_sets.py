@@ -193,8 +193,10 @@ class MTFL(LandmarkLoader):
         return [self.root / MTFL_FILES[self.resolve_split(split)]]
 
     def required_paths(self, split):
+        """The label file and the split's image folders (only the label file with ``missing_images: skip``)."""
         split = self.resolve_split(split)
-        return [*self.label_paths(split), *(self.root / d for d in MTFL_IMAGE_DIRS[split])]
+        folders = () if self.missing_images == "skip" else MTFL_IMAGE_DIRS[split]
+        return [*self.label_paths(split), *(self.root / d for d in folders)]
 
     def records(self, split: str) -> dict:
         path = self.root / MTFL_FILES[split]
