@@ -7,7 +7,7 @@ import pytest
 from facebench.data.landmark_schemes import MAPPINGS, SCHEMES, LandmarkScheme, get_scheme, map_points
 from facebench.errors import ConfigError
 
-COUNTS = {"ibug68": 68, "wflw98": 98, "cofw29": 29, "aflw19": 19, "five_point": 5}
+COUNTS = {"ibug68": 68, "wflw98": 98, "cofw29": 29, "aflw19": 19, "five_point": 5, "dlib5": 5}
 # points on the midline of each markup (no mirror partner), written out by hand from the markups
 MIDLINE = {
     "ibug68": {8, 27, 28, 29, 30, 33, 51, 57, 62, 66},
@@ -15,6 +15,7 @@ MIDLINE = {
     "cofw29": {20, 21, 24, 25, 26, 27, 28},
     "aflw19": {13, 16, 18},
     "five_point": {2},
+    "dlib5": {4},
 }
 
 
@@ -106,6 +107,17 @@ def test_68_to_5_by_the_spec_rule_on_a_constructed_face():
     assert five[0, 0, 0] < five[0, 1, 0]
 
 
+def test_68_to_dlib5_picks_the_eye_corners_and_nose_base():
+    face = _constructed_face()
+    face[33] = (50, 66)
+    five = map_points(face[None], "ibug68", "dlib5")[0]
+    # dlib's order: left eye outer, left eye inner, right eye outer, right eye inner, nose base
+    assert np.allclose(five, [[76, 40], [64, 40], [24, 40], [36, 40], [50, 66]])
+    wflw = np.random.default_rng(1).uniform(0, 100, size=(2, 98, 2))
+    assert np.array_equal(map_points(wflw, "wflw98", "dlib5"),
+                          map_points(map_points(wflw, "wflw98", "ibug68"), "ibug68", "dlib5"))
+
+
 def test_mapping_moves_with_the_points():
     face = _constructed_face()
     shifted = face + (5.0, -2.0)
@@ -123,13 +135,22 @@ def test_wflw_to_68_and_to_5_agree_with_the_68_rule():
     assert np.allclose(map_points(wflw, "wflw98", "five_point"), map_points(as68, "ibug68", "five_point"))
 
 
-def test_mappings_keep_the_named_points():
-    """Every single-point group of a mapping names the same anatomical point in both schemes."""
+def _side(name: str):
+    return "right" if "right" in name else "left" if "left" in name else None
+
+
+def test_mappings_keep_the_subjects_side_and_the_names():
+    """Each target point is built from source points of the same side (right from right, midline from
+    midline); a one-point group of the same anatomical name keeps its name."""
     for (src, dst), groups in MAPPINGS.items():
         a, b = SCHEMES[src], SCHEMES[dst]
-        for j, g in enumerate(groups):
-            if len(g) == 1 and dst == "five_point" and j >= 3:
-                assert a.point_names[g[0]] == b.point_names[j]
+        assert len(groups) == b.n_points
+        for j, group in enumerate(groups):
+            assert {_side(a.point_names[i]) for i in group} == {_side(b.point_names[j])}, (src, dst, j)
+    wflw, ibug = SCHEMES["wflw98"], SCHEMES["ibug68"]
+    same = [wflw.point_names[g[0]] == ibug.point_names[j] for j, g in enumerate(MAPPINGS[("wflw98", "ibug68")])]
+    # every point but the 17 contour points (renumbered) and the 3 middle points of each brow (WFLW's "upper_*")
+    assert sum(same) == 68 - 17 - 6
 
 
 def test_map_points_identity_and_errors():

@@ -17,22 +17,31 @@ Conventions (binding: ``shared/spec/landmarks.md``):
   mean of a group of source points (:data:`MAPPINGS`). iBUG-68 -> five_point is the spec's definitional
   rule: eye centres = mean(36..41) and mean(42..47), nose = 30, mouth corners = 48 and 54.
 
-Sources of the point orders and mirror pairs (public facts, checked with the code search):
+Sources of the point orders and mirror pairs (public facts, checked with the code search; no code taken):
 
-* iBUG-68: the 300-W markup (ibug.doc.ic.ac.uk/resources/300-W); mirror pairs as in mmpose
-  ``configs/_base_/datasets/300w.py`` (``kpt-0`` swaps with ``kpt-16``, ...).
-* WFLW-98: the WFLW markup (wywu.github.io/projects/LAB/WFLW.html); mirror pairs as in mmpose
-  ``configs/_base_/datasets/wflw.py`` (0<->32 ... 15<->17 contour, 33..37<->46..42 and 38..41<->50..47
-  brows, 55<->59, 56<->58, 60..64<->72..68, 65..67<->75..73, 76..78<->82..80, 83<->87, 84<->86,
-  88<->92, 89<->91, 93<->95, 96<->97); inter-ocular 60/72 as mmpose ``NME.DEFAULT_KEYPOINT_INDICES``.
-* COFW-29: the LFPW/COFW 29-point markup of Burgos-Artizzu et al. (ICCV 2013); mirror pairs as in mmpose
-  ``configs/_base_/datasets/cofw.py`` (0<->1, 2<->3, 4<->6, 5<->7, 8<->9, 10<->11, 12<->14, 13<->15,
-  16<->17, 18<->19, 22<->23; 20, 21, 24..28 on the midline); inter-ocular 8/9 as mmpose and PIPNet.
+* Mirror pairs of all four markups: HRNet-Facial-Landmark-Detection ``lib/utils/transforms.py``
+  ``MATCHED_PARTS`` (1-based for 300W / AFLW / COFW, 0-based for WFLW) and mmpose
+  ``configs/_base_/datasets/{300w,wflw,cofw,aflw}.py`` (``swap=``); both list the same pairs as here.
+* Which member of each pair is the subject's right: PIPNet's mean faces (``data/{WFLW,COFW,AFLW}/meanface.txt``,
+  normalised x, y of the training annotations): the first index of every pair has the smaller x (image left
+  of an upright face), e.g. COFW 0 / 1 at x = 0.09 / 0.93, AFLW 6 / 11 at 0.29 / 0.71, WFLW 96 / 97 at
+  0.32 / 0.68.
+* iBUG-68: the 300-W markup (ibug.doc.ic.ac.uk/resources/300-W); 36..41 subject's right eye; inter-ocular
+  36/45 (iBUG ``compute_error.m`` 37/46 1-based; HRNet ``lib/core/evaluation.py``; mmpose ``NME``).
+* WFLW-98: the WFLW markup (wywu.github.io/projects/LAB/WFLW.html): contour 0..32, brows 33..50 (upper edge
+  outer -> inner, then lower edge), nose 51..59 (54 tip), eyes 60..75 (60 / 72 outer corners), lips 76..95,
+  pupils 96 / 97; inter-ocular 60/72 (mmpose ``NME.DEFAULT_KEYPOINT_INDICES``, PIPNet ``lib/test.py``).
+* COFW-29: the LFPW / COFW 29-point markup of Burgos-Artizzu et al. (ICCV 2013): brow corners 0..3, brow
+  mid-points 4..7, eye corners 8..11, eyelid mid-points 12..15, pupils 16 / 17, nose 18..21, mouth corners
+  22 / 23, lip mid-points 24..27, chin 28; inter-ocular 8/9 (mmpose, PIPNet); inter-pupil 16/17.
 * AFLW-19: AFLW's 21 points without the two ear points, as HRNet ``lib/datasets/aflw.py`` and Faceptor read
-  them; mirror pairs as in mmpose ``configs/_base_/datasets/aflw.py`` (0<->5, 1<->4, 2<->3, 6<->11, 7<->10,
-  8<->9, 12<->14, 15<->17; 13, 16, 18 on the midline). Normalised by the box (sqrt(w*h)), not by points.
+  them (brows 0..5, eyes 6..11 with the eye centres 7 / 10, nose 12..14, mouth 15..17, chin 18). Normalised
+  by the box (sqrt(w*h)), not by points.
 * five_point: MTFL / CelebA order (``shared/data/mtfl/MANIFEST.txt``): subject's right eye centre, left eye
   centre, nose, right mouth corner, left mouth corner (MTFL's "left eye" is the image-left eye).
+* dlib5: dlib's ``shape_predictor_5_face_landmarks`` (as ``facebench.models.dlib_landmarks`` reads it):
+  0 / 1 the subject's left eye outer / inner corner (iBUG 45 / 42), 2 / 3 the right eye outer / inner corner
+  (iBUG 36 / 39), 4 the nose base (iBUG 33). No mouth points, so no mapping to five_point.
 """
 
 from __future__ import annotations
@@ -172,6 +181,9 @@ _AFLW19_NAMES = (
 )
 _AFLW19_PAIRS = ((0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9), (12, 14), (15, 17))
 
+_DLIB5_NAMES = ("left_eye_outer_corner", "left_eye_inner_corner", "right_eye_outer_corner",
+                "right_eye_inner_corner", "nose_base")
+
 _FIVE_NAMES = ("right_eye_centre", "left_eye_centre", "nose", "mouth_right_corner", "mouth_left_corner")
 
 SCHEMES: dict[str, LandmarkScheme] = {
@@ -187,6 +199,7 @@ SCHEMES: dict[str, LandmarkScheme] = {
         }),
         LandmarkScheme("aflw19", _AFLW19_NAMES, _AFLW19_PAIRS, {}),
         LandmarkScheme("five_point", _FIVE_NAMES, ((0, 1), (3, 4)), {"eye_centres_5pt": ((0,), (1,))}),
+        LandmarkScheme("dlib5", _DLIB5_NAMES, ((2, 0), (3, 1)), {"inter_ocular": ((2,), (0,))}),
     )
 }
 
@@ -200,13 +213,20 @@ _WFLW98_TO_IBUG68 = (
 #: (source, target) -> one group of source indices per target point (target point = mean of its group).
 MAPPINGS: dict[tuple[str, str], tuple[tuple[int, ...], ...]] = {
     ("ibug68", "five_point"): (tuple(range(36, 42)), tuple(range(42, 48)), (30,), (48,), (54,)),
+    ("ibug68", "dlib5"): ((45,), (42,), (36,), (39,), (33,)),
     ("wflw98", "ibug68"): tuple((i,) for i in _WFLW98_TO_IBUG68),
     ("aflw19", "five_point"): ((7,), (10,), (13,), (15,), (17,)),
     ("cofw29", "five_point"): ((16,), (17,), (20,), (22,), (23,)),
 }
-# WFLW-98 -> five_point through iBUG-68, so that the spec's 68 -> 5 rule applies to WFLW as well.
-MAPPINGS[("wflw98", "five_point")] = tuple(
-    tuple(_WFLW98_TO_IBUG68[i] for i in group) for group in MAPPINGS[("ibug68", "five_point")])
+
+
+def _through_ibug68(dst: str) -> tuple[tuple[int, ...], ...]:
+    """WFLW-98 -> ``dst`` through iBUG-68 (each 68 point is one WFLW point), so the 68 rules hold for WFLW."""
+    return tuple(tuple(_WFLW98_TO_IBUG68[i] for i in group) for group in MAPPINGS[("ibug68", dst)])
+
+
+MAPPINGS[("wflw98", "five_point")] = _through_ibug68("five_point")
+MAPPINGS[("wflw98", "dlib5")] = _through_ibug68("dlib5")
 
 
 def get_scheme(name: str) -> LandmarkScheme:
