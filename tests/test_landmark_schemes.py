@@ -76,6 +76,13 @@ def test_unknown_names_say_what_exists():
         SCHEMES["ibug68"].index("nose_tp")
 
 
+def test_schemes_are_hashable_and_compare_by_value():
+    again = LandmarkScheme("five_point", SCHEMES["five_point"].point_names, ((0, 1), (3, 4)),
+                           {"eye_centres_5pt": ((0,), (1,))})
+    assert again == SCHEMES["five_point"] and hash(again) == hash(SCHEMES["five_point"])
+    assert len({*SCHEMES.values(), again}) == len(SCHEMES)
+
+
 def test_a_bad_scheme_is_refused():
     with pytest.raises(ValueError, match="mirror pairs"):
         LandmarkScheme("bad", ("a", "b"), ((0, 2),), {})

@@ -252,3 +252,25 @@ def test_bootstrap_is_seeded_and_takes_clusters():
     assert {k: v.to_dict() for k, v in a.items()} == {k: v.to_dict() for k, v in b.items()}
     clustered = lm.bootstrap_cis(nme, thresholds=(0.1,), n_resamples=200, seed=3, clusters=np.arange(200) // 4)
     assert clustered["nme"].unit == "cluster" and clustered["nme"].low < lm.mean_nme(nme) < clustered["nme"].high
+
+
+# -- real MTFL annotations (skipped when ../shared/data is absent) -------------------------------------------
+def _mtfl_test_points(root):
+    """(N, 5, 2) MTFL test points read straight from testing.txt (path, x1..x5, y1..y5, 4 attributes)."""
+    rows = [line.split() for line in (root / "testing.txt").read_text().splitlines() if line.strip()]
+    xy = np.array([[float(v) for v in row[1:11]] for row in rows])
+    return np.stack([xy[:, :5], xy[:, 5:]], axis=2)
+
+
+def test_swap_check_on_the_real_mtfl_test_faces(shared_data):
+    gt = _mtfl_test_points(shared_data / "mtfl")
+    assert gt.shape == (2995, 5, 2)
+    d = lm.normaliser_distances(gt, (0,), (1,))  # eye centres: every test face has a usable normaliser
+    rng = np.random.default_rng(0)
+    pred = gt + rng.normal(0, 0.04, size=gt.shape) * d[:, None, None]  # a plausible model, NME about 0.05
+    ok = lm.swap_check(pred, gt, d, ((0, 1), (3, 4)))
+    assert 0.04 < ok.nme < 0.06 and not ok.mirrored
+    assert ok.nme_swapped > 8 * ok.nme  # the spec's "about ninefold" on a correct model
+    assert ok.images_lower < 0.01  # the few upside-down / profile faces at most
+    bad = lm.swap_check(pred[:, [1, 0, 2, 4, 3]], gt, d, ((0, 1), (3, 4)))
+    assert bad.mirrored and bad.images_lower > 0.99

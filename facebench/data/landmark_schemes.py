@@ -76,6 +76,9 @@ class LandmarkScheme:
             if len(groups) != 2 or not all(g and all(0 <= i < k for i in g) for g in groups):
                 raise ValueError(f"scheme {self.name}: normaliser {norm} needs two non-empty groups in 0..{k - 1}")
 
+    def __hash__(self) -> int:  # the normalisers dict would make the generated hash fail
+        return hash((self.name, self.point_names, self.mirror_pairs, tuple(sorted(self.normalisers.items()))))
+
     @property
     def n_points(self) -> int:
         """K, the number of points."""
