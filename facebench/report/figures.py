@@ -760,6 +760,8 @@ def landmark_overlay_figure(cases: Sequence[Mapping], stem, columns: int = 3, ti
         for i, case in enumerate(cases):
             ax = fig.add_subplot(rows, cols, i + 1)
             _overlay_panel(ax, case)
+        handles, labels = ax.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=2)
         if title:
             fig.suptitle(title)
 
@@ -782,6 +784,8 @@ def _overlay_panel(ax, case: Mapping) -> None:
     ax.set_aspect("equal", adjustable="box")
     ax.set_xticks([])
     ax.set_yticks([])
+    for spine in ax.spines.values():  # the image's frame on all four sides
+        spine.set_visible(True)
     nme = case.get("nme")
     ax.set_title(f"{case.get('id', '')}\nNME {float(nme):.3f}" if nme is not None else str(case.get("id", "")),
                  fontsize=6)
