@@ -78,7 +78,6 @@ class DlibLandmarkAdapter(ModelAdapter):
     predictor_file: str = ""
     parts: int = 0
     scheme: str = ""
-    heads: dict = {}
     default_head = "landmarks"
     head_outputs = ("face_detected", "face_box")
     preprocessing = Preprocessing(
