@@ -263,3 +263,41 @@ def test_real_mtfl_subset(shared_data):
     assert rec["nme[eye_centres_5pt,pose=frontal]"].value == pytest.approx(nme[frontal].mean(), rel=1e-5)
     assert {"gender", "smile", "glasses", "pose"} <= set(res.details["groups"])
     json.dumps(res.details, allow_nan=False)
+
+
+def test_dlib68_on_real_mtfl_end_to_end(shared_data, tmp_path):
+    """``facebench.evaluate`` of dlib-68 on 16 real MTFL test faces in the release's own layout (testing.txt with
+    CRLF lines, AFLW/): the run reports NME, FR/AUC, detection rate, per-point and per-pose records, with the
+    iBUG-68 -> five_point mapping in its conventions and both figures drawn."""
+    import facebench
+    from facebench.errors import ModelError
+    from facebench.registry import MODELS
+
+    root = shared_data / "mtfl"
+    if not (root / "testing.txt").is_file() or not (root / "AFLW").is_dir():
+        pytest.skip(f"the MTFL test set is absent ({root})")
+    try:
+        MODELS.get("dlib-68")()
+    except ModelError as err:
+        pytest.skip(f"dlib-68 cannot run here: {err}")
+    lines = (root / "testing.txt").read_bytes().split(b"\r\n")[:16]
+    (tmp_path / "mtfl" / "AFLW").mkdir(parents=True)
+    (tmp_path / "mtfl" / "testing.txt").write_bytes(b"\r\n".join(lines) + b"\r\n")
+    for line in lines:
+        name = line.split()[0].decode()
+        (tmp_path / "mtfl" / name).write_bytes((root / name).read_bytes())
+    suite = tmp_path / "lm.yaml"
+    suite.write_text("name: lm\ntasks:\n  - {name: mtfl, dataset: mtfl, split: test, path: "
+                     f"{tmp_path / 'mtfl'}, protocol: landmarks, params: {{worst_cases: 3}}}}\n")
+    res = facebench.evaluate("dlib-68", suite, bootstrap=50, out=tmp_path / "run", figures=True,
+                             cache_dir=tmp_path / "store")
+    assert res.exit_code == 0
+    rec = {r.metric: r for r in res.records}
+    nme = rec["nme[eye_centres_5pt]"]
+    assert 0.0 < nme.value < 0.2 and nme.conventions["model_scheme"] == "ibug68"
+    assert nme.conventions["missed_faces"] == "failure" and nme.n == round(16 * rec["detection_rate"].value)
+    assert 0.5 <= rec["detection_rate"].value <= 1.0
+    assert {"fr@0.1[eye_centres_5pt]", "auc@0.1[eye_centres_5pt]", "nme[eye_centres_5pt,point=nose]"} <= set(rec)
+    assert any(m.startswith("nme[eye_centres_5pt,pose=") for m in rec)
+    figures = sorted(p.name for p in (tmp_path / "run" / "figures").glob("*.png"))
+    assert figures == ["mtfl-ced.png", "mtfl-worst_cases.png"]
