@@ -301,3 +301,9 @@ def test_dlib68_on_real_mtfl_end_to_end(shared_data, tmp_path):
     assert any(m.startswith("nme[eye_centres_5pt,pose=") for m in rec)
     figures = sorted(p.name for p in (tmp_path / "run" / "figures").glob("*.png"))
     assert figures == ["mtfl-ced.png", "mtfl-worst_cases.png"]
+
+
+def test_requirements_name_the_grouping_attributes():
+    req = LandmarksProtocol(attributes=["pose", "gender"]).requirements()
+    assert req.attributes and req.attribute_names == ("pose", "gender") and not req.labels
+    assert not LandmarksProtocol().requirements().attributes  # every suitable attribute, none required

@@ -101,7 +101,9 @@ class LandmarksProtocol(Protocol):
                               f"(NME as a fraction, e.g. [0.1, 0.08]); got {ts!r}.")
 
     def requirements(self, task=None) -> Requirements:
-        return Requirements(head=True, head_name=self.params.head, labels=False)
+        named = tuple(self.params.attributes or ())  # the grouping attributes named (checked by validate)
+        return Requirements(head=True, head_name=self.params.head, labels=False, attributes=bool(named),
+                            attribute_names=named)
 
     # -- evaluation ------------------------------------------------------------------------------------------
     def evaluate(self, ctx: EvalContext) -> TaskResult:
