@@ -10,7 +10,7 @@ The rules, as encoded below (``MAY_IMPORT``, ``ONLY_MODULES``, ``THIRD_PARTY``, 
 | --- | --- |
 | metrics   | numpy, scipy and ``facebench.errors`` (``MetricInputError``) -- no other shared module |
 | data      | synth (``data.synthetic`` renders the demo faces); never metrics, models, engine, protocols, report |
-| models    | data's ``taxonomy`` and ``preprocess`` (the ``InputSpec`` an adapter declares) only |
+| models    | data's ``taxonomy``, ``landmark_schemes`` (class and point names) and ``preprocess`` (the ``InputSpec`` an adapter declares) only |
 | engine    | data, models |
 | protocols | metrics, data |
 | report    | metrics |
@@ -49,7 +49,8 @@ MAY_IMPORT = {  # layer -> the other layers it may import (DESIGN.md, "Layers an
 }
 # (layer, other layer) -> the only modules of the other layer it may import ("data (taxonomy only)"; the
 # adapter's input spec lives beside the preprocessing that applies it)
-ONLY_MODULES = {("models", "data"): frozenset({"facebench.data.taxonomy", "facebench.data.preprocess"})}
+ONLY_MODULES = {("models", "data"): frozenset({"facebench.data.taxonomy", "facebench.data.landmark_schemes",
+                                              "facebench.data.preprocess"})}  # names of classes and points
 THIRD_PARTY = {"metrics": frozenset({"numpy", "scipy"}), "synth": frozenset({"numpy"})}  # closed lists
 TOP_LEVEL_FOR = {"metrics": frozenset({"facebench.errors"}), "synth": frozenset({"facebench.errors"})}  # closed lists
 TOP_ROW_PACKAGES = ("facebench.pipeline",)  # the run's four steps: top row like the runner that chains them
@@ -58,7 +59,7 @@ TOP_ROW = frozenset({"facebench.cli", "facebench.api", "facebench.__main__", "fa
 RULES = {
     "metrics": "metrics import only numpy, scipy, the standard library, facebench.errors and facebench.metrics",
     "data": "data imports no other layer but synth (never metrics, models, engine, protocols, report)",
-    "models": "models import from data only data.taxonomy and data.preprocess, and no other layer",
+    "models": "models import from data only data.taxonomy, data.landmark_schemes and data.preprocess, and no other layer",
     "engine": "engine imports the data and models layers only (never metrics, protocols, report, synth)",
     "protocols": "protocols import the metrics and data layers only (never engine, models, report, synth)",
     "report": "report imports the metrics layer only (never engine, models, data, protocols, synth)",
