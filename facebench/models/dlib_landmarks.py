@@ -30,7 +30,8 @@ canvas are missed at upsample 1).
 ``dlib5`` point order (dlib's 5-point model; names use the SUBJECT's side as in
 :mod:`facebench.data.landmark_schemes`): 0 left eye outer corner (iBUG 45), 1 left eye inner corner
 (iBUG 42), 2 right eye outer corner (iBUG 36), 3 right eye inner corner (iBUG 39), 4 nose base (under
-the nose, near iBUG 33). It has no mouth points, so it cannot be mapped to MTFL's ``five_point``.
+the nose, near iBUG 33), as ``landmark_schemes.SCHEMES["dlib5"]`` names them. It has no mouth points, so it
+cannot be mapped to MTFL's ``five_point`` (the protocol says so); 68-point sets map to it.
 
 Weights: face-recognition-models 0.3.0 (``facebench models install dlib-68``); the 68-point model is
 trained on iBUG 300-W (non-commercial licence), the 5-point model is CC0.
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from facebench.data.landmark_schemes import get_scheme
 from facebench.data.preprocess import Preprocessing
 from facebench.errors import ConfigError, ModelError
 from facebench.models.base import Head, ModelAdapter
@@ -52,8 +54,6 @@ from facebench.models.dlib_face import (DLIB_BIN_VERSION, FACE_RECOGNITION_MODEL
                                         existing_file, import_dlib, package_file, settings_tensor)
 
 SHAPE68_FILE = "shape_predictor_68_face_landmarks.dat"
-DLIB5_NAMES = ("left_eye_outer_corner", "left_eye_inner_corner", "right_eye_outer_corner",
-               "right_eye_inner_corner", "nose_base")
 DEFAULT_SIZE = 150  # MTFL's AFLW test faces: an identity resize
 
 
@@ -101,7 +101,8 @@ class DlibLandmarkAdapter(ModelAdapter):
         self._weights = [("shape_predictor_sha256", digest_tensor(self.path))]
 
     def point_names(self) -> tuple[str, ...]:
-        raise NotImplementedError
+        """The head's labels: the point names of the adapter's scheme (``landmark_schemes``)."""
+        return get_scheme(self.scheme).point_names
 
     def _predictor_path(self, shape_predictor: str | None) -> Path:
         if shape_predictor:
@@ -151,11 +152,6 @@ class Dlib68Adapter(DlibLandmarkAdapter):
     parts = 68
     scheme = "ibug68"
 
-    def point_names(self) -> tuple[str, ...]:
-        from facebench.data.landmark_schemes import get_scheme
-
-        return get_scheme(self.scheme).point_names
-
 
 class Dlib5Adapter(DlibLandmarkAdapter):
     """dlib's 5-point shape predictor (eye corners and nose base) on the largest HOG face; points in the input frame
@@ -167,6 +163,3 @@ class Dlib5Adapter(DlibLandmarkAdapter):
     predictor_file = SHAPE5_FILE
     parts = 5
     scheme = "dlib5"
-
-    def point_names(self) -> tuple[str, ...]:
-        return DLIB5_NAMES

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from facebench.data.landmark_schemes import get_scheme
 from facebench.data.preprocess import Preprocessing
 from facebench.errors import ConfigError, ModelError
 from facebench.models.base import Head, ModelAdapter
@@ -63,8 +64,6 @@ class MTCNNLandmarkAdapter(ModelAdapter):
             raise ConfigError(f"{self.name}: min_face_size must be a number of pixels >= 12 (P-Net's window), "
                               f"got {min_face_size!r}.")
         super().__init__(size=size, min_face_size=float(min_face_size), weights=weights)
-        from facebench.data.landmark_schemes import get_scheme
-
         self.input_spec = canvas_spec(size)
         self.heads = {"landmarks": Head("landmarks", get_scheme("five_point").point_names, "landmarks", "five_point")}
         self.folder = self._folder(weights)
