@@ -104,6 +104,17 @@ def _side(side: str, names) -> tuple[str, ...]:
     return tuple(f"{side}_{n}" for n in names)
 
 
+#: The 20 mouth points shared by iBUG-68 (48..67) and WFLW-98 (76..95): the 12 outer lip points from the subject's
+#: right corner over the upper lip and back under the lower lip, then the 8 inner lip points the same way.
+_MOUTH20 = (
+    "mouth_right_corner", "upper_lip_right_outer", "upper_lip_right_mid", "upper_lip_top",
+    "upper_lip_left_mid", "upper_lip_left_outer", "mouth_left_corner", "lower_lip_left_outer",
+    "lower_lip_left_mid", "lower_lip_bottom", "lower_lip_right_mid", "lower_lip_right_outer",
+    "inner_mouth_right_corner", "inner_upper_lip_right", "inner_upper_lip_centre", "inner_upper_lip_left",
+    "inner_mouth_left_corner", "inner_lower_lip_left", "inner_lower_lip_centre", "inner_lower_lip_right",
+)
+
+
 def _ibug68_names() -> tuple[str, ...]:
     eye_r = ("outer_corner", "upper_outer", "upper_inner", "inner_corner", "lower_inner", "lower_outer")
     eye_l = ("inner_corner", "upper_inner", "upper_outer", "outer_corner", "lower_outer", "lower_inner")
@@ -114,11 +125,7 @@ def _ibug68_names() -> tuple[str, ...]:
         + tuple(f"nose_bridge_{i}" for i in range(3)) + ("nose_tip",)
         + ("nose_base_right", "nose_base_right_mid", "nose_base_centre", "nose_base_left_mid", "nose_base_left")
         + _side("right_eye", eye_r) + _side("left_eye", eye_l)
-        + ("mouth_right_corner", "upper_lip_right_outer", "upper_lip_right_mid", "upper_lip_top",
-           "upper_lip_left_mid", "upper_lip_left_outer", "mouth_left_corner", "lower_lip_left_outer",
-           "lower_lip_left_mid", "lower_lip_bottom", "lower_lip_right_mid", "lower_lip_right_outer")
-        + ("inner_mouth_right_corner", "inner_upper_lip_right", "inner_upper_lip_centre", "inner_upper_lip_left",
-           "inner_mouth_left_corner", "inner_lower_lip_left", "inner_lower_lip_centre", "inner_lower_lip_right")
+        + _MOUTH20
     )
 
 
@@ -146,11 +153,7 @@ def _wflw98_names() -> tuple[str, ...]:
         + tuple(f"nose_bridge_{i}" for i in range(3)) + ("nose_tip",)
         + ("nose_base_right", "nose_base_right_mid", "nose_base_centre", "nose_base_left_mid", "nose_base_left")
         + _side("right_eye", eye_r) + _side("left_eye", eye_l)
-        + ("mouth_right_corner", "upper_lip_right_outer", "upper_lip_right_mid", "upper_lip_top",
-           "upper_lip_left_mid", "upper_lip_left_outer", "mouth_left_corner", "lower_lip_left_outer",
-           "lower_lip_left_mid", "lower_lip_bottom", "lower_lip_right_mid", "lower_lip_right_outer")
-        + ("inner_mouth_right_corner", "inner_upper_lip_right", "inner_upper_lip_centre", "inner_upper_lip_left",
-           "inner_mouth_left_corner", "inner_lower_lip_left", "inner_lower_lip_centre", "inner_lower_lip_right")
+        + _MOUTH20
         + ("right_pupil", "left_pupil")
     )
 
