@@ -336,6 +336,14 @@ DATASETS = Registry(
             "facebench.data.landmark_sets:AFLW19",
             "AFLW-19: 19 points per face in HRNet's csv (image, scale, box size, centre, 19 x 2 points); full / frontal",
         ),
+        "lapa": (
+            "facebench.data.parsing_sets:LaPa",
+            "LaPa: 22,168 faces with 11-class label maps and 106 landmarks (train 18,168 / val 2,000 / test 2,000)",
+        ),
+        "celebamask-hq": (
+            "facebench.data.parsing_sets:CelebAMaskHQ",
+            "CelebAMask-HQ: 30,000 CelebA-HQ faces with 19-class part masks; CelebA's split (24,183 / 2,993 / 2,824)",
+        ),
     },
 )
 
@@ -461,6 +469,10 @@ PROTOCOLS = Registry(
         "landmarks": (
             "facebench.protocols.landmarks:LandmarksProtocol",
             "Facial landmarks: NME (named normaliser), FR@t, AUC@t, CED, per-point and per-attribute NME, detection rate",
+        ),
+        "face_parsing": (
+            "facebench.protocols.face_parsing:FaceParsingProtocol",
+            "Face parsing: per-class F1 and IoU, mean F1 without background (LaPa / CelebAMask-HQ), mIoU, overall F1",
         ),
     },
 )

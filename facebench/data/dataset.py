@@ -4,7 +4,8 @@ A ``Dataset`` is one split: stable sample ids, an image source, labels as canoni
 the dataset's own class order, and optional per-sample attributes (subject, group, domain, ...).
 Its fingerprint hashes the sorted (id, label) pairs, the loader's content tag and the bytes of
 every input image, so a store entry is reused only for the same samples, labels and pixels.
-Landmark datasets also carry ``LandmarkLabels`` (points in original-image pixels, 0-based), hashed too.
+Landmark datasets also carry ``LandmarkLabels`` (points in original-image pixels, 0-based), face-parsing
+datasets ``ParsingLabels`` (label maps read lazily from their files); both are hashed too.
 """
 
 from __future__ import annotations
@@ -102,6 +103,93 @@ def _flags(values, shape: tuple[int, int], scheme: str, name: str) -> np.ndarray
 
 
 @dataclass
+class ParsingLabels:
+    """Ground-truth face-parsing label maps of a split, read lazily, one source per sample (Dataset order).
+
+    ``classes``: class names in id order (id 0 = background). ``sources[i]``: a tuple of (class id, path)
+    pairs: a single pair with id -1 is a label-map PNG whose pixel values are the class ids (LaPa); else
+    binary part masks merged in the tuple's order, a pixel > 0 taking the part's id and later parts
+    overwriting earlier ones (CelebAMask-HQ), at the part files' size. ``mask_size`` (h, w): the size of a
+    sample with no part file (all background). ``ignore_index``: a true label that is not scored (None: none).
+    Label maps are in the label files' own frame (CelebAMask-HQ: 512 x 512 for 1024 x 1024 images). ``points``: (N, K, 2) landmarks
+    in original-image pixels that a test transform aligns on (LaPa's 106), None if the dataset has none."""
+
+    classes: tuple
+    sources: list
+    mask_size: tuple | None = None
+    ignore_index: int | None = 255
+    points: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.classes = tuple(str(c) for c in self.classes)
+        self.sources = [tuple((int(k), str(p)) for k, p in src) for src in self.sources]
+        for i, src in enumerate(self.sources):
+            bad = [k for k, _ in src if not -1 <= k < len(self.classes) or (k == -1 and len(src) != 1)]
+            if bad or (not src and self.mask_size is None):
+                raise DataError(f"parsing labels: sample {i} has a bad source {src[:3]} (ids must lie in "
+                                f"[0, {len(self.classes)}), -1 only for a single label map; an empty source "
+                                f"needs mask_size)")
+        if self.points is not None:
+            self.points = np.asarray(self.points, dtype=np.float64)
+            if self.points.ndim != 3 or len(self.points) != len(self.sources) or self.points.shape[2] != 2:
+                raise DataError(f"parsing labels: points must be (N, K, 2) with N = {len(self.sources)}, got "
+                                f"shape {self.points.shape}")
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def read(self, i: int) -> np.ndarray:
+        """The (H, W) uint8 label map of sample ``i``."""
+        src = self.sources[i]
+        if len(src) == 1 and src[0][0] == -1:
+            return _read_mask(src[0][1])
+        out = None
+        for k, path in src:
+            mask = _read_mask(path)
+            out = np.zeros(mask.shape, dtype=np.uint8) if out is None else out
+            if mask.shape != out.shape:
+                raise DataError(f"parsing labels: {path} is {mask.shape}, the other parts {out.shape}")
+            out[mask > 0] = k
+        return np.zeros(tuple(self.mask_size), dtype=np.uint8) if out is None else out
+
+    def subset(self, indices) -> "ParsingLabels":
+        idx = np.asarray(indices, dtype=np.int64)
+        return ParsingLabels(self.classes, [self.sources[int(i)] for i in idx], self.mask_size, self.ignore_index,
+                             None if self.points is None else self.points[idx])
+
+    def fingerprint_record(self, order: np.ndarray) -> dict:
+        """What the dataset fingerprint hashes, rows in ``order``: classes, the sources' class ids and the
+        bytes of every label file (paths are not part of it)."""
+        from facebench.content import combine, file_digests
+
+        rows = [self.sources[int(i)] for i in order]
+        digests = file_digests([p for src in rows for _, p in src])
+        points = None if self.points is None else combine("points", self.points[order].astype("<f8").tobytes())
+        return {"classes": list(self.classes), "ids": [[k for k, _ in src] for src in rows],
+                "mask_size": None if self.mask_size is None else list(self.mask_size),
+                "ignore_index": self.ignore_index, "files": combine("parsing", digests.tobytes()),
+                "points": points}
+
+
+def _read_mask(path: str) -> np.ndarray:
+    """A label or mask PNG as (H, W) uint8 raw values (palette indices for a 'P' image; the first channel of
+    a 3-channel file, as the CelebAMask-HQ and LaPa tools read them)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im)
+    except Exception as err:  # Pillow raises many types on a bad file
+        raise DataError(f"cannot read the label map {path} ({type(err).__name__}: {err}); replace the "
+                        f"file") from None
+    arr = arr[..., 0] if arr.ndim == 3 else arr
+    if arr.ndim != 2 or arr.dtype not in (np.uint8, np.bool_):
+        raise DataError(f"label map {path}: expected an 8-bit single-channel PNG, got shape {arr.shape}, "
+                        f"dtype {arr.dtype}")
+    return arr.astype(np.uint8)
+
+
+@dataclass
 class Dataset:
     name: str
     split: str
@@ -113,6 +201,7 @@ class Dataset:
     content_tag: dict = field(default_factory=dict)
     pairs: dict | None = None  # verification: {"a", "b": image indices, "same": bool, "fold": int[, "group": str]}
     landmarks: LandmarkLabels | None = None  # landmark datasets: ground-truth points per sample
+    parsing: ParsingLabels | None = None  # face-parsing datasets: ground-truth label maps per sample
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -144,6 +233,8 @@ class Dataset:
                 raise DataError(f"dataset {self.name}/{self.split}: a pair refers to an image index >= {n}")
         if self.landmarks is not None and len(self.landmarks) != n:
             raise DataError(f"dataset {self.name}/{self.split}: {len(self.landmarks)} landmark rows for {n} ids")
+        if self.parsing is not None and len(self.parsing) != n:
+            raise DataError(f"dataset {self.name}/{self.split}: {len(self.parsing)} label maps for {n} ids")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -176,6 +267,8 @@ class Dataset:
                 record["images"] = images
             if self.landmarks is not None:
                 record["landmarks"] = self.landmarks.fingerprint_record(order)
+            if self.parsing is not None:
+                record["parsing"] = self.parsing.fingerprint_record(order)
             self._fingerprint = hash_object(record)
         return self._fingerprint
 
@@ -200,6 +293,7 @@ class Dataset:
             attributes={k: np.asarray(v)[idx] for k, v in self.attributes.items()},
             content_tag=self.content_tag,
             landmarks=None if self.landmarks is None else self.landmarks.subset(idx),
+            parsing=None if self.parsing is None else self.parsing.subset(idx),
         )  # pairs are not carried over: their indices refer to the full image list
 
     def class_counts(self) -> dict[str, int]:
