@@ -18,6 +18,19 @@ Coordinate origins, per source (the spec: a 1-based source is shifted in the loa
 Images absent on disk: an error by default, naming how many and how to get them; with
 ``missing_images: skip`` the records whose image exists are loaded, the others counted in
 ``content_tag["rows_without_image"]`` and warned about (as ``fairface`` does).
+
+The model's frame (``crop``, with ``margin``; both enter the dataset fingerprint when set):
+
+* ``crop: image`` (default): the whole image; the only choice for a set without boxes unless ``landmarks``.
+* ``crop: box``: the face box the dataset ships (WFLW's rectangle, AFLW-19's square), each side enlarged
+  about the box centre to ``(1 + 2 margin)`` times its length; an error for a set that ships none (MTFL, 300-W).
+* ``crop: landmarks``: a box from the ground truth (an oracle frame, like Faceptor's COFW crop): the square of
+  side ``s = max(x_max - x_min, y_max - y_min)`` of the points, centred on their tight box's centre, then
+  enlarged as above. Faceptor's ``scale_mu = 0.8`` zoom-out equals ``margin = 0.125`` (1 + 2m = 1 / 0.8).
+
+The crop box is rounded to whole pixels and clamped to the image (``decode_image``'s rule, applied here so
+that the stored box is the one cut), stored as the ``FileImages`` boxes; points stay in original pixels and
+the ``landmarks`` protocol maps the model's points back through the box.
 """
 
 from __future__ import annotations
@@ -33,7 +46,7 @@ from facebench.data._native import NativeLoader, check_choice, find_child
 from facebench.data.confine import joined_strings, refuse_outside
 from facebench.data.dataset import Dataset, LandmarkLabels
 from facebench.data.images import FileImages
-from facebench.errors import DataError
+from facebench.errors import ConfigError, DataError
 
 _ORIENTATION = 0x0112
 _TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
@@ -85,10 +98,15 @@ class LandmarkLoader(NativeLoader):
     label_space = ()
     missing_hint: ClassVar[str] = ""  # how to get absent images (the error and the data check say it)
 
-    def __init__(self, path=None, data_root=None, *, missing_images: str = "error", **options):
+    def __init__(self, path=None, data_root=None, *, missing_images: str = "error", crop: str = "image",
+                 margin: float = 0.0, **options):
+        if crop != "image" or margin:  # set only when used: default fingerprints stay as they were
+            options = {**options, "crop": crop, "margin": margin}
         super().__init__(path, data_root, missing_images=missing_images, **options)
         check_choice(self.name, "missing_images", missing_images, ("error", "skip"))
+        check_crop(self.name, crop, margin)
         self.missing_images = missing_images
+        self.crop, self.margin = crop, float(margin)
 
     def image_root(self, split: str) -> Path:
         return self.root
@@ -138,13 +156,69 @@ class LandmarkLoader(NativeLoader):
         paths = joined_strings(self.image_root(split), files)
         boxes = None if table["boxes"] is None else table["boxes"][keep]
         labels = LandmarkLabels(self.scheme, table["points"][keep], None, boxes, header_sizes(paths))
+        crops = frame_boxes(labels, self.crop, self.margin, f"{self.name}/{split}")
         tag = {**self.fingerprint_tag(), "rows_without_image": int(len(table["files"]) - len(keep))}
-        return Dataset(self.name, split, unique_ids(files), (), None, FileImages(paths),
+        return Dataset(self.name, split, unique_ids(files), (), None, FileImages(paths, crops),
                        attributes={k: np.asarray(v)[keep] for k, v in table["attributes"].items()},
                        content_tag=tag, landmarks=labels)
 
     def _bad(self, path: Path, line: int, what: str) -> DataError:
         return DataError(f"{path}:{line}: {what}.\n" + self.layout_help())
+
+
+CROPS = ("image", "box", "landmarks")
+
+
+def check_crop(dataset: str, crop: str, margin) -> None:
+    """``crop`` one of CROPS; ``margin`` a number in [0, 2] (a share of the box side added on each side)."""
+    check_choice(dataset, "crop", crop, CROPS)
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin <= 2:
+        raise ConfigError(f"{dataset}: `margin` must be a number in [0, 2] (the share of the box's side added on "
+                          f"each side; Faceptor's scale_mu 0.8 is margin 0.125), got {margin!r}.")
+    if crop == "image" and margin:
+        raise ConfigError(f"{dataset}: `margin` applies to `crop: box` or `crop: landmarks`; with `crop: image` "
+                          f"(the whole image) leave it out.")
+
+
+def landmark_boxes(points: np.ndarray) -> np.ndarray:
+    """(N, 4) x1, y1, x2, y2: the square of side max(w, h) of each face's points, centred on their tight box."""
+    lo, hi = points.min(axis=1), points.max(axis=1)
+    centre, half = (lo + hi) / 2, (hi - lo).max(axis=1, keepdims=True) / 2
+    return np.concatenate([centre - half, centre + half], axis=1)
+
+
+def enlarged(boxes: np.ndarray, margin: float) -> np.ndarray:
+    """Each box grown about its centre to (1 + 2 margin) times its width and height."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2 * (1 + 2 * margin)
+    return np.concatenate([centre - half, centre + half], axis=1)
+
+
+def clamped_crops(boxes: np.ndarray, image_sizes: np.ndarray) -> np.ndarray:
+    """The crop ``decode_image`` cuts for each box: rounded to whole pixels (half to even), clamped to
+    [0, W] x [0, H]; (N, 4) float64 whole numbers (an empty crop stays empty: the caller checks)."""
+    out = np.rint(np.asarray(boxes, dtype=np.float64))
+    wh = np.asarray(image_sizes, dtype=np.float64)
+    out[:, :2] = np.maximum(out[:, :2], 0)
+    out[:, 2:] = np.minimum(out[:, 2:], wh)
+    return out
+
+
+def frame_boxes(labels: LandmarkLabels, crop: str, margin: float, where: str) -> np.ndarray | None:
+    """The crop box of every image under ``crop`` / ``margin`` (None for the whole image), as cut."""
+    if crop == "image":
+        return None
+    if crop == "box" and labels.boxes is None:
+        raise ConfigError(f"{where} ships no face boxes, so `crop: box` has nothing to cut; use `crop: landmarks` "
+                          f"(a box from the ground-truth points) or `crop: image`.")
+    source = labels.boxes if crop == "box" else landmark_boxes(labels.points)
+    crops = clamped_crops(enlarged(source, margin), labels.image_sizes)
+    empty = np.flatnonzero((crops[:, 2] <= crops[:, 0]) | (crops[:, 3] <= crops[:, 1]))
+    if len(empty):
+        raise DataError(f"{where}: the {crop} crop of record {int(empty[0])} ({source[empty[0]].tolist()}) lies "
+                        f"outside its {labels.image_sizes[empty[0]].tolist()} image ({len(empty)} such records); "
+                        f"fix the boxes or use `crop: image`.")
+    return crops
 
 
 # -- MTFL ----------------------------------------------------------------------------------------------------
@@ -182,7 +256,8 @@ class MTFL(LandmarkLoader):
         "      smile glasses pose`; gender 1 male 2 female; smile/glasses 1 yes 2 no; pose 1 left profile,\n"
         "      2 left, 3 frontal, 4 right, 5 right profile; training paths use backslashes\n"
         "  <path>/lfw_5590/*.jpg, <path>/net_7876/*.jpg (train), <path>/AFLW/*.jpg (test)\n"
-        "  options: missing_images error|skip (skip: records without an image are left out and counted)"
+        "  options: missing_images error|skip (skip: records without an image are left out and counted);\n"
+        "      crop image|landmarks, margin (the model's frame; MTFL ships no boxes)"
     )
     splits = ("train", "test")
     split_aliases = {"training": "train", "testing": "test"}
@@ -273,7 +348,8 @@ class W300(LandmarkLoader):
         "  <path>/300W/01_Indoor/, <path>/300W/02_Outdoor/   each image beside its .pts file\n"
         "      (`version: 1`, `n_points: 68`, `{`, 68 lines `x y` 1-based, `}`)\n"
         "  splits: train, common (lfpw + helen test), challenging (ibug), full (= common + challenging;\n"
-        "      `test` is its alias), private (300W indoor + outdoor); options: missing_images error|skip"
+        "      `test` is its alias), private (300W indoor + outdoor); options: missing_images error|skip,\n"
+        "      crop image|landmarks, margin (the model's frame; no boxes are read)"
     )
     splits = ("train", "common", "challenging", "full", "private")
     split_aliases = {"test": "full"}
@@ -348,7 +424,8 @@ class WFLW(LandmarkLoader):
     layout = (
         "  <path>/WFLW_annotations/list_98pt_rect_attr_train_test/list_98pt_rect_attr_{train,test}.txt\n"
         "      one face per line: 196 coordinates, 4 box values, 6 attribute flags, image path\n"
-        "  <path>/WFLW_images/<event folder>/<image>.jpg; options: missing_images error|skip"
+        "  <path>/WFLW_images/<event folder>/<image>.jpg; options: missing_images error|skip,\n"
+        "      crop image|box|landmarks, margin (the model's frame)"
     )
     splits = ("train", "test")
     default_dirname = "wflw"
@@ -410,7 +487,8 @@ class AFLW19(LandmarkLoader):
     layout = (
         "  <path>/face_landmarks_aflw_{train,test,test_frontal}.csv   header row, then per face: image_name,\n"
         "      scale, box_size, center_w, center_h, x0, y0, ..., x18, y18\n"
-        "  <path>/images/<image_name>; splits: train, test (full), frontal; options: missing_images error|skip"
+        "  <path>/images/<image_name>; splits: train, test (full), frontal; options: missing_images error|skip,\n"
+        "      crop image|box|landmarks, margin (the model's frame)"
     )
     splits = ("train", "test", "frontal")
     split_aliases = {"full": "test"}

@@ -2,9 +2,16 @@
 
 Conventions (``shared/spec/landmarks.md``):
 
-* The model's head returns (N, K, 2) points in the engine's input frame (the whole image resized to
-  ``InputSpec.size`` = (S_h, S_w), 0-based pixel centres); they are mapped back to original pixels with
-  align_corners=False arithmetic, x = (x' + 0.5) * W / S_w - 0.5 (likewise y with H / S_h).
+* The model's head returns (N, K, 2) points in the engine's input frame (the image, or its crop box, resized
+  to ``InputSpec.size`` = (S_h, S_w), 0-based pixel centres); they are mapped back to original pixels with
+  align_corners=False arithmetic, x = (x' + 0.5) * W / S_w - 0.5 (likewise y with H / S_h) for the whole
+  image, x = x1 + (x' + 0.5) * (x2 - x1) / S_w - 0.5 through a crop box (x1, y1, x2, y2). The crop boxes are
+  the image source's own (``FileImages.boxes``: the landmark loaders' ``crop: box | landmarks`` with a
+  ``margin``), taken as ``decode_image`` cuts them (rounded, clamped to the image); the frame is recorded.
+* Missed detections: the spec's GT-derived fallback box is offered as a frame for every image (the loaders'
+  ``crop: landmarks``: the square of side max(w, h) of the ground-truth points about their tight box's centre,
+  enlarged by the margin), not per miss: the engine runs a model once per image, so a second pass on the
+  misses alone does not fit; ``missed_faces`` below chooses what a miss counts as.
 * When the model's landmark scheme differs from the dataset's, points are mapped with
   ``landmark_schemes.map_points`` (group means; ibug68 -> five_point by the spec's rule) and the mapping is
   recorded in every record's conventions.
@@ -159,9 +166,10 @@ class LandmarksProtocol(Protocol):
         if size is None:
             raise MetricInputError("landmarks: the model's input size is unknown (EvalContext.input_size); the "
                                    "points cannot be mapped back to original pixels")
-        pts = to_original_pixels(np.asarray(raw, dtype=np.float64), lab.image_sizes, size)
+        crops = crop_boxes(ctx.dataset)
+        pts = to_original_pixels(np.asarray(raw, dtype=np.float64), lab.image_sizes, size, crops)
         src = self._model_scheme(ctx, pts.shape[1])
-        mapping = {"model_scheme": src, "dataset_scheme": lab.scheme,
+        mapping = {"model_scheme": src, "dataset_scheme": lab.scheme, "frame": frame_description(ctx.dataset, crops),
                    "mapping": "identity" if src == lab.scheme else f"map_points({src} -> {lab.scheme}): group means"
                                                                    f" of the model's points per dataset point"}
         if src != lab.scheme:
@@ -337,13 +345,43 @@ class LandmarksProtocol(Protocol):
                 f"{what}"]
 
 
-def to_original_pixels(points: np.ndarray, image_sizes, input_size) -> np.ndarray:
-    """(N, K, 2) points of the engine's input frame (the image resized to ``input_size`` = (S_h, S_w),
-    0-based pixel centres, align_corners=False) in original pixels: x = (x' + 0.5) * W / S_w - 0.5."""
-    sizes = np.asarray(image_sizes, dtype=np.float64)
+def to_original_pixels(points: np.ndarray, image_sizes, input_size, crops=None) -> np.ndarray:
+    """(N, K, 2) points of the engine's input frame (the image, or its crop box, resized to ``input_size`` =
+    (S_h, S_w), 0-based pixel centres, align_corners=False) in original pixels: x = (x' + 0.5) * W / S_w - 0.5
+    for the whole image; x = x1 + (x' + 0.5) * (x2 - x1) / S_w - 0.5 through ``crops`` (N, 4) x1, y1, x2, y2
+    (whole pixels, as cut)."""
+    if crops is None:
+        sizes, offset = np.asarray(image_sizes, dtype=np.float64), np.zeros((len(points), 2))
+    else:
+        crops = np.asarray(crops, dtype=np.float64)
+        sizes, offset = crops[:, 2:] - crops[:, :2], crops[:, :2]
     s_h, s_w = (input_size, input_size) if np.isscalar(input_size) else tuple(input_size)
     scale = np.stack([sizes[:, 0] / float(s_w), sizes[:, 1] / float(s_h)], axis=1)[:, None, :]
-    return (points + 0.5) * scale - 0.5
+    return offset[:, None, :] + (points + 0.5) * scale - 0.5
+
+
+def crop_boxes(ds) -> np.ndarray | None:
+    """The crop box of every image as ``decode_image`` cuts it (the image source's ``boxes`` rounded half to
+    even, clamped to [0, W] x [0, H] of ``landmarks.image_sizes``), or None when the images are not cropped."""
+    boxes = getattr(ds.images, "boxes", None)
+    if boxes is None:
+        return None
+    out = np.rint(np.asarray(boxes, dtype=np.float64))
+    out[:, :2] = np.maximum(out[:, :2], 0)
+    out[:, 2:] = np.minimum(out[:, 2:], np.asarray(ds.landmarks.image_sizes, dtype=np.float64))
+    if ((out[:, 2:] - out[:, :2]) <= 0).any():
+        raise MetricInputError(f"{ds.name}/{ds.split}: a crop box lies outside its image; the points cannot be "
+                               f"mapped back (check the loader's crop boxes)")
+    return out
+
+
+def frame_description(ds, crops) -> str:
+    """What the model saw, for the records: the whole image, or the loader's crop option and margin."""
+    if crops is None:
+        return "whole image"
+    options = ds.content_tag.get("options", {}) if isinstance(ds.content_tag, dict) else {}
+    how = f"crop={options.get('crop', 'box')},margin={options.get('margin', 0)}"
+    return f"crop box ({how}): x = x1 + (x' + 0.5)(x2 - x1) / S - 0.5"
 
 
 def fr_auc(nme: np.ndarray, t: float) -> tuple[float, float]:
