@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facebench.errors import ModelError
+from facebench.errors import ConfigError, ModelError
 from facebench.models import faceptor as fp
 from facebench.models.faceptor_dense import (FARL_MEAN, FARL_STD, PARSING_LABELS, crop_matrix, decode_landmarks,
                                              resize_image, warp_affine)
@@ -109,3 +109,147 @@ def test_base_checkpoint_lacks_full_only_dense_heads(tmp_path):
     assert adapter.dense_heads == {"landmarks": ("300w",), "parsing": ("celebam",)}
     with pytest.raises(ModelError, match="no align_wflw head"):
         adapter.landmarks([np.zeros((8, 8, 3), np.uint8)], [(0, 0, 8, 8)], dataset="wflw")
+
+
+# -- landmark heads through the engine and the `landmarks` protocol ----------------------------------------------
+FRAME = 128  # the fixture's dense input size
+
+
+def _png(path, array):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _fixture_images() -> list[np.ndarray]:
+    return [_uint8_from_farl(x) for x in torch.load(GOLDEN / "inputs.pt", weights_only=True)["image_128"]]
+
+
+def _spread_truth(k: int, i: int) -> np.ndarray:
+    """Ground truth spread over the face (the random-weight model's points cluster near the centre)."""
+    return np.random.default_rng(10 + i).uniform(20, 108, size=(k, 2))
+
+
+def _nme(pred: np.ndarray, truth: np.ndarray, a: int, b: int) -> float:
+    """The spec's NME computed here: mean over points of ||P - G||, over ||G_a - G_b||, mean over images."""
+    d = np.linalg.norm(truth[:, a] - truth[:, b], axis=1)
+    return float(np.mean(np.linalg.norm(pred - truth, axis=2).mean(axis=1) / d))
+
+
+def _evaluate(tmp_path, task: str, **model_args):
+    import facebench
+
+    suite = tmp_path / f"{model_args.get('tag', 'lm')}.yaml"
+    suite.write_text(f"name: lm\ntasks:\n  - {task}\n")
+    args = {"checkpoint": str(GOLDEN / "checkpoint.pth"), "config": str(GOLDEN / "config.json"), "input": "dense",
+            **{k: v for k, v in model_args.items() if k != "tag"}}
+    res = facebench.evaluate("faceptor", suite, model_args=args, bootstrap=0, cache_dir=tmp_path / "store")
+    assert res.exit_code == 0, res.tasks
+    return {r.metric: r for r in res.records}, res.tasks[0]["details"]
+
+
+@needs_golden
+def test_dense_input_declares_landmark_heads():
+    adapter = fp.FaceptorAdapter(checkpoint=str(GOLDEN / "checkpoint.pth"), config=str(GOLDEN / "config.json"),
+                                 input="dense")
+    heads = {name: (h.kind, h.scheme, len(h.labels)) for name, h in adapter.heads.items()}
+    assert heads == {"landmarks_300w": ("landmarks", "ibug68", 68), "landmarks_cofw": ("landmarks", "cofw29", 29),
+                     "landmarks_wflw": ("landmarks", "wflw98", 98), "landmarks_aflw": ("landmarks", "aflw19", 19)}
+    assert adapter.default_head == "landmarks_300w" and adapter.input_spec.size == (FRAME, FRAME)
+    assert adapter.input_spec.mean == FARL_MEAN and adapter.input_spec.std == FARL_STD
+    plain = fp.FaceptorAdapter(checkpoint=str(GOLDEN / "checkpoint.pth"), config=str(GOLDEN / "config.json"))
+    assert "input" not in plain.settings and "landmarks_300w" not in plain.heads
+    assert plain.fingerprint() != adapter.fingerprint()
+    with pytest.raises(ConfigError, match="landmarks only"):
+        adapter.predict(torch.zeros(1, 3, FRAME, FRAME), heads=("landmarks_wflw",), features=True)
+    with pytest.raises(ConfigError, match="input=dense as well"):
+        fp.FaceptorAdapter(checkpoint=str(GOLDEN / "checkpoint.pth"), scale_mu=0.8)
+    with pytest.raises(ConfigError, match="not one of face, dense"):
+        fp.FaceptorAdapter(checkpoint=str(GOLDEN / "checkpoint.pth"), input="group1")
+
+
+@needs_golden
+def test_300w_head_through_the_protocol_on_whole_images(tmp_path):
+    """The fixture's images as 300-W's challenging split (iBUG .pts, 1-based) in the whole-image frame: the
+    engine's points are the fixture's outputs x 128 - 0.5 (0-based pixel centres) and the NME is the spec's."""
+    expected = torch.load(GOLDEN / "outputs.pt", weights_only=True)["align_300w/landmark"].double().numpy()
+    truth = np.stack([_spread_truth(68, i) for i in range(3)])
+    for i, image in enumerate(_fixture_images()):
+        _png(tmp_path / f"300w/ibug/face{i}.png", image)
+        body = "\n".join(f"{x + 1:.4f} {y + 1:.4f}" for x, y in truth[i])
+        (tmp_path / f"300w/ibug/face{i}.pts").write_text(f"version: 1\nn_points: 68\n{{\n{body}\n}}\n")
+    rec, details = _evaluate(tmp_path, f"{{name: w300, dataset: 300w, split: challenging, path: {tmp_path / '300w'}, "
+                                       f"protocol: landmarks, params: {{head: landmarks_300w}}}}")
+    pred = expected * FRAME - 0.5
+    nme = rec["nme[inter_ocular]"]
+    assert nme.value == pytest.approx(_nme(pred, truth, 36, 45), abs=1e-4)
+    assert nme.conventions["model_scheme"] == "ibug68" and nme.conventions["mapping"] == "identity"
+    assert nme.conventions["frame"] == "whole image" and nme.n == 3
+    for case in details["worst_cases"]:
+        i = int(case["id"].split("face")[1][0])
+        np.testing.assert_allclose(case["pred"], pred[i], atol=3e-3)
+    assert {"fr@0.1[inter_ocular]", "auc@0.1[inter_ocular]"} <= set(rec)
+
+
+@needs_golden
+def test_wflw_head_through_the_protocol_in_a_box_crop(tmp_path):
+    """The fixture's images pasted into noisy canvases, WFLW's list giving a box whose margin-0.125 crop (the
+    authors' scale_mu 0.8 frame) is exactly the pasted image: the points come back in canvas pixels."""
+    expected = torch.load(GOLDEN / "outputs.pt", weights_only=True)["align_wflw/landmark"].double().numpy()
+    rng = np.random.default_rng(5)
+    offsets = np.array([[37, 21], [10, 40], [52, 5]])
+    truth = np.stack([_spread_truth(98, i) + offsets[i] for i in range(3)])
+    lines = []
+    for i, image in enumerate(_fixture_images()):
+        canvas = rng.integers(0, 256, size=(180, 200, 3), dtype=np.uint8)
+        (ox, oy) = offsets[i]
+        canvas[oy:oy + FRAME, ox:ox + FRAME] = image
+        _png(tmp_path / f"wflw/WFLW_images/e/face{i}.png", canvas)
+        box = (ox + 12.8, oy + 12.8, ox + 115.2, oy + 115.2)  # enlarged by 1.25: the pasted 128 x 128 region
+        lines.append(" ".join([*(f"{v:.6f}" for v in truth[i].reshape(-1)), *(f"{v:.1f}" for v in box),
+                               "0 1 0 0 0 0", f"e/face{i}.png"]))
+    lists = tmp_path / "wflw/WFLW_annotations/list_98pt_rect_attr_train_test"
+    lists.mkdir(parents=True)
+    (lists / "list_98pt_rect_attr_test.txt").write_text("\n".join(lines) + "\n")
+    rec, details = _evaluate(tmp_path, f"{{name: wflw, dataset: wflw, split: test, path: {tmp_path / 'wflw'}, "
+                                       f"protocol: landmarks, params: {{head: landmarks_wflw, attributes: []}}, "
+                                       f"dataset_args: {{crop: box, margin: 0.125}}}}")
+    pred = expected * FRAME - 0.5 + offsets[:, None, :]
+    nme = rec["nme[inter_ocular]"]
+    assert nme.value == pytest.approx(_nme(pred, truth, 60, 72), abs=1e-4)
+    assert nme.conventions["frame"].startswith("crop box (crop=box,margin=0.125)")
+    for case in details["worst_cases"]:
+        np.testing.assert_allclose(case["pred"], pred[int(case["id"][6])], atol=3e-3)
+
+
+@needs_golden
+def test_scale_mu_in_the_frame_equals_the_authors_crop(tmp_path):
+    """scale_mu 0.8 applied to the engine's frame (the box crop, black around) gives the points of the authors'
+    crop of that box on the whole canvas (``adapter.landmarks``, continuous coordinates: minus 0.5) when the
+    canvas is black around the box."""
+    offsets = np.array([[30, 12], [5, 33], [44, 0]])
+    truth = np.stack([_spread_truth(98, i) + offsets[i] for i in range(3)])
+    canvases, lines = [], []
+    for i, image in enumerate(_fixture_images()):
+        canvas = np.zeros((170, 180, 3), np.uint8)
+        (ox, oy) = offsets[i]
+        canvas[oy:oy + FRAME, ox:ox + FRAME] = image
+        canvases.append(canvas)
+        _png(tmp_path / f"wflw/WFLW_images/e/face{i}.png", canvas)
+        lines.append(" ".join([*(f"{v:.6f}" for v in truth[i].reshape(-1)), str(ox), str(oy), str(ox + FRAME),
+                               str(oy + FRAME), "0 0 0 0 0 0", f"e/face{i}.png"]))
+    lists = tmp_path / "wflw/WFLW_annotations/list_98pt_rect_attr_train_test"
+    lists.mkdir(parents=True)
+    (lists / "list_98pt_rect_attr_test.txt").write_text("\n".join(lines) + "\n")
+    _, details = _evaluate(tmp_path, f"{{name: wflw, dataset: wflw, split: test, path: {tmp_path / 'wflw'}, "
+                                     f"protocol: landmarks, params: {{head: landmarks_wflw, attributes: []}}, "
+                                     f"dataset_args: {{crop: box}}}}", scale_mu=0.8, tag="mu")
+    adapter = fp.FaceptorAdapter(checkpoint=str(GOLDEN / "checkpoint.pth"), config=str(GOLDEN / "config.json"))
+    boxes = [(oy, ox, oy + FRAME, ox + FRAME) for ox, oy in offsets]
+    authors = adapter.landmarks(canvases, boxes, dataset="wflw", scale_mu=0.8) - 0.5
+    unzoomed = adapter.landmarks(canvases, boxes, dataset="wflw", scale_mu=1.0) - 0.5
+    for case in details["worst_cases"]:
+        i = int(case["id"][6])
+        np.testing.assert_allclose(case["pred"], authors[i], atol=3e-3)
+        assert np.abs(np.asarray(case["pred"]) - unzoomed[i]).max() > 0.05  # the zoom changes what the model sees

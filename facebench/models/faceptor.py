@@ -20,10 +20,23 @@ Heads (all on the 112x112 group-0 input, RGB, (x/255 - 0.5)/0.5):
 * features: the raw 512-d recognition embedding (no flip-sum, no L2 normalisation).
 
 Parsing and landmarks need the 512x512 group-1 input with FaRL normalisation and per-image warps, which
-the 112 input spec cannot express; they are methods instead of stored heads (``faceptor_dense``):
+the 112 input spec cannot express; they are methods (``faceptor_dense``):
 ``adapter.landmarks(images, boxes, dataset="300w"|"cofw"|"wflw"|"aflw")`` gives (N, K, 2) original
-pixel coordinates, ``adapter.parsing(images, dataset="celebam"|"lapa")`` label maps at each image's
-original size; ``adapter.dense_heads`` lists what the checkpoint has.
+pixel coordinates (continuous: pixel i spans [i, i + 1]; subtract 0.5 for facebench's 0-based pixel
+centres), ``adapter.parsing(images, dataset="celebam"|"lapa")`` label maps at each image's original size;
+``adapter.dense_heads`` lists what the checkpoint has.
+
+Landmarks through the engine (``--model-args input=dense``): the adapter's input is then the group-1 frame
+(S = the dense input size, 512 for the released models; RGB, FaRL mean/std, torch bilinear resize without
+antialiasing, as the authors' warp) and its heads are ``landmarks_300w`` / ``landmarks_cofw`` /
+``landmarks_wflw`` / ``landmarks_aflw`` (those the checkpoint has) of kind "landmarks", schemes ibug68 /
+cofw29 / wflw98 / aflw19, point names from ``landmark_schemes``. The input frame the engine gives (the image,
+or the dataset's crop box, resized to S) is taken as Faceptor's crop: ``crop_matrix`` of the frame's own
+box (0, 0, S, S) with ``scale_mu`` (default 1.0: no zoom; the authors' 0.8 zoom-out is reproduced exactly by
+the landmark loaders' ``crop: box, margin: 0.125`` instead, with real pixels rather than black around the
+box), and ``decode_landmarks`` of the head's normalised points, minus 0.5, gives (B, K, 2) points in the
+input frame's 0-based pixel centres (with ``scale_mu`` 1: norm * S - 0.5, the authors' ``denormalize_points``).
+The group-0 heads (expression, age, attributes, features) are not offered with ``input=dense``.
 """
 
 from __future__ import annotations
@@ -34,12 +47,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
+from facebench.data.landmark_schemes import get_scheme
 from facebench.data.preprocess import Preprocessing
 from facebench.data.taxonomy import CELEBA_ATTRIBUTES, LABEL_ORDERS
 from facebench.models._config import load_config_json as _load_config_json
-from facebench.errors import ModelError
+from facebench.errors import ConfigError, ModelError
 from facebench.models.base import Head, ModelAdapter
 
 EXPRESSION_LABELS: tuple[str, ...] = LABEL_ORDERS["affectnet"][:7]
@@ -281,6 +297,45 @@ PREPROCESSING = Preprocessing(
 )
 
 
+DENSE_PREPROCESSING = Preprocessing(
+    source="Faceptor (lxq1000/Faceptor, shared/spec/faceptor.md 1.5), group-1 landmarks: align_test_transform "
+           "(crop of the face box to S x S, zoom scale_mu about the centre, bilinear warp, FaRL mean/std)",
+    crop="the engine's input frame is the crop (the whole image, or the dataset's crop box with its margin: "
+         "landmark loaders' crop: box|landmarks); a scale_mu below 1 zooms out inside the frame (black around)",
+    resize="torch", interpolation="bilinear", antialias=False,
+)
+#: Faceptor's landmark tasks and the landmark schemes their points follow (the datasets' file orders).
+LANDMARK_SCHEMES = {"300w": "ibug68", "cofw": "cofw29", "wflw": "wflw98", "aflw": "aflw19"}
+INPUTS = ("face", "dense")
+
+
+def frame_landmarks(norm: torch.Tensor, size: int, scale_mu: float) -> torch.Tensor:
+    """(B, K, 2) normalised head points -> input-frame points, 0-based pixel centres: ``decode_landmarks``
+    through ``crop_matrix`` of the whole frame (box (0, 0, S, S), continuous), minus 0.5."""
+    from facebench.models.faceptor_dense import crop_matrix, decode_landmarks
+
+    matrix = crop_matrix((0, 0, size, size), size, scale_mu)
+    pts = [decode_landmarks(p, matrix, size) - 0.5 for p in norm.double().cpu().numpy()]
+    return torch.from_numpy(np.stack(pts) if pts else np.zeros((0, norm.shape[1], 2))).float()
+
+
+def zoom_frame(batch: torch.Tensor, size: int, scale_mu: float) -> torch.Tensor:
+    """Faceptor's ``scale_mu`` zoom of FaRL-normalised (B, 3, S, S) frames about their centre: un-normalised
+    to [0, 1], warped with ``crop_matrix((0, 0, S, S), S, scale_mu)`` (bilinear, black outside, as the
+    authors' border 0), normalised again."""
+    from facebench.models.faceptor_dense import FARL_MEAN, FARL_STD, crop_matrix, farl_normalise
+
+    mean = torch.tensor(FARL_MEAN, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(FARL_STD, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
+    inv = np.linalg.inv(crop_matrix((0, 0, size, size), size, scale_mu))
+    u, v = np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64))
+    src_x, src_y = (inv[0, 0] * u + inv[0, 2]), (inv[1, 1] * v + inv[1, 2])  # continuous frame coordinates
+    grid = torch.from_numpy(np.stack([2 * src_x / size - 1, 2 * src_y / size - 1], axis=-1)).to(batch)
+    out = F.grid_sample(batch * std + mean, grid.unsqueeze(0).expand(len(batch), -1, -1, -1), mode="bilinear",
+                        padding_mode="zeros", align_corners=False)
+    return farl_normalise(out)
+
+
 class FaceptorAdapter(ModelAdapter):
     """Faceptor (ECCV 2024) FaRL ViT-B/16 + task-query decoder from the authors' checkpoint: expression, age, 40 attributes, 512-d embedding"""
 
@@ -288,8 +343,10 @@ class FaceptorAdapter(ModelAdapter):
     preprocessing = PREPROCESSING
 
     def __init__(self, checkpoint: str | None = None, head: str = "rafdb", config: str | None = None,
-                 age_head: str = "morph2"):
-        super().__init__(checkpoint=checkpoint, head=head, config=config, age_head=age_head)
+                 age_head: str = "morph2", input: str = "face", scale_mu: float = 1.0):
+        dense = _check_input(input, scale_mu)
+        extra = {"input": input, "scale_mu": float(scale_mu)} if dense else {}  # default fingerprints unchanged
+        super().__init__(checkpoint=checkpoint, head=head, config=config, age_head=age_head, **extra)
         head, age_head = str(head).lower(), str(age_head).lower()
         if head not in EXPRESSION_TASKS:
             raise ModelError(f"faceptor: head={head!r} is not one of {', '.join(EXPRESSION_TASKS)}.")
@@ -298,6 +355,10 @@ class FaceptorAdapter(ModelAdapter):
         self.module, size = build_faceptor(checkpoint, config)
         tasks = self.module.cfg.tasks
         self.variant = _variant_name(tasks, bool(self.module.cfg.new_levels))
+        self.scale_mu, self.dense = float(scale_mu), dense
+        if dense:
+            self._dense_heads(checkpoint)
+            return
         self.input_spec = self.preprocessing.spec(size=(size, size), channels=3, color_order="RGB",
                                                   mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
         # head name -> (decoder task, decode)
@@ -335,6 +396,27 @@ class FaceptorAdapter(ModelAdapter):
         self.default_head = "expression"
         self.feature_dim = self.module.cfg.recog_out
 
+    def _dense_heads(self, checkpoint) -> None:
+        """``input=dense``: the group-1 frame and one landmark head per align task of the checkpoint."""
+        from facebench.models.faceptor_dense import FARL_MEAN, FARL_STD
+
+        size = self.module.cfg.dense_input_size
+        self.preprocessing = DENSE_PREPROCESSING
+        self.input_spec = DENSE_PREPROCESSING.spec(size=(size, size), channels=3, color_order="RGB",
+                                                   mean=FARL_MEAN, std=FARL_STD)
+        self._tasks, self.heads = {}, {}
+        for name, scheme in LANDMARK_SCHEMES.items():
+            task = f"align_{name}"
+            if task in self.module.cfg.tasks:
+                self._tasks[f"landmarks_{name}"] = (task, "landmarks")
+                self.heads[f"landmarks_{name}"] = Head(f"landmarks_{name}", get_scheme(scheme).point_names,
+                                                       "landmarks", scheme)
+        if not self.heads:
+            raise ModelError(f"faceptor checkpoint {checkpoint} has no landmark (align_*) task, so input=dense "
+                             f"has no head; use the default input=face. {CHECKPOINT_HINT}")
+        self.default_head = "landmarks_300w" if "landmarks_300w" in self.heads else next(iter(self.heads))
+        self.feature_dim = None
+
     def model_files(self):
         """The checkpoint and config files (their bytes; the loaded weights are hashed too)."""
         return {"checkpoint": self.settings.get("checkpoint"), "config": self.settings.get("config")}
@@ -368,6 +450,8 @@ class FaceptorAdapter(ModelAdapter):
     def forward(self, batch, heads, features):
         from facebench.models.faceptor_net import age_expectation
 
+        if self.dense:
+            return self._forward_dense(batch, heads, features)
         tasks = tuple(dict.fromkeys(self._tasks[h][0] for h in heads))
         raw = self.module(batch, tasks=tasks, recognition=features)
         out = {}
@@ -377,3 +461,32 @@ class FaceptorAdapter(ModelAdapter):
         if features:
             out["features"] = raw["recog"]
         return out
+
+    def _forward_dense(self, batch, heads, features):
+        """Landmark heads on the group-1 frame: (B, K, 2) points in the input frame (see the module docstring)."""
+        from facebench.models.faceptor_net import align_output
+
+        if features:
+            raise ConfigError("faceptor with input=dense gives landmarks only (no features); use input=face.")
+        size = self.module.cfg.dense_input_size
+        x = batch if self.scale_mu == 1.0 else zoom_frame(batch, size, self.scale_mu)
+        tasks = tuple(dict.fromkeys(self._tasks[h][0] for h in heads))
+        raw = self.module(x, tasks=tasks)
+        out = {}
+        for h in heads:
+            norm = align_output(raw[self._tasks[h][0]].float(), self.module.cfg.softargmax_clamp)["landmark"]
+            out[h] = frame_landmarks(norm, size, self.scale_mu).to(batch.device)
+        return out
+
+
+def _check_input(input: str, scale_mu) -> bool:
+    """Whether ``input`` selects the dense (group-1) frame; ``scale_mu`` a number in (0, 2], only with it."""
+    if input not in INPUTS:
+        raise ConfigError(f"faceptor: input={input!r} is not one of {', '.join(INPUTS)} (face: the 112 group-0 "
+                          f"heads; dense: the landmark heads on the group-1 frame).")
+    if isinstance(scale_mu, bool) or not isinstance(scale_mu, (int, float)) or not 0 < scale_mu <= 2:
+        raise ConfigError(f"faceptor: scale_mu must be a number in (0, 2] (Faceptor's zoom; 0.8 zooms out), got "
+                          f"{scale_mu!r}.")
+    if input == "face" and scale_mu != 1.0:
+        raise ConfigError("faceptor: scale_mu applies to the landmark heads; set input=dense as well.")
+    return input == "dense"
