@@ -32,11 +32,15 @@ antialiasing, as the authors' warp) and its heads are ``landmarks_300w`` / ``lan
 ``landmarks_wflw`` / ``landmarks_aflw`` (those the checkpoint has) of kind "landmarks", schemes ibug68 /
 cofw29 / wflw98 / aflw19, point names from ``landmark_schemes``. The input frame the engine gives (the image,
 or the dataset's crop box, resized to S) is taken as Faceptor's crop: ``crop_matrix`` of the frame's own
-box (0, 0, S, S) with ``scale_mu`` (default 1.0: no zoom; the authors' 0.8 zoom-out is reproduced exactly by
-the landmark loaders' ``crop: box, margin: 0.125`` instead, with real pixels rather than black around the
-box), and ``decode_landmarks`` of the head's normalised points, minus 0.5, gives (B, K, 2) points in the
-input frame's 0-based pixel centres (with ``scale_mu`` 1: norm * S - 0.5, the authors' ``denormalize_points``).
-The group-0 heads (expression, age, attributes, features) are not offered with ``input=dense``.
+box (0, 0, S, S) with ``scale_mu`` (default 1.0: no zoom). The authors' 0.8 zoom-out of a box is the
+landmark loaders' ``crop: box, margin: 0.125`` (1 + 2m = 1 / 0.8), with real pixels around the box, up to
+the crop's rounding to whole pixels and its clamping at the image edge (the authors pad black there);
+``scale_mu=0.8`` instead zooms out inside the frame, black around it. ``decode_landmarks`` of the head's
+normalised points, minus 0.5, gives (B, K, 2) points in the input frame's 0-based pixel centres (with
+``scale_mu`` 1: norm * S - 0.5, the authors' ``denormalize_points``). The boxes are the dataset's (WFLW's
+rectangle, AFLW-19's square) or the ground truth's (``crop: landmarks``), not the authors' 300-W/WFLW
+boxes (their CSV's centre +- 100 scale), so paper comparisons need that caveat. The group-0 heads
+(expression, age, attributes, features) are not offered with ``input=dense``.
 """
 
 from __future__ import annotations
