@@ -14,7 +14,7 @@ from facebench.data.images import FileImages
 from facebench.data.landmark_schemes import SCHEMES
 from facebench.data.landmark_sets import MTFL, WFLW
 from facebench.data.preprocess import InputSpec, prepare_uint8
-from facebench.errors import ConfigError
+from facebench.errors import ConfigError, DataError, MetricInputError
 from facebench.protocols.base import EvalContext
 from facebench.protocols.landmarks import LandmarksProtocol, crop_boxes, to_original_pixels
 from facebench.records import Predictions
@@ -79,6 +79,10 @@ def test_wflw_box_crop_with_margin(tmp_path):
     other = WFLW(path=root, crop="box", margin=0.2).load("test")
     assert len({plain.fingerprint(), ds.fingerprint(), other.fingerprint()}) == 3
     assert np.array_equal(crop_boxes(ds), ds.images.boxes)  # the protocol reads the boxes as cut
+    _wflw(tmp_path / "outside", [(rows[0][0], (70, 50, 90, 60), "e/a.jpg")])  # beyond the 64 x 48 image
+    _image(tmp_path / "outside/WFLW_images/e/a.png", 64, 48).rename(tmp_path / "outside/WFLW_images/e/a.jpg")
+    with pytest.raises(DataError, match="box crop of record 0.*outside"):
+        WFLW(path=tmp_path / "outside", crop="box").load("test")
 
 
 def test_landmark_crop_and_bad_options(tmp_path):
@@ -113,6 +117,10 @@ def test_engine_pixels_follow_the_mapping(tmp_path):
     ds = Dataset("ramp", "test", np.array(["a", "b", "c"]), (), None, FileImages([path] * n, boxes), landmarks=lab)
     crops = crop_boxes(ds)
     assert crops.tolist() == [[20, 10, 52, 42], [20, 10, 84, 42], [0, 61, 40, 90]]
+    outside = Dataset("ramp", "test", np.array(["a"]), (), None, FileImages([path], [[120.0, 0, 150, 20]]),
+                      landmarks=lab.subset([0]))
+    with pytest.raises(MetricInputError, match="outside its image"):
+        crop_boxes(outside)
     spec = InputSpec(size=(64, 64), resize="torch", interpolation="bilinear", antialias=False)
     v, u = np.mgrid[2:62, 2:62]  # interior frame pixels (the resize clamps at the crop's edge)
     frame_pts = np.stack([u, v], axis=-1).reshape(1, -1, 2).astype(np.float64)
