@@ -96,8 +96,9 @@ class FaceParsingProtocol(Protocol):
         if lab is None:
             raise MetricInputError(f"{ds.name}/{ds.split} has no parsing label maps; the face_parsing protocol "
                                    f"needs a face-parsing dataset (lapa, celebamask-hq)")
+        maps = self._maps(ctx)  # the shape first: a classifier's head is told it is not a parsing head
         lut, mapping = self._lut(ctx, lab.classes)
-        scored = self._score(ctx, lab, lut)
+        scored = self._score(ctx, maps, lab, lut)
         conv = {"prediction_frame": FRAME, "class_mapping": mapping, "background": lab.classes[0],
                 "confusion": "one histogram over every scored pixel of the split",
                 "ignore_index": lab.ignore_index, **_bootstrap_conv(ctx)}
@@ -145,9 +146,8 @@ class FaceParsingProtocol(Protocol):
             arr = arr.astype(np.int64)
         return arr
 
-    def _score(self, ctx: EvalContext, lab, lut: np.ndarray) -> Scored:
+    def _score(self, ctx: EvalContext, maps: np.ndarray, lab, lut: np.ndarray) -> Scored:
         """Each image's prediction mapped to its label map's size and to dataset ids, then its confusion."""
-        maps = self._maps(ctx)
         c = len(lab.classes)
         per_image = np.zeros((len(maps), c, c), dtype=np.int64)
         for i in range(len(maps)):
