@@ -84,11 +84,11 @@ def test_schemes_are_hashable_and_compare_by_value():
 
 
 def test_a_bad_scheme_is_refused():
-    with pytest.raises(ValueError, match="mirror pairs"):
+    with pytest.raises(ConfigError, match="mirror pairs"):
         LandmarkScheme("bad", ("a", "b"), ((0, 2),), {})
-    with pytest.raises(ValueError, match="not unique"):
+    with pytest.raises(ConfigError, match="not unique"):
         LandmarkScheme("bad", ("a", "a"), (), {})
-    with pytest.raises(ValueError, match="normaliser"):
+    with pytest.raises(ConfigError, match="normaliser"):
         LandmarkScheme("bad", ("a", "b"), (), {"x": ((0,), ())})
 
 

@@ -68,13 +68,13 @@ class LandmarkScheme:
     def __post_init__(self):
         k = len(self.point_names)
         if len(set(self.point_names)) != k:
-            raise ValueError(f"scheme {self.name}: point names are not unique")
+            raise ConfigError(f"scheme {self.name}: point names are not unique")
         paired = [i for pair in self.mirror_pairs for i in pair]
         if len(set(paired)) != len(paired) or not all(0 <= i < k for i in paired):
-            raise ValueError(f"scheme {self.name}: mirror pairs must be distinct indices in 0..{k - 1}")
+            raise ConfigError(f"scheme {self.name}: mirror pairs must be distinct indices in 0..{k - 1}")
         for norm, groups in self.normalisers.items():
             if len(groups) != 2 or not all(g and all(0 <= i < k for i in g) for g in groups):
-                raise ValueError(f"scheme {self.name}: normaliser {norm} needs two non-empty groups in 0..{k - 1}")
+                raise ConfigError(f"scheme {self.name}: normaliser {norm} needs two non-empty groups in 0..{k - 1}")
 
     def __hash__(self) -> int:  # the normalisers dict would make the generated hash fail
         return hash((self.name, self.point_names, self.mirror_pairs, tuple(sorted(self.normalisers.items()))))
