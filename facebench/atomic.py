@@ -56,10 +56,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """The bytes of an uncompressed ``.npz`` holding ``arrays``."""
+def npz_bytes(arrays: dict[str, np.ndarray], compress: bool = False) -> bytes:
+    """The bytes of an ``.npz`` holding ``arrays`` (deflated when ``compress``)."""
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    (np.savez_compressed if compress else np.savez)(buffer, **arrays)
     return buffer.getvalue()
 
 

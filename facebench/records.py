@@ -191,13 +191,15 @@ class Requirements:
     """What one task of a protocol needs, declared before anything is loaded.
 
     ``head``: a model output head (logits or a regression value; ``head_name`` the one asked for, None for the
-    model's default); ``features``: the model's embedding/features; ``labels`` / ``pairs`` / ``attributes``:
+    model's default; ``head_kind`` the kind of head the protocol reads, e.g. "parsing", which picks among the
+    model's heads when none is named); ``features``: the model's embedding/features; ``labels`` / ``pairs`` / ``attributes``:
     dataset capabilities (``attribute_names`` the attributes read, when known); ``fit_split``: a second split
     whose predictions a detector or probe is fitted on; ``unknowns``: where an open-set protocol's unknown
     samples come from (``UNKNOWN_SOURCES``; ``none`` = nowhere, an error)."""
 
     head: bool = True
     head_name: str | None = None
+    head_kind: str | None = None
     features: bool = False
     labels: bool = True
     pairs: bool = False

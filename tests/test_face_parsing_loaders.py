@@ -176,3 +176,49 @@ def test_parsing_labels_checks(tmp_path):
 
 def test_registered():
     assert DATASETS.get("lapa") is LaPa and DATASETS.get("celebamask-hq") is CelebAMaskHQ
+
+
+def test_lapa_tanh_warp_option(tmp_path):
+    """``align: tanh_warp``: images warped into the S x S frame by the alignment of points 104, 105, 54, 84, 90
+    (checked against the module's functions), a warp frame per sample that subsets with the split, its own
+    fingerprint; bad options are ConfigErrors that name the choices."""
+    from facebench.data import tanh_warp as tw
+    from facebench.errors import ConfigError
+
+    _lapa(tmp_path)
+    plain = LaPa(tmp_path).load("test")
+    ds = LaPa(tmp_path, align="tanh_warp", warp_size=64).load("test")
+    assert plain.parsing.frame is None and ds.parsing.frame.size == 64 and len(ds.parsing.frame) == 2
+    matrix = tw.lapa_align_matrix(plain.parsing.points[1], 64)
+    np.testing.assert_allclose(ds.parsing.frame.matrices[1], matrix)
+    want = tw.remap_bilinear(plain.images.load(1), tw.sampling_map(matrix, 64))
+    np.testing.assert_array_equal(ds.images.load(1), np.clip(np.rint(want), 0, 255).astype(np.uint8))
+    sub = ds.subset([1])
+    np.testing.assert_allclose(sub.parsing.frame.matrices[0], matrix)
+    np.testing.assert_array_equal(sub.images.load(0), ds.images.load(1))
+    assert len({plain.fingerprint(), ds.fingerprint(), LaPa(tmp_path, align="tanh_warp").load("test").fingerprint()}) == 3
+    assert ds.images.content_fingerprint() != plain.images.content_fingerprint()
+    with pytest.raises(ConfigError, match="none, tanh_warp"):
+        LaPa(tmp_path, align="affine")
+    with pytest.raises(ConfigError, match="warp_size"):
+        LaPa(tmp_path, align="tanh_warp", warp_size=8)
+
+
+def test_warp_frame_brings_label_maps_back(tmp_path):
+    """A label map drawn in the warped frame by sampling the truth there comes back to the truth (nearest
+    neighbour both ways) at the pixels whose round trip lands inside the frame."""
+    from facebench.data import tanh_warp as tw
+
+    truth = np.zeros((40, 60), np.uint8)
+    truth[10:30, 15:45] = 3
+    truth[18:22, 25:35] = 7
+    matrix = tw.face_align_matrix(np.array([[22.0, 15.0], [38.0, 15.0], [30.0, 22.0], [24.0, 30.0], [36.0, 30.0]]),
+                                  96)
+    frame = tw.WarpFrame(matrix[None], 96, 0.8)
+    in_frame = tw.remap_nearest(truth, tw.sampling_map(matrix, 96, 0.8))
+    back = frame.back_to_image(0, in_frame, truth.shape)
+    assert np.mean(back[10:30, 15:45] == truth[10:30, 15:45]) > 0.95
+    half = frame.back_to_image(0, in_frame[::2, ::2], truth.shape)  # a frame resized to 48: centres scaled
+    assert np.mean(half[10:30, 15:45] == truth[10:30, 15:45]) > 0.85
+    logits = np.stack([(in_frame == k).astype(float) for k in range(8)], axis=2)
+    assert np.mean(frame.back_logits(0, logits, truth.shape).argmax(2)[10:30, 15:45] == truth[10:30, 15:45]) > 0.9

@@ -153,15 +153,20 @@ def _evaluate(tmp_path, task: str, **model_args):
 def test_dense_input_declares_landmark_heads():
     adapter = fp.FaceptorAdapter(checkpoint=str(GOLDEN / "checkpoint.pth"), config=str(GOLDEN / "config.json"),
                                  input="dense")
-    heads = {name: (h.kind, h.scheme, len(h.labels)) for name, h in adapter.heads.items()}
-    assert heads == {"landmarks_300w": ("landmarks", "ibug68", 68), "landmarks_cofw": ("landmarks", "cofw29", 29),
-                     "landmarks_wflw": ("landmarks", "wflw98", 98), "landmarks_aflw": ("landmarks", "aflw19", 19)}
+    heads = {name: (h.kind, h.scheme, len(h.labels), h.size) for name, h in adapter.heads.items()}
+    assert heads == {"landmarks_300w": ("landmarks", "ibug68", 68, None),
+                     "landmarks_cofw": ("landmarks", "cofw29", 29, None),
+                     "landmarks_wflw": ("landmarks", "wflw98", 98, None),
+                     "landmarks_aflw": ("landmarks", "aflw19", 19, None),
+                     "parsing_celebam": ("parsing", None, 19, (FRAME, FRAME)),
+                     "parsing_lapa": ("parsing", None, 11, (FRAME, FRAME))}
+    assert adapter.heads["parsing_lapa"].labels == PARSING_LABELS["lapa"]
     assert adapter.default_head == "landmarks_300w" and adapter.input_spec.size == (FRAME, FRAME)
     assert adapter.input_spec.mean == FARL_MEAN and adapter.input_spec.std == FARL_STD
     plain = fp.FaceptorAdapter(checkpoint=str(GOLDEN / "checkpoint.pth"), config=str(GOLDEN / "config.json"))
     assert "input" not in plain.settings and "landmarks_300w" not in plain.heads
     assert plain.fingerprint() != adapter.fingerprint()
-    with pytest.raises(ConfigError, match="landmarks only"):
+    with pytest.raises(ConfigError, match="landmarks and parsing only"):
         adapter.predict(torch.zeros(1, 3, FRAME, FRAME), heads=("landmarks_wflw",), features=True)
     with pytest.raises(ConfigError, match="input=dense as well"):
         fp.FaceptorAdapter(checkpoint=str(GOLDEN / "checkpoint.pth"), scale_mu=0.8)
@@ -253,3 +258,126 @@ def test_scale_mu_in_the_frame_equals_the_authors_crop(tmp_path):
         i = int(case["id"][6])
         np.testing.assert_allclose(case["pred"], authors[i], atol=3e-3)
         assert np.abs(np.asarray(case["pred"]) - unzoomed[i]).max() > 0.05  # the zoom changes what the model sees
+
+
+# -- parsing through the engine (input=dense) ----------------------------------------------------------------------
+def _lapa_fixture(root: Path, images: list[np.ndarray], truths: list[np.ndarray], points: list[np.ndarray]) -> None:
+    """LaPa's native layout: test/{images/<name>.jpg, labels/<name>.png, landmarks/<name>.txt}."""
+    from PIL import Image
+
+    for i, (image, truth, pts) in enumerate(zip(images, truths, points)):
+        name = f"1000{i}"
+        (root / "test" / "images").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / "test" / "images" / f"{name}.jpg", quality=100)
+        _png(root / "test" / "labels" / f"{name}.png", truth.astype(np.uint8))
+        (root / "test" / "landmarks").mkdir(parents=True, exist_ok=True)
+        (root / "test" / "landmarks" / f"{name}.txt").write_text("106\n" + "".join(f"{x} {y}\n" for x, y in pts))
+
+
+def _points106(i: int) -> np.ndarray:
+    """106 points whose alignment five (104, 105, 54, 84, 90) sit on a face-like layout in a 128 x 128 image."""
+    pts = np.random.default_rng(i).uniform(30, 90, size=(106, 2))
+    five = np.array([[48.0, 52.0], [80.0, 52.0], [64.0, 70.0], [52.0, 88.0], [76.0, 88.0]]) + i
+    pts[[104, 105, 54, 84, 90]] = five
+    return pts
+
+
+def _run_parsing(tmp_path, dataset_args: str = ""):
+    import facebench
+
+    suite = tmp_path / "parsing.yaml"
+    suite.write_text(f"name: p\ntasks:\n  - {{name: lapa, dataset: lapa, split: test, path: {tmp_path / 'lapa'}, "
+                     f"protocol: face_parsing{dataset_args}}}\n")
+    args = {"checkpoint": str(GOLDEN / "checkpoint.pth"), "config": str(GOLDEN / "config.json"), "input": "dense"}
+    res = facebench.evaluate("faceptor", suite, model_args=args, bootstrap=0, cache_dir=tmp_path / "store")
+    assert res.exit_code == 0, res.tasks
+    return {r.metric: r for r in res.records}, res
+
+
+def _f1_mean(truths, preds, c: int) -> float:
+    """Mean F1 over the foreground classes counted pixel by pixel (classes absent from both left out)."""
+    t = np.concatenate([x.ravel() for x in truths])
+    p = np.concatenate([x.ravel() for x in preds])
+    f1 = [2 * np.sum((t == k) & (p == k)) / (np.sum(t == k) + np.sum(p == k)) for k in range(1, c)
+          if np.sum(t == k) + np.sum(p == k)]
+    return float(np.mean(f1))
+
+
+@needs_golden
+def test_parsing_heads_in_the_engine_equal_the_adapter_method():
+    """The stored head (B, S, S) uint8 equals ``adapter.parsing`` on images already S x S (both: ParsingOutput's
+    512 frame, bilinear to S, argmax)."""
+    adapter = fp.FaceptorAdapter(checkpoint=str(GOLDEN / "checkpoint.pth"), config=str(GOLDEN / "config.json"),
+                                 input="dense")
+    images = _fixture_images()
+    batch = torch.stack([(torch.from_numpy(im).permute(2, 0, 1).float() / 255.0) for im in images])
+    batch = (batch - torch.tensor(FARL_MEAN).view(1, 3, 1, 1)) / torch.tensor(FARL_STD).view(1, 3, 1, 1)
+    out = adapter.predict(batch, heads=("parsing_lapa", "parsing_celebam"))
+    for dataset in ("lapa", "celebam"):
+        maps = out[f"parsing_{dataset}"]
+        assert maps.dtype == torch.uint8 and tuple(maps.shape) == (3, FRAME, FRAME)
+        np.testing.assert_array_equal(maps.numpy(), np.stack(adapter.parsing(images, dataset=dataset)))
+    with pytest.raises(ConfigError, match="need scale_mu=1"):
+        zoomed = fp.FaceptorAdapter(checkpoint=str(GOLDEN / "checkpoint.pth"), config=str(GOLDEN / "config.json"),
+                                    input="dense", scale_mu=0.8)
+        zoomed.predict(batch, heads=("parsing_lapa",))
+
+
+@needs_golden
+def test_lapa_through_facebench_run_whole_image(tmp_path):
+    """`facebench run` with input=dense on LaPa's native layout: the task names no head, the face_parsing
+    protocol picks ``parsing_lapa`` by the dataset's name; the label maps are stored as uint8 (deflated) and
+    F1-mean equals a pixel count over the adapter's own maps."""
+    from facebench.engine.store import PredictionStore
+
+    images = _fixture_images()
+    adapter = fp.FaceptorAdapter(checkpoint=str(GOLDEN / "checkpoint.pth"), config=str(GOLDEN / "config.json"))
+    rng = np.random.default_rng(3)
+    _lapa_fixture(tmp_path / "lapa", images, [rng.integers(0, 11, size=(FRAME, FRAME)) for _ in images],
+                  [_points106(i) for i in range(3)])
+    from facebench.data.parsing_sets import LaPa
+
+    ds = LaPa(tmp_path / "lapa").load("test")
+    decoded = [ds.images.load(i) for i in range(3)]  # the JPEGs as decoded (quality 100 is not lossless)
+    truths = [ds.parsing.read(i) for i in range(3)]
+    rec, res = _run_parsing(tmp_path)
+    want = _f1_mean(truths, adapter.parsing(decoded, dataset="lapa"), 11)
+    assert rec["f1_mean"].value == pytest.approx(want, abs=1e-12)
+    assert rec["f1_mean"].conventions["prediction_frame"].startswith("(N, S_h, S_w) label map")
+    assert res.tasks[0]["head"] == "parsing_lapa"
+    entry = PredictionStore(tmp_path / "store").entries()[0]
+    stored = PredictionStore(tmp_path / "store").load(entry["key"]).outputs["parsing_lapa"]
+    assert stored.dtype == np.uint8 and stored.shape == (3, FRAME, FRAME)
+    assert entry["bytes"] < stored.nbytes  # deflated
+
+
+@needs_golden
+def test_lapa_tanh_warp_through_facebench_run(tmp_path):
+    """``align: tanh_warp``: the engine sees each image warped into the frame and the protocol brings the stored
+    maps back through the inverse warp; equals the maps of ``adapter.parsing`` on the warped images brought back
+    by ``WarpFrame.back_to_image``, and differs from the whole-image run."""
+    from facebench.data.parsing_sets import LaPa
+
+    images = _fixture_images()
+    rng = np.random.default_rng(4)
+    _lapa_fixture(tmp_path / "lapa", images, [rng.integers(0, 11, size=(FRAME, FRAME)) for _ in images],
+                  [_points106(i) for i in range(3)])
+    ds = LaPa(tmp_path / "lapa", align="tanh_warp", warp_size=FRAME).load("test")
+    frame = ds.parsing.frame
+    assert frame is not None and frame.size == FRAME and ds.images.load(0).shape == (FRAME, FRAME, 3)
+    assert ds.fingerprint() != LaPa(tmp_path / "lapa").load("test").fingerprint()
+    adapter = fp.FaceptorAdapter(checkpoint=str(GOLDEN / "checkpoint.pth"), config=str(GOLDEN / "config.json"))
+    warped = [ds.images.load(i) for i in range(3)]
+    in_frame = adapter.parsing(warped, dataset="lapa")  # S x S maps in the warped frame
+    truths = [ds.parsing.read(i) for i in range(3)]
+    back = [frame.back_to_image(i, np.asarray(m), truths[i].shape) for i, m in enumerate(in_frame)]
+    rec, _ = _run_parsing(tmp_path, f", dataset_args: {{align: tanh_warp, warp_size: {FRAME}}}")
+    assert rec["f1_mean"].value == pytest.approx(_f1_mean(truths, back, 11), abs=1e-12)
+    assert rec["f1_mean"].conventions["prediction_frame"]["warp_factor"] == 0.8
+    unwarped = _f1_mean(truths, in_frame, 11)  # the warped-frame maps scored as if they were the images'
+    assert abs(rec["f1_mean"].value - unwarped) > 1e-6
+    # the paper's path (logits brought back bilinearly before the argmax) through the adapter method
+    paper = adapter.parsing([ds.images.images.load(i) for i in range(3)], dataset="lapa", frame=frame)
+    assert [m.shape for m in paper] == [t.shape for t in truths]
+    agree = np.mean([np.mean(p == b) for p, b in zip(paper, back)])
+    assert agree > 0.9  # same predictions, resampled in a different order (logits vs labels)

@@ -112,16 +112,21 @@ class ParsingLabels:
     overwriting earlier ones (CelebAMask-HQ), at the part files' size. ``mask_size`` (h, w): the size of a
     sample with no part file (all background). ``ignore_index``: a true label that is not scored (None: none).
     Label maps are in the label files' own frame (CelebAMask-HQ: 512 x 512 for 1024 x 1024 images). ``points``: (N, K, 2) landmarks
-    in original-image pixels that a test transform aligns on (LaPa's 106), None if the dataset has none."""
+    in original-image pixels that a test transform aligns on (LaPa's 106), None if the dataset has none.
+    ``frame``: a ``tanh_warp.WarpFrame`` when the images were warped (LaPa's ``align: tanh_warp``): predictions
+    are then in the warped frame and come back to each image through it (None: the whole image)."""
 
     classes: tuple
     sources: list
     mask_size: tuple | None = None
     ignore_index: int | None = 255
     points: np.ndarray | None = None
+    frame: Any = None
 
     def __post_init__(self):
         self.classes = tuple(str(c) for c in self.classes)
+        if self.frame is not None and len(self.frame) != len(self.sources):
+            raise DataError(f"parsing labels: a warp frame of {len(self.frame)} samples for {len(self.sources)} maps")
         self.sources = [tuple((int(k), str(p)) for k, p in src) for src in self.sources]
         for i, src in enumerate(self.sources):
             bad = [k for k, _ in src if not -1 <= k < len(self.classes) or (k == -1 and len(src) != 1)]
@@ -155,7 +160,8 @@ class ParsingLabels:
     def subset(self, indices) -> "ParsingLabels":
         idx = np.asarray(indices, dtype=np.int64)
         return ParsingLabels(self.classes, [self.sources[int(i)] for i in idx], self.mask_size, self.ignore_index,
-                             None if self.points is None else self.points[idx])
+                             None if self.points is None else self.points[idx],
+                             None if self.frame is None else self.frame.subset(idx))
 
     def fingerprint_record(self, order: np.ndarray) -> dict:
         """What the dataset fingerprint hashes, rows in ``order``: classes, the sources' class ids and the
@@ -165,10 +171,13 @@ class ParsingLabels:
         rows = [self.sources[int(i)] for i in order]
         digests = file_digests([p for src in rows for _, p in src])
         points = None if self.points is None else combine("points", self.points[order].astype("<f8").tobytes())
-        return {"classes": list(self.classes), "ids": [[k for k, _ in src] for src in rows],
-                "mask_size": None if self.mask_size is None else list(self.mask_size),
-                "ignore_index": self.ignore_index, "files": combine("parsing", digests.tobytes()),
-                "points": points}
+        record = {"classes": list(self.classes), "ids": [[k for k, _ in src] for src in rows],
+                  "mask_size": None if self.mask_size is None else list(self.mask_size),
+                  "ignore_index": self.ignore_index, "files": combine("parsing", digests.tobytes()),
+                  "points": points}
+        if self.frame is not None:  # absent otherwise: whole-image fingerprints stay as they were
+            record["frame"] = combine("warp_frame", self.frame.fingerprint_bytes(order))
+        return record
 
 
 def _read_mask(path: str) -> np.ndarray:

@@ -39,7 +39,8 @@ from facebench.data._native import NativeLoader, check_choice, find_child
 from facebench.data.confine import joined_strings
 from facebench.data.dataset import Dataset, ParsingLabels
 from facebench.data.images import FileImages
-from facebench.errors import DataError
+from facebench.data.tanh_warp import LAPA_WARP_FACTOR, WarpedImages, WarpFrame, lapa_align_matrix
+from facebench.errors import ConfigError, DataError
 
 LAPA_CLASSES = ("background", "face_lr_rr", "lb", "rb", "le", "re", "nose", "ul", "im", "ll", "hair")
 LAPA_POINTS = 106
@@ -80,9 +81,15 @@ class ParsingLoader(NativeLoader):
         split = self.resolve_split(split)
         self.check(split)
         t = self.table(split)
-        labels = ParsingLabels(self.classes(), t["sources"], t.get("mask_size"), points=t.get("points"))
-        return Dataset(self.name, split, t["ids"], (), None, FileImages(t["images"]),
+        frame = self.warp_frame(t)
+        labels = ParsingLabels(self.classes(), t["sources"], t.get("mask_size"), points=t.get("points"), frame=frame)
+        images = FileImages(t["images"])
+        return Dataset(self.name, split, t["ids"], (), None, images if frame is None else WarpedImages(images, frame),
                        content_tag=self.fingerprint_tag(), parsing=labels)
+
+    def warp_frame(self, table: dict) -> WarpFrame | None:
+        """The test transform's per-sample warp (None: the whole image; see :class:`LaPa`)."""
+        return None
 
     def classes(self) -> tuple[str, ...]:
         raise NotImplementedError
@@ -119,6 +126,27 @@ class LaPa(ParsingLoader):
     splits = ("train", "val", "test")
     default_dirname = "lapa"
     expected_sizes = {"train": 18168, "val": 2000, "test": 2000}
+    ALIGNS = ("none", "tanh_warp")
+
+    def __init__(self, path=None, data_root=None, *, align: str = "none", warp_size: int = 512, **options):
+        """``align: tanh_warp`` reads each image through LaPa's test transform (FaRL / Faceptor): the similarity
+        taking points 104, 105, 54, 84, 90 onto the template, then the tanh-warp (factor 0.8) into a
+        ``warp_size`` square; the face_parsing protocol brings predictions back to each image through the same
+        warp. ``none`` (default): the whole image."""
+        if align != "none":  # set only when used: default fingerprints stay as they were
+            options = {**options, "align": align, "warp_size": int(warp_size)}
+        super().__init__(path, data_root, **options)
+        if align not in self.ALIGNS:
+            raise ConfigError(f"lapa: align={align!r} is not one of {', '.join(self.ALIGNS)}.")
+        if isinstance(warp_size, bool) or not isinstance(warp_size, int) or not 16 <= warp_size <= 4096:
+            raise ConfigError(f"lapa: warp_size must be an integer in [16, 4096], got {warp_size!r}.")
+        self.align, self.warp_size = align, int(warp_size)
+
+    def warp_frame(self, table: dict) -> WarpFrame | None:
+        if self.align == "none":
+            return None
+        return WarpFrame(np.stack([lapa_align_matrix(p, self.warp_size) for p in table["points"]]), self.warp_size,
+                         LAPA_WARP_FACTOR)
 
     def classes(self):
         return LAPA_CLASSES

@@ -143,3 +143,98 @@ def remap_nearest(labels: np.ndarray, xy_map: np.ndarray, outside: int = 0) -> n
     yi = np.floor(xy_map[..., 1] + 0.5).astype(np.int64)
     inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
     return np.where(inside, lab[np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)], outside).astype(lab.dtype)
+
+
+class WarpFrame:
+    """The per-sample warp of a split read with LaPa's test transform: ``matrices`` (N, 3, 3) alignment
+    matrices, the warped frame's ``size`` (S x S) and the ``warp_factor``. Predictions made in the warped
+    frame (or in that frame resized to a model's input) come back to each original image through
+    :meth:`back_to_image`."""
+
+    def __init__(self, matrices, size: int = 512, warp_factor: float = LAPA_WARP_FACTOR):
+        self.matrices = np.asarray(matrices, dtype=np.float64)
+        if self.matrices.ndim != 3 or self.matrices.shape[1:] != (3, 3):
+            raise DataError(f"warp frame: matrices must be (N, 3, 3), got shape {self.matrices.shape}")
+        self.size, self.warp_factor = int(size), float(warp_factor)
+
+    def __len__(self) -> int:
+        return len(self.matrices)
+
+    def subset(self, indices) -> "WarpFrame":
+        return WarpFrame(self.matrices[np.asarray(indices, dtype=np.int64)], self.size, self.warp_factor)
+
+    def describe(self) -> dict:
+        return {"transform": "five-point alignment + tanh-warp (LaPa test transform)", "size": self.size,
+                "warp_factor": self.warp_factor}
+
+    def fingerprint_bytes(self, order) -> bytes:
+        order = np.asarray(order, dtype=np.int64)
+        head = np.array([self.size, self.warp_factor], dtype="<f8").tobytes()
+        return head + np.round(self.matrices[order], 9).astype("<f8").tobytes()
+
+    def warp_image(self, i: int, image: np.ndarray) -> np.ndarray:
+        """Image ``i`` (H, W[, C]) uint8 in the S x S warped frame (bilinear, 0 outside, rounded to uint8)."""
+        out = remap_bilinear(image, sampling_map(self.matrices[i], self.size, self.warp_factor))
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+    def _back_map(self, i: int, frame_shape, image_shape) -> np.ndarray:
+        """(H, W, 2) xy in a prediction of ``frame_shape`` (the S x S frame resized to S_h x S_w, pixel centres
+        scaled) read by each pixel of image ``i``."""
+        xy = inverse_sampling_map(self.matrices[i], self.size, image_shape, self.warp_factor)
+        h, w = frame_shape[:2]
+        xy[..., 0] = (xy[..., 0] + 0.5) * w / self.size - 0.5
+        xy[..., 1] = (xy[..., 1] + 0.5) * h / self.size - 0.5
+        return xy
+
+    def back_to_image(self, i: int, label_map: np.ndarray, image_shape) -> np.ndarray:
+        """A label map predicted in the warped frame brought back to image ``i``'s ``image_shape`` (H, W) by
+        nearest neighbour, background (0) outside the frame."""
+        return remap_nearest(label_map, self._back_map(i, np.shape(label_map), image_shape), outside=0)
+
+    def back_logits(self, i: int, logits: np.ndarray, image_shape) -> np.ndarray:
+        """(S_h, S_w, C) per-class scores in the warped frame brought back to image ``i`` (H, W, C) bilinearly,
+        0 outside the frame (the authors' inverse warp of the logits before the argmax)."""
+        return remap_bilinear(logits, self._back_map(i, np.shape(logits), image_shape))
+
+
+class WarpedImages:
+    """An image source whose images are brought into a :class:`WarpFrame` on load (picklable; the decoded
+    cache keeps the warped pixels). Its content fingerprint covers the base source and the warp."""
+
+    def __init__(self, images, frame: WarpFrame):
+        if len(images) != len(frame):
+            raise DataError(f"warped images: {len(images)} images but {len(frame)} warp matrices")
+        self.images, self.frame = images, frame
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, i: int) -> np.ndarray:
+        return self.frame.warp_image(i, self.images.load(i))
+
+    def subset(self, indices) -> "WarpedImages":
+        return WarpedImages(self.images.subset(indices), self.frame.subset(indices))
+
+    def describe(self) -> str:
+        return f"{self.images.describe()}, tanh-warped to {self.frame.size} x {self.frame.size}"
+
+    def sample_digests(self):
+        base = getattr(self.images, "sample_digests", None)
+        return base() if callable(base) else None
+
+    def content_fingerprint(self, order=None):
+        from facebench.content import code_digest, combine
+
+        base = getattr(self.images, "content_fingerprint", None)
+        base = base(order) if callable(base) else None
+        if base is None:
+            return None
+        order = np.arange(len(self)) if order is None else np.asarray(order, dtype=np.int64)
+        return combine("tanh_warp", base, self.frame.fingerprint_bytes(order),
+                       code_digest([WarpFrame]))  # the code: this module's source
+
+    def content_stamp(self):
+        base = getattr(self.images, "content_stamp", None)
+        if not callable(base) or base() is None:
+            return None
+        return {"content": self.content_fingerprint()}

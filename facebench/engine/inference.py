@@ -124,6 +124,11 @@ class _Forward:
                    f"(set --batch-size {self.micro} to start there)")
 
 
+def _stored_copy(t: torch.Tensor) -> torch.Tensor:
+    """The copy of an output that the store keeps: float32, except uint8 label maps (parsing heads), kept as uint8."""
+    return t.detach().clone() if t.dtype == torch.uint8 else t.detach().to(torch.float32, copy=True)
+
+
 @dataclass
 class InferenceSettings:
     batch_size: int = 256
@@ -294,7 +299,7 @@ class _Shards:
         self._jobs: list = []
 
     def add(self, ids: np.ndarray, outs: dict[str, torch.Tensor]) -> None:
-        """One batch: its sample ids and its outputs (float32 copies, on the device)."""
+        """One batch: its sample ids and its outputs (``_stored_copy`` copies, on the device)."""
         self._ids.append(ids)
         for name in self.outputs:
             self._outs[name].append(outs[name])
@@ -381,7 +386,7 @@ def _predict_into_shards(adapter: ModelAdapter, subset: Dataset, store: Predicti
                 n = x.shape[0]
                 # copies: outputs of CUDA-graph replays (compile mode reduce-overhead) are overwritten.
                 # Made before anything is added, so an interruption never leaves ids without outputs.
-                copies = {name: out[name].detach().to(torch.float32, copy=True) for name in outputs}
+                copies = {name: _stored_copy(out[name]) for name in outputs}
                 shards.add(subset.ids[position : position + n], copies)
                 position += n
                 bar.update(n)

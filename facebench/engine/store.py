@@ -3,7 +3,8 @@
 Layout under the cache folder::
 
     predictions/<key>/meta.json          what was run (model, preprocessing, dataset, outputs, n)
-    predictions/<key>/predictions.npz    ids + one float32 array per output, in dataset order
+    predictions/<key>/predictions.npz    ids + one float32 array per output, in dataset order (uint8 label
+                                         maps of parsing heads: uint8, and the file deflated)
     predictions/<key>/shards/*.npz       partial results of an unfinished run (resumed on restart):
                                          shard-<index>.npz, or shard-<index>-rank<r>.npz from rank r
                                          of a multi-process run (rank-unique names never collide)
@@ -55,6 +56,12 @@ def digest_file(path: Path, block: int = 1 << 20) -> str:
 def _stat_signature(path: Path) -> tuple:
     st = path.stat()
     return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _has_label_maps(arrays: dict[str, np.ndarray]) -> bool:
+    """Whether an entry holds uint8 label maps (parsing heads, (N, S_h, S_w)): those are stored deflated
+    (a 512 x 512 map is 256 KiB raw and a few KiB deflated); float outputs stay uncompressed (fast to read)."""
+    return any(a.dtype == np.uint8 and a.ndim >= 3 for a in arrays.values())
 
 
 def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
@@ -171,7 +178,7 @@ class PredictionStore:
         arrays = {"ids": np.asarray(predictions.ids).astype(str)}
         arrays.update({f"out__{k}": v for k, v in predictions.outputs.items()})
         directory = self.entry_dir(key)
-        data = _npz_bytes(arrays)
+        data = _npz_bytes(arrays, compress=_has_label_maps(arrays))
         atomic_write_bytes(directory / "predictions.npz", data)
         meta = {**meta, "outputs": sorted(predictions.outputs), "n": int(len(predictions.ids)),
                 "checksum": digest_bytes(data), "bytes": len(data)}
@@ -188,7 +195,7 @@ class PredictionStore:
         arrays.update({f"out__{k}": v for k, v in outputs.items()})
         arrays[SHARD_CHECKSUM] = np.array(_arrays_digest(arrays))
         name = f"shard-{index:06d}.npz" if rank is None else f"shard-{index:06d}-rank{rank:05d}.npz"
-        atomic_write_bytes(self.entry_dir(key) / "shards" / name, _npz_bytes(arrays))
+        atomic_write_bytes(self.entry_dir(key) / "shards" / name, _npz_bytes(arrays, compress=_has_label_maps(arrays)))
 
     def read_shards(self, key: str, outputs: list[str]) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]], int]:
         """Shards of an interrupted run that hold every requested output: (ids, outputs, next index).

@@ -4,7 +4,9 @@
 ``{head_name: logits (B, n_classes)}`` for every requested head, plus ``"features": (B, D)`` when
 asked and available. A head of kind ``"landmarks"`` returns points instead: (B, K, 2) float (x, y) in
 the engine's input frame (the whole image resized to ``input_spec.size``, 0-based pixel centres), its
-``labels`` the K point names and its ``scheme`` the landmark scheme they follow. Each head declares its label space as canonical class names in the model's
+``labels`` the K point names and its ``scheme`` the landmark scheme they follow. A head of kind
+``"parsing"`` returns a (B, S_h, S_w) uint8 label map per image in that frame (``size`` = (S_h, S_w)),
+class ids in the order of its ``labels``; the engine stores it as uint8. Each head declares its label space as canonical class names in the model's
 own order; the protocol layer maps them onto a dataset's classes by name.
 """
 
@@ -23,23 +25,35 @@ from facebench.fingerprint import hash_bytes, hash_object
 
 @dataclass(frozen=True)
 class Head:
-    """An output head: ``kind`` is 'classification' (logits over ``labels``) or 'landmarks' ((B, K, 2)
+    """An output head: ``kind`` is 'classification' (logits over ``labels``), 'landmarks' ((B, K, 2)
     points named by ``labels``, in the landmark scheme ``scheme``, a key of
-    ``facebench.data.landmark_schemes.SCHEMES`` or the model's own scheme name)."""
+    ``facebench.data.landmark_schemes.SCHEMES`` or the model's own scheme name) or 'parsing' ((B, S_h, S_w)
+    uint8 label maps, ``size`` = (S_h, S_w), class ids indexing ``labels``)."""
 
     name: str
     labels: tuple[str, ...]
     kind: str = "classification"
     scheme: str | None = None
+    size: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        if (self.kind == "parsing") != (self.size is not None):
+            raise ModelError(f"head {self.name!r}: a parsing head needs its label-map size (S_h, S_w), and only a "
+                             f"parsing head has one (kind {self.kind!r}, size {self.size!r})")
 
     def to_dict(self) -> dict:
         out = {"name": self.name, "labels": list(self.labels), "kind": self.kind}
         if self.scheme is not None:  # absent otherwise: the fingerprints of other heads stay as they were
             out["scheme"] = self.scheme
+        if self.size is not None:
+            out["size"] = [int(v) for v in self.size]
         return out
 
     def output_shape(self, n: int) -> tuple[int, ...]:
-        """The shape ``predict`` returns for ``n`` samples: (n, K, 2) for landmarks, else (n, classes)."""
+        """The shape ``predict`` returns for ``n`` samples: (n, K, 2) for landmarks, (n, S_h, S_w) for parsing,
+        else (n, classes)."""
+        if self.kind == "parsing":
+            return (n, int(self.size[0]), int(self.size[1]))
         return (n, len(self.labels), 2) if self.kind == "landmarks" else (n, len(self.labels))
 
 
@@ -58,6 +72,9 @@ class ModelAdapter:
     # per-sample values the forward returns beside any head and the engine stores with it
     # (landmark models: "face_detected" (B,) 1/0 and "face_box" (B, 4) in the input frame)
     head_outputs: ClassVar[tuple[str, ...]] = ()
+    # whether ``forward`` gives gradients with respect to its input batch (white-box attacks need them);
+    # False for models run outside PyTorch autograd (onnxruntime, dlib) or that only replay stored outputs
+    differentiable: ClassVar[bool] = True
 
     def __init__(self, **settings: Any):
         self.settings = settings
@@ -144,7 +161,7 @@ class ModelAdapter:
             expected = self.heads[h].output_shape(n)
             if t is None or tuple(t.shape) != expected:
                 got = None if t is None else tuple(t.shape)
-                what = "points" if self.heads[h].kind == "landmarks" else "classes"
+                what = {"landmarks": "points", "parsing": "classes of a label map"}.get(self.heads[h].kind, "classes")
                 raise ModelError(
                     f"Model {self.name!r} head {h!r} returned shape {got}; it declares {len(self.heads[h].labels)} "
                     f"{what} {self.heads[h].labels}, so the expected shape is {expected}."

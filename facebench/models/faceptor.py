@@ -41,6 +41,13 @@ normalised points, minus 0.5, gives (B, K, 2) points in the input frame's 0-base
 rectangle, AFLW-19's square) or the ground truth's (``crop: landmarks``), not the authors' 300-W/WFLW
 boxes (their CSV's centre +- 100 scale), so paper comparisons need that caveat. The group-0 heads
 (expression, age, attributes, features) are not offered with ``input=dense``.
+
+Parsing through the engine (``input=dense`` too): heads ``parsing_celebam`` / ``parsing_lapa`` of kind
+"parsing" give (B, S, S) uint8 label maps in the input frame (``frame_label_map``); the face_parsing
+protocol maps them to each ground truth's size by nearest neighbour, or, for LaPa read with
+``align: tanh_warp``, back through the inverse of the warp. Differences from ``adapter.parsing`` (which
+resizes the logits bilinearly to each image's own size before the argmax): the argmax is taken in the S x S
+frame and the label map is then resized by nearest neighbour.
 """
 
 from __future__ import annotations
@@ -323,6 +330,19 @@ def frame_landmarks(norm: torch.Tensor, size: int, scale_mu: float) -> torch.Ten
     return torch.from_numpy(np.stack(pts) if pts else np.zeros((0, norm.shape[1], 2))).float()
 
 
+def frame_label_map(logits: torch.Tensor, out_size: tuple[int, int], size: int) -> torch.Tensor:
+    """(B, Q, h, w) parsing logits -> (B, S, S) uint8 class ids in the S x S input frame: ``ParsingOutput``
+    (bilinear to ``out_size``), bilinear to S when ``out_size`` differs, argmax over the classes."""
+    import torch.nn.functional as F
+
+    from facebench.models.faceptor_net import parsing_output
+
+    x = parsing_output(logits, out_size).permute(0, 3, 1, 2)
+    if tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x.argmax(dim=1).to(torch.uint8)
+
+
 def zoom_frame(batch: torch.Tensor, size: int, scale_mu: float) -> torch.Tensor:
     """Faceptor's ``scale_mu`` zoom of FaRL-normalised (B, 3, S, S) frames about their centre: un-normalised
     to [0, 1], warped with ``crop_matrix((0, 0, S, S), S, scale_mu)`` (bilinear, black outside, as the
@@ -401,8 +421,9 @@ class FaceptorAdapter(ModelAdapter):
         self.feature_dim = self.module.cfg.recog_out
 
     def _dense_heads(self, checkpoint) -> None:
-        """``input=dense``: the group-1 frame and one landmark head per align task of the checkpoint."""
-        from facebench.models.faceptor_dense import FARL_MEAN, FARL_STD
+        """``input=dense``: the group-1 frame, one landmark head per align task and one parsing head per
+        parsing task of the checkpoint."""
+        from facebench.models.faceptor_dense import FARL_MEAN, FARL_STD, PARSING_LABELS
 
         size = self.module.cfg.dense_input_size
         self.preprocessing = DENSE_PREPROCESSING
@@ -415,9 +436,13 @@ class FaceptorAdapter(ModelAdapter):
                 self._tasks[f"landmarks_{name}"] = (task, "landmarks")
                 self.heads[f"landmarks_{name}"] = Head(f"landmarks_{name}", get_scheme(scheme).point_names,
                                                        "landmarks", scheme)
+        for name, labels in PARSING_LABELS.items():
+            if f"parsing_{name}" in self.module.cfg.tasks:
+                self._tasks[f"parsing_{name}"] = (f"parsing_{name}", "parsing")
+                self.heads[f"parsing_{name}"] = Head(f"parsing_{name}", labels, "parsing", size=(size, size))
         if not self.heads:
-            raise ModelError(f"faceptor checkpoint {checkpoint} has no landmark (align_*) task, so input=dense "
-                             f"has no head; use the default input=face. {CHECKPOINT_HINT}")
+            raise ModelError(f"faceptor checkpoint {checkpoint} has no landmark (align_*) or parsing task, so "
+                             f"input=dense has no head; use the default input=face. {CHECKPOINT_HINT}")
         self.default_head = "landmarks_300w" if "landmarks_300w" in self.heads else next(iter(self.heads))
         self.feature_dim = None
 
@@ -441,11 +466,13 @@ class FaceptorAdapter(ModelAdapter):
         return predict_landmarks(self.module, images, boxes, dataset, self.module.cfg.dense_input_size,
                                  scale_mu, batch_size)
 
-    def parsing(self, images, dataset: str = "celebam"):
-        """Parsing label maps (H, W) at each image's original size (CelebAMask-HQ whole-image frame)."""
+    def parsing(self, images, dataset: str = "celebam", frame=None):
+        """Parsing label maps (H, W) at each image's original size: the whole-image frame (CelebAMask-HQ), or
+        with ``frame`` (a ``facebench.data.tanh_warp.WarpFrame``, e.g. ``lapa`` read with ``align: tanh_warp``:
+        ``dataset.parsing.frame``) LaPa's test transform, predictions brought back by its inverse."""
         from facebench.models.faceptor_dense import predict_parsing
 
-        return predict_parsing(self.module, images, dataset, self.module.cfg.dense_input_size)
+        return predict_parsing(self.module, images, dataset, self.module.cfg.dense_input_size, frame)
 
     def _add(self, name: str, task: str, decode: str, labels: tuple[str, ...], kind: str) -> None:
         self._tasks[name] = (task, decode)
@@ -467,17 +494,27 @@ class FaceptorAdapter(ModelAdapter):
         return out
 
     def _forward_dense(self, batch, heads, features):
-        """Landmark heads on the group-1 frame: (B, K, 2) points in the input frame (see the module docstring)."""
+        """Dense heads on the group-1 frame: landmarks (B, K, 2) points in the input frame (see the module
+        docstring); parsing (B, S, S) uint8 label maps in the input frame: ``ParsingOutput`` (the logits resized
+        bilinearly to the parsing output size), resized bilinearly to S when that differs, argmax."""
         from facebench.models.faceptor_net import align_output
 
         if features:
-            raise ConfigError("faceptor with input=dense gives landmarks only (no features); use input=face.")
+            raise ConfigError("faceptor with input=dense gives landmarks and parsing only (no features); use "
+                              "input=face.")
         size = self.module.cfg.dense_input_size
+        parsing = [h for h in heads if self._tasks[h][1] == "parsing"]
+        if parsing and self.scale_mu != 1.0:
+            raise ConfigError(f"faceptor: scale_mu={self.scale_mu} zooms the landmark heads' frame; the parsing heads "
+                              f"({', '.join(parsing)}) need scale_mu=1 (run them in a task of their own).")
         x = batch if self.scale_mu == 1.0 else zoom_frame(batch, size, self.scale_mu)
         tasks = tuple(dict.fromkeys(self._tasks[h][0] for h in heads))
         raw = self.module(x, tasks=tasks)
         out = {}
         for h in heads:
+            if self._tasks[h][1] == "parsing":
+                out[h] = frame_label_map(raw[self._tasks[h][0]].float(), self.module.cfg.parsing_out_size, size)
+                continue
             norm = align_output(raw[self._tasks[h][0]].float(), self.module.cfg.softargmax_clamp)["landmark"]
             out[h] = frame_landmarks(norm, size, self.scale_mu).to(batch.device)
         return out

@@ -69,7 +69,7 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, size: int) -> torch.Tenso
     src_y = inv[1, 0] * u + inv[1, 1] * v + inv[1, 2]
     # grid_sample with align_corners=False: -1 and +1 are the image's outer edges (continuous 0 and W)
     norm = np.stack([2 * src_x / w - 1, 2 * src_y / h - 1], axis=-1)
-    src = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    src = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
     out = F.grid_sample(src, torch.from_numpy(norm).float().unsqueeze(0), mode="bilinear",
                         padding_mode="zeros", align_corners=False)
     return out[0]
@@ -78,7 +78,7 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, size: int) -> torch.Tenso
 def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, S, S) float32 in [0, 1], bilinear, ``align_corners=False``, no antialias
     (``cv2.resize`` INTER_LINEAR)."""
-    src = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    src = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
     return F.interpolate(src, size=(size, size), mode="bilinear", align_corners=False)[0]
 
 
@@ -140,19 +140,30 @@ def predict_landmarks(net, images: Sequence[np.ndarray], boxes: Sequence[Sequenc
 
 
 @torch.no_grad()
-def predict_parsing(net, images: Sequence[np.ndarray], dataset: str = "celebam", size: int = 512) -> list[np.ndarray]:
-    """Label maps (H, W) int64 at each image's original resolution (whole-image frame, see module doc):
-    logits (4S/16 grid) -> ``ParsingOutput`` (512 x 512) -> original H x W -> argmax."""
+def predict_parsing(net, images: Sequence[np.ndarray], dataset: str = "celebam", size: int = 512,
+                    frame=None) -> list[np.ndarray]:
+    """Label maps (H, W) int64 at each image's original resolution. Whole-image frame (``frame`` None, see
+    module doc): logits (4S/16 grid) -> ``ParsingOutput`` (512 x 512) -> original H x W -> argmax. With a warp
+    ``frame`` (``facebench.data.tanh_warp.WarpFrame``, one matrix per image: LaPa's test transform): each image
+    warped into the frame, resized to S, logits -> ``ParsingOutput`` -> the frame's size -> back to the image
+    by the inverse warp (bilinear, 0 outside) -> argmax."""
     from facebench.models.faceptor_net import parsing_output
 
     task = _check_head("parsing", dataset, PARSING_LABELS, net.cfg.tasks)
+    if frame is not None and len(frame) != len(images):
+        raise ModelError(f"faceptor parsing: {len(images)} images but a warp frame of {len(frame)}.")
     device = next(net.parameters()).device
     maps = []
-    for image in images:
+    for i, image in enumerate(images):
         image = _as_rgb(image)
-        x = farl_normalise(resize_image(image, size).unsqueeze(0).to(device))
+        seen = image if frame is None else frame.warp_image(i, image)
+        x = farl_normalise(resize_image(seen, size).unsqueeze(0).to(device))
         logits = net(x, tasks=(task,))[task].float()
         logits = parsing_output(logits, net.cfg.parsing_out_size).permute(0, 3, 1, 2)  # ParsingOutput frame
-        logits = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
-        maps.append(logits[0].argmax(dim=0).cpu().numpy())
+        logits = F.interpolate(logits, size=seen.shape[:2], mode="bilinear", align_corners=False)
+        if frame is None:
+            maps.append(logits[0].argmax(dim=0).cpu().numpy())
+        else:
+            back = frame.back_logits(i, logits[0].permute(1, 2, 0).double().cpu().numpy(), image.shape[:2])
+            maps.append(back.argmax(axis=2))
     return maps

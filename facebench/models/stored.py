@@ -17,12 +17,14 @@ class StoredModel(ModelAdapter):
     """Predictions of an earlier run, read from the store (no model is loaded)"""
 
     store_only = True
+    differentiable = False  # stored outputs: nothing to differentiate
 
     def __init__(self, description: dict):
         try:
             super().__init__(**dict(description.get("settings") or {}))
             self.name = str(description["name"])
-            self.heads = {k: Head(h["name"], tuple(h["labels"]), h.get("kind", "classification"))
+            self.heads = {k: Head(h["name"], tuple(h["labels"]), h.get("kind", "classification"), h.get("scheme"),
+                                  None if h.get("size") is None else tuple(int(v) for v in h["size"]))
                           for k, h in description["heads"].items()}
             self.default_head = description["default_head"]
             spec = dict(description["input_spec"])
@@ -31,7 +33,7 @@ class StoredModel(ModelAdapter):
             self.input_spec = InputSpec(**spec)
             self.feature_dim = description.get("feature_dim")
             self._fingerprint = str(description["fingerprint"])
-        except (KeyError, TypeError, ValueError, ConfigError) as err:
+        except (KeyError, TypeError, ValueError, ConfigError, ModelError) as err:
             raise ModelError(f"the run's model description is incomplete ({type(err).__name__}: {err}); "
                              f"it must come from a results.json written by `facebench run`.") from None
         self.adapter_name = description.get("adapter", "")

@@ -104,6 +104,26 @@ def screen(planned: list[PlannedTask], on_bad_image: str, log: Callable[[str], N
     return screen_splits(splits, on_bad_image, log)
 
 
+def head_of_kind(adapter, kind: str | None, dataset: str) -> str | None:
+    """The head a protocol that reads heads of ``kind`` uses when its task names none: the model's default head
+    when it is of that kind, else the one of that kind whose task name the dataset's name contains (Faceptor's
+    ``parsing_lapa`` for ``lapa``, ``parsing_celebam`` for ``celebamask-hq``), else the first of that kind; None
+    (the default head) when the protocol names no kind or the model has no head of it."""
+    if kind is None:
+        return None
+    heads = getattr(adapter, "heads", {}) or {}
+    default = heads.get(getattr(adapter, "default_head", None))
+    if default is not None and default.kind == kind:
+        return None
+    of_kind = [name for name, head in heads.items() if head.kind == kind]
+    dataset = str(dataset).lower().replace("-", "").replace("_", "")
+    for name in of_kind:
+        task = name.split("_", 1)[-1].lower().replace("-", "")
+        if task and task in dataset:
+            return name
+    return of_kind[0] if of_kind else None
+
+
 def resolve_heads(planned: list[PlannedTask], adapter, suite_name: str, model: str,
                   log: Callable[[str], None]) -> None:
     """Each runnable task's head on the built model (None for a features-only protocol). A task whose head
@@ -112,10 +132,12 @@ def resolve_heads(planned: list[PlannedTask], adapter, suite_name: str, model: s
     for item in planned:
         if item.status != "ok":
             continue
-        if not item.protocol.requirements(item.task).head:
+        needs = item.protocol.requirements(item.task)
+        if not needs.head:
             item.head = None  # features only (e.g. verification embeddings)
             continue
-        wanted = getattr(item.protocol.params, "head", None)
+        wanted = getattr(item.protocol.params, "head", None) or head_of_kind(adapter, needs.head_kind,
+                                                                              item.task.dataset)
         try:
             item.head = adapter.resolve_heads([wanted] if wanted else None)[0]
         except ConfigError as err:  # a suite may hold tasks for several kinds of model

@@ -6,7 +6,8 @@ Conventions (``shared/spec/protocols.md`` §8.1; ``facebench.metrics.parsing``):
   input frame (the whole image resized to ``InputSpec.size``), class ids in the head's label order. The
   protocol maps each map to its ground truth's size by nearest neighbour on pixel centres (output row r reads
   row floor((r + 0.5) S_h / H), the ``nearest-exact`` rule; likewise columns), so a fixed-shape store holds
-  every image. An adapter whose parsing output is already at each image's own size (Faceptor's
+  every image. For a split read through LaPa's test transform (``align: tanh_warp``) the input frame is the
+  warped face instead, and each map comes back to its image through the inverse warp (``WarpFrame``). An adapter whose parsing output is already at each image's own size (Faceptor's
   ``adapter.parsing``) is stored with ``to_input_frame`` (the same rule the other way); when S equals the
   label maps' size (CelebAMask-HQ: 512) both steps are the identity. Results record the frame.
 * **Classes.** The head's labels are mapped onto the dataset's classes by name (identity when equal;
@@ -35,6 +36,10 @@ from facebench.records import Requirements
 
 FRAME = ("(N, S_h, S_w) label map in the engine's input frame (whole image resized to the input size), "
          "nearest neighbour on pixel centres to each ground-truth label map's size")
+
+
+WARP_BACK = ("the label map in the warped frame (resized to the input size) brought back to each image by the "
+             "inverse warp, nearest neighbour, background outside the frame")
 
 
 def nearest_indices(n_out: int, n_in: int) -> np.ndarray:
@@ -88,7 +93,7 @@ class FaceParsingProtocol(Protocol):
     RANGES = {"worst_cases": (0, 100)}
 
     def requirements(self, task=None) -> Requirements:
-        return Requirements(head=True, head_name=self.params.head, labels=False)
+        return Requirements(head=True, head_name=self.params.head, head_kind="parsing", labels=False)
 
     def evaluate(self, ctx: EvalContext) -> TaskResult:
         ds = ctx.dataset
@@ -99,7 +104,8 @@ class FaceParsingProtocol(Protocol):
         maps = self._maps(ctx)  # the shape first: a classifier's head is told it is not a parsing head
         lut, mapping = self._lut(ctx, lab.classes)
         scored = self._score(ctx, maps, lab, lut)
-        conv = {"prediction_frame": FRAME, "class_mapping": mapping, "background": lab.classes[0],
+        conv = {"prediction_frame": FRAME if lab.frame is None else {**lab.frame.describe(), "back": WARP_BACK},
+                "class_mapping": mapping, "background": lab.classes[0],
                 "confusion": "one histogram over every scored pixel of the split",
                 "ignore_index": lab.ignore_index, **_bootstrap_conv(ctx)}
         total = scored.per_image.sum(axis=0)
@@ -152,7 +158,8 @@ class FaceParsingProtocol(Protocol):
         per_image = np.zeros((len(maps), c, c), dtype=np.int64)
         for i in range(len(maps)):
             true = lab.read(i)
-            pred = resize_nearest(maps[i], true.shape).astype(np.int64)
+            pred = (resize_nearest(maps[i], true.shape) if lab.frame is None else
+                    lab.frame.back_to_image(i, maps[i], true.shape)).astype(np.int64)
             if pred.size and (pred.min() < 0 or pred.max() >= len(lut)):
                 raise MetricInputError(f"face_parsing: image {ctx.dataset.ids[i]} has predicted ids outside the "
                                        f"head's {len(lut)} classes (max {int(pred.max())})")

@@ -109,7 +109,7 @@ class LandmarksProtocol(Protocol):
 
     def requirements(self, task=None) -> Requirements:
         named = tuple(self.params.attributes or ())  # the grouping attributes named (checked by validate)
-        return Requirements(head=True, head_name=self.params.head, labels=False, attributes=bool(named),
+        return Requirements(head=True, head_name=self.params.head, head_kind="landmarks", labels=False, attributes=bool(named),
                             attribute_names=named)
 
     # -- evaluation ------------------------------------------------------------------------------------------
