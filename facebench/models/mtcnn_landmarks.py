@@ -51,6 +51,7 @@ class MTCNNLandmarkAdapter(ModelAdapter):
     name = "mtcnn-5"
     default_head = "landmarks"
     head_outputs = ("face_detected", "face_box")
+    differentiable = False  # the cascade runs per image on uint8 canvases (dlib_face.canvas_uint8)
     preprocessing = Preprocessing(
         source=f"facenet-pytorch {FACENET_PYTORCH_VERSION}: MTCNN.detect(image, landmarks=True) "
                f"(models/utils/detect_face.py), largest box",

