@@ -50,18 +50,20 @@ def require_differentiable(adapter, attack_name: str) -> None:
     if getattr(adapter, "differentiable", True):
         return
     name = getattr(adapter, "name", type(adapter).__name__)
-    raise ConfigError(f"the white-box attack {attack_name!r} needs input gradients, but model {name!r} is not "
+    raise ConfigError(f"{attack_name} needs input gradients (a white-box attack), but model {name!r} is not "
                       f"differentiable (it runs outside PyTorch autograd: onnxruntime, dlib or stored outputs). "
                       f"Pick a differentiable model, or run a transfer attack: fit the perturbation on a "
                       f"differentiable surrogate model and evaluate it on {name!r}.")
 
 
-def adapter_function(adapter, head: str | None = None, features: bool = False) -> Callable:
+def adapter_function(adapter, head: str | None = None, features: bool = False,
+                     attack_name: str = "an attack on gradients") -> Callable:
     """``x01 -> output`` of a ModelAdapter with gradients: ``x01`` (B, C, H, W) in [0, 1] is the engine's
     uint8 batch divided by 255 (the adapter's size, channels and colour order), normalised with the
     adapter's input spec ((x01 * 255 / d - mean) / std), then ``adapter.forward`` (not ``predict``, which
-    runs under inference mode). Returns the head's logits, or the features when ``features``."""
-    require_differentiable(adapter, "white-box")
+    runs under inference mode). Returns the head's logits, or the features when ``features``;
+    ``attack_name`` goes into the refusal of a model that is not differentiable."""
+    require_differentiable(adapter, attack_name)
     adapter.eval()
     heads = () if features else adapter.resolve_heads(None if head is None else [head])
     spec = adapter.input_spec
