@@ -195,6 +195,10 @@ def test_refusals_say_what_is_wrong(models, fit_set):
         uap.predict_labels(models[0], fit_set * 2)
     with pytest.raises(ConfigError, match="minibatch"):
         uap.sga_uap(uap.clean_label_objective(models[0], fit_set), fit_set, minibatch=0)
+    with pytest.raises(ConfigError, match="max_iterations"):
+        uap.deepfool_uap(models[0], fit_set, max_iterations=0)
+    with pytest.raises(ConfigError, match="delta"):
+        uap.deepfool_uap(models[0], fit_set, delta=1.0)
     with pytest.raises(ConfigError, match="loss"):
         uap.clean_label_objective(models[0], fit_set, loss="mse")
 

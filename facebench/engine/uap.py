@@ -210,8 +210,8 @@ def deepfool_uap(logits_fn: Callable, X: torch.Tensor, *, xi: float | None = Non
     cfg = {"xi": default_xi(p, X.shape[1:]) if xi is None else float(xi), "p": _norm_name(p), "delta": delta,
            "max_passes": max_passes, "overshoot": overshoot, "max_iter_df": max_iter_df,
            "num_classes": num_classes, "reference_projection": bool(reference_projection)}
-    _check_counts(max_passes=max_passes, max_iter_df=max_iter_df, num_classes=num_classes)
-    if not 0 <= delta < 1 or not cfg["xi"] > 0:
+    _check_counts(max_iterations, max_passes=max_passes, max_iter_df=max_iter_df, num_classes=num_classes)
+    if not isinstance(delta, (int, float)) or not 0 <= delta < 1 or not cfg["xi"] > 0:
         raise ConfigError(f"delta must be in [0, 1) (target fooling rate 1 - delta) and xi > 0; got {delta!r}, {xi!r}.")
     gen, clean = cpu_generator(seed), predict_labels(logits_fn, X, None, batch_size)
     state = dict(cfg, clean=clean)
@@ -237,7 +237,10 @@ def _record(history: list, entry: dict, progress: Callable | None) -> None:
         progress(entry)
 
 
-def _check_counts(**counts) -> None:
+def _check_counts(max_iterations=None, **counts) -> None:
+    """Each of ``counts`` an integer >= 1; ``max_iterations`` None (no cap) or an integer >= 1."""
+    if max_iterations is not None:
+        counts["max_iterations"] = max_iterations
     for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be an integer >= 1, got {value!r}.")
@@ -320,8 +323,8 @@ def sga_uap(objective: IndexedObjective, X: torch.Tensor, *, eps: float = 10 / 2
     """Stochastic Gradient Aggregation (see the module docstring) of ``objective`` over ``X``, shuffled per
     epoch. History entries: ``epoch``, ``objective`` (mean loss on ``X`` at v), ``updates``, ``norm`` (L-inf)."""
     X = _check_set(X)
-    _check_counts(epochs=epochs, batch_size=batch_size, minibatch=minibatch, inner_iters=inner_iters)
-    if not (eps > 0 and step_decay > 0):
+    _check_counts(max_iterations, epochs=epochs, batch_size=batch_size, minibatch=minibatch, inner_iters=inner_iters)
+    if not (isinstance(eps, (int, float)) and isinstance(step_decay, (int, float)) and eps > 0 and step_decay > 0):
         raise ConfigError(f"eps and step_decay must be positive (step = eps * step_decay), "
                           f"got {eps!r}, {step_decay!r}.")
     cfg = {"eps": float(eps), "step": sga_step_size(eps, step_decay), "minibatch": minibatch, "epochs": epochs,
