@@ -14,7 +14,7 @@ from PIL import Image
 from scipy import ndimage
 
 from facebench.data import corruptions as C
-from facebench.data.corruptions import _common, blur, digital, noise, weather
+from facebench.data.corruptions import _common, digital, noise, weather
 from facebench.errors import ConfigError, DataError
 
 SEED = 1234
@@ -104,6 +104,11 @@ def test_too_small_images_bad_names_and_severities_are_refused():
         C.corrupt(np.zeros((64, 64, 4), np.uint8), "fog", 1, seed=0)
     with pytest.raises(ConfigError, match="table"):
         C.corrupt(IMG64, "fog", 1, seed=0, table="imagenet")
+    for bad_seed in (-1, 1.5, "7"):
+        with pytest.raises(ConfigError, match="seed"):
+            C.corrupt(IMG64, "fog", 1, seed=bad_seed)
+    with pytest.raises(ConfigError, match="base_seed"):
+        C.variant_seed("x", 0, "fog", 1)
 
 
 def test_an_explicit_table_overrides_the_size_rule():
@@ -224,7 +229,7 @@ def test_motion_blur_spreads_one_bright_pixel_along_the_drawn_angle_with_gaussia
     radius, sigma = 10, 2  # Tiny-ImageNet-C severity 3
     angle = np.deg2rad(np.random.default_rng(SEED).uniform(-45, 45))
     out = C.corrupt(img, "motion_blur", 3, SEED).image[..., 0].astype(float)
-    weights = np.exp(-np.arange(21) ** 2 / (2 * sigma ** 2))
+    weights = np.exp(-np.arange(2 * radius + 1) ** 2 / (2 * sigma ** 2))
     weights /= weights.sum()
     expected = np.zeros((64, 64))
     for i, wgt in enumerate(weights):  # out(r, c) reads in(r + round(i sin a), c + round(i cos a))
@@ -264,9 +269,13 @@ def test_brightness_on_black_gives_25_at_severity_1():
     assert (out == 25).all()
 
 
-@pytest.mark.parametrize("name, index, change", [("brightness", 2, lambda h, s, v, c: (h, s, min(v + c, 1.0))),
-                                                 ("saturate", 1, lambda h, s, v, c: (h, min(max(s * c[0] + c[1], 0), 1), v))])
-def test_hsv_corruptions_match_colorsys_pixel_by_pixel(name, index, change):
+HSV_CHANGES = {"brightness": lambda h, s, v, c: (h, s, min(v + c, 1.0)),
+               "saturate": lambda h, s, v, c: (h, min(max(s * c[0] + c[1], 0.0), 1.0), v)}
+
+
+@pytest.mark.parametrize("name", sorted(HSV_CHANGES))
+def test_hsv_corruptions_match_colorsys_pixel_by_pixel(name):
+    change = HSV_CHANGES[name]
     severity = 4
     c = C.severity_constant(name, severity, C.IMAGENET_224)
     out = C.corrupt(IMG224, name, severity, SEED).image

@@ -118,6 +118,12 @@ def _check_severity(severity) -> int:
     return int(severity)
 
 
+def _check_seed(seed, name: str = "seed") -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
+        raise ConfigError(f"{name} must be a non-negative integer, got {seed!r} (see variant_seed)")
+    return int(seed)
+
+
 def severity_constant(name: str, severity: int, table: str):
     """The reference constant of corruption ``name`` at ``severity`` (1-5) in ``table``."""
     if table not in TABLES:
@@ -130,7 +136,7 @@ def variant_seed(base_seed: int, sample_index, name: str, severity: int) -> int:
     cleared) of BLAKE2b-64 over ``f"{base_seed}|{sample_index}|{name}|{severity}"``. ``sample_index`` may be
     an int or a sample id string; the same inputs give the same seed on every machine and Python version."""
     get_corruption(name)
-    key = f"{int(base_seed)}|{sample_index}|{name}|{_check_severity(severity)}".encode("utf-8")
+    key = f"{_check_seed(base_seed, 'base_seed')}|{sample_index}|{name}|{_check_severity(severity)}".encode("utf-8")
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") & ((1 << 63) - 1)
 
 
@@ -164,10 +170,11 @@ def corrupt(image, name: str, severity: int, seed: int, table: str | None = None
     rgb, layout = _as_rgb(image)
     chosen = table_for(rgb.shape) if table is None else table
     constant = severity_constant(name, severity, chosen)
+    seed = _check_seed(seed)
     x = to_float(rgb)
     out = entry.apply(x, constant, np.random.default_rng(seed)) if entry.random else entry.apply(x, constant)
     result = np.uint8(np.clip(np.asarray(out, dtype=np.float64), 0, 255))
-    return CorruptedImage(_back_to_layout(result, layout), name, int(severity), int(seed), chosen)
+    return CorruptedImage(_back_to_layout(result, layout), name, int(severity), seed, chosen)
 
 
 __all__ = ["ALL_CORRUPTIONS", "BENCHMARK_CORRUPTIONS", "CIFAR_32", "CorruptedImage", "Corruption", "FROST_SOURCE",

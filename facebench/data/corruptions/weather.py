@@ -129,7 +129,7 @@ def canny_edges(gray: np.ndarray, low: float, high: float) -> np.ndarray:
         behind = padded[1 - dr:1 - dr + h, 1 - dc:1 - dc + w]
         keep |= (direction == k) & (mag > ahead) & (mag >= behind)
     weak = keep & (mag > low)
-    labels, n = ndimage.label(weak, structure=np.ones((3, 3)))
+    labels, _ = ndimage.label(weak, structure=np.ones((3, 3)))
     strong_labels = np.unique(labels[weak & (mag > high)])
     return np.isin(labels, strong_labels[strong_labels > 0])
 
