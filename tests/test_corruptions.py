@@ -233,7 +233,7 @@ def test_motion_blur_spreads_one_bright_pixel_along_the_drawn_angle_with_gaussia
     weights /= weights.sum()
     expected = np.zeros((64, 64))
     for i, wgt in enumerate(weights):  # out(r, c) reads in(r + round(i sin a), c + round(i cos a))
-        expected[32 - int(np.floor(i * np.sin(angle) + 0.5)), 32 - int(np.floor(i * np.cos(angle) + 0.5))] += wgt
+        expected[32 - round(i * np.sin(angle)), 32 - round(i * np.cos(angle))] += wgt
     assert np.abs(out - np.floor(255 * expected + 0.5)).max() <= 1
 
 
@@ -393,3 +393,12 @@ def test_elastic_affine_solves_the_three_point_problem_and_moves_the_image():
     np.testing.assert_allclose(digital.affine_from_points(src, dst), matrix, atol=1e-5)
     moved = C.corrupt(IMG64, "elastic_transform", 5, SEED).image
     assert not np.array_equal(moved, IMG64) and np.abs(moved.mean() - IMG64.mean()) < 10
+
+
+def test_no_corruption_touches_numpys_global_random_state():
+    np.random.seed(99)
+    before = np.random.get_state()[1].copy()
+    for name in C.ALL_CORRUPTIONS:
+        C.corrupt(IMG64, name, 3, seed=SEED)
+    after = np.random.get_state()
+    assert np.array_equal(before, after[1]) and after[2] == 624

@@ -95,15 +95,16 @@ def next_power_of_two(n: int) -> int:
 def motion_blur_array(img: np.ndarray, radius: float, sigma: float, angle: float) -> np.ndarray:
     """One-sided Gaussian motion blur, written after ImageMagick's MotionBlurImage semantics (the reference
     calls it through Wand): width = 2*ceil(radius)+1 taps, weight_i ~ exp(-i^2 / (2 sigma^2)) (normalised),
-    tap i reads the pixel at (row + round(i sin a), col + round(i cos a)), a in degrees; edge pixels repeat
+    tap i reads the pixel at (row + ceil(i sin a - 0.5), col + ceil(i cos a - 0.5)), a in degrees (ImageMagick's
+    rounding); edge pixels repeat
     beyond the border. ``img`` is (H, W) or (H, W, C) in any range; float64 out, not rounded."""
     width = int(2 * np.ceil(radius) + 1)
     taps = np.arange(width, dtype=np.float64)
     weights = np.exp(-taps ** 2 / (2.0 * sigma ** 2))
     weights /= weights.sum()
     rad = np.deg2rad(angle)
-    rows = np.floor(taps * np.sin(rad) + 0.5).astype(int)
-    cols = np.floor(taps * np.cos(rad) + 0.5).astype(int)
+    rows = np.ceil(taps * np.sin(rad) - 0.5).astype(int)
+    cols = np.ceil(taps * np.cos(rad) - 0.5).astype(int)
     pad = width
     spec = ((pad, pad), (pad, pad)) + ((0, 0),) * (img.ndim - 2)
     padded = np.pad(np.asarray(img, dtype=np.float64), spec, mode="edge")
