@@ -254,7 +254,8 @@ class TaskOutcome:
     ``ok`` (evaluated: ``details`` and ``warnings``), ``failed`` (the protocol raised: ``reason``) or ``skipped``
     (never evaluated: ``reason``; nothing else is recorded). ``head``, ``fingerprints`` and ``n`` (samples
     evaluated) describe what was evaluated; ``extra_splits`` the other splits read (role -> split and ``n``),
-    ``skipped_extra_splits`` optional ones left out (role -> why), ``bad_images`` the unreadable files left out."""
+    ``skipped_extra_splits`` optional ones left out (role -> why), ``bad_images`` the unreadable files left out,
+    ``detection`` the split's declared face detector and its counts (``facebench.pipeline.detect``)."""
 
     task: dict
     status: str
@@ -265,6 +266,7 @@ class TaskOutcome:
     extra_splits: dict | None = field(default=None, hash=False)
     skipped_extra_splits: dict | None = field(default=None, hash=False)
     bad_images: dict | None = field(default=None, hash=False)
+    detection: dict | None = field(default=None, hash=False)
     details: dict = field(default_factory=dict, hash=False)
     warnings: tuple = ()
 
@@ -277,7 +279,7 @@ class TaskOutcome:
             return {**row, "reason": self.reason}
         row.update(head=self.head, fingerprints=self.fingerprints, n=self.n)
         optional = {"extra_splits": self.extra_splits, "skipped_extra_splits": self.skipped_extra_splits,
-                    "bad_images": self.bad_images}
+                    "bad_images": self.bad_images, "detection": self.detection}
         row.update({k: v for k, v in optional.items() if v})
         if self.status == "failed":
             return {**row, "reason": self.reason}

@@ -270,12 +270,18 @@ def load_suite(path: str | Path, overrides: dict | None = None) -> Suite:
 
 def make_loader(task: Task, data_root: str | None):
     """Instantiate the task's dataset loader; unknown dataset_args get a did-you-mean. ``transform``
-    (any dataset) wraps it in ``facebench.data.transforms.TransformedLoader``."""
+    (any dataset) wraps it in ``facebench.data.transforms.TransformedLoader``; ``detector`` (any dataset of
+    image files) is checked here and run by the execute step (``facebench.pipeline.detect``)."""
     from facebench.registry import DATASETS
 
     loader_cls = DATASETS.get(task.dataset)
     args = dict(task.dataset_args)
     transform = args.pop("transform", None)  # any dataset: see facebench.data.transforms
+    detector = args.pop("detector", None)  # any dataset of image files: see facebench.pipeline.detect
+    if detector is not None:
+        from facebench.pipeline.detect import check_detector_model, parse_detector
+
+        check_detector_model(parse_detector(detector))
     _check_kwargs(loader_cls, args, f"dataset {task.dataset!r} (dataset_args)")
     loader = loader_cls(path=task.path, data_root=data_root, **args)
     if transform is not None:

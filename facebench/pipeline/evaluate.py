@@ -78,7 +78,8 @@ def _evaluate_task(item: PlannedTask, work: dict[str, SplitWork], adapter, model
     fps = _fingerprints(item, own, extras, adapter)
     described = dict(task=item.task.to_dict(), head=item.head, fingerprints=fps, n=len(own.dataset),
                      extra_splits=_extra_splits(item, work) or None,
-                     skipped_extra_splits=dict(item.skipped_refs) or None, bad_images=own.bad_images)
+                     skipped_extra_splits=dict(item.skipped_refs) or None, bad_images=own.bad_images,
+                     detection=own.detection)
     reuse = reuse if reuse is not None and reusable(item.protocol) else None
     key = evaluation_key(item.protocol, ctx) if reuse is not None else None
     result = reuse.get(key) if reuse is not None else None

@@ -30,6 +30,8 @@ def execute(work: dict[str, SplitWork], adapter, store, settings: InferenceSetti
         if not unit.predictions:
             continue
         t0 = time.perf_counter()
+        if "detector" in unit.ref.dataset_args:
+            unit.dataset, unit.detection = _detect(unit, store, settings, log)
 
         def predict(dataset, unit=unit):
             return run_inference(adapter, dataset, store, heads=tuple(sorted(unit.heads)), features=unit.features,
@@ -44,3 +46,17 @@ def execute(work: dict[str, SplitWork], adapter, store, settings: InferenceSetti
         if unit.report.reused:
             log(f"{unit.dataset.name}/{unit.dataset.split}: reused stored predictions ({unit.report.key})")
         unit.load_s = time.perf_counter() - t0
+
+
+def _detect(unit: SplitWork, store, settings: InferenceSettings, log: Callable[[str], None]):
+    """The split cropped to the faces its declared detector finds (the detector's outputs through the store)."""
+    from facebench.pipeline.detect import detected_split, parse_detector
+
+    def predict(detector, dataset):
+        preds, report = run_inference(detector, dataset, store, heads=(detector.default_head,), features=False,
+                                      settings=settings)
+        if report.reused:
+            log(f"{dataset.name}/{dataset.split}: reused the stored detections of {detector.name} ({report.key})")
+        return preds
+
+    return detected_split(unit.dataset, parse_detector(unit.ref.dataset_args["detector"]), predict, log)

@@ -44,7 +44,8 @@ class PlannedTask:
 @dataclass
 class SplitWork:
     """One dataset split to load, and to predict when some task reads its predictions (``heads``, ``features``).
-    ``dataset`` / ``bad_images`` come from ``screen``; ``preds`` / ``report`` / ``load_s`` from ``execute``."""
+    ``dataset`` / ``bad_images`` come from ``screen``; ``preds`` / ``report`` / ``load_s`` from ``execute``, and
+    ``detection`` (the declared detector's summary) when the split declares one (``facebench.pipeline.detect``)."""
 
     ref: SplitRef
     dataset: Any = None
@@ -55,6 +56,7 @@ class SplitWork:
     preds: Any = None
     report: Any = None
     load_s: float = 0.0
+    detection: dict | None = None
 
 
 def plan_tasks(suite: Suite, log: Callable[[str], None]) -> list[PlannedTask]:
