@@ -23,8 +23,11 @@ def _add_run_overrides(p: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args) -> dict:
-    """The overrides given on the command line (setting name -> typed value)."""
-    return settings.from_cli(args)
+    """The overrides given on the command line (setting name -> typed value; ``--tasks`` as a list)."""
+    out = settings.from_cli(args)
+    if getattr(args, "tasks", None):
+        out["tasks"] = list(args.tasks)
+    return out
 
 
 def _add_run_folder_flags(p: argparse.ArgumentParser, out: str, cache: str) -> None:
@@ -52,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_folder_flags(run, out="run folder (default reports/<suite>/<model>/)",
                           cache="prediction store (default $FACEBENCH_CACHE or ~/.cache/facebench)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--tasks", action="append", metavar="GLOB", help="run only the tasks whose names match "
+                     "(repeatable, e.g. --tasks 'fer2013*'); the results are marked partial")
 
     rs = sub.add_parser("rescore", help="re-evaluate a finished run from stored predictions (no model is loaded)")
     rs.add_argument("run_dir", help="a run folder written by `facebench run`")

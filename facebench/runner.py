@@ -100,6 +100,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     set_hash_cache_root(cache_dir)  # the content hashes' stat cache lives beside the store (None: default)
     suite = load_suite(suite_path, overrides)
+    suite = plan_step.select_tasks(suite, suite.defaults.get("tasks"))  # --tasks GLOB: the suite cut to those
     d = suite.defaults
     model = _model_name(adapter, model, d)
     model_args = {**(d.get("model_args") or {}), **(model_args or {})}
@@ -112,7 +113,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
     fdist.barrier()  # every rank has checked the out folder before rank 0 may write into it
 
     planned = plan_step.plan_tasks(suite, log)  # 1. plan: everything that can fail cheaply fails first
-    screened = plan_step.screen(planned, d["on_bad_image"], log)
+    screened = plan_step.screen(planned, d["on_bad_image"], log, d["limit"])
     adapter = adapter if adapter is not None else make_model(model, model_args)
     plan_step.resolve_heads(planned, adapter, suite.name, model, log)
     work = plan_step.split_work(planned, screened)

@@ -90,6 +90,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("compile", (bool, str), False, "torch.compile the model's forward (optional mode: reduce-overhead, "
             "max-autotune)", choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
             cli="optional", metavar="MODE"),
+    Setting("limit", (int, type(None)), None, "evaluate a deterministic subset of N samples per split (N pairs "
+            "of a verification split; ranked by a hash of the ids); results are marked partial", low=1, metavar="N"),
+    Setting("tasks", (list, type(None)), None, "run only the tasks whose names match one of these glob patterns "
+            "(`--tasks` of `run`, repeatable); results are marked partial", cli="none"),
     Setting("model", (str, type(None)), None, "registered model name (facebench list models); `facebench run "
             "--model` and the model argument of the API take precedence", cli="none"),
     Setting("model_args", (dict,), {}, "adapter settings of the model (`--model-args key=value,...` and the API's "

@@ -90,7 +90,8 @@ def test_defaults_keep_their_values_and_are_fresh():
     expected = {"batch_size": 256, "device": "auto", "amp": "none", "num_workers": "auto", "seed": 0,
                 "bootstrap": 1000, "confidence": 0.95, "data_root": None, "missing_data": "error",
                 "on_bad_image": "error", "shard_size": 2048, "prefetch": 3, "decode_cache": True,
-                "reuse_evaluations": True, "channels_last": False, "compile": False, "model": None, "model_args": {}}
+                "reuse_evaluations": True, "channels_last": False, "compile": False, "limit": None, "tasks": None,
+                "model": None, "model_args": {}}
     assert settings.defaults() == expected == DEFAULTS
     first = settings.defaults()
     first["model_args"]["x"] = 1
@@ -239,6 +240,7 @@ def test_bad_api_overrides_raise_before_anything_runs(tmp_path, monkeypatch, nam
     (["--channels-last"], {"channels_last": True}),
     (["--compile"], {"compile": True}),
     (["--compile", "max-autotune"], {"compile": "max-autotune"}),
+    (["--limit", "25"], {"limit": 25}),
     ([], {}),
 ])
 def test_from_cli_round_trips_each_flag(argv, expected):

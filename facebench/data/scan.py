@@ -240,13 +240,16 @@ def screen_dataset(dataset, policy: str, log: Callable[[str], None], bad: list[t
     return without(dataset, bad), summary
 
 
-def screen_splits(splits, policy: str, log: Callable[[str], None]) -> dict:
+def screen_splits(splits, policy: str, log: Callable[[str], None], limit: int | None = None) -> dict:
     """Load and screen every split before the model loads: ``splits`` yields (key, loader, split name);
-    returns {key: (the split to use, its ``bad_images`` summary or None)}. Each key is loaded once."""
+    returns {key: (the split to use, its ``bad_images`` summary or None)}. Each key is loaded once, cut to
+    ``limit`` samples (or pairs) first when given (``facebench.data.limit``)."""
+    from facebench.data.limit import limited
+
     out: dict = {}
     for key, loader, split in splits:
         if key not in out:
-            out[key] = screen_dataset(loader.load(split), policy, log)
+            out[key] = screen_dataset(limited(loader.load(split), limit), policy, log)
     return out
 
 

@@ -98,12 +98,30 @@ def _check_other_splits(item: PlannedTask, missing_data: str, log: Callable[[str
             log(f"{item.task.name}: leaving out {role} ({ref.dataset}/{ref.split}): {item.skipped_refs[role]}")
 
 
-def screen(planned: list[PlannedTask], on_bad_image: str, log: Callable[[str], None]) -> dict:
-    """Split key -> (dataset, bad-image summary): every split of every runnable task loaded once and its image
-    files scanned under the ``on_bad_image`` policy, before the model loads."""
+def screen(planned: list[PlannedTask], on_bad_image: str, log: Callable[[str], None], limit: int | None = None) -> dict:
+    """Split key -> (dataset, bad-image summary): every split of every runnable task loaded once (cut to
+    ``limit`` samples or pairs when given) and its image files scanned under the ``on_bad_image`` policy,
+    before the model loads."""
     splits = ((ref.key(), loader, ref.split) for item in planned if item.status == "ok"
               for ref, loader in item.splits())
-    return screen_splits(splits, on_bad_image, log)
+    return screen_splits(splits, on_bad_image, log, limit)
+
+
+def select_tasks(suite, patterns: list | None):
+    """``suite`` with only the tasks whose names match one of the glob ``patterns`` (None: all); a pattern
+    that matches no task is a ConfigError naming the tasks."""
+    if not patterns:
+        return suite
+    import dataclasses
+    import fnmatch
+
+    names = [t.name for t in suite.tasks]
+    unmatched = [p for p in patterns if not fnmatch.filter(names, str(p))]
+    if unmatched:
+        raise ConfigError(f"--tasks {unmatched[0]!r} matches no task of suite {suite.name!r}; its tasks: "
+                          f"{', '.join(names)}.")
+    kept = [t for t in suite.tasks if any(fnmatch.fnmatchcase(t.name, str(p)) for p in patterns)]
+    return dataclasses.replace(suite, tasks=kept)
 
 
 def head_of_kind(adapter, kind: str | None, dataset: str) -> str | None:

@@ -31,10 +31,17 @@ def results_document(suite: Suite, model_description: dict, evaluation: Evaluati
         "suite": {"name": suite.name, "fingerprint": hash_object(suite.to_dict())},
         "model": model_description,
         "settings": {"seed": d["seed"], "bootstrap": d["bootstrap"], "confidence": d["confidence"]},
+        **partial_mark(d),
         "tasks": [outcome.to_dict() for outcome in evaluation.outcomes],
         "records": evaluation.records,
         "manifest": "manifest.json",
     }
+
+
+def partial_mark(defaults: dict) -> dict:
+    """``{"partial": {"limit": N, "tasks": [...]}}`` for a run cut by ``limit`` or ``tasks``, else nothing."""
+    cut = {k: defaults.get(k) for k in ("limit", "tasks") if defaults.get(k)}
+    return {"partial": cut} if cut else {}
 
 
 def manifest_document(suite: Suite, model: str, model_args: dict, evaluation: Evaluation, *, device: str,

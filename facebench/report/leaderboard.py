@@ -62,6 +62,10 @@ def leaderboard_markdown(results: dict) -> str:
     model = results["model"]["name"]
     records = results["records"]
     lines = [f"# {md_escape(results['suite']['name'])} — {md_escape(model)}", ""]
+    partial = results.get("partial")
+    if partial:
+        cut = "; ".join(f"{k} {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in partial.items())
+        lines += [f"**Partial run** ({md_escape(cut)}): not comparable with a full run of the suite.", ""]
     protocols: list[str] = []
     for task in results["tasks"]:
         if task["protocol"] not in protocols:
