@@ -11,6 +11,7 @@ import sys
 import time
 import traceback
 import warnings
+from pathlib import Path
 
 from facebench import __version__, settings
 from facebench.errors import (exit_code_for, EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EXIT_OK, CacheWarning,
@@ -99,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "declared heads (nothing is loaded)")
     _add_run_overrides(val)
 
-    ls = sub.add_parser("list", help="list registered datasets, models or protocols")
-    ls.add_argument("what", choices=["datasets", "models", "protocols"])
+    ls = sub.add_parser("list", help="list registered datasets, models or protocols, or the suites")
+    ls.add_argument("what", choices=["datasets", "models", "protocols", "suites"])
 
     data = sub.add_parser("data", help="report which datasets are found under the data root")
     data.add_argument("action", choices=["check"])
@@ -204,10 +205,48 @@ def cmd_validate(args) -> int:
 def cmd_list(args) -> int:
     from facebench.registry import REGISTRIES
 
+    if args.what == "suites":
+        return _list_suites()
     entries = REGISTRIES[args.what].entries()
     width = max((len(e.name) for e in entries), default=0)
     for e in entries:
         print(f"{e.name:<{width}}  {e.description}")
+    return EXIT_OK
+
+
+def suite_folders() -> list[Path]:
+    """Where suites are looked for: ``./suites`` (local) and the folder bundled beside the package, once each."""
+    import facebench
+
+    folders = [Path.cwd() / "suites", Path(facebench.__file__).resolve().parents[1] / "suites"]
+    seen, out = set(), []
+    for folder in folders:
+        if folder.is_dir() and folder.resolve() not in seen:
+            seen.add(folder.resolve())
+            out.append(folder)
+    return out
+
+
+def _list_suites() -> int:
+    """``list suites``: each suite file's name, task count, description and path (a broken file says why)."""
+    from facebench.errors import FacebenchError
+    from facebench.suite import load_suite
+
+    rows = []
+    for folder in suite_folders():
+        for path in sorted(folder.glob("*.yaml")):
+            try:
+                suite = load_suite(path)
+                n = len(suite.tasks)
+                rows.append((suite.name, f"{n} task{'s' if n != 1 else ''}", suite.description or "", str(path)))
+            except FacebenchError as err:
+                rows.append((path.stem, "invalid", str(err).splitlines()[0], str(path)))
+    if not rows:
+        print("no suites found (looked in ./suites and beside the facebench package)")
+        return EXIT_OK
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    for name, tasks, description, path in rows:
+        print(f"{name:<{widths[0]}}  {tasks:<{widths[1]}}  {description}  ({path})")
     return EXIT_OK
 
 

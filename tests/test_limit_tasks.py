@@ -91,3 +91,20 @@ def test_run_with_limit_and_tasks_is_marked_partial(tmp_path):
     assert sorted(map(str, samples["synth-closed-set/ids"])) == sorted(sorted(full, key=_digest)[:40])
     bad = subprocess.run(cmd[:-2] + ["--limit", "0"], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "'limit' must be an integer >= 1" in bad.stderr
+
+
+def test_list_suites_shows_local_and_bundled(tmp_path):
+    local = tmp_path / "suites"
+    local.mkdir()
+    (local / "mine.yaml").write_text("name: mine\ndescription: my own suite\ntasks:\n"
+                                     "  - {name: a, dataset: synth, split: test, protocol: closed_set}\n")
+    (local / "broken.yaml").write_text("name: broken\ntasks: 3\n")
+    done = subprocess.run([sys.executable, "-m", "facebench", "list", "suites"], capture_output=True, text=True,
+                          cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    mine = next(line for line in lines if line.startswith("mine "))
+    assert "1 task " in mine and "my own suite" in mine and str(local / "mine.yaml") in mine
+    assert any(line.startswith("broken ") and "invalid" in line for line in lines)
+    demo = next(line for line in lines if line.startswith("demo "))  # bundled beside the package
+    assert "7 tasks" in demo and str(REPO / "suites" / "demo.yaml") in demo

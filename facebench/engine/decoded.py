@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from facebench.engine.progress import progress_bar
 
 from facebench.data.dataset import Dataset
 from facebench.data.preprocess import InputSpec, PreparedImages
@@ -302,13 +302,15 @@ class DecodedCache:
                             num_workers=num_workers)
         suffix = f" [rank 0 of {world_size}]" if world_size > 1 else ""
         position = offset
-        with tqdm(total=len(part), disable=not progress, unit="img", leave=False,
-                  desc=f"decoding {part.name}/{part.split} into the uint8 cache{suffix}") as bar:
+        bar = progress_bar(len(part), f"decoding {part.name}/{part.split} into the uint8 cache{suffix}", progress)
+        try:
             for batch in loader:
                 n = batch.shape[0]
                 array[position : position + n] = batch.numpy()
                 position += n
                 bar.update(n)
+        finally:
+            bar.close()
         array.flush()
         del array
 

@@ -19,6 +19,7 @@ from facebench.data.images import ArrayImages
 from facebench.data.preprocess import InputSpec, PreparedImages, normalise_batch
 from facebench.engine import distributed as fdist
 from facebench.engine.decoded import CachedImages, DecodedCache
+from facebench.engine.progress import progress_bar
 from facebench.engine.prefetch import DEFAULT_DEPTH, CachedBatches, LoaderBatches, Prefetcher
 from facebench.engine.device import amp_dtype, normalise_amp, select_device, tune_cpu_allocator
 from facebench.engine.store import PredictionStore, Predictions, cache_unavailable
@@ -457,8 +458,8 @@ def run_inference(adapter: ModelAdapter, dataset: Dataset, store: PredictionStor
             for k, v in outs.items():
                 done_outs[k].append(v)
 
-        bar = tqdm(total=len(dataset), initial=resumed, disable=not settings.progress, unit="img",
-                   desc=f"{adapter.name} on {dataset.name}/{dataset.split}", leave=False)
+        bar = progress_bar(len(dataset), f"{adapter.name} on {dataset.name}/{dataset.split}", settings.progress,
+                           initial=resumed)
         source = _with_decoded_images(dataset, adapter.input_spec, store, settings, ctx,
                                       may_build=len(remaining) == len(dataset))
         _predict_into_shards(adapter, source.subset(remaining), store, key, outputs=outputs, heads=heads,
@@ -605,8 +606,8 @@ def _run_inference_distributed(adapter: ModelAdapter, dataset: Dataset, store: P
                                       may_build=len(remaining) == len(dataset))
     if len(mine):
         # one bar, on rank 0, over rank 0's block (the other ranks' blocks are the same size, +-1)
-        bar = tqdm(total=len(mine), disable=not (settings.progress and ctx.is_main), unit="img", leave=False,
-                   desc=f"{adapter.name} on {dataset.name}/{dataset.split} [rank 0 of {ctx.world_size}]")
+        bar = progress_bar(len(mine), f"{adapter.name} on {dataset.name}/{dataset.split} [rank 0 of {ctx.world_size}]",
+                           settings.progress and ctx.is_main)
         _predict_into_shards(adapter, source.subset(mine), store, key, outputs=outputs, heads=heads,
                              features=features, settings=settings, device=device,
                              shard_index=state["next_index"], rank=ctx.rank, bar=bar)

@@ -1,0 +1,55 @@
+"""Progress on a terminal (tqdm) and in logs (whole lines, no carriage returns or escape sequences)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+from facebench.engine import progress as pg
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_plain_lines_at_each_tenth_and_a_last_line(monkeypatch):
+    monkeypatch.setattr(pg, "MIN_INTERVAL_S", 0.0)
+    out = io.StringIO()
+    bar = pg.PlainProgress(100, "model on data/test", stream=out)
+    for _ in range(40):
+        bar.update(5)  # 200 > total: counts past the end print nothing more
+    bar.close()
+    bar.close()  # once
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 10  # 10%, 20%, ..., 90%, then the last line
+    assert lines[0].startswith("model on data/test: 10/100 img (10%),") and "img/s, ETA " in lines[0]
+    assert lines[8].startswith("model on data/test: 90/100 img (90%)")
+    assert lines[-1].startswith("model on data/test: 200/100 img in ")
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
+
+
+def test_plain_respects_the_interval_and_resumed_counts(monkeypatch):
+    out = io.StringIO()
+    bar = pg.PlainProgress(100, "d", initial=50, stream=out)  # MIN_INTERVAL_S: no line within 5 s
+    bar.update(30)
+    bar.close()
+    assert out.getvalue().splitlines() == [out.getvalue().splitlines()[-1]]
+    assert out.getvalue().startswith("d: 80/100 img in ")
+
+
+def test_choice_of_display(monkeypatch):
+    monkeypatch.setenv(pg.ENV, "plain")
+    assert isinstance(pg.progress_bar(10, "x", True), pg.PlainProgress)
+    monkeypatch.setenv(pg.ENV, "bar")
+    assert not isinstance(pg.progress_bar(10, "x", True), pg.PlainProgress)
+    assert pg.progress_bar(10, "x", False).disable  # not enabled: a silent bar
+
+
+def test_a_run_into_a_pipe_writes_plain_lines(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "facebench", "run", str(REPO / "suites" / "demo.yaml"), "--model",
+                           "synth-cnn", "--limit", "50", "--tasks", "synth-closed*", "--bootstrap", "0", "--no-figures",
+                           "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "synth-cnn on synth/test: 50/50 img in " in done.stderr
+    assert "\r" not in done.stderr and "\x1b[" not in done.stderr
