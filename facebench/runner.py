@@ -99,8 +99,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
 
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     set_hash_cache_root(cache_dir)  # the content hashes' stat cache lives beside the store (None: default)
-    suite = load_suite(suite_path, overrides)
-    suite = plan_step.select_tasks(suite, suite.defaults.get("tasks"))  # --tasks GLOB: the suite cut to those
+    suite = plan_step.select_tasks(load_suite(suite_path, overrides))  # --tasks GLOB: the suite cut to those
     d = suite.defaults
     model = _model_name(adapter, model, d)
     model_args = {**(d.get("model_args") or {}), **(model_args or {})}

@@ -67,7 +67,7 @@ def test_select_tasks_by_glob():
     suite = load_suite(REPO / "suites" / "demo.yaml")
     names = [t.name for t in select_tasks(suite, ["synth-open*", "synth-fairness"]).tasks]
     assert names == ["synth-open-set-compound", "synth-open-set-leave-one-out", "synth-fairness"]
-    assert select_tasks(suite, None) is suite
+    assert select_tasks(suite, None) is suite and select_tasks(suite) is suite
     with pytest.raises(ConfigError, match="'nope' matches no task.*synth-closed-set"):
         select_tasks(suite, ["nope"])
 

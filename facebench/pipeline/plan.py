@@ -107,9 +107,10 @@ def screen(planned: list[PlannedTask], on_bad_image: str, log: Callable[[str], N
     return screen_splits(splits, on_bad_image, log, limit)
 
 
-def select_tasks(suite, patterns: list | None):
-    """``suite`` with only the tasks whose names match one of the glob ``patterns`` (None: all); a pattern
-    that matches no task is a ConfigError naming the tasks."""
+def select_tasks(suite, patterns: list | None = None):
+    """``suite`` with only the tasks whose names match one of the glob ``patterns`` (default: the suite's
+    ``tasks`` setting; None: all); a pattern that matches no task is a ConfigError naming the tasks."""
+    patterns = suite.defaults.get("tasks") if patterns is None else patterns
     if not patterns:
         return suite
     import dataclasses
@@ -167,6 +168,9 @@ def resolve_heads(planned: list[PlannedTask], adapter, suite_name: str, model: s
     if skipped_here and all(item.status != "ok" for item in planned):
         reasons = "; ".join(f"{i.task.name}: {i.reason}" for i in planned)
         raise ConfigError(f"no task of suite {suite_name!r} can run with model {model!r}: {reasons}")
+    from facebench.pipeline.attack_stage import check_planned_attacks
+
+    check_planned_attacks(planned, adapter)  # white-box attacks need a differentiable model: refused before any run
 
 
 def split_work(planned: list[PlannedTask], screened: dict) -> dict[str, SplitWork]:
