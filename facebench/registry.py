@@ -474,6 +474,10 @@ PROTOCOLS = Registry(
             "facebench.protocols.face_parsing:FaceParsingProtocol",
             "Face parsing: per-class F1 and IoU, mean F1 without background (LaPa / CelebAMask-HQ), mIoU, overall F1",
         ),
+        "adversarial": (
+            "facebench.protocols.adversarial:AdversarialProtocol",
+            "Adversarial robustness: PGD/FGSM robust accuracy and attack success, universal perturbations' fooling rate",
+        ),
     },
 )
 

@@ -278,6 +278,12 @@ def make_loader(task: Task, data_root: str | None):
     args = dict(task.dataset_args)
     transform = args.pop("transform", None)  # any dataset: see facebench.data.transforms
     detector = args.pop("detector", None)  # any dataset of image files: see facebench.pipeline.detect
+    attack = args.pop("attack", None)  # any dataset: adversarial inputs made in the execute step
+    if attack is not None:
+        from facebench.data.attack_spec import parse_attack
+        from facebench.pipeline.attack_stage import check_attack_models
+
+        check_attack_models(parse_attack(attack))
     if detector is not None:
         from facebench.pipeline.detect import check_detector_model, parse_detector
 
@@ -323,6 +329,16 @@ def _scan_images(task, loader, ref_loaders: dict, policy: str, notes: list[str])
         screen_dataset(split_loader.load(split), policy, lambda msg: notes.append(f"task {task.name!r}: {msg}"))
 
 
+def _check_attacks(model: str, refs) -> None:
+    """Each attacked split (``dataset_args: {attack}``) against the model's class (differentiable or not)."""
+    from facebench.data.attack_spec import parse_attack
+    from facebench.pipeline.attack_stage import check_attack_models
+
+    for ref in refs:
+        if "attack" in ref.dataset_args:
+            check_attack_models(parse_attack(ref.dataset_args["attack"]), model)
+
+
 def validate_suite(path: str | Path, overrides: dict | None = None, check_data: bool = True,
                    model: str | None = None) -> tuple[Suite, list[str]]:
     """Full validation without running: structure, registries, parameters (types and ranges), each
@@ -347,6 +363,8 @@ def validate_suite(path: str | Path, overrides: dict | None = None, check_data: 
             notes.extend(check_requirements(task, protocol, loader, heads, default_head))
             ref_loaders = {role: (ref, make_loader(ref, suite.defaults.get("data_root")))
                            for role, ref in protocol.requires(task).items()}
+            if model is not None:  # white-box attacks need a differentiable model
+                _check_attacks(model, [task.ref, *(ref for ref, _ in ref_loaders.values())])
             if check_data:
                 loader.check(task.split)
                 absent = set()

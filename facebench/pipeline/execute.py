@@ -32,6 +32,12 @@ def execute(work: dict[str, SplitWork], adapter, store, settings: InferenceSetti
         t0 = time.perf_counter()
         if "detector" in unit.ref.dataset_args:
             unit.dataset, unit.detection = _detect(unit, store, settings, log)
+        if "attack" in unit.ref.dataset_args:  # adversarial inputs made with the model (pipeline.attack_stage)
+            from facebench.pipeline.attack_stage import AttackRun, attacked_split
+
+            unit.dataset, unit.preds, unit.report = attacked_split(unit, adapter, AttackRun(store, settings, work, log))
+            unit.load_s = time.perf_counter() - t0
+            continue
 
         def predict(dataset, unit=unit):
             return run_inference(adapter, dataset, store, heads=tuple(sorted(unit.heads)), features=unit.features,
