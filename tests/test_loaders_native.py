@@ -468,6 +468,31 @@ def test_check_datasets_reports_counts_and_what_is_missing(tmp_path):
     assert nowhere["status"] == "missing" and "--data-root" in nowhere["problem"]
 
 
+def test_check_decodes_images_and_flags_broken_ones(tmp_path):
+    """Label side present but image files that do not decode: not "ok" (the issue: "data check says ok when the
+    label files exist but the images do not"); every image checked with ``full``, a sample otherwise."""
+    from facebench.data import check as chk
+
+    for i in range(30):
+        _grey(tmp_path / "sfew" / "Train" / "Happy" / f"a{i:02d}.png", i, fmt="PNG")
+    _grey(tmp_path / "sfew" / "Val" / "Sad" / "b.png", 1, fmt="PNG")
+    row = check_datasets(["sfew"], data_root=tmp_path)[0]
+    assert row["status"] == "ok" and row["splits"][0]["images"] == {"checked": 20, "bad": 0, "first": None}
+    assert "images: 20 sampled decode" in format_report([row])
+    (tmp_path / "sfew" / "Train" / "Happy" / "a00.png").write_bytes(b"not a png")  # sampled (the first)
+    (tmp_path / "sfew" / "Val" / "Sad" / "b.png").write_bytes(b"")
+    row = check_datasets(["sfew"], data_root=tmp_path)[0]
+    train, val = row["splits"]
+    assert not train["found"] and train["images"]["bad"] == 1 and "Happy/a00.png" in train["problem"]
+    assert "1 of 20 sampled" in train["problem"] and row["status"] == "images missing"
+    assert not val["found"] and "1 of 1 sampled" in val["problem"]
+    (tmp_path / "sfew" / "Train" / "Happy" / "a01.png").write_bytes(b"broken")  # not among the 20 sampled
+    sampled = chk.image_check(DATASETS.get("sfew")(data_root=tmp_path), "train")
+    assert sampled["checked"] == 20 and sampled["bad"] == 1
+    full = check_datasets(["sfew"], data_root=tmp_path, full=True)[0]["splits"][0]
+    assert full["images"]["checked"] == 30 and full["images"]["bad"] == 2 and "2 of 30 all" in full["problem"]
+
+
 def test_native_loaders_are_builtin_with_matching_cards():
     builtin = {e.name: e for e in DATASETS.entries() if e.source == "builtin"}
     for name in NATIVE_DATASETS:

@@ -2,8 +2,10 @@
 
 ``check_datasets`` looks for each dataset under the data root (``<data_root>/<default_dirname>``),
 runs the loader's cheap existence check for every split and counts samples per class from the
-label side only (label files, folder listings; no image is decoded), so a dataset whose images
-are missing is still counted ("labels only"). ``format_report`` renders the rows as text.
+label side only (label files, folder listings), so a dataset whose images are missing is still counted
+("labels only"). Then, for every split found, it decodes a sample of its images (``SAMPLE`` evenly spaced
+ones; ``full=True``: all): a split whose sampled images are absent or do not decode is not "ok" ("images
+missing"), with the count and the first failure. ``format_report`` renders the rows as text.
 """
 
 from __future__ import annotations
@@ -33,8 +35,46 @@ def _summary(loader, split: str) -> dict:
     return {"n": len(ds), "counts": ds.class_counts(), "rows": None}
 
 
+SAMPLE = 20  # images decoded per split by default
+
+
+def image_check(loader, split: str, full: bool = False) -> dict:
+    """Decode ``SAMPLE`` evenly spaced images of the split (all with ``full``): ``{"checked", "bad", "first"}``
+    (``first``: the first failure, id and reason)."""
+    import numpy as np
+
+    ds = loader.load(split)
+    n = len(ds)
+    picks = range(n) if full or n <= SAMPLE else np.unique(np.linspace(0, n - 1, SAMPLE).round().astype(int))
+    bad, first = 0, None
+    for i in picks:
+        try:
+            ds.images.load(int(i))
+        except (FacebenchError, OSError, ValueError) as err:
+            bad += 1
+            first = first or f"{ds.ids[int(i)]}: {_first_line(err)}"
+    return {"checked": len(picks), "bad": bad, "first": first}
+
+
+def _check_images(loader, s: dict, full: bool) -> None:
+    """Fold ``image_check`` into a split's row: a note when all decode, a problem (not found) otherwise."""
+    try:
+        result = image_check(loader, s["split"], full)
+    except (FacebenchError, OSError, ValueError) as err:
+        s["found"], s["problem"] = False, f"images: {_first_line(err)}"
+        return
+    s["images"] = result
+    what = "all" if full else "sampled"
+    if result["bad"]:
+        s["found"] = False
+        s["problem"] = (f"images missing or unreadable: {result['bad']} of {result['checked']} {what} "
+                        f"(first: {result['first']})")
+    else:
+        s["notes"].append(f"images: {result['checked']} {what} decode")
+
+
 def check_dataset(name: str, data_root: str | Path | None = None, path: str | Path | None = None,
-                  **options) -> dict:
+                  full: bool = False, **options) -> dict:
     """One report row: see ``check_datasets``."""
     from facebench.registry import DATASETS
 
@@ -83,6 +123,8 @@ def check_dataset(name: str, data_root: str | Path | None = None, path: str | Pa
         if s["n"] == 0 and s["problem"] is None:
             s["problem"] = f"no {split} samples"
             s["found"] = False
+        if s["found"] and getattr(loader, "needs_files", True):
+            _check_images(loader, s, full)
         if split in expected_n and s["n"] is not None and s["n"] != expected_n[split]:
             s["notes"].append(f"expected {expected_n[split]:,} samples (published size), found {s['n']:,}")
         if split in expected_rows and s["rows"] is not None and s["rows"] != expected_rows[split]:
@@ -95,6 +137,8 @@ def check_dataset(name: str, data_root: str | Path | None = None, path: str | Pa
         row["status"] = "ok"
     elif any(s["found"] for s in splits):
         row["status"] = "incomplete"
+    elif any(s.get("images") for s in splits):
+        row["status"] = "images missing"
     elif any(s["n"] for s in splits):
         row["status"] = "labels only"
     else:
@@ -104,20 +148,22 @@ def check_dataset(name: str, data_root: str | Path | None = None, path: str | Pa
     return row
 
 
-def check_datasets(names=None, data_root=None, *, paths: dict | None = None, options: dict | None = None) -> list[dict]:
+def check_datasets(names=None, data_root=None, *, paths: dict | None = None, options: dict | None = None,
+                   full: bool = False) -> list[dict]:
     """Report, for each native dataset (or ``names``), whether it is found and its counts.
 
     Each row: ``name``, ``description``, ``path`` (the folder looked at), ``status`` (ok, incomplete: some
     splits missing or empty, labels only: counted but images/pixels missing, missing), ``found`` (every
     split passes the loader's check), ``splits`` (per split: ``found``, ``n`` samples, ``rows`` raw label
     entries, ``counts`` per class, ``expected`` published size, ``problem``, ``notes``), ``missing_paths``,
-    ``problem`` (the first one), ``layout`` and ``how_to_get``. ``paths``/``options`` give per-dataset
-    ``path`` and loader options (e.g. ``{"ferplus": {"images": "none"}}``).
+    ``problem`` (the first one), ``layout`` and ``how_to_get``; per split found, ``images`` (``image_check``:
+    a sample decoded, all with ``full``). ``paths``/``options`` give per-dataset ``path`` and loader options
+    (e.g. ``{"ferplus": {"images": "none"}}``).
     """
     if isinstance(names, str):
         names = [names]
     paths, options = paths or {}, options or {}
-    return [check_dataset(name, data_root, paths.get(name), **options.get(name, {}))
+    return [check_dataset(name, data_root, paths.get(name), full, **options.get(name, {}))
             for name in (names or NATIVE_DATASETS)]
 
 
