@@ -292,6 +292,18 @@ DATASETS = Registry(
             "facebench.data.pairs:PairsCSV",
             "Any verification pair list as CSV: image_a,image_b,same[,fold][,group][,subject_a,subject_b]",
         ),
+        "xqlfw": (
+            "facebench.data.lrfr:XQLFW",
+            "XQLFW: LFW's 6,000 pairs in 10 folds with one side degraded (xqlfw_pairs.txt), aligned 112 px or original images",
+        ),
+        "scface": (
+            "facebench.data.lrfr:SCface",
+            "SCface: 130 subjects, one mugshot gallery image each, surveillance probes from 5 cameras at 3 distances",
+        ),
+        "tinyface": (
+            "facebench.data.lrfr:TinyFace",
+            "TinyFace: native low-resolution faces; probes searched in Gallery_Match plus 153k Gallery_Distractor faces",
+        ),
         "noise": (
             "facebench.data.nonfaces:NoiseImages",
             "Procedural noise images (uniform, Gaussian, smooth fields, colour blobs): a far-OOD source with no download",
@@ -473,6 +485,10 @@ PROTOCOLS = Registry(
         "face_parsing": (
             "facebench.protocols.face_parsing:FaceParsingProtocol",
             "Face parsing: per-class F1 and IoU, mean F1 without background (LaPa / CelebAMask-HQ), mIoU, overall F1",
+        ),
+        "identification": (
+            "facebench.protocols.identification:IdentificationProtocol",
+            "Closed-set identification: probes vs a gallery (with distractors), CMC rank-k, rank-1 per group, bootstrap CIs",
         ),
         "adversarial": (
             "facebench.protocols.adversarial:AdversarialProtocol",

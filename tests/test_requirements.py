@@ -126,7 +126,7 @@ def test_validate_rejects_verification_on_a_dataset_without_pairs(tmp_path, noth
         validate_suite(_suite(tmp_path, VERIFICATION_ON_SYNTH))
     text = str(err.value)
     assert "needs pairs, which dataset 'synth' does not provide" in text
-    assert "Datasets that provide pairs: lfw, pairs-csv, rfw." in text  # where to look instead
+    assert "Datasets that provide pairs: lfw, pairs-csv, rfw, xqlfw." in text  # where to look instead
 
 
 def test_run_validates_requirements_before_the_model_loads(tmp_path, nothing_loaded):

@@ -19,7 +19,7 @@ from facebench.errors import FacebenchError
 NATIVE_DATASETS: tuple[str, ...] = (
     "fer2013", "fer2013-images", "ferplus", "rafdb", "rafdb-compound", "affectnet", "ckplus", "ckplus48", "jaffe",
     "sfew", "expw", "utkface", "celeba", "clap2015", "morph2", "fairface", "lfw", "rfw",
-    "mtfl", "300w", "wflw", "cofw29", "aflw19",
+    "mtfl", "300w", "wflw", "cofw29", "aflw19", "xqlfw", "scface", "tinyface",
 )
 
 

@@ -202,6 +202,7 @@ class LFWPairs(NativeLoader):
     split_aliases = {"view2": "test", "all": "test"}
     default_dirname = "lfw"
     image_dirs = ("lfw", "images", "lfw-deepfunneled", "lfw_funneled", "lfw-funneled")
+    pairs_file = "pairs.txt"  # the pair list under <path> (XQLFW: xqlfw_pairs.txt, same format)
 
     def __init__(self, path=None, data_root=None, *, missing_images: str = "error", folds=None):
         options = {"missing_images": missing_images, **({"folds": folds} if folds is not None else {})}
@@ -211,7 +212,7 @@ class LFWPairs(NativeLoader):
         self.folds = _fold_choice(folds)
 
     def required_paths(self, split):
-        return [self.root / "pairs.txt"]
+        return [self.root / self.pairs_file]
 
     def image_root(self) -> Path:
         for sub in self.image_dirs:
@@ -221,7 +222,7 @@ class LFWPairs(NativeLoader):
 
     def entries(self) -> list[tuple]:
         """(path_a, path_b, same, fold 1..n, None, subject_a, subject_b) per line of pairs.txt, in file order."""
-        path = self.root / "pairs.txt"
+        path = self.root / self.pairs_file
         lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
         try:
             n_sets, n_per = int(lines[0][0]), int(lines[0][1])
@@ -253,7 +254,7 @@ class LFWPairs(NativeLoader):
         present = sorted({e[3] for e in entries})
         unknown = sorted(set(self.folds) - set(present))
         if unknown:
-            raise ConfigError(f"lfw: folds {unknown} are not in {self.root / 'pairs.txt'}, whose folds are "
+            raise ConfigError(f"{self.name}: folds {unknown} are not in {self.root / self.pairs_file}, whose folds are "
                               f"{fold_ranges(present)}; choose among those.")
         return [e for e in entries if e[3] in self.folds]
 

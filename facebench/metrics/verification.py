@@ -468,3 +468,14 @@ def verification_accuracy_at_threshold(score, same, threshold, higher_is_same_=T
     else:
         pred = s < t if st else s <= t
     return float(np.count_nonzero(pred == y)) / float(y.shape[0])
+
+
+def xqlfw_10fold(cos_sim, same, folds=None) -> dict:
+    """XQLFW's evaluator (``Martlgap/xqlfw : code/evaluate.py``): cosine distance ``1 - cos``, thresholds
+    ``np.arange(0, 2, 0.001)``, "same" iff distance < threshold, first accuracy-maximising threshold of the
+    other folds, mean held-out accuracy (sklearn ``KFold(10, shuffle=False)`` = 10 contiguous blocks of the
+    pair file, LFW's folds). :func:`insightface_10fold`'s rule on that score and grid."""
+    out = insightface_10fold(1.0 - check_score_vector(cos_sim, "cos_sim", "pass one score per pair"), same, folds,
+                             thresholds=np.arange(0, 2, 0.001))
+    return {**out, "convention": "xqlfw: cosine distance, thresholds arange(0, 2, 0.001), same iff d < t, "
+                                 "first argmax on the other folds"}
