@@ -68,13 +68,13 @@ def search_ranks(probe_features, probe_subjects, gallery_features, gallery_subje
                                f"{len(g)} gallery items")
     if not len(g):
         raise MetricInputError("the gallery is empty; an identification search needs gallery items")
+    _, codes = np.unique(np.concatenate([ps, gs]), return_inverse=True)  # integer subjects: fast comparisons
+    pc, gc = codes[:len(ps)], np.where(gs == "", -1, codes[len(ps):])
     step = max(1, int(chunk_elements) // max(1, len(g)))
     out = np.zeros(len(p), dtype=np.int64)
-    named = gs != ""
     for start in range(0, len(p), step):
         stop = min(len(p), start + step)
-        mates = (ps[start:stop, None] == gs[None, :]) & named[None, :]
-        out[start:stop] = mate_ranks(p[start:stop] @ g.T, mates, ties)
+        out[start:stop] = mate_ranks(p[start:stop] @ g.T, pc[start:stop, None] == gc[None, :], ties)
     return out
 
 
