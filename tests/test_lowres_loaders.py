@@ -154,3 +154,21 @@ def test_registered_with_cards():
         assert cls.layout and all(line.startswith("  ") for line in cls.layout.splitlines())
         assert cls.citation and cls.license and cls.how_to_get and cls.default_dirname
     assert "pairs" in XQLFW.capabilities and SCface.attribute_names >= {"subject", "role", "distance"}
+
+
+def test_verification_protocol_runs_on_xqlfw_with_the_authors_evaluator(tmp_path):
+    from facebench.protocols.base import EvalContext
+    from facebench.protocols.verification import VerificationProtocol
+    from facebench.records import Predictions
+
+    _xqlfw(tmp_path, folds=4)
+    ds = XQLFW(tmp_path).load("test")
+    people = sorted(set(ds.attributes["subject"].tolist()))
+    feats = np.eye(len(people))[[people.index(s) for s in ds.attributes["subject"]]]  # one direction per person
+    res = VerificationProtocol(flip=False, far_targets=[0.5]).evaluate(
+        EvalContext(ds, Predictions(ds.ids, {"features": feats}), None, (), n_resamples=0))
+    m = {r.metric: r for r in res.records}
+    assert m["accuracy[10fold,xqlfw]"].value == 1.0 and m["accuracy[10fold,xqlfw]"].conventions["fold_ids"] == \
+        [1, 2, 3, 4]
+    assert "arange(0, 2, 0.001)" in m["accuracy[10fold,xqlfw]"].conventions["rule"]
+    assert m["accuracy[10fold,insightface]"].value == 1.0 and m["folds_evaluated"].value == 4

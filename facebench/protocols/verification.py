@@ -142,6 +142,11 @@ class VerificationProtocol(Protocol):
                           "sem": fxz["accuracy_sem"], "folds": fxz["fold_accuracies"].tolist(), "fold_ids": ids},
                          headline=True, higher_is_better=True, unit="fraction"),
         ]
+        xq = vm.xqlfw_10fold(cos, same, folds)  # XQLFW's published evaluator (facebench.data.lrfr)
+        records.append(MetricRecord("accuracy[10fold,xqlfw]", xq["accuracy_mean"], None, len(same),
+                                    {**conv, "score": "cosine distance", "rule": xq["convention"],
+                                     "folds": xq["fold_accuracies"].tolist(), "fold_ids": ids},
+                                    higher_is_better=True, unit="fraction"))
         return records, per_fold
 
     def _tar_records(self, ctx: EvalContext, cos, same, conv) -> tuple[list, dict]:
