@@ -172,3 +172,17 @@ def test_verification_protocol_runs_on_xqlfw_with_the_authors_evaluator(tmp_path
         [1, 2, 3, 4]
     assert "arange(0, 2, 0.001)" in m["accuracy[10fold,xqlfw]"].conventions["rule"]
     assert m["accuracy[10fold,insightface]"].value == 1.0 and m["folds_evaluated"].value == 4
+
+
+@pytest.mark.parametrize("name, split, expect", [
+    ("xqlfw", "test", {"genuine pairs": 3000, "impostor pairs": 3000}),  # the published protocol
+    ("scface", "all", {"gallery": 130}),  # one mugshot per subject
+    ("tinyface", "test", {}),
+])
+def test_real_release_when_present(shared_data, name, split, expect):
+    root = shared_data / name
+    if not root.exists():
+        pytest.skip(f"{name} is not in {shared_data}; put its release there (see its layout) to check the counts")
+    counts = DATASETS.get(name)(root).summary(split)["counts"]
+    assert all(counts[k] == v for k, v in expect.items()), counts
+    assert sum(counts.values()) > 0
