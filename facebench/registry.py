@@ -494,6 +494,14 @@ PROTOCOLS = Registry(
             "facebench.protocols.adversarial:AdversarialProtocol",
             "Adversarial robustness: PGD/FGSM robust accuracy and attack success, universal perturbations' fooling rate",
         ),
+        "corruption": (
+            "facebench.protocols.corruption:CorruptionProtocol",
+            "ImageNet-C corruption robustness: an inner protocol's metric per corruption x severity, u-mCE, CE / relative mCE against a named reference run",
+        ),
+        "resolution": (
+            "facebench.protocols.resolution:ResolutionProtocol",
+            "Low-resolution robustness: accuracy (classification) or verification (probe-only and both sides, clean thresholds) per down-sampled size",
+        ),
     },
 )
 

@@ -12,6 +12,16 @@ sample (from the sample index and ``seed``), so a transformed split is the same 
 * ``pixelate`` -- downsample by (1.5, 2, 3, 4, 6)[s-1] (box), then upsample (nearest) to the original size;
 * ``contrast`` -- blend towards the mean grey level with factor (0.7, 0.5, 0.35, 0.25, 0.15)[s-1];
 * ``occlusion`` -- a grey square covering (10, 18, 26, 34, 42)[s-1] % of the image area, placed at random.
+
+Two more families take their own options (``facebench.protocols.corruption`` / ``.resolution`` ask for them):
+
+* ``imagenet_c.<corruption>`` -- ``{name, severity: 1..5, seed, table: auto | TABLE}``: the ImageNet-C corruption
+  of ``facebench.data.corruptions`` (any of its 19), seeded per sample with
+  ``variant_seed(seed, sample index, corruption, severity)``; ``table`` names the constant table
+  (``imagenet-c-224``, ``tiny-imagenet-c-64``, ``cifar-10-c-32``) or ``auto`` (``table_for`` the image's short
+  side: the table used is then recorded per image size, see ``imagenet_c_table``);
+* ``resolution`` -- ``{name, size: k}``: ``data.resolution.degrade_resolution(image, k)``, the short side down to
+  k px with antialiased bicubic and back up to the image's size (deterministic, no seed).
 """
 
 from __future__ import annotations
@@ -98,9 +108,112 @@ TRANSFORMS: dict[str, Callable] = {"hflip": hflip, "gaussian_noise": gaussian_no
                                    "jpeg": jpeg, "pixelate": pixelate, "contrast": contrast, "occlusion": occlusion}
 
 
+IMAGENET_C_PREFIX = "imagenet_c."
+RESOLUTION = "resolution"
+AUTO_TABLE = "auto"
+
+
+def imagenet_c_table(table: str, shape) -> str:
+    """The constant table an ``imagenet_c.*`` transform uses on an image of ``shape``: ``table`` itself, or for
+    ``auto`` the table of its short side (``data.corruptions.table_for``)."""
+    from facebench.data.corruptions import table_for
+
+    return table_for(shape) if table == AUTO_TABLE else table
+
+
+def imagenet_c(image, spec: dict, index: int):
+    """One ImageNet-C corruption (``spec``: name ``imagenet_c.<corruption>``, severity, seed, table) of the
+    sample at ``index``, with the seed ``variant_seed(seed, index, corruption, severity)``."""
+    from facebench.data.corruptions import corrupt, variant_seed
+
+    name = spec["name"][len(IMAGENET_C_PREFIX):]
+    seed = variant_seed(spec["seed"], int(index), name, spec["severity"])
+    return corrupt(image, name, spec["severity"], seed, imagenet_c_table(spec["table"], np.shape(image))).image
+
+
+def resolution(image, spec: dict, index: int):
+    """``image`` down to short side ``spec["size"]`` px and back up to its own size (Pillow bicubic both ways)."""
+    from facebench.data.resolution import degrade_resolution
+    from facebench.errors import DataError
+
+    if spec["size"] > min(np.shape(image)[:2]):
+        raise DataError(f"transform resolution: size {spec['size']} px exceeds the image's short side "
+                        f"({min(np.shape(image)[:2])} px, sample {index}); choose sizes below the face crop's side")
+    return degrade_resolution(image, spec["size"])
+
+
+#: transform families whose functions read their whole spec: ``fn(image, spec, sample index)``
+SPEC_TRANSFORMS: dict[str, Callable] = {RESOLUTION: resolution}
+
+
+def _spec_function(name: str) -> Callable | None:
+    if name.startswith(IMAGENET_C_PREFIX):
+        return imagenet_c
+    return SPEC_TRANSFORMS.get(name)
+
+
+def _family_code(name: str) -> list:
+    """The functions whose source files an ``imagenet_c.*`` / ``resolution`` variant's content depends on."""
+    if name.startswith(IMAGENET_C_PREFIX):
+        from facebench.data import corruptions
+        from facebench.data.corruptions import _common
+
+        return [corruptions.corrupt, corruptions.get_corruption(name[len(IMAGENET_C_PREFIX):]).apply,
+                _common.to_float]
+    if name == RESOLUTION:
+        from facebench.data.resolution import degrade_resolution
+
+        return [degrade_resolution]
+    return []
+
+
+def _check_options(spec: dict, allowed: tuple) -> None:
+    unknown = sorted(set(spec) - set(allowed))
+    if unknown:
+        raise ConfigError(f"transform {spec.get('name')!r} has no option {unknown[0]!r}."
+                          f"{did_you_mean(unknown[0], allowed)} Options: {', '.join(allowed)}.")
+
+
+def _integer(value, what: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < low:
+        raise ConfigError(f"transform {what} must be an integer >= {low}; got {value!r}.")
+    return int(value)
+
+
+def _parse_imagenet_c(spec: dict) -> dict:
+    """``{name: imagenet_c.<corruption>, severity=3, seed=0, table=auto}``, validated."""
+    from facebench.data.corruptions import ALL_CORRUPTIONS, TABLES
+
+    _check_options(spec, ("name", "severity", "seed", "table"))
+    corruption = spec["name"][len(IMAGENET_C_PREFIX):]
+    if corruption not in ALL_CORRUPTIONS:
+        raise ConfigError(f"unknown corruption {corruption!r} in transform {spec['name']!r}."
+                          f"{did_you_mean(corruption, ALL_CORRUPTIONS)} Corruptions: {', '.join(ALL_CORRUPTIONS)}.")
+    severity = spec.get("severity", 3)
+    if isinstance(severity, bool) or severity not in SEVERITIES:
+        raise ConfigError(f"transform severity must be one of 1..5; got {severity!r}.")
+    table = spec.get("table", AUTO_TABLE)
+    if table != AUTO_TABLE and table not in TABLES:
+        raise ConfigError(f"transform {spec['name']!r}: table must be {AUTO_TABLE!r} or one of "
+                          f"{', '.join(TABLES)}; got {table!r}.{did_you_mean(str(table), TABLES)}")
+    return {"name": spec["name"], "severity": int(severity), "seed": _integer(spec.get("seed", 0), "seed", 0),
+            "table": table}
+
+
+def _parse_resolution(spec: dict) -> dict:
+    """``{name: resolution, size: k}`` (k >= 1 px, required), validated."""
+    _check_options(spec, ("name", "size"))
+    if "size" not in spec:
+        raise ConfigError("transform 'resolution' needs `size`: the short side in px to down-sample to, "
+                          "e.g. {name: resolution, size: 16}.")
+    return {"name": RESOLUTION, "size": _integer(spec["size"], "size", 1)}
+
+
 def parse_transform(value: Any) -> dict:
     """``"hflip"`` or ``{name, severity=3, seed=0}`` -> a normalised dict (validated)."""
     spec = {"name": value} if isinstance(value, str) else dict(value) if isinstance(value, dict) else None
+    if isinstance(spec, dict) and isinstance(spec.get("name"), str) and _spec_function(spec["name"]):
+        return _parse_resolution(spec) if spec["name"] == RESOLUTION else _parse_imagenet_c(spec)
     if spec is None or "name" not in spec:
         raise ConfigError(f"transform must be a name or {{name, severity, seed}}; got {value!r}. "
                           f"Transforms: {', '.join(TRANSFORMS)}.")
@@ -111,7 +224,7 @@ def parse_transform(value: Any) -> dict:
     name = spec["name"]
     if name not in TRANSFORMS:
         raise ConfigError(f"unknown transform {name!r}.{did_you_mean(name, TRANSFORMS)} "
-                          f"Transforms: {', '.join(TRANSFORMS)}.")
+                          f"Transforms: {', '.join(TRANSFORMS)}, {RESOLUTION}, {IMAGENET_C_PREFIX}<corruption>.")
     severity = int(spec.get("severity", 3))
     if severity not in SEVERITIES:
         raise ConfigError(f"transform severity must be one of 1..5; got {spec.get('severity')!r}.")
@@ -127,12 +240,15 @@ class TransformedImages:
     def __init__(self, images, spec: dict, index: np.ndarray | None = None):
         self.images, self.spec = images, spec
         self.index = np.arange(len(images)) if index is None else np.asarray(index, dtype=np.int64)
-        self.fn = TRANSFORMS[spec["name"]]
+        self.spec_fn = _spec_function(spec["name"])  # a family reading its whole spec (None: the classic ones)
+        self.fn = self.spec_fn or TRANSFORMS[spec["name"]]
 
     def __len__(self) -> int:
         return len(self.images)
 
     def load(self, i: int) -> np.ndarray:
+        if self.spec_fn is not None:
+            return self.spec_fn(self.images.load(i), self.spec, int(self.index[i]))
         rng = np.random.default_rng([self.spec.get("seed", 0), int(self.index[i])])
         return self.fn(self.images.load(i), self.spec.get("severity", 1), rng)
 
@@ -159,7 +275,7 @@ class TransformedImages:
             return None
         order = np.arange(len(self)) if order is None else np.asarray(order, dtype=np.int64)
         return combine("transformed", base, canonical_json(self.spec), self.index[order].astype("<i8").tobytes(),
-                       code_digest([type(self), self.fn]))
+                       code_digest([type(self), self.fn, *_family_code(self.spec["name"])]))
 
     def content_stamp(self) -> dict | None:
         """What the decoded-image cache keys on (``None``: the base source is not cacheable)."""

@@ -47,6 +47,8 @@ FIGURES_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
     "age_estimation": (),
     "attributes": (),
     "landmarks": ("ced", "worst_cases"),
+    "corruption": ("severity_curves",),
+    "resolution": ("resolution_curve",),
 }
 
 

@@ -67,7 +67,7 @@ __all__ = [
     "row_normalise", "log_floor", "sanitise_filename",
     "confusion_matrix_figure", "per_class_recall_figure", "reliability_figure", "roc_figure",
     "det_figure", "oscr_figure", "group_bars_figure", "cross_domain_heatmap", "scatter_figure",
-    "ced_figure", "landmark_overlay_figure",
+    "ced_figure", "landmark_overlay_figure", "metric_curves_figure",
     "task_figures", "run_figures",
 ]
 
@@ -745,6 +745,40 @@ def ced_figure(curves: Mapping, stem, thresholds: Sequence[float] = (), xlabel: 
     return _render(stem, SINGLE_COLUMN, 2.7, draw)
 
 
+def metric_curves_figure(curves: Mapping, stem, xlabel: str, ylabel: str, xticks: Sequence | None = None,
+                         xticklabels: Sequence[str] | None = None, hlines: Mapping | None = None,
+                         title: str | None = None) -> list[Path]:
+    """A metric against a setting (severity, resolution in px), one marked line per series,
+    ``curves = {label: (x, y)}`` (None values are gaps); dashed horizontal lines at ``hlines = {label: y}``
+    (e.g. the clean value); the legend sits right of the axes when there are more than four series."""
+    data = _curves(curves)
+    wide = len(data) > 4
+
+    def draw(fig):
+        ax = fig.add_subplot()
+        for i, (label, x, y) in enumerate(data):
+            ax.plot(x, y, color=_color(i), ls=LINESTYLES[i % len(LINESTYLES)], marker=MARKERS[i % len(MARKERS)],
+                    markersize=3, label=label, zorder=3)
+        for j, (label, y) in enumerate((hlines or {}).items()):
+            if y is not None and np.isfinite(y):
+                ax.axhline(float(y), ls=(":" if j else "--"), color=NEUTRAL, lw=0.8, zorder=1, label=label)
+        if xticks is not None:
+            ax.set_xticks(list(xticks))
+            if xticklabels is not None:
+                ax.set_xticklabels(list(xticklabels))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="major")
+        if wide:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=6)
+        elif len(data) > 1 or data[0][0] or hlines:
+            ax.legend(loc="best")
+        if title:
+            ax.set_title(title)
+
+    return _render(stem, DOUBLE_COLUMN if wide else SINGLE_COLUMN, 2.9 if wide else 2.7, draw)
+
+
 def landmark_overlay_figure(cases: Sequence[Mapping], stem, columns: int = 3, title: str | None = None
                             ) -> list[Path]:
     """Predicted (crosses) vs true (circles) points of a few images, each in its own panel in image
@@ -976,6 +1010,34 @@ def _fig_label_free(target: str):
     return build
 
 
+def _fig_severity_curves(c: _Ctx) -> list[Path]:
+    curves = c.details.get("curves")
+    if not isinstance(curves, Mapping) or not curves:
+        return []
+    sev = [int(s) for s in c.details.get("severities") or []]
+    metric = str(c.details.get("inner_metric") or c.details.get("metric") or "metric")
+    series = {name: (cv["x"], [np.nan if v is None else v for v in cv["y"]]) for name, cv in curves.items()}
+    return metric_curves_figure(series, c.stem("severity_curves"), "severity (0 = clean)", metric,
+                                xticks=[0, *sev], xticklabels=["clean", *map(str, sev)])
+
+
+def _fig_resolution_curve(c: _Ctx) -> list[Path]:
+    curves = c.details.get("curves")
+    if not isinstance(curves, Mapping) or not curves:
+        return []
+    primary = str(c.details.get("primary") or next(iter(curves)))
+    clean = (c.details.get("clean") or {}).get(primary)
+    fraction = c.details.get("fraction")
+    hlines = {"clean": clean}
+    if clean is not None and fraction is not None:
+        hlines[f"{float(fraction):g} x clean"] = float(fraction) * float(clean)
+    series = {name: (cv["x"], [np.nan if v is None else v for v in cv["y"]]) for name, cv in curves.items()}
+    sizes = sorted({int(x) for cv in curves.values() for x in cv["x"]})
+    return metric_curves_figure(series, c.stem("resolution_curve"), "resolution (short side, px)",
+                                primary if len(series) == 1 else "metric",
+                                xticks=sizes, hlines=hlines)
+
+
 _BUILDERS = {
     ("closed_set", "confusion_matrix"): _fig_confusion_matrix,
     ("closed_set", "per_class_recall"): _fig_per_class_recall,
@@ -992,6 +1054,8 @@ _BUILDERS = {
     **{("label_free", f"scatter_{t}"): _fig_label_free(t) for t in _LABEL_FREE_TARGETS},
     ("landmarks", "ced"): _fig_ced,
     ("landmarks", "worst_cases"): _fig_landmark_overlay,
+    ("corruption", "severity_curves"): _fig_severity_curves,
+    ("resolution", "resolution_curve"): _fig_resolution_curve,
 }
 
 
