@@ -125,6 +125,32 @@ def test_mce_against_a_reference_run_golden_vectors(tmp_path):
     assert ref_run.results["tasks"][0]["details"]["severities"] == [1, 2, 3, 4, 5]
 
 
+def test_verification_inner_on_an_lfw_layout_fixture(tmp_path):
+    """Both images of each pair corrupted; 10-fold accuracy and the accuracy at the clean pairs' thresholds."""
+    from PIL import Image
+
+    faces = SynthFaces(n=12, seed=3).load("test")
+    for k, (name, i) in enumerate((n, i) for n in ("Ann", "Bob", "Cid") for i in range(1, 5)):
+        path = tmp_path / "lfw" / "lfw" / name / f"{name}_{i:04d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(faces.images.load(k)).save(path)
+    lines = ["2\t3", "Ann\t1\t2", "Bob\t1\t2", "Cid\t1\t2", "Ann\t1\tBob\t1", "Bob\t2\tCid\t3", "Cid\t4\tAnn\t3",
+             "Ann\t3\t4", "Bob\t3\t4", "Cid\t3\t4", "Ann\t2\tCid\t1", "Bob\t4\tAnn\t4", "Cid\t2\tBob\t3"]
+    (tmp_path / "lfw" / "pairs.txt").write_text("\n".join(lines) + "\n")
+    suite = tmp_path / "v.yaml"
+    suite.write_text(f"""name: v
+defaults: {{bootstrap: 0}}
+tasks:
+  - {{name: lfw-c, dataset: lfw, split: test, path: {tmp_path / 'lfw'}, protocol: corruption,
+      params: {{inner: verification, corruptions: [contrast], severities: [5], inner_params: {{far_targets: [0.5]}}}}}}
+""")
+    out = run_suite(suite, "synth-cnn", out=tmp_path / "o", progress=False, cache_dir=tmp_path / "store")
+    assert out.exit_code == 0, [t.get("reason") for t in out.results["tasks"]]
+    m = _values(out.results)
+    assert 0 <= m["verification_accuracy[contrast@5]"] <= 1 and 0 <= m["accuracy_at_clean_threshold[contrast@5]"] <= 1
+    assert m["verification_accuracy[clean]"] == pytest.approx(1 - m["error[clean]"])
+
+
 def test_corruption_transform_is_seeded_per_sample_and_recorded():
     spec = parse_transform({"name": "imagenet_c.shot_noise", "severity": 2, "seed": 3})
     assert spec == {"name": "imagenet_c.shot_noise", "severity": 2, "seed": 3, "table": "auto"}

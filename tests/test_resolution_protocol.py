@@ -116,6 +116,16 @@ def test_probe_side_changes_the_pairing():
     assert first["verification_accuracy[probe_only,16px]"] < second["verification_accuracy[probe_only,16px]"]
 
 
+def test_no_face_images_are_counted_per_size():
+    ds, clean, low = _pairs_fixture()
+    found = np.ones(len(ds)), (np.arange(len(ds)) % 4 != 0).astype(float)
+    ctx = EvalContext(ds, Predictions(ds.ids, {"features": clean, "face_detected": found[0]}), None, (),
+                      n_resamples=0, extras={"resolution:8": ExtraSplit(ds, Predictions(ds.ids, {
+                          "features": low, "face_detected": found[1]}))})
+    details = ResolutionProtocol(inner="verification", sizes=[8]).evaluate(ctx).details
+    assert details["no_face_images"] == {"clean": 0, "8px": len(ds) // 4}
+
+
 def test_verification_run_on_lfw_layout_rescores_without_the_model(tmp_path, monkeypatch):
     faces = SynthFaces(n=12, seed=3).load("test")
     names = [("Ann", 4), ("Bob", 4), ("Cid", 4)]

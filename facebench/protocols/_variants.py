@@ -108,5 +108,12 @@ def tar_at_clean_threshold(clean_cos: np.ndarray, cos: np.ndarray, same: np.ndar
             "clean_tar": row["tar"], "clean_far": row["far"]}
 
 
+def no_face_count(predictions) -> int | None:
+    """Images where the model's detector found no face (its ``face_detected`` output < 0.5; the model then
+    embedded its fallback), or None for a model that does not report detection."""
+    found = predictions.outputs.get("face_detected") if predictions is not None else None
+    return None if found is None else int((np.asarray(found).reshape(-1) < 0.5).sum())
+
+
 def far_tag(x: float) -> str:
     return f"{x:.0e}".replace("e-0", "e-")

@@ -134,6 +134,8 @@ class CorruptionProtocol(Protocol):
                 vctx = var.inner_context(ctx, ctx.extras[role(c, s)])
                 _, value = var.headline_value(self.inner.evaluate(vctx), p.inner)
                 out[c, s] = {"value": value}
+                if var.no_face_count(vctx.predictions) is not None:
+                    out[c, s]["no_face_images"] = var.no_face_count(vctx.predictions)
                 if fixed is not None:
                     out[c, s]["accuracy_at_clean_threshold"] = fixed.accuracy(vctx)
         return out

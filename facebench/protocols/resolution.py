@@ -121,9 +121,12 @@ class ResolutionProtocol(Protocol):
         clean_tar = var.tar_at_clean_threshold(clean_cos, clean_cos, same, p.far)
         tag = var.far_tag(p.far)
         series, info = {}, {}
+        lows = {k: var.inner_context(ctx, ctx.extras[role(k)]) for k in sizes}
+        no_face = {"clean": var.no_face_count(ctx.predictions),
+                   **{f"{k}px": var.no_face_count(lows[k].predictions) for k in sizes}}
         for mode in p.modes:
             for k in sizes:
-                low = var.embeddings(var.inner_context(ctx, ctx.extras[role(k)]))
+                low = var.embeddings(lows[k])
                 ea, eb = pair_embeddings(clean_emb, low, a, b, mode, p.probe_side)
                 dist, cos = _sq_l2(ea, eb), vm.pair_scores(ea, eb, "cosine")
                 tar = var.tar_at_clean_threshold(clean_cos, cos, same, p.far)
@@ -137,7 +140,8 @@ class ResolutionProtocol(Protocol):
         cleans = {name: (clean_tar["tar"] if name.startswith("tar@") else clean_value) for name in series}
         extra = {"pairing": {"probe_only": f"the {p.probe_side} image of each pair degraded, the other clean",
                              "both": "both images degraded"}, "modes": list(p.modes), "far": p.far,
-                 "clean_fold_thresholds_sqL2": thresholds, "clean_tar": clean_tar, "operating_points": info}
+                 "clean_fold_thresholds_sqL2": thresholds, "clean_tar": clean_tar, "operating_points": info,
+                 "no_face_images": no_face if no_face["clean"] is not None else "the model does not report detection"}
         return series, cleans, extra
 
     def _clean_records(self, clean, metric: str, conv: dict, cleans: dict) -> list:
