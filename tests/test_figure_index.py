@@ -37,7 +37,7 @@ def drawn(monkeypatch):
     real = FI._draw_here
 
     def counting(units):
-        calls.extend(f"{row['name']}-{kind}" for row, _, _, kind in units)
+        calls.extend(f"{row['name']}-{kind}" for row, _, _, kind, _ in units)
         return real(units)
 
     monkeypatch.setattr(FI, "_draw_here", counting)
@@ -170,11 +170,6 @@ def test_a_warm_worker_nothing_takes_ends_and_a_rerun_folder_gets_none(tmp_path)
     assert FI.warm_up(tmp_path / "here") is False and not FI._WARM  # its figures/index.json: likely reused
 
 
-def test_palette_is_seaborns_colorblind():
-    seaborn = pytest.importorskip("seaborn")
-    from facebench.report.figures import PALETTE
-
-    assert PALETTE == tuple(tuple(c) for c in seaborn.color_palette("colorblind", 10))
 
 
 SUITE = """name: figs

@@ -2,9 +2,10 @@
 
 A folder of figures holds ``index.json``: ``{"version": 1, "code": C, "tasks": {task name: {"key": K, "files":
 [{"name": file name, "blake2b": digest of its bytes}, ...]}}}``, the files in the order ``task_figures`` returns
-them. ``C`` is the figure code version (the bytes of ``figures.py`` and of this module, matplotlib's and NumPy's
-versions); ``K`` hashes ``C`` with the task's row and records as results.json holds them (NaN as null, tuples as
-lists), so a figure drawn from the run's memory and one drawn from its results.json share their key.
+them. ``C`` is the figure code version (the bytes of ``figures.py``, ``names.py`` and of this module,
+matplotlib's and NumPy's versions); ``K`` hashes ``C`` with the task's row and records as results.json holds them
+(NaN as null, tuples as lists) and the figure width mode (``figures.figure_width``; "auto" hashes as before), so
+a figure drawn from the run's memory and one drawn from its results.json share their key.
 
 ``draw_figures`` copies the files of a task whose key a source folder's index holds, with the same bytes (the
 run folder, for ``facebench report``; the run folder being replaced, for ``facebench run --force``), and draws
@@ -34,6 +35,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 INDEX = "index.json"
 INDEX_VERSION = 1
+FIGURE_WIDTHS = ("auto", "single", "double")  # figure width modes (facebench.report.figures.figure_width)
 
 # the figure kinds each protocol declares, in drawing order (``facebench.report.figures`` draws them)
 FIGURES_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
@@ -47,19 +49,21 @@ FIGURES_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
     "age_estimation": (),
     "attributes": (),
     "landmarks": ("ced", "worst_cases"),
+    "adversarial": ("budget_curve", "perturbation"),
     "corruption": ("severity_curves",),
     "resolution": ("resolution_curve",),
 }
 
 
 class FigureJob(NamedTuple):
-    """One task's figures: its results.json row and records, the folder they go to, and the folder whose
-    ``index.json`` may already hold them (None: draw)."""
+    """One task's figures: its results.json row and records, the folder they go to, the folder whose
+    ``index.json`` may already hold them (None: draw), and the width mode ("single", "double"; None: auto)."""
 
     row: Mapping
     records: Sequence[Mapping]
     out_dir: Path
     reuse_from: Path | None = None
+    width: str | None = None
 
 
 @lru_cache(maxsize=1)
@@ -69,7 +73,7 @@ def code_version() -> str:
 
     h = hashlib.blake2b(digest_size=16)
     here = Path(__file__).resolve().parent
-    for name in ("figures.py", "figure_index.py"):
+    for name in ("figures.py", "figure_index.py", "names.py"):
         h.update((here / name).read_bytes())
     for version in (_version("matplotlib"), np.__version__):
         h.update(version.encode())
@@ -92,13 +96,17 @@ def as_stored(obj: Any) -> Any:
     return json.loads(json.dumps(_clean_nans(obj), sort_keys=True, default=_default, allow_nan=False))
 
 
-def task_key(row: Mapping, records: Sequence[Mapping]) -> str:
-    """The fingerprint of a task's figures: the code version and the task's row and records (as stored)."""
-    return _key(as_stored(row), as_stored(list(records)))
+def task_key(row: Mapping, records: Sequence[Mapping], width: str | None = None) -> str:
+    """The fingerprint of a task's figures: the code version, the task's row and records (as stored), the
+    width mode."""
+    return _key(as_stored(row), as_stored(list(records)), width)
 
 
-def _key(stored_row: Any, stored_records: Any) -> str:
-    text = json.dumps({"row": stored_row, "records": stored_records}, sort_keys=True, separators=(",", ":"))
+def _key(stored_row: Any, stored_records: Any, width: str | None = None) -> str:
+    content = {"row": stored_row, "records": stored_records}
+    if width not in (None, "auto"):
+        content["width"] = width
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.blake2b(f"{code_version()}\n{text}".encode(), digest_size=16).hexdigest()
 
 
@@ -210,13 +218,18 @@ def _shares(units: list[tuple], loads: list[float]) -> list[list[int]]:
 
 
 def _draw_here(units: list[tuple]) -> list[list[Path]]:
-    from facebench.report.figures import task_figures
+    """Each unit (row, records, out_dir, kind, width mode) drawn in this process."""
+    from facebench.report.figures import figure_width, task_figures
 
-    return [task_figures(row, recs, out, kinds=(kind,)) for row, recs, out, kind in units]
+    out = []
+    for row, recs, folder, kind, width in units:
+        with figure_width(width):
+            out.append(task_figures(row, recs, folder, kinds=(kind,)))
+    return out
 
 
 def _draw_units(units: list[tuple], workers: int | None) -> list[list[Path]]:
-    """The paths each unit (row, records, out_dir, kind) wrote: shares drawn by worker processes (``python -c``,
+    """The paths each unit (row, records, out_dir, kind, width mode) wrote: shares drawn by worker processes (``python -c``,
     so no caller's ``__main__`` is run again, nor a process holding threads forked; the first the warm one of
     :func:`warm_up`, if any) while this process draws the first share; a worker that fails has its share drawn
     here. Warnings come back as warnings."""
@@ -275,7 +288,8 @@ def _spawn_worker(warm: bool = False):
 def _start_worker(units: list[tuple], job: Path, proc=None):
     """A process (``proc``, or a new one) drawing ``units``, described in ``job`` (JSON); None when none can
     be started."""
-    job.write_text(json.dumps([[row, recs, str(out), kind] for row, recs, out, kind in units]), encoding="utf-8")
+    job.write_text(json.dumps([[row, recs, str(out), kind, width] for row, recs, out, kind, width in units]),
+                   encoding="utf-8")
     proc = proc if proc is not None else _spawn_worker()
     if proc is not None:
         try:
@@ -354,11 +368,10 @@ def worker_main(warm: bool = False) -> None:
     job = sys.stdin.readline().strip()
     if not job:
         return
-    units = json.loads(Path(job).read_text(encoding="utf-8"))
+    units = [tuple(unit) for unit in json.loads(Path(job).read_text(encoding="utf-8"))]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        paths = [[str(p) for p in figures.task_figures(row, recs, out, kinds=(kind,))]
-                 for row, recs, out, kind in units]
+        paths = [[str(p) for p in drawn] for drawn in _draw_here(units)]
     print(json.dumps({"paths": paths, "warnings": [str(w.message) for w in caught]}))
 
 
@@ -366,10 +379,12 @@ def draw_figures(jobs: Sequence[FigureJob], workers: int | None = None) -> list[
     """Each job's figures in its ``out_dir`` (PNG, then PDF, of each kind, in its protocol's order), copied
     from ``reuse_from`` when its index holds the task's key, else drawn (``workers`` processes; None: the
     cores, when that pays). Each ``out_dir`` gets an ``index.json`` of the tasks drawn or copied there."""
+    for job in jobs:
+        check_width(job.width)
     keyed = []  # (job, row and records as stored, key; None for a task without figures)
     for job in jobs:
         row, recs = as_stored(job.row), as_stored(task_records(job.row, job.records))
-        keyed.append((job, row, recs, _key(row, recs) if figure_kinds(row) else None))
+        keyed.append((job, row, recs, _key(row, recs, job.width) if figure_kinds(row) else None))
     results: list[list[Path] | None] = [None if key else [] for _, _, _, key in keyed]
     units, owners = [], []
     sources: dict[Path, dict] = {}
@@ -382,7 +397,7 @@ def draw_figures(jobs: Sequence[FigureJob], workers: int | None = None) -> list[
             results[i] = _reused(index.get(str(row.get("name", "task"))), key, source, Path(job.out_dir))
         if results[i] is None:
             kinds = _drawn_kinds(row)
-            units += [(row, recs, Path(job.out_dir), kind) for kind in kinds]
+            units += [(row, recs, Path(job.out_dir), kind, job.width) for kind in kinds]
             owners += [i] * len(kinds)
     drawn: dict[int, list[Path]] = {}
     for owner, paths in zip(owners, _draw_units(units, workers)):
@@ -406,14 +421,25 @@ def _write_indexes(keyed: list[tuple], results: list[list[Path]]) -> None:
         (folder / INDEX).write_text(json.dumps(index, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def run_figures(results: Mapping, out_dir, reuse_from=None, workers: int | None = None) -> list[Path]:
-    """Figures for every task of a run (``results.json`` as a dict) in ``out_dir/figures``, reusing those of
-    ``reuse_from/figures`` (an earlier run folder) whose inputs are unchanged."""
+def check_width(width: str | None) -> None:
+    """Refuse a figure width mode other than :data:`FIGURE_WIDTHS` (None: auto), naming the choices."""
+    if width not in (None, *FIGURE_WIDTHS):
+        from facebench.errors import ReportError
+
+        raise ReportError(f"figure width {width!r}: use 'single' (3.3 in, one column of a two-column paper), "
+                          f"'double' (6.9 in, the full text width) or 'auto'")
+
+
+def run_figures(results: Mapping, out_dir, reuse_from=None, workers: int | None = None,
+                width: str | None = None) -> list[Path]:
+    """Figures for every task of a run (``results.json`` as a dict) in ``out_dir/figures`` (``width``: "single" or
+    "double" for every figure; None or "auto": each its own), reusing those of ``reuse_from/figures`` (an earlier
+    run folder) whose inputs are unchanged."""
     by_task: dict[str, list[Mapping]] = {}
     for r in results.get("records") or []:
         by_task.setdefault(str(r.get("task")), []).append(r)
     fig_dir = Path(out_dir) / "figures"
     source = None if reuse_from is None else Path(reuse_from) / "figures"
-    jobs = [FigureJob(row, by_task.get(str(row.get("name")), []), fig_dir, source)
+    jobs = [FigureJob(row, by_task.get(str(row.get("name")), []), fig_dir, source, width)
             for row in results.get("tasks") or [] if isinstance(row, Mapping)]
     return [p for paths in draw_figures(jobs, workers) for p in paths]

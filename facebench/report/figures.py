@@ -11,11 +11,14 @@ building and saving, so no global matplotlib state changes. Figures are built wi
 :class:`matplotlib.figure.Figure` + :class:`~matplotlib.backends.backend_agg.FigureCanvasAgg` (no
 pyplot, no interactive backend, nothing kept alive after the call). DejaVu Sans (bundled with
 matplotlib, so the same font everywhere) at 7-9 pt; single-column figures are
-:data:`SINGLE_COLUMN` = 3.4 in wide, wide ones :data:`DOUBLE_COLUMN` = 7 in; constrained layout
-keeps margins tight without changing the figure size (so a figure included at its natural width is
-not rescaled). Colours: seaborn's ``colorblind`` palette (colour-blind safe), and curves / series also
-differ by line style / marker so they stay distinguishable in greyscale; heat maps use the
-single-hue ``Blues`` map. PDF fonts are embedded as TrueType (``pdf.fonttype`` 42, no Type 3 fonts).
+:data:`SINGLE_COLUMN` = 3.3 in wide, wide ones :data:`DOUBLE_COLUMN` = 6.9 in (a two-column paper's column and
+text widths); :func:`figure_width` ("single" / "double") sets every figure drawn inside it to one of the two
+(heights grow with the width, up to 1.6x); constrained layout keeps margins tight without changing the figure
+size (so a figure included at its natural width is not rescaled), and titles and axis labels too long for the
+canvas are wrapped (:func:`texts_outside` lists any text that still leaves it). Labels are display names
+(``facebench.report.names``: "FPR at 95% TPR", not the metric id). Colours: the Okabe-Ito palette (colour-blind
+safe), and curves / series also differ by line style / marker so they stay distinguishable in greyscale; heat
+maps use the single-hue ``Blues`` map. PDF fonts are embedded as TrueType (``pdf.fonttype`` 42, no Type 3 fonts).
 
 Determinism. The same inputs give byte-identical files in any process: PNGs are written at a fixed
 :data:`DPI` with the ``Software`` text chunk removed (matplotlib writes no timestamp in PNGs); PDFs
@@ -40,10 +43,12 @@ from __future__ import annotations
 import io
 import math
 import re
+import textwrap
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -60,20 +65,23 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
 from facebench.errors import ReportError
-from facebench.report.figure_index import FIGURES_BY_PROTOCOL, open_set_mode
+from facebench.report import names as N
+from facebench.report.figure_index import FIGURE_WIDTHS, FIGURES_BY_PROTOCOL, check_width, open_set_mode
 
 __all__ = [
     "DPI", "SINGLE_COLUMN", "DOUBLE_COLUMN", "PAPER_STYLE", "PALETTE", "FIGURES_BY_PROTOCOL",
     "row_normalise", "log_floor", "sanitise_filename",
     "confusion_matrix_figure", "per_class_recall_figure", "reliability_figure", "roc_figure",
     "det_figure", "oscr_figure", "group_bars_figure", "cross_domain_heatmap", "scatter_figure",
-    "ced_figure", "landmark_overlay_figure", "metric_curves_figure",
-    "task_figures", "run_figures",
+    "ced_figure", "landmark_overlay_figure", "metric_curves_figure", "ece_text", "score_label", "curve_area",
+    "task_figures", "run_figures", "figure_width", "captured_figures", "texts_outside", "FIGURE_WIDTHS",
 ]
 
 DPI = 200
-SINGLE_COLUMN = 3.4  # inches
-DOUBLE_COLUMN = 7.0  # inches
+SINGLE_COLUMN = 3.3  # inches: one column of a two-column paper
+DOUBLE_COLUMN = 6.9  # inches: the text width of a two-column paper
+WIDTHS = {"single": SINGLE_COLUMN, "double": DOUBLE_COLUMN}  # figure_width() modes
+MAX_HEIGHT_GROWTH = 1.6  # a figure widened by figure_width("double") grows in height by at most this factor
 CMAP = "Blues"
 EMPTY_CELL = "#eeeeee"  # colour of heat-map cells without a value (e.g. a true class with no samples)
 
@@ -115,11 +123,10 @@ PAPER_STYLE: dict[str, Any] = {
     "text.usetex": False,
 }
 
-# seaborn's "colorblind" palette (10 colours, colour-blind safe), written out: importing seaborn for it cost
-# about a second per process (tests/test_figures.py checks the list against seaborn's)
+# Okabe & Ito's colour-blind-safe palette (Color Universal Design, 2008), its black last: blue, orange,
+# bluish green, vermillion, reddish purple, sky blue, yellow, black
 PALETTE: tuple[tuple[float, float, float], ...] = tuple(
-    to_rgb(c) for c in ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc",
-                        "#ca9161", "#fbafe4", "#949494", "#ece133", "#56b4e9"))
+    to_rgb(c) for c in ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"))
 LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 NEUTRAL = "#555555"
@@ -229,11 +236,144 @@ def prepare() -> None:
 
 
 def _render(stem, width: float, height: float, draw) -> list[Path]:
-    """Build a figure under the paper style, let ``draw(fig)`` fill it, write PNG + PDF."""
+    """Build a figure under the paper style (sized by :func:`figure_width` when set), let ``draw(fig)`` fill it,
+    wrap texts too long for the canvas, write PNG + PDF."""
+    width, height = _sized(width, height)
     with matplotlib.rc_context(PAPER_STYLE):
         fig = _new_figure(width, height)
         draw(fig)
-        return _save(fig, stem)  # nothing refers to the figure after this (no pyplot): freed with its artists
+        _fit_texts(fig)
+        paths = _save(fig, stem)
+    captured = _CAPTURE.get()
+    if captured is not None:  # captured_figures(): kept for inspection; otherwise freed with its artists
+        captured.append(fig)
+    return paths
+
+
+# ---------------------------------------------------------------------------- sizes and text fitting
+_WIDTH_MODE: ContextVar[str | None] = ContextVar("facebench_figure_width", default=None)
+_CAPTURE: ContextVar[list | None] = ContextVar("facebench_figure_capture", default=None)
+
+
+@contextmanager
+def figure_width(mode: str | None):
+    """Inside the block every figure is ``mode`` wide: "single" (:data:`SINGLE_COLUMN`), "double"
+    (:data:`DOUBLE_COLUMN`); "auto" or None: each figure its own width (double only for wide content)."""
+    check_width(mode)
+    token = _WIDTH_MODE.set(None if mode in (None, "auto") else mode)
+    try:
+        yield
+    finally:
+        _WIDTH_MODE.reset(token)
+
+
+@contextmanager
+def captured_figures():
+    """``with captured_figures() as figs:`` every figure drawn inside is appended to ``figs`` once written, for
+    tests and tools that inspect its artists (labels, legend entries, bars; see :func:`texts_outside`)."""
+    figs: list = []
+    token = _CAPTURE.set(figs)
+    try:
+        yield figs
+    finally:
+        _CAPTURE.reset(token)
+
+
+def _sized(width: float, height: float) -> tuple[float, float]:
+    """(width, height) under :func:`figure_width`: the mode's width; the height grows with a wider figure (at
+    most :data:`MAX_HEIGHT_GROWTH` times) and stays when it narrows (the content needs the room)."""
+    mode = _WIDTH_MODE.get()
+    if mode is None:
+        return width, height
+    target = WIDTHS[mode]
+    return target, height * min(max(target / width, 1.0), MAX_HEIGHT_GROWTH)
+
+
+def _fit_texts(fig: Figure) -> None:
+    """Wrap titles, the suptitle and axis labels longer than the room the laid-out canvas leaves them onto more
+    lines (laid out first only when a text might not fit: longer than half the canvas)."""
+    texts = [fig._suptitle] if getattr(fig, "_suptitle", None) is not None else []
+    for ax in fig.axes:
+        texts += [t for t in (ax._left_title, ax.title, ax._right_title, ax.xaxis.label, ax.yaxis.label)
+                  if t.get_text()]
+    renderer = fig.canvas.get_renderer()
+    long = [t for t in texts if _long_side(t, renderer) > 0.5 * min(fig.bbox.width, fig.bbox.height)]
+    if not long:
+        return
+    if fig.get_layout_engine() is not None:
+        fig.get_layout_engine().execute(fig)
+    for t in long:
+        _wrap(t, renderer, _room(fig, t, renderer))
+
+
+def _long_side(text, renderer) -> float:
+    box = text.get_window_extent(renderer)
+    return max(box.width, box.height)
+
+
+def _room(fig: Figure, text, renderer) -> float:
+    """Pixels ``text`` may span along its reading direction where it stands (the canvas less a 2% margin)."""
+    box, canvas = text.get_window_extent(renderer), fig.bbox
+    if box.height > box.width:  # a rotated (y axis) label: the canvas height
+        return 0.92 * canvas.height
+    margin = 0.02 * canvas.width
+    ha = text.get_horizontalalignment()
+    if ha == "left":
+        return canvas.x1 - margin - max(box.x0, canvas.x0)
+    if ha == "right":
+        return min(box.x1, canvas.x1) - margin - canvas.x0
+    centre = (box.x0 + box.x1) / 2
+    return 2 * min(centre - canvas.x0, canvas.x1 - centre) - 2 * margin
+
+
+def _wrap(text, renderer, room: float) -> None:
+    """Break ``text`` (a Text artist) at spaces until its long side fits ``room`` pixels (at most 4 tries)."""
+    content = text.get_text()
+    for _ in range(4):
+        long_side = _long_side(text, renderer)
+        if not content or long_side <= room or " " not in content:
+            return
+        longest = max(len(line) for line in content.splitlines())
+        chars = max(8, int(longest * room / long_side) - 1)
+        content = "\n".join(textwrap.fill(line, chars) for line in content.splitlines())
+        text.set_text(content)
+
+
+def texts_outside(fig: Figure, tolerance: float = 1.0) -> list[str]:
+    """The texts of a drawn figure whose bounding box leaves the canvas (by more than ``tolerance`` pixels):
+    every visible, non-empty text, tick labels only of the ticks inside the axis limits (the ones drawn)."""
+    with matplotlib.rc_context(PAPER_STYLE):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        canvas = fig.bbox
+        out = []
+        for t in _drawn_texts(fig):
+            box = t.get_window_extent(renderer)
+            if (box.x0 < canvas.x0 - tolerance or box.y0 < canvas.y0 - tolerance
+                    or box.x1 > canvas.x1 + tolerance or box.y1 > canvas.y1 + tolerance):
+                out.append(t.get_text())
+    return out
+
+
+def _drawn_texts(fig: Figure) -> list:
+    """Visible, non-empty Text artists of ``fig`` that a drawing shows (tick labels of ticks in view only)."""
+    from matplotlib.text import Text
+
+    tick_labels: set[int] = set()
+    shown: list = []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for tick in list(axis.majorTicks) + list(axis.minorTicks):
+                tick_labels.update((id(tick.label1), id(tick.label2)))
+            lo, hi = sorted(axis.get_view_interval())
+            slack = 1e-9 * max(abs(lo), abs(hi), 1e-300)
+            for locs, get in ((axis.get_majorticklocs(), axis.get_major_ticks),
+                              (axis.get_minorticklocs(), axis.get_minor_ticks)):
+                for tick, loc in zip(get(len(locs)), locs):
+                    if lo - slack <= loc <= hi + slack and tick.get_visible():
+                        shown += [lab for lab in (tick.label1, tick.label2) if lab.get_visible()]
+    shown += [t for t in fig.findobj(Text) if id(t) not in tick_labels]
+    return [t for t in shown if t.get_visible() and t.get_text().strip()]
 
 
 # -------------------------------------------------------------------------------- PDF font subsets
@@ -376,19 +516,20 @@ def _errorbars(values: np.ndarray, cis: Sequence | None) -> tuple[np.ndarray, np
     return lo, hi
 
 
-def _bars(ax, names: Sequence[str], values: np.ndarray, cis, colors, percent: bool) -> None:
+def _bars(ax, names: Sequence[str], values: np.ndarray, cis, colors, percent: bool, base: float = 0.0) -> None:
+    """Bars from ``base`` (in display units: % when ``percent``) with CI whiskers; "n/a" where a value is missing."""
     x = np.arange(len(names))
     scale = 100.0 if percent else 1.0
     finite = np.isfinite(values)
-    ax.bar(x[finite], values[finite] * scale, width=0.7, color=[colors[i] for i in np.flatnonzero(finite)],
-           edgecolor="none", zorder=2)
+    ax.bar(x[finite], values[finite] * scale - base, bottom=base, width=0.7,
+           color=[colors[i] for i in np.flatnonzero(finite)], edgecolor="none", zorder=2)
     lo, hi = _errorbars(values, cis)
     has = finite & np.isfinite(lo)
     if has.any():
         ax.errorbar(x[has], values[has] * scale, yerr=np.vstack([lo[has], hi[has]]) * scale, fmt="none",
                     ecolor="black", elinewidth=0.7, capthick=0.7, zorder=3)
     for i in np.flatnonzero(~finite):
-        ax.text(x[i], 0, "n/a", ha="center", va="bottom", fontsize=6, color=NEUTRAL)
+        ax.text(x[i], base, "n/a", ha="center", va="bottom", fontsize=6, color=NEUTRAL)
     ax.set_xticks(x)
     ax.set_xticklabels([str(s) for s in names])
     ax.set_xlim(-0.6, len(names) - 0.4)
@@ -474,13 +615,14 @@ def per_class_recall_figure(names: Sequence[str], values: Sequence, cis: Sequenc
     return _render(stem, _bar_width(len(names)), 2.3, draw)
 
 
-def reliability_figure(reliability: Mapping, stem, title: str | None = None, ece: float | None = None
-                       ) -> list[Path]:
+def reliability_figure(reliability: Mapping, stem, title: str | None = None, ece: float | None = None,
+                       ece_ci: Sequence | None = None) -> list[Path]:
     """Reliability diagram from a closed_set ``details["reliability"]`` dict.
 
     ``reliability`` holds ``edges`` (B+1 bin edges), and per bin ``accuracy``, ``confidence`` (mean
     confidence; None for empty bins) and ``counts``. Top panel: accuracy per bin (bars) against the
-    diagonal, with the gap to the bin's mean confidence outlined; bottom panel: samples per bin.
+    diagonal, with the gap to the bin's mean confidence outlined; bottom panel: samples per bin. ``ece`` (and
+    its 95% CI ``ece_ci``) titles the legend, in percent.
     """
     edges = np.asarray(reliability["edges"], dtype=float)
     acc = _as_float_array(reliability["accuracy"])
@@ -504,10 +646,8 @@ def reliability_figure(reliability: Mapping, stem, title: str | None = None, ece
         top.set_xlim(edges[0], edges[-1])
         top.set_ylim(0, 1)
         top.set_ylabel("accuracy")
-        has_ece = ece is not None and np.isfinite(ece)
-        top.legend(loc="upper left", title=f"ECE = {100 * ece:.2f}%" if has_ece else None,
-                   title_fontsize=7, alignment="left")
-        bottom.bar(left, np.nan_to_num(counts), width=widths, align="edge", color=_color(7),
+        top.legend(loc="upper left", title=ece_text(ece, ece_ci), title_fontsize=7, alignment="left")
+        bottom.bar(left, np.nan_to_num(counts), width=widths, align="edge", color=NEUTRAL,
                    edgecolor="white", linewidth=0.5)
         bottom.set_ylabel("samples")
         bottom.set_xlabel("confidence")
@@ -517,6 +657,41 @@ def reliability_figure(reliability: Mapping, stem, title: str | None = None, ece
             top.set_title(title)
 
     return _render(stem, SINGLE_COLUMN, 3.2, draw)
+
+
+def ece_text(ece: float | None, ci: Sequence | None = None) -> str | None:
+    """"ECE = 3.10% [2.05, 4.40]" (percent; the CI when given), or None without a finite ECE."""
+    if ece is None or not np.isfinite(ece):
+        return None
+    text = f"ECE = {100 * ece:.2f}%"
+    if _valid_ci(ci):
+        text += f" [{100 * float(ci[0]):.2f}, {100 * float(ci[1]):.2f}]"
+    return text
+
+
+def score_label(label: str, name: str, value: float | None, ci: Sequence | None = None, digits: int = 3) -> str:
+    """A legend entry with a score: "model (AUROC 0.953 [0.941, 0.962])"; ``label`` alone without a value."""
+    if value is None or not np.isfinite(value):
+        return label
+    text = f"{name} {value:.{digits}f}"
+    if _valid_ci(ci):
+        text += f" [{float(ci[0]):.{digits}f}, {float(ci[1]):.{digits}f}]"
+    return f"{label} ({text})" if label else text
+
+
+def curve_area(x, y) -> float | None:
+    """The area under a curve given by points (trapezoids, points sorted by x); None with fewer than 2 points."""
+    x, y = _as_float_array(x), _as_float_array(y)
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 2:
+        return None
+    order = np.argsort(x[keep], kind="stable")
+    xs, ys = x[keep][order], y[keep][order]
+    return float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2.0))
+
+
+def _valid_ci(ci) -> bool:
+    return (ci is not None and len(ci) == 2 and all(c is not None and np.isfinite(float(c)) for c in ci))
 
 
 def _curves(curves: Mapping) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -594,32 +769,73 @@ def oscr_figure(curves: Mapping, stem, log_x: bool = False, xlabel: str = "FPR (
 
 def group_bars_figure(groups: Sequence[str], values: Sequence, cis: Sequence | None, stem, metric_label: str,
                       overall: float | None = None, title: str | None = None, percent: bool = False,
-                      overall_label: str = "overall") -> list[Path]:
-    """Per-group bars with CI whiskers (entries may be None) and a dashed line at ``overall``."""
+                      overall_label: str = "overall", zoom: bool = False, gap: bool = False) -> list[Path]:
+    """Per-group bars with CI whiskers (entries may be None) and a dashed line at ``overall``.
+
+    ``zoom``: the value axis spans the data (values, CIs, overall, with a margin) instead of starting at 0, and
+    the bars start at its lower end, so that a 10-point gap is not flattened on a 0-100 axis. ``gap``: the
+    largest minus the smallest group value is drawn as a double arrow right of the bars and labelled
+    ("gap 10.2 pp" in percentage points, or in the metric's unit)."""
     names = [str(g) for g in groups]
     vals = _as_float_array(values)
     if len(vals) != len(names) or (cis is not None and len(cis) != len(names)):
         raise ReportError("groups, values and cis must have the same length")
     scale = 100.0 if percent else 1.0
+    lo, hi = _value_range(vals, cis)
+    if overall is not None and np.isfinite(overall):
+        lo, hi = min(lo, overall), max(hi, overall)
+    limits = _zoomed_limits(lo, hi, scale) if zoom else _full_limits(lo, hi, scale, percent)
 
     def draw(fig):
         ax = fig.add_subplot()
-        _bars(ax, names, vals, cis, [_color(0)] * len(names), percent=percent)
-        lo, hi = _value_range(vals, cis)
+        _bars(ax, names, vals, cis, [_color(0)] * len(names), percent=percent, base=limits[0])
         if overall is not None and np.isfinite(overall):
-            ax.axhline(overall * scale, color=_color(3), ls="--", lw=1.0, zorder=4,
-                       label=f"{overall_label} ({overall * scale:.1f}%)" if percent else f"{overall_label} ({overall:.3f})")
-            lo, hi = min(lo, overall), max(hi, overall)
+            text = f"{overall * scale:.1f}%" if percent else f"{overall:.3f}"
+            ax.plot([-0.5, len(names) - 0.5], [overall * scale] * 2, color=_color(3), ls="--", lw=1.0, zorder=4,
+                    label=f"{overall_label} ({text})")  # over the bars only: the gap's label stays clear
             ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.1)
-        if 0.0 <= lo and hi <= 1.0:
-            ax.set_ylim(0, 102 if percent else 1.02)
-        else:
-            ax.set_ylim(min(0.0, lo * scale), hi * scale * 1.05 if hi > 0 else 1.0)
+        if gap:
+            _annotate_gap(ax, vals, scale, percent)
+        ax.set_ylim(*limits)
         ax.set_ylabel(metric_label)
         if title:
             ax.set_title(title, loc="left")
 
     return _render(stem, _bar_width(len(names)), 2.4, draw)
+
+
+def _full_limits(lo: float, hi: float, scale: float, percent: bool) -> tuple[float, float]:
+    """A value axis from 0: to 100% (1) for values in [0, 1], else to the largest value plus 5%."""
+    if 0.0 <= lo and hi <= 1.0:
+        return 0.0, 102.0 if percent else 1.02
+    return min(0.0, lo * scale), hi * scale * 1.05 if hi > 0 else 1.0
+
+
+def _zoomed_limits(lo: float, hi: float, scale: float) -> tuple[float, float]:
+    """A value axis around [lo, hi] (data units; returned in display units): 15% of the span (at least 1% of
+    the larger magnitude) added below and above."""
+    span = hi - lo
+    pad = max(0.15 * span, 0.01 * max(abs(lo), abs(hi), 1e-12))
+    return (lo - pad) * scale, (hi + pad) * scale
+
+
+def _annotate_gap(ax, vals: np.ndarray, scale: float, percent: bool) -> float | None:
+    """The max - min group value as a labelled double arrow right of the bars; returns the gap (data units)."""
+    finite = np.flatnonzero(np.isfinite(vals))
+    if finite.size < 2:
+        return None
+    i_lo, i_hi = finite[np.argmin(vals[finite])], finite[np.argmax(vals[finite])]
+    y_lo, y_hi = vals[i_lo] * scale, vals[i_hi] * scale
+    x = len(vals) - 0.4 + 0.3
+    for i, y in ((i_lo, y_lo), (i_hi, y_hi)):
+        ax.plot([i + 0.35, x], [y, y], ls=":", lw=0.7, color=NEUTRAL, zorder=3)
+    ax.annotate("", xy=(x, y_hi), xytext=(x, y_lo),
+                arrowprops={"arrowstyle": "<->", "lw": 0.8, "color": NEUTRAL, "shrinkA": 0, "shrinkB": 0})
+    gap = float(vals[i_hi] - vals[i_lo])
+    text = f"gap\n{gap * 100:.1f} pp" if percent else f"gap\n{gap:.3g}"
+    ax.text(x + 0.12, (y_lo + y_hi) / 2, text, ha="left", va="center", fontsize=6.5, color="black")
+    ax.set_xlim(-0.6, len(vals) + 0.75)
+    return gap
 
 
 def cross_domain_heatmap(row_labels: Sequence[str], col_labels: Sequence[str], matrix, stem,
@@ -875,13 +1091,21 @@ class _Ctx:
     def open_set_mode(self) -> str:
         return open_set_mode(self.task)
 
+    def auroc_label(self, x, y) -> str:
+        """The run's legend entry with its AUROC: the task's ``auroc`` record (with its CI) when it has one, else
+        the area under the curve's points (no CI)."""
+        rec = self.recs.get("auroc") or {}
+        if rec.get("value") is not None:
+            return score_label(self.label, "AUROC", float(rec["value"]), rec.get("ci"))
+        return score_label(self.label, "AUROC", curve_area(x, y))
+
 
 def _fig_confusion_matrix(c: _Ctx) -> list[Path]:
     d = c.details
     labels = [str(x) for x in d.get("label_space") or []]
     if d.get("confusion_matrix") is None or not labels:
         return []
-    return confusion_matrix_figure(d["confusion_matrix"], labels, c.stem("confusion_matrix"))
+    return confusion_matrix_figure(d["confusion_matrix"], [N.class_name(x) for x in labels], c.stem("confusion_matrix"))
 
 
 def _fig_per_class_recall(c: _Ctx) -> list[Path]:
@@ -893,22 +1117,24 @@ def _fig_per_class_recall(c: _Ctx) -> list[Path]:
     cis = [c.ci(f"recall[{n}]") for n in names]
     groups = [row.get("group") for row in per_class]  # imbalanced: many / medium / few
     groups = groups if all(g is not None for g in groups) else None
-    return per_class_recall_figure(names, values, cis, c.stem("per_class_recall"), groups=groups)
+    return per_class_recall_figure([N.class_name(n) for n in names], values, cis, c.stem("per_class_recall"),
+                                   groups=groups, ylabel=N.metric_name("recall"))
 
 
 def _fig_reliability(c: _Ctx) -> list[Path]:
     rel = c.details.get("reliability")
     if not isinstance(rel, Mapping):
         return []
-    ece = next((r.get("value") for m, r in c.recs.items() if m == "ece" or m.startswith("ece[")), None)
-    return reliability_figure(rel, c.stem("reliability"), ece=ece)
+    ece = next((r for m, r in c.recs.items() if m == "ece" or m.startswith("ece[")), {})
+    return reliability_figure(rel, c.stem("reliability"), ece=ece.get("value"), ece_ci=ece.get("ci"))
 
 
 def _fig_open_set_roc(c: _Ctx) -> list[Path]:
     roc = c.details.get("roc")
     if c.open_set_mode == "leave_one_out" or not isinstance(roc, Mapping) or roc.get("x") is None:
         return []
-    return roc_figure({c.label: (roc["x"], roc["y"])}, c.stem("roc"), xlabel="FPR (unknowns accepted)",
+    label = c.auroc_label(roc["x"], roc["y"])
+    return roc_figure({label: (roc["x"], roc["y"])}, c.stem("roc"), xlabel="FPR (unknowns accepted)",
                       ylabel="TPR (knowns accepted)")
 
 
@@ -930,8 +1156,8 @@ def _fig_per_class_auroc(c: _Ctx) -> list[Path]:
     names = [str(r["open_class"]) for r in rows]
     values = [r.get("auroc") for r in rows]
     cis = [c.ci(f"auroc[open={n}]") for n in names]
-    return group_bars_figure(names, values, cis, c.stem("per_class_auroc"), "AUROC (class held out)",
-                             overall=mean.get("auroc") if mean else None, overall_label="mean")
+    return group_bars_figure([N.class_name(n) for n in names], values, cis, c.stem("per_class_auroc"),
+                             "AUROC (class held out)", overall=mean.get("auroc") if mean else None, overall_label="mean")
 
 
 def _fig_heatmap(c: _Ctx) -> list[Path]:
@@ -939,11 +1165,12 @@ def _fig_heatmap(c: _Ctx) -> list[Path]:
     if not columns:
         return []
     columns.sort(key=lambda col: 0 if col.get("role") == "source" else 1)  # stable: source first
-    names = [str(col.get("column")) for col in columns] + ["Mean"]
+    names = [str(col.get("column")).replace("_", " ") for col in columns] + ["Mean"]
     values = [col.get("value") for col in columns] + [c.details.get("mean")]
     metric = str(c.details.get("metric") or "accuracy")
     return cross_domain_heatmap([c.label], names, [values], c.stem("heatmap"),
-                                percent=_is_percent_record(c.recs.get(f"{metric}[mean]")))
+                                percent=_is_percent_record(c.recs.get(f"{metric}[mean]")),
+                                title=f"{N.metric_name(metric)} by domain")
 
 
 def _fig_group_bars(c: _Ctx) -> list[Path]:
@@ -955,23 +1182,28 @@ def _fig_group_bars(c: _Ctx) -> list[Path]:
     values = [g.get("value") for g in groups]
     cis = [c.ci(f"{metric}[group={n}]") for n in names]
     by = c.details.get("by") or []
-    title = f"{metric} by {' & '.join(map(str, by))}" if by else None
-    return group_bars_figure(names, values, cis, c.stem("group_bars"), metric, overall=c.details.get("overall"),
-                             title=title, percent=_is_percent_record(c.recs.get(f"{metric}[overall]")))
+    label = N.metric_name(metric)
+    title = f"{label} by {' & '.join(N.group_name(b) for b in by)}" if by else None
+    return group_bars_figure([N.group_name(n) for n in names], values, cis, c.stem("group_bars"), label,
+                             overall=c.details.get("overall"), title=title, zoom=True, gap=True,
+                             percent=_is_percent_record(c.recs.get(f"{metric}[overall]")))
 
 
 def _fig_verification_roc(c: _Ctx) -> list[Path]:
     roc = c.details.get("roc")
     if not isinstance(roc, Mapping) or roc.get("x") is None:
         return []
-    return roc_figure({c.label: (roc["x"], roc["y"])}, c.stem("roc"), xlabel="FAR", ylabel="TAR", log_x=True)
+    label = c.auroc_label(roc["x"], roc["y"])
+    return roc_figure({label: (roc["x"], roc["y"])}, c.stem("roc"), xlabel="FAR", ylabel="TAR", log_x=True)
 
 
 def _fig_det(c: _Ctx) -> list[Path]:
     det = c.details.get("det")
     if not isinstance(det, Mapping) or det.get("x") is None:
         return []
-    return det_figure({c.label: (det["x"], det["y"])}, c.stem("det"))
+    fnmr = _as_float_array(det["y"])
+    label = c.auroc_label(det["x"], 1.0 - fnmr)  # the DET's curve is the ROC's: TAR = 1 - FNMR
+    return det_figure({label: (det["x"], det["y"])}, c.stem("det"))
 
 
 def _fig_ced(c: _Ctx) -> list[Path]:
@@ -981,6 +1213,41 @@ def _fig_ced(c: _Ctx) -> list[Path]:
     norm = c.details.get("normaliser")
     return ced_figure({c.label: (ced["x"], ced["y"])}, c.stem("ced"), thresholds=ced.get("thresholds") or (),
                       xlabel=f"NME ({norm})" if norm else "NME")
+
+
+def _fig_adversarial_budget(c: _Ctx) -> list[Path]:
+    """Adversarial protocol: robust accuracy, attack success rate and fooling rate against the budget (eps in
+    grey levels, /255); the clean accuracy as a dashed line."""
+    curve = c.details.get("curve")
+    if not isinstance(curve, Mapping) or not curve.get("eps_255"):
+        return []
+    x = [float(e) for e in curve["eps_255"]]
+    names = {"robust_accuracy": "robust accuracy (all)", "attack_success_rate": "attack success (clean-correct)",
+             "fooling_rate": "fooling rate (prediction change)"}
+    series = {label: (x, curve[key]) for key, label in names.items() if curve.get(key)}
+    return metric_curves_figure(series, c.stem("budget_curve"), xlabel="budget eps (x/255, L-inf or L2)",
+                                ylabel="fraction of samples", xticks=x, xticklabels=[f"{e:g}" for e in x],
+                                hlines={"clean accuracy": curve.get("clean_accuracy")})
+
+
+def _fig_uap_perturbation(c: _Ctx) -> list[Path]:
+    """Adversarial protocol: each universal perturbation as an image (grey = 0, 128 + 127 v / max|v|)."""
+    uap = c.details.get("uap")
+    cases = [(label, s) for label, s in (uap or {}).items() if isinstance(s, Mapping) and s.get("picture")]
+    if not cases:
+        return []
+
+    def draw(fig):
+        for i, (label, s) in enumerate(cases):
+            ax = fig.add_subplot(1, len(cases), i + 1)
+            img = np.asarray(s["picture"], dtype=np.uint8)
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+            ax.set_title(f"{s.get('method', '')} eps {label}\nL-inf {float(s.get('linf') or 0) * 255:.1f}/255",
+                         fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+
+    return _render(c.stem("perturbation"), SINGLE_COLUMN, 2.2, draw)
 
 
 def _fig_landmark_overlay(c: _Ctx) -> list[Path]:
@@ -1054,6 +1321,8 @@ _BUILDERS = {
     **{("label_free", f"scatter_{t}"): _fig_label_free(t) for t in _LABEL_FREE_TARGETS},
     ("landmarks", "ced"): _fig_ced,
     ("landmarks", "worst_cases"): _fig_landmark_overlay,
+    ("adversarial", "budget_curve"): _fig_adversarial_budget,
+    ("adversarial", "perturbation"): _fig_uap_perturbation,
     ("corruption", "severity_curves"): _fig_severity_curves,
     ("resolution", "resolution_curve"): _fig_resolution_curve,
 }
@@ -1095,10 +1364,12 @@ def task_figures(task_row: Mapping, records: Sequence[Mapping] | None, out_dir,
     return paths
 
 
-def run_figures(results: Mapping, out_dir, reuse_from=None, workers: int | None = None) -> list[Path]:
+def run_figures(results: Mapping, out_dir, reuse_from=None, workers: int | None = None,
+                width: str | None = None) -> list[Path]:
     """Figures for every task of a run (``results.json`` as a dict), written into ``out_dir/figures`` with
     their ``index.json``; those of ``reuse_from/figures`` whose inputs are unchanged are copied, the others
-    drawn (by worker processes where it pays). See ``facebench.report.figure_index.run_figures``."""
+    drawn (by worker processes where it pays; ``width``: see :func:`figure_width`). See
+    ``facebench.report.figure_index.run_figures``."""
     from facebench.report import figure_index
 
-    return figure_index.run_figures(results, out_dir, reuse_from=reuse_from, workers=workers)
+    return figure_index.run_figures(results, out_dir, reuse_from=reuse_from, workers=workers, width=width)
