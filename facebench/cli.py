@@ -87,10 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="merge run folders into leaderboards (Markdown, LaTeX, CSV, HTML) and figures")
     rep.add_argument("runs", nargs="+", help="run folders")
     rep.add_argument("--out", default="reports/report", help="output folder (default reports/report)")
-    rep.add_argument("--strict", action="store_true", help="refuse (instead of splitting) columns whose protocol "
-                                                            "or dataset fingerprints differ between runs")
-    rep.add_argument("--baseline", help="run label to mark significance against in the LaTeX table")
-    rep.add_argument("--ci", choices=["pm", "brackets"], default="brackets", help="how LaTeX prints CIs")
+    rep.add_argument("--strict", action="store_true", help="refuse (instead of splitting and labelling) columns "
+                     "whose protocol or data fingerprints or conventions differ between runs, and a mix of full and "
+                     "--limit runs")
+    rep.add_argument("--metric", action="append", metavar="NAME", help="metric of the models x tasks tables "
+                     "(exact name or glob, repeatable: one table per protocol and NAME; default: each task's "
+                     "headline metric)")
+    rep.add_argument("--baseline", help="run label: a * marks values whose 95%% CI does not overlap its CI")
+    rep.add_argument("--ci", choices=["pm", "brackets", "none"], default="brackets",
+                     help="how the tables print 95%% CIs: [lo, hi] (default), +- half width, or not at all")
     rep.add_argument("--no-figures", action="store_true", help="skip the figures")
 
     val = sub.add_parser("validate", help="check a suite without running anything")
@@ -188,7 +193,7 @@ def cmd_report(args) -> int:
     from facebench.report.build import build_report
 
     out = build_report(args.runs, args.out, strict=args.strict, baseline=args.baseline, ci=args.ci,
-                       figures=not args.no_figures)
+                       figures=not args.no_figures, metrics=args.metric)
     print(f"wrote {out}", file=sys.stderr)
     return EXIT_OK
 

@@ -31,7 +31,8 @@ def test_report_merges_runs_and_draws_figures(tmp_path, capsys):
     assert "fingerprints differ" in md  # the blurred 'closed' task is a different dataset: its columns are split
     rows = list(csv.DictReader(io.StringIO((tmp_path / "r" / "leaderboard.csv").read_text())))
     assert {r["run"] for r in rows} == {"synth-cnn", "synth-cnn-2"}
-    tex = (tmp_path / "r" / "leaderboard.tex").read_text()
+    assert "\\input{tables/closed_set.tex}" in (tmp_path / "r" / "leaderboard.tex").read_text()
+    tex = (tmp_path / "r" / "tables" / "fairness.tex").read_text()  # the wrapper \inputs one fragment per table
     assert "\\toprule" in tex and "\\bottomrule" in tex and "\\textbf" in tex
     index = (tmp_path / "r" / "site" / "index.html").read_text()
     assert "synth-cnn-2" in index and "https://" not in index

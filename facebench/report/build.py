@@ -1,10 +1,14 @@
-"""``facebench report RUN... --out DIR``: leaderboards in every format plus figures and a static site.
+r"""``facebench report RUN... --out DIR``: leaderboards in every format plus figures and a static site.
 
-Writes ``leaderboard.md``, ``leaderboard.tex`` (a standalone booktabs document), ``leaderboard.csv``,
+Writes the models x tasks boards (:mod:`facebench.report.boards`: per protocol, models as rows, tasks as
+columns, Mean and mean rank) as ``leaderboard.md``, ``tables/<protocol>[-<metric>][-<cut>].tex`` (bare booktabs
+fragments to ``\input``), ``leaderboard.tex`` (a standalone document that ``\input``s them; compile it from
+the report folder), ``leaderboard.csv`` (long format: one line per run x task x metric),
 ``figures/<run>/<task>-<kind>.{png,pdf}`` (copied from the run folder when their inputs are unchanged, see
 ``facebench.report.figure_index``) and ``site/index.html`` (one page per task, figures embedded,
-no network assets), and the ``.facebench-report`` marker. Columns whose protocol or dataset
-fingerprints differ between runs are split (or, with ``strict``, refused) -- see ``facebench.report.tables``.
+no network assets; the boards on its index page), and the ``.facebench-report`` marker. Columns whose protocol
+or data fingerprints or conventions differ between runs are split (or, with ``strict``, refused), and ``--limit``
+runs never share a board with full runs -- see ``facebench.report.boards``.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from facebench.report import tables
+from facebench.errors import ReportError
+from facebench.report import board_formats, tables
+from facebench.report.boards import build_boards
 
 
 def _safe(text: str) -> str:
@@ -20,36 +26,50 @@ def _safe(text: str) -> str:
 
 
 def build_report(paths, out: str | Path, strict: bool = False, baseline: str | None = None, ci: str = "brackets",
-                 figures: bool = True) -> Path:
+                 figures: bool = True, metrics: list[str] | None = None) -> Path:
     """Write the report folder ``out`` whole: into a temporary sibling, renamed into place. An earlier
     report folder (``.facebench-report`` marker) there is replaced; a file, or a non-empty folder
-    without the marker, is refused (``OutputError``) before anything is written."""
+    without the marker, is refused (``OutputError``) before anything is written. ``ci``: ``brackets``,
+    ``pm`` or ``none`` (every table); ``metrics``: the boards' metric names or globs (None: headline);
+    ``baseline``: a run label whose CIs the others' are checked against (``*``)."""
     from facebench.outdir import REPORT, check_target, write_folder
 
     out = Path(out)
     check_target(out, REPORT)
     runs = tables.load_runs(paths)
-    table = tables.build_table(runs, strict=strict)
+    tables.build_table(runs, strict=strict)  # strict refusals before anything is written
+    boards = build_boards(runs, metrics=metrics, strict=strict)
+    if baseline is not None and baseline not in [r["label"] for r in runs]:
+        raise ReportError(f"Baseline {baseline!r} is not one of the runs: {', '.join(r['label'] for r in runs)}. "
+                          "Pass one of these labels to --baseline.")
 
     def write(folder: Path) -> None:
-        _write_report(folder, runs, table, strict=strict, baseline=baseline, ci=ci, figures=figures)
+        _write_report(folder, runs, boards, strict=strict, baseline=baseline, ci=None if ci == "none" else ci,
+                      figures=figures)
 
     return write_folder(out, REPORT, write, replace=True)
 
 
-def _write_report(out: Path, runs: list, table, *, strict: bool, baseline: str | None, ci: str,
+def _write_report(out: Path, runs: list, boards: list, *, strict: bool, baseline: str | None, ci: str | None,
                   figures: bool) -> None:
     from facebench.report.html import write_site
 
-    (out / "leaderboard.md").write_text(tables.to_markdown(table))
-    (out / "leaderboard.csv").write_text(tables.to_csv(table))
-    (out / "leaderboard.tex").write_text(tables.to_latex_document(table, ci="pm" if ci == "pm" else "brackets",
-                                                                  baseline=baseline))
+    (out / "leaderboard.md").write_text(board_formats.to_markdown(boards, ci=ci, baseline=baseline),
+                                          encoding="utf-8")
+    (out / "leaderboard.csv").write_text(board_formats.to_long_csv(runs), encoding="utf-8")
+    names = board_formats.fragment_names(boards)
+    (out / "tables").mkdir()
+    for board, name in zip(boards, names):
+        (out / "tables" / name).write_text(board_formats.to_latex_fragment(board, ci=ci, baseline=baseline),
+                                           encoding="utf-8")
+    (out / "leaderboard.tex").write_text(board_formats.latex_wrapper(boards, names, ci=ci, baseline=baseline),
+                                          encoding="utf-8")
     by_task: dict[str, list[str]] = {}
     if figures:
         for task, paths in _figures(out, runs):
             by_task.setdefault(task, []).extend(str(p) for p in paths if p.suffix == ".png")
-    write_site(runs, out / "site", figures=by_task, strict=strict)
+    write_site(runs, out / "site", figures=by_task, strict=strict,
+               boards=board_formats.to_html(boards, ci=ci, baseline=baseline))
 
 
 def _figures(out: Path, runs: list) -> list[tuple[str, list[Path]]]:

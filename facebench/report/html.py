@@ -107,12 +107,14 @@ def _task_names(table: Table) -> list[str]:
     return names
 
 
-def _index(table: Table, links: dict[str, str], title: str) -> str:
+def _index(table: Table, links: dict[str, str], title: str, boards: str = "") -> str:
     parts = [f"<h1>{escape(title)}</h1>",
              f'<p class="muted">{len(table.rows)} run(s), {len(table.columns)} column(s). Click a column header '
              "to sort (best first on the first click). Bold: best value per column. Percentages for accuracy-like "
              'metrics; 95% confidence intervals in brackets. <a href="leaderboard.csv">CSV</a></p>']
+    parts.append(boards)  # the models x tasks boards (facebench.report.board_formats.to_html), when given
     if table.columns:
+        parts.append("<h2>All headline metrics</h2>" if boards else "")
         parts.append(to_html_table(table, task_links=links))
     else:
         parts.append("<p>No records to show.</p>")
@@ -193,12 +195,14 @@ def _task_page(name: str, table: Table, figures: list[str], title: str) -> str:
 
 
 def write_site(runs: Sequence, out_dir: str | Path, figures: dict[str, list] | None = None,
-               metrics="headline", strict: bool = False, title: str = "facebench leaderboard") -> Path:
+               metrics="headline", strict: bool = False, title: str = "facebench leaderboard",
+               boards: str = "") -> Path:
     """Write the static site to ``out_dir`` and return the path of ``index.html``.
 
     ``runs``: :func:`load_runs` output, results dicts, or run folder paths. ``figures``:
     ``{task name: [png paths]}``; the files are copied to ``figures/<task slug>/`` and embedded in
-    the task's page. ``metrics`` / ``strict`` go to :func:`build_table`.
+    the task's page. ``metrics`` / ``strict`` go to :func:`build_table`. ``boards``: HTML shown first on the
+    index (the models x tasks tables of ``facebench report``).
     """
     runs = list(runs)
     if runs and all(isinstance(r, (str, Path)) for r in runs):
@@ -225,5 +229,5 @@ def write_site(runs: Sequence, out_dir: str | Path, figures: dict[str, list] | N
         (out / links[name]).write_text(_task_page(name, table, rel, title), encoding="utf-8")
     (out / "leaderboard.csv").write_text(to_csv(table), encoding="utf-8")
     index = out / "index.html"
-    index.write_text(_index(table, links, title), encoding="utf-8")
+    index.write_text(_index(table, links, title, boards), encoding="utf-8")
     return index
