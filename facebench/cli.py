@@ -87,15 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="merge run folders into leaderboards (Markdown, LaTeX, CSV, HTML) and figures")
     rep.add_argument("runs", nargs="+", help="run folders")
     rep.add_argument("--out", default="reports/report", help="output folder (default reports/report)")
-    rep.add_argument("--strict", action="store_true", help="refuse (instead of splitting and labelling) columns "
-                     "whose protocol or data fingerprints or conventions differ between runs, and a mix of full and "
-                     "--limit runs")
-    rep.add_argument("--metric", action="append", metavar="NAME", help="metric of the models x tasks tables "
-                     "(exact name or glob, repeatable: one table per protocol and NAME; default: each task's "
-                     "headline metric)")
+    rep.add_argument("--strict", action="store_true", help="refuse (not split and label) columns whose fingerprints "
+                     "or conventions differ between runs, and a mix of full and --limit runs")
+    rep.add_argument("--metric", action="append", metavar="NAME", help="metric of the models x tasks tables (name "
+                     "or glob; repeatable: a table per protocol and NAME; default: each task's headline metric)")
     rep.add_argument("--baseline", help="run label: a * marks values whose 95%% CI does not overlap its CI")
-    rep.add_argument("--ci", choices=["pm", "brackets", "none"], default="brackets",
-                     help="how the tables print 95%% CIs: [lo, hi] (default), +- half width, or not at all")
+    rep.add_argument("--ci", choices=["pm", "brackets", "none"], default="brackets", help="CIs: [lo, hi], +- or none")
     rep.add_argument("--no-figures", action="store_true", help="skip the figures")
 
     val = sub.add_parser("validate", help="check a suite without running anything")

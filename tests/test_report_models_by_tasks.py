@@ -145,6 +145,8 @@ def test_lower_is_better_metric_bolds_the_smallest(runs):
     fpr = values(runs, "osr", "fpr@tpr95[pos=known,rule=interp]")
     _, rows, _ = md_section(to_markdown(boards, ci=None), board.title)
     assert {r for r in LABELS if rows[r][0].startswith("**")} == {r for r, v in fpr.items() if v == min(fpr.values())}
+    with pytest.raises(ReportError, match="--metric 'fpr@95' matches no record of these runs. Their metrics: accuracy,"):
+        build_boards(load_runs(runs), metrics=["fpr@95"])
 
 
 def edited(folder: Path, dest: Path, edit) -> Path:

@@ -136,6 +136,7 @@ def build_boards(runs: Sequence[dict], metrics: Sequence[str] | None = None, str
     per protocol (first-seen order), per asked metric (``metrics``; None: the headline metric of each task).
     A protocol without any task holding an asked metric has no board for it."""
     runs = _normalise_runs(runs)
+    _check_metrics(runs, metrics)
     boards = []
     for cut, group in _by_cut(runs, strict).items():
         protocols: list[str] = []
@@ -149,6 +150,15 @@ def build_boards(runs: Sequence[dict], metrics: Sequence[str] | None = None, str
                 if board is not None:
                     boards.append(board)
     return boards
+
+
+def _check_metrics(runs: list[dict], metrics: Sequence[str] | None) -> None:
+    """ReportError for an asked metric that no record of any run has (a typo would give an empty report)."""
+    names = list(dict.fromkeys(r["metric"] for run in runs for r in run["results"].get("records", [])))
+    for choice in metrics or []:
+        if not any(n == choice or fnmatch.fnmatchcase(n, choice) for n in names):
+            shown = ", ".join(names[:25]) + (", ..." if len(names) > 25 else "")
+            raise ReportError(f"--metric {choice!r} matches no record of these runs. Their metrics: {shown}.")
 
 
 def _chosen_metric(records: list[dict], choice: str | None, protocol: str) -> str | None:
