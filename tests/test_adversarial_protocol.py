@@ -23,6 +23,8 @@ SUITE = {
     "tasks": [
         {"name": "pgd", "dataset": "synth", "split": "test", "dataset_args": {"n": N}, "protocol": "adversarial",
          "params": {"eps": ["2/255"], "steps": 3}},
+        {"name": "pgd-transfer", "dataset": "synth", "split": "test", "dataset_args": {"n": N},
+         "protocol": "adversarial", "params": {"eps": ["2/255"], "steps": 3, "surrogate": "synth-cnn"}},
         {"name": "uap", "dataset": "synth", "split": "test", "dataset_args": {"n": N}, "protocol": "adversarial",
          "params": {"attack": "uap", "eps": ["10/255"], "fit": {"split": "train", "dataset_args": {"n": N}},
                     "epochs": 2}},
@@ -125,11 +127,27 @@ def test_rescore_loads_no_model(finished, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built during rescore")
 
-    monkeypatch.setattr(registry.MODELS, "get", no_model)
+    class Forbidden:  # what the registry hands out: a model class that cannot be built
+        differentiable = True
+        __init__ = no_model
+
+    monkeypatch.setattr(registry.MODELS, "get", lambda name: Forbidden)
     monkeypatch.setattr("facebench.runner.make_model", no_model)
     again = rescore_run(out.out_dir, out=tmp / "rescored", force=True, log=lambda m: None)
     values = lambda res: {(r["task"], r["metric"]): r["value"] for r in res["records"]}  # noqa: E731
     assert values(again.results) == values(out.results)
+
+
+def test_transfer_from_a_surrogate(finished):
+    """A surrogate that is the model itself gives the white-box numbers, under its own store entry; the
+    surrogate's fingerprint is kept in a pointer file for rescoring."""
+    tmp, out = finished
+    white, transfer = _records(out.results, "pgd"), _records(out.results, "pgd-transfer")
+    assert {k: v["value"] for k, v in white.items()} == {k: v["value"] for k, v in transfer.items()}
+    assert transfer["robust_accuracy[eps=2/255]"]["conventions"]["surrogate"] == "synth-cnn"
+    keys = json.loads((out.out_dir / "manifest.json").read_text())["store_keys"]
+    assert keys["pgd:extra"]["adv:2/255"] != keys["pgd-transfer:extra"]["adv:2/255"]
+    assert len(list((tmp / "cache" / "attacks" / "pointers").glob("*.json"))) == 1
 
 
 def test_stored_model_without_attacked_predictions_is_told_what_to_run(finished, tmp_path):
