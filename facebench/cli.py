@@ -40,7 +40,14 @@ def _add_run_folder_flags(p: argparse.ArgumentParser, out: str, cache: str) -> N
     p.add_argument("--cache-dir", help=cache)
     p.add_argument("--quiet", action="store_true", help="do not print the leaderboard")
     p.add_argument("--no-figures", action="store_true", help="do not draw the figures (PNG + PDF in <out>/figures)")
+    _add_figure_width(p)
     _add_run_overrides(p)
+
+
+def _add_figure_width(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--figure-width", choices=["auto", "single", "double"], default="auto",
+                   help="figure width: single (3.3 in, one column of a two-column paper), double (6.9 in, the text "
+                        "width) or auto (default: double only for wide content)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--baseline", help="run label: a * marks values whose 95%% CI does not overlap its CI")
     rep.add_argument("--ci", choices=["pm", "brackets", "none"], default="brackets", help="CIs: [lo, hi], +- or none")
     rep.add_argument("--no-figures", action="store_true", help="skip the figures")
+    _add_figure_width(rep)
 
     val = sub.add_parser("validate", help="check a suite without running anything")
     val.add_argument("suite")
@@ -135,6 +143,11 @@ def _add_cache_parser(sub) -> None:
                             "or the stored evaluations")
 
 
+def _figures(args) -> bool | str:
+    """What a run draws: False with --no-figures, else the figure width mode (a true value)."""
+    return False if args.no_figures else args.figure_width
+
+
 def cmd_run(args) -> int:
     from facebench.models.base import parse_model_args
     from facebench.runner import run_suite
@@ -142,7 +155,7 @@ def cmd_run(args) -> int:
     t0 = time.perf_counter()
     outcome = run_suite(args.suite, model=args.model, model_args=parse_model_args(args.model_args),
                         overrides=_overrides(args), out=args.out, force=args.force, cache_dir=args.cache_dir,
-                        progress=not args.no_progress, figures=not args.no_figures)
+                        progress=not args.no_progress, figures=_figures(args))
     if outcome.manifest.get("rank", 0) != 0:  # under torchrun, rank 0 speaks for the job
         return outcome.exit_code
     if not args.quiet:
@@ -157,7 +170,7 @@ def cmd_rescore(args) -> int:
     from facebench.runner import rescore_run
 
     outcome = rescore_run(args.run_dir, suite_path=args.suite, overrides=_overrides(args), out=args.out,
-                          force=args.force, cache_dir=args.cache_dir, figures=not args.no_figures)
+                          force=args.force, cache_dir=args.cache_dir, figures=_figures(args))
     if not args.quiet:
         print(outcome.leaderboard)
     print(f"run folder: {outcome.out_dir}", file=sys.stderr)
@@ -190,7 +203,7 @@ def cmd_report(args) -> int:
     from facebench.report.build import build_report
 
     out = build_report(args.runs, args.out, strict=args.strict, baseline=args.baseline, ci=args.ci,
-                       figures=not args.no_figures, metrics=args.metric)
+                       figures=not args.no_figures, metrics=args.metric, figure_width=args.figure_width)
     print(f"wrote {out}", file=sys.stderr)
     return EXIT_OK
 

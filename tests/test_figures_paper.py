@@ -6,6 +6,7 @@ Each figure type is rendered and its content checked through the matplotlib obje
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 
@@ -285,3 +286,44 @@ def test_per_group_metrics_side_by_side(drawn):
 def test_one_run_gives_no_cross_model_figures(tmp_path):
     assert M.comparison_figures(_runs(1), tmp_path) == []
     assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------- command line
+def _write_runs(root: Path, n: int, tasks=("cs", "fair")) -> list[str]:
+    """``n`` run folders (results.json only) of the hand-built runs' ``tasks``."""
+    folders = []
+    for run in _runs(n):
+        results = {"schema_version": 2, "suite": {"name": "paper", "fingerprint": "s0"},
+                   "model": {"name": run["label"], "fingerprint": run["label"]},
+                   "tasks": [t for t in run["results"]["tasks"] if t["name"] in tasks],
+                   "records": [r for r in run["results"]["records"] if r["task"] in tasks]}
+        for rec in results["records"]:
+            rec.setdefault("higher_is_better", True)
+            rec.setdefault("headline", False)
+            rec["model"] = run["label"]
+        folder = root / run["label"]
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps(results))
+        folders.append(str(folder))
+    return folders
+
+
+def test_report_figure_width_flag_draws_double_column_figures_and_the_comparison(tmp_path):
+    from PIL import Image
+
+    from facebench.cli import build_parser, main
+
+    runs = _write_runs(tmp_path / "runs", 2)
+    assert main(["report", *runs, "--out", str(tmp_path / "rep"), "--figure-width", "double"]) == 0
+    pngs = sorted((tmp_path / "rep" / "figures").rglob("*.png"))
+    assert {p.parent.name for p in pngs} == {"model-a", "model-b", "models"}
+    for png in pngs:
+        with Image.open(png) as im:
+            assert im.size[0] == round(6.9 * F.DPI), png
+    assert {p.stem for p in (tmp_path / "rep" / "figures" / "models").glob("*.png")} == {
+        "forest", "heatmap", "reliability-cs", "groups-fair"}
+    index = (tmp_path / "rep" / "site" / "index.html").read_text()
+    assert "<h2>Model comparison</h2>" in index and index.count('src="figures/models/') == 4
+    assert build_parser().parse_args(["run", "s.yaml", "--figure-width", "single"]).figure_width == "single"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["report", "r", "--figure-width", "wide"])

@@ -83,7 +83,8 @@ def render_leaderboard(results: dict, evaluation: Evaluation, log: Callable[[str
 
 def write_run(out_dir: Path, results: dict, manifest: dict, leaderboard: str, evaluation: Evaluation, *,
               figures: bool, replace: bool, log: Callable[[str], None]) -> None:
-    """The run folder, whole or not at all; with ``figures`` each task's figures in ``figures/``."""
+    """The run folder, whole or not at all; with ``figures`` (True, or a width mode: "auto", "single", "double")
+    each task's figures in ``figures/``."""
     from facebench.outdir import RUN, write_folder
 
     def write(folder: Path) -> None:  # the temporary sibling; renamed into place once whole
@@ -92,7 +93,8 @@ def write_run(out_dir: Path, results: dict, manifest: dict, leaderboard: str, ev
             try:
                 from facebench.report.figure_index import run_figures  # no matplotlib when all are reused
 
-                run_figures(results, folder, reuse_from=out_dir)  # figures of the run replaced, if unchanged
+                run_figures(results, folder, reuse_from=out_dir,  # figures of the run replaced, if unchanged
+                            width=figures if isinstance(figures, str) else None)
             except Exception as err:  # figures never cost the results
                 log(f"figures could not be drawn: {type(err).__name__}: {err}")
 

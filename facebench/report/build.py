@@ -26,12 +26,14 @@ def _safe(text: str) -> str:
 
 
 def build_report(paths, out: str | Path, strict: bool = False, baseline: str | None = None, ci: str = "brackets",
-                 figures: bool = True, metrics: list[str] | None = None) -> Path:
+                 figures: bool = True, metrics: list[str] | None = None, figure_width: str | None = None) -> Path:
     """Write the report folder ``out`` whole: into a temporary sibling, renamed into place. An earlier
     report folder (``.facebench-report`` marker) there is replaced; a file, or a non-empty folder
     without the marker, is refused (``OutputError``) before anything is written. ``ci``: ``brackets``,
     ``pm`` or ``none`` (every table); ``metrics``: the boards' metric names or globs (None: headline);
-    ``baseline``: a run label whose CIs the others' are checked against (``*``)."""
+    ``baseline``: a run label whose CIs the others' are checked against (``*``); ``figure_width``: "single" or
+    "double" column for every figure (None / "auto": each its own); two runs or more also get the cross-model
+    figures (``facebench.report.model_figures``) in ``figures/models`` and on the site's index."""
     from facebench.outdir import REPORT, check_target, write_folder
 
     out = Path(out)
@@ -45,13 +47,13 @@ def build_report(paths, out: str | Path, strict: bool = False, baseline: str | N
 
     def write(folder: Path) -> None:
         _write_report(folder, runs, boards, strict=strict, baseline=baseline, ci=None if ci == "none" else ci,
-                      figures=figures)
+                      figures=figures, width=figure_width)
 
     return write_folder(out, REPORT, write, replace=True)
 
 
 def _write_report(out: Path, runs: list, boards: list, *, strict: bool, baseline: str | None, ci: str | None,
-                  figures: bool) -> None:
+                  figures: bool, width: str | None = None) -> None:
     from facebench.report.html import write_site
 
     (out / "leaderboard.md").write_text(board_formats.to_markdown(boards, ci=ci, baseline=baseline),
@@ -65,14 +67,20 @@ def _write_report(out: Path, runs: list, boards: list, *, strict: bool, baseline
     (out / "leaderboard.tex").write_text(board_formats.latex_wrapper(boards, names, ci=ci, baseline=baseline),
                                           encoding="utf-8")
     by_task: dict[str, list[str]] = {}
+    comparison: list[tuple[str, str]] = []
     if figures:
-        for task, paths in _figures(out, runs):
+        for task, paths in _figures(out, runs, width):
             by_task.setdefault(task, []).extend(str(p) for p in paths if p.suffix == ".png")
+        if len(runs) >= 2:  # imports matplotlib: a one-run report whose figures are reused never does
+            from facebench.report.model_figures import comparison_figures
+
+            comparison = [(caption, str(paths[0])) for caption, paths in
+                          comparison_figures(runs, out / "figures" / "models", width)]
     write_site(runs, out / "site", figures=by_task, strict=strict,
-               boards=board_formats.to_html(boards, ci=ci, baseline=baseline))
+               boards=board_formats.to_html(boards, ci=ci, baseline=baseline), comparison=comparison)
 
 
-def _figures(out: Path, runs: list) -> list[tuple[str, list[Path]]]:
+def _figures(out: Path, runs: list, width: str | None = None) -> list[tuple[str, list[Path]]]:
     """(task name, its figure files) for every task of every run, in ``out/figures/<run label>``: copied from
     the run folder's figures when their inputs are unchanged (``figures/index.json``), else drawn, all runs'
     figures shared by the same worker processes (``facebench.report.figure_index``)."""
@@ -84,6 +92,6 @@ def _figures(out: Path, runs: list) -> list[tuple[str, list[Path]]]:
         folder = out / "figures" / _safe(run["label"])
         for task in results["tasks"]:
             recs = [r for r in results["records"] if r["task"] == task["name"]]
-            jobs.append(FigureJob(task, recs, folder, Path(run["path"]) / "figures"))
+            jobs.append(FigureJob(task, recs, folder, Path(run["path"]) / "figures", width))
             names.append(task["name"])
     return list(zip(names, draw_figures(jobs)))

@@ -84,6 +84,7 @@ def _page(title: str, body: str) -> str:
         '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{escape(title)}</title>",
+        '<link rel="icon" href="data:,">',  # no favicon request: nothing but the site's own files is loaded
         f"<style>{CSS}</style>",
         "</head>",
         "<body>",
@@ -194,15 +195,31 @@ def _task_page(name: str, table: Table, figures: list[str], title: str) -> str:
     return _page(f"{name} — {title}", "\n".join(parts))
 
 
+def _comparison_section(out: Path, comparison: Sequence[tuple[str, str]]) -> str:
+    """The cross-model figures as an index section ("" without any): each PNG copied to ``figures/models/``."""
+    items = []
+    for i, (caption, png) in enumerate(comparison):
+        src = Path(png)
+        if not src.is_file():
+            continue
+        dest = out / "figures" / "models" / f"{i:02d}-{task_slug(src.stem)}{src.suffix.lower()}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        items.append(f'<figure><img class="figure" src="figures/models/{escape(dest.name)}" alt="{escape(caption)}">'
+                     f'<figcaption class="muted">{escape(caption)}</figcaption></figure>')
+    return "<h2>Model comparison</h2>\n" + "\n".join(items) if items else ""
+
+
 def write_site(runs: Sequence, out_dir: str | Path, figures: dict[str, list] | None = None,
                metrics="headline", strict: bool = False, title: str = "facebench leaderboard",
-               boards: str = "") -> Path:
+               boards: str = "", comparison: Sequence[tuple[str, str]] = ()) -> Path:
     """Write the static site to ``out_dir`` and return the path of ``index.html``.
 
     ``runs``: :func:`load_runs` output, results dicts, or run folder paths. ``figures``:
     ``{task name: [png paths]}``; the files are copied to ``figures/<task slug>/`` and embedded in
     the task's page. ``metrics`` / ``strict`` go to :func:`build_table`. ``boards``: HTML shown first on the
-    index (the models x tasks tables of ``facebench report``).
+    index (the models x tasks tables of ``facebench report``). ``comparison``: (caption, PNG path) of the
+    cross-model figures, copied to ``figures/models/`` and shown on the index after the boards.
     """
     runs = list(runs)
     if runs and all(isinstance(r, (str, Path)) for r in runs):
@@ -229,5 +246,5 @@ def write_site(runs: Sequence, out_dir: str | Path, figures: dict[str, list] | N
         (out / links[name]).write_text(_task_page(name, table, rel, title), encoding="utf-8")
     (out / "leaderboard.csv").write_text(to_csv(table), encoding="utf-8")
     index = out / "index.html"
-    index.write_text(_index(table, links, title, boards), encoding="utf-8")
+    index.write_text(_index(table, links, title, boards + _comparison_section(out, comparison)), encoding="utf-8")
     return index
