@@ -23,6 +23,15 @@ on it (recorded), then AC, DoC, ATC-MC, ATC-NE and COT used directly, and the nu
 through a learned linear map; their test sets are subsamples of the task split and of the labelled
 ``shifts`` (e.g. corruptions), with the true accuracy as the target.
 
+**Mixture-proportion estimation** (with ``fit_split`` and ``mpe: true``, the default; ``facebench.metrics.mpe``):
+each set is an unlabelled mixture of the ID reference (the detector's scores on ``fit_split``; feature detectors
+are cross-fitted there, ``mpe_folds`` folds, so the reference scores are out-of-sample as the test sets' are) and
+an unknown OOD part. ``mpe_<method>`` (``mpe_methods``: bbe, scott, tail) estimate the OOD fraction and the AUROC
+directly, with bootstrap intervals (``mpe_resamples``) or the "unidentifiable" diagnosis; beside them the shift
+indicators (``shift_<name>``: KS, Wasserstein, energy, fraction below the ID TPR-95 threshold, mixture AUROC,
+their mean) through leave-one-family-out linear maps. Judged on the sets each estimator answers (``answered``),
+with ``coverage`` = how often the true AUROC lies in the 95% interval. Their records are not headline ones.
+
 **Judging** (``facebench.metrics.meta_eval``): every map is fitted leave-one-family-out (a family
 = one source) and evaluated on the held-out family; MAE, RMSE, R^2, Pearson, Spearman and Kendall
 against the truth over all sets, with bootstrap CIs over test sets (stratified by family); the raw
@@ -38,10 +47,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from facebench.errors import ConfigError
+from facebench.errors import ConfigError, MetricInputError
+from facebench.fingerprint import hash_object
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import label_free as lf
 from facebench.metrics import meta_eval as me
+from facebench.metrics import mpe
 from facebench.metrics import ood
 from facebench.metrics import ood_scores as osc
 from facebench.protocols._labels import match_labels
@@ -98,6 +109,10 @@ class LabelFreeProtocol(Protocol):
         ood_fractions: list = field(default_factory=lambda: [0.1, 0.25, 0.5, 0.75])
         sizes: list = field(default_factory=lambda: [300, 1000])
         min_class_samples: int = 30
+        mpe: bool = True
+        mpe_methods: list = field(default_factory=lambda: list(mpe.ESTIMATORS))
+        mpe_resamples: int = 200
+        mpe_folds: int = 5
 
     # -- configuration ---------------------------------------------------------------------------
     def _named(self, items, kind: str, task) -> list[tuple[str, str, object]]:
@@ -121,8 +136,20 @@ class LabelFreeProtocol(Protocol):
         return [d for d in self.params.detectors if d in osc.FEATURE_DETECTORS]
 
     RANGES = {"temperature": (1e-12, None), "knn_k": (1, None), "sets_per_source": (1, None),
-              "min_class_samples": (1, None)}
+              "min_class_samples": (1, None), "mpe_resamples": (0, None), "mpe_folds": (2, None)}
     ROLE_NEEDS = {"fit": {"labels"}, "shift": {"labels"}}  # ood sources need no labels
+
+    MPE_PARAMS = ("mpe", "mpe_methods", "mpe_resamples", "mpe_folds")
+
+    def fingerprint(self) -> str:
+        """Name, version and parameters; the MPE parameters only where they differ from their defaults, so that
+        runs made before them stay comparable (they change none of the earlier records; MPE records are added)."""
+        params = dataclasses.asdict(self.params)
+        defaults = dataclasses.asdict(self.Params())
+        for key in self.MPE_PARAMS:
+            if params[key] == defaults[key]:
+                del params[key]
+        return hash_object({"protocol": self.name, "version": self.version, "params": params})
 
     def requirements(self, task=None) -> Requirements:
         p = self.params
@@ -136,6 +163,9 @@ class LabelFreeProtocol(Protocol):
         if not isinstance(p.detectors, list) or not p.detectors or any(d not in known for d in p.detectors):
             raise ConfigError(f"task {task.name!r}: `detectors` must be a non-empty list of {', '.join(known)}; "
                               f"got {p.detectors!r}")
+        if not isinstance(p.mpe_methods, list) or any(m not in mpe.ESTIMATORS for m in p.mpe_methods):
+            raise ConfigError(f"task {task.name!r}: `mpe_methods` must be a list of {', '.join(mpe.ESTIMATORS)}; "
+                              f"got {p.mpe_methods!r}")
         feats = bool(self._feature_detectors())
         if feats and p.fit_split is None:
             raise ConfigError(f"task {task.name!r}: detectors {self._feature_detectors()} are fitted on stored "
@@ -194,6 +224,12 @@ class LabelFreeProtocol(Protocol):
             else:
                 warnings.append(f"AUROC indicators for {detector} need sets from at least two families "
                                 f"(for leave-one-family-out)")
+                continue
+            if p.mpe and "fit" in ctx.extras:
+                recs, det = self._judge_mpe(subset, self._reference_scores(detector, ctx), ctx,
+                                            f"auroc,detector={detector}")
+                records += recs
+                details.setdefault("mpe", {})[detector] = det
         if "fit" in ctx.extras:
             acc_sets, temperature = self._accuracy_sets(ctx, rng, warnings)
             if len({s["family"] for s in acc_sets}) >= 2:
@@ -246,6 +282,82 @@ class LabelFreeProtocol(Protocol):
         predictions[("features", "mlp")] = me.leave_one_family_out(
             feats, truth, families, lambda: me.NonLinearMap(seed=ctx.seed))
         return self._judge(target, truth, families, raw, predictions, ctx)
+
+    # mixture-proportion estimation and shift indicators (need the ID reference scores of the fit split)
+    def _reference_scores(self, detector: str, ctx) -> tuple[np.ndarray, np.ndarray]:
+        """The detector's scores on the ``fit_split`` and its labels: logit scores as they are; feature detectors
+        cross-fitted (``mpe_folds`` interleaved folds, each scored by a model fitted on the others' head classes)
+        so that, like the test sets' scores, they are not scores of the data the detector was fitted on."""
+        fit = ctx.extras["fit"]
+        labels = np.asarray(fit.dataset.labels) if fit.dataset.labels is not None else None
+        if detector in osc.LOGIT_SCORES:
+            return self._scorer(detector, ctx)(fit.predictions), labels
+        classes = list(ctx.head_labels)
+        x = np.asarray(fit.predictions.outputs["features"], np.float64)
+        fold = np.arange(len(x)) % self.params.mpe_folds
+        out = np.empty(len(x))
+        for k in range(self.params.mpe_folds):
+            train = (fold != k) & np.isin(labels, classes)
+            y = np.array([classes.index(c) for c in labels[train]])
+            model = osc.Mahalanobis() if detector == "mahalanobis" else \
+                osc.KNNScore(k=min(self.params.knn_k, int(train.sum())))
+            out[fold == k] = model.fit(x[train], y).score(x[fold == k])
+        return out, labels
+
+    def _mpe_predictions(self, sets, ref, ctx) -> dict:
+        """(indicator, map) -> (predicted AUROC per set, NaN where unanswered; (S, 2) intervals or None)."""
+        p = self.params
+        truth = np.array([s["true_auroc"] for s in sets])
+        families = np.array([s["family"] for s in sets])
+        out = {}
+        for k, method in enumerate(p.mpe_methods):
+            est = _by_reference(sets, ref, lambda r, x: mpe.estimate_many(
+                r, x, method=method, n_resamples=p.mpe_resamples, confidence=ctx.confidence, seed=ctx.seed + k))
+            out[(f"mpe_{method}", "direct")] = (est["auroc"], est["auroc_ci"])
+            ok = np.isfinite(est["auroc"])
+            out[(f"mpe_{method}", "linear")] = (_lofo_subset(est["auroc"], truth, families, ok), None)
+            for i, s in enumerate(sets):
+                s.setdefault("mpe", {})[method] = {"pi": _num(est["pi_raw"][i]), "auroc": _num(est["auroc"][i]),
+                                                   "auroc_ci": [_num(v) for v in est["auroc_ci"][i]],
+                                                   "status": str(est["status"][i])}
+        shift = _by_reference(sets, ref, lambda r, x: {"shift": mpe.shift_indicators_many(r, x)})["shift"]
+        every = np.ones(len(sets), dtype=bool)
+        for j, name in enumerate(mpe.SHIFT_INDICATORS):
+            out[(f"shift_{name}", "linear")] = (_lofo_subset(shift[:, j], truth, families, every), None)
+        out[("shift", "linear")] = (_lofo_subset(shift, truth, families, every), None)
+        for s, row in zip(sets, shift.tolist()):
+            s["shift"] = {k: round(v, 6) for k, v in zip(mpe.SHIFT_INDICATORS, row)}
+        return out
+
+    def _judge_mpe(self, sets, ref, ctx, target: str) -> tuple[list, dict]:
+        """Non-headline records of the MPE estimators and shift indicators, on the sets each one answers:
+        MAE .. Kendall (bootstrap CIs over sets, stratified by family), ``answered`` and ``coverage``."""
+        truth = np.array([s["true_auroc"] for s in sets])
+        families = np.array([s["family"] for s in sets])
+        conv = {"target": target, "n_sets": int(len(truth)), "fit": "leave-one-family-out (maps)",
+                "reference": "fit_split scores (feature detectors cross-fitted)", "judged_on": "answered sets",
+                "mpe_resamples": self.params.mpe_resamples, "confidence": ctx.confidence,
+                "bootstrap": f"percentile,resamples={ctx.n_resamples},unit=test set,stratified=family,seed={ctx.seed}"}
+        records, table = [], []
+        for (indicator, mapping), (pred, ci) in self._mpe_predictions(sets, ref, ctx).items():
+            row = _agreement_row(np.clip(pred, 0.0, 1.0), ci, truth, families, ctx)
+            if row is None:
+                continue
+            row.update(indicator=indicator, map=mapping)
+            table.append(row)
+            name = f"[target={target},indicator={indicator},map={mapping}]"
+            for stat in (*STATS, "answered", "coverage"):
+                if row.get(stat) is not None:
+                    records.append(MetricRecord(stat + name, row[stat], row.get(f"{stat}_ci"), row["n"], conv,
+                                                higher_is_better=stat not in LOWER_STATS, unit="score"))
+        ranked = sorted(table, key=lambda r: (np.inf if not np.isfinite(r["mae"]) else r["mae"]))
+        if ranked:
+            best = ranked[0]
+            records.append(MetricRecord(f"best_mpe_mae[target={target}]", best["mae"], best.get("mae_ci"), best["n"],
+                                        {**conv, "indicator": best["indicator"], "map": best["map"],
+                                         "answered": best["answered"], "coverage": best.get("coverage"),
+                                         "spearman": best["spearman"]}, higher_is_better=False, unit="score"))
+        return records, {"table": [{k: v for k, v in r.items() if not k.endswith("_ci")} for r in ranked]}
 
     # accuracy: shifted labelled sets and the estimators
     def _accuracy_sets(self, ctx, rng, warnings) -> tuple[list[dict], float]:
@@ -345,3 +457,66 @@ class LabelFreeProtocol(Protocol):
         truth_range = [float(truth.min()), float(truth.max())]
         return records, {"table": ranked, "scatter": scatter, "truth_range": truth_range,
                          "families": {f: int((families == f).sum()) for f in sorted(set(families.tolist()))}}
+
+
+def _num(v) -> float | None:
+    """A float for the details (None for NaN: JSON has no NaN)."""
+    v = float(v)
+    return round(v, 6) if np.isfinite(v) else None
+
+
+def _by_reference(sets, ref, estimate) -> dict:
+    """``estimate(reference scores, test score sets)`` (a dict of per-set arrays) merged over the sets' ID
+    references: the whole ``fit_split`` for OOD sources, the ``fit_split`` without class c for the held-out-class
+    family ``class:c`` (its test sets' ID part holds no c either)."""
+    scores, labels = ref
+    groups: dict = {}
+    for i, s in enumerate(sets):
+        held = s["family"][len("class:"):] if s["family"].startswith("class:") and labels is not None else None
+        groups.setdefault(held, []).append(i)
+    merged: dict = {}
+    for held, idx in groups.items():
+        reference = scores if held is None else scores[labels.astype(str) != held]
+        part = estimate(reference, [sets[i]["_scores"] for i in idx])
+        for key, value in part.items():
+            value = np.asarray(value)
+            if key == "grid" or key.startswith("p_"):  # per-reference, not per-set
+                continue
+            if key not in merged:
+                merged[key] = np.full((len(sets), *value.shape[1:]), np.nan, dtype=value.dtype if
+                                      value.dtype == object else np.float64)
+            merged[key][idx] = value
+    return merged
+
+
+def _lofo_subset(x, truth, families, keep) -> np.ndarray:
+    """Leave-one-family-out linear-map predictions on the sets ``keep`` (NaN elsewhere, and everywhere when the
+    kept sets span fewer than 2 families or a fold would train on fewer than 2 sets)."""
+    out = np.full(len(truth), np.nan)
+    x = np.asarray(x, np.float64)
+    if len(set(families[keep].tolist())) < 2:
+        return out
+    try:
+        out[keep] = me.leave_one_family_out(x[keep], truth[keep], families[keep], me.LinearMap)
+    except MetricInputError:
+        pass
+    return out
+
+
+def _agreement_row(pred, ci, truth, families, ctx) -> dict | None:
+    """Agreement of ``pred`` with the truth on the sets it answers, with bootstrap CIs, the answered fraction and
+    (with intervals) their coverage of the truth; None when fewer than 3 sets are answered."""
+    ok = np.isfinite(pred)
+    if ok.sum() < 3:
+        return None
+    row = {"n": int(ok.sum()), "answered": float(ok.mean()), **me.agreement_metrics(pred[ok], truth[ok])}
+    if ci is not None:
+        lo, hi = ci[ok, 0], ci[ok, 1]
+        row["coverage"] = float(np.mean((lo <= truth[ok]) & (truth[ok] <= hi)))
+        row["ci_width"] = float(np.mean(hi - lo))
+    if ctx.n_resamples > 0:
+        boots = me.bootstrap_agreement(pred[ok], truth[ok], n_resamples=ctx.n_resamples, seed=ctx.seed,
+                                       groups=families[ok])
+        for stat in STATS:
+            row[f"{stat}_ci"] = bs.percentile_interval(boots[stat], ctx.confidence)
+    return row
