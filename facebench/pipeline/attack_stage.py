@@ -15,6 +15,10 @@ keyed by the attacking model's fingerprint and input spec, the fit split's finge
 fitted once, reused by every split it is evaluated on. Its summary (norms, fit history, a picture of it:
 ``128 + 127 * v / eps`` as uint8, at most 64 px a side) goes into the stored predictions' ``meta["attack"]``,
 where the ``adversarial`` protocol reads it.
+
+Limits: attacks and the predictions on their inputs run in float32 on one process (the ``amp`` setting only
+keys the entry; under ``torchrun`` every rank would attack the whole split); attacked splits give head outputs,
+not embeddings (verification dodging / impersonation runs are not wired in yet).
 """
 
 from __future__ import annotations
