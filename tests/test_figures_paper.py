@@ -327,3 +327,52 @@ def test_report_figure_width_flag_draws_double_column_figures_and_the_comparison
     assert build_parser().parse_args(["run", "s.yaml", "--figure-width", "single"]).figure_width == "single"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["report", "r", "--figure-width", "wide"])
+
+
+def test_gallery_picks_the_report_figures_and_writes_the_readme_snippet(tmp_path):
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("gallery", Path(__file__).resolve().parents[1] / "tools" / "gallery.py")
+    gallery = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gallery)
+    report, out = tmp_path / "report", tmp_path / "gallery"
+    out.mkdir()
+    for name, (rel, _) in gallery.PICKS.items():
+        if name != "confusion_matrix":  # one figure not drawn: left out, not invented
+            path = report / rel.format(first="synth-cnn")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(name.encode())
+    picked = gallery.pick(report, "synth-cnn", out)
+    assert [n for n, _ in picked] == [f"{n}.png" for n in gallery.PICKS if n != "confusion_matrix"]
+    assert (out / "forest.png").read_bytes() == b"forest"
+    args = SimpleNamespace(limit=300, bootstrap=200)
+    text = gallery.markdown(picked, Path("docs/gallery"), args, ["synth-cnn", "fer-minixception"])
+    assert "python tools/gallery.py docs/gallery --models synth-cnn,fer-minixception --limit 300" in text
+    assert text.count("![") == len(picked) and "(docs/gallery/forest.png)" in text
+    assert gallery.parse_args(["docs/gallery"]).models == "synth-cnn,fer-minixception,faceapi-expression"
+
+
+def test_a_title_above_a_legend_row_does_not_overlap_it(tmp_path):
+    groups = [f"tone{t} & {s}" for t in range(1, 5) for s in ("long", "oval", "round")]
+    values = [0.6 + 0.03 * i for i in range(len(groups))]
+    with F.figure_width("single"), F.captured_figures() as figs:
+        F.group_bars_figure(groups, values, None, tmp_path / "fair", "Accuracy", overall=0.8, percent=True,
+                            title="Accuracy by skin tone & face shape", zoom=True, gap=True)
+    fig = figs[0]
+    assert F.texts_outside(fig) == []
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    title = next(t for t in (ax._left_title, ax.title) if t.get_text())
+    assert not title.get_window_extent(renderer).overlaps(ax.get_legend().get_window_extent(renderer))
+
+
+def test_a_zoomed_share_axis_stays_within_0_and_100_percent(tmp_path):
+    with F.captured_figures() as figs:
+        F.group_bars_figure(["a", "b"], [0.05, 0.95], [[0.0, 0.1], [0.9, 1.0]], tmp_path / "wide", "Accuracy",
+                            percent=True, zoom=True, gap=True)
+        M.group_comparison_figure(["a", "b"], {"m1": ([0.02, 0.99], None), "m2": ([0.5, 0.6], None)},
+                                  tmp_path / "cmp", "Accuracy", percent=True)
+    for fig in figs:
+        lo, hi = fig.axes[0].get_ylim()
+        assert lo == 0.0 and hi == pytest.approx(102.0)

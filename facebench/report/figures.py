@@ -130,6 +130,7 @@ PALETTE: tuple[tuple[float, float, float], ...] = tuple(
 LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 NEUTRAL = "#555555"
+ABOVE_LEGEND_PAD = 18.0  # points between an axes and its title when a one-row legend sits between them
 
 _PNG_METADATA = {"Software": None}
 _PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}
@@ -609,8 +610,8 @@ def per_class_recall_figure(names: Sequence[str], values: Sequence, cis: Sequenc
             ax.legend(handles=[Patch(color=_color(i), label=g) for i, g in enumerate(order)],
                       loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=len(order), borderaxespad=0.1,
                       handlelength=1.0, columnspacing=1.0)
-        if title:
-            ax.set_title(title, loc="left")
+        if title:  # above the legend row when there is one
+            ax.set_title(title, loc="left", pad=ABOVE_LEGEND_PAD if order else None)
 
     return _render(stem, _bar_width(len(names)), 2.3, draw)
 
@@ -784,7 +785,7 @@ def group_bars_figure(groups: Sequence[str], values: Sequence, cis: Sequence | N
     lo, hi = _value_range(vals, cis)
     if overall is not None and np.isfinite(overall):
         lo, hi = min(lo, overall), max(hi, overall)
-    limits = _zoomed_limits(lo, hi, scale) if zoom else _full_limits(lo, hi, scale, percent)
+    limits = _zoomed_limits(lo, hi, scale, share=percent) if zoom else _full_limits(lo, hi, scale, percent)
 
     def draw(fig):
         ax = fig.add_subplot()
@@ -798,8 +799,9 @@ def group_bars_figure(groups: Sequence[str], values: Sequence, cis: Sequence | N
             _annotate_gap(ax, vals, scale, percent)
         ax.set_ylim(*limits)
         ax.set_ylabel(metric_label)
-        if title:
-            ax.set_title(title, loc="left")
+        if title:  # above the legend row when there is one
+            has_legend = overall is not None and np.isfinite(overall)
+            ax.set_title(title, loc="left", pad=ABOVE_LEGEND_PAD if has_legend else None)
 
     return _render(stem, _bar_width(len(names)), 2.4, draw)
 
@@ -811,12 +813,15 @@ def _full_limits(lo: float, hi: float, scale: float, percent: bool) -> tuple[flo
     return min(0.0, lo * scale), hi * scale * 1.05 if hi > 0 else 1.0
 
 
-def _zoomed_limits(lo: float, hi: float, scale: float) -> tuple[float, float]:
+def _zoomed_limits(lo: float, hi: float, scale: float, share: bool = False) -> tuple[float, float]:
     """A value axis around [lo, hi] (data units; returned in display units): 15% of the span (at least 1% of
-    the larger magnitude) added below and above."""
+    the larger magnitude) added below and above; for a ``share`` (a value in [0, 1]) kept within [0, 1.02]."""
     span = hi - lo
     pad = max(0.15 * span, 0.01 * max(abs(lo), abs(hi), 1e-12))
-    return (lo - pad) * scale, (hi + pad) * scale
+    low, high = lo - pad, hi + pad
+    if share:
+        low, high = max(low, 0.0), min(high, 1.02)
+    return low * scale, high * scale
 
 
 def _annotate_gap(ax, vals: np.ndarray, scale: float, percent: bool) -> float | None:

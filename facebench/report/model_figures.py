@@ -180,7 +180,7 @@ def group_comparison_figure(groups: Sequence[str], series: Mapping[str, tuple], 
     scale = 100.0 if percent else 1.0
     data = {m: (F._as_float_array(v), c) for m, (v, c) in series.items()}
     lo, hi = _joint_range(data.values())
-    base, top = F._zoomed_limits(lo, hi, scale)
+    base, top = F._zoomed_limits(lo, hi, scale, share=percent)
     n = len(data)
     step = 0.8 / n
 
