@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import platform
 import shutil
 import sys
@@ -83,12 +84,23 @@ def pick(report: Path, first: str, out: Path) -> list[tuple[str, str]]:
     return picked
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), else what ``platform`` says, else "CPU"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
 def markdown(picked: list[tuple[str, str]], out: Path, args, models: list[str]) -> str:
     """The snippet for the README: a provenance line, then each image with its caption."""
     from facebench import __version__
 
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    machine = f"{platform.system()} {platform.machine()} ({cpu_name()}, {os.cpu_count()} cores), Python {platform.python_version()}"
     lines = [f"Made {when} on {machine} by `python tools/gallery.py {out.as_posix()} --models {','.join(models)} "
              f"--limit {args.limit} --bootstrap {args.bootstrap}` (facebench {__version__}): demo suite tasks "
              f"{', '.join(TASKS)}, {args.limit} samples per split.", ""]

@@ -101,7 +101,7 @@ def models_heatmap_figure(models: Sequence[str], columns: Sequence[str], values,
     digits = list(digits) if digits is not None else [1] * len(columns)
     data = np.array([F._as_float_array(row) for row in values], dtype=float).reshape(len(models), len(columns))
     standing = np.vstack([column_standing(data[:, j], directions[j]) for j in range(len(columns))]).T
-    width = F.SINGLE_COLUMN if len(columns) <= 4 else F.DOUBLE_COLUMN
+    width = F.SINGLE_COLUMN if len(columns) <= 2 else F.DOUBLE_COLUMN  # rotated two-line task labels need room
     height = min(9.0, 1.3 + 0.28 * len(models))
 
     def draw(fig):
