@@ -197,6 +197,8 @@ def test_validate_refuses_a_model_without_gradients(tmp_path):
     ({"kind": "uap", "fit": {"dataset": "synth", "split": "train", "limt": 3}}, "limt"),
     ({"kind": "uap", "method": "sga", "norm": "l2", "fit": {"dataset": "synth", "split": "train"}}, "norm"),
     ({"kind": "pgd", "surrogate": {"name": "x"}}, "surrogate"),
+    ({"kind": "uap", "fit": {"dataset": "synth", "split": "train"}, "sga_batch_size": 0}, "sga_batch_size"),
+    ({"kind": "uap", "method": "deepfool", "fit": {"dataset": "synth", "split": "train"}, "epochs": 2}, "epochs"),
 ])
 def test_bad_attack_specs_are_config_errors(spec, message):
     with pytest.raises(ConfigError, match=message):

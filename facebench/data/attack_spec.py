@@ -16,8 +16,9 @@ Conventions:
   the clean prediction); ``labels: predicted`` that of the clean prediction. Random starts are drawn per
   chunk of ``batch_size`` samples (a fixed part of the spec, so results do not depend on the engine's batch).
 * ``uap``: one perturbation fitted on the ``fit`` split (``limit``: a seeded random subset of that many
-  samples) with ``method: sga`` (L-inf, label-free clamped CE) or ``deepfool`` (L-inf or L2), then added to
-  every sample of the attacked split, ``clamp(x + v, 0, 1)``.
+  samples) with ``method: sga`` (L-inf, label-free clamped CE; one outer update of ``eps * step_decay`` per
+  ``sga_batch_size`` faces, 250 as in the reference, so a small fit set needs a smaller batch or more epochs to
+  reach eps) or ``deepfool`` (L-inf or L2), then added to every sample of the attacked split, ``clamp(x + v, 0, 1)``.
 * ``surrogate: MODEL`` or ``{model, args}``: the perturbation is computed on that model (transfer) and the
   model under test only predicts; the surrogate must be differentiable and share the input size and channels.
 
@@ -41,14 +42,14 @@ _COMMON = ("kind", "eps", "norm", "seed", "surrogate", "batch_size")
 _KEYS = {
     "fgsm": _COMMON + ("labels",),
     "pgd": _COMMON + ("labels", "steps", "step_size", "random_start"),
-    "uap": _COMMON + ("method", "fit", "epochs", "minibatch", "inner_iters", "step_decay", "beta", "loss",
-                      "delta", "max_passes", "overshoot", "max_iter_df", "num_classes", "max_iterations"),
+    "uap": _COMMON + ("method", "fit", "epochs", "sga_batch_size", "minibatch", "inner_iters", "step_decay", "beta",
+                      "loss", "delta", "max_passes", "overshoot", "max_iter_df", "num_classes", "max_iterations"),
 }
 _FIT_KEYS = ("dataset", "split", "path", "dataset_args", "limit")
 _FRACTION = re.compile(r"\s*([0-9.]+)\s*/\s*255\s*")
 # SGA's defaults (spec 3.3: liuxuannan's gen_sga.sh / uap_sga) and DeepFool-UAP's (spec 3.2: LTS4)
-_UAP_DEFAULTS = {"epochs": 20, "minibatch": 10, "inner_iters": 4, "step_decay": 0.1, "beta": 9.0,
-                 "loss": "clamped_ce", "delta": 0.2, "max_passes": 10, "overshoot": 0.02, "max_iter_df": 10,
+_UAP_DEFAULTS = {"epochs": 20, "sga_batch_size": 250, "minibatch": 10, "inner_iters": 4, "step_decay": 0.1,
+                 "beta": 9.0, "loss": "clamped_ce", "delta": 0.2, "max_passes": 10, "overshoot": 0.02, "max_iter_df": 10,
                  "num_classes": 10, "max_iterations": None}
 
 
@@ -132,8 +133,13 @@ def _universal(spec: dict) -> dict:
     if eps <= 0:
         raise ConfigError("a uap attack needs eps > 0 (the perturbation's budget).")
     out = {"method": method, "norm": norm, "eps": eps, "fit": _fit(spec.get("fit"))}
-    keys = ("epochs", "minibatch", "inner_iters", "step_decay", "beta", "loss") if method == "sga" else \
-        ("delta", "max_passes", "overshoot", "max_iter_df", "num_classes")
+    sga = ("epochs", "sga_batch_size", "minibatch", "inner_iters", "step_decay", "beta", "loss")
+    deepfool = ("delta", "max_passes", "overshoot", "max_iter_df", "num_classes")
+    keys, other = (sga, deepfool) if method == "sga" else (deepfool, sga)
+    misplaced = sorted(set(spec) & set(other))
+    if misplaced:
+        raise ConfigError(f"{misplaced[0]} is an option of the other uap method; method {method} takes "
+                          f"{', '.join(keys)}.")
     for key in keys + ("max_iterations",):
         default = _UAP_DEFAULTS[key]
         if isinstance(default, int) or key == "max_iterations":

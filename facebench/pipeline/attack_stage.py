@@ -334,7 +334,7 @@ def _fit_uap(spec: dict, model, fit, head: str, device, log: Callable[[str], Non
     progress = lambda entry: log(f"  uap {spec['method']}: {entry}")  # noqa: E731
     if spec["method"] == "sga":
         objective = clean_label_objective(logits_fn, X, spec["loss"], spec["beta"], spec["batch_size"])
-        return sga_uap(objective, X, eps=spec["eps"], epochs=spec["epochs"], batch_size=250,
+        return sga_uap(objective, X, eps=spec["eps"], epochs=spec["epochs"], batch_size=spec["sga_batch_size"],
                        minibatch=spec["minibatch"], inner_iters=spec["inner_iters"], step_decay=spec["step_decay"],
                        max_iterations=spec["max_iterations"], progress=progress, seed=spec["seed"])
     return deepfool_uap(logits_fn, X, xi=spec["eps"], p="inf" if spec["norm"] == "linf" else 2, delta=spec["delta"],

@@ -70,6 +70,7 @@ class AdversarialProtocol(Protocol):
         fit: dict | str | None = None
         fit_limit: int | None = None
         epochs: int | None = None
+        sga_batch_size: int = 250
         max_iterations: int | None = None
         surrogate: str | dict | None = None
         seed: int = 0
@@ -77,8 +78,8 @@ class AdversarialProtocol(Protocol):
         unsupported_classes: str = choice("drop", ("drop", "error"))
         extra_model_classes: str = choice("restrict", ("restrict", "keep"))
 
-    RANGES = {"steps": (1, None), "fit_limit": (1, None), "epochs": (1, None), "max_iterations": (1, None),
-              "seed": (0, None), "attack_batch_size": (1, None)}
+    RANGES = {"steps": (1, None), "fit_limit": (1, None), "epochs": (1, None), "sga_batch_size": (1, None),
+              "max_iterations": (1, None), "seed": (0, None), "attack_batch_size": (1, None)}
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -108,8 +109,8 @@ class AdversarialProtocol(Protocol):
             fit.setdefault("dataset", "?")
             fit["limit"] = p.fit_limit
             spec.update(method=p.method, fit=fit, max_iterations=p.max_iterations)
-            if p.epochs is not None and p.method == "sga":
-                spec["epochs"] = p.epochs
+            if p.method == "sga":
+                spec.update({"sga_batch_size": p.sga_batch_size}, **({} if p.epochs is None else {"epochs": p.epochs}))
             return spec
         spec["labels"] = p.labels
         if p.attack == "pgd":
