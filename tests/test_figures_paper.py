@@ -376,3 +376,13 @@ def test_a_zoomed_share_axis_stays_within_0_and_100_percent(tmp_path):
     for fig in figs:
         lo, hi = fig.axes[0].get_ylim()
         assert lo == 0.0 and hi == pytest.approx(102.0)
+
+
+def test_figure_captions_use_display_names():
+    from facebench.report.html import figure_caption
+
+    assert N.figure_name("reliability") == "Reliability diagram"
+    assert N.figure_name("scatter_auroc_msp") == "Estimated vs true AUROC (msp)"
+    assert figure_caption(Path("figures/synth-cnn/synth-closed-set-reliability.png"), "synth-closed-set") == \
+        "Reliability diagram (synth-cnn)"
+    assert figure_caption(Path("f/m/my_task-group_bars.png"), "my task?") == "Metric per group (m)"

@@ -85,7 +85,8 @@ def _open(browser, page_path: Path):
     return page, problems
 
 
-IMAGES = "imgs => imgs.map(i => ({src: i.getAttribute('src'), complete: i.complete, width: i.naturalWidth}))"
+IMAGES = ("imgs => imgs.map(i => ({src: i.getAttribute('src'), alt: i.getAttribute('alt'), complete: i.complete, "
+          "width: i.naturalWidth}))")
 
 
 def test_every_page_loads_without_errors_and_every_image_loads(site, browser):
@@ -98,6 +99,7 @@ def test_every_page_loads_without_errors_and_every_image_loads(site, browser):
         page.close()
         assert problems == [], f"{path.name}: {problems}"
         assert all(img["complete"] and img["width"] > 0 for img in images), f"{path.name}: {images}"
+        assert all(img["alt"] and not img["alt"].endswith(".png") for img in images), images  # captions, not files
         seen_images += len(images)
     index_page, _ = _open(browser, site / "index.html")
     comparison = index_page.eval_on_selector_all("img", IMAGES)

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 import textwrap
 import threading
 import warnings
@@ -66,6 +65,7 @@ from matplotlib.ticker import PercentFormatter
 
 from facebench.errors import ReportError
 from facebench.report import names as N
+from facebench.report.names import sanitise_filename  # the figure files' task part; re-exported here
 from facebench.report.figure_index import FIGURE_WIDTHS, FIGURES_BY_PROTOCOL, check_width, open_set_mode
 
 __all__ = [
@@ -166,12 +166,6 @@ def log_floor(values: Iterable[float], default: float = 1e-3) -> float:
     while floor >= smallest:
         floor /= 10.0
     return float(floor)
-
-
-def sanitise_filename(name: str) -> str:
-    """A file-name-safe version of ``name``: characters outside ``[A-Za-z0-9._-]`` become ``_``."""
-    text = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._")
-    return text or "figure"
 
 
 def _as_float_array(values) -> np.ndarray:

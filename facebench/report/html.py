@@ -15,6 +15,7 @@ from html import escape
 from pathlib import Path
 from typing import Sequence
 
+from facebench.report.names import figure_name, sanitise_filename
 from facebench.report.tables import Table, _ci, _format, _scale, build_table, load_runs, to_csv, to_html_table
 
 CSS = """
@@ -142,7 +143,16 @@ def _index(table: Table, links: dict[str, str], title: str, boards: str = "") ->
     return _page(title, "\n".join(parts))
 
 
-def _task_page(name: str, table: Table, figures: list[str], title: str) -> str:
+def figure_caption(png: Path, task: str) -> str:
+    """A figure's caption from its file: ``<folder>/<task>-<kind>.png`` -> "<kind's display name> (<folder>)"
+    (the folder is the run's, in a report), e.g. "Reliability diagram (synth-cnn)"."""
+    prefix = f"{sanitise_filename(task)}-"
+    stem = png.stem
+    kind = stem[len(prefix):] if stem.startswith(prefix) else stem
+    return f"{figure_name(kind)} ({png.parent.name})"
+
+
+def _task_page(name: str, table: Table, figures: list[tuple[str, str]], title: str) -> str:
     parts = ['<p><a href="../index.html">&larr; leaderboard</a></p>', f"<h1>{escape(name)}</h1>"]
     notes = [n for n in table.notes if n.startswith(f"Task '{name}'")]
     if notes:
@@ -189,9 +199,9 @@ def _task_page(name: str, table: Table, figures: list[str], title: str) -> str:
                  "metrics); raw values and all conventions are in each run's results.json.</p>")
     if figures:
         parts.append("<h2>Figures</h2>")
-        for src in figures:
-            parts.append(f'<figure><img class="figure" src="{escape(src)}" alt="{escape(Path(src).name)}">'
-                         f"<figcaption class=\"muted\">{escape(Path(src).name)}</figcaption></figure>")
+        for src, caption in figures:
+            parts.append(f'<figure><img class="figure" src="{escape(src)}" alt="{escape(caption)}">'
+                         f"<figcaption class=\"muted\">{escape(caption)}</figcaption></figure>")
     return _page(f"{name} — {title}", "\n".join(parts))
 
 
@@ -242,7 +252,7 @@ def write_site(runs: Sequence, out_dir: str | Path, figures: dict[str, list] | N
             dest_dir.mkdir(parents=True, exist_ok=True)
             dest = dest_dir / f"{i:02d}-{task_slug(src.stem)}{src.suffix.lower()}"
             shutil.copyfile(src, dest)
-            rel.append(f"../figures/{task_slug(name)}/{dest.name}")
+            rel.append((f"../figures/{task_slug(name)}/{dest.name}", figure_caption(src, name)))
         (out / links[name]).write_text(_task_page(name, table, rel, title), encoding="utf-8")
     (out / "leaderboard.csv").write_text(to_csv(table), encoding="utf-8")
     index = out / "index.html"

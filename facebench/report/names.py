@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["METRICS", "DATASETS", "CONVENTION_KEYS", "metric_name", "dataset_name", "class_name", "group_name",
-           "task_name", "split_metric"]
+__all__ = ["METRICS", "DATASETS", "FIGURES", "CONVENTION_KEYS", "metric_name", "dataset_name", "class_name",
+           "group_name", "task_name", "split_metric", "figure_name", "sanitise_filename"]
 
 #: Base metric id -> display name.
 METRICS: dict[str, str] = {
@@ -46,6 +46,16 @@ DATASETS: dict[str, str] = {
     "rafdb": "RAF-DB", "rafdb-compound": "RAF-DB compound", "rfw": "RFW", "scface": "SCface", "sfew": "SFEW 2.0",
     "synth": "Synthetic", "tinyface": "TinyFace", "utkface": "UTKFace", "wflw": "WFLW", "xqlfw": "XQLFW",
     "noise": "Noise",
+}
+
+#: Figure kind (``FIGURES_BY_PROTOCOL``) -> display name, for captions and alt texts.
+FIGURES: dict[str, str] = {
+    "confusion_matrix": "Confusion matrix (row-normalised)", "per_class_recall": "Recall per class",
+    "reliability": "Reliability diagram", "roc": "ROC curve", "det": "DET curve", "oscr": "OSCR curve",
+    "per_class_auroc": "AUROC per held-out class", "heatmap": "Accuracy per domain", "group_bars": "Metric per group",
+    "scatter_accuracy": "Estimated vs true accuracy", "scatter_auroc": "Estimated vs true AUROC",
+    "ced": "Cumulative error distribution", "worst_cases": "Worst cases", "severity_curves": "Metric per severity",
+    "resolution_curve": "Metric per resolution",
 }
 
 #: Qualifier keys that state how a metric was computed, not which slice it covers (left out of labels).
@@ -146,3 +156,22 @@ def group_name(group: str) -> str:
 def task_name(task: str) -> str:
     """A task name for display: the name as the suite spells it (task names are the user's own words)."""
     return str(task)
+
+
+def figure_name(kind: str) -> str:
+    """A figure kind's display name (:data:`FIGURES`; ``scatter_auroc_msp`` -> "Estimated vs true AUROC (msp)"),
+    else the kind spelled out."""
+    if kind in FIGURES:
+        return FIGURES[kind]
+    base = next((k for k in sorted(FIGURES, key=len, reverse=True) if kind.startswith(k + "_")), None)
+    if base is not None:
+        return f"{FIGURES[base]} ({kind[len(base) + 1:].replace('_', ' ')})"
+    text = kind.replace("_", " ")
+    return text[:1].upper() + text[1:]
+
+
+def sanitise_filename(name: str) -> str:
+    """A file-name-safe version of ``name``: characters outside ``[A-Za-z0-9._-]`` become ``_`` (the figure
+    files' task part)."""
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._")
+    return text or "figure"
