@@ -234,6 +234,14 @@ def test_fairness_bars_are_zoomed_to_the_data_and_the_gap_is_annotated(drawn):
     assert _legend_texts(ax) == ["overall (85.0%)"]
 
 
+def test_oscr_and_scatter_content(drawn):
+    _, figs = drawn
+    ax = figs["os-oscr"].axes[0]
+    assert len(ax.get_lines()) == 1 and (ax.get_xlabel(), ax.get_ylabel()) == ("FPR (unknowns accepted)", "CCR")
+    ax = figs["scatter"].axes[0]
+    assert len(ax.collections) == 1 and _legend_texts(ax) == ["identity", "COT"]
+
+
 def test_cross_domain_heatmap_names_its_columns(drawn):
     _, figs = drawn
     ax = figs["xd-heatmap"].axes[0]

@@ -1283,7 +1283,7 @@ def _fig_severity_curves(c: _Ctx) -> list[Path]:
     sev = [int(s) for s in c.details.get("severities") or []]
     metric = str(c.details.get("inner_metric") or c.details.get("metric") or "metric")
     series = {name: (cv["x"], [np.nan if v is None else v for v in cv["y"]]) for name, cv in curves.items()}
-    return metric_curves_figure(series, c.stem("severity_curves"), "severity (0 = clean)", metric,
+    return metric_curves_figure(series, c.stem("severity_curves"), "severity (0 = clean)", N.metric_name(metric),
                                 xticks=[0, *sev], xticklabels=["clean", *map(str, sev)])
 
 
@@ -1300,7 +1300,7 @@ def _fig_resolution_curve(c: _Ctx) -> list[Path]:
     series = {name: (cv["x"], [np.nan if v is None else v for v in cv["y"]]) for name, cv in curves.items()}
     sizes = sorted({int(x) for cv in curves.values() for x in cv["x"]})
     return metric_curves_figure(series, c.stem("resolution_curve"), "resolution (short side, px)",
-                                primary if len(series) == 1 else "metric",
+                                N.metric_name(primary) if len(series) == 1 else "metric",
                                 xticks=sizes, hlines=hlines)
 
 
