@@ -18,10 +18,10 @@ INSTALL = ("needs Chromium and Playwright for Python: apt-get install chromium &
            "(the system chromium is used through executable_path; no `playwright install` download)")
 
 SUITE = """name: browser
-defaults: {bootstrap: 20}
+defaults: {bootstrap: 10}
 tasks:
-  - {name: closed, dataset: synth, split: test, dataset_args: {n: 200}, protocol: closed_set}
-  - {name: fair, dataset: synth, split: test, dataset_args: {n: 200}, protocol: fairness, params: {by: [skin_tone]}}
+  - {name: closed, dataset: synth, split: test, dataset_args: {n: 120}, protocol: closed_set}
+  - {name: fair, dataset: synth, split: test, dataset_args: {n: 120}, protocol: fairness, params: {by: [skin_tone]}}
 """
 
 
