@@ -249,3 +249,22 @@ def test_figures_budget_curve_and_perturbation(finished, tmp_path):
     assert drawn["pgd"] == ["pgd-budget_curve.png", "pgd-budget_curve.pdf"]
     assert drawn["uap"] == ["uap-budget_curve.png", "uap-budget_curve.pdf", "uap-perturbation.png",
                             "uap-perturbation.pdf"]
+
+
+def test_requires_names_one_attacked_split_per_budget():
+    """L-inf budgets are named k/255, L2 radii by their number; a uap also reads its fit split (labels only)."""
+    from facebench.registry import PROTOCOLS
+    from facebench.suite import Task
+
+    task = Task.of("t", "synth", "adversarial", dataset_args={"n": 8})
+    linf = PROTOCOLS.get("adversarial")(eps=["8/255", 0.00392156862745098]).requires(task)
+    assert sorted(linf) == ["adv:1/255", "adv:8/255"]
+    assert linf["adv:8/255"].dataset_args == {"n": 8, "attack": {"kind": "pgd", "eps": 8 / 255, "norm": "linf",
+                                                                 "seed": 0, "batch_size": 128, "labels": "true",
+                                                                 "random_start": True}}
+    l2 = PROTOCOLS.get("adversarial")(attack="fgsm", norm="l2", eps=[0.5, 1.0]).requires(task)
+    assert sorted(l2) == ["adv:0.5", "adv:1"]
+    uap = PROTOCOLS.get("adversarial")(attack="uap", eps=["10/255"], fit="train").requires(task)
+    assert sorted(uap) == ["adv:10/255", "uap_fit"]
+    fit = uap["uap_fit"]
+    assert (fit.dataset, fit.split, fit.dataset_args, fit.predictions) == ("synth", "train", {"n": 8}, False)

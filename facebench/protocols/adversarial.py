@@ -36,10 +36,11 @@ from facebench.protocols.base import EvalContext, MetricRecord, Protocol, SplitR
 DEFAULT_EPS = ["1/255", "2/255", "4/255", "8/255"]
 
 
-def eps_label(eps: float) -> str:
-    """A budget as a short name: ``k/255`` when it is a whole number of grey levels, else the number."""
+def eps_label(eps: float, norm: str = "linf") -> str:
+    """A budget as a short name: L-inf ``k/255`` when it is a whole number of grey levels, else the number
+    (L2 radii always as numbers: 0.5, 1)."""
     k = eps * 255.0
-    return f"{int(round(k))}/255" if abs(k - round(k)) < 1e-9 else f"{eps:.6g}"
+    return f"{int(round(k))}/255" if norm == "linf" and abs(k - round(k)) < 1e-9 else f"{eps:.6g}"
 
 
 @dataclass
@@ -104,8 +105,9 @@ class AdversarialProtocol(Protocol):
             fit = {"split": p.fit} if isinstance(p.fit, str) else dict(p.fit or {})
             if task is not None:
                 fit.setdefault("dataset", task.dataset)
-                if fit["dataset"] == task.dataset:
+                if fit["dataset"] == task.dataset:  # as base.split_ref: the task's folder and loader options
                     fit.setdefault("path", task.path)
+                    fit.setdefault("dataset_args", {k: v for k, v in task.dataset_args.items() if k != "attack"})
             fit.setdefault("dataset", "?")
             fit["limit"] = p.fit_limit
             spec.update(method=p.method, fit=fit, max_iterations=p.max_iterations)
@@ -123,7 +125,7 @@ class AdversarialProtocol(Protocol):
         out = {}
         for eps in self.budgets:
             spec = self.attack_spec(eps, task)
-            out[f"adv:{eps_label(eps)}"] = SplitRef(task.dataset, task.split, task.path, {**base, "attack": spec})
+            out[f"adv:{eps_label(eps, self.params.norm)}"] = SplitRef(task.dataset, task.split, task.path, {**base, "attack": spec})
             ref = fit_ref(parse_attack(spec))
             if ref is not None:
                 out["uap_fit"] = ref
@@ -152,7 +154,7 @@ class AdversarialProtocol(Protocol):
         return TaskResult(records, details, dropped_warning(m))
 
     def _outcome(self, ctx: EvalContext, eps: float, m) -> _Outcome:
-        label = eps_label(eps)
+        label = eps_label(eps, self.params.norm)
         extra = ctx.extras.get(f"adv:{label}")
         if extra is None or extra.predictions is None:
             raise MetricInputError(f"no predictions of the attacked split at eps {label}: the run must make them "
