@@ -1297,7 +1297,10 @@ def _fig_resolution_curve(c: _Ctx) -> list[Path]:
     hlines = {"clean": clean}
     if clean is not None and fraction is not None:
         hlines[f"{float(fraction):g} x clean"] = float(fraction) * float(clean)
-    series = {name: (cv["x"], [np.nan if v is None else v for v in cv["y"]]) for name, cv in curves.items()}
+    series = {name: (cv["x"], [np.nan if v is None else v for v in cv["y"]]) for name, cv in curves.items()
+              if any(v is not None for v in cv["y"])}  # a TAR no FAR target could resolve has no points
+    if not series:
+        return []
     sizes = sorted({int(x) for cv in curves.values() for x in cv["x"]})
     return metric_curves_figure(series, c.stem("resolution_curve"), "resolution (short side, px)",
                                 N.metric_name(primary) if len(series) == 1 else "metric",
