@@ -28,19 +28,20 @@ def s_id():
 
 
 # stated tolerances (mean absolute error over 10 test sets of 3,000 scores, ID reference of 5,000):
-# pi within 0.02 (bbe) / 0.04 (scott); AUROC and FPR@95 within 0.03 for pi >= 0.3, 0.12 at pi = 0.1, where only
+# pi within 0.02 (bbe) / 0.03 (bbe_any) / 0.04 (scott); AUROC and FPR@95 within 0.03 (bbe_any, with more candidate
+# anchors and so more downward bias of 1 - pi: 0.05) for pi >= 0.3, 0.12 at pi = 0.1, where only
 # 300 OOD scores exist and the linear deconvolution amplifies noise 1 / pi times
-TOL = {"bbe": 0.02, "scott": 0.04}
+TOL = {"bbe": 0.02, "scott": 0.04, "bbe_any": 0.03}
 
 
-@pytest.mark.parametrize("method", ["bbe", "scott"])
+@pytest.mark.parametrize("method", ["bbe", "scott", "bbe_any"])
 @pytest.mark.parametrize("pi", [0.1, 0.3, 0.5, 0.7, 0.9])
 def test_recovers_pi_auroc_fpr(s_id, method, pi):
     sets = _mixtures(pi, 3000, 10, np.random.default_rng(int(pi * 100)))
     r = mpe.estimate_many(s_id, sets, method=method, n_resamples=0)
     assert (r["status"] == "ok").all()
     assert np.mean(np.abs(r["pi"] - pi)) <= TOL[method]
-    tol = 0.12 if pi < 0.2 else 0.03
+    tol = 0.12 if pi < 0.2 else (0.05 if method == "bbe_any" else 0.03)
     assert np.mean(np.abs(r["auroc"] - TRUE_AUROC)) <= tol
     assert np.mean(np.abs(r["fpr95"] - TRUE_FPR95)) <= tol
 

@@ -25,8 +25,14 @@ also fails when ``pi`` is near 0 (``F_ood`` is not estimable) or the test set is
 - ``tail`` -- the ratio at one fixed anchor, the ID's top ``tail`` fraction (default 0.1): assumes that region is
   OOD-free; the least variance, the most bias when it is not.
 
-Anchors (BBE's and Scott's candidate thresholds) are the ID quantiles ``k / n_cuts`` (default 20): a minimum over
-fewer noisy ratios is less biased downwards.
+- ``bbe_any`` -- BBE over every interval between two anchor thresholds (or the ends of the score range) instead
+  of the top tails only: Blanchard-Scott's infimum over sets, restricted to intervals. It needs irreducibility
+  only in the weaker form "some score interval holds ID but (almost) no OOD mass", which covers OOD scored *above*
+  the ID (AUROC < 0.5: the anchor is then the bottom of the ID range) and OOD in the middle of the ID range; the
+  price is more candidates, so a slightly larger downward bias of ``kappa``.
+
+Anchors (the candidate thresholds) are the ID quantiles ``k / n_cuts`` (default 20): a minimum over fewer noisy
+ratios is less biased downwards.
 
 **Grid.** Scores are binned on the ``n_bins`` quantiles of the ID scores merged with those of the pooled test
 scores (a score equal to an edge goes to the upper bin). Every quantity is computed on the bins, with ties inside
@@ -48,8 +54,8 @@ FPR@95 = OOD mass at the largest grid threshold keeping >= 95% of the ID mass (`
 counts on the bins), the whole estimate redone in each resample, so the uncertainty of ``pi`` enters the AUROC's.
 
 **Unidentifiable** (a reason instead of a number, ``STATUS_*``): fewer than ``min_test`` test scores; ``pi`` near 0
-(``pi < min_pi`` or fewer than ``min_ood`` estimated OOD samples); irreducibility violated -- the test mass in
-the ID's top ``top`` fraction falls short of ``kappa`` times the ID mass there by more than 2 binomial standard
+(``pi < min_pi`` or fewer than ``min_ood`` estimated OOD samples); irreducibility violated (top-anchored methods
+only) -- the test mass in the ID's top ``top`` fraction falls short of ``kappa`` times the ID mass there by more than 2 binomial standard
 deviations (the ratio keeps falling to the highest scores: no OOD-free anchor region).
 
 **Shift indicators** (no MPE): Kolmogorov-Smirnov, Wasserstein-1 and energy distance between ``s_test`` and
@@ -86,7 +92,7 @@ __all__ = [
     "shift_indicators_many",
 ]
 
-ESTIMATORS = ("bbe", "scott", "tail")
+ESTIMATORS = ("bbe", "scott", "tail", "bbe_any")
 SHIFT_INDICATORS = ("ks", "wasserstein", "energy", "frac_below_t95", "mixture_auroc", "shift_mean")
 STATUS_OK = "ok"
 STATUS_FEW = "unidentifiable: too few test samples"
@@ -160,19 +166,22 @@ def _tails(p: np.ndarray) -> np.ndarray:
 
 def estimate_kappa(q_id, q_test, n_id, n_test, opts: MPEOptions = MPEOptions(), cuts=None
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """``(kappa, cut)``: the estimate of ``1 - pi`` in [0, 1] and the grid index of its anchor threshold, from
+    """``(kappa, anchor_mass)``: the estimate of ``1 - pi`` in [0, 1] and the ID mass of its anchor set, from
     tail fractions ``q_id`` / ``q_test`` (..., K) (broadcast) and sample sizes ``n_id`` / ``n_test`` (broadcast
-    against the leading axes). ``cuts`` (K,) bool: the grid indices allowed as anchors (default all); fewer
-    candidates, less of the downward bias of a minimum over noisy ratios."""
+    against the leading axes). ``cuts`` (K,) bool: the grid indices allowed as anchor thresholds (default all);
+    fewer candidates, less of the downward bias of a minimum over noisy ratios."""
     q_id, q_test = np.broadcast_arrays(np.asarray(q_id, float), np.asarray(q_test, float))
     n_id = np.asarray(n_id, float)[..., None]
     n_test = np.asarray(n_test, float)[..., None]
+    if opts.method == "bbe_any":
+        q_id, q_test = _interval_masses(q_id, q_test, cuts)
+        cuts = None
     usable = q_id > 0
     if cuts is not None:
         usable = usable & np.asarray(cuts, bool)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(usable, q_test / np.where(usable, q_id, 1.0), np.inf)
-        if opts.method == "bbe":
+        if opts.method in ("bbe", "bbe_any"):
             log_term = np.log(4.0 / opts.delta)
             eps = np.sqrt(log_term / (2 * n_id)) + np.sqrt(log_term / (2 * n_test))
             objective = np.where(usable, (q_test + (1 + opts.gamma) * eps) / np.where(usable, q_id, 1.0), np.inf)
@@ -188,7 +197,23 @@ def estimate_kappa(q_id, q_test, n_id, n_test, opts: MPEOptions = MPEOptions(), 
         else:  # tail: the largest grid index whose ID tail still holds >= `tail` of the mass
             cut = np.maximum(np.sum(q_id >= opts.tail - 1e-12, axis=-1) - 1, 0)
             kappa = np.take_along_axis(ratio, cut[..., None], -1)[..., 0]
-    return np.clip(np.nan_to_num(kappa, nan=1.0, posinf=1.0), 0.0, 1.0), cut
+    anchor_mass = np.take_along_axis(q_id, cut[..., None], -1)[..., 0]
+    return np.clip(np.nan_to_num(kappa, nan=1.0, posinf=1.0), 0.0, 1.0), anchor_mass
+
+
+def _interval_masses(q_id, q_test, cuts) -> tuple[np.ndarray, np.ndarray]:
+    """ID and test masses of every interval between two anchor thresholds (or the ends of the score range):
+    (..., P) with P = m (m + 1) / 2 intervals of the m - 1 anchors, from tail fractions (..., K)."""
+    k = q_id.shape[-1]
+    idx = np.flatnonzero(cuts) if cuts is not None else np.arange(1, k)
+    points = np.concatenate([[0], idx[idx > 0], [k]])
+    lo, hi = np.triu_indices(len(points), k=1)
+
+    def masses(q):
+        at = np.concatenate([q, np.zeros(q.shape[:-1] + (1,))], -1)[..., points]
+        return at[..., lo] - at[..., hi]
+
+    return masses(q_id), masses(q_test)
 
 
 def deconvolve(p_id, p_test, pi) -> np.ndarray:
@@ -233,7 +258,7 @@ def _estimate_counts(c_id, c_test, opts: MPEOptions, cuts=None) -> dict[str, np.
     p_id = c_id / n_id[..., None]
     p_test = c_test / np.maximum(n_test, 1)[..., None]
     q_id, q_test = _tails(p_id), _tails(p_test)
-    kappa, cut = estimate_kappa(q_id, q_test, n_id, n_test, opts, cuts)
+    kappa, anchor_mass = estimate_kappa(q_id, q_test, n_id, n_test, opts, cuts)
     pi = 1.0 - kappa
     safe_pi = np.where(pi > 0, pi, np.nan)
     p_ood = deconvolve(p_id, p_test, safe_pi)
@@ -241,8 +266,7 @@ def _estimate_counts(c_id, c_test, opts: MPEOptions, cuts=None) -> dict[str, np.
     with np.errstate(invalid="ignore"):  # AUROC and FPR@95 are linear in F_ood: unclipped, they are unbiased
         linear = metrics_from_pmfs(p_id, (p_test - (1 - safe_pi)[..., None] * p_id) / safe_pi[..., None], pi)
     out["auroc"], out["fpr95"] = np.clip(linear["auroc"], 0, 1), np.clip(linear["fpr95"], 0, 1)
-    out.update(pi=pi, p_ood=p_ood, cut_mass=np.take_along_axis(np.broadcast_to(q_id, q_test.shape),
-                                                                cut[..., None], -1)[..., 0])
+    out.update(pi=pi, p_ood=p_ood, cut_mass=np.broadcast_to(anchor_mass, pi.shape))
     out["status"] = _diagnose(q_id, q_test, n_test, pi, opts)
     return out
 
@@ -256,7 +280,8 @@ def _diagnose(q_id, q_test, n_test, pi, opts: MPEOptions) -> np.ndarray:
     expected = n_test * (1 - pi) * top_id
     short = n_test * top_test < expected - 2.0 * np.sqrt(np.maximum(expected, 1e-12))
     code = np.zeros(np.shape(pi), dtype=np.int64)
-    code = np.where(short & (pi >= opts.min_pi), 3, code)
+    if opts.method != "bbe_any":  # its anchor may lie anywhere, not in the top region
+        code = np.where(short & (pi >= opts.min_pi), 3, code)
     code = np.where((pi < opts.min_pi) | (pi * n_test < opts.min_ood), 2, code)
     return np.where(n_test < opts.min_test, 1, code)
 
