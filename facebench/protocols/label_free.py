@@ -26,7 +26,7 @@ through a learned linear map; their test sets are subsamples of the task split a
 **Mixture-proportion estimation** (with ``fit_split`` and ``mpe: true``, the default; ``facebench.metrics.mpe``):
 each set is an unlabelled mixture of the ID reference (the detector's scores on ``fit_split``; feature detectors
 are cross-fitted there, ``mpe_folds`` folds, so the reference scores are out-of-sample as the test sets' are) and
-an unknown OOD part. ``mpe_<method>`` (``mpe_methods``: bbe, scott, tail) estimate the OOD fraction and the AUROC
+an unknown OOD part. ``mpe_<method>`` (``mpe_methods``: bbe, scott, tail, bbe_any) estimate the OOD fraction and the AUROC
 directly, with bootstrap intervals (``mpe_resamples``) or the "unidentifiable" diagnosis; beside them the shift
 indicators (``shift_<name>``: KS, Wasserstein, energy, fraction below the ID TPR-95 threshold, mixture AUROC,
 their mean) through leave-one-family-out linear maps. Judged on the sets each estimator answers (``answered``),
