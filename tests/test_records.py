@@ -9,6 +9,7 @@ unchanged.
 import copy
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -213,7 +214,12 @@ def test_a_run_writes_schema_valid_results(tmp_path):
                 for r in upgrade_v1(_demo_baseline())["records"]}
     mine = {(r["task"], r["metric"]): (r["higher_is_better"], r["unit"]) for r in results["records"]}
     shared = set(v1_kinds) & set(mine)
-    assert len(shared) == len(mine) > 300
+    assert shared == set(v1_kinds) and len(shared) > 300  # every metric of the schema-1 demo is still there
+    # beyond them, only issue 23's label-free MPE / shift-indicator judgements, none of them a headline
+    added = {k: r for k, r in ((k, next(r for r in results["records"] if (r["task"], r["metric"]) == k))
+                               for k in set(mine) - shared)}
+    assert all(k[0] == "synth-label-free" and re.search(r"indicator=(mpe_|shift)|^best_mpe_", k[1]) for k in added), sorted(added)
+    assert not any(r["headline"] for r in added.values())
     assert {k: mine[k] for k in shared} == {k: v1_kinds[k] for k in shared}
     # the metric values are the committed (schema-1) demo baseline's: the schema changed, the numbers did not.
     # Within 1e-4, a hundredth of compare's default tolerance (the fitted probes' last digits move between machines:

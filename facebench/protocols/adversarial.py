@@ -54,6 +54,8 @@ class _Outcome:
 
 
 class AdversarialProtocol(Protocol):
+    """Adversarial robustness: PGD/FGSM robust accuracy and attack success, universal perturbations' fooling rate"""
+
     name = "adversarial"
     version = "1"
 
