@@ -98,7 +98,7 @@ def test_mpe_records_match_the_sets_details(both_runs):
 def test_fingerprint_unchanged_by_default_mpe_params():
     base = LabelFreeProtocol(**{k: v for k, v in PARAMS.items() if k != "mpe_resamples"})
     assert base.fingerprint() == LabelFreeProtocol(**{k: v for k, v in PARAMS.items() if k != "mpe_resamples"},
-                                                   mpe=True, mpe_resamples=200).fingerprint()
+                                                   mpe=True, mpe_resamples=100).fingerprint()  # the default
     assert base.fingerprint() != LabelFreeProtocol(**PARAMS).fingerprint()  # mpe_resamples 50: not the default
     params = dataclasses.asdict(base.params)
     assert all(k in params for k in LabelFreeProtocol.MPE_PARAMS)

@@ -232,16 +232,25 @@ def deconvolve(p_id, p_test, pi) -> np.ndarray:
     return np.diff(mono, axis=-1, prepend=0.0)
 
 
-def metrics_from_pmfs(p_id, p_ood, pi) -> dict[str, np.ndarray]:
-    """AUROC, FPR@95 (pos=known), AUPR-in and AUPR-out (average precision) from the ID and OOD pmfs on one grid
-    (..., K) and the OOD fraction ``pi`` (...) of the test set (see the module doc)."""
+def metrics_from_pmfs(p_id, p_ood, pi, ranks: bool = True, precision: bool = True) -> dict[str, np.ndarray]:
+    """AUROC, FPR@95 (pos=known) (``ranks``), AUPR-in and AUPR-out (average precision) (``precision``) from the ID
+    and OOD pmfs on one grid (..., K) and the OOD fraction ``pi`` (...) of the test set (see the module doc)."""
     p_id, p_ood = np.broadcast_arrays(np.asarray(p_id, float), np.asarray(p_ood, float))
     pi = np.asarray(pi, float)
     t_id, t_ood = _tails(p_id), _tails(p_ood)
-    above_id = t_id - p_id
-    auroc = np.sum(p_ood * (above_id + 0.5 * p_id), -1)
-    j95 = np.maximum(np.sum(t_id >= 0.95 - 1e-12, axis=-1) - 1, 0)
-    fpr95 = np.take_along_axis(t_ood, j95[..., None], -1)[..., 0]
+    out = {}
+    if ranks:
+        above_id = t_id - p_id
+        out["auroc"] = np.sum(p_ood * (above_id + 0.5 * p_id), -1)
+        j95 = np.maximum(np.sum(t_id >= 0.95 - 1e-12, axis=-1) - 1, 0)
+        out["fpr95"] = np.take_along_axis(t_ood, j95[..., None], -1)[..., 0]
+    if precision:
+        out.update(_aupr(p_id, p_ood, t_id, t_ood, pi))
+    return out
+
+
+def _aupr(p_id, p_ood, t_id, t_ood, pi) -> dict[str, np.ndarray]:
+    """AUPR-in and AUPR-out (average precision) from the pmfs and their tails (``metrics_from_pmfs``)."""
     w = (1 - pi)[..., None]
     with np.errstate(divide="ignore", invalid="ignore"):
         prec_in = w * t_id / (w * t_id + (1 - w) * t_ood)
@@ -249,7 +258,7 @@ def metrics_from_pmfs(p_id, p_ood, pi) -> dict[str, np.ndarray]:
         prec_out = (1 - w) * c_ood / ((1 - w) * c_ood + w * c_id)
     aupr_in = np.sum(np.where(p_id > 0, p_id * prec_in, 0.0), -1)
     aupr_out = np.sum(np.where(p_ood > 0, p_ood * prec_out, 0.0), -1)
-    return {"auroc": auroc, "fpr95": fpr95, "aupr_in": aupr_in, "aupr_out": aupr_out}
+    return {"aupr_in": aupr_in, "aupr_out": aupr_out}
 
 
 def _estimate_counts(c_id, c_test, opts: MPEOptions, cuts=None) -> dict[str, np.ndarray]:
@@ -262,9 +271,10 @@ def _estimate_counts(c_id, c_test, opts: MPEOptions, cuts=None) -> dict[str, np.
     pi = 1.0 - kappa
     safe_pi = np.where(pi > 0, pi, np.nan)
     p_ood = deconvolve(p_id, p_test, safe_pi)
-    out = metrics_from_pmfs(p_id, p_ood, pi)
+    out = metrics_from_pmfs(p_id, p_ood, pi, ranks=False)  # AUPR from the monotone-corrected F_ood
     with np.errstate(invalid="ignore"):  # AUROC and FPR@95 are linear in F_ood: unclipped, they are unbiased
-        linear = metrics_from_pmfs(p_id, (p_test - (1 - safe_pi)[..., None] * p_id) / safe_pi[..., None], pi)
+        linear = metrics_from_pmfs(p_id, (p_test - (1 - safe_pi)[..., None] * p_id) / safe_pi[..., None], pi,
+                                   precision=False)
     out["auroc"], out["fpr95"] = np.clip(linear["auroc"], 0, 1), np.clip(linear["fpr95"], 0, 1)
     out.update(pi=pi, p_ood=p_ood, cut_mass=np.broadcast_to(anchor_mass, pi.shape))
     out["status"] = _diagnose(q_id, q_test, n_test, pi, opts)
