@@ -43,18 +43,22 @@ def test_boxes_to_original_pixels_by_hand():
     np.testing.assert_allclose(crops, [[0.0, 0.0, 140.0, 40.0], [0.0, 0.0, 200.0, 50.0]])  # missed: the image
 
 
-class SquareDetector(ModelAdapter):
-    """Finds the bounding box of the frame pixels brighter than the midpoint of the fixtures' grey (40) and white
-    (255): with square edges on the frame's pixel edges, the resize's blur leaves the box exact. None: missed."""
-
-    name = "test-square-detector"
-    head_outputs = ("face_detected", "face_box")
+class _FrameModel(ModelAdapter):
+    """A fake five-point model on a 40 x 40 frame (pixels / 255, no normalisation); subclasses give ``forward``."""
 
     def __init__(self):
         super().__init__()
         self.input_spec = InputSpec(size=(FRAME, FRAME), mean=(0.0,) * 3, std=(1.0,) * 3)
         self.heads = {"landmarks": Head("landmarks", ("a", "b", "c", "d", "e"), "landmarks", "five_point")}
         self.default_head = "landmarks"
+
+
+class SquareDetector(_FrameModel):
+    """Finds the bounding box of the frame pixels brighter than the midpoint of the fixtures' grey (40) and white
+    (255): with square edges on the frame's pixel edges, the resize's blur leaves the box exact. None: missed."""
+
+    name = "test-square-detector"
+    head_outputs = ("face_detected", "face_box")
 
     def forward(self, batch, heads, features):
         bright = batch.mean(dim=1) > 147.5 / 255
@@ -68,17 +72,11 @@ class SquareDetector(ModelAdapter):
                 "face_box": torch.tensor(boxes, dtype=torch.float32)}
 
 
-class CornerModel(ModelAdapter):
+class CornerModel(_FrameModel):
     """A landmark model that puts its five points at fixed places of its own frame: it only knows the crop."""
 
     name = "test-corner-model"
     POINTS = np.array([[10.0, 10.0], [30.0, 10.0], [20.0, 20.0], [12.0, 30.0], [28.0, 30.0]])
-
-    def __init__(self):
-        super().__init__()
-        self.input_spec = InputSpec(size=(FRAME, FRAME), mean=(0.0,) * 3, std=(1.0,) * 3)
-        self.heads = {"landmarks": Head("landmarks", ("a", "b", "c", "d", "e"), "landmarks", "five_point")}
-        self.default_head = "landmarks"
 
     def forward(self, batch, heads, features):
         return {"landmarks": torch.tensor(self.POINTS, dtype=torch.float32).expand(batch.shape[0], 5, 2).clone()}
