@@ -15,8 +15,10 @@ from sklearn.metrics import roc_curve
 from sklearn.metrics.pairwise import cosine_similarity
 from sklearn.model_selection import KFold
 
+from facebench.errors import MetricInputError
 from facebench.metrics.verification import (
     DEFAULT_FAR_TARGETS,
+    best_accuracy_threshold,
     bootstrap_tar_at_far,
     det_points,
     facexzoo_10fold,
@@ -473,3 +475,24 @@ def test_bad_input_errors():
         verification_accuracy_at_threshold(s, y, float("nan"))
     with pytest.raises(ValueError, match="same shape"):
         flip_sum_embeddings(np.ones((2, 3)), np.ones((3, 3)))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_best_accuracy_threshold_against_brute_force(seed):
+    """Every pair's score and +inf tried by hand (ties in the scores included); highest threshold among the best."""
+    rng = np.random.default_rng(seed)
+    n = 60
+    same = rng.random(n) < 0.5
+    score = np.round(rng.normal(size=n) + same, 1)  # rounded: runs of equal scores
+    cands = sorted(set(score.tolist()) | {np.inf}, reverse=True)
+    accs = [np.mean((score >= t) == same) for t in cands]
+    best = int(np.argmax(accs))
+    tau, acc = best_accuracy_threshold(score, same)
+    assert tau == cands[best] and acc == pytest.approx(accs[best])
+
+
+def test_best_accuracy_threshold_edge_cases():
+    assert best_accuracy_threshold([0.3, 0.2], [False, False]) == (np.inf, 1.0)  # reject all
+    assert best_accuracy_threshold([0.3, 0.2], [True, True]) == (0.2, 1.0)
+    with pytest.raises(MetricInputError):
+        best_accuracy_threshold([], [])

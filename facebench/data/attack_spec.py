@@ -15,10 +15,14 @@ Conventions:
   ``labels: true`` ascends the cross-entropy of the ground truth (samples whose class the head lacks use
   the clean prediction); ``labels: predicted`` that of the clean prediction. Random starts are drawn per
   chunk of ``batch_size`` samples (a fixed part of the spec, so results do not depend on the engine's batch).
+  On verification pairs the probe of each pair is attacked towards its pair's goal (genuine: dodging,
+  impostor: impersonation) and ``labels`` plays no part.
 * ``uap``: one perturbation fitted on the ``fit`` split (``limit``: a seeded random subset of that many
   samples) with ``method: sga`` (L-inf, label-free clamped CE; one outer update of ``eps * step_decay`` per
   ``sga_batch_size`` faces, 250 as in the reference, so a small fit set needs a smaller batch or more epochs to
   reach eps) or ``deepfool`` (L-inf or L2), then added to every sample of the attacked split, ``clamp(x + v, 0, 1)``.
+  On verification pairs (``facebench.pipeline.attack_pairs``) ``goal`` (``dodging``, default, or
+  ``impersonation``) picks the fit split's pairs it is fitted on (genuine or impostor); classification ignores it.
 * ``surrogate: MODEL`` or ``{model, args}``: the perturbation is computed on that model (transfer) and the
   model under test only predicts; the surrogate must be differentiable and share the input size and channels.
 
@@ -31,19 +35,22 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
+
 from facebench.errors import ConfigError, did_you_mean
 from facebench.records import SplitRef
 
 KINDS = ("fgsm", "pgd", "uap")
 NORMS = ("linf", "l2")
 UAP_METHODS = ("sga", "deepfool")
+GOALS = ("dodging", "impersonation")
 LABELS = ("true", "predicted")
 _COMMON = ("kind", "eps", "norm", "seed", "surrogate", "batch_size")
 _KEYS = {
     "fgsm": _COMMON + ("labels",),
     "pgd": _COMMON + ("labels", "steps", "step_size", "random_start"),
     "uap": _COMMON + ("method", "fit", "epochs", "sga_batch_size", "minibatch", "inner_iters", "step_decay", "beta",
-                      "loss", "delta", "max_passes", "overshoot", "max_iter_df", "num_classes", "max_iterations"),
+                      "loss", "delta", "max_passes", "overshoot", "max_iter_df", "num_classes", "max_iterations", "goal"),
 }
 _FIT_KEYS = ("dataset", "split", "path", "dataset_args", "limit")
 _FRACTION = re.compile(r"\s*([0-9.]+)\s*/\s*255\s*")
@@ -132,7 +139,8 @@ def _universal(spec: dict) -> dict:
     eps = budget(spec.get("eps", 10 / 255), "attack eps")
     if eps <= 0:
         raise ConfigError("a uap attack needs eps > 0 (the perturbation's budget).")
-    out = {"method": method, "norm": norm, "eps": eps, "fit": _fit(spec.get("fit"))}
+    out = {"method": method, "norm": norm, "eps": eps, "fit": _fit(spec.get("fit")),
+           "goal": _choice(spec, "goal", GOALS, "dodging")}
     sga = ("epochs", "sga_batch_size", "minibatch", "inner_iters", "step_decay", "beta", "loss")
     deepfool = ("delta", "max_passes", "overshoot", "max_iter_df", "num_classes")
     keys, other = (sga, deepfool) if method == "sga" else (deepfool, sga)
@@ -172,6 +180,15 @@ def parse_attack(value) -> dict:
         raise ConfigError(f"attack seed must be an integer >= 0, got {seed!r}.")
     out.update(seed=seed, batch_size=_int(value, "batch_size", 128), surrogate=_surrogate(value.get("surrogate")))
     return out
+
+
+#: the output stored for an attack on verification pairs: the features of each pair's attacked probe
+PAIR_FEATURES = "features"
+
+
+def pair_ids(dataset) -> np.ndarray:
+    """The row ids of an attack on ``dataset``'s pairs, one per pair in pair order: ``pair000000``, ..."""
+    return np.array([f"pair{k:06d}" for k in range(len(dataset.pairs["a"]))])
 
 
 def fit_ref(spec: dict) -> SplitRef | None:

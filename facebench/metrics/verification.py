@@ -57,6 +57,7 @@ __all__ = [
     "tar_at_far",
     "bootstrap_tar_at_far",
     "det_points",
+    "best_accuracy_threshold",
     "verification_accuracy_at_threshold",
     "DEFAULT_FAR_TARGETS",
 ]
@@ -468,6 +469,25 @@ def verification_accuracy_at_threshold(score, same, threshold, higher_is_same_=T
     else:
         pred = s < t if st else s <= t
     return float(np.count_nonzero(pred == y)) / float(y.shape[0])
+
+
+def best_accuracy_threshold(score, same) -> tuple[float, float]:
+    """``(threshold, accuracy)``: the threshold of ``score >= threshold`` (higher = same) with the highest
+    accuracy over all pairs, among the pairs' own scores and ``+inf`` (reject every pair); ties go to the
+    highest threshold (fewest false accepts). One sort: accepting the top k pairs gives
+    ``accuracy = (TP_k + n_impostor - FP_k) / n``, read at the last pair of each run of equal scores."""
+    s, y = _check_scores_same(score, same)
+    if s.size == 0:
+        raise MetricInputError("best_accuracy_threshold needs at least one pair")
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    n, n_imp = y.size, int(np.count_nonzero(~y))
+    last = np.append(s[1:] != s[:-1], True)
+    correct = np.cumsum(y) + n_imp - np.cumsum(~y)
+    thresholds = np.append(np.inf, s[last])
+    accuracy = np.append(n_imp, correct[last]) / n
+    best = int(np.argmax(accuracy))  # first maximum = highest threshold
+    return float(thresholds[best]), float(accuracy[best])
 
 
 def xqlfw_10fold(cos_sim, same, folds=None) -> dict:

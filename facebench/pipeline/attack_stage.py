@@ -11,14 +11,15 @@ back and no model is loaded. A surrogate's fingerprint is kept in a small pointe
 without building the surrogate.
 
 A universal perturbation is cached under ``<store>/attacks/<key>/`` (``perturbation.npy``, ``meta.json``),
-keyed by the attacking model's fingerprint and input spec, the fit split's fingerprint, the spec and the head:
+keyed by the attacking model's fingerprint and input spec, the fit split's fingerprint (and pair list), the spec
+and the head (none for verification pairs):
 fitted once, reused by every split it is evaluated on. Its summary (norms, fit history, a picture of it:
 ``128 + 127 * v / eps`` as uint8, at most 64 px a side) goes into the stored predictions' ``meta["attack"]``,
 where the ``adversarial`` protocol reads it.
 
 Limits: attacks and the predictions on their inputs run in float32 on one process (the ``amp`` setting only
-keys the entry; under ``torchrun`` every rank would attack the whole split); attacked splits give head outputs,
-not embeddings (verification dodging / impersonation runs are not wired in yet).
+keys the entry; under ``torchrun`` every rank would attack the whole split). A split read for features (the
+verification form of the ``adversarial`` protocol) gives one row per pair: the features of its attacked probe.
 """
 
 from __future__ import annotations
@@ -127,39 +128,45 @@ class AttackRun:
 
 def attacked_split(unit, adapter, run: AttackRun):
     """Fill ``unit`` (an attacked split): ``dataset`` tagged with the attack, ``preds`` and ``report`` from the
-    store, or computed with the model and stored."""
+    store, or computed with the model and stored. A split read for features is a verification split: its rows
+    are its pairs' attacked probes (``facebench.pipeline.attack_pairs``), else the attacked head's outputs."""
     from facebench.engine.inference import InferenceReport, prediction_key
+    from facebench.pipeline import attack_pairs
 
     start = time.perf_counter()
     spec = parse_attack(unit.ref.dataset_args["attack"])
-    head = _single_head(unit, adapter)
     if unit.features:
-        raise ConfigError(f"{unit.ref.dataset}/{unit.ref.split}: attacked splits give head outputs only; attacks "
-                          f"on embeddings (verification dodging / impersonation) are not wired into runs yet.")
+        attack_pairs.check_pairs(unit.dataset, spec)
+        head, outputs, rows = None, [attack_pairs.FEATURES], attack_pairs.pair_ids(unit.dataset)
+    else:
+        head = _single_head(unit, adapter)
+        outputs, rows = [head, *getattr(adapter, "head_outputs", ())], unit.dataset.ids
     attacker = _Attacker(spec, adapter, run, unit)
     fit = _fit_dataset(spec, run.work)
     tag = {"spec": spec, "head": head, "attacker": attacker.fingerprint(),
-           "fit": None if fit is None else fit.fingerprint()}
+           "fit": None if fit is None else fit.fingerprint() + (fit.pairs_fingerprint() or "")}
+    if head is None:
+        tag["pairs"] = unit.dataset.pairs_fingerprint()
     dataset = dataclasses.replace(unit.dataset, content_tag={**unit.dataset.content_tag, "attack": tag})
     key = prediction_key(adapter, dataset, run.store, run.settings.amp)
-    outputs = [head, *getattr(adapter, "head_outputs", ())]
     if run.store.has(key, outputs):
-        preds = run.store.load(key).align(dataset.ids)
+        preds = run.store.load(key).align(rows)
         run.log(f"{dataset.name}/{dataset.split}: reused stored predictions under the {spec['kind']} attack ({key})")
         return dataset, preds, InferenceReport(key, True, 0, 0, time.perf_counter() - start, "store")
     if getattr(adapter, "store_only", False):
         raise ModelError(f"no stored predictions of {adapter.name} on {dataset.name}/{dataset.split} under the "
                          f"{spec['kind']} attack in {run.store.root} (key {key}). `facebench rescore` only reads "
                          f"what is stored; compute them with `facebench run SUITE --model {adapter.name}`.")
-    preds, summary, device = attacker.run(dataset, fit, head)
+    preds, summary, device = attacker.run(dataset, fit, head, rows)
     attacker.remember()
     meta = {"model": adapter.name, "model_fingerprint": adapter.fingerprint(), "dataset": dataset.name,
             "split": dataset.split, "dataset_fingerprint": dataset.fingerprint(),
             "preprocess_fingerprint": adapter.input_spec.fingerprint(),
-            "heads": {head: list(adapter.heads[head].labels)}, "attack": summary}
+            "heads": {} if head is None else {head: list(adapter.heads[head].labels)}, "attack": summary,
+            "rows": "pairs (the first image attacked)" if head is None else "samples"}
     run.store.save(key, preds, meta)
-    preds = run.store.load(key).align(dataset.ids)
-    return dataset, preds, InferenceReport(key, False, 0, len(dataset), time.perf_counter() - start, device)
+    preds = run.store.load(key).align(rows)
+    return dataset, preds, InferenceReport(key, False, 0, len(rows), time.perf_counter() - start, device)
 
 
 def _single_head(unit, adapter) -> str:
@@ -174,7 +181,8 @@ def _single_head(unit, adapter) -> str:
 
 
 def _fit_dataset(spec: dict, work: dict):
-    """The uap fit split as screened by the plan (a seeded random subset of ``limit`` samples), else None."""
+    """The uap fit split as screened by the plan (a seeded random subset of ``limit`` samples, or of ``limit``
+    pairs of a pairs split), else None."""
     ref = fit_ref(spec)
     if ref is None:
         return None
@@ -182,11 +190,14 @@ def _fit_dataset(spec: dict, work: dict):
     if unit is None:
         raise ConfigError(f"the uap fit split {ref.dataset}/{ref.split} was not planned: name it in the "
                           f"protocol's requires() (the adversarial protocol does).")
-    limit = spec["fit"]["limit"]
-    if limit is None or limit >= len(unit.dataset):
-        return unit.dataset
-    rng = np.random.default_rng([spec["seed"], len(unit.dataset)])
-    return unit.dataset.subset(np.sort(rng.choice(len(unit.dataset), size=limit, replace=False)))
+    limit, ds = spec["fit"]["limit"], unit.dataset
+    n = len(ds) if ds.pairs is None else len(ds.pairs["a"])
+    if limit is None or limit >= n:
+        return ds
+    pick = np.sort(np.random.default_rng([spec["seed"], n]).choice(n, size=limit, replace=False))
+    if ds.pairs is None:
+        return ds.subset(pick)
+    return dataclasses.replace(ds, pairs={k: np.asarray(v)[pick] for k, v in ds.pairs.items()})
 
 
 class _Attacker:
@@ -237,16 +248,22 @@ class _Attacker:
             atomic_write_bytes(self._pointer(), json.dumps({"attacker_fingerprint": self.fingerprint(),
                                                             "surrogate": self.spec["surrogate"]}).encode())
 
-    def run(self, dataset, fit, head: str):
-        """(Predictions of the model under test on the attacked inputs, summary, device name)."""
+    def run(self, dataset, fit, head: str | None, rows: np.ndarray):
+        """(Predictions of the model under test on the attacked inputs, summary, device name); ``head`` None:
+        the features of each pair's attacked probe (``rows``: the pair ids)."""
         from facebench.engine.device import select_device
         from facebench.engine.store import Predictions
+        from facebench.pipeline.attack_pairs import attack_pairs
 
         device = select_device(self.ctx.settings.device)
         model = self.built().to(device).eval()
         self.target.to(device).eval()
         t0 = time.perf_counter()
-        if self.spec["kind"] == "uap":
+        if head is None:
+            v, summary = (universal_perturbation(self.spec, model, fit, head, device, self.ctx)
+                          if self.spec["kind"] == "uap" else (None, {}))
+            outs = attack_pairs(self.spec, model, self.target, dataset, device, v)
+        elif self.spec["kind"] == "uap":
             v, summary = universal_perturbation(self.spec, model, fit, head, device, self.ctx)
             outs = _perturbed_outputs(self.target, dataset, head, device, lambda x, idx: (x + v).clamp(0, 1),
                                       self.spec["batch_size"])
@@ -255,10 +272,11 @@ class _Attacker:
             outs = _perturbed_outputs(self.target, dataset, head, device, attack, self.spec["batch_size"])
             summary = {}
         summary.update(kind=self.spec["kind"], attacker=self.built().name, seconds=round(time.perf_counter() - t0, 3),
-                       n=len(dataset))
+                       n=len(rows))
+        what = "samples" if head is not None else "pairs (first image)"
         self.ctx.log(f"{dataset.name}/{dataset.split}: {self.spec['kind']} attack at eps {self.spec['eps']:.5g} on "
-                     f"{len(dataset)} samples in {summary['seconds']:.1f} s ({device})")
-        return Predictions(dataset.ids, outs), summary, str(device)
+                     f"{len(rows)} {what} in {summary['seconds']:.1f} s ({device})")
+        return Predictions(rows, outs), summary, str(device)
 
 
 def _perturbed_outputs(target, dataset, head: str, device, perturb: Callable, batch_size: int) -> dict:
@@ -296,10 +314,10 @@ def per_sample_attack(spec: dict, model, dataset, head: str) -> Callable:
     return perturb
 
 
-def universal_perturbation(spec: dict, model, fit, head: str, device, run: AttackRun):
+def universal_perturbation(spec: dict, model, fit, head: str | None, device, run: AttackRun):
     """(v (C, H, W) on ``device``, summary): read from ``<store>/attacks/<key>`` or fitted on ``fit`` and kept."""
     key = hash_object({"attacker": model.fingerprint(), "input": model.input_spec.fingerprint(),
-                       "fit": fit.fingerprint(), "spec": {k: v for k, v in spec.items() if k != "batch_size"},
+                       "fit": fit.fingerprint() + (fit.pairs_fingerprint() or ""), "spec": {k: v for k, v in spec.items() if k != "batch_size"},
                        "head": head}, length=24)
     folder = run.store.root / "attacks" / key
     if (folder / "perturbation.npy").is_file() and (folder / "meta.json").is_file():
@@ -308,10 +326,16 @@ def universal_perturbation(spec: dict, model, fit, head: str, device, run: Attac
         run.log(f"reused the universal perturbation {key} fitted on {fit.name}/{fit.split}")
         return v, {**summary, "reused": True}
     t0 = time.perf_counter()
-    result = _fit_uap(spec, model, fit, head, device, run.log)
+    if head is None:
+        from facebench.pipeline.attack_pairs import fit_pairs_uap
+
+        result = fit_pairs_uap(spec, model, fit, device, run.log)
+    else:
+        result = _fit_uap(spec, model, fit, head, device, run.log)
     v = result.perturbation.float()
     summary = {"perturbation_key": key, "method": spec["method"], "norm": spec["norm"], "eps": spec["eps"],
-               "fit": {"dataset": fit.name, "split": fit.split, "n": len(fit), "fingerprint": fit.fingerprint()},
+               "fit": {"dataset": fit.name, "split": fit.split, "n": len(fit), "fingerprint": fit.fingerprint(),
+                       **({} if head is not None else {"goal": spec["goal"], "pairs": int(len(fit.pairs["a"]))})},
                "linf": float(v.abs().max()), "l2": float(v.norm()), "history": result.history,
                "fit_seconds": round(time.perf_counter() - t0, 3), "picture": perturbation_picture(v, spec["eps"])}
     from facebench.atomic import atomic_write_bytes

@@ -1,4 +1,5 @@
-"""Adversarial robustness of a classification head: per-sample FGSM / PGD and universal perturbations (UAP).
+"""Adversarial robustness of a classification head or of face verification: per-sample FGSM / PGD and universal
+perturbations (UAP).
 
 The protocol reads stored predictions only. Each budget in ``eps`` is an attacked variant of the task's split
 (``requires``: role ``adv:<eps>`` with ``dataset_args: {attack: {...}}``, ``facebench.data.attack_spec``);
@@ -17,6 +18,16 @@ Conventions (``spec/robustness.md`` 3.1, 3.5, 3.6):
   ``extra_model_classes``); the argmax runs over the classes in use. CIs: percentile bootstrap over samples.
 * UAP: one perturbation per budget fitted on ``fit`` (``fit_limit``: a seeded random subset) with ``method``
   sga (default) or deepfool; its norms, fit history and a picture of it are in ``details["uap"]``.
+* ``inner: verification`` (a pairs split; ``spec/robustness.md`` 3.4): the first image of each pair is
+  attacked, the second stays clean (``facebench.pipeline.attack_pairs``); PGD / FGSM push genuine pairs apart
+  (dodging) and impostor pairs together (impersonation), a UAP is fitted for ``goal`` (dodging on the fit
+  split's genuine pairs, or impersonation on its impostor pairs) and added to every probe. Scores are cosines
+  of L2-normalised embeddings (no flip-sum); one threshold ``tau`` is fixed on the **clean** pairs
+  (``threshold: best_accuracy``, the accuracy-maximising cosine over all clean pairs as RobFR's per-model
+  ``cos`` threshold, or ``far``: the threshold at clean FAR <= ``far``). Records per budget:
+  ``verification_accuracy`` at tau under attack (all pairs), ``dodging_fooling_rate`` (genuine pairs accepted
+  clean and rejected under attack / genuine pairs accepted clean) and ``impersonation_fooling_rate`` (impostor
+  pairs rejected clean and accepted under attack / impostor pairs rejected clean); CIs resample pairs.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from facebench.metrics import fooling
 from facebench.protocols._classify import dropped_warning, matched_head, percentile_ci, sample_bootstrap
 from facebench.protocols._labels import match_labels
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, SplitRef, TaskResult, choice
+from facebench.records import Requirements
 
 DEFAULT_EPS = ["1/255", "2/255", "4/255", "8/255"]
 
@@ -80,8 +92,12 @@ class AdversarialProtocol(Protocol):
         attack_batch_size: int = 128
         unsupported_classes: str = choice("drop", ("drop", "error"))
         extra_model_classes: str = choice("restrict", ("restrict", "keep"))
+        inner: str = choice("closed_set", ("closed_set", "verification"))
+        goal: str = choice("dodging", ("dodging", "impersonation"))
+        threshold: str = choice("best_accuracy", ("best_accuracy", "far"))
+        far: float = 1e-3
 
-    RANGES = {"steps": (1, None), "fit_limit": (1, None), "epochs": (1, None), "sga_batch_size": (1, None),
+    RANGES = {"far": (0, 1), "steps": (1, None), "fit_limit": (1, None), "epochs": (1, None), "sga_batch_size": (1, None),
               "max_iterations": (1, None), "seed": (0, None), "attack_batch_size": (1, None)}
 
     def __init__(self, **params):
@@ -91,6 +107,9 @@ class AdversarialProtocol(Protocol):
             raise ConfigError(f"Protocol 'adversarial': eps must be a non-empty list of budgets (e.g. ['2/255', "
                               f"'8/255']), got {p.eps!r}.")
         self.budgets = sorted({budget(e, "Protocol 'adversarial': eps") for e in p.eps})
+        if p.inner == "verification" and p.attack == "uap" and p.method != "sga":
+            raise ConfigError("Protocol 'adversarial': a universal perturbation for verification is fitted with "
+                              "method: sga (DeepFool-UAP needs class boundaries).")
         if p.attack == "uap" and p.fit is None:
             raise ConfigError("Protocol 'adversarial': attack uap needs fit: {dataset, split} (the split the universal "
                               "perturbation is fitted on, e.g. the training faces).")
@@ -112,7 +131,7 @@ class AdversarialProtocol(Protocol):
                     fit.setdefault("dataset_args", {k: v for k, v in task.dataset_args.items() if k != "attack"})
             fit.setdefault("dataset", "?")
             fit["limit"] = p.fit_limit
-            spec.update(method=p.method, fit=fit, max_iterations=p.max_iterations)
+            spec.update(method=p.method, fit=fit, max_iterations=p.max_iterations, goal=p.goal)
             if p.method == "sga":
                 spec.update({"sga_batch_size": p.sga_batch_size}, **({} if p.epochs is None else {"epochs": p.epochs}))
             return spec
@@ -122,19 +141,33 @@ class AdversarialProtocol(Protocol):
                                                         if v is not None})
         return spec
 
+    def requirements(self, task=None) -> Requirements:
+        if self.params.inner == "verification":
+            return Requirements(head=False, features=True, labels=False, pairs=True)
+        return super().requirements(task)
+
+    def split_needs(self, role: str) -> frozenset:
+        pairs = self.params.inner == "verification"
+        return frozenset({"pairs"} if pairs and (role.startswith("adv:") or role == "uap_fit") else ())
+
     def requires(self, task) -> dict:
         base = {k: v for k, v in task.dataset_args.items() if k != "attack"}
-        out = {}
+        out, features = {}, self.params.inner == "verification"
         for eps in self.budgets:
             spec = self.attack_spec(eps, task)
-            out[f"adv:{eps_label(eps, self.params.norm)}"] = SplitRef(task.dataset, task.split, task.path, {**base, "attack": spec})
+            out[f"adv:{eps_label(eps, self.params.norm)}"] = SplitRef(task.dataset, task.split, task.path,
+                                                                      {**base, "attack": spec}, features=features)
             ref = fit_ref(parse_attack(spec))
             if ref is not None:
                 out["uap_fit"] = ref
         return out
 
     def evaluate(self, ctx: EvalContext) -> TaskResult:
-        p, ds = self.params, ctx.dataset
+        if self.params.inner == "verification":
+            from facebench.protocols.adversarial_pairs import evaluate_pairs
+
+            return evaluate_pairs(self, ctx)
+        p = self.params
         m = matched_head(ctx, self.name, p.unsupported_classes, p.extra_model_classes)
         outcomes = [self._outcome(ctx, eps, m) for eps in self.budgets]
         conv = {"attack": p.attack, "norm": p.norm, "unsupported_classes": p.unsupported_classes,

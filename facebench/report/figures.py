@@ -1216,16 +1216,22 @@ def _fig_ced(c: _Ctx) -> list[Path]:
 
 def _fig_adversarial_budget(c: _Ctx) -> list[Path]:
     """Adversarial protocol: robust accuracy, attack success rate and fooling rate against the budget (eps in
-    grey levels, /255); the clean accuracy as a dashed line."""
+    grey levels, /255); on verification pairs the accuracy at the clean threshold and the dodging and
+    impersonation fooling rates; the clean accuracy as a dashed line."""
     curve = c.details.get("curve")
     if not isinstance(curve, Mapping) or not curve.get("eps_255"):
         return []
     x = [float(e) for e in curve["eps_255"]]
-    names = {"robust_accuracy": "robust accuracy (all)", "attack_success_rate": "attack success (clean-correct)",
-             "fooling_rate": "fooling rate (prediction change)"}
-    series = {label: (x, curve[key]) for key, label in names.items() if curve.get(key)}
+    pairs = c.details.get("inner") == "verification"
+    names = ({"verification_accuracy": "accuracy at clean threshold", "dodging_fooling_rate": "dodging (genuine pairs)",
+              "impersonation_fooling_rate": "impersonation (impostor pairs)"} if pairs else
+             {"robust_accuracy": "robust accuracy (all)", "attack_success_rate": "attack success (clean-correct)",
+              "fooling_rate": "fooling rate (prediction change)"})
+    series = {label: (x, [np.nan if v is None else v for v in curve[key]]) for key, label in names.items()
+              if curve.get(key)}
     return metric_curves_figure(series, c.stem("budget_curve"), xlabel="budget eps (x/255, L-inf or L2)",
-                                ylabel="fraction of samples", xticks=x, xticklabels=[f"{e:g}" for e in x],
+                                ylabel="fraction of pairs" if pairs else "fraction of samples", xticks=x,
+                                xticklabels=[f"{e:g}" for e in x],
                                 hlines={"clean accuracy": curve.get("clean_accuracy")})
 
 
