@@ -235,17 +235,10 @@ def test_attacked_split_has_its_own_store_entry(finished):
 
 def test_figures_budget_curve_and_perturbation(finished, tmp_path):
     """Metric vs budget for every attack; the universal perturbation as an image for uap."""
-    import warnings
-
-    from facebench.report.figures import task_figures
+    from _task_figures import drawn_figures
 
     _, out = finished
-    drawn = {}
-    for row in out.results["tasks"]:
-        records = [r for r in out.results["records"] if r["task"] == row["name"]]
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            drawn[row["name"]] = [p.name for p in task_figures(row, records, tmp_path)]
+    drawn = drawn_figures(out.results, tmp_path)
     assert drawn["pgd"] == ["pgd-budget_curve.png", "pgd-budget_curve.pdf"]
     assert drawn["uap"] == ["uap-budget_curve.png", "uap-budget_curve.pdf", "uap-perturbation.png",
                             "uap-perturbation.pdf"]

@@ -191,17 +191,10 @@ def test_rescore_loads_no_model(finished, monkeypatch):
 
 
 def test_figures_show_the_verification_curve_and_the_perturbation(finished, tmp_path):
-    import warnings
-
-    from facebench.report.figures import task_figures
+    from _task_figures import drawn_figures
 
     _, _, out = finished
-    drawn = {}
-    for row in out.results["tasks"]:
-        records = [r for r in out.results["records"] if r["task"] == row["name"]]
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            drawn[row["name"]] = [p.name for p in task_figures(row, records, tmp_path)]
+    drawn = drawn_figures(out.results, tmp_path)
     assert drawn["pgd"] == ["pgd-budget_curve.png", "pgd-budget_curve.pdf"]
     assert drawn["uap"] == ["uap-budget_curve.png", "uap-budget_curve.pdf", "uap-perturbation.png",
                             "uap-perturbation.pdf"]
