@@ -26,7 +26,6 @@ import numpy as np
 import torch
 
 from facebench.data.attack_spec import PAIR_FEATURES as FEATURES
-from facebench.data.attack_spec import pair_ids  # noqa: F401  (the rows' ids, re-exported for the stage)
 from facebench.errors import ConfigError
 
 
@@ -72,9 +71,11 @@ def target_features(target, x01: torch.Tensor) -> np.ndarray:
     return out[FEATURES].detach().float().cpu().numpy()
 
 
-def attack_pairs(spec: dict, model, target, dataset, device, v: torch.Tensor | None = None) -> dict:
+def attack_pairs(spec: dict, model, target, dataset, device, v: torch.Tensor | None = None,
+                 done: Callable[[int], None] = lambda n: None) -> dict:
     """``{"features": (n_pairs, D)}``: the target's embeddings of every pair's attacked probe. ``v`` given: the
-    universal perturbation added to each probe; else fgsm / pgd on ``model`` towards each pair's goal."""
+    universal perturbation added to each probe; else fgsm / pgd on ``model`` towards each pair's goal.
+    ``done(n)`` after each chunk of ``n`` pairs (progress)."""
     from facebench.engine.attacks import adapter_function, fgsm, pgd
 
     a, b = dataset.pairs["a"], dataset.pairs["b"]
@@ -103,6 +104,7 @@ def attack_pairs(spec: dict, model, target, dataset, device, v: torch.Tensor | N
                             steps=spec["steps"], random_start=spec["random_start"], seed=seed)
         parts.append(target_features(target, x_adv.detach()))
         start = stop
+        done(len(batch))
     return {FEATURES: np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)}
 
 

@@ -32,7 +32,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from facebench.data.attack_spec import fit_ref, parse_attack
+from facebench.data.attack_spec import PAIR_FEATURES, fit_ref, pair_ids, parse_attack
+from facebench.engine.progress import progress_bar
 from facebench.errors import ConfigError, ModelError, did_you_mean
 from facebench.fingerprint import hash_object
 
@@ -137,7 +138,7 @@ def attacked_split(unit, adapter, run: AttackRun):
     spec = parse_attack(unit.ref.dataset_args["attack"])
     if unit.features:
         attack_pairs.check_pairs(unit.dataset, spec)
-        head, outputs, rows = None, [attack_pairs.FEATURES], attack_pairs.pair_ids(unit.dataset)
+        head, outputs, rows = None, [PAIR_FEATURES], pair_ids(unit.dataset)
     else:
         head = _single_head(unit, adapter)
         outputs, rows = [head, *getattr(adapter, "head_outputs", ())], unit.dataset.ids
@@ -259,18 +260,22 @@ class _Attacker:
         model = self.built().to(device).eval()
         self.target.to(device).eval()
         t0 = time.perf_counter()
+        bar = progress_bar(len(rows), f"{self.spec['kind']} attack (eps {self.spec['eps'] * 255:.4g}/255) on "
+                           f"{dataset.name}/{dataset.split}", self.ctx.settings.progress,
+                           unit="pair" if head is None else "img")
         if head is None:
             v, summary = (universal_perturbation(self.spec, model, fit, head, device, self.ctx)
                           if self.spec["kind"] == "uap" else (None, {}))
-            outs = attack_pairs(self.spec, model, self.target, dataset, device, v)
+            outs = attack_pairs(self.spec, model, self.target, dataset, device, v, bar.update)
         elif self.spec["kind"] == "uap":
             v, summary = universal_perturbation(self.spec, model, fit, head, device, self.ctx)
             outs = _perturbed_outputs(self.target, dataset, head, device, lambda x, idx: (x + v).clamp(0, 1),
-                                      self.spec["batch_size"])
+                                      self.spec["batch_size"], bar.update)
         else:
             attack = per_sample_attack(self.spec, model, dataset, head)
-            outs = _perturbed_outputs(self.target, dataset, head, device, attack, self.spec["batch_size"])
+            outs = _perturbed_outputs(self.target, dataset, head, device, attack, self.spec["batch_size"], bar.update)
             summary = {}
+        bar.close()
         summary.update(kind=self.spec["kind"], attacker=self.built().name, seconds=round(time.perf_counter() - t0, 3),
                        n=len(rows))
         what = "samples" if head is not None else "pairs (first image)"
@@ -279,8 +284,10 @@ class _Attacker:
         return Predictions(rows, outs), summary, str(device)
 
 
-def _perturbed_outputs(target, dataset, head: str, device, perturb: Callable, batch_size: int) -> dict:
-    """The target's outputs on ``perturb(x01, sample indices)`` of each chunk of ``batch_size`` samples."""
+def _perturbed_outputs(target, dataset, head: str, device, perturb: Callable, batch_size: int,
+                       done: Callable[[int], None] = lambda n: None) -> dict:
+    """The target's outputs on ``perturb(x01, sample indices)`` of each chunk of ``batch_size`` samples
+    (``done(n)`` after each chunk: progress)."""
     parts, start = [], 0
     for batch in uint8_batches(dataset, target.input_spec, batch_size):
         x01 = batch.to(device).float() / 255.0
@@ -288,6 +295,7 @@ def _perturbed_outputs(target, dataset, head: str, device, perturb: Callable, ba
         x_adv = perturb(x01, idx).detach()
         parts.append(predict_float(target, x_adv, head))
         start += len(batch)
+        done(len(batch))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
