@@ -1,6 +1,6 @@
 """corruption protocol with ``inner: landmarks``, end to end on an MTFL-layout fixture: the NME of every variant
 equals a clean ``landmarks`` run on the same images corrupted by hand (``corrupt`` with ``variant_seed`` per
-sample index, saved losslessly), with a landmark model whose points follow the image's brightness."""
+sample index, saved losslessly), CI included, with a landmark model whose points follow the image's brightness."""
 
 from __future__ import annotations
 
@@ -44,9 +44,9 @@ def _run(suite_text: str, tmp_path, name: str):
     return {r["metric"]: r for r in out.results["records"]}
 
 
-def _nme_value(records: dict) -> float:
+def _nme(records: dict) -> dict:
     [rec] = [r for r in records.values() if r["metric"].startswith("nme[") and r["headline"]]
-    return rec["value"]
+    return rec
 
 
 def test_each_variant_equals_a_clean_run_on_hand_corrupted_images(tmp_path):
@@ -55,7 +55,7 @@ def test_each_variant_equals_a_clean_run_on_hand_corrupted_images(tmp_path):
     severities = sorted({s for _, s in CASES})
     corruptions = [c for c, _ in CASES]
     records = _run(f"""name: cl
-defaults: {{bootstrap: 0}}
+defaults: {{bootstrap: 50, seed: 3}}
 tasks:
   - {{name: corr, dataset: mtfl, split: test, path: {tmp_path / 'mtfl'}, protocol: corruption,
       params: {{corruptions: {corruptions}, severities: {severities}, inner: landmarks, inner_params: {PARAMS}}}}}
@@ -69,13 +69,16 @@ tasks:
             image = corrupt(ds.images.load(i), corruption, severity, variant_seed(0, i, corruption, severity)).image
             Image.fromarray(image).save(folder / "AFLW" / f"face{i}.png")
         hand = _run(f"""name: h
-defaults: {{bootstrap: 0}}
+defaults: {{bootstrap: 50, seed: 3}}
 tasks:
   - {{name: lm, dataset: mtfl, split: test, path: {folder}, protocol: landmarks, params: {PARAMS}}}
 """, tmp_path, f"run-{corruption}-{severity}")
         variant = [r for m, r in records.items() if m.endswith(f"[{corruption}@{severity}]")]
         assert len(variant) == 1, sorted(records)
-        assert variant[0]["value"] == pytest.approx(_nme_value(hand), rel=1e-9)
+        assert variant[0]["value"] == pytest.approx(_nme(hand)["value"], rel=1e-9)
+        # variant_cis (default): the CI the landmarks protocol gives the same images with the same bootstrap
+        assert variant[0]["ci"] == pytest.approx(_nme(hand)["ci"], rel=1e-9)
+        assert variant[0]["ci"][0] <= variant[0]["value"] <= variant[0]["ci"][1]
         clean_metric = variant[0]["metric"].split("[")[0]
     clean = [r for m, r in records.items() if m == f"{clean_metric}[clean]"]
     assert clean and clean[0]["value"] != pytest.approx(records[f"{clean_metric}[gaussian_noise@2]"]["value"])

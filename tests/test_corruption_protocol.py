@@ -87,6 +87,18 @@ def test_variant_accuracy_matches_a_hand_computation(small_run):
     assert "over the severities evaluated only" in rec["conventions"]["note"]
 
 
+def test_variant_cis_on_by_default_and_off_on_request(small_run, tmp_path):
+    """Each variant's accuracy carries the closed_set CI (task bootstrap) by default; ``variant_cis: false`` drops
+    them and changes no value."""
+    _, out = small_run
+    variant = [r for r in out.results["records"] if "@" in r["metric"]]
+    assert variant and all(r["ci"] is not None and r["ci"][0] <= r["value"] <= r["ci"][1] for r in variant)
+    off = _run(tmp_path, "nocis", {"corruptions": CORRUPTIONS, "severities": [1, 4], "variant_cis": False})
+    plain = [r for r in off.results["records"] if "@" in r["metric"]]
+    assert all(r["ci"] is None for r in plain)
+    assert [r["value"] for r in plain] == [r["value"] for r in variant]
+
+
 def test_rescore_loads_no_model(small_run, monkeypatch):
     tmp, out = small_run
 

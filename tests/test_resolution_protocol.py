@@ -57,6 +57,9 @@ tasks:
     expected = rb.metric_threshold_resolution(SIZES, [m[f"accuracy[{k}px]"] for k in SIZES], m["accuracy[clean]"], 0.9)
     assert m["resolution_below[accuracy]"] == expected
     assert m["accuracy[8px]"] < m["accuracy[clean]"]
+    for r in out.results["records"]:  # variant_cis (default): each size's accuracy has the closed_set CI
+        if r["metric"].endswith("px]"):
+            assert r["ci"] is not None and r["ci"][0] <= r["value"] <= r["ci"][1]
     assert set(out.results["tasks"][0]["extra_splits"]) == {f"resolution:{k}" for k in SIZES}
 
 

@@ -4,7 +4,8 @@ extra splits, the inner protocol that scores each copy, and verification at thre
 Conventions: a variant is the task's own split with ``dataset_args.transform`` set (``data.transforms``), so it
 keeps the split's ids, labels and pairs and has its own store entry; the inner protocol (``closed_set``,
 ``verification`` or ``landmarks``) scores a variant through an ``EvalContext`` of the variant's dataset and
-predictions, with no bootstrap (``n_resamples = 0``: variants carry point values, the clean split its CIs).
+predictions, with the task's bootstrap when the protocol's ``variant_cis`` is on (default: each variant's
+value gets the inner protocol's CI where it has one) and none otherwise.
 """
 
 from __future__ import annotations
@@ -52,21 +53,28 @@ def variant_ref(task, transform: dict, features: bool) -> SplitRef:
     return SplitRef(task.dataset, task.split, task.path, args, predictions=True, features=features)
 
 
-def inner_context(ctx: EvalContext, extra: ExtraSplit) -> EvalContext:
-    """``ctx`` with the variant's dataset and predictions (aligned to its ids), no extras and no bootstrap."""
+def inner_context(ctx: EvalContext, extra: ExtraSplit, bootstrap: bool = False) -> EvalContext:
+    """``ctx`` with the variant's dataset and predictions (aligned to its ids), no extras; the bootstrap of
+    ``ctx`` when ``bootstrap`` (the variant's CIs), else none."""
     if extra.predictions is None:
         raise MetricInputError(f"{extra.dataset.name}/{extra.dataset.split}: the variant has no predictions")
     return dataclasses.replace(ctx, dataset=extra.dataset, predictions=extra.predictions.align(extra.dataset.ids),
-                               extras={}, n_resamples=0)
+                               extras={}, n_resamples=ctx.n_resamples if bootstrap else 0)
+
+
+def headline_record(result, inner: str):
+    """The inner protocol's scored record in ``result`` (a TaskResult): its value and CI."""
+    prefix, _ = INNER_METRIC[inner]
+    for rec in result.records:
+        if rec.metric == prefix or (prefix.endswith("[") and rec.metric.startswith(prefix) and rec.headline):
+            return rec
+    raise MetricInputError(f"the {inner} result has no {prefix!r} record")
 
 
 def headline_value(result, inner: str) -> tuple[str, float]:
     """(record name, value) of the inner protocol's scored metric in ``result`` (a TaskResult)."""
-    prefix, _ = INNER_METRIC[inner]
-    for rec in result.records:
-        if rec.metric == prefix or (prefix.endswith("[") and rec.metric.startswith(prefix) and rec.headline):
-            return rec.metric, float(rec.value)
-    raise MetricInputError(f"the {inner} result has no {prefix!r} record")
+    rec = headline_record(result, inner)
+    return rec.metric, float(rec.value)
 
 
 def embeddings(ctx: EvalContext) -> np.ndarray:

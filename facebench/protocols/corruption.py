@@ -12,8 +12,10 @@ no model. The ``inner`` protocol scores the clean split and every variant with i
   (``accuracy_at_clean_threshold``: thresholds fitted on corrupted data hide degradation, spec 1.5);
 * ``landmarks``: NME (its headline normaliser) is the error.
 
-Records: the metric per corruption x severity (``<m>[<c>@<s>]``), per corruption mean (``<m>[<c>]``), clean
-(``<m>[clean]`` with the inner protocol's CI, and ``error[clean]``), ``u-mce`` = 100 * mean_c mean_s E (%, no
+Records: the metric per corruption x severity (``<m>[<c>@<s>]``, with the inner protocol's CI over samples
+when ``variant_cis``, the default, and the inner protocol gives one: accuracy and NME do, 10-fold accuracy
+does not), per corruption mean (``<m>[<c>]``), clean (``<m>[clean]`` with the inner protocol's CI, and
+``error[clean]``), ``u-mce`` = 100 * mean_c mean_s E (%, no
 reference: ``metrics.robustness.unnormalized_mce`` when all five severities are evaluated; over the severities
 evaluated otherwise, marked so). With ``reference`` = a reference model's corruption run (its results.json;
 ``reference_task`` names the task when the run has several), ``mce[ref]`` and ``relative_mce[ref]`` against
@@ -63,6 +65,7 @@ class CorruptionProtocol(Protocol):
         inner_params: dict = field(default_factory=dict)
         reference: str | None = None
         reference_task: str | None = None
+        variant_cis: bool = True
 
     RANGES = {"seed": (0, None)}
 
@@ -126,14 +129,15 @@ class CorruptionProtocol(Protocol):
         return TaskResult(records, details, clean.warnings + warnings, clean.samples)
 
     def _score_variants(self, ctx: EvalContext, clean) -> dict:
-        """{(corruption, severity): {"value", ["accuracy_at_clean_threshold"]}} from the inner protocol."""
+        """{(corruption, severity): {"value", "ci", ["accuracy_at_clean_threshold"]}} from the inner protocol (its
+        CI with the task's bootstrap when ``variant_cis``)."""
         p, out = self.params, {}
         fixed = _CleanThresholds(ctx) if p.inner == "verification" else None
         for c in p.corruptions:
             for s in p.severities:
-                vctx = var.inner_context(ctx, ctx.extras[role(c, s)])
-                _, value = var.headline_value(self.inner.evaluate(vctx), p.inner)
-                out[c, s] = {"value": value}
+                vctx = var.inner_context(ctx, ctx.extras[role(c, s)], bootstrap=p.variant_cis)
+                rec = var.headline_record(self.inner.evaluate(vctx), p.inner)
+                out[c, s] = {"value": float(rec.value), "ci": None if rec.ci is None else list(rec.ci)}
                 if var.no_face_count(vctx.predictions) is not None:
                     out[c, s]["no_face_images"] = var.no_face_count(vctx.predictions)
                 if fixed is not None:
@@ -205,7 +209,9 @@ def _variant_records(key, table, corruptions, severities, conv, lower_better, n)
     for c in corruptions:
         values = [table[c, s]["value"] for s in severities]
         for s, v in zip(severities, values):
-            records.append(MetricRecord(f"{key}[{c}@{s}]", v, None, n, {**conv, "corruption": c, "severity": s},
+            ci = table[c, s].get("ci")
+            records.append(MetricRecord(f"{key}[{c}@{s}]", v, None if ci is None else tuple(ci), n,
+                                        {**conv, "corruption": c, "severity": s},
                                         higher_is_better=not lower_better, unit=unit))
             fixed = table[c, s].get("accuracy_at_clean_threshold")
             if fixed is not None:

@@ -5,8 +5,8 @@ Each size k is an extra split (role ``resolution:<k>``) made by the ``resolution
 with Pillow's antialiased bicubic, then the model's usual resize), predicted once into the store, so re-scoring
 needs no model. The crop must be larger than every k (e.g. FER2013's 48 px faces: k <= 32).
 
-* ``inner: closed_set``: ``accuracy[<k>px]`` per k, scored by the closed_set protocol's code, clean accuracy
-  with its CI (``accuracy[clean]``).
+* ``inner: closed_set``: ``accuracy[<k>px]`` per k, scored by the closed_set protocol's code (with its CI over
+  samples when ``variant_cis``, the default), clean accuracy with its CI (``accuracy[clean]``).
 * ``inner: verification`` (embeddings L2-normalised, no flip-sum): per mode and k,
   ``probe_only`` (primary; cross-resolution HR-LR: the ``probe_side`` image of each pair, ``first`` by default,
   embedded from the degraded split and the other from the clean split) and ``both`` (LR-LR):
@@ -59,6 +59,7 @@ class ResolutionProtocol(Protocol):
         fraction: float = 0.9
         interpolate: bool = False
         far: float = 1e-3
+        variant_cis: bool = True
 
     RANGES = {"fraction": (0, 1), "far": (0, 1)}
 
@@ -92,16 +93,18 @@ class ResolutionProtocol(Protocol):
         clean = self.inner.evaluate(ctx)
         metric, clean_value = var.headline_value(clean, p.inner)
         sizes = sorted(p.sizes, reverse=True)
+        cis = {}
         if p.inner == "closed_set":
-            series = {"accuracy": [var.headline_value(self.inner.evaluate(var.inner_context(ctx, ctx.extras[role(k)])),
-                                                      p.inner)[1] for k in sizes]}
+            recs = [var.headline_record(self.inner.evaluate(var.inner_context(ctx, ctx.extras[role(k)], p.variant_cis)),
+                                        p.inner) for k in sizes]
+            series, cis = {"accuracy": [float(r.value) for r in recs]}, {"accuracy": [r.ci for r in recs]}
             cleans, extra = {"accuracy": clean_value}, {}
         else:
             series, cleans, extra = self._verification(ctx, sizes, clean_value)
         conv = {"inner": p.inner, "inner_metric": metric, "resampling": f"{FILTER} down and up (Pillow "
                 f"{PILLOW_VERSION})", "size": "short side in px after down-sampling"}
         records = self._clean_records(clean, metric, conv, cleans)
-        records += self._series_records(series, sizes, conv, len(ctx.dataset))
+        records += self._series_records(series, sizes, conv, len(ctx.dataset), cis)
         below, below_records = self._thresholds(series, cleans, sizes, conv)
         details = {"inner": p.inner, "inner_metric": metric, "sizes": sizes, "clean": cleans, "fraction": p.fraction,
                    "interpolate": p.interpolate, "resolution_below": below, "filter": FILTER,
@@ -155,14 +158,15 @@ class ResolutionProtocol(Protocol):
                 break
         return out
 
-    def _series_records(self, series: dict, sizes: list, conv: dict, n: int) -> list:
+    def _series_records(self, series: dict, sizes: list, conv: dict, n: int, cis: dict) -> list:
+        """One record per series and size; ``cis``: per series, the CI of each size where there is one."""
         primary = next(iter(series))
         records = []
         for name, values in series.items():
             base, _, mode = name.partition("[")
             tail = (mode[:-1] + ",") if mode else ""
-            for k, v in zip(sizes, values):
-                records.append(MetricRecord(f"{base}[{tail}{k}px]", v, None, n, {**conv, "size_px": k},
+            for k, v, ci in zip(sizes, values, cis.get(name, [None] * len(sizes))):
+                records.append(MetricRecord(f"{base}[{tail}{k}px]", v, ci, n, {**conv, "size_px": k},
                                             headline=name == primary and k == 16, higher_is_better=True,
                                             unit="rate" if base.startswith("tar@") else "fraction"))
         return records
