@@ -243,3 +243,9 @@ tasks:
         [m[f"rank1[distance={d}]"]["value"] for d in (1, 2, 3)]))
     status = {t["name"]: t.get("status") for t in out.results["tasks"]}
     assert status["tinyface"] == "skipped", status
+    from _task_figures import drawn_figures
+
+    row = next(t for t in out.results["tasks"] if t["name"] == "scface")
+    assert row["details"]["cmc"][1] == 1.0 and row["details"]["cmc"][0] == m["rank1"]["value"]
+    drawn = drawn_figures({"tasks": [row], "records": out.results["records"]}, tmp_path / "figs")
+    assert drawn["scface"] == ["scface-cmc.png", "scface-cmc.pdf"]

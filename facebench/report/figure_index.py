@@ -52,6 +52,7 @@ FIGURES_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
     "adversarial": ("budget_curve", "perturbation"),
     "corruption": ("severity_curves",),
     "resolution": ("resolution_curve",),
+    "identification": ("cmc",),
 }
 
 

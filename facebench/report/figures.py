@@ -1255,6 +1255,19 @@ def _fig_uap_perturbation(c: _Ctx) -> list[Path]:
     return _render(c.stem("perturbation"), SINGLE_COLUMN, 2.2, draw)
 
 
+def _fig_cmc(c: _Ctx) -> list[Path]:
+    """Identification: the cumulative match characteristic, identification rate at rank 1..R (log-scaled ranks
+    would hide rank 1, so linear), with the rank-1 rate as a dashed line."""
+    cmc = c.details.get("cmc")
+    if not isinstance(cmc, Sequence) or not cmc:
+        return []
+    ranks = list(range(1, len(cmc) + 1))
+    ticks = [r for r in (1, 5, 10, 20, 50, 100) if r <= len(cmc)]
+    return metric_curves_figure({"": (ranks, [float(v) for v in cmc])}, c.stem("cmc"), xlabel="rank",
+                                ylabel="identification rate", xticks=ticks, xticklabels=[str(r) for r in ticks],
+                                hlines={"rank 1": float(cmc[0])})
+
+
 def _fig_landmark_overlay(c: _Ctx) -> list[Path]:
     cases = [case for case in c.details.get("worst_cases") or [] if isinstance(case, Mapping)]
     if not cases:
@@ -1333,6 +1346,7 @@ _BUILDERS = {
     ("adversarial", "perturbation"): _fig_uap_perturbation,
     ("corruption", "severity_curves"): _fig_severity_curves,
     ("resolution", "resolution_curve"): _fig_resolution_curve,
+    ("identification", "cmc"): _fig_cmc,
 }
 
 
