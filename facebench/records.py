@@ -255,7 +255,9 @@ class TaskOutcome:
     (never evaluated: ``reason``; nothing else is recorded). ``head``, ``fingerprints`` and ``n`` (samples
     evaluated) describe what was evaluated; ``extra_splits`` the other splits read (role -> split and ``n``),
     ``skipped_extra_splits`` optional ones left out (role -> why), ``bad_images`` the unreadable files left out,
-    ``detection`` the split's declared face detector and its counts (``facebench.pipeline.detect``)."""
+    ``detection`` the split's declared face detector and its counts (``facebench.pipeline.detect``),
+    ``sample_counts`` samples evaluated, left out and without a face, overall and per group
+    (``facebench.pipeline.counts``)."""
 
     task: dict
     status: str
@@ -267,6 +269,7 @@ class TaskOutcome:
     skipped_extra_splits: dict | None = field(default=None, hash=False)
     bad_images: dict | None = field(default=None, hash=False)
     detection: dict | None = field(default=None, hash=False)
+    sample_counts: dict | None = field(default=None, hash=False)
     details: dict = field(default_factory=dict, hash=False)
     warnings: tuple = ()
 
@@ -279,7 +282,7 @@ class TaskOutcome:
             return {**row, "reason": self.reason}
         row.update(head=self.head, fingerprints=self.fingerprints, n=self.n)
         optional = {"extra_splits": self.extra_splits, "skipped_extra_splits": self.skipped_extra_splits,
-                    "bad_images": self.bad_images, "detection": self.detection}
+                    "bad_images": self.bad_images, "detection": self.detection, "sample_counts": self.sample_counts}
         row.update({k: v for k, v in optional.items() if v})
         if self.status == "failed":
             return {**row, "reason": self.reason}

@@ -148,3 +148,10 @@ def test_detector_feeds_the_crop_to_the_model(tmp_path):
     nme2 = {r["metric"]: r for r in again.results["records"]}["nme[eye_centres_5pt]"]
     assert nme2["value"] == pytest.approx(want[[0, 2]].mean(), abs=1e-9)
     assert any("reused the stored detections of test-square-detector" in m for m in said)
+    # sample_counts: the missed face (image 1) counted overall and in its groups (MTFL's gender 1 = male, ...)
+    counts = task["sample_counts"]
+    assert (counts["evaluated"], counts["skipped"], counts["no_face"]) == (3, 0, 1)
+    assert counts["by_group"]["gender"] == {"male": {"evaluated": 3, "skipped": 0, "no_face": 1}}
+    board = (tmp_path / "run" / "leaderboard.md").read_text()
+    assert "## Samples left out or without a face" in board and "| mtfl | 3 | 0 | 1 (33.3%) |" in board
+    assert "mtfl: left out and without a face per gender" in board

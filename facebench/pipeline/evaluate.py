@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from facebench.errors import EXIT_NOTHING_EVALUATED, EXIT_OK, EXIT_TASK_FAILED
+from facebench.pipeline.counts import sample_counts
 from facebench.pipeline.plan import PlannedTask, SplitWork
 from facebench.pipeline.reuse import EvaluationReuse, evaluation_key, reusable
 from facebench.protocols.base import EvalContext, ExtraSplit
@@ -79,7 +80,7 @@ def _evaluate_task(item: PlannedTask, work: dict[str, SplitWork], adapter, model
     described = dict(task=item.task.to_dict(), head=item.head, fingerprints=fps, n=len(own.dataset),
                      extra_splits=_extra_splits(item, work) or None,
                      skipped_extra_splits=dict(item.skipped_refs) or None, bad_images=own.bad_images,
-                     detection=own.detection)
+                     detection=own.detection, sample_counts=sample_counts(own.dataset, own.preds, own.bad_images))
     reuse = reuse if reuse is not None and reusable(item.protocol) else None
     key = evaluation_key(item.protocol, ctx) if reuse is not None else None
     result = reuse.get(key) if reuse is not None else None

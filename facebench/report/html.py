@@ -172,6 +172,7 @@ def _task_page(name: str, table: Table, figures: list[tuple[str, str]], title: s
         if task.get("status", "ok") != "ok":
             parts.append(f"<p>{escape(str(task.get('status')))}: {escape(str(task.get('reason', '')))}</p>")
             continue
+        parts.append(_sample_counts(task))
         records = [r for r in res.get("records", []) if r.get("task") == name]
         if not records:
             parts.append('<p class="muted">No records.</p>')
@@ -203,6 +204,24 @@ def _task_page(name: str, table: Table, figures: list[tuple[str, str]], title: s
             parts.append(f'<figure><img class="figure" src="{escape(src)}" alt="{escape(caption)}">'
                          f"<figcaption class=\"muted\">{escape(caption)}</figcaption></figure>")
     return _page(f"{name} — {title}", "\n".join(parts))
+
+
+def _sample_counts(task: dict) -> str:
+    """The task's samples left out and without a face, per group where any (``sample_counts``); "" when none."""
+    c = task.get("sample_counts")
+    if not c or not (c.get("skipped") or c.get("no_face")):
+        return ""
+    no_face = "not reported" if c.get("no_face") is None else str(c["no_face"])
+    summary = f"{c['evaluated']} evaluated, {c['skipped']} left out (unreadable images), no face found on {no_face}"
+    out = [f'<p class="counts">{escape(summary)}</p>']
+    for attr, by in (c.get("by_group") or {}).items():
+        if not any(v.get("skipped") or v.get("no_face") for v in by.values()):
+            continue
+        rows = "".join(f'<tr><td class="text">{escape(str(g))}</td><td>{v["evaluated"]}</td><td>{v["skipped"]}</td>'
+                       f'<td>{"n/a" if v["no_face"] is None else v["no_face"]}</td></tr>' for g, v in by.items())
+        out.append(f"<table><thead><tr><th>{escape(attr)}</th><th>evaluated</th><th>left out</th><th>no face</th>"
+                   f"</tr></thead><tbody>{rows}</tbody></table>")
+    return "\n".join(out)
 
 
 def _comparison_section(out: Path, comparison: Sequence[tuple[str, str]]) -> str:

@@ -93,6 +93,7 @@ def leaderboard_markdown(results: dict) -> str:
         lines += [f"## {md_escape(protocol)}", ""] + _table(header, rows) + [""]
     lines += ["Percentages (OOD metrics as fractions) with 95% bootstrap percentile CIs in brackets; conventions "
               "are in results.json.", ""]
+    lines += sample_count_tables(results["tasks"])
     for task in results["tasks"]:
         if task["status"] != "ok":
             continue
@@ -100,6 +101,36 @@ def leaderboard_markdown(results: dict) -> str:
         if render is not None:
             lines += render(task, [r for r in records if r["task"] == task["name"]])
     return "\n".join(lines)
+
+
+def _count(value, of: int | None = None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value} ({100 * value / of:.1f}%)" if of and value else str(value)
+
+
+def sample_count_tables(tasks: list[dict]) -> list[str]:
+    """Tasks with samples left out (unreadable images) or without a face: their counts, then per group for
+    the attributes where some group has any (``sample_counts`` in results.json); nothing when none has."""
+    rows, groups = [], []
+    for task in tasks:
+        c = task.get("sample_counts")
+        if not c or not (c["skipped"] or c["no_face"]):
+            continue
+        rows.append([task["name"], str(c["evaluated"]), _count(c["skipped"], c["evaluated"] + c["skipped"]),
+                     _count(c["no_face"], c["evaluated"])])
+        for attr, by in (c.get("by_group") or {}).items():
+            if any(v["skipped"] or v["no_face"] for v in by.values()):
+                groups += [f"### {md_escape(task['name'])}: left out and without a face per {md_escape(attr)}", ""]
+                groups += _table([attr, "evaluated", "left out (unreadable)", "no face found"],
+                                 [[name, str(v["evaluated"]), _count(v["skipped"], v["evaluated"] + v["skipped"]),
+                                   _count(v["no_face"], v["evaluated"])] for name, v in by.items()]) + [""]
+    if not rows:
+        return []
+    head = ["## Samples left out or without a face", "",
+            "Left out: image files that cannot be read (`on_bad_image: skip`), not evaluated. No face found: "
+            "evaluated with the model's fallback (whole image or its default crop).", ""]
+    return head + _table(["task", "evaluated", "left out (unreadable)", "no face found"], rows) + [""] + groups
 
 
 def _per_class(task: dict, records: list[dict]) -> list[str]:
