@@ -53,3 +53,24 @@ def test_a_run_into_a_pipe_writes_plain_lines(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "synth-cnn on synth/test: 50/50 img in " in done.stderr
     assert "\r" not in done.stderr and "\x1b[" not in done.stderr
+
+
+def test_run_progress_lines_by_hand(monkeypatch):
+    """One line per finished split with the run's share and an ETA from the rate of computed images only."""
+    monkeypatch.setenv(pg.ENV, "plain")
+    out = io.StringIO()
+    run = pg.RunProgress([10, 30, 60], enabled=True, stream=out)
+    assert run.split_done("a/test", 10, 10, 1.0) == "[1/3] a/test: 10 img computed in 1s; run 10/100 img (10%), ETA 9s"
+    run.split_done("b/test", 30, 0, 0.01, "read from the store")  # no time counted: still 10 img/s
+    run.split_done("c/test", 60, 60, 12.0)
+    run.close()
+    assert out.getvalue().splitlines() == [
+        "[1/3] a/test: 10 img computed in 1s; run 10/100 img (10%), ETA 9s",
+        "[2/3] b/test: read from the store in 0s; run 40/100 img (40%), ETA 6s",
+        "[3/3] c/test: 60 img computed in 12s; run 100/100 img (100%), ETA 0s"]
+    quiet = io.StringIO()
+    first = pg.RunProgress([5], enabled=True, stream=quiet)  # one split: its own bar says it all
+    first.split_done("x", 5, 0, 0.0)
+    assert quiet.getvalue() == "" and first.split_done("y", 0, 0, 0.0).endswith("ETA 0s")
+    unknown = pg.RunProgress([5, 5], enabled=True, stream=io.StringIO())
+    assert unknown.split_done("x", 5, 0, 0.0, "read from the store").endswith("ETA ?")

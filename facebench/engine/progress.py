@@ -77,3 +77,49 @@ def progress_bar(total: int, desc: str, enabled: bool, initial: int = 0, unit: s
     if enabled and not interactive():
         return PlainProgress(total, desc, initial, unit)
     return tqdm(total=total, initial=initial, disable=not enabled, unit=unit, desc=desc, leave=False)
+
+
+class RunProgress:
+    """The whole execute step at a glance: one line per split as it finishes (``[k/K] what: how, in time``) with
+    the run's overall share of images done and an ETA, above each split's own bar or lines.
+
+    The ETA divides the images still to come by the rate of the images *computed* so far (splits read from the
+    store take no time and do not count towards the rate); before anything was computed it is ``?``. On a
+    terminal an overall tqdm bar stays at the top and the lines go above it (``tqdm.write``); elsewhere the
+    lines are printed as they are. Not ``enabled``: silent.
+    """
+
+    def __init__(self, sizes: list[int], enabled: bool, stream=None):
+        self.k_total, self.total = len(sizes), int(sum(sizes))
+        self.k = self.done = self.computed = 0
+        self.busy_s = 0.0
+        self.enabled = enabled and self.k_total > 1
+        self.stream = stream or sys.stderr
+        self.bar = None
+        if self.enabled and interactive():
+            self.bar = tqdm(total=self.total, unit="img", desc=f"run: {self.k_total} splits", position=0, leave=False)
+
+    def split_done(self, what: str, n: int, computed: int, seconds: float, note: str = "") -> str:
+        """Record one finished split (``n`` images, ``computed`` of them by the model in ``seconds``); returns
+        (and shows) its line."""
+        self.k, self.done = self.k + 1, self.done + int(n)
+        if computed:
+            self.computed, self.busy_s = self.computed + int(computed), self.busy_s + float(seconds)
+        rate = self.computed / self.busy_s if self.busy_s > 0 else 0.0
+        left = self.total - self.done
+        eta = _duration(left / rate) if rate > 0 else ("0s" if left == 0 else "?")
+        share = 100 * self.done // self.total if self.total else 100
+        line = (f"[{self.k}/{self.k_total}] {what}: {note or f'{computed} img computed'} in {_duration(seconds)}; "
+                f"run {self.done}/{self.total} img ({share}%), ETA {eta}")
+        if not self.enabled:
+            return line
+        if self.bar is not None:
+            self.bar.update(int(n))
+            self.bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+        return line
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -12,6 +12,7 @@ from typing import Callable
 
 from facebench.data.scan import predict_screened
 from facebench.engine.inference import InferenceSettings, run_inference
+from facebench.engine.progress import RunProgress
 from facebench.pipeline.plan import SplitWork
 
 
@@ -25,33 +26,47 @@ def inference_settings(defaults: dict, progress: bool) -> InferenceSettings:
 
 def execute(work: dict[str, SplitWork], adapter, store, settings: InferenceSettings, on_bad_image: str,
             log: Callable[[str], None]) -> None:
-    """Predict every split that some task reads predictions of; fills ``preds``, ``report`` and ``load_s``."""
-    for unit in work.values():
-        if not unit.predictions:
-            continue
-        t0 = time.perf_counter()
-        if "detector" in unit.ref.dataset_args:
-            unit.dataset, unit.detection = _detect(unit, store, settings, log)
-        if "attack" in unit.ref.dataset_args:  # adversarial inputs made with the model (pipeline.attack_stage)
-            from facebench.pipeline.attack_stage import AttackRun, attacked_split
+    """Predict every split that some task reads predictions of; fills ``preds``, ``report`` and ``load_s``.
+    With more than one split, a line per finished split with the run's overall progress and ETA
+    (``engine.progress.RunProgress``)."""
+    units = [unit for unit in work.values() if unit.predictions]
+    overall = RunProgress([len(unit.dataset) for unit in units], settings.progress)
+    try:
+        for unit in units:
+            _execute_unit(unit, work, adapter, store, settings, on_bad_image, log)
+            r = unit.report
+            overall.split_done(f"{unit.dataset.name}/{unit.dataset.split}", len(unit.dataset), r.computed_samples,
+                               unit.load_s, "read from the store" if r.reused else "")
+    finally:
+        overall.close()
 
-            unit.dataset, unit.preds, unit.report = attacked_split(unit, adapter, AttackRun(store, settings, work, log))
-            unit.load_s = time.perf_counter() - t0
-            continue
 
-        def predict(dataset, unit=unit):
-            return run_inference(adapter, dataset, store, heads=tuple(sorted(unit.heads)), features=unit.features,
-                                 settings=settings)
+def _execute_unit(unit: SplitWork, work: dict[str, SplitWork], adapter, store, settings: InferenceSettings,
+                  on_bad_image: str, log: Callable[[str], None]) -> None:
+    """One split: detected, attacked or plainly predicted (see :func:`execute`)."""
+    t0 = time.perf_counter()
+    if "detector" in unit.ref.dataset_args:
+        unit.dataset, unit.detection = _detect(unit, store, settings, log)
+    if "attack" in unit.ref.dataset_args:  # adversarial inputs made with the model (pipeline.attack_stage)
+        from facebench.pipeline.attack_stage import AttackRun, attacked_split
 
-        try:
-            unit.dataset, unit.bad_images, (unit.preds, unit.report) = predict_screened(
-                predict, unit.dataset, unit.bad_images, on_bad_image, log)
-        except KeyboardInterrupt:
-            log("interrupted: predictions computed so far are kept in the store; run again to resume")
-            raise
-        if unit.report.reused:
-            log(f"{unit.dataset.name}/{unit.dataset.split}: reused stored predictions ({unit.report.key})")
+        unit.dataset, unit.preds, unit.report = attacked_split(unit, adapter, AttackRun(store, settings, work, log))
         unit.load_s = time.perf_counter() - t0
+        return
+
+    def predict(dataset):
+        return run_inference(adapter, dataset, store, heads=tuple(sorted(unit.heads)), features=unit.features,
+                             settings=settings)
+
+    try:
+        unit.dataset, unit.bad_images, (unit.preds, unit.report) = predict_screened(
+            predict, unit.dataset, unit.bad_images, on_bad_image, log)
+    except KeyboardInterrupt:
+        log("interrupted: predictions computed so far are kept in the store; run again to resume")
+        raise
+    if unit.report.reused:
+        log(f"{unit.dataset.name}/{unit.dataset.split}: reused stored predictions ({unit.report.key})")
+    unit.load_s = time.perf_counter() - t0
 
 
 def _detect(unit: SplitWork, store, settings: InferenceSettings, log: Callable[[str], None]):
