@@ -198,9 +198,17 @@ def test_figures_show_the_verification_curve_and_the_perturbation(finished, tmp_
     assert drawn["pgd"] == ["pgd-budget_curve.png", "pgd-budget_curve.pdf"]
     assert drawn["uap"] == ["uap-budget_curve.png", "uap-budget_curve.pdf", "uap-perturbation.png",
                             "uap-perturbation.pdf"]
-    curve = next(t for t in out.results["tasks"] if t["name"] == "pgd")["details"]["curve"]
-    assert set(curve) == {"eps_255", "clean_accuracy", "verification_accuracy", "dodging_fooling_rate",
-                          "impersonation_fooling_rate"}
+    row = next(t for t in out.results["tasks"] if t["name"] == "pgd")
+    assert set(row["details"]["curve"]) == {"eps_255", "clean_accuracy", "verification_accuracy",
+                                            "dodging_fooling_rate", "impersonation_fooling_rate"}
+    from facebench.report import figures as F
+
+    with F.captured_figures() as figs:
+        F.task_figures(row, [r for r in out.results["records"] if r["task"] == "pgd"], tmp_path / "content")
+    ax = figs[0].axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "accuracy at clean threshold", "dodging (genuine pairs)", "impersonation (impostor pairs)", "clean accuracy"]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("budget eps (x/255, L-inf or L2)", "fraction of pairs")
 
 
 def test_deepfool_is_refused_for_pairs():

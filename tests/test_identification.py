@@ -249,3 +249,12 @@ tasks:
     assert row["details"]["cmc"][1] == 1.0 and row["details"]["cmc"][0] == m["rank1"]["value"]
     drawn = drawn_figures({"tasks": [row], "records": out.results["records"]}, tmp_path / "figs")
     assert drawn["scface"] == ["scface-cmc.png", "scface-cmc.pdf"]
+    from facebench.report import figures as F
+
+    with F.captured_figures() as figs:
+        F.task_figures(row, out.results["records"], tmp_path / "content")
+    ax = figs[0].axes[0]
+    curve, rank1 = ax.get_lines()
+    assert list(curve.get_ydata()) == row["details"]["cmc"] and list(curve.get_xdata())[:3] == [1, 2, 3]
+    assert list(rank1.get_ydata()) == [m["rank1"]["value"]] * 2
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("rank", "identification rate")
