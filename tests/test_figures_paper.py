@@ -394,3 +394,7 @@ def test_figure_captions_use_display_names():
     assert figure_caption(Path("figures/synth-cnn/synth-closed-set-reliability.png"), "synth-closed-set") == \
         "Reliability diagram (synth-cnn)"
     assert figure_caption(Path("f/m/my_task-group_bars.png"), "my task?") == "Metric per group (m)"
+    from facebench.report.figure_index import FIGURES_BY_PROTOCOL
+
+    kinds = {k for ks in FIGURES_BY_PROTOCOL.values() for k in ks}
+    assert {k for k in kinds if k not in N.FIGURES} == set()  # every figure kind has a display name

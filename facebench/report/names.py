@@ -55,7 +55,8 @@ FIGURES: dict[str, str] = {
     "per_class_auroc": "AUROC per held-out class", "heatmap": "Accuracy per domain", "group_bars": "Metric per group",
     "scatter_accuracy": "Estimated vs true accuracy", "scatter_auroc": "Estimated vs true AUROC",
     "ced": "Cumulative error distribution", "worst_cases": "Worst cases", "severity_curves": "Metric per severity",
-    "resolution_curve": "Metric per resolution",
+    "resolution_curve": "Metric per resolution", "budget_curve": "Metric per attack budget",
+    "perturbation": "Universal perturbation", "cmc": "Cumulative match characteristic",
 }
 
 #: Qualifier keys that state how a metric was computed, not which slice it covers (left out of labels).
