@@ -79,10 +79,11 @@ def make_model(name: str, model_args: dict):
 def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict | None = None,
               overrides: dict | None = None, out: str | Path | None = None, force: bool = False,
               cache_dir: str | Path | None = None, progress: bool = True,
-              log: Callable[[str], None] = _stderr, adapter=None, figures: bool = False) -> RunOutcome:
+              log: Callable[[str], None] = _stderr, adapter=None, figures: bool | str = False) -> RunOutcome:
     """Run ``suite_path`` on ``model`` (or on a ready ``adapter``, e.g. ``StoredModel``) through the four steps
     of ``facebench.pipeline``: plan (everything checked and every split screened before the model loads),
-    execute, evaluate, write. With ``figures`` each task's figures go to ``<out>/figures/``.
+    execute, evaluate, write. With ``figures`` (True, or a width mode "auto" | "single" | "double") each task's figures go to
+    ``<out>/figures/``.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) every rank runs this: all ranks share the inference of
     each split (see ``facebench.engine.distributed``); only rank 0 evaluates the tasks, writes the run
@@ -149,7 +150,7 @@ def _model_name(adapter, model: str | None, defaults: dict) -> str:
 
 def rescore_run(run_dir: str | Path, suite_path: str | Path | None = None, overrides: dict | None = None,
                 out: str | Path | None = None, force: bool = False, cache_dir: str | Path | None = None,
-                log: Callable[[str], None] = _stderr, figures: bool = False) -> RunOutcome:
+                log: Callable[[str], None] = _stderr, figures: bool | str = False) -> RunOutcome:
     """Re-evaluate a finished run from the prediction store without loading its model: the run's
     suite (or ``suite_path``: other protocols or parameters on the same splits), new settings
     (e.g. more bootstrap resamples). Default output: ``<run_dir>-rescored`` (then ``-2``, ...)."""

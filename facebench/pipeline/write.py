@@ -82,7 +82,7 @@ def render_leaderboard(results: dict, evaluation: Evaluation, log: Callable[[str
 
 
 def write_run(out_dir: Path, results: dict, manifest: dict, leaderboard: str, evaluation: Evaluation, *,
-              figures: bool, replace: bool, log: Callable[[str], None]) -> None:
+              figures: bool | str, replace: bool, log: Callable[[str], None]) -> None:
     """The run folder, whole or not at all; with ``figures`` (True, or a width mode: "auto", "single", "double")
     each task's figures in ``figures/``."""
     from facebench.outdir import RUN, write_folder
