@@ -228,6 +228,10 @@ DATASETS = Registry(
             "facebench.data.generic:ImageFolder",
             "Generic <root>/<split>/<class>/*.jpg folders, class names mapped to the canonical taxonomy",
         ),
+        "images": (
+            "facebench.data.generic:UnlabelledImages",
+            "Any folder of images, searched recursively, without labels (an unlabelled test set, e.g. for ood_estimate)",
+        ),
         "csv": (
             "facebench.data.generic:CsvDataset",
             "Generic CSV of image paths, labels and optional attribute columns (subject, group, domain)",
@@ -489,6 +493,10 @@ PROTOCOLS = Registry(
         "identification": (
             "facebench.protocols.identification:IdentificationProtocol",
             "Closed-set identification: probes vs a gallery (with distractors), CMC rank-k, rank-1 per group, bootstrap CIs",
+        ),
+        "ood_estimate": (
+            "facebench.protocols.ood_estimate:OodEstimateProtocol",
+            "Label-free estimate of a detector's AUROC and the OOD fraction on one unlabelled test set, against ID reference data",
         ),
         "adversarial": (
             "facebench.protocols.adversarial:AdversarialProtocol",

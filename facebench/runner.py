@@ -82,8 +82,7 @@ def run_suite(suite_path: str | Path, model: str | None = None, model_args: dict
               log: Callable[[str], None] = _stderr, adapter=None, figures: bool | str = False) -> RunOutcome:
     """Run ``suite_path`` on ``model`` (or on a ready ``adapter``, e.g. ``StoredModel``) through the four steps
     of ``facebench.pipeline``: plan (everything checked and every split screened before the model loads),
-    execute, evaluate, write. With ``figures`` (True, or a width mode "auto" | "single" | "double") each
-    task's figures go to ``<out>/figures/``.
+    execute, evaluate, write. ``figures`` (True or a width mode) draws each task's figures in ``<out>/figures/``.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) every rank runs this: all ranks share the inference of
     each split (see ``facebench.engine.distributed``); only rank 0 evaluates the tasks, writes the run

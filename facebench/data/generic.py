@@ -1,4 +1,4 @@
-"""Generic datasets: class-named image folders and CSV files of paths and labels."""
+"""Generic datasets: class-named image folders, CSV files of paths and labels, and plain unlabelled image folders."""
 
 from __future__ import annotations
 
@@ -79,6 +79,40 @@ class ImageFolder(DatasetLoader):
             raise DatasetNotFoundError(f"No images found under {base}.\n{self.layout_help()}")
         return Dataset(self.dataset_name, split, np.array(ids), _canonical_sort(labels), np.array(labels),
                        FileImages(paths), content_tag=self.fingerprint_tag())
+
+
+class UnlabelledImages(DatasetLoader):
+    """Any folder of images, searched recursively, without labels (an unlabelled test set, e.g. for ood_estimate)"""
+
+    name = "images"
+    capabilities = frozenset()
+    attribute_names = frozenset()
+    layout = ("  <path>/**/<image>.jpg   (every image file under the folder, at any depth; hidden files and folders\n"
+              "  are left out; the sample id is the path relative to <path>; single split `all`)")
+    how_to_get = "any folder of (face) images, e.g. frames from a deployment, with no labels"
+
+    def __init__(self, path=None, data_root=None, *, dataset_name: str = "images"):
+        super().__init__(path, data_root)
+        self.splits = ("all",)
+        self.dataset_name = dataset_name
+
+    def required_paths(self, split):
+        return [self.root]
+
+    def load(self, split: str) -> Dataset:
+        self.check(split)
+        ids, paths = [], []
+        for folder, dirs, _ in os.walk(self.root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            rel = os.path.relpath(folder, self.root)
+            for name in _image_names(Path(folder)):
+                if not name.startswith("."):
+                    ids.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
+                    paths.append(os.path.join(folder, name))
+        if not paths:
+            raise DatasetNotFoundError(f"No images found under {self.root}.\n{self.layout_help()}")
+        return Dataset(self.dataset_name, split, np.array(ids), (), None, FileImages(paths),
+                       content_tag=self.fingerprint_tag())
 
 
 class CsvDataset(DatasetLoader):

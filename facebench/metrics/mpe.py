@@ -76,6 +76,7 @@ from ._validation import check_choice, check_fraction, check_int_at_least, check
 
 __all__ = [
     "ESTIMATORS",
+    "decomposition_histogram",
     "SHIFT_INDICATORS",
     "MPEReport",
     "score_grid",
@@ -406,11 +407,13 @@ class MPEReport:
         """One line a user can act on."""
         if not self.identifiable:
             return f"{self.reason} (n_test={self.n_test}, method={self.method}); no AUROC estimate"
-        lo, hi = self.intervals["auroc"]
-        plo, phi = self.intervals["pi"]
-        return (f"estimated AUROC {self.auroc:.3f} [{lo:.3f}, {hi:.3f}], OOD fraction {self.pi:.3f} "
-                f"[{plo:.3f}, {phi:.3f}], FPR@95 {self.fpr95:.3f} ({self.method}, {self.confidence:.0%} intervals, "
-                f"n_test={self.n_test}, n_id={self.n_id})")
+        def interval(key: str) -> str:
+            lo, hi = self.intervals[key]
+            return f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) and np.isfinite(hi) else ""
+
+        level = f"{self.confidence:.0%} intervals" if interval("auroc") else "no intervals"
+        return (f"estimated AUROC {self.auroc:.3f}{interval('auroc')}, OOD fraction {self.pi:.3f}{interval('pi')}, "
+                f"FPR@95 {self.fpr95:.3f} ({self.method}, {level}, n_test={self.n_test}, n_id={self.n_id})")
 
 
 def estimate_ood_auroc(s_id, s_test, method: str = "bbe", n_resamples: int = 1000, confidence: float = 0.95,
@@ -425,6 +428,30 @@ def estimate_ood_auroc(s_id, s_test, method: str = "bbe", n_resamples: int = 100
                      {k: tuple(float(v) for v in r[k + "_ci"][0]) for k in _METRICS}, confidence,
                      int(np.size(s_id)), int(s_test.shape[0]), r["grid"], r["p_id"], r["p_test"][0], r["p_ood"][0],
                      float(r["pi_raw"][0]))
+
+
+def _display_masses(report: MPEReport, pmf: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Mass of a grid pmf in each display bin (CDF known at the grid edges, interpolated inside a bin)."""
+    cdf_at_grid = np.cumsum(pmf)[:-1]  # mass of the bins below each grid edge
+    cdf = np.interp(edges, report.grid, cdf_at_grid, left=0.0, right=1.0)
+    cdf[0], cdf[-1] = 0.0, 1.0
+    return np.diff(cdf)
+
+
+def decomposition_histogram(report: MPEReport, s_id, s_test, bins: int = 40) -> dict:
+    """The test scores' histogram on ``bins`` equal-width bins over both score ranges, beside its estimated parts
+    ``(1 - pi) F_id`` and ``pi F_ood`` spread over the same bins (each part's CDF, known at the estimate's grid
+    edges, interpolated linearly inside a grid bin); ``pi`` is the raw estimate (0 when there is none), so an
+    unidentifiable estimate still shows what was found. Also the ID threshold at 95% TPR. Plain lists (JSON)."""
+    s_id, s_test = np.asarray(s_id, np.float64), np.asarray(s_test, np.float64)
+    lo, hi = float(min(s_id.min(), s_test.min())), float(max(s_id.max(), s_test.max()))
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, int(bins) + 1)
+    pi = report.pi_raw if np.isfinite(report.pi_raw) else 0.0
+    id_part = (1.0 - pi) * _display_masses(report, report.p_id, edges)
+    ood_part = pi * np.nan_to_num(_display_masses(report, report.p_ood, edges)) if pi > 0 else np.zeros(int(bins))
+    return {"edges": edges.tolist(), "id_part": id_part.tolist(), "ood_part": ood_part.tolist(),
+            "test_mass": (np.histogram(s_test, bins=edges)[0] / len(s_test)).tolist(),
+            "id_threshold_tpr95": float(np.quantile(s_id, 0.05, method="inverted_cdf")), "pi_shown": float(pi)}
 
 
 # --------------------------------------------------------------------------- shift indicators

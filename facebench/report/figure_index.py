@@ -53,6 +53,7 @@ FIGURES_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
     "corruption": ("severity_curves",),
     "resolution": ("resolution_curve",),
     "identification": ("cmc",),
+    "ood_estimate": ("decomposition",),
 }
 
 

@@ -1268,6 +1268,22 @@ def _fig_cmc(c: _Ctx) -> list[Path]:
                                 hlines={"rank 1": float(cmc[0])})
 
 
+def _fig_ood_decomposition(c: _Ctx) -> list[Path]:
+    """ood_estimate: the test scores' histogram decomposed into its estimated ID and OOD parts."""
+    from facebench.report.mpe_figure import decomposition_figure, decomposition_title
+
+    d = c.details
+    hist = d.get("decomposition")
+    if not isinstance(hist, Mapping) or not hist.get("edges"):
+        return []
+    est, ci = d.get("estimate") or {}, d.get("intervals") or {}
+    title = decomposition_title(bool(d.get("identifiable")), str(d.get("reason")), int(d.get("n_test") or 0),
+                                str(d.get("method")), est.get("auroc"), ci.get("auroc"), est.get("pi"), ci.get("pi"))
+    return decomposition_figure(hist, c.stem("decomposition"), title, bool(d.get("identifiable")),
+                                int(d.get("n_test") or 0), xlabel=f"{d.get('detector', 'detector')} score "
+                                "(higher = in-distribution)")
+
+
 def _fig_landmark_overlay(c: _Ctx) -> list[Path]:
     cases = [case for case in c.details.get("worst_cases") or [] if isinstance(case, Mapping)]
     if not cases:
@@ -1347,6 +1363,7 @@ _BUILDERS = {
     ("corruption", "severity_curves"): _fig_severity_curves,
     ("resolution", "resolution_curve"): _fig_resolution_curve,
     ("identification", "cmc"): _fig_cmc,
+    ("ood_estimate", "decomposition"): _fig_ood_decomposition,
 }
 
 

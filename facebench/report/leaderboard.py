@@ -278,13 +278,19 @@ def _label_free(task: dict, records: list[dict]) -> list[str]:
     return lines
 
 
-DETAILS = {"label_free": _label_free, "fairness": _fairness, "verification": _verification, "closed_set": _per_class, "imbalanced": _imbalanced, "open_set": _open_set,
+def _ood_estimate(task: dict, records: list[dict]) -> list[str]:
+    summary = task.get("details", {}).get("summary")
+    return [f"### {md_escape(task['name'])}: label-free OOD estimate", "", md_escape(summary), ""] if summary else []
+
+
+DETAILS = {"ood_estimate": _ood_estimate, "label_free": _label_free, "fairness": _fairness, "verification": _verification, "closed_set": _per_class, "imbalanced": _imbalanced, "open_set": _open_set,
            "cross_domain": _cross_domain}
 
 
 BASE_NAMES = {"accuracy": "accuracy %", "mean_class_accuracy": "mean class acc. %", "macro_f1": "macro-F1 %",
               "nll": "NLL", "auroc": "AUROC", "oscr": "OSCR", "closed_set_accuracy": "closed-set acc. %",
-              "gap": "gap (points)"}
+              "gap": "gap (points)", "estimated_auroc": "AUROC (estimated)",
+              "estimated_ood_fraction": "OOD fraction (estimated)"}
 
 
 def _column_name(metric: str) -> str:

@@ -10,6 +10,7 @@ decomposition at the raw estimate of ``pi`` is then drawn hatched, for inspectio
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +19,51 @@ from facebench.metrics import mpe
 from facebench.report import figures as F
 
 
-def _display_masses(report: mpe.MPEReport, pmf: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Mass of a grid pmf in each display bin (CDF known at the grid edges, interpolated inside a bin)."""
-    cdf_at_grid = np.cumsum(pmf)[:-1]  # F(score < grid[j]) ... mass of bins below edge j
-    cdf = np.interp(edges, report.grid, cdf_at_grid, left=0.0, right=1.0)
-    cdf[0], cdf[-1] = 0.0, 1.0
-    return np.diff(cdf)
+def decomposition_title(identifiable: bool, reason: str, n_test: int, method: str, auroc, auroc_ci, pi,
+                        pi_ci) -> str:
+    """The figure's title: the estimate with its intervals (left out where there are none), or the reason
+    there is none."""
+    if not identifiable:
+        return f"{reason}; n={n_test}"
+
+    def interval(ci, digits: int) -> str:
+        ok = ci is not None and len(ci) == 2 and all(v is not None and np.isfinite(v) for v in ci)
+        return f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ok else ""
+
+    return (f"estimated AUROC {auroc:.3f}{interval(auroc_ci, 3)}, OOD fraction {pi:.2f}{interval(pi_ci, 2)} "
+            f"({method})")
 
 
 def _title(report: mpe.MPEReport) -> str:
-    if not report.identifiable:
-        return f"{report.reason}; n={report.n_test}"
-    lo, hi = report.intervals["auroc"]
-    plo, phi = report.intervals["pi"]
-    return (f"estimated AUROC {report.auroc:.3f} [{lo:.3f}, {hi:.3f}], "
-            f"OOD fraction {report.pi:.2f} [{plo:.2f}, {phi:.2f}] ({report.method})")
+    return decomposition_title(report.identifiable, report.reason, report.n_test, report.method, report.auroc,
+                               report.intervals["auroc"], report.pi, report.intervals["pi"])
+
+
+def decomposition_figure(hist: Mapping, stem, title: str, identifiable: bool, n_test: int,
+                         xlabel: str = "detector score (higher = in-distribution)") -> list[Path]:
+    """Write ``<stem>.png`` / ``.pdf`` from :func:`facebench.metrics.mpe.decomposition_histogram`'s ``hist``: the
+    test-score histogram (outline) over the stacked estimated ID and OOD parts (hatched when unidentifiable)."""
+    edges = np.asarray(hist["edges"], np.float64)
+    id_part, ood_part = np.asarray(hist["id_part"], np.float64), np.asarray(hist["ood_part"], np.float64)
+
+    def draw(fig):
+        ax = fig.add_subplot()
+        width = np.diff(edges)
+        hatch = None if identifiable else "//"
+        ax.bar(edges[:-1], id_part, width, align="edge", color=F._color(0), alpha=0.75, hatch=hatch,
+               label="estimated in-distribution part")
+        ax.bar(edges[:-1], ood_part, width, bottom=id_part, align="edge", color=F._color(1), alpha=0.75,
+               hatch=hatch, label="estimated OOD part")
+        ax.stairs(np.asarray(hist["test_mass"], np.float64), edges, color="black", linewidth=1.0,
+                  label=f"test scores (n={n_test})")
+        ax.axvline(float(hist["id_threshold_tpr95"]), color="0.3", linestyle="--", linewidth=0.8,
+                   label="ID threshold at 95% TPR")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("fraction of test set")
+        ax.set_title(title)
+        ax.legend(loc="best", fontsize=6)
+
+    return F._render(stem, F.SINGLE_COLUMN, 2.6, draw)
 
 
 def mpe_decomposition_figure(s_id, s_test, stem, report: mpe.MPEReport | None = None, bins: int = 40,
@@ -42,27 +73,5 @@ def mpe_decomposition_figure(s_id, s_test, stem, report: mpe.MPEReport | None = 
     with ``**estimate`` when None). Returns the two paths."""
     s_id, s_test = np.asarray(s_id, np.float64), np.asarray(s_test, np.float64)
     report = report if report is not None else mpe.estimate_ood_auroc(s_id, s_test, **estimate)
-    lo, hi = float(min(s_id.min(), s_test.min())), float(max(s_id.max(), s_test.max()))
-    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
-    pi = report.pi_raw if np.isfinite(report.pi_raw) else 0.0
-    id_part = (1.0 - pi) * _display_masses(report, report.p_id, edges)
-    ood_part = pi * np.nan_to_num(_display_masses(report, report.p_ood, edges)) if pi > 0 else np.zeros(bins)
-    test_mass = np.histogram(s_test, bins=edges)[0] / len(s_test)
-    t95 = np.quantile(s_id, 0.05, method="inverted_cdf")
-
-    def draw(fig):
-        ax = fig.add_subplot()
-        width = np.diff(edges)
-        hatch = None if report.identifiable else "//"
-        ax.bar(edges[:-1], id_part, width, align="edge", color=F._color(0), alpha=0.75, hatch=hatch,
-               label="estimated in-distribution part")
-        ax.bar(edges[:-1], ood_part, width, bottom=id_part, align="edge", color=F._color(1), alpha=0.75,
-               hatch=hatch, label="estimated OOD part")
-        ax.stairs(test_mass, edges, color="black", linewidth=1.0, label=f"test scores (n={report.n_test})")
-        ax.axvline(t95, color="0.3", linestyle="--", linewidth=0.8, label="ID threshold at 95% TPR")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("fraction of test set")
-        ax.set_title(_title(report))
-        ax.legend(loc="best", fontsize=6)
-
-    return F._render(stem, F.SINGLE_COLUMN, 2.6, draw)
+    hist = mpe.decomposition_histogram(report, s_id, s_test, bins)
+    return decomposition_figure(hist, stem, _title(report), report.identifiable, report.n_test, xlabel)

@@ -57,6 +57,7 @@ FIGURES: dict[str, str] = {
     "ced": "Cumulative error distribution", "worst_cases": "Worst cases", "severity_curves": "Metric per severity",
     "resolution_curve": "Metric per resolution", "budget_curve": "Metric per attack budget",
     "perturbation": "Universal perturbation", "cmc": "Cumulative match characteristic",
+    "decomposition": "Test scores decomposed into ID and OOD parts",
 }
 
 #: Qualifier keys that state how a metric was computed, not which slice it covers (left out of labels).
