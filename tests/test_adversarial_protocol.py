@@ -242,6 +242,18 @@ def test_figures_budget_curve_and_perturbation(finished, tmp_path):
     assert drawn["pgd"] == ["pgd-budget_curve.png", "pgd-budget_curve.pdf"]
     assert drawn["uap"] == ["uap-budget_curve.png", "uap-budget_curve.pdf", "uap-perturbation.png",
                             "uap-perturbation.pdf"]
+    from facebench.report import figures as F
+
+    row = next(t for t in out.results["tasks"] if t["name"] == "uap")
+    with F.captured_figures() as figs:
+        F.task_figures(row, [r for r in out.results["records"] if r["task"] == "uap"], tmp_path / "content")
+    curve, picture = figs
+    labels = [t.get_text() for t in curve.axes[0].get_legend().get_texts()]
+    assert labels == ["robust accuracy (all)", "attack success (clean-correct)", "fooling rate (prediction change)",
+                      "clean accuracy"]
+    [panel] = picture.axes
+    assert panel.get_title().startswith("sga eps 10/255") and len(panel.get_images()) == 1
+    assert panel.get_images()[0].get_array().shape[:2] == tuple(np.asarray(row["details"]["uap"]["10/255"]["picture"]).shape[:2])
 
 
 def test_requires_names_one_attacked_split_per_budget():

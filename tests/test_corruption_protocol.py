@@ -99,6 +99,26 @@ def test_variant_cis_on_by_default_and_off_on_request(small_run, tmp_path):
     assert [r["value"] for r in plain] == [r["value"] for r in variant]
 
 
+def test_severity_figure_has_a_curve_per_corruption_from_clean(small_run, tmp_path):
+    from facebench.report import figures as F
+
+    _, out = small_run
+    row = out.results["tasks"][0]
+    with F.captured_figures() as figs:
+        paths = F.task_figures(row, out.results["records"], tmp_path)
+    assert [p.name for p in paths] == ["corr-severity_curves.png", "corr-severity_curves.pdf"]
+    ax = figs[0].axes[0]
+    m = _values(out.results)
+    curves = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert sorted(curves) == sorted(CORRUPTIONS)
+    for c in CORRUPTIONS:
+        assert list(curves[c].get_xdata()) == [0, 1, 4]
+        assert list(curves[c].get_ydata()) == pytest.approx([m["accuracy[clean]"], m[f"accuracy[{c}@1]"],
+                                                             m[f"accuracy[{c}@4]"]])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["clean", "1", "4"]
+    assert ax.get_xlabel() == "severity (0 = clean)"
+
+
 def test_rescore_loads_no_model(small_run, monkeypatch):
     tmp, out = small_run
 

@@ -60,6 +60,17 @@ tasks:
     for r in out.results["records"]:  # variant_cis (default): each size's accuracy has the closed_set CI
         if r["metric"].endswith("px]"):
             assert r["ci"] is not None and r["ci"][0] <= r["value"] <= r["ci"][1]
+    from facebench.report import figures as F
+
+    with F.captured_figures() as figs:
+        F.task_figures(out.results["tasks"][0], out.results["records"], tmp_path / "figs")
+    ax = figs[0].axes[0]
+    [curve] = [line for line in ax.get_lines() if len(line.get_xdata()) > 2]
+    assert sorted(curve.get_xdata()) == SIZES
+    assert dict(zip(curve.get_xdata(), curve.get_ydata())) == pytest.approx({k: m[f"accuracy[{k}px]"] for k in SIZES})
+    flat = {line.get_label(): line.get_ydata()[0] for line in ax.get_lines() if len(line.get_xdata()) == 2}
+    assert flat == pytest.approx({"clean": m["accuracy[clean]"], "0.9 x clean": 0.9 * m["accuracy[clean]"]})
+    assert ax.get_xlabel() == "resolution (short side, px)"
     assert set(out.results["tasks"][0]["extra_splits"]) == {f"resolution:{k}" for k in SIZES}
 
 
