@@ -466,3 +466,30 @@ def test_example_skipped_tasks_give_nothing(tmp_path):
         pytest.skip("no skipped task in this example")
     for row in skipped:
         assert F.task_figures(row, results["records"], tmp_path) == []
+
+
+# ------------------------------------------------------------------------- content of the remaining kinds
+def test_per_class_auroc_bars_ced_curve_and_worst_case_panels(tmp_path):
+    """What each figure shows, read off its artists: a bar per held-out class with the mean as a line; the CED
+    curve's points and the NME axis named after the normaliser; a panel per worst case with its NME."""
+    rows = {r["name"]: (r, rec) for r, rec in _hand_built_tasks()}
+    landmarks = {"name": "lm", "protocol": "landmarks", "status": "ok", "params": {},
+                 "details": {"normaliser": "inter_ocular", "ced": {"x": [0.0, 0.05, 0.1], "y": [0.0, 0.4, 0.9],
+                                                                   "thresholds": [0.08]},
+                             "worst_cases": [{"id": f"img{i}", "nme": 0.3 - 0.1 * i, "image_size": [40, 40],
+                                              "pred": [[10, 10], [20, 20]], "true": [[11, 10], [19, 21]]}
+                                             for i in range(2)]}}
+    with F.captured_figures() as figs:
+        F.task_figures(*rows["os-loo"], tmp_path)
+        F.task_figures(landmarks, [], tmp_path)
+    auroc, ced, worst = figs
+    ax = auroc.axes[0]
+    bars = [p for p in ax.patches if p.get_height() > 0]
+    assert len(bars) == 2 and ax.get_ylabel() == "AUROC (class held out)"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Neutral", "Happiness"]
+    ax = ced.axes[0]
+    [curve] = [line for line in ax.get_lines() if len(line.get_xdata()) == 3]
+    assert list(curve.get_ydata()) == [0.0, 0.4, 0.9] and ax.get_xlabel() == "NME (inter_ocular)"
+    panels = [a for a in worst.axes if a.get_title()]
+    assert [a.get_title() for a in panels] == ["img0\nNME 0.300", "img1\nNME 0.200"]
+    assert all(len(a.collections) == 2 for a in panels)  # true and predicted points
