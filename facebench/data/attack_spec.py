@@ -24,7 +24,9 @@ Conventions:
   On verification pairs (``facebench.pipeline.attack_pairs``) ``goal`` (``dodging``, default, or
   ``impersonation``) picks the fit split's pairs it is fitted on (genuine or impostor); classification ignores it.
 * ``surrogate: MODEL`` or ``{model, args}``: the perturbation is computed on that model (transfer) and the
-  model under test only predicts; the surrogate must be differentiable and share the input size and channels.
+  model under test only predicts; the surrogate must be differentiable and crop the face as the model under test
+  does; its perturbation is carried to the other model's frame (size, channels, colour order:
+  ``facebench.engine.transfer``).
 
 The normalised spec (every default filled in) enters the attacked split's content tag, so its predictions
 have their own prediction-store entry (``facebench.pipeline.attack_stage``).

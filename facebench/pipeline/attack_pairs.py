@@ -77,34 +77,39 @@ def attack_pairs(spec: dict, model, target, dataset, device, v: torch.Tensor | N
     universal perturbation added to each probe; else fgsm / pgd on ``model`` towards each pair's goal.
     ``done(n)`` after each chunk of ``n`` pairs (progress)."""
     from facebench.engine.attacks import adapter_function, fgsm, pgd
+    from facebench.engine.transfer import frame_batches, to_frame, transferred
 
     a, b = dataset.pairs["a"], dataset.pairs["b"]
     same = torch.from_numpy(dataset.pairs["same"].astype(bool))
-    batch_size = spec["batch_size"]
+    batch_size, source, frame = spec["batch_size"], model.input_spec, target.input_spec
     refs = None
-    if v is None and spec["eps"] > 0:
+    if v is not None:
+        v, source = to_frame(v, source, frame, spec["norm"]), frame  # the universal v, in the target's frame
+    elif spec["eps"] > 0:
         embed_fn = adapter_function(model, features=True, attack_name=f"the {spec['kind']} attack")
-        refs = embed_images(embed_fn, dataset, model.input_spec, b, batch_size, device)
+        refs = embed_images(embed_fn, dataset, source, b, batch_size, device)
     parts, start = [], 0
-    for batch in image_batches(dataset, target.input_spec, a, batch_size):
-        x01 = batch.to(device).float() / 255.0
-        stop = start + len(batch)
+    for us, ut in frame_batches(dataset, source, frame, batch_size, indices=a):
+        xs = us.to(device).float() / 255.0
+        xt = xs if ut is us else ut.to(device).float() / 255.0
+        stop = start + len(us)
         if v is not None:
-            x_adv = (x01 + v).clamp(0.0, 1.0)
+            x_adv = (xt + v).clamp(0.0, 1.0)
         elif refs is None:
-            x_adv = x01
+            x_adv = xt
         else:
             ref, goal = refs[start:stop], same[start:stop]
             objective = lambda x, ref=ref, goal=goal: pair_goal_loss(embed_fn(x), ref, goal)  # noqa: E731
             if spec["kind"] == "fgsm":
-                x_adv = fgsm(objective, x01, eps=spec["eps"], norm=spec["norm"])
+                adv = fgsm(objective, xs, eps=spec["eps"], norm=spec["norm"])
             else:
                 seed = int(np.random.SeedSequence([spec["seed"], start]).generate_state(1)[0])
-                x_adv = pgd(objective, x01, norm=spec["norm"], eps=spec["eps"], alpha=spec["step_size"],
-                            steps=spec["steps"], random_start=spec["random_start"], seed=seed)
+                adv = pgd(objective, xs, norm=spec["norm"], eps=spec["eps"], alpha=spec["step_size"],
+                          steps=spec["steps"], random_start=spec["random_start"], seed=seed)
+            x_adv = transferred(adv.detach(), xs, xt, source, frame, spec["norm"])
         parts.append(target_features(target, x_adv.detach()))
         start = stop
-        done(len(batch))
+        done(len(us))
     return {FEATURES: np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)}
 
 

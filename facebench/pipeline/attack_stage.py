@@ -34,6 +34,7 @@ import torch
 
 from facebench.data.attack_spec import PAIR_FEATURES, fit_ref, pair_ids, parse_attack
 from facebench.engine.progress import progress_bar
+from facebench.engine.transfer import frame_batches, same_frame, to_frame, transferred
 from facebench.errors import ConfigError, ModelError, did_you_mean
 from facebench.fingerprint import hash_object
 
@@ -233,13 +234,11 @@ class _Attacker:
         if self.model is None:
             from facebench.runner import make_model
 
+            from facebench.engine.transfer import check_frames
+
             sur = self.spec["surrogate"]
             self.model = make_model(sur["model"], sur["args"])
-            mine, theirs = self.model.input_spec, self.target.input_spec
-            if (mine.channels, tuple(mine.size)) != (theirs.channels, tuple(theirs.size)):
-                raise ConfigError(f"surrogate {sur['model']} takes {mine.channels}x{tuple(mine.size)} inputs and "
-                                  f"{self.target.name} {theirs.channels}x{tuple(theirs.size)}: a transfer attack "
-                                  f"needs the same input size and channels.")
+            check_frames(self.model.input_spec, self.target.input_spec, sur["model"], self.target.name)
         return self.model
 
     def remember(self) -> None:
@@ -269,12 +268,18 @@ class _Attacker:
             outs = attack_pairs(self.spec, model, self.target, dataset, device, v, bar.update)
         elif self.spec["kind"] == "uap":
             v, summary = universal_perturbation(self.spec, model, fit, head, device, self.ctx)
+            v = to_frame(v, model.input_spec, self.target.input_spec, self.spec["norm"])
             outs = _perturbed_outputs(self.target, dataset, head, device, lambda x, idx: (x + v).clamp(0, 1),
                                       self.spec["batch_size"], bar.update)
         else:
             attack = per_sample_attack(self.spec, model, dataset, head)
-            outs = _perturbed_outputs(self.target, dataset, head, device, attack, self.spec["batch_size"], bar.update)
+            outs = _perturbed_outputs(self.target, dataset, head, device, attack, self.spec["batch_size"], bar.update,
+                                      source=model.input_spec, norm=self.spec["norm"])
             summary = {}
+        if not same_frame(model.input_spec, self.target.input_spec):
+            summary["frame"] = {"attacked": list(model.input_spec.size) + [model.input_spec.channels],
+                                "target": list(self.target.input_spec.size) + [self.target.input_spec.channels],
+                                "mapping": "bilinear resize, channel mean / repeat (facebench.engine.transfer)"}
         bar.close()
         summary.update(kind=self.spec["kind"], attacker=self.built().name, seconds=round(time.perf_counter() - t0, 3),
                        n=len(rows))
@@ -285,17 +290,20 @@ class _Attacker:
 
 
 def _perturbed_outputs(target, dataset, head: str, device, perturb: Callable, batch_size: int,
-                       done: Callable[[int], None] = lambda n: None) -> dict:
+                       done: Callable[[int], None] = lambda n: None, source=None, norm: str = "linf") -> dict:
     """The target's outputs on ``perturb(x01, sample indices)`` of each chunk of ``batch_size`` samples
-    (``done(n)`` after each chunk: progress)."""
+    (``done(n)`` after each chunk: progress). ``source``: the input spec ``perturb`` works in (a surrogate's),
+    its perturbation carried to the target's frame (``facebench.engine.transfer``); default the target's."""
+    source = source or target.input_spec
     parts, start = [], 0
-    for batch in uint8_batches(dataset, target.input_spec, batch_size):
-        x01 = batch.to(device).float() / 255.0
-        idx = np.arange(start, start + len(batch))
-        x_adv = perturb(x01, idx).detach()
+    for us, ut in frame_batches(dataset, source, target.input_spec, batch_size):
+        xs = us.to(device).float() / 255.0
+        xt = xs if ut is us else ut.to(device).float() / 255.0
+        idx = np.arange(start, start + len(us))
+        x_adv = transferred(perturb(xs, idx).detach(), xs, xt, source, target.input_spec, norm)
         parts.append(predict_float(target, x_adv, head))
-        start += len(batch)
-        done(len(batch))
+        start += len(us)
+        done(len(us))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
