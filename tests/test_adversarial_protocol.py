@@ -266,7 +266,7 @@ def test_requires_names_one_attacked_split_per_budget():
     assert sorted(linf) == ["adv:1/255", "adv:8/255"]
     assert linf["adv:8/255"].dataset_args == {"n": 8, "attack": {"kind": "pgd", "eps": 8 / 255, "norm": "linf",
                                                                  "seed": 0, "batch_size": 128, "labels": "true",
-                                                                 "random_start": True}}
+                                                                 "random_start": True, "rows": "samples"}}
     l2 = PROTOCOLS.get("adversarial")(attack="fgsm", norm="l2", eps=[0.5, 1.0]).requires(task)
     assert sorted(l2) == ["adv:0.5", "adv:1"]
     uap = PROTOCOLS.get("adversarial")(attack="uap", eps=["10/255"], fit="train").requires(task)

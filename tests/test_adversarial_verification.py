@@ -175,7 +175,7 @@ def test_universal_dodging_perturbation_matches_sga_on_the_fit_pairs(finished):
     assert dodge["headline"] and not rec["verification_accuracy[eps=10/255]"]["headline"]
     details = next(t for t in out.results["tasks"] if t["name"] == "uap")["details"]
     assert details["uap"]["10/255"]["fit"]["goal"] == "dodging"
-    assert details["uap"]["10/255"]["fit"]["pairs"] == int(genuine.size)
+    assert details["uap"]["10/255"]["fit"]["pairs"] == int(genuine.sum())  # the goal's pairs only
 
 
 def test_rescore_loads_no_model(finished, monkeypatch):
@@ -228,3 +228,40 @@ def test_a_split_without_pairs_is_refused_before_the_model_runs(tmp_path):
         run_suite(suite, model="synth-cnn", out=tmp_path / "o", cache_dir=tmp_path / "c", progress=False,
                   log=lambda m: None)
     assert not (tmp_path / "c").exists()  # refused at plan time: nothing predicted
+
+
+def _pairs_context(same: np.ndarray, attacked_pairs: dict | None = None):
+    """An EvalContext of 2 * len(same) images in pairs (2i, 2i + 1) with random features, and one attacked split."""
+    from facebench.data.attack_spec import pair_ids
+    from facebench.data.dataset import Dataset
+    from facebench.data.images import ArrayImages
+    from facebench.engine.store import Predictions
+    from facebench.protocols.base import EvalContext, ExtraSplit
+
+    m = len(same)
+    rng = np.random.default_rng(0)
+    pairs = {"a": np.arange(0, 2 * m, 2), "b": np.arange(1, 2 * m, 2), "same": same, "fold": np.ones(m, int)}
+    ds = Dataset("toy", "test", [f"i{k}" for k in range(2 * m)], (), None,
+                 ArrayImages(np.zeros((2 * m, 2, 2, 3), np.uint8)), pairs=pairs)
+    attacked = ds if attacked_pairs is None else Dataset(ds.name, ds.split, ds.ids, (), None, ds.images,
+                                                         pairs=attacked_pairs)
+    clean = Predictions(ds.ids, {"features": rng.normal(size=(2 * m, 4))})
+    adv = Predictions(pair_ids(ds), {"features": rng.normal(size=(m, 4))})
+    return EvalContext(dataset=ds, predictions=clean, head=None, head_labels=(), seed=0, n_resamples=10,
+                       confidence=0.95, extras={"adv:2/255": ExtraSplit(attacked, adv)})
+
+
+def test_pairs_of_one_kind_give_nan_for_the_other_rate_and_other_pairs_are_refused():
+    from facebench.errors import MetricInputError
+    from facebench.protocols.adversarial import AdversarialProtocol
+
+    protocol = AdversarialProtocol(inner="verification", eps=["2/255"])
+    result = protocol.evaluate(_pairs_context(np.ones(6, bool)))  # genuine pairs only
+    rec = {r.metric: r for r in result.records}
+    assert np.isnan(rec["impersonation_fooling_rate[eps=2/255]"].value)
+    assert rec["impersonation_fooling_rate[eps=2/255]"].n == 0
+    assert 0 <= rec["dodging_fooling_rate[eps=2/255]"].value <= 1
+    other = {"a": np.arange(0, 12, 2)[::-1].copy(), "b": np.arange(1, 12, 2), "same": np.ones(6, bool),
+             "fold": np.ones(6, int)}
+    with pytest.raises(MetricInputError, match="not the clean split's pairs"):
+        protocol.evaluate(_pairs_context(np.ones(6, bool), attacked_pairs=other))

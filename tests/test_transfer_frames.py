@@ -28,8 +28,10 @@ def test_mapping_by_hand():
     delta = (torch.rand((2, 3, 48, 48), generator=gen) * 2 - 1) * (8 / 255)
     assert to_frame(delta, RGB48, RGB48) is delta  # same frame: untouched
     grey = to_frame(delta, RGB48, GREY64)
-    want = F.interpolate(delta.mean(dim=1, keepdim=True), size=(64, 64), mode="bilinear", align_corners=False)
-    assert grey.shape == (2, 1, 64, 64) and torch.allclose(grey, want)
+    bt601 = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # the target's grey formula, its linear part
+    want = F.interpolate((delta * bt601).sum(dim=1, keepdim=True), size=(64, 64), mode="bilinear",
+                         align_corners=False)
+    assert grey.shape == (2, 1, 64, 64) and torch.allclose(grey, want, atol=1e-7)
     assert float(grey.abs().max()) <= 8 / 255 + 1e-7  # convex combinations keep the L-inf budget
     back = to_frame(grey[0], GREY64, dataclasses.replace(RGB48, size=(64, 64)))  # (C, H, W): grey repeated
     assert back.shape == (3, 64, 64) and torch.equal(back[0], back[2]) and torch.equal(back[1], grey[0, 0])
@@ -85,3 +87,24 @@ def test_pgd_transfer_to_a_larger_frame_matches_a_hand_computation(tmp_path):
     assert rec["robust_accuracy[eps=8/255]"]["value"] < rec["clean_accuracy"]["value"]  # the transfer does harm
     frame = out.results["tasks"][0]["details"]["attack"][0]["frame"]
     assert frame["attacked"] == [48, 48, 3] and frame["target"] == [64, 64, 3]
+
+
+def test_a_surrogate_that_crops_differently_is_refused_before_any_prediction(tmp_path):
+    from facebench.registry import MODELS
+
+    class Cropped(SynthCNNAdapter):
+        name = "test-cropped-synth"
+        input_spec = dataclasses.replace(SynthCNNAdapter.input_spec, crop_fraction=0.8)
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(yaml.safe_dump({"name": "t", "defaults": {"device": "cpu", "bootstrap": 0}, "tasks": [
+        {"name": "transfer", "dataset": "synth", "split": "test", "dataset_args": {"n": 8}, "protocol": "adversarial",
+         "params": {"eps": ["8/255"], "steps": 1, "surrogate": Cropped.name}}]}))
+    MODELS.register(Cropped.name)(Cropped)
+    try:
+        with pytest.raises(ConfigError, match="crop differently"):
+            run_suite(suite, model="synth-cnn", out=tmp_path / "run", cache_dir=tmp_path / "cache", progress=False,
+                      log=lambda m: None)
+    finally:
+        MODELS._entries.pop(Cropped.name, None)
+    assert not list((tmp_path / "cache").glob("predictions/*"))  # nothing was predicted

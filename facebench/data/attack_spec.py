@@ -23,6 +23,8 @@ Conventions:
   reach eps) or ``deepfool`` (L-inf or L2), then added to every sample of the attacked split, ``clamp(x + v, 0, 1)``.
   On verification pairs (``facebench.pipeline.attack_pairs``) ``goal`` (``dodging``, default, or
   ``impersonation``) picks the fit split's pairs it is fitted on (genuine or impostor); classification ignores it.
+* ``rows``: ``samples`` (default: the attacked head's outputs per sample) or ``pairs`` (verification: the
+  features of each pair's attacked first image, ``facebench.pipeline.attack_pairs``).
 * ``surrogate: MODEL`` or ``{model, args}``: the perturbation is computed on that model (transfer) and the
   model under test only predicts; the surrogate must be differentiable and crop the face as the model under test
   does; its perturbation is carried to the other model's frame (size, channels, colour order:
@@ -47,7 +49,8 @@ NORMS = ("linf", "l2")
 UAP_METHODS = ("sga", "deepfool")
 GOALS = ("dodging", "impersonation")
 LABELS = ("true", "predicted")
-_COMMON = ("kind", "eps", "norm", "seed", "surrogate", "batch_size")
+_COMMON = ("kind", "eps", "norm", "seed", "surrogate", "batch_size", "rows")
+ROWS = ("samples", "pairs")
 _KEYS = {
     "fgsm": _COMMON + ("labels",),
     "pgd": _COMMON + ("labels", "steps", "step_size", "random_start"),
@@ -180,7 +183,8 @@ def parse_attack(value) -> dict:
     seed = value.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"attack seed must be an integer >= 0, got {seed!r}.")
-    out.update(seed=seed, batch_size=_int(value, "batch_size", 128), surrogate=_surrogate(value.get("surrogate")))
+    out.update(seed=seed, batch_size=_int(value, "batch_size", 128), surrogate=_surrogate(value.get("surrogate")),
+               rows=_choice(value, "rows", ROWS, "samples"))
     return out
 
 

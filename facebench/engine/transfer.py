@@ -7,8 +7,9 @@ frame (values in [0, 1] pixel units) is carried over as:
 
 * **size**: bilinear resampling (``align_corners=False``, no antialiasing). Each output value is a convex
   combination of input values, so an L-inf budget holds exactly (``|delta'| <= eps``);
-* **channels**: grey -> colour repeats the one channel; colour -> grey averages the three (convex again);
-  RGB <-> BGR reverses the channel order;
+* **channels**: grey -> colour repeats the one channel; colour -> grey weighs the three with the target's
+  grey formula (``InputSpec.grey``: BT.601 0.299 / 0.587 / 0.114; the OpenCV and Pillow fixed-point
+  weights), the linear part of how its grey frame is made (convex again); RGB <-> BGR reverses the order;
 * **L2 budgets**: resampling changes the number of elements, so ``delta'`` is rescaled to the same per-element
   RMS as ``delta`` (``||delta'||_2 = ||delta||_2 * sqrt(D' / D)``), RobFR's convention for budgets across sizes.
 
@@ -23,6 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from facebench.errors import ConfigError
+
+#: the mapping's version: part of the store key of every transfer attack between different frames
+VERSION = "1"
+#: RGB weights of each grey formula of ``facebench.data.preprocess`` (its fixed-point weights, normalised)
+GREY_WEIGHTS = {"bt601": (0.299, 0.587, 0.114), "opencv": (9798 / 32768, 19235 / 32768, 3735 / 32768),
+                "pillow": (19595 / 65536, 38470 / 65536, 7471 / 65536)}
 
 
 def same_frame(a, b) -> bool:
@@ -47,10 +54,14 @@ def to_frame(delta: torch.Tensor, source, target, norm: str = "linf") -> torch.T
     single = delta.dim() == 3
     d = delta[None] if single else delta
     norms, elements = d.flatten(1).norm(dim=1), d[0].numel()
-    if source.color_order != target.color_order and d.shape[1] == 3:
+    if source.color_order != target.color_order and d.shape[1] == 3 and target.channels == 3:
         d = d.flip(1)
-    if d.shape[1] != target.channels:
-        d = d.mean(dim=1, keepdim=True) if target.channels == 1 else d.expand(-1, 3, -1, -1)
+    if d.shape[1] != target.channels and target.channels == 1:
+        rgb = d if source.color_order == "RGB" else d.flip(1)
+        w = torch.tensor(GREY_WEIGHTS[target.grey], dtype=d.dtype, device=d.device).view(1, 3, 1, 1)
+        d = (rgb * w).sum(dim=1, keepdim=True) / float(w.sum())
+    elif d.shape[1] != target.channels:
+        d = d.expand(-1, 3, -1, -1)
     if tuple(d.shape[-2:]) != tuple(target.size):
         d = F.interpolate(d, size=tuple(target.size), mode="bilinear", align_corners=False)
     if norm == "l2":  # the same per-element RMS as before

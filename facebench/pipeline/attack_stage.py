@@ -57,6 +57,7 @@ def check_attack_models(spec: dict, model=None) -> None:
             raise ConfigError(f"attack surrogate {surrogate!r} is not a registered model."
                               f"{did_you_mean(surrogate, MODELS.names())}")
         require_differentiable(MODELS.get(surrogate), f"{name} (surrogate {surrogate})")
+        _check_declared_frames(MODELS.get(surrogate), model, surrogate)
         return
     if model is None:
         return
@@ -64,6 +65,20 @@ def check_attack_models(spec: dict, model=None) -> None:
         model = MODELS.get(model)
     if not getattr(model, "store_only", False):
         require_differentiable(model, name)
+
+
+def _check_declared_frames(surrogate_cls, model, surrogate: str) -> None:
+    """The frames of a surrogate and the model under test, when both declare their input spec without being
+    built (a class attribute), checked now (``engine.transfer.check_frames``); otherwise when built."""
+    from facebench.data.preprocess import InputSpec
+    from facebench.engine.transfer import check_frames
+    from facebench.registry import MODELS
+
+    if isinstance(model, str):
+        model = MODELS.get(model)
+    mine, theirs = getattr(surrogate_cls, "input_spec", None), getattr(model, "input_spec", None)
+    if isinstance(mine, InputSpec) and isinstance(theirs, InputSpec):
+        check_frames(mine, theirs, surrogate, getattr(model, "name", "the model under test"))
 
 
 def check_planned_attacks(planned, adapter) -> None:
@@ -130,16 +145,20 @@ class AttackRun:
 
 def attacked_split(unit, adapter, run: AttackRun):
     """Fill ``unit`` (an attacked split): ``dataset`` tagged with the attack, ``preds`` and ``report`` from the
-    store, or computed with the model and stored. A split read for features is a verification split: its rows
-    are its pairs' attacked probes (``facebench.pipeline.attack_pairs``), else the attacked head's outputs."""
+    store, or computed with the model and stored. With ``rows: pairs`` (verification) its rows are its pairs'
+    attacked probes (``facebench.pipeline.attack_pairs``), else the attacked head's outputs per sample."""
     from facebench.engine.inference import InferenceReport, prediction_key
     from facebench.pipeline import attack_pairs
 
     start = time.perf_counter()
     spec = parse_attack(unit.ref.dataset_args["attack"])
-    if unit.features:
+    if spec["rows"] == "pairs":
         attack_pairs.check_pairs(unit.dataset, spec)
         head, outputs, rows = None, [PAIR_FEATURES], pair_ids(unit.dataset)
+    elif unit.features:
+        raise ConfigError(f"{unit.ref.dataset}/{unit.ref.split}: an attack with rows: samples gives head outputs, "
+                          f"not features; attacks on embeddings use rows: pairs (the adversarial protocol's "
+                          f"inner: verification).")
     else:
         head = _single_head(unit, adapter)
         outputs, rows = [head, *getattr(adapter, "head_outputs", ())], unit.dataset.ids
@@ -149,6 +168,10 @@ def attacked_split(unit, adapter, run: AttackRun):
            "fit": None if fit is None else fit.fingerprint() + (fit.pairs_fingerprint() or "")}
     if head is None:
         tag["pairs"] = unit.dataset.pairs_fingerprint()
+    if spec["surrogate"] is not None:
+        from facebench.engine.transfer import VERSION
+
+        tag["frame_mapping"] = VERSION
     dataset = dataclasses.replace(unit.dataset, content_tag={**unit.dataset.content_tag, "attack": tag})
     key = prediction_key(adapter, dataset, run.store, run.settings.amp)
     if run.store.has(key, outputs):
@@ -183,8 +206,8 @@ def _single_head(unit, adapter) -> str:
 
 
 def _fit_dataset(spec: dict, work: dict):
-    """The uap fit split as screened by the plan (a seeded random subset of ``limit`` samples, or of ``limit``
-    pairs of a pairs split), else None."""
+    """The uap fit split as screened by the plan (a seeded random subset of ``limit`` samples; with ``rows:
+    pairs`` the pairs of the spec's goal, genuine or impostor, and ``limit`` of those), else None."""
     ref = fit_ref(spec)
     if ref is None:
         return None
@@ -193,6 +216,9 @@ def _fit_dataset(spec: dict, work: dict):
         raise ConfigError(f"the uap fit split {ref.dataset}/{ref.split} was not planned: name it in the "
                           f"protocol's requires() (the adversarial protocol does).")
     limit, ds = spec["fit"]["limit"], unit.dataset
+    if spec["rows"] == "pairs" and ds.pairs is not None:  # the goal's pairs: genuine (dodging) or impostor
+        keep = np.flatnonzero(ds.pairs["same"].astype(bool) == (spec["goal"] == "dodging"))
+        ds = dataclasses.replace(ds, pairs={k: np.asarray(v)[keep] for k, v in ds.pairs.items()})
     n = len(ds) if ds.pairs is None else len(ds.pairs["a"])
     if limit is None or limit >= n:
         return ds

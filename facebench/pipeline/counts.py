@@ -2,7 +2,8 @@
 
 * ``evaluated``: samples of the task's split that were evaluated (after screening);
 * ``skipped``: samples left out because their image cannot be read (``on_bad_image: skip``; the split's
-  ``bad_images`` summary, which the screen step keeps per group);
+  ``bad_images`` summary, which the screen step keeps per group); on a pairs split ``evaluated`` and
+  ``skipped`` count images and ``pairs_dropped`` the pairs that lost an image;
 * ``no_face``: evaluated samples on which no face was found: the model's own ``face_detected`` output < 0.5
   (dlib-resnet, sface, the landmark models), else the declared detector's ``face_detected`` attribute
   (``facebench.pipeline.detect``); ``None`` when neither reports detection.
@@ -45,6 +46,8 @@ def sample_counts(dataset, predictions, bad_images: dict | None) -> dict:
     skipped_by = (bad_images or {}).get("by_group") or {}
     out = {"evaluated": len(dataset), "skipped": int((bad_images or {}).get("n", 0)),
            "no_face": None if no_face is None else int(no_face.sum())}
+    if (bad_images or {}).get("pairs_dropped"):
+        out["pairs_dropped"] = int(bad_images["pairs_dropped"])
     groups = {}
     for key, values in _group_attributes(dataset).items():
         names = sorted(set(values.tolist()) | set(skipped_by.get(key, {})))

@@ -119,7 +119,8 @@ class AdversarialProtocol(Protocol):
     def attack_spec(self, eps: float, task) -> dict:
         """The ``attack`` dataset argument of the budget ``eps``."""
         p = self.params
-        spec = {"kind": p.attack, "eps": eps, "norm": p.norm, "seed": p.seed, "batch_size": p.attack_batch_size}
+        spec = {"kind": p.attack, "eps": eps, "norm": p.norm, "seed": p.seed, "batch_size": p.attack_batch_size,
+                "rows": "pairs" if p.inner == "verification" else "samples"}
         if p.surrogate is not None:
             spec["surrogate"] = p.surrogate
         if p.attack == "uap":

@@ -45,6 +45,9 @@ def _attacked_cos(ctx: EvalContext, label: str, emb: np.ndarray, b: np.ndarray) 
     if extra is None or extra.predictions is None:
         raise MetricInputError(f"no predictions of the attacked pairs at eps {label}: the run must make them "
                                f"(facebench run) before they can be evaluated")
+    if extra.dataset.pairs_fingerprint() != ctx.dataset.pairs_fingerprint():
+        raise MetricInputError(f"the attacked pairs at eps {label} are not the clean split's pairs (a pair was left "
+                               f"out of one of them); run again so that both are predicted from the same pair list")
     preds = extra.predictions.align(pair_ids(ctx.dataset))
     adv = vm.l2_normalize(np.asarray(preds.outputs[PAIR_FEATURES], dtype=np.float64))
     return np.sum(adv * emb[b], axis=1), dict(preds.meta.get("attack") or {})
@@ -95,15 +98,17 @@ def _budget_records(protocol, ctx, conv: dict, label: str, clean_cos, adv_cos, s
     """Accuracy under attack and the two fooling rates at one budget, each checked against ``metrics.fooling``."""
     p = protocol.params
     clean_in, adv_in = clean_cos >= tau, adv_cos >= tau
-    dodging = fooling.dodging_fooling_rate(clean_cos[same], adv_cos[same], tau)
-    impersonation = fooling.impersonation_fooling_rate(clean_cos[~same], adv_cos[~same], tau)
+    dodging = fooling.dodging_fooling_rate(clean_cos[same], adv_cos[same], tau) if same.any() else None
+    impersonation = (fooling.impersonation_fooling_rate(clean_cos[~same], adv_cos[~same], tau) if (~same).any()
+                     else None)  # no pairs of a kind: its rate is NaN (denominator 0), not cross-checked
     uap = p.attack == "uap"
     rows = [("verification_accuracy", adv_in == same, np.ones_like(same), None, True, not uap,
              "pairs classified correctly at tau with the probe attacked"),
             ("dodging_fooling_rate", ~adv_in, same & clean_in, dodging, False, uap and p.goal == "dodging",
-             dodging.of),
+             "genuine pairs accepted clean and rejected under attack / genuine pairs accepted clean"),
             ("impersonation_fooling_rate", adv_in, ~same & ~clean_in, impersonation, False,
-             uap and p.goal == "impersonation", impersonation.of)]
+             uap and p.goal == "impersonation",
+             "impostor pairs rejected clean and accepted under attack / impostor pairs rejected clean")]
     out = []
     for name, hits, eligible, rate, higher, headline, definition in rows:
         rec = protocol._rate_record(f"{name}[eps={label}]", hits, eligible, ctx,

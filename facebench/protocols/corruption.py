@@ -133,9 +133,10 @@ class CorruptionProtocol(Protocol):
         CI with the task's bootstrap when ``variant_cis``)."""
         p, out = self.params, {}
         fixed = _CleanThresholds(ctx) if p.inner == "verification" else None
+        cis = p.variant_cis and p.inner != "verification"  # 10-fold accuracy has no CI: no bootstrap to waste
         for c in p.corruptions:
             for s in p.severities:
-                vctx = var.inner_context(ctx, ctx.extras[role(c, s)], bootstrap=p.variant_cis)
+                vctx = var.inner_context(ctx, ctx.extras[role(c, s)], bootstrap=cis)
                 rec = var.headline_record(self.inner.evaluate(vctx), p.inner)
                 out[c, s] = {"value": float(rec.value), "ci": None if rec.ci is None else list(rec.ci)}
                 if var.no_face_count(vctx.predictions) is not None:

@@ -5,8 +5,8 @@ data the model was meant for (e.g. the validation split of its training set). Th
 (``detector``: a logit score, ``msp`` by default; higher = in-distribution) make the test set a mixture
 ``F_test = (1 - pi) F_id + pi F_ood`` with ``F_id`` known from the reference: ``method`` (``bbe`` by default)
 estimates the OOD fraction ``pi``, the OOD score distribution is deconvolved, and the detector's AUROC,
-FPR@95 and AUPR on this test set follow, with percentile bootstrap intervals (``resamples``, resampling both
-the reference and the test scores; the task's ``confidence``).
+FPR@95 and AUPR on this test set follow, with percentile bootstrap intervals (``resamples``, by default the
+task's ``bootstrap``; resampling both the reference and the test scores; the task's ``confidence``).
 
 Assumption (irreducibility): some score range holds ID data and no OOD data, i.e. the top ID scores are ID only.
 When it fails (OOD scored like ID: near-OOD), or the test set is too small, or ``pi`` is indistinguishable
@@ -46,7 +46,7 @@ class OodEstimateProtocol(Protocol):
         detector: str = choice("msp", tuple(sorted(osc.LOGIT_SCORES)))
         temperature: float = 1.0
         method: str = choice("bbe", mpe.ESTIMATORS)
-        resamples: int = 1000
+        resamples: int | None = None
         bins: int = 40
 
     RANGES = {"temperature": (1e-12, None), "resamples": (0, None), "bins": (2, 1000)}
@@ -70,16 +70,18 @@ class OodEstimateProtocol(Protocol):
         ref = ctx.extras["reference"]
         s_id = self._scores(ref.predictions.align(ref.dataset.ids), ctx)
         s_test = self._scores(ctx.predictions, ctx)
-        report = mpe.estimate_ood_auroc(s_id, s_test, method=p.method, n_resamples=p.resamples,
+        resamples = ctx.n_resamples if p.resamples is None else p.resamples
+        report = mpe.estimate_ood_auroc(s_id, s_test, method=p.method, n_resamples=resamples,
                                         confidence=ctx.confidence, seed=ctx.seed)
-        conv = {"detector": p.detector, "method": p.method, "resamples": p.resamples, "n_id": report.n_id,
+        conv = {"detector": p.detector, "temperature": p.temperature, "method": p.method, "resamples": resamples,
+                "n_id": report.n_id,
                 "reference": f"{ref.dataset.name}/{ref.dataset.split}", "confidence": ctx.confidence,
                 "assumption": "irreducibility: the top ID scores hold no OOD data",
                 "interval": "percentile bootstrap over reference and test scores"}
         records = []
         for metric, key, headline, higher in RECORDS:
             value = getattr(report, key) if report.identifiable else None
-            ci = report.intervals[key] if report.identifiable and p.resamples > 0 else None
+            ci = report.intervals[key] if report.identifiable and resamples > 0 else None
             records.append(MetricRecord(metric, value, ci, report.n_test,
                                         {**conv, **({} if report.identifiable else {"unidentifiable": report.reason})},
                                         headline=headline, higher_is_better=higher, unit="rate" if key != "auroc"
