@@ -305,7 +305,8 @@ class _Attacker:
         if not same_frame(model.input_spec, self.target.input_spec):
             summary["frame"] = {"attacked": list(model.input_spec.size) + [model.input_spec.channels],
                                 "target": list(self.target.input_spec.size) + [self.target.input_spec.channels],
-                                "mapping": "bilinear resize; channels by the grey formula or repeated (facebench.engine.transfer)"}
+                                "mapping": "bilinear resize; channels by the grey formula or repeated "
+                                           "(facebench.engine.transfer)"}
         bar.close()
         summary.update(kind=self.spec["kind"], attacker=self.built().name, seconds=round(time.perf_counter() - t0, 3),
                        n=len(rows))
