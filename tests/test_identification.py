@@ -7,7 +7,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from facebench.data.dataset import Dataset
