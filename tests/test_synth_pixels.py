@@ -5,10 +5,13 @@ so any change to ``facebench.synth.generator`` must keep these bytes identical (
 and regenerate the digests and the baseline on purpose). The cases cover every domain and both class sets at the
 demo's 48 px with more than one 256-face chunk, non-default severities, and odd and small image sizes.
 
-The digests were computed with the renderer before its issue-18 speed-up (NumPy 2.4, x86-64 with AVX2). NumPy's
-float32 ``exp``/``sqrt`` are vectorised per CPU feature set, so another platform or NumPy release may round a
-few pixels differently: a mismatch there says the platform differs, not necessarily the code; compare with the
-renderer of the commit that added this file on that platform before concluding.
+The digests were computed with the renderer before its issue-18 speed-up (NumPy 2.4, x86-64 with AVX2), those
+of ``low_resolution`` with generator version 2 (NumPy 2.2, x86-64 with AVX-512): version 1 resampled through a
+BLAS matrix product, whose rounding followed the CPU's OpenBLAS kernel (AVX2 and AVX-512 machines differed in a
+few pixels); version 2 sums ordered taps, and ``test_low_resolution_bytes_do_not_follow_the_blas_kernel`` pins
+that. NumPy's float32 ``exp``/``sqrt`` are vectorised per CPU feature set, so another platform or NumPy release
+may still round a few pixels differently: a mismatch there says the platform differs, not necessarily the code;
+compare with the renderer of the commit that added this file on that platform before concluding.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ CASES = [
     ("test", 300, 0, "low_contrast", "basic", 1.0, 48,
      "5b9de0b21bde6049d58b70e62aedc0fcdcc193090e785717698db1a7714a78b3"),
     ("test", 300, 0, "low_resolution", "basic", 1.0, 48,
-     "50c56604c82230be355a06b26cb8aa6bf6489f3814662b2fbf0f1d2c41902644"),
+     "a3856be9e8f2e04f6df0c5e5110c66ef4d1399dfda3f09d81efc474fbd196115"),
     ("test", 300, 0, "occlusion", "basic", 1.0, 48,
      "a8bae5b691dfcf46dec11e92ce0f030caa7edd6b1d723c8f00ea39eb44d90af4"),
     ("test", 300, 0, "clean", "compound", 1.0, 48,
@@ -38,7 +41,7 @@ CASES = [
     ("test", 300, 0, "blur", "compound", 1.0, 48,
      "3c7127f739e26c156e21036e64808ee1dacc708761000daddcd0cce2645480bd"),
     ("test", 300, 0, "low_resolution", "compound", 1.0, 48,
-     "101d6762e4644b6dc84eae44cb35973eef04bb191934efa2ef2f11d7ff8023eb"),
+     "1399e8b4b59b474db0843c953df9aff582198001d2bd8fd0e1a88d17bb6933ff"),
     ("test", 300, 0, "occlusion", "compound", 1.0, 48,
      "9ac2e193395509af41ba8d24dbd7cd3fc45ec7996736296936d2f9f6b2936525"),
     ("train", 300, 3, "clean", "basic", 1.0, 48,
@@ -73,6 +76,10 @@ CASES = [
      "ecbff4bf57049a549093705df6117cf4f2d0dca7966faa8c901ed6db2d77f16d"),
     ("test", 60, 2, "occlusion", "compound", 1.0, 97,
      "48f22e1525b49c77a966d250fb05323042e9c3992c27f6158cdc9cd93e367a13"),
+    ("test", 60, 2, "low_resolution", "basic", 0.5, 31,
+     "b9b889349f1aa33f570cebb0b85280c501c88650cb81ea8ce980d5750bd38d68"),
+    ("test", 60, 2, "low_resolution", "compound", 2.0, 97,
+     "c95954e37954e8b55ef2f3c7732be65c4976ee8af9f0907317a3f533b958e260"),
 ]
 
 
@@ -85,3 +92,48 @@ def test_rendered_bytes_unchanged(split, n, seed, domain, classes, severity, siz
     assert got == digest, (
         f"rendered pixels changed for {split}/{domain}/{classes} severity {severity} at {size} px: the renderer "
         "must keep its bytes (see this module's docstring) or bump GENERATOR_VERSION on purpose")
+
+
+_DIGEST_SCRIPT = """
+import hashlib
+from facebench.synth.generator import render_split
+s = render_split("test", 40, seed=5, domain="low_resolution", classes="basic", size=48)
+print(hashlib.sha256(s.images.tobytes()).hexdigest())
+"""
+
+
+def test_low_resolution_bytes_do_not_follow_the_blas_kernel():
+    """The same bytes whichever OpenBLAS kernel NumPy picks (version 1's BLAS product differed between the
+    Haswell and SkylakeX kernels on one AVX-512 machine). ``OPENBLAS_CORETYPE`` selects the kernel of a
+    DYNAMIC_ARCH build; a NumPy linked to another BLAS ignores it (the test then still checks the renderer
+    agrees with itself across processes)."""
+    import os
+    import subprocess
+    import sys
+
+    digests = set()
+    for core in ("Haswell", "SkylakeX", "Prescott"):
+        env = {**os.environ, "OPENBLAS_CORETYPE": core}
+        done = subprocess.run([sys.executable, "-c", _DIGEST_SCRIPT], env=env, capture_output=True, text=True,
+                              timeout=120, check=True)
+        digests.add(done.stdout.strip())
+    assert len(digests) == 1, f"low_resolution bytes differ by BLAS kernel: {digests}"
+
+
+def test_low_resolution_is_area_down_then_bilinear_up():
+    """The ordered-tap resample equals the float64 matrix form (down, then up, along both axes) to float32
+    rounding: the change of version 2 is the summation order, not the filter."""
+    import numpy as np
+
+    from facebench.synth.generator import _area_matrix, _bilinear_matrix, _resample
+
+    rng = np.random.default_rng(0)
+    img = rng.random((3, 31, 31, 3), dtype=np.float32)
+    m = _bilinear_matrix(8, 31).astype(np.float64) @ _area_matrix(31, 8).astype(np.float64)
+    expected = np.einsum("ij,bjwc->biwc", m, img.astype(np.float64))
+    expected = np.einsum("ij,bhjc->bhic", m, expected)
+    got = _resample(img, 8)
+    assert got.dtype == np.float32 and got.shape == img.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6)
+    row = _area_matrix(31, 8)[0]  # hand check: pixel 0 of 8 covers source pixels 0..3 and 7/8 of pixel 3
+    np.testing.assert_allclose(row[:4], np.array([1, 1, 1, 31 / 8 - 3]) / (31 / 8), rtol=1e-6)

@@ -54,7 +54,7 @@ __all__ = [
     "render_split",
 ]
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: low_resolution resampled by ordered taps, not BLAS (the same bytes on every CPU)
 
 BASIC_EXPRESSIONS = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
 # Most to least frequent, as in RAF-DB's basic-expression training set.
@@ -533,12 +533,43 @@ def _bilinear_matrix(src: int, dst: int) -> np.ndarray:
 
 
 def _resample(img: np.ndarray, low: int) -> np.ndarray:
+    """Area-average down to ``low`` px, bilinear back up, along both spatial axes of (B, H, W, 3).
+
+    The (size, size) map ``m = up @ down`` is formed in float64 in a fixed order and rounded once to
+    float32; it is applied as an ordered sum of its non-zero taps (elementwise float32 products and sums,
+    exact IEEE operations), never through a BLAS matrix product, whose summation order and rounding
+    depend on the CPU (an AVX-512 machine rounded a few pixels differently from an AVX2 one)."""
     size = img.shape[1]
-    down = _area_matrix(size, low)
-    up = _bilinear_matrix(low, size)
-    m = up @ down  # (size, size): down then up, applied along both spatial axes
-    out = np.einsum("ij,bjwc->biwc", m, img, optimize=True)
-    return np.einsum("ij,bhjc->bhic", m, out, optimize=True)
+    down = _area_matrix(size, low).astype(np.float64)
+    up = _bilinear_matrix(low, size).astype(np.float64)
+    m = np.zeros((size, size), dtype=np.float64)
+    for j in range(low):  # ordered: m[i, k] = sum_j up[i, j] * down[j, k], j ascending
+        m += up[:, j:j + 1] * down[j:j + 1, :]
+    index, weight = _taps(m.astype(np.float32))
+    return _apply_taps(_apply_taps(img, index, weight, axis=1), index, weight, axis=2)
+
+
+def _taps(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``i``'s non-zero columns of ``m`` in ascending order, padded with weight-0 taps to one width."""
+    rows = [np.flatnonzero(row) for row in m]
+    width = max(len(r) for r in rows)
+    index = np.zeros((m.shape[0], width), dtype=np.intp)
+    weight = np.zeros((m.shape[0], width), dtype=np.float32)
+    for i, cols in enumerate(rows):
+        index[i, :len(cols)] = cols
+        weight[i, :len(cols)] = m[i, cols]
+    return index, weight
+
+
+def _apply_taps(img: np.ndarray, index: np.ndarray, weight: np.ndarray, axis: int) -> np.ndarray:
+    """out[..., i, ...] = sum_t weight[i, t] * img[..., index[i, t], ...] along ``axis``, t in order."""
+    shape = [1] * img.ndim
+    shape[axis] = index.shape[0]
+    out = None
+    for t in range(index.shape[1]):
+        term = np.take(img, index[:, t], axis=axis) * weight[:, t].reshape(shape)
+        out = term if out is None else out + term
+    return out
 
 
 def _occlude(img: np.ndarray, severity: float, p: dict, occl: dict) -> np.ndarray:
