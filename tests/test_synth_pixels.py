@@ -8,7 +8,7 @@ demo's 48 px with more than one 256-face chunk, non-default severities, and odd 
 The digests were computed with the renderer before its issue-18 speed-up (NumPy 2.4, x86-64 with AVX2), those
 of ``low_resolution`` with generator version 2 (NumPy 2.2, x86-64 with AVX-512): version 1 resampled through a
 BLAS matrix product, whose rounding followed the CPU's OpenBLAS kernel (AVX2 and AVX-512 machines differed in a
-few pixels); version 2 sums ordered taps, and ``test_low_resolution_bytes_do_not_follow_the_blas_kernel`` pins
+few pixels); version 2 sums the ordered taps of each filter, and ``test_low_resolution_bytes_do_not_follow_the_blas_kernel`` pins
 that. NumPy's float32 ``exp``/``sqrt`` are vectorised per CPU feature set, so another platform or NumPy release
 may still round a few pixels differently: a mismatch there says the platform differs, not necessarily the code;
 compare with the renderer of the commit that added this file on that platform before concluding.
@@ -33,7 +33,7 @@ CASES = [
     ("test", 300, 0, "low_contrast", "basic", 1.0, 48,
      "5b9de0b21bde6049d58b70e62aedc0fcdcc193090e785717698db1a7714a78b3"),
     ("test", 300, 0, "low_resolution", "basic", 1.0, 48,
-     "a3856be9e8f2e04f6df0c5e5110c66ef4d1399dfda3f09d81efc474fbd196115"),
+     "80a04570ae960e530355aecd7edc8bdb4cdbdb64b0af933b93c203c2704fe26a"),
     ("test", 300, 0, "occlusion", "basic", 1.0, 48,
      "a8bae5b691dfcf46dec11e92ce0f030caa7edd6b1d723c8f00ea39eb44d90af4"),
     ("test", 300, 0, "clean", "compound", 1.0, 48,
@@ -41,7 +41,7 @@ CASES = [
     ("test", 300, 0, "blur", "compound", 1.0, 48,
      "3c7127f739e26c156e21036e64808ee1dacc708761000daddcd0cce2645480bd"),
     ("test", 300, 0, "low_resolution", "compound", 1.0, 48,
-     "1399e8b4b59b474db0843c953df9aff582198001d2bd8fd0e1a88d17bb6933ff"),
+     "58a5e57a2fb0eadb662dad5d35bf4e7fb52254eff58410d5882e10b209c052d7"),
     ("test", 300, 0, "occlusion", "compound", 1.0, 48,
      "9ac2e193395509af41ba8d24dbd7cd3fc45ec7996736296936d2f9f6b2936525"),
     ("train", 300, 3, "clean", "basic", 1.0, 48,
@@ -77,9 +77,9 @@ CASES = [
     ("test", 60, 2, "occlusion", "compound", 1.0, 97,
      "48f22e1525b49c77a966d250fb05323042e9c3992c27f6158cdc9cd93e367a13"),
     ("test", 60, 2, "low_resolution", "basic", 0.5, 31,
-     "b9b889349f1aa33f570cebb0b85280c501c88650cb81ea8ce980d5750bd38d68"),
+     "c56815ae1beeaf59aad80f533df3ffe8e1f8a7f3d7a276033cd8f3ecdf032b74"),
     ("test", 60, 2, "low_resolution", "compound", 2.0, 97,
-     "c95954e37954e8b55ef2f3c7732be65c4976ee8af9f0907317a3f533b958e260"),
+     "ad43842cd8d73e57f0ed7cdafcd86b4ed4d701cd353a2d91d4a7314eb4061431"),
 ]
 
 

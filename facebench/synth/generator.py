@@ -533,20 +533,15 @@ def _bilinear_matrix(src: int, dst: int) -> np.ndarray:
 
 
 def _resample(img: np.ndarray, low: int) -> np.ndarray:
-    """Area-average down to ``low`` px, bilinear back up, along both spatial axes of (B, H, W, 3).
+    """Area-average down to ``low`` px, then bilinear back up, along both spatial axes of (B, H, W, 3).
 
-    The (size, size) map ``m = up @ down`` is formed in float64 in a fixed order and rounded once to
-    float32; it is applied as an ordered sum of its non-zero taps (elementwise float32 products and sums,
-    exact IEEE operations), never through a BLAS matrix product, whose summation order and rounding
-    depend on the CPU (an AVX-512 machine rounded a few pixels differently from an AVX2 one)."""
+    Each filter is applied as an ordered sum of its non-zero taps (elementwise float32 products and sums,
+    exact IEEE operations), never through a BLAS matrix product, whose summation order and rounding depend
+    on the CPU (an AVX-512 machine rounded a few pixels differently from an AVX2 one)."""
     size = img.shape[1]
-    down = _area_matrix(size, low).astype(np.float64)
-    up = _bilinear_matrix(low, size).astype(np.float64)
-    m = np.zeros((size, size), dtype=np.float64)
-    for j in range(low):  # ordered: m[i, k] = sum_j up[i, j] * down[j, k], j ascending
-        m += up[:, j:j + 1] * down[j:j + 1, :]
-    index, weight = _taps(m.astype(np.float32))
-    return _apply_taps(_apply_taps(img, index, weight, axis=1), index, weight, axis=2)
+    down, up = _taps(_area_matrix(size, low)), _taps(_bilinear_matrix(low, size))
+    small = _apply_taps(_apply_taps(img, *down, axis=1), *down, axis=2)
+    return _apply_taps(_apply_taps(small, *up, axis=1), *up, axis=2)
 
 
 def _taps(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
