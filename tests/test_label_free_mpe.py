@@ -86,6 +86,20 @@ def test_mpe_records_match_the_sets_details(both_runs):
         ci = np.array([s["mpe"][method]["auroc_ci"] for s in sets], dtype=float)[ok]
         inside = (ci[:, 0] <= truth[ok]) & (truth[ok] <= ci[:, 1])
         assert m["coverage" + key].value == pytest.approx(inside.mean())
+        # conformal intervals: each set's half-width from the other families' absolute errors (oracle by hand:
+        # the ceil(0.95 (n + 1))-th smallest of them; +inf, i.e. [0, 1] after clipping, when n is too small)
+        pred, fam = np.clip(est[ok], 0, 1), np.array([s["family"] for s in sets])[ok]
+        hits, widths = [], []
+        for i in range(len(pred)):
+            errs = np.sort(np.abs(pred - truth[ok])[fam != fam[i]])
+            rank = int(np.ceil(0.95 * (len(errs) + 1)))
+            q = errs[rank - 1] if rank <= len(errs) else np.inf
+            lo, hi = max(pred[i] - q, 0.0), min(pred[i] + q, 1.0)
+            hits.append(lo <= truth[ok][i] <= hi)
+            widths.append(hi - lo)
+        assert m["conformal_coverage" + key].value == pytest.approx(np.mean(hits), abs=1e-5)
+        assert m["conformal_width" + key].value == pytest.approx(np.mean(widths), abs=1e-4)
+        assert not m["conformal_width" + key].higher_is_better
         unanswered = [s["mpe"][method]["status"] for s in sets if s["mpe"][method]["auroc"] is None]
         assert all(st.startswith("unidentifiable") for st in unanswered)
     # far OOD (near-constant logits) is easy: the best MPE estimate is close on those sets

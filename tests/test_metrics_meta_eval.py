@@ -423,3 +423,54 @@ def test_fold_processes_choice(monkeypatch):
     assert meta_eval._fold_processes(jobs[:1], 4) == 0
     monkeypatch.setattr(meta_eval, "usable_cpus", lambda: 1)
     assert meta_eval._fold_processes(jobs, None) == 0
+
+
+# -- leave-one-family-out conformal intervals ---------------------------------------------------------------
+def test_lofo_conformal_intervals_by_hand():
+    """Three families; errors a: 0.1, 0.3; b: 0.2; c: 0.4, 0.05. At 50%: for a set of family a, R = {0.2, 0.4,
+    0.05} sorted (0.05, 0.2, 0.4), rank ceil(0.5 * 4) = 2 -> q = 0.2; for b, R = (0.05, 0.1, 0.3, 0.4), rank
+    ceil(0.5 * 5) = 3 -> q = 0.3; for c, R = (0.1, 0.2, 0.3), rank 2 -> q = 0.2."""
+    from facebench.metrics.meta_eval import lofo_conformal_intervals
+
+    true = np.array([0.5, 0.5, 0.5, 0.5, 0.5])
+    pred = np.array([0.6, 0.2, 0.7, 0.9, 0.45])
+    fam = np.array(["a", "a", "b", "c", "c"])
+    got = lofo_conformal_intervals(pred, true, fam, confidence=0.5)
+    q = np.array([0.2, 0.2, 0.3, 0.2, 0.2])
+    np.testing.assert_allclose(got, np.c_[pred - q, pred + q], atol=1e-12)
+    # at 95% the rank ceil(0.95 (n_R + 1)) exceeds n_R for these few sets: unbounded intervals
+    assert np.all(np.isinf(lofo_conformal_intervals(pred, true, fam, confidence=0.95)))
+    # a NaN prediction gets a NaN interval and calibrates nothing (family c's q uses a's and b's errors only)
+    pred_nan = pred.copy()
+    pred_nan[1] = np.nan
+    got = lofo_conformal_intervals(pred_nan, true, fam, confidence=0.5)
+    assert np.all(np.isnan(got[1]))
+    np.testing.assert_allclose(got[3], [0.9 - 0.2, 0.9 + 0.2])  # R = (0.1, 0.2), rank ceil(1.5) = 2 -> 0.2
+
+
+def test_lofo_conformal_intervals_cover_exchangeable_families():
+    """Families with their own biases drawn from one law (exchangeable): coverage over many draws is at least
+    the nominal level, while the estimator's own (bias-blind) intervals of +-2 sigma of noise miss often."""
+    from facebench.metrics.meta_eval import lofo_conformal_intervals
+
+    rng = np.random.default_rng(0)
+    covered, naive = [], []
+    for _ in range(200):
+        fam = np.repeat(np.arange(20), 10)
+        bias = rng.normal(0, 0.05, 20)[fam]
+        true = rng.uniform(0.5, 1.0, fam.size)
+        pred = true + bias + rng.normal(0, 0.01, fam.size)
+        iv = lofo_conformal_intervals(pred, true, fam, confidence=0.9)
+        covered.append(np.mean((iv[:, 0] <= true) & (true <= iv[:, 1])))
+        naive.append(np.mean(np.abs(pred - true) <= 0.02))
+    assert np.mean(covered) >= 0.88 and np.mean(naive) < 0.5
+
+
+def test_lofo_conformal_intervals_refuse_bad_input():
+    from facebench.errors import MetricInputError
+    from facebench.metrics.meta_eval import lofo_conformal_intervals
+
+    with pytest.raises(MetricInputError, match="confidence"):
+        lofo_conformal_intervals([0.1, 0.2], [0.1, 0.2], ["a", "b"], confidence=1.0)
+    with pytest.raises(MetricInputError):
+        lofo_conformal_intervals([0.1, 0.2, 0.3], [0.1, 0.2], ["a", "b"])

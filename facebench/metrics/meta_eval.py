@@ -13,6 +13,8 @@ over test sets, never over samples:
   over resampled test sets, optionally stratified by shift family.
 * :class:`LinearMap` / :class:`NonLinearMap` -- indicator -> metric regressors.
 * :func:`leave_one_family_out` -- out-of-family predictions (no in-sample optimism).
+* :func:`lofo_conformal_intervals` -- intervals around predictions whose half-width is a quantile of the
+  absolute errors on the *other* families (split conformal with families as the exchangeable units).
 
 Conventions
 -----------
@@ -60,6 +62,7 @@ __all__ = [
     "LinearMap",
     "NonLinearMap",
     "leave_one_family_out",
+    "lofo_conformal_intervals",
 ]
 
 #: Keys of :func:`agreement_metrics` / :func:`bootstrap_agreement`, in output order.
@@ -591,3 +594,31 @@ def _fold_predictions(jobs: list, processes: int | None) -> list[np.ndarray]:
             return [_fit_fold(*job) for job in jobs]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def lofo_conformal_intervals(pred, true, families, confidence: float = 0.95) -> np.ndarray:
+    """Leave-one-family-out conformal intervals, shape (n, 2) float64.
+
+    For a set i of family f: with ``R`` the absolute errors ``|pred_j - true_j|`` of the sets of every other
+    family (n_R of them), ``q`` is the ``ceil(confidence (n_R + 1))``-th smallest of ``R`` (+inf when that rank
+    exceeds n_R), and the interval is ``[pred_i - q, pred_i + q]``. A set's own family never calibrates it, so
+    the width carries the estimator's bias on unseen kinds of shift, not only its sampling noise; the coverage
+    guarantee (>= ``confidence``) holds when families are exchangeable, which leave-one-family-out judging
+    tests rather than assumes. Non-finite predictions get NaN intervals and calibrate nothing.
+    """
+    pred = np.asarray(pred, np.float64)
+    true = check_score_vector(true, "true", empty_hint="need test sets with a true metric")
+    n = check_consistent_length(pred=pred, true=true)
+    if not 0.0 < float(confidence) < 1.0:
+        raise MetricInputError(f"confidence must lie in (0, 1), got {confidence}")
+    inv, k = check_clusters(families, n, name="families")
+    ok = np.isfinite(pred)
+    err = np.abs(pred - true)
+    out = np.full((n, 2), np.nan)
+    for f in range(k):
+        calib = np.sort(err[ok & (inv != f)])
+        rank = int(np.ceil(float(confidence) * (calib.size + 1)))
+        q = calib[rank - 1] if 1 <= rank <= calib.size else np.inf
+        mine = ok & (inv == f)
+        out[mine, 0], out[mine, 1] = pred[mine] - q, pred[mine] + q
+    return out

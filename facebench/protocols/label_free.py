@@ -30,7 +30,10 @@ an unknown OOD part. ``mpe_<method>`` (``mpe_methods``: bbe, scott, tail, bbe_an
 directly, with bootstrap intervals (``mpe_resamples``) or the "unidentifiable" diagnosis; beside them the shift
 indicators (``shift_<name>``: KS, Wasserstein, energy, fraction below the ID TPR-95 threshold, mixture AUROC,
 their mean) through leave-one-family-out linear maps. Judged on the sets each estimator answers (``answered``),
-with ``coverage`` = how often the true AUROC lies in the 95% interval. Their records are not headline ones.
+with ``coverage`` = how often the true AUROC lies in the estimator's own 95% interval (sampling noise only) and
+``conformal_coverage`` / ``conformal_width`` = the same for leave-one-family-out conformal intervals, whose
+half-width is the 95% quantile of the absolute errors on the other families (bias on unseen shifts included).
+Their records are not headline ones.
 
 **Judging** (``facebench.metrics.meta_eval``): every map is fitted leave-one-family-out (a family
 = one source) and evaluated on the held-out family; MAE, RMSE, R^2, Pearson, Spearman and Kendall
@@ -354,16 +357,19 @@ class LabelFreeProtocol(Protocol):
             row.update(indicator=indicator, map=mapping)
             table.append(row)
             name = f"[target={target},indicator={indicator},map={mapping}]"
-            for stat in (*STATS, "answered", "coverage"):
+            for stat in (*STATS, "answered", "coverage", "conformal_coverage", "conformal_width"):
                 if row.get(stat) is not None:
                     records.append(MetricRecord(stat + name, row[stat], row.get(f"{stat}_ci"), row["n"], conv,
-                                                higher_is_better=stat not in LOWER_STATS, unit="score"))
+                                                higher_is_better=stat not in (*LOWER_STATS, "conformal_width"),
+                                                unit="score"))
         ranked = sorted(table, key=lambda r: (np.inf if not np.isfinite(r["mae"]) else r["mae"]))
         if ranked:
             best = ranked[0]
             records.append(MetricRecord(f"best_mpe_mae[target={target}]", best["mae"], best.get("mae_ci"), best["n"],
                                         {**conv, "indicator": best["indicator"], "map": best["map"],
                                          "answered": best["answered"], "coverage": best.get("coverage"),
+                                         "conformal_coverage": best.get("conformal_coverage"),
+                                         "conformal_width": best.get("conformal_width"),
                                          "spearman": best["spearman"]}, higher_is_better=False, unit="score"))
         return records, {"table": [{k: v for k, v in r.items() if not k.endswith("_ci")} for r in ranked]}
 
@@ -512,8 +518,10 @@ def _lofo_subset(x, truth, families, keep) -> np.ndarray:
 
 
 def _agreement_row(pred, ci, truth, families, ctx) -> dict | None:
-    """Agreement of ``pred`` with the truth on the sets it answers, with bootstrap CIs, the answered fraction and
-    (with intervals) their coverage of the truth; None when fewer than 3 sets are answered."""
+    """Agreement of ``pred`` with the truth on the sets it answers, with bootstrap CIs, the answered fraction,
+    (with intervals) their coverage of the truth, and the coverage and mean width of leave-one-family-out
+    conformal intervals (``meta_eval.lofo_conformal_intervals``, clipped to [0, 1]; any predictor, with two or
+    more families answered); None when fewer than 3 sets are answered."""
     ok = np.isfinite(pred)
     if ok.sum() < 3:
         return None
@@ -522,6 +530,10 @@ def _agreement_row(pred, ci, truth, families, ctx) -> dict | None:
         lo, hi = ci[ok, 0], ci[ok, 1]
         row["coverage"] = float(np.mean((lo <= truth[ok]) & (truth[ok] <= hi)))
         row["ci_width"] = float(np.mean(hi - lo))
+    if len(set(families[ok].tolist())) >= 2:  # intervals calibrated on the other families' errors
+        iv = np.clip(me.lofo_conformal_intervals(pred[ok], truth[ok], families[ok], ctx.confidence), 0.0, 1.0)
+        row["conformal_coverage"] = float(np.mean((iv[:, 0] <= truth[ok]) & (truth[ok] <= iv[:, 1])))
+        row["conformal_width"] = float(np.mean(iv[:, 1] - iv[:, 0]))
     if ctx.n_resamples > 0:
         boots = me.bootstrap_agreement(pred[ok], truth[ok], n_resamples=ctx.n_resamples, seed=ctx.seed,
                                        groups=families[ok])
