@@ -169,3 +169,31 @@ def test_decomposition_figure(tmp_path):
     assert again[0].read_bytes() == paths[0].read_bytes()  # deterministic
     flagged = mpe_decomposition_figure(s_id, s_id[:500], tmp_path / "flagged", n_resamples=0)
     assert flagged[0].exists()
+
+
+def test_combined_forest_is_a_leave_one_family_out_random_forest():
+    """``combined: true``: its records equal an independent leave-one-family-out scikit-learn forest fitted here on
+    the label-free features of the details' sets (never their truth or true OOD fraction); off by default, and the
+    default keeps the fingerprint."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    result = LabelFreeProtocol(**PARAMS, combined=True).evaluate(_context(np.random.default_rng(0)))
+    sets = result.details["sets"]
+    assert sets and all("true_auroc" in s and "ood_fraction" in s for s in sets)
+    x = np.nan_to_num(np.array([lfp.combined_features(s, mpe.ESTIMATORS) for s in sets], dtype=np.float64))
+    assert x.shape[1] == len(sets[0]["indicators"]) + len(sets[0]["shift"]) + 3 * len(mpe.ESTIMATORS) + 1
+    truth = np.array([s["true_auroc"] for s in sets])
+    fam = np.array([s["family"] for s in sets])
+    pred = np.empty_like(truth)
+    for f in np.unique(fam):
+        forest = RandomForestRegressor(n_estimators=200, min_samples_leaf=5, random_state=0, n_jobs=1)
+        pred[fam == f] = forest.fit(x[fam != f], truth[fam != f]).predict(x[fam == f])
+    pred = np.clip(pred, 0, 1)
+    m = {r.metric: r for r in result.records}
+    key = "[target=auroc,detector=msp,indicator=combined,map=forest]"
+    assert m["mae" + key].value == pytest.approx(np.mean(np.abs(pred - truth)), abs=1e-5)  # details: 6 places
+    assert m["answered" + key].value == 1.0 and "conformal_coverage" + key in m
+    plain = LabelFreeProtocol(**PARAMS)
+    assert plain.fingerprint() == LabelFreeProtocol(**PARAMS, combined=False).fingerprint()
+    assert plain.fingerprint() != LabelFreeProtocol(**PARAMS, combined=True).fingerprint()
+    assert not any("indicator=combined" in r.metric for r in plain.evaluate(_context(np.random.default_rng(0))).records)

@@ -28,14 +28,10 @@ MPE_METHODS = ("bbe", "scott", "tail", "bbe_any")
 
 
 def features(s: dict) -> list[float]:
-    """One set's feature vector: score indicators, shift indicators, per MPE method (pi, AUROC or 0.5,
-    unanswered flag), log set size."""
-    values = sorted((s.get("indicators") or {}).items()) + sorted((s.get("shift") or {}).items())
-    out = [np.nan if v is None else float(v) for _, v in values]  # NaN (null in JSON) -> 0 by the caller
-    for method in MPE_METHODS:
-        e = (s.get("mpe") or {}).get(method) or {}
-        out += [e.get("pi") or 0.0, 0.5 if e.get("auroc") is None else e["auroc"], float(e.get("auroc") is None)]
-    return out + [float(np.log(s["n_id"] + s["n_ood"]))]
+    """One set's feature vector: the protocol's ``combined`` features over every MPE method."""
+    from facebench.protocols.label_free import combined_features
+
+    return combined_features(s, MPE_METHODS)
 
 
 def lofo_predictions(make, X: np.ndarray, y: np.ndarray, family: np.ndarray) -> np.ndarray:

@@ -29,7 +29,8 @@ are cross-fitted there, ``mpe_folds`` folds, so the reference scores are out-of-
 an unknown OOD part. ``mpe_<method>`` (``mpe_methods``: bbe, scott, tail, bbe_any) estimate the OOD fraction and the AUROC
 directly, with bootstrap intervals (``mpe_resamples``) or the "unidentifiable" diagnosis; beside them the shift
 indicators (``shift_<name>``: KS, Wasserstein, energy, fraction below the ID TPR-95 threshold, mixture AUROC,
-their mean) through leave-one-family-out linear maps. Judged on the sets each estimator answers (``answered``),
+their mean) through leave-one-family-out linear maps; with ``combined: true`` also ``combined`` / ``forest``, a
+random forest over every one of these features at once (:func:`combined_features`), leave-one-family-out. Judged on the sets each estimator answers (``answered``),
 with ``coverage`` = how often the true AUROC lies in the estimator's own 95% interval (sampling noise only) and
 ``conformal_coverage`` / ``conformal_width`` = the same for leave-one-family-out conformal intervals, whose
 half-width is the 95% quantile of the absolute errors on the other families (bias on unseen shifts included).
@@ -117,6 +118,7 @@ class LabelFreeProtocol(Protocol):
         mpe_methods: list = field(default_factory=lambda: list(mpe.ESTIMATORS))
         mpe_resamples: int = 100  # the demo stays within its time budget; suites/gscore_mpe.yaml sets 200
         mpe_folds: int = 5
+        combined: bool = False  # a random forest over every indicator, leave-one-family-out (seconds per detector)
 
     # -- configuration ---------------------------------------------------------------------------
     def _named(self, items, kind: str, task) -> list[tuple[str, str, object]]:
@@ -143,7 +145,7 @@ class LabelFreeProtocol(Protocol):
               "min_class_samples": (1, None), "mpe_resamples": (0, None), "mpe_folds": (2, None)}
     ROLE_NEEDS = {"fit": {"labels"}, "shift": {"labels"}}  # ood sources need no labels
 
-    MPE_PARAMS = ("mpe", "mpe_methods", "mpe_resamples", "mpe_folds")
+    MPE_PARAMS = ("mpe", "mpe_methods", "mpe_resamples", "mpe_folds", "combined")
 
     def fingerprint(self) -> str:
         """Name, version and parameters; the MPE parameters only where they differ from their defaults, so that
@@ -338,6 +340,10 @@ class LabelFreeProtocol(Protocol):
         out[("shift", "linear")] = (_lofo_subset(shift, truth, families, every), None)
         for s, row in zip(sets, shift.tolist()):
             s["shift"] = {k: round(v, 6) for k, v in zip(mpe.SHIFT_INDICATORS, row)}
+        if p.combined and len(set(families.tolist())) >= 2:
+            x = np.nan_to_num(np.array([combined_features(s, p.mpe_methods) for s in sets], dtype=np.float64))
+            pred = me.leave_one_family_out(x, truth, families, lambda: _forest(ctx.seed))
+            out[("combined", "forest")] = (np.clip(pred, 0.0, 1.0), None)
         return out
 
     def _judge_mpe(self, sets, ref, ctx, target: str) -> tuple[list, dict]:
@@ -501,6 +507,25 @@ def _by_reference(sets, ref, estimate) -> dict:
                                       value.dtype == object else np.float64)
             merged[key][idx] = value
     return merged
+
+
+def combined_features(s: dict, methods) -> list[float]:
+    """One set's features for the ``combined`` map, all label-free: its score indicators and shift indicators
+    (each sorted by name; a missing value as NaN), per MPE method its raw OOD fraction, its AUROC (0.5 when
+    unanswered) and a 1/0 unanswered flag, and the log of the set's size."""
+    values = sorted((s.get("indicators") or {}).items()) + sorted((s.get("shift") or {}).items())
+    out = [np.nan if v is None else float(v) for _, v in values]
+    for method in methods:
+        e = (s.get("mpe") or {}).get(method) or {}
+        out += [e.get("pi") or 0.0, 0.5 if e.get("auroc") is None else e["auroc"], float(e.get("auroc") is None)]
+    return out + [float(np.log(s["n_id"] + s["n_ood"]))]
+
+
+def _forest(seed: int):
+    """The ``combined`` map: scikit-learn's random forest (200 trees, >= 5 sets per leaf, one thread, seeded)."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    return RandomForestRegressor(n_estimators=200, min_samples_leaf=5, random_state=seed, n_jobs=1)
 
 
 def _lofo_subset(x, truth, families, keep) -> np.ndarray:
