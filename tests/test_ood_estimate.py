@@ -34,6 +34,14 @@ def test_images_loader_reads_every_image_at_any_depth(tmp_path):
     ds = DATASETS.get("images")(path=tmp_path).load("all")
     assert ds.ids.tolist() == ["b.png", "sub/a.jpg", "sub/deeper/c.png"] and ds.labels is None
     assert ds.images.load(1).shape == (4, 4, 3)
+    # a linked folder is read (its images under the link's name); a link back to an ancestor is not followed twice
+    outside = tmp_path.parent / (tmp_path.name + "-linked")
+    outside.mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(outside / "x.png")
+    (tmp_path / "sub" / "frames").symlink_to(outside, target_is_directory=True)
+    (tmp_path / "sub" / "deeper" / "loop").symlink_to(tmp_path / "sub", target_is_directory=True)
+    ds = DATASETS.get("images")(path=tmp_path).load("all")
+    assert ds.ids.tolist() == ["b.png", "sub/a.jpg", "sub/deeper/c.png", "sub/frames/x.png"]
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(Exception, match="No images found"):

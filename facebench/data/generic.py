@@ -87,8 +87,9 @@ class UnlabelledImages(DatasetLoader):
     name = "images"
     capabilities = frozenset()
     attribute_names = frozenset()
-    layout = ("  <path>/**/<image>.jpg   (every image file under the folder, at any depth; hidden files and folders\n"
-              "  are left out; the sample id is the path relative to <path>; single split `all`)")
+    layout = ("  <path>/**/<image>.jpg   (every image file under the folder, at any depth, through linked folders\n"
+              "  too, each real folder once; hidden files and folders are left out; the sample id is the path\n"
+              "  relative to <path>; single split `all`)")
     how_to_get = "any folder of (face) images, e.g. frames from a deployment, with no labels"
 
     def __init__(self, path=None, data_root=None, *, dataset_name: str = "images"):
@@ -101,8 +102,13 @@ class UnlabelledImages(DatasetLoader):
 
     def load(self, split: str) -> Dataset:
         self.check(split)
-        ids, paths = [], []
-        for folder, dirs, _ in os.walk(self.root):
+        ids, paths, seen = [], [], set()
+        for folder, dirs, _ in os.walk(self.root, followlinks=True):  # linked folders count; a loop is cut
+            real = os.path.realpath(folder)
+            if real in seen:
+                dirs[:] = []
+                continue
+            seen.add(real)
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             rel = os.path.relpath(folder, self.root)
             for name in _image_names(Path(folder)):
