@@ -86,14 +86,22 @@ def test_mpe_records_match_the_sets_details(both_runs):
         ci = np.array([s["mpe"][method]["auroc_ci"] for s in sets], dtype=float)[ok]
         inside = (ci[:, 0] <= truth[ok]) & (truth[ok] <= ci[:, 1])
         assert m["coverage" + key].value == pytest.approx(inside.mean())
-        # conformal intervals: each set's half-width from the other families' absolute errors (oracle by hand:
-        # the ceil(0.95 (n + 1))-th smallest of them; +inf, i.e. [0, 1] after clipping, when n is too small)
+        # conformal intervals: each set's half-width from the other families' absolute errors, each family
+        # weighing 1/K (oracle written out here: the smallest error whose weight reaches 95%; +inf, i.e. [0, 1]
+        # after clipping, when the other families' (K - 1)/K fall short)
         pred, fam = np.clip(est[ok], 0, 1), np.array([s["family"] for s in sets])[ok]
+        names, counts = np.unique(fam, return_counts=True)
+        size = dict(zip(names.tolist(), counts.tolist()))
         hits, widths = [], []
         for i in range(len(pred)):
-            errs = np.sort(np.abs(pred - truth[ok])[fam != fam[i]])
-            rank = int(np.ceil(0.95 * (len(errs) + 1)))
-            q = errs[rank - 1] if rank <= len(errs) else np.inf
+            pairs = sorted((abs(pred[j] - truth[ok][j]), 1 / (len(names) * size[fam[j]]))
+                           for j in range(len(pred)) if fam[j] != fam[i])
+            total, q = 0.0, np.inf
+            for e, w in pairs:
+                total += w
+                if total >= 0.95 - 1e-12:
+                    q = e
+                    break
             lo, hi = max(pred[i] - q, 0.0), min(pred[i] + q, 1.0)
             hits.append(lo <= truth[ok][i] <= hi)
             widths.append(hi - lo)
@@ -181,6 +189,12 @@ def test_combined_forest_is_a_leave_one_family_out_random_forest():
     sets = result.details["sets"]
     assert sets and all("true_auroc" in s and "ood_fraction" in s for s in sets)
     x = np.nan_to_num(np.array([lfp.combined_features(s, mpe.ESTIMATORS) for s in sets], dtype=np.float64))
+    # no truth in the features: changing the true AUROC, the true OOD fraction and the ID/OOD split of the set
+    # size (not the size) changes none of them
+    blind = [{**s, "true_auroc": 1 - s["true_auroc"], "ood_fraction": 0.5, "n_id": s["n_id"] + s["n_ood"] - 1,
+              "n_ood": 1} for s in sets]
+    np.testing.assert_array_equal(
+        x, np.nan_to_num(np.array([lfp.combined_features(s, mpe.ESTIMATORS) for s in blind], dtype=np.float64)))
     assert x.shape[1] == len(sets[0]["indicators"]) + len(sets[0]["shift"]) + 3 * len(mpe.ESTIMATORS) + 1
     truth = np.array([s["true_auroc"] for s in sets])
     fam = np.array([s["family"] for s in sets])

@@ -13,8 +13,8 @@ over test sets, never over samples:
   over resampled test sets, optionally stratified by shift family.
 * :class:`LinearMap` / :class:`NonLinearMap` -- indicator -> metric regressors.
 * :func:`leave_one_family_out` -- out-of-family predictions (no in-sample optimism).
-* :func:`lofo_conformal_intervals` -- intervals around predictions whose half-width is a quantile of the
-  absolute errors on the *other* families (split conformal with families as the exchangeable units).
+* :func:`lofo_conformal_intervals` -- intervals around predictions whose half-width is a family-weighted
+  quantile of the absolute errors on the *other* families (conformal with families as the exchangeable units).
 
 Conventions
 -----------
@@ -599,12 +599,15 @@ def _fold_predictions(jobs: list, processes: int | None) -> list[np.ndarray]:
 def lofo_conformal_intervals(pred, true, families, confidence: float = 0.95) -> np.ndarray:
     """Leave-one-family-out conformal intervals, shape (n, 2) float64.
 
-    For a set i of family f: with ``R`` the absolute errors ``|pred_j - true_j|`` of the sets of every other
-    family (n_R of them), ``q`` is the ``ceil(confidence (n_R + 1))``-th smallest of ``R`` (+inf when that rank
-    exceeds n_R), and the interval is ``[pred_i - q, pred_i + q]``. A set's own family never calibrates it, so
-    the width carries the estimator's bias on unseen kinds of shift, not only its sampling noise; the coverage
-    guarantee (>= ``confidence``) holds when families are exchangeable, which leave-one-family-out judging
-    tests rather than assumes. Non-finite predictions get NaN intervals and calibrate nothing.
+    Families, not sets, are the exchangeable units (sets of one family share its bias). With K families that
+    have a finite prediction, for a set i of family f: each other family g spreads a weight of 1/K evenly over
+    the absolute errors ``|pred_j - true_j|`` of its n_g sets (1/(K n_g) each), and the held-out family gets
+    its 1/K at +inf (its own error is unseen); ``q`` is the smallest error whose cumulative weight reaches
+    ``confidence`` (+inf when the other families' (K - 1)/K falls short), and the interval is
+    ``[pred_i - q, pred_i + q]``. A set's own family never calibrates it, so the width carries the estimator's
+    bias on unseen kinds of shift, not only its sampling noise; coverage of the held-out family is then at least
+    ``confidence`` when families are exchangeable (for fitted maps, whose other-family errors come from fits
+    that saw family f, approximately). Non-finite predictions get NaN intervals and calibrate nothing.
     """
     pred = np.asarray(pred, np.float64)
     true = check_score_vector(true, "true", empty_hint="need test sets with a true metric")
@@ -614,11 +617,18 @@ def lofo_conformal_intervals(pred, true, families, confidence: float = 0.95) -> 
     inv, k = check_clusters(families, n, name="families")
     ok = np.isfinite(pred)
     err = np.abs(pred - true)
+    sizes = np.bincount(inv[ok], minlength=k)
+    n_families = int(np.count_nonzero(sizes))
     out = np.full((n, 2), np.nan)
     for f in range(k):
-        calib = np.sort(err[ok & (inv != f)])
-        rank = int(np.ceil(float(confidence) * (calib.size + 1)))
-        q = calib[rank - 1] if 1 <= rank <= calib.size else np.inf
         mine = ok & (inv == f)
+        if not mine.any():
+            continue
+        others = ok & (inv != f)
+        order = np.argsort(err[others], kind="stable")
+        errors = err[others][order]
+        weight = np.cumsum(1.0 / (n_families * sizes[inv[others]][order]))
+        reach = int(np.searchsorted(weight, float(confidence) - 1e-12, side="left"))
+        q = errors[reach] if reach < errors.size else np.inf
         out[mine, 0], out[mine, 1] = pred[mine] - q, pred[mine] + q
     return out

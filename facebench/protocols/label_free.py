@@ -31,9 +31,11 @@ directly, with bootstrap intervals (``mpe_resamples``) or the "unidentifiable" d
 indicators (``shift_<name>``: KS, Wasserstein, energy, fraction below the ID TPR-95 threshold, mixture AUROC,
 their mean) through leave-one-family-out linear maps; with ``combined: true`` also ``combined`` / ``forest``, a
 random forest over every one of these features at once (:func:`combined_features`), leave-one-family-out. Judged on the sets each estimator answers (``answered``),
-with ``coverage`` = how often the true AUROC lies in the estimator's own 95% interval (sampling noise only) and
-``conformal_coverage`` / ``conformal_width`` = the same for leave-one-family-out conformal intervals, whose
-half-width is the 95% quantile of the absolute errors on the other families (bias on unseen shifts included).
+with ``coverage`` = how often the true AUROC lies in the estimator's own interval at the task's confidence (95% by
+default; sampling noise only) and ``conformal_coverage`` / ``conformal_width`` = the same for leave-one-family-out
+conformal intervals, whose half-width is the family-weighted quantile of the absolute errors on the other
+families at that confidence (``meta_eval.lofo_conformal_intervals``: bias on unseen shifts included). Coverage is
+to be read against the nominal level (a [0, 1] interval covers everything), with the width beside it.
 Their records are not headline ones.
 
 **Judging** (``facebench.metrics.meta_eval``): every map is fitted leave-one-family-out (a family
@@ -342,13 +344,17 @@ class LabelFreeProtocol(Protocol):
             s["shift"] = {k: round(v, 6) for k, v in zip(mpe.SHIFT_INDICATORS, row)}
         if p.combined and len(set(families.tolist())) >= 2:
             x = np.nan_to_num(np.array([combined_features(s, p.mpe_methods) for s in sets], dtype=np.float64))
-            pred = me.leave_one_family_out(x, truth, families, lambda: _forest(ctx.seed))
-            out[("combined", "forest")] = (np.clip(pred, 0.0, 1.0), None)
+            try:
+                pred = np.clip(me.leave_one_family_out(x, truth, families, lambda: _forest(ctx.seed)), 0.0, 1.0)
+            except MetricInputError:  # a fold with fewer than 2 training sets: no estimate, as for the linear maps
+                pred = np.full(len(sets), np.nan)
+            out[("combined", "forest")] = (pred, None)
         return out
 
     def _judge_mpe(self, sets, ref, ctx, target: str) -> tuple[list, dict]:
-        """Non-headline records of the MPE estimators and shift indicators, on the sets each one answers:
-        MAE .. Kendall (bootstrap CIs over sets, stratified by family), ``answered`` and ``coverage``."""
+        """Non-headline records of the MPE estimators, shift indicators and (``combined``) the forest, on the sets
+        each one answers: MAE .. Kendall (bootstrap CIs over sets, stratified by family), ``answered``,
+        ``coverage`` (own intervals) and ``conformal_coverage`` / ``conformal_width``."""
         truth = np.array([s["true_auroc"] for s in sets])
         families = np.array([s["family"] for s in sets])
         conv = {"target": target, "n_sets": int(len(truth)), "fit": "leave-one-family-out (maps)",
