@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-MPE_METHODS = ("bbe", "scott", "tail", "bbe_any")
 
 
 def features(s: dict) -> list[float]:
     """One set's feature vector: the protocol's ``combined`` features over every MPE method."""
+    from facebench.metrics.mpe import ESTIMATORS
     from facebench.protocols.label_free import combined_features
 
-    return combined_features(s, MPE_METHODS)
+    return combined_features(s, ESTIMATORS)
 
 
 def lofo_predictions(make, X: np.ndarray, y: np.ndarray, family: np.ndarray) -> np.ndarray:

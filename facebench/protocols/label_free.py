@@ -30,9 +30,9 @@ an unknown OOD part. ``mpe_<method>`` (``mpe_methods``: bbe, scott, tail, bbe_an
 directly, with bootstrap intervals (``mpe_resamples``) or the "unidentifiable" diagnosis; beside them the shift
 indicators (``shift_<name>``: KS, Wasserstein, energy, fraction below the ID TPR-95 threshold, mixture AUROC,
 their mean) through leave-one-family-out linear maps; with ``combined: true`` also ``combined`` / ``forest``, a
-random forest over every one of these features at once (:func:`combined_features`), leave-one-family-out. Judged on the sets each estimator answers (``answered``),
-with ``coverage`` = how often the true AUROC lies in the estimator's own interval at the task's confidence (95% by
-default; sampling noise only) and ``conformal_coverage`` / ``conformal_width`` = the same for leave-one-family-out
+random forest over every one of these features at once (:func:`combined_features`), leave-one-family-out.
+Judged on the sets each estimator answers (``answered``), with ``coverage`` = how often the true AUROC lies in
+the estimator's own interval at the task's confidence (95% by default; sampling noise only) and ``conformal_coverage`` / ``conformal_width`` = the same for leave-one-family-out
 conformal intervals, whose half-width is the family-weighted quantile of the absolute errors on the other
 families at that confidence (``meta_eval.lofo_conformal_intervals``: bias on unseen shifts included). Coverage is
 to be read against the nominal level (a [0, 1] interval covers everything), with the width beside it.
@@ -342,13 +342,9 @@ class LabelFreeProtocol(Protocol):
         out[("shift", "linear")] = (_lofo_subset(shift, truth, families, every), None)
         for s, row in zip(sets, shift.tolist()):
             s["shift"] = {k: round(v, 6) for k, v in zip(mpe.SHIFT_INDICATORS, row)}
-        if p.combined and len(set(families.tolist())) >= 2:
+        if p.combined:
             x = np.nan_to_num(np.array([combined_features(s, p.mpe_methods) for s in sets], dtype=np.float64))
-            try:
-                pred = np.clip(me.leave_one_family_out(x, truth, families, lambda: _forest(ctx.seed)), 0.0, 1.0)
-            except MetricInputError:  # a fold with fewer than 2 training sets: no estimate, as for the linear maps
-                pred = np.full(len(sets), np.nan)
-            out[("combined", "forest")] = (pred, None)
+            out[("combined", "forest")] = (_lofo_subset(x, truth, families, every, lambda: _forest(ctx.seed)), None)
         return out
 
     def _judge_mpe(self, sets, ref, ctx, target: str) -> tuple[list, dict]:
@@ -534,15 +530,16 @@ def _forest(seed: int):
     return RandomForestRegressor(n_estimators=200, min_samples_leaf=5, random_state=seed, n_jobs=1)
 
 
-def _lofo_subset(x, truth, families, keep) -> np.ndarray:
-    """Leave-one-family-out linear-map predictions on the sets ``keep`` (NaN elsewhere, and everywhere when the
-    kept sets span fewer than 2 families or a fold would train on fewer than 2 sets)."""
+def _lofo_subset(x, truth, families, keep, model=me.LinearMap) -> np.ndarray:
+    """Leave-one-family-out predictions of ``model()`` (a linear map by default) on the sets ``keep`` (NaN
+    elsewhere, and everywhere when the kept sets span fewer than 2 families or a fold would train on fewer than
+    2 sets)."""
     out = np.full(len(truth), np.nan)
     x = np.asarray(x, np.float64)
     if len(set(families[keep].tolist())) < 2:
         return out
     try:
-        out[keep] = me.leave_one_family_out(x[keep], truth[keep], families[keep], me.LinearMap)
+        out[keep] = me.leave_one_family_out(x[keep], truth[keep], families[keep], model)
     except MetricInputError:
         pass
     return out
