@@ -67,12 +67,25 @@ class ListImages:
         return {"content": self.content_fingerprint()}
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _is_hdf5(path: Path) -> bool:
+    """Whether ``path`` is an HDF5 file: the format signature at byte 0 or 512 x 2^k (the superblock's places;
+    Matlab v7.3 puts it at 512, behind its text header). Read without h5py, which only v7.3 files need."""
+    with open(path, "rb") as f:
+        for offset in (0, 512, 1024, 2048, 4096):
+            f.seek(offset)
+            if f.read(8) == _HDF5_SIGNATURE:
+                return True
+    return False
+
+
 def read_cofw_mat(path: Path, keys: tuple[str, str, str]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """(images, phis (N, 87), boxes (N, 4)) of a COFW .mat file, v5 (scipy) or v7.3 (h5py), as Matlab has them."""
-    import h5py
     import scipy.io
 
-    if h5py.is_hdf5(str(path)):  # Matlab v7.3: HDF5 behind a 512-byte Matlab header
+    if _is_hdf5(path):  # Matlab v7.3: HDF5 behind a 512-byte Matlab header
         return _read_hdf5(path, keys)
     images_key, phis_key, boxes_key = keys
     mat = scipy.io.loadmat(str(path))
@@ -84,7 +97,11 @@ def read_cofw_mat(path: Path, keys: tuple[str, str, str]) -> tuple[list[np.ndarr
 
 
 def _read_hdf5(path: Path, keys: tuple[str, str, str]):
-    import h5py
+    try:
+        import h5py
+    except ImportError:
+        raise DataError(f"{path} is a Matlab v7.3 (HDF5) file, which needs h5py: pip install h5py "
+                        "(or save it from Matlab as v7: save(..., '-v7'))") from None
 
     images_key, phis_key, boxes_key = keys
     with h5py.File(path, "r") as f:
