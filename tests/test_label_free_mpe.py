@@ -211,3 +211,60 @@ def test_combined_forest_is_a_leave_one_family_out_random_forest():
     assert plain.fingerprint() == LabelFreeProtocol(**PARAMS, combined=False).fingerprint()
     assert plain.fingerprint() != LabelFreeProtocol(**PARAMS, combined=True).fingerprint()
     assert not any("indicator=combined" in r.metric for r in plain.evaluate(_context(np.random.default_rng(0))).records)
+
+
+def _feature_context(rng):
+    """The context of ``_context`` with 8-d features: ID classes apart in features, the OOD sources shifted."""
+    n = 900
+    y, yv = rng.integers(0, 3, n), rng.integers(0, 3, n)
+
+    def feats(labels, shift=0.0, size=n):
+        base = rng.normal(size=(size, 8)) + shift
+        if labels is not None:
+            base[:, :3] += 3.0 * np.eye(3)[labels]
+        return base
+
+    task = _split("id", n, rng.normal(size=(n, 3)) + 3.0 * np.eye(3)[y], [CLASSES[i] for i in y], feats(y))
+    far = _split("far", 600, rng.normal(size=(600, 3)) * 0.2, features=feats(None, 4.0, 600))
+    mid = _split("mid", 600, rng.normal(size=(600, 3)) * 0.6 + 0.8 * np.eye(3)[rng.integers(0, 3, 600)],
+                 features=feats(None, 1.5, 600))
+    fit = _split("fit", n, rng.normal(size=(n, 3)) + 3.0 * np.eye(3)[yv], [CLASSES[i] for i in yv], feats(yv))
+    extras = {"ood:far": ExtraSplit(*far), "ood:mid": ExtraSplit(*mid), "fit": ExtraSplit(*fit)}
+    return EvalContext(task[0], task[1], "expression", CLASSES, n_resamples=20, extras=extras)
+
+
+def test_feature_mpe_records_follow_the_sets_estimates():
+    """``feature_mpe: true``: per-set estimates in the details (pi, AUROC, interval, status), and the records are
+    their agreement with the truth on the answered sets (MAE and coverage recomputed here); the fingerprint and
+    the records of a run without it are unchanged, and it asks for features."""
+    proto = LabelFreeProtocol(**PARAMS, feature_mpe=True)
+    assert proto.requirements().features and not LabelFreeProtocol(**PARAMS).requirements().features
+    result = proto.evaluate(_feature_context(np.random.default_rng(0)))
+    sets = [s for s in result.details["sets"] if s["detector"] == "msp"]
+    est = [s["mpe"]["feature"] for s in sets]
+    answered = [(e, s["true_auroc"]) for e, s in zip(est, sets) if e["status"] == mpe.STATUS_OK]
+    assert answered
+    assert all(e["auroc"] is None for e in est if e["status"] != mpe.STATUS_OK)
+    records = {r.metric: r for r in result.records}
+    key = "[target=auroc,detector=msp,indicator=mpe_feature,map=direct]"
+    mae = np.mean([abs(e["auroc"] - t) for e, t in answered])
+    assert records["mae" + key].value == pytest.approx(mae, abs=2e-6)  # the details round to 1e-6
+    cover = np.mean([e["auroc_ci"][0] <= t <= e["auroc_ci"][1] for e, t in answered])
+    assert records["coverage" + key].value == pytest.approx(cover)
+    assert records["answered" + key].value == pytest.approx(len(answered) / len(sets))
+    assert not records["mae" + key].headline
+    far = [e["pi"] for e, s in zip(est, sets) if s["family"] == "far"]
+    truth_pi = [s["ood_fraction"] for s in sets if s["family"] == "far"]
+    assert np.max(np.abs(np.array(far) - truth_pi)) < 0.1  # 4 SD apart in features: pi recovered
+    plain = LabelFreeProtocol(**PARAMS)
+    assert plain.fingerprint() != proto.fingerprint()
+    assert plain.fingerprint() == LabelFreeProtocol(**PARAMS, feature_mpe=False).fingerprint()
+    off = plain.evaluate(_feature_context(np.random.default_rng(0)))
+    off_values = {r.metric: r.value for r in off.records if not r.metric.startswith("best_mpe")}  # may now differ
+    assert len(off_values) > 50
+    assert all(records[m].value == v or (np.isnan(v) and np.isnan(records[m].value)) for m, v in off_values.items())
+
+    class T:
+        name, dataset, path, dataset_args = "t", "synth", None, {}
+    with pytest.raises(ConfigError, match="feature_mpe"):
+        LabelFreeProtocol(feature_mpe=True, class_families=True).requires(T)

@@ -30,7 +30,11 @@ an unknown OOD part. ``mpe_<method>`` (``mpe_methods``: bbe, scott, tail, bbe_an
 directly, with bootstrap intervals (``mpe_resamples``) or the "unidentifiable" diagnosis; beside them the shift
 indicators (``shift_<name>``: KS, Wasserstein, energy, fraction below the ID TPR-95 threshold, mixture AUROC,
 their mean) through leave-one-family-out linear maps; with ``combined: true`` also ``combined`` / ``forest``, a
-random forest over every one of these features at once (:func:`combined_features`), leave-one-family-out.
+random forest over every one of these features at once (:func:`combined_features`), leave-one-family-out;
+with ``feature_mpe: true``, ``mpe_feature`` (direct): the mixture taken apart in the model's feature space
+(``facebench.metrics.feature_mpe``: a cross-fitted discriminant direction between the set and the ``fit_split``'s
+features, whitened with ``feature_shrinkage``), the detector's AUROC read off the estimated OOD part, with a
+bootstrap interval or the "unidentifiable" diagnosis.
 Judged on the sets each estimator answers (``answered``), with ``coverage`` = how often the true AUROC lies in
 the estimator's own interval at the task's confidence (95% by default; sampling noise only) and ``conformal_coverage`` / ``conformal_width`` = the same for leave-one-family-out
 conformal intervals, whose half-width is the family-weighted quantile of the absolute errors on the other
@@ -57,6 +61,7 @@ from threadpoolctl import threadpool_limits
 from facebench.errors import ConfigError, MetricInputError
 from facebench.fingerprint import hash_object
 from facebench.metrics import bootstrap as bs
+from facebench.metrics import feature_mpe as fmpe
 from facebench.metrics import label_free as lf
 from facebench.metrics import meta_eval as me
 from facebench.metrics import mpe
@@ -121,6 +126,8 @@ class LabelFreeProtocol(Protocol):
         mpe_resamples: int = 100  # the demo stays within its time budget; suites/gscore_mpe.yaml sets 200
         mpe_folds: int = 5
         combined: bool = False  # a random forest over every indicator, leave-one-family-out (seconds per detector)
+        feature_mpe: bool = False  # MPE in the model's feature space (facebench.metrics.feature_mpe); needs features
+        feature_shrinkage: float = 1.0
 
     # -- configuration ---------------------------------------------------------------------------
     def _named(self, items, kind: str, task) -> list[tuple[str, str, object]]:
@@ -144,10 +151,11 @@ class LabelFreeProtocol(Protocol):
         return [d for d in self.params.detectors if d in osc.FEATURE_DETECTORS]
 
     RANGES = {"temperature": (1e-12, None), "knn_k": (1, None), "sets_per_source": (1, None),
-              "min_class_samples": (1, None), "mpe_resamples": (0, None), "mpe_folds": (2, None)}
+              "min_class_samples": (1, None), "mpe_resamples": (0, None), "mpe_folds": (2, None),
+              "feature_shrinkage": (0, None)}
     ROLE_NEEDS = {"fit": {"labels"}, "shift": {"labels"}}  # ood sources need no labels
 
-    MPE_PARAMS = ("mpe", "mpe_methods", "mpe_resamples", "mpe_folds", "combined")
+    MPE_PARAMS = ("mpe", "mpe_methods", "mpe_resamples", "mpe_folds", "combined", "feature_mpe", "feature_shrinkage")
 
     def fingerprint(self) -> str:
         """Name, version and parameters; the MPE parameters only where they differ from their defaults, so that
@@ -159,9 +167,12 @@ class LabelFreeProtocol(Protocol):
                 del params[key]
         return hash_object({"protocol": self.name, "version": self.version, "params": params})
 
+    def _needs_features(self) -> bool:
+        return bool(self._feature_detectors()) or bool(self.params.feature_mpe and self.params.fit_split is not None)
+
     def requirements(self, task=None) -> Requirements:
         p = self.params
-        feats = bool(self._feature_detectors())
+        feats = self._needs_features()
         return Requirements(head_name=p.head, features=feats, fit_split=p.fit_split is not None,
                             unknowns="splits" if p.ood_sources else "not-needed")
 
@@ -174,8 +185,11 @@ class LabelFreeProtocol(Protocol):
         if not isinstance(p.mpe_methods, list) or any(m not in mpe.ESTIMATORS for m in p.mpe_methods):
             raise ConfigError(f"task {task.name!r}: `mpe_methods` must be a list of {', '.join(mpe.ESTIMATORS)}; "
                               f"got {p.mpe_methods!r}")
-        feats = bool(self._feature_detectors())
-        if feats and p.fit_split is None:
+        if p.feature_mpe and p.fit_split is None:
+            raise ConfigError(f"task {task.name!r}: `feature_mpe` compares each test set with the features of a "
+                              f"labelled `fit_split`; set one (e.g. `fit_split: val`).")
+        feats = self._needs_features()
+        if self._feature_detectors() and p.fit_split is None:
             raise ConfigError(f"task {task.name!r}: detectors {self._feature_detectors()} are fitted on stored "
                               f"features of a labelled `fit_split`; set one (e.g. `fit_split: val`).")
         refs = {}
@@ -254,26 +268,36 @@ class LabelFreeProtocol(Protocol):
         p, ds = self.params, ctx.dataset
         families = self._families("ood")
         out = []
+        with_features = p.feature_mpe and "fit" in ctx.extras  # each set keeps its features' rows (step 5 of MPE)
+
+        def features(preds):
+            return np.asarray(preds.outputs["features"], np.float32) if with_features else None
+
+        id_features = features(ctx.predictions)
         for detector in p.detectors:
             score = self._scorer(detector, ctx)
             id_scores = score(ctx.predictions)
-            sources = []  # (family, name, ID pool scores, other pool scores)
+            sources = []  # (family, name, ID pool (scores, features), other pool (scores, features))
             for role, extra in ctx.extras.items():
                 if role.startswith("ood:"):
                     name = role[4:]
-                    sources.append((families.get(name, name), name, id_scores, score(extra.predictions)))
+                    sources.append((families.get(name, name), name, (id_scores, id_features),
+                                    (score(extra.predictions), features(extra.predictions))))
             if p.class_families and ds.labels is not None:
                 for c in ds.classes:
                     mask = ds.labels == c
                     if mask.sum() >= p.min_class_samples and (~mask).sum() >= p.min_class_samples:
-                        sources.append((f"class:{c}", f"held-out class {c}", id_scores[~mask], id_scores[mask]))
+                        sources.append((f"class:{c}", f"held-out class {c}", _rows((id_scores, id_features), ~mask),
+                                        _rows((id_scores, id_features), mask)))
             for family, name, pool_id, pool_other in sources:
-                for s in draw_sets(len(pool_id), len(pool_other), family, name, p.sets_per_source, p.ood_fractions,
-                                   p.sizes, rng):
-                    a, b = pool_id[s.id_index], pool_other[s.other_index]
+                for s in draw_sets(len(pool_id[0]), len(pool_other[0]), family, name, p.sets_per_source,
+                                   p.ood_fractions, p.sizes, rng):
+                    a, b = pool_id[0][s.id_index], pool_other[0][s.other_index]
                     out.append({"family": family, "source": name, "detector": detector, "n_id": int(len(a)),
                                 "n_ood": int(len(b)), "ood_fraction": round(len(b) / (len(a) + len(b)), 4),
                                 "true_auroc": ood.auroc(a, b), "_scores": np.concatenate([a, b])})
+                    if with_features:  # the rows, not a copy: 486 sets of 128-d features would take 0.3 GB
+                        out[-1]["_features"] = (pool_id[1], s.id_index, pool_other[1], s.other_index)
         return out
 
     def _judge_auroc(self, sets, ctx, target: str) -> tuple[list, dict]:
@@ -342,10 +366,43 @@ class LabelFreeProtocol(Protocol):
         out[("shift", "linear")] = (_lofo_subset(shift, truth, families, every), None)
         for s, row in zip(sets, shift.tolist()):
             s["shift"] = {k: round(v, 6) for k, v in zip(mpe.SHIFT_INDICATORS, row)}
+        methods = list(p.mpe_methods)
+        if p.feature_mpe:
+            est = self._feature_estimates(sets, ref, ctx)
+            out[("mpe_feature", "direct")] = (est["auroc"], est["auroc_ci"])
+            methods.append("feature")
         if p.combined:
-            x = np.nan_to_num(np.array([combined_features(s, p.mpe_methods) for s in sets], dtype=np.float64))
+            x = np.nan_to_num(np.array([combined_features(s, methods) for s in sets], dtype=np.float64))
             out[("combined", "forest")] = (_lofo_subset(x, truth, families, every, lambda: _forest(ctx.seed)), None)
         return out
+
+    def _feature_estimates(self, sets, ref, ctx) -> dict:
+        """``facebench.metrics.feature_mpe`` on every set against the ``fit_split``'s features and the detector's
+        reference scores (without class c for the family ``class:c``); each set's estimate goes into its details."""
+        p = self.params
+        scores, labels = ref
+        fit_x = np.asarray(ctx.extras["fit"].predictions.outputs["features"], np.float64)
+        options = fmpe.FeatureMPEOptions(folds=p.mpe_folds, shrinkage=p.feature_shrinkage)
+        references: dict = {}
+        for s in sets:
+            held = _held_class(s, labels)
+            if held not in references:
+                keep = np.ones(len(scores), bool) if held is None else labels.astype(str) != held
+                references[held] = (fmpe.whitening(fit_x[keep], p.feature_shrinkage), scores[keep])
+
+        def one(i: int) -> dict:
+            white, reference = references[_held_class(sets[i], labels)]
+            return fmpe.estimate(white, reference, _set_features(sets[i]), sets[i]["_scores"],
+                                 n_resamples=p.mpe_resamples, confidence=ctx.confidence, seed=ctx.seed + i,
+                                 options=options)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:  # each set seeded by its index: the same in any order
+            results = list(pool.map(one, range(len(sets))))
+        for s, r in zip(sets, results):
+            s.setdefault("mpe", {})["feature"] = {"pi": _num(r["pi"]), "auroc": _num(r["auroc"]),
+                                                  "auroc_ci": [_num(v) for v in r["auroc_ci"]], "status": r["status"]}
+        return {"auroc": np.array([r["auroc"] for r in results]),
+                "auroc_ci": np.array([r["auroc_ci"] for r in results], dtype=np.float64).reshape(len(sets), 2)}
 
     def _judge_mpe(self, sets, ref, ctx, target: str) -> tuple[list, dict]:
         """Non-headline records of the MPE estimators, shift indicators and (``combined``) the forest, on the sets
@@ -487,6 +544,23 @@ def _num(v) -> float | None:
     return round(v, 6) if np.isfinite(v) else None
 
 
+def _held_class(s: dict, labels) -> str | None:
+    """The class a ``class:c`` family holds out (its sets' ID reference leaves c out), else None."""
+    return s["family"][len("class:"):] if s["family"].startswith("class:") and labels is not None else None
+
+
+def _rows(pool: tuple, mask: np.ndarray) -> tuple:
+    """(scores, features or None) restricted to ``mask``."""
+    scores, features = pool
+    return scores[mask], None if features is None else features[mask]
+
+
+def _set_features(s: dict) -> np.ndarray:
+    """A set's feature rows, ID part then OOD part (the order of its scores)."""
+    id_pool, id_index, other_pool, other_index = s["_features"]
+    return np.concatenate([id_pool[id_index], other_pool[other_index]]).astype(np.float64)
+
+
 def _by_reference(sets, ref, estimate) -> dict:
     """``estimate(reference scores, test score sets)`` (a dict of per-set arrays) merged over the sets' ID
     references: the whole ``fit_split`` for OOD sources, the ``fit_split`` without class c for the held-out-class
@@ -494,8 +568,7 @@ def _by_reference(sets, ref, estimate) -> dict:
     scores, labels = ref
     groups: dict = {}
     for i, s in enumerate(sets):
-        held = s["family"][len("class:"):] if s["family"].startswith("class:") and labels is not None else None
-        groups.setdefault(held, []).append(i)
+        groups.setdefault(_held_class(s, labels), []).append(i)
     merged: dict = {}
     for held, idx in groups.items():
         reference = scores if held is None else scores[labels.astype(str) != held]

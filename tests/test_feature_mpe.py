@@ -1,0 +1,179 @@
+"""Mixture-proportion estimation in feature space (issue 23): each step against an oracle (scikit-learn, NumPy, numbers
+worked out by hand) and the whole estimator on synthetic mixtures whose OOD fraction and AUROC are known."""
+
+import numpy as np
+import pytest
+from sklearn.isotonic import IsotonicRegression
+from sklearn.metrics import roc_auc_score
+
+from facebench.errors import MetricInputError
+from facebench.metrics import feature_mpe as fm
+from facebench.metrics import mpe
+
+DIM = 16
+
+
+def _mixture(rng, n, pi, shift, score, n_ref=3000):
+    """Reference (ID) features and scores, and a test set of ``n`` with OOD fraction ``pi``: ID ~ N(0, I), OOD ~
+    N(shift, I); ``score(x)`` = the detector (higher = ID). Returns the hidden truth too."""
+    x_ref = rng.normal(size=(n_ref, DIM))
+    m = int(round(pi * n))
+    x_id, x_ood = rng.normal(size=(n - m, DIM)), rng.normal(size=(m, DIM)) + shift
+    x_test = np.concatenate([x_id, x_ood])
+    s_test = score(x_test, rng)
+    truth = roc_auc_score(np.r_[np.ones(n - m), np.zeros(m)], s_test) if 0 < m < n else float("nan")
+    return x_ref, score(x_ref, rng), x_test, s_test, truth
+
+
+def _far_shift():
+    """1 SD along the axis the detector reads, 2.5 SD along one it ignores: apart in features, overlapping in score."""
+    return 1.0 * np.eye(DIM)[0] + 2.5 * np.eye(DIM)[1]
+
+
+def _score_first_axis(sign):
+    return lambda x, rng: sign * x[:, 0] + 0.5 * rng.normal(size=len(x))
+
+
+def test_isotonic_matches_scikit_learn():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y = rng.normal(size=15)
+        w = rng.uniform(0.1, 2.0, size=15)
+        expected = IsotonicRegression().fit(np.arange(15), y, sample_weight=w).predict(np.arange(15))
+        np.testing.assert_allclose(fm.isotonic_increasing(y, w), expected, atol=1e-12)
+    # by hand: (3, 1) pool to their weighted mean (3 * 1 + 1 * 3) / 4 = 1.5
+    np.testing.assert_allclose(fm.isotonic_increasing([0.0, 3.0, 1.0, 4.0], [1, 1, 3, 1]), [0, 1.5, 1.5, 4])
+
+
+def test_bbe_kappa_by_hand():
+    # counts (10, 10, 10, 70) of n = 100 on 4 bins: CDF (.1, .2, .3, 1) at t = (.25, .5, .75, 1);
+    # eps = sqrt(log(40) / 200) = 0.13579; (CDF + 1.01 eps) / t = (.949, .674, .583, 1.137) -> t* = .75, kappa = .3 / .75
+    assert fm.bbe_kappa(np.array([10, 10, 10, 70])) == pytest.approx(0.4)
+    # a test set with the reference's (uniform) law: kappa near 1 (pi near 0)
+    assert fm.bbe_kappa(np.full(20, 50)) == pytest.approx(1.0)
+    # vectorised over sets
+    np.testing.assert_allclose(fm.bbe_kappa(np.array([[10, 10, 10, 70], [25, 25, 25, 25]])), [0.4, 1.0])
+
+
+def test_whitening_gives_identity_covariance_without_shrinkage_and_shrinks_eigenvalues_with_it():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2000, 5)) @ rng.normal(size=(5, 5)) + 3.0
+    white = fm.whitening(x, shrinkage=0.0)
+    np.testing.assert_allclose(np.cov(white.reference, rowvar=False), np.eye(5), atol=1e-8)
+    np.testing.assert_allclose(white.reference.mean(axis=0), 0.0, atol=1e-10)
+    eig = np.linalg.eigvalsh(np.cov(x, rowvar=False))
+    shrunk = np.sort(np.linalg.eigvalsh(np.cov(fm.whitening(x, shrinkage=1.0).reference, rowvar=False)))
+    np.testing.assert_allclose(shrunk, np.sort(eig / (eig + eig.mean())), rtol=1e-8)
+    np.testing.assert_allclose(white(x[:3]), white.reference[:3])
+
+
+def test_coordinates_are_cross_fitted():
+    """A test sample's own features do not enter the direction of its fold: changing it moves only its own u."""
+    rng = np.random.default_rng(2)
+    z_ref, z_test = rng.normal(size=(500, 4)), rng.normal(size=(100, 4)) + 0.5
+    u, ref_u = fm.discriminant_coordinates(z_ref, z_test, 5, np.random.default_rng(7))
+    moved = z_test.copy()
+    moved[0] += 50.0
+    u2, _ = fm.discriminant_coordinates(z_ref, moved, 5, np.random.default_rng(7))
+    fold = np.random.default_rng(7).permutation(np.arange(100) % 5)
+    same = fold == fold[0]
+    np.testing.assert_array_equal(u2[same][1:], u[same][1:])
+    assert not np.array_equal(u2[~same], u[~same])  # the other folds' directions saw the change
+    # u is the rank of the projection among the reference's on that fold's direction (by hand for one sample)
+    d = z_test[fold != fold[5]].mean(axis=0)
+    assert u[5] == np.mean(z_ref @ d < z_test[5] @ d)
+    assert len(ref_u) == 5 and all(np.allclose(np.sort(r), np.arange(500) / 500) for r in ref_u)
+
+
+def test_deconvolution_with_pure_bins_is_the_plain_auroc():
+    """0/1 bin weights (every OOD sample in a weight-1 bin, every ID sample in a weight-0 bin): the estimate is the
+    AUROC of the OOD samples against the reference (scikit-learn)."""
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=400)
+    ood = rng.normal(size=60) - 1.0
+    ident = rng.normal(size=140)
+    sorted_ref = np.sort(ref)
+    bins = np.r_[rng.integers(0, 10, 140), rng.integers(10, 20, 60)]
+    p = np.r_[fm._greater(sorted_ref, ident), fm._greater(sorted_ref, ood)]
+    counts = np.bincount(bins, None, 20).astype(float)
+    w = (np.arange(20) >= 10).astype(float)
+    ref_mean = rng.uniform(size=20)  # irrelevant: it enters only through (1 - w) = 0 on the OOD bins
+    got = fm.deconvolved_auroc(counts, np.bincount(bins, p, 20), ref_mean, w)
+    expected = roc_auc_score(np.r_[np.ones(400), np.zeros(60)], np.r_[ref, ood])
+    assert got == pytest.approx(expected, abs=1e-12)
+    # mixed bins: the ID share of a bin is removed with the reference's mean there
+    counts, test_sum = np.array([10.0]), np.array([10 * (0.5 * 0.5 + 0.5 * 0.9)])  # half ID (mean .5), half OOD (.9)
+    assert fm.deconvolved_auroc(counts, test_sum, np.array([0.5]), np.array([0.5])) == pytest.approx(0.9)
+    assert np.isnan(fm.deconvolved_auroc(counts, test_sum, np.array([0.5]), np.array([0.0])))
+
+
+@pytest.mark.parametrize("sign, pi", [(1.0, 0.3), (1.0, 0.7), (-1.0, 0.3)])
+def test_recovers_pi_and_auroc_on_known_mixtures(sign, pi):
+    """OOD scored below the ID (AUROC > 0.5) and above it (AUROC < 0.5, where top-anchored score MPE fails)."""
+    rng = np.random.default_rng(4)
+    x_ref, r, x_test, s, truth = _mixture(rng, 2000, pi, _far_shift(), _score_first_axis(sign))
+    est = fm.estimate(fm.whitening(x_ref), r, x_test, s, n_resamples=200, seed=0)
+    assert est["status"] == mpe.STATUS_OK
+    assert est["pi"] == pytest.approx(pi, abs=0.05)
+    assert est["auroc"] == pytest.approx(truth, abs=0.04)
+    lo, hi = est["auroc_ci"]
+    assert lo <= truth <= hi and hi - lo < 0.15
+    assert (truth < 0.5) == (sign > 0)  # OOD shifted up the axis the score reads: scored above the ID
+
+
+def test_near_ood_invisible_to_the_score_is_still_identified():
+    """The OOD differs only in features the detector ignores: its scores have the ID's law (true AUROC ~ 0.5).
+    Score-space MPE finds no OOD; feature-space MPE finds pi and the AUROC near 0.5."""
+    rng = np.random.default_rng(5)
+    shift = 2.0 * np.eye(DIM)[3]  # the score reads axis 0 only
+    x_ref, r, x_test, s, truth = _mixture(rng, 2000, 0.4, shift, _score_first_axis(1.0))
+    est = fm.estimate(fm.whitening(x_ref), r, x_test, s, n_resamples=100)
+    assert est["pi"] == pytest.approx(0.4, abs=0.05)
+    assert est["auroc"] == pytest.approx(truth, abs=0.04)
+    assert abs(truth - 0.5) < 0.05
+    assert not mpe.estimate_ood_auroc(r, s, n_resamples=0).identifiable
+
+
+def test_unidentifiable_when_there_is_no_ood_or_too_few_samples():
+    rng = np.random.default_rng(6)
+    x_ref, r, x_test, s, _ = _mixture(rng, 1000, 0.0, _far_shift(), _score_first_axis(1.0))
+    white = fm.whitening(x_ref)
+    est = fm.estimate(white, r, x_test, s, n_resamples=50)
+    assert est["status"] == mpe.STATUS_PI0 and np.isnan(est["auroc"]) and np.isnan(est["auroc_ci"]).all()
+    assert est["pi"] < 0.05
+    few = fm.estimate(white, r, x_test[:30], s[:30], n_resamples=50)
+    assert few["status"] == mpe.STATUS_FEW and np.isnan(few["auroc"])
+
+
+def test_intervals_cover_the_truth_on_exchangeable_sets():
+    rng = np.random.default_rng(8)
+    x_ref = rng.normal(size=(3000, DIM))
+    score = _score_first_axis(1.0)
+    white, r = fm.whitening(x_ref), score(x_ref, rng)
+    hits = []
+    for k in range(30):
+        _, _, x_test, s, truth = _mixture(rng, 500, 0.5, _far_shift(), score, n_ref=10)
+        lo, hi = fm.estimate(white, r, x_test, s, n_resamples=200, seed=k)["auroc_ci"]
+        hits.append(lo <= truth <= hi)
+    assert np.mean(hits) >= 0.8  # nominal 0.95
+
+
+def test_seeded_and_bad_input_refused():
+    rng = np.random.default_rng(9)
+    x_ref, r, x_test, s, _ = _mixture(rng, 300, 0.5, _far_shift(), _score_first_axis(1.0), n_ref=500)
+    white = fm.whitening(x_ref)
+    assert fm.estimate(white, r, x_test, s, seed=3) == fm.estimate(white, r, x_test, s, seed=3)
+    bad = x_test.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(MetricInputError, match="NaN"):
+        fm.estimate(white, r, bad, s)
+    with pytest.raises(MetricInputError, match="features, the reference"):
+        fm.estimate(white, r, x_test[:, :5], s)
+    with pytest.raises(MetricInputError, match="test_scores"):
+        fm.estimate(white, r, x_test, s[:-1])
+    with pytest.raises(MetricInputError, match="ref_scores"):
+        fm.estimate(white, r[:-1], x_test, s)
+    with pytest.raises(MetricInputError, match="shrinkage"):
+        fm.estimate(white, r, x_test, s, options=fm.FeatureMPEOptions(shrinkage=-1.0))
+    with pytest.raises(MetricInputError, match="2-D"):
+        fm.whitening(np.ones(5))
