@@ -55,16 +55,38 @@ def test_bbe_kappa_by_hand():
     np.testing.assert_allclose(fm.bbe_kappa(np.array([[10, 10, 10, 70], [25, 25, 25, 25]])), [0.4, 1.0])
 
 
-def test_whitening_gives_identity_covariance_without_shrinkage_and_shrinks_eigenvalues_with_it():
+def test_split_kappa_by_hand():
+    """The cut is chosen on one half and read on the other. Half a = (10, 10, 10, 70) picks t* = .75 (above); half
+    b = (5, 15, 30, 50): CDF (.05, .2, .5, 1), (CDF + .13716) / t = (.749, .674, .850, 1.137) -> t* = .5. So kappa =
+    (F_b(.75) / .75 + F_a(.5) / .5) / 2 = (.5 / .75 + .2 / .5) / 2."""
+    a, b = np.array([10, 10, 10, 70]), np.array([5, 15, 30, 50])
+    assert fm.bbe_cut(a) == 2 and fm.bbe_cut(b) == 1
+    assert fm.split_kappa(a, b) == pytest.approx((0.5 / 0.75 + 0.2 / 0.5) / 2)
+    assert fm.split_kappa(b, a) == pytest.approx(fm.split_kappa(a, b))
+
+
+def test_whitening_is_fitted_on_even_positions_and_ranks_the_odd_ones():
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(2000, 5)) @ rng.normal(size=(5, 5)) + 3.0
+    x = rng.normal(size=(4000, 5)) @ rng.normal(size=(5, 5)) + 3.0
+    fit = x[0::2]
     white = fm.whitening(x, shrinkage=0.0)
-    np.testing.assert_allclose(np.cov(white.reference, rowvar=False), np.eye(5), atol=1e-8)
-    np.testing.assert_allclose(white.reference.mean(axis=0), 0.0, atol=1e-10)
-    eig = np.linalg.eigvalsh(np.cov(x, rowvar=False))
-    shrunk = np.sort(np.linalg.eigvalsh(np.cov(fm.whitening(x, shrinkage=1.0).reference, rowvar=False)))
+    np.testing.assert_allclose(np.cov(white(fit), rowvar=False), np.eye(5), atol=1e-8)
+    np.testing.assert_allclose(white(fit).mean(axis=0), 0.0, atol=1e-10)
+    eig = np.linalg.eigvalsh(np.cov(fit, rowvar=False))
+    shrunk = np.sort(np.linalg.eigvalsh(np.cov(fm.whitening(x, shrinkage=1.0)(fit), rowvar=False)))
     np.testing.assert_allclose(shrunk, np.sort(eig / (eig + eig.mean())), rtol=1e-8)
-    np.testing.assert_allclose(white(x[:3]), white.reference[:3])
+    assert white.held.tolist() == list(range(1, 4000, 2)) and white.n_reference == 4000
+    np.testing.assert_allclose(white.reference, white(x[1::2]))
+
+
+def test_a_pure_in_distribution_set_finds_no_ood_even_with_a_small_reference():
+    """Centring on the reference samples that are ranked would put them nearer the centre than any test sample of
+    their own law (this very data gave pi = 0.25 for pure ID data that way); with the halves, under 0.03."""
+    rng = np.random.default_rng(12)
+    x_ref, x_test = rng.normal(size=(600, 32)), rng.normal(size=(2000, 32))
+    for seed in range(3):
+        est = fm.estimate(fm.whitening(x_ref), x_ref[:, 0], x_test, x_test[:, 0], n_resamples=0, seed=seed)
+        assert est["pi"] < 0.03 and est["status"] == mpe.STATUS_PI0
 
 
 def test_coordinates_are_cross_fitted():
@@ -162,7 +184,8 @@ def test_seeded_and_bad_input_refused():
     rng = np.random.default_rng(9)
     x_ref, r, x_test, s, _ = _mixture(rng, 300, 0.5, _far_shift(), _score_first_axis(1.0), n_ref=500)
     white = fm.whitening(x_ref)
-    assert fm.estimate(white, r, x_test, s, seed=3) == fm.estimate(white, r, x_test, s, seed=3)
+    first, again = fm.estimate(white, r, x_test, s, seed=3), fm.estimate(white, r, x_test, s, seed=3)
+    assert first.keys() == again.keys() and all(np.array_equal(first[k], again[k]) for k in first if k != "status")
     bad = x_test.copy()
     bad[0, 0] = np.nan
     with pytest.raises(MetricInputError, match="NaN"):
@@ -177,3 +200,33 @@ def test_seeded_and_bad_input_refused():
         fm.estimate(white, r, x_test, s, options=fm.FeatureMPEOptions(shrinkage=-1.0))
     with pytest.raises(MetricInputError, match="2-D"):
         fm.whitening(np.ones(5))
+
+
+def test_redrawn_id_part_probabilities_match_a_direct_count():
+    """The bootstrap's ``P(r > s) + 0.5 P(r = s)`` against redrawn reference scores (one sort for all resamples)
+    equals counting on each resample's draws (the same draws, taken from the same generator)."""
+    rng = np.random.default_rng(1)
+    ref = np.sort(np.round(rng.normal(size=300), 1))  # ties on purpose
+    s = np.round(rng.normal(size=40), 1)
+    sizes = np.array([5, 17, 300, 1])
+    got = fm._greater_than_redrawn(ref, s, sizes, np.random.default_rng(3))
+    draws = np.split(np.random.default_rng(3).integers(0, 300, sizes.sum()), np.cumsum(sizes)[:-1])
+    for b, part in enumerate(draws):
+        v = ref[part]
+        np.testing.assert_allclose(got[b], [np.mean(v > x) + 0.5 * np.mean(v == x) for x in s])
+
+
+def test_resampled_bins_equal_the_full_ranks():
+    """The bootstrap's bins from nb - 1 order statistics equal ``floor(rank nb / N)`` of the full ranks among the
+    reference projections on each fold's direction (directions recomputed here from the resample's weights)."""
+    rng = np.random.default_rng(0)
+    n, k, nb = 300, 5, 20
+    z, z_ref = rng.normal(size=(n, 16)), rng.normal(size=(1000, 16))
+    weight = rng.multinomial(n, np.full(n, 1 / n), size=7).astype(float)
+    folds = rng.permuted(np.tile(np.arange(n) % k, (7, 1)), axis=1)
+    got = fm._resampled_bins(z, z_ref, weight, folds, k, nb)
+    for b in range(7):
+        d = np.array([(weight[b][folds[b] != j] @ z[folds[b] != j]) / weight[b][folds[b] != j].sum()
+                      for j in range(k)])
+        rank = np.array([np.sum(z_ref @ d[folds[b][i]] < z[i] @ d[folds[b][i]]) for i in range(n)])
+        np.testing.assert_array_equal(got[b], np.minimum(rank * nb // 1000, nb - 1))

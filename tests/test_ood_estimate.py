@@ -74,12 +74,13 @@ def _run(tmp_path, test_path, name="est", dataset="images", split="all", **param
     return out
 
 
-def _msp(images) -> np.ndarray:
+def _msp(images, features: bool = False):
     adapter = SynthCNNAdapter().eval()
     batch = torch.stack([prepare_uint8(im, adapter.input_spec) for im in images])
     with torch.no_grad():
-        logits = adapter.predict(normalise_batch(batch, adapter.input_spec))["expression"].numpy()
-    return osc.logit_score("msp", logits.astype(np.float64))
+        out = adapter.predict(normalise_batch(batch, adapter.input_spec), features=features)
+    msp = osc.logit_score("msp", out["expression"].numpy().astype(np.float64))
+    return (msp, out["features"].numpy().astype(np.float64)) if features else msp
 
 
 def test_estimate_on_a_known_mixture(tmp_path):
@@ -140,3 +141,43 @@ def test_a_reference_is_required():
         OodEstimateProtocol().requires(task)
     with pytest.raises(ConfigError, match="detector"):
         OodEstimateProtocol(detector="mahalanobis")
+
+
+def test_feature_method_on_a_known_mixture(tmp_path):
+    """``method: feature``: the records equal ``metrics.feature_mpe.estimate`` on the model's features and msp scores
+    computed here, near the hidden truth; the decomposition splits the test histogram by the OOD posteriors; a pure
+    in-distribution set is unidentifiable."""
+    from facebench.metrics import feature_mpe as fmpe
+
+    faces = SynthFaces(n=N_FACES, seed=11).load("test")
+    noise = DATASETS.get("noise")(n=N_NOISE).load("test")
+    truth = _write_mixture(tmp_path / "unlabelled", faces, noise)
+    out = _run(tmp_path, tmp_path / "unlabelled", name="feat", method="feature")
+    rec = {r["metric"]: r for r in out.results["records"]}
+    assert set(rec) == {"estimated_auroc", "estimated_ood_fraction"}
+    test = DATASETS.get("images")(path=tmp_path / "unlabelled").load("all")
+    s_test, x_test = _msp([test.images.load(i) for i in range(len(test))], features=True)
+    ref = SynthFaces(n=N_REF).load("val")
+    s_id, x_id = _msp([ref.images.load(i) for i in range(len(ref))], features=True)
+    direct = fmpe.estimate(fmpe.whitening(x_id), s_id, x_test, s_test, n_resamples=200, seed=0)
+    assert direct["status"] == mpe.STATUS_OK
+    assert rec["estimated_auroc"]["value"] == pytest.approx(direct["auroc"], abs=1e-4)
+    assert rec["estimated_ood_fraction"]["value"] == pytest.approx(direct["pi"], abs=1e-4)
+    assert rec["estimated_auroc"]["conventions"]["method"] == "feature"
+    ood = np.array([truth[i] for i in test.ids])
+    assert abs(rec["estimated_ood_fraction"]["value"] - N_NOISE / (N_FACES + N_NOISE)) < 0.1
+    lo, hi = rec["estimated_auroc"]["ci"]
+    true_auroc = roc_auc_score(~ood, s_test)
+    assert abs(rec["estimated_auroc"]["value"] - true_auroc) < 0.05 and lo <= true_auroc <= hi
+    task = out.results["tasks"][0]
+    hist = task["details"]["decomposition"]
+    np.testing.assert_allclose(np.add(hist["id_part"], hist["ood_part"]), hist["test_mass"], atol=1e-12)
+    weights = np.histogram(s_test, hist["edges"], weights=direct["ood_weight"])[0] / len(s_test)
+    np.testing.assert_allclose(hist["ood_part"], weights, atol=1e-4)
+    assert task["details"]["summary"].startswith("estimated AUROC ") and "(feature, 95% intervals" in \
+        task["details"]["summary"]
+    assert (tmp_path / "run-feat" / "figures" / "feat-decomposition.png").is_file()
+    pure = _run(tmp_path, None, name="pure", dataset="synth", split="test", resamples=50, method="feature")
+    details = pure.results["tasks"][0]["details"]
+    assert not details["identifiable"] and details["reason"] == mpe.STATUS_PI0
+    assert {r["metric"]: r["value"] for r in pure.results["records"]}["estimated_auroc"] is None

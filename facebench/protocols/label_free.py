@@ -399,7 +399,8 @@ class LabelFreeProtocol(Protocol):
         with ThreadPoolExecutor(max_workers=2) as pool:  # each set seeded by its index: the same in any order
             results = list(pool.map(one, range(len(sets))))
         for s, r in zip(sets, results):
-            s.setdefault("mpe", {})["feature"] = {"pi": _num(r["pi"]), "auroc": _num(r["auroc"]),
+            s.setdefault("mpe", {})["feature"] = {"pi": _num(r["pi"]), "pi_ci": [_num(v) for v in r["pi_ci"]],
+                                                  "auroc": _num(r["auroc"]),
                                                   "auroc_ci": [_num(v) for v in r["auroc_ci"]], "status": r["status"]}
         return {"auroc": np.array([r["auroc"] for r in results]),
                 "auroc_ci": np.array([r["auroc_ci"] for r in results], dtype=np.float64).reshape(len(sets), 2)}

@@ -14,6 +14,12 @@ from 0, the estimate is **unidentifiable**: the records' values are null and ``d
 no number is made up. Records: ``estimated_auroc`` (headline), ``estimated_ood_fraction``,
 ``estimated_fpr@95``, ``estimated_aupr_in`` / ``_out``. Details: the estimate's one-line ``summary`` and the
 decomposition of the test scores' histogram into its estimated ID and OOD parts (the ``decomposition`` figure).
+
+``method: feature`` (``facebench.metrics.feature_mpe``) takes the mixture apart in the model's feature space
+instead (the reference's and the test set's stored ``features``; ``feature_shrinkage`` as in ``label_free``): it
+identifies near-OOD data that the detector scores like ID, where the score-space methods say "unidentifiable".
+Its records are ``estimated_auroc`` and ``estimated_ood_fraction`` (FPR@95 and AUPR are not estimated by it);
+the decomposition splits each test score by its sample's estimated OOD posterior.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facebench.errors import ConfigError
+from facebench.metrics import feature_mpe as fmpe
 from facebench.metrics import mpe
 from facebench.metrics import ood_scores as osc
 from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice, split_ref
@@ -45,21 +52,22 @@ class OodEstimateProtocol(Protocol):
         head: str | None = None
         detector: str = choice("msp", tuple(sorted(osc.LOGIT_SCORES)))
         temperature: float = 1.0
-        method: str = choice("bbe", mpe.ESTIMATORS)
+        method: str = choice("bbe", (*mpe.ESTIMATORS, "feature"))
         resamples: int | None = None
         bins: int = 40
+        feature_shrinkage: float = 1.0
 
-    RANGES = {"temperature": (1e-12, None), "resamples": (0, None), "bins": (2, 1000)}
+    RANGES = {"temperature": (1e-12, None), "resamples": (0, None), "bins": (2, 1000), "feature_shrinkage": (0, None)}
 
     def requirements(self, task=None) -> Requirements:
-        return Requirements(head_name=self.params.head, labels=False)
+        return Requirements(head_name=self.params.head, labels=False, features=self.params.method == "feature")
 
     def requires(self, task) -> dict:
         if self.params.reference is None:
             raise ConfigError(f"task {task.name!r}: ood_estimate needs `reference`: in-distribution data the model "
                               f"was meant for, e.g. `reference: {{dataset: fer2013-images, split: val}}`.")
         return {"reference": split_ref(self.params.reference, f"task {task.name!r}: reference", task,
-                                       predictions=True)}
+                                       predictions=True, features=self.params.method == "feature")}
 
     def _scores(self, preds, ctx: EvalContext) -> np.ndarray:
         logits = np.asarray(preds.outputs[ctx.head], np.float64)
@@ -71,6 +79,8 @@ class OodEstimateProtocol(Protocol):
         s_id = self._scores(ref.predictions.align(ref.dataset.ids), ctx)
         s_test = self._scores(ctx.predictions, ctx)
         resamples = ctx.n_resamples if p.resamples is None else p.resamples
+        if p.method == "feature":
+            return self._evaluate_features(ctx, ref, s_id, s_test, resamples)
         report = mpe.estimate_ood_auroc(s_id, s_test, method=p.method, n_resamples=resamples,
                                         confidence=ctx.confidence, seed=ctx.seed)
         conv = {"detector": p.detector, "temperature": p.temperature, "method": p.method, "resamples": resamples,
@@ -92,6 +102,44 @@ class OodEstimateProtocol(Protocol):
                    "intervals": {k: [_finite(x) for x in v] for k, v in report.intervals.items()},
                    "decomposition": mpe.decomposition_histogram(report, s_id, s_test, p.bins)}
         warnings = [] if report.identifiable else [f"no label-free estimate: {report.reason}"]
+        return TaskResult(records, details, warnings)
+
+
+    def _evaluate_features(self, ctx: EvalContext, ref, s_id, s_test, resamples: int) -> TaskResult:
+        """``method: feature``: the estimate of :func:`facebench.metrics.feature_mpe.estimate`."""
+        p = self.params
+        ref_x = np.asarray(ref.predictions.align(ref.dataset.ids).outputs["features"], np.float64)
+        est = fmpe.estimate(fmpe.whitening(ref_x, p.feature_shrinkage), s_id,
+                            np.asarray(ctx.predictions.outputs["features"], np.float64), s_test, n_resamples=resamples,
+                            confidence=ctx.confidence, seed=ctx.seed)
+        ok = est["status"] == mpe.STATUS_OK
+        conv = {"detector": p.detector, "temperature": p.temperature, "method": "feature", "resamples": resamples,
+                "n_id": len(s_id), "reference": f"{ref.dataset.name}/{ref.dataset.split}", "confidence": ctx.confidence,
+                "feature_shrinkage": p.feature_shrinkage,
+                "assumption": "irreducibility in feature space: some ID mass lies apart from the OOD along the "
+                              "discriminant direction", "interval": "percentile bootstrap redoing the estimate"}
+        if not ok:
+            conv["unidentifiable"] = est["status"]
+        records = []
+        for metric, key, headline, higher in (RECORDS[0], RECORDS[1]):
+            ci = est[key + "_ci"] if ok and resamples > 0 else None
+            records.append(MetricRecord(metric, est[key] if ok else None, ci, len(s_test), conv, headline=headline,
+                                        higher_is_better=higher, unit="rate" if key != "auroc" else "score"))
+        level = f"{ctx.confidence:.0%} intervals" if ok and resamples > 0 else "no intervals"
+
+        def interval(key: str) -> str:
+            lo, hi = est[key + "_ci"]
+            return f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) and np.isfinite(hi) else ""
+
+        summary = (f"estimated AUROC {est['auroc']:.3f}{interval('auroc')}, OOD fraction {est['pi']:.3f}"
+                   f"{interval('pi')} (feature, {level}, n_test={len(s_test)}, n_id={len(s_id)})" if ok else
+                   f"{est['status']} (n_test={len(s_test)}, method=feature); no AUROC estimate")
+        details = {"identifiable": ok, "reason": est["status"], "summary": summary, "method": "feature",
+                   "detector": p.detector, "n_test": len(s_test), "n_id": len(s_id), "pi_raw": _finite(est["pi"]),
+                   "estimate": {"auroc": _finite(est["auroc"]), "pi": _finite(est["pi"]) if ok else None},
+                   "intervals": {k: [_finite(x) for x in est[k + "_ci"]] for k in ("auroc", "pi")},
+                   "decomposition": fmpe.decomposition_histogram(s_id, s_test, est["ood_weight"], p.bins)}
+        warnings = [] if ok else [f"no label-free estimate: {est['status']}"]
         return TaskResult(records, details, warnings)
 
 
