@@ -230,3 +230,16 @@ def test_resampled_bins_equal_the_full_ranks():
                       for j in range(k)])
         rank = np.array([np.sum(z_ref @ d[folds[b][i]] < z[i] @ d[folds[b][i]]) for i in range(n)])
         np.testing.assert_array_equal(got[b], np.minimum(rank * nb // 1000, nb - 1))
+
+
+def test_an_all_ood_set_is_read_against_the_reference():
+    """pi = 1: no ID part to redraw; the interval reflects the OOD samples and the whole reference (it spanned
+    almost [0, 1] when the resamples drew a 1-sample ID part)."""
+    rng = np.random.default_rng(13)
+    x_ref, x_test = rng.normal(size=(2000, DIM)), rng.normal(size=(800, DIM)) + 4.0 * np.eye(DIM)[1]
+    r, s = x_ref[:, 0] + 0.5 * rng.normal(size=2000), x_test[:, 0] + 0.5 * rng.normal(size=800) - 0.5
+    est = fm.estimate(fm.whitening(x_ref), r, x_test, s, n_resamples=200)
+    truth = roc_auc_score(np.r_[np.ones(2000), np.zeros(800)], np.r_[r, s])
+    assert est["pi"] == pytest.approx(1.0, abs=0.02)
+    lo, hi = est["auroc_ci"]
+    assert est["auroc"] == pytest.approx(truth, abs=0.02) and lo <= truth <= hi and hi - lo < 0.1

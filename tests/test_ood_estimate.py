@@ -181,3 +181,17 @@ def test_feature_method_on_a_known_mixture(tmp_path):
     details = pure.results["tasks"][0]["details"]
     assert not details["identifiable"] and details["reason"] == mpe.STATUS_PI0
     assert {r["metric"]: r["value"] for r in pure.results["records"]}["estimated_auroc"] is None
+
+
+def test_the_reference_does_not_take_the_tasks_transform():
+    """A corrupted test set is compared with clean ID data: the reference on the task's dataset takes its path and
+    dataset_args but not its `transform` (it did, and the corruption hid in both); an explicit one is kept."""
+    from facebench.protocols.ood_estimate import OodEstimateProtocol
+    from facebench.suite import Task
+
+    args = {"transform": {"name": "gaussian_noise", "severity": 5}, "n": 300}
+    task = Task.of("t", "synth", "ood_estimate", dataset_args=args)
+    ref = OodEstimateProtocol(reference={"dataset": "synth", "split": "val"}).requires(task)["reference"]
+    assert ref.dataset_args == {"n": 300}
+    named = OodEstimateProtocol(reference={"dataset": "synth", "split": "val", "dataset_args": args}).requires(task)
+    assert named["reference"].dataset_args == args

@@ -50,7 +50,8 @@ redrawn with replacement, new random folds (the copies of a sample share its fol
 it places) and directions, ``u`` ranked against a fixed subsample of ``REFERENCE_SUBSAMPLE`` reference points, and
 the set's ID part redrawn: ``P_i`` is taken against ``round(kappa n_T)`` reference scores drawn with replacement,
 since the truth is the AUROC against the set's own ID samples, not against the reference population (it matters
-when the ID part is small). Keeping the directions fixed instead ignores their noise, which dominates at small
+when the ID part is small); with fewer than ``min_ood`` estimated ID samples there is (almost) no ID part, and
+the whole reference is drawn (the AUROC of an all-OOD set is read against the ID population). Keeping the directions fixed instead ignores their noise, which dominates at small
 ``pi``: on the meta-benchmark such intervals covered the truth clearly less often.
 """
 
@@ -76,16 +77,17 @@ REFERENCE_SUBSAMPLE = 1000
 
 @dataclass(frozen=True)
 class FeatureMPEOptions:
-    """Tuning (see the module doc); the diagnosis thresholds are those of :class:`facebench.metrics.mpe.MPEOptions`."""
+    """Tuning (see the module doc); BBE's ``delta`` / ``gamma`` and the diagnosis thresholds default to those of
+    :class:`facebench.metrics.mpe.MPEOptions`."""
 
     folds: int = 5
     n_bins: int = 20
     shrinkage: float = 1.0
-    delta: float = 0.1
-    gamma: float = 0.01
-    min_test: int = 50
-    min_pi: float = 0.05
-    min_ood: int = 10
+    delta: float = mpe.MPEOptions.delta
+    gamma: float = mpe.MPEOptions.gamma
+    min_test: int = mpe.MPEOptions.min_test
+    min_pi: float = mpe.MPEOptions.min_pi
+    min_ood: int = mpe.MPEOptions.min_ood
 
     def checked(self) -> "FeatureMPEOptions":
         check_int_at_least(self.folds, "folds", 2)
@@ -350,7 +352,9 @@ def _interval(data: _Resampling, n_resamples: int, confidence: float, rng) -> tu
     counts = per_bin(weight)
     kappas = split_kappa(per_bin(first.astype(np.float64)), per_bin(second.astype(np.float64)), opts.delta,
                          opts.gamma)
-    p_test = _greater_than_redrawn(np.sort(data.r), s, np.maximum(1, np.round(kappas * n).astype(np.int64)), rng)
+    sizes = np.round(kappas * n).astype(np.int64)
+    sizes = np.where(sizes >= opts.min_ood, sizes, len(data.r))  # (almost) no ID part: read against the reference
+    p_test = _greater_than_redrawn(np.sort(data.r), s, sizes, rng)
     values = deconvolved_auroc(counts, per_bin(weight * p_test), data.ref_mean, bin_posteriors(counts, kappas))
     alpha = (1.0 - confidence) / 2.0
 

@@ -1,8 +1,10 @@
 """Label-free OOD estimate on one unlabelled test set (issue 23; ``facebench.metrics.mpe``).
 
 The task's split is the unlabelled test set (labels, if any, are not read); ``reference`` names in-distribution
-data the model was meant for (e.g. the validation split of its training set). The detector's scores on both
-(``detector``: a logit score, ``msp`` by default; higher = in-distribution) make the test set a mixture
+data the model was meant for (e.g. the validation split of its training set). On the task's own dataset it takes
+the task's ``path`` and ``dataset_args`` unless it names its own, except a ``transform``: the reference stays
+clean. The detector's scores on both (``detector``: a logit score, ``msp`` by default; higher = in-distribution)
+make the test set a mixture
 ``F_test = (1 - pi) F_id + pi F_ood`` with ``F_id`` known from the reference: ``method`` (``bbe`` by default)
 estimates the OOD fraction ``pi``, the OOD score distribution is deconvolved, and the detector's AUROC,
 FPR@95 and AUPR on this test set follow, with percentile bootstrap intervals (``resamples``, by default the
@@ -24,6 +26,7 @@ the decomposition splits each test score by its sample's estimated OOD posterior
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,8 +69,13 @@ class OodEstimateProtocol(Protocol):
         if self.params.reference is None:
             raise ConfigError(f"task {task.name!r}: ood_estimate needs `reference`: in-distribution data the model "
                               f"was meant for, e.g. `reference: {{dataset: fer2013-images, split: val}}`.")
-        return {"reference": split_ref(self.params.reference, f"task {task.name!r}: reference", task,
-                                       predictions=True, features=self.params.method == "feature")}
+        ref = split_ref(self.params.reference, f"task {task.name!r}: reference", task, predictions=True,
+                        features=self.params.method == "feature")
+        if isinstance(self.params.reference, dict) and "dataset_args" not in self.params.reference:
+            # the task's dataset_args carry over to a reference on the same dataset, but not its `transform`: a
+            # corrupted test set is compared with clean in-distribution data (a corrupted reference hid the shift)
+            ref = dataclasses.replace(ref, dataset_args={k: v for k, v in ref.dataset_args.items() if k != "transform"})
+        return {"reference": ref}
 
     def _scores(self, preds, ctx: EvalContext) -> np.ndarray:
         logits = np.asarray(preds.outputs[ctx.head], np.float64)
