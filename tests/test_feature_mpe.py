@@ -55,6 +55,30 @@ def test_bbe_kappa_by_hand():
     np.testing.assert_allclose(fm.bbe_kappa(np.array([[10, 10, 10, 70], [25, 25, 25, 25]])), [0.4, 1.0])
 
 
+def test_reference_masses_and_the_reference_term_by_hand():
+    # 30 ranks on 20 bins: bin b holds ranks ceil(1.5 b) .. ceil(1.5 (b + 1)) - 1, i.e. 2, 1, 2, 1, .. of them
+    np.testing.assert_allclose(fm.reference_masses(30, 20), np.tile([2, 1], 10) / 30)
+    np.testing.assert_allclose(fm.reference_masses(1000, 20), np.full(20, 0.05))
+    # counts (10, 10, 10, 70), reference masses (.1, .2, .3, .4), cumulative (.1, .3, .6, 1); with 4 reference
+    # samples eps = sqrt(log 40 / 200) + sqrt(log 40 / 8) = .13579 + .67909; (CDF + 1.01 eps) / F_R = (9.23, 3.41,
+    # 1.872, 1.823) -> the last bin: kappa = 1 / 1
+    mass = np.array([0.1, 0.2, 0.3, 0.4])
+    assert fm.bbe_cut(np.array([10, 10, 10, 70]), ref_mass=mass, n_ref=4) == 3
+    assert fm.bbe_kappa(np.array([10, 10, 10, 70]), ref_mass=mass, n_ref=4) == pytest.approx(1.0)
+    # without the reference term: (2.37, 1.12, .73, 1.14) -> bin 2: kappa = .3 / .6
+    assert fm.bbe_kappa(np.array([10, 10, 10, 70]), ref_mass=mass) == pytest.approx(0.5)
+
+
+def test_bin_posteriors_by_hand():
+    """kappa = .5, uniform reference on 4 bins: raw 1 - .125 / p = (0, .5, 1/6, .75) for p = (.1, .25, .15, .5) (the
+    first clipped from -0.25); the isotonic fit pools (.5, 1/6) to their p-weighted mean (.125 + .025) / .4."""
+    np.testing.assert_allclose(fm.bin_posteriors(np.array([10, 25, 15, 50]), 0.5), [0.0, 0.375, 0.375, 0.75])
+    # with the reference's own masses q = (.2, .2, .3, .3): kappa q / p = (1, .4, 1, .3), raw (0, .6, 0, .7); the fit
+    # pools (.6, 0) to .6 * .25 / .4
+    np.testing.assert_allclose(fm.bin_posteriors(np.array([10, 25, 15, 50]), 0.5, np.array([0.2, 0.2, 0.3, 0.3])),
+                               [0.0, 0.375, 0.375, 0.7])
+
+
 def test_split_kappa_by_hand():
     """The cut is chosen on one half and read on the other. Half a = (10, 10, 10, 70) picks t* = .75 (above); half
     b = (5, 15, 30, 50): CDF (.05, .2, .5, 1), (CDF + .13716) / t = (.749, .674, .850, 1.137) -> t* = .5. So kappa =
@@ -224,11 +248,12 @@ def test_resampled_bins_equal_the_full_ranks():
     z, z_ref = rng.normal(size=(n, 16)), rng.normal(size=(1000, 16))
     weight = rng.multinomial(n, np.full(n, 1 / n), size=7).astype(float)
     folds = rng.permuted(np.tile(np.arange(n) % k, (7, 1)), axis=1)
-    got = fm._resampled_bins(z, z_ref, weight, folds, k, nb)
+    draws = np.vstack([np.arange(1000), rng.integers(0, 1000, (6, 1000))])  # the reference itself, then resamples
+    got = fm._resampled_bins(z, z_ref, weight, folds, draws, k, nb)
     for b in range(7):
         d = np.array([(weight[b][folds[b] != j] @ z[folds[b] != j]) / weight[b][folds[b] != j].sum()
                       for j in range(k)])
-        rank = np.array([np.sum(z_ref @ d[folds[b][i]] < z[i] @ d[folds[b][i]]) for i in range(n)])
+        rank = np.array([np.sum(z_ref[draws[b]] @ d[folds[b][i]] < z[i] @ d[folds[b][i]]) for i in range(n)])
         np.testing.assert_array_equal(got[b], np.minimum(rank * nb // 1000, nb - 1))
 
 
@@ -243,3 +268,33 @@ def test_an_all_ood_set_is_read_against_the_reference():
     assert est["pi"] == pytest.approx(1.0, abs=0.02)
     lo, hi = est["auroc_ci"]
     assert est["auroc"] == pytest.approx(truth, abs=0.02) and lo <= truth <= hi and hi - lo < 0.1
+
+
+@pytest.mark.parametrize("n_ref", [60, 100, 1000])
+def test_pure_in_distribution_finds_no_ood_with_small_references(n_ref):
+    """Pure ID data is never answered with a number: with few reference samples their own sampling error makes it
+    look partly OOD (pi 0.24 to 0.33 with 30 to 50 ranked samples here), which the reference's resolution flags."""
+    rng = np.random.default_rng(14)
+    for seed in range(5):
+        x_ref, x_test = rng.normal(size=(n_ref, DIM)), rng.normal(size=(1000, DIM))
+        est = fm.estimate(fm.whitening(x_ref), x_ref[:, 0], x_test, x_test[:, 0], n_resamples=0, seed=seed)
+        assert est["status"] in (mpe.STATUS_PI0, fm.STATUS_SMALL_REFERENCE), est["pi"]
+        assert est["pi"] < fm.reference_resolution(n_ref // 2)
+    with pytest.raises(MetricInputError, match="2 x n_bins"):
+        fm.estimate(fm.whitening(x_ref[:30]), x_ref[:30, 0], x_test, x_test[:, 0])
+
+
+def test_pi_intervals_and_small_id_parts_are_covered():
+    """The interval of pi, and the AUROC's when the set's ID part is small (pi = 0.9 of 300: its 30 ID samples make
+    the truth noisy, which the redraw of the ID part carries into the interval)."""
+    rng = np.random.default_rng(15)
+    x_ref = rng.normal(size=(3000, DIM))
+    score = _score_first_axis(1.0)
+    white, r = fm.whitening(x_ref), score(x_ref, rng)
+    pi_hits, auroc_hits = [], []
+    for k in range(30):
+        _, _, x_test, s, truth = _mixture(rng, 300, 0.9, _far_shift(), score, n_ref=10)
+        est = fm.estimate(white, r, x_test, s, n_resamples=200, seed=k)
+        pi_hits.append(est["pi_ci"][0] <= 0.9 <= est["pi_ci"][1])
+        auroc_hits.append(est["auroc_ci"][0] <= truth <= est["auroc_ci"][1])
+    assert np.mean(pi_hits) >= 0.8 and np.mean(auroc_hits) >= 0.8  # nominal 0.95

@@ -193,5 +193,6 @@ def test_the_reference_does_not_take_the_tasks_transform():
     task = Task.of("t", "synth", "ood_estimate", dataset_args=args)
     ref = OodEstimateProtocol(reference={"dataset": "synth", "split": "val"}).requires(task)["reference"]
     assert ref.dataset_args == {"n": 300}
+    assert OodEstimateProtocol(reference="val").requires(task)["reference"].dataset_args == {"n": 300}
     named = OodEstimateProtocol(reference={"dataset": "synth", "split": "val", "dataset_args": args}).requires(task)
     assert named["reference"].dataset_args == args

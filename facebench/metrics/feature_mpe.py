@@ -15,19 +15,23 @@ detector's scores ``r`` and a test set ``x_T`` with scores ``s``:
    ``pi`` = 0.25 in 32 dimensions with 600 reference samples; see the tests.)
 2. **Cross-fitted discriminant direction**: the test set is cut into ``folds`` random folds; for fold ``k`` the
    direction is ``d_k`` = the mean of ``z`` over the other folds. The reference mean is 0, so ``d_k`` estimates
-   ``pi (mu_OOD - mu_R)``: Fisher's discriminant between OOD and ID (shared covariance) for any ``pi``. A test
-   sample's coordinate is ``u = F_R(z . d_k)``, the fraction of reference projections on ``d_k`` below its own
-   (the reference's ``u`` is uniform by construction; OOD samples sit at high ``u``).
+   ``pi (mu_OOD - mu_R)`` for any ``pi``: Fisher's discriminant between OOD and ID (shared covariance) when
+   ``shrinkage`` is 0, a ridge-regularised one otherwise. A test sample's coordinate is ``u = rank / N``, its rank
+   the number of the ``N`` ranked reference samples whose projection on ``d_k`` lies strictly below its own (the
+   reference's own ``u`` is uniform on ``0, 1/N, ..``; OOD samples sit at high ``u``).
 3. **OOD fraction**: ``kappa = 1 - pi`` by best-bin estimation (Garg et al. 2021) on the lower tails of ``u``
-   (the ID end): with ``F_T(t)`` the test fraction at or below ``t = j / n_bins``, ``t* = argmin_t (F_T(t) + (1 +
-   gamma) eps) / t``, ``eps = sqrt(log(4 / delta) / (2 n_T))``, ``kappa = F_T(t*) / t*`` (clipped to [0, 1]); the
-   reference's term of ``eps`` is 0 because its law of ``u`` is exactly uniform. A minimum over noisy ratios is
-   biased low (``pi`` high, and ID samples then count as OOD), so the cut is chosen on one random half of the
-   test set and the ratio read on the other, both ways, averaged (:func:`split_kappa`): more small-``pi`` sets
-   are then declared unidentifiable instead of answered with ID samples counted as OOD.
-4. **OOD posterior per bin** of ``u``: ``w_b = 1 - kappa (1 / n_bins) / p_b`` (``p_b`` = test fraction in bin
-   ``b``), clipped to [0, 1] and made non-decreasing in ``u`` by weighted isotonic regression (weights ``p_b``):
-   the density ratio OOD / ID along the direction towards the OOD mean is taken as monotone.
+   (the ID end), on ``n_bins`` bins ``floor(u n_bins)``: with ``F_T(j)`` and ``F_R(j)`` the test's and the
+   reference's fractions in bins ``0..j`` (:func:`reference_masses`), ``j* = argmin_j (F_T(j) + (1 + gamma) eps) /
+   F_R(j)``, ``eps = sqrt(log(4 / delta) / (2 n_T)) + sqrt(log(4 / delta) / (2 N))`` (the second term: the test's
+   ID samples are placed against one finite reference, an error every one of them shares), ``kappa = F_T(j*) /
+   F_R(j*)`` clipped to [0, 1]. A minimum over noisy ratios is biased low (``pi`` high, and ID samples then count
+   as OOD), so the cut is chosen on one random half of the test set and the ratio read on the other, both ways,
+   averaged (:func:`split_kappa`): more small-``pi`` sets are then declared unidentifiable instead of answered
+   with ID samples counted as OOD.
+4. **OOD posterior per bin** of ``u``: ``w_b = 1 - kappa q_b / p_b`` (``p_b``, ``q_b`` = the test's and the
+   reference's fractions in bin ``b``), clipped to [0, 1] and made non-decreasing in ``u`` by weighted isotonic
+   regression (weights ``p_b``): the density ratio OOD / ID along the direction towards the OOD mean is taken as
+   monotone.
 5. **AUROC** (ID = positive, ``P(r > s_ood) + 0.5 P(tie)``): with ``P_i`` = that probability for test sample
    ``i`` against the reference scores, ``E_T,b`` its mean over the test samples of bin ``b`` and ``E_R,b`` the
    same mean over the reference samples whose ``u`` falls in bin ``b`` (``E_T,b = (1 - w_b) E_R,b + w_b E_OOD,b``),
@@ -42,19 +46,25 @@ detector's scores ``r`` and a test set ``x_T`` with scores ``s``:
 
 **Identifiability.** ``pi`` is identified when the direction separates some ID mass from the OOD (an OOD-free
 low-``u`` region), i.e. irreducibility in the projected features; it fails when the OOD data has the ID's feature
-mean (no direction) or lies inside the ID cloud. As in :mod:`~facebench.metrics.mpe`, a set is *unidentifiable*
-(a reason, not a number) with fewer than ``min_test`` samples or ``pi < min_pi`` or ``pi n_T < min_ood``.
+mean (no direction) or lies inside the ID cloud. The reference samples must be independent draws of the ID law
+(duplicated rows or near-identical video frames split over the two halves make pure ID data look OOD). As in
+:mod:`~facebench.metrics.mpe`, a set is *unidentifiable* (a reason, not a number) with fewer than ``min_test``
+samples or ``pi < min_pi`` or ``pi n_T < min_ood``; also when ``pi`` is below :func:`reference_resolution` (twice
+the DKW band of the ranked reference's empirical law: with few reference samples their own sampling error makes
+pure ID data look partly OOD).
 
 **Interval**: percentile bootstrap over ``n_resamples`` resamples, each redoing steps 2-5: the test samples
-redrawn with replacement, new random folds (the copies of a sample share its fold, so no direction sees a sample
-it places) and directions, ``u`` ranked against a fixed subsample of ``REFERENCE_SUBSAMPLE`` reference points, and
-the set's ID part redrawn: ``P_i`` is taken against ``round(kappa n_T)`` reference scores drawn with replacement,
-since the truth is the AUROC against the set's own ID samples, not against the reference population (it matters
-when the ID part is small); with fewer than ``min_ood`` estimated ID samples there is (almost) no ID part, and
-the whole reference is drawn (the AUROC of an all-OOD set is read against the ID population). Keeping the directions fixed instead ignores their noise, which dominates at small
-``pi``: on the meta-benchmark such intervals covered the truth clearly less often.
+redrawn with replacement (each sample on a random side of step 3's halves, so that the halves stay disjoint), new
+random folds (the copies of a sample share its fold, so no direction sees a sample it places) and directions,
+``u`` ranked against a resample of the ranked reference, and the set's ID part redrawn: ``P_i`` is taken against
+``round(kappa n_T)`` reference scores drawn with replacement, since the truth is the AUROC against the set's own
+ID samples, not against the reference population (it matters when the ID part is small); with fewer than
+``min_ood`` estimated ID samples there is (almost) no ID part, and the whole reference is drawn (the AUROC of an
+all-OOD set is read against the ID population). Limits: the interval is centred on the estimate, not corrected
+for its bias, so on large sets, where the interval is narrow, the purity weighting's lean (step 5) can leave the
+truth outside; on small sets with small ``pi`` it is wide. It is a percentile interval of the resamples that
+estimate an AUROC, whatever their ``pi``.
 """
-
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,13 +76,13 @@ from facebench.errors import MetricInputError
 from . import mpe
 from ._validation import check_fraction, check_int_at_least
 
+STATUS_SMALL_REFERENCE = "unidentifiable: OOD fraction within what the reference's size can resolve (add ID samples)"
+
 __all__ = ["FeatureMPEOptions", "Whitening", "whitening", "discriminant_coordinates", "bbe_cut", "kappa_at",
            "bbe_kappa", "split_kappa", "isotonic_increasing", "bin_posteriors", "deconvolved_auroc", "estimate",
-           "decomposition_histogram"]
+           "decomposition_histogram", "reference_masses", "reference_resolution", "STATUS_SMALL_REFERENCE"]
 
-#: reference points the bootstrap ranks each resample's projections against (a fixed random subsample: the
-#: sort of the whole reference per fold and resample would dominate the cost; 20 bins need far less resolution)
-REFERENCE_SUBSAMPLE = 1000
+
 
 
 @dataclass(frozen=True)
@@ -168,36 +178,59 @@ def _bins(u: np.ndarray, n_bins: int) -> np.ndarray:
     return np.minimum((np.asarray(u) * n_bins).astype(np.int64), n_bins - 1)
 
 
-def _cdf(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reference_resolution(n_ref: int, delta: float = 0.1) -> float:
+    """The smallest OOD fraction a reference of ``n_ref`` ranked samples can tell from 0: twice the DKW band
+    ``sqrt(log(4 / delta) / (2 n_ref))`` of its empirical law, which every test sample is placed against (pure ID
+    data shows a ``pi`` of about that size: 0.24 to 0.33 with 30 to 50 ranked samples in the tests)."""
+    return 2.0 * float(np.sqrt(np.log(4.0 / delta) / (2.0 * n_ref)))
+
+
+def reference_masses(n_ref: int, n_bins: int) -> np.ndarray:
+    """The reference's share of each bin of ``u = rank / n_ref`` (ranks 0 .. n_ref - 1): ``q_b = (ceil((b + 1) n_ref /
+    n_bins) - ceil(b n_ref / n_bins)) / n_ref``, 1 / n_bins when n_bins divides n_ref."""
+    edges = np.ceil(np.arange(n_bins + 1) * n_ref / n_bins)
+    return np.diff(edges) / n_ref
+
+
+def _ratio(counts, ref_mass) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     c = np.asarray(counts, dtype=np.float64)
     n = c.sum(axis=-1, keepdims=True)
-    return np.cumsum(c, axis=-1) / np.maximum(n, 1), n, np.arange(1, c.shape[-1] + 1) / c.shape[-1]
+    q = np.full(c.shape[-1], 1.0 / c.shape[-1]) if ref_mass is None else np.asarray(ref_mass, np.float64)
+    return np.cumsum(c, axis=-1) / np.maximum(n, 1), n, np.cumsum(q)
 
 
-def bbe_cut(counts: np.ndarray, delta: float = 0.1, gamma: float = 0.01) -> np.ndarray:
-    """The best bin ``j`` (``t* = (j + 1) / n_bins``) of step 3 for the counts (..., n_bins)."""
-    cdf, n, t = _cdf(counts)
+def bbe_cut(counts, delta: float = 0.1, gamma: float = 0.01, ref_mass=None, n_ref: int | None = None) -> np.ndarray:
+    """The best bin ``j`` of step 3 for the test counts (..., n_bins): ``argmin_j (F_T(j) + (1 + gamma) eps) / F_R(j)``
+    with ``F`` the fraction in bins 0..j (``F_R`` from ``ref_mass``, uniform by default) and ``eps = sqrt(log(4 /
+    delta) / (2 n_T)) + sqrt(log(4 / delta) / (2 n_ref))`` (the second term left out when ``n_ref`` is None)."""
+    cdf, n, ref_cdf = _ratio(counts, ref_mass)
     eps = np.sqrt(np.log(4.0 / delta) / (2.0 * np.maximum(n, 1)))
-    return np.argmin((cdf + (1.0 + gamma) * eps) / t, axis=-1)
+    if n_ref is not None:
+        eps = eps + np.sqrt(np.log(4.0 / delta) / (2.0 * n_ref))
+    with np.errstate(divide="ignore"):
+        return np.argmin(np.where(ref_cdf > 0, (cdf + (1.0 + gamma) * eps) / ref_cdf, np.inf), axis=-1)
 
 
-def kappa_at(counts: np.ndarray, j) -> np.ndarray:
-    """``F_T(t_j) / t_j`` clipped to [0, 1]."""
-    cdf, _, t = _cdf(counts)
+def kappa_at(counts, j, ref_mass=None) -> np.ndarray:
+    """``F_T(j) / F_R(j)`` clipped to [0, 1]."""
+    cdf, _, ref_cdf = _ratio(counts, ref_mass)
     j = np.asarray(j)
-    return np.clip(np.take_along_axis(cdf, j[..., None], -1)[..., 0] / t[j], 0.0, 1.0)
+    return np.clip(np.take_along_axis(cdf, j[..., None], -1)[..., 0] / ref_cdf[j], 0.0, 1.0)
 
 
-def bbe_kappa(counts: np.ndarray, delta: float = 0.1, gamma: float = 0.01) -> np.ndarray:
-    """``kappa = 1 - pi`` from the test counts per bin of ``u`` (..., n_bins), the reference uniform (step 3)."""
-    return kappa_at(counts, bbe_cut(counts, delta, gamma))
+def bbe_kappa(counts, delta: float = 0.1, gamma: float = 0.01, ref_mass=None, n_ref: int | None = None) -> np.ndarray:
+    """``kappa = 1 - pi`` from the test counts per bin of ``u`` (..., n_bins): BBE on the lower tails (step 3)."""
+    return kappa_at(counts, bbe_cut(counts, delta, gamma, ref_mass, n_ref), ref_mass)
 
 
-def split_kappa(first_half, second_half, delta: float = 0.1, gamma: float = 0.01):
+def split_kappa(first_half, second_half, delta: float = 0.1, gamma: float = 0.01, ref_mass=None,
+                n_ref: int | None = None):
     """Step 3 without the selection bias of a minimum: the best bin chosen on the counts of one half of the samples,
-    the ratio read at it on the other half, the two ways averaged (counts per bin of each half, (..., n_bins))."""
+    the ratio read at it on the other half, the two ways averaged (counts per bin of each half, (..., n_bins); the
+    halves must hold different samples)."""
     a, b = np.asarray(first_half, np.float64), np.asarray(second_half, np.float64)
-    kappa = (kappa_at(b, bbe_cut(a, delta, gamma)) + kappa_at(a, bbe_cut(b, delta, gamma))) / 2.0
+    kappa = (kappa_at(b, bbe_cut(a, delta, gamma, ref_mass, n_ref), ref_mass)
+             + kappa_at(a, bbe_cut(b, delta, gamma, ref_mass, n_ref), ref_mass)) / 2.0
     return float(kappa) if np.ndim(kappa) == 0 else kappa
 
 
@@ -227,14 +260,16 @@ def isotonic_increasing(y, weights) -> np.ndarray:
     return np.where(np.isfinite(fit), fit, 0.0)
 
 
-def bin_posteriors(counts, kappa) -> np.ndarray:
-    """OOD share per bin of ``u`` (step 4): ``1 - kappa / (n_bins p_b)`` clipped to [0, 1], then non-decreasing
-    (weights ``p_b``). Over the last axis of ``counts``; ``kappa`` one per row."""
+def bin_posteriors(counts, kappa, ref_mass=None) -> np.ndarray:
+    """OOD share per bin of ``u`` (step 4): ``1 - kappa q_b / p_b`` (``q_b`` the reference's share of the bin,
+    1 / n_bins by default) clipped to [0, 1], then non-decreasing (weights ``p_b``). Over the last axis of
+    ``counts``; ``kappa`` one per row."""
     c = np.asarray(counts, dtype=np.float64)
     p = c / np.maximum(c.sum(axis=-1, keepdims=True), 1.0)
+    q = np.full(c.shape[-1], 1.0 / c.shape[-1]) if ref_mass is None else np.asarray(ref_mass, np.float64)
     k = np.asarray(kappa, np.float64)[..., None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        raw = np.where(p > 0, np.clip(1.0 - k / (c.shape[-1] * p), 0.0, 1.0), 0.0)
+        raw = np.where(p > 0, np.clip(1.0 - k * q / p, 0.0, 1.0), 0.0)
     return np.clip(isotonic_increasing(raw, p), 0.0, 1.0)
 
 
@@ -286,8 +321,12 @@ def estimate(white: Whitening, ref_scores, test_features, test_scores, n_resampl
     z = white(test_features)
     if s.shape != (len(z),) or not np.isfinite(s).all():
         raise MetricInputError(f"test_scores must be {len(z)} finite scores, one per test sample")
+    nb, n, n_held = opts.n_bins, len(s), len(white.reference)
+    if n_held < nb:
+        raise MetricInputError(f"the reference needs at least 2 x n_bins = {2 * nb} samples (half are ranked, at "
+                               f"least one per bin); got {white.n_reference}")
     rng = np.random.default_rng(seed)
-    nb, n = opts.n_bins, len(s)
+    q = reference_masses(n_held, nb)
     u, ref_u = discriminant_coordinates(white.reference, z, opts.folds, rng)
     sorted_ref = np.sort(r)
     ref_bins = np.concatenate([_bins(v, nb) for v in ref_u])
@@ -296,15 +335,18 @@ def estimate(white: Whitening, ref_scores, test_features, test_scores, n_resampl
     bins = _bins(u, nb)
     counts = np.bincount(bins, None, nb).astype(np.float64)
     half = rng.permutation(n) % 2 == 0
-    kappa = split_kappa(np.bincount(bins[half], None, nb), np.bincount(bins[~half], None, nb), opts.delta, opts.gamma)
+    kappa = split_kappa(np.bincount(bins[half], None, nb), np.bincount(bins[~half], None, nb), opts.delta, opts.gamma,
+                        q, n_held)
     pi = 1.0 - kappa
-    w = bin_posteriors(counts, kappa)
+    w = bin_posteriors(counts, kappa, q)
     auroc = deconvolved_auroc(counts, np.bincount(bins, _greater(sorted_ref, s), nb), ref_mean, w)
     status = mpe.STATUS_OK
     if n < opts.min_test:
         status = mpe.STATUS_FEW
     elif pi < opts.min_pi or pi * n < opts.min_ood or not np.isfinite(auroc):
         status = mpe.STATUS_PI0
+    elif pi < reference_resolution(n_held, opts.delta):
+        status = STATUS_SMALL_REFERENCE
     none = (float("nan"), float("nan"))
     out = {"pi": pi, "pi_ci": none, "auroc": float("nan"), "auroc_ci": none, "status": status, "ood_weight": w[bins]}
     if status != mpe.STATUS_OK:
@@ -329,33 +371,34 @@ class _Resampling:
 
 
 def _interval(data: _Resampling, n_resamples: int, confidence: float, rng) -> tuple[tuple, tuple]:
-    """The percentile bootstrap of the module doc: per resample, multinomial counts of the test samples (two halves
-    of draws, for step 3), new folds and directions from the resample (a sample's copies share its fold, so no
-    direction sees the sample it places), ``u`` against ``REFERENCE_SUBSAMPLE`` reference points, then steps 3-5 with
-    the set's ID part redrawn from the reference scores (steps 3 and 5 vectorised over the resamples)."""
+    """The percentile bootstrap of the module doc: per resample, multinomial counts of the test samples and of the
+    ranked reference, each test sample on a random side (two disjoint halves, for step 3), new folds and directions
+    from the resample (a sample's copies share its fold, so no direction sees the sample it places), ``u`` against
+    the resampled reference, then steps 3-5 with the set's ID part redrawn from the reference scores (steps 3-5
+    vectorised over the resamples)."""
     z, s, opts = data.z, data.s, data.opts
     n, nb, k_folds, b_total = len(s), opts.n_bins, min(opts.folds, len(s)), n_resamples
-    z_ref = data.z_ref[rng.choice(len(data.z_ref), min(len(data.z_ref), REFERENCE_SUBSAMPLE), replace=False)]
+    n_held = len(data.z_ref)
+    q = reference_masses(n_held, nb)
     draws = rng.integers(0, n, (b_total, n))
     rows = np.arange(b_total)[:, None]
-    first = np.bincount((draws[:, 0::2] + rows * n).ravel(), None, b_total * n).reshape(b_total, n)
-    second = np.bincount((draws[:, 1::2] + rows * n).ravel(), None, b_total * n).reshape(b_total, n)
-    weight = (first + second).astype(np.float64)
+    weight = np.bincount((draws + rows * n).ravel(), None, b_total * n).reshape(b_total, n).astype(np.float64)
+    side = rng.permuted(np.tile(np.arange(n) % 2, (b_total, 1)), axis=1) == 0
     folds = rng.permuted(np.tile(np.arange(n) % k_folds, (b_total, 1)), axis=1)
-    bins = np.concatenate([_resampled_bins(z, z_ref, weight[c:c + 50], folds[c:c + 50], k_folds, nb)
-                           for c in range(0, b_total, 50)])
+    ref_draws = rng.integers(0, n_held, (b_total, n_held))
+    bins = np.concatenate([_resampled_bins(z, data.z_ref, weight[c:c + 50], folds[c:c + 50], ref_draws[c:c + 50],
+                                           k_folds, nb) for c in range(0, b_total, 50)])
     flat = (bins + rows * nb).ravel()
 
     def per_bin(values: np.ndarray) -> np.ndarray:
         return np.bincount(flat, values.ravel(), b_total * nb).reshape(b_total, nb)
 
     counts = per_bin(weight)
-    kappas = split_kappa(per_bin(first.astype(np.float64)), per_bin(second.astype(np.float64)), opts.delta,
-                         opts.gamma)
+    kappas = split_kappa(per_bin(weight * side), per_bin(weight * ~side), opts.delta, opts.gamma, q, n_held)
     sizes = np.round(kappas * n).astype(np.int64)
     sizes = np.where(sizes >= opts.min_ood, sizes, len(data.r))  # (almost) no ID part: read against the reference
     p_test = _greater_than_redrawn(np.sort(data.r), s, sizes, rng)
-    values = deconvolved_auroc(counts, per_bin(weight * p_test), data.ref_mean, bin_posteriors(counts, kappas))
+    values = deconvolved_auroc(counts, per_bin(weight * p_test), data.ref_mean, bin_posteriors(counts, kappas, q))
     alpha = (1.0 - confidence) / 2.0
 
     def percentile(v: np.ndarray) -> tuple[float, float]:
@@ -385,20 +428,21 @@ def decomposition_histogram(s_id, s_test, ood_weight, bins: int = 40) -> dict:
             "id_threshold_tpr95": float(np.quantile(s_id, 0.05, method="inverted_cdf")), "pi_shown": float(w.mean())}
 
 
-def _resampled_bins(z, z_ref, weight, folds, k_folds: int, nb: int) -> np.ndarray:
+def _resampled_bins(z, z_ref, weight, folds, ref_draws, k_folds: int, nb: int) -> np.ndarray:
     """(C, n) bins of ``u`` for C resamples at once: fold directions from the resampled weights, each sample ranked
-    against the reference projections on its fold's direction. ``floor(rank nb / N) >= m`` iff the sample's projection
-    exceeds the ``ceil(m N / nb)``-th smallest reference projection, so only those nb - 1 order statistics are
-    compared with (a sort of every column at once: faster in NumPy than a partition at 19 places); the bins equal
-    those of the full ranks."""
+    against the resampled reference's projections (rows ``ref_draws``) on its fold's direction. ``floor(rank nb /
+    N) >= m`` iff the sample's projection exceeds the ``ceil(m N / nb)``-th smallest reference projection, so only
+    those nb - 1 order statistics are compared with; the bins equal those of the full ranks."""
     c_total, n = weight.shape
     member = np.zeros((c_total, k_folds, n))
     member[np.arange(c_total)[:, None], folds, np.arange(n)[None, :]] = weight
     fold_sums = (member.reshape(c_total * k_folds, n) @ z).reshape(c_total, k_folds, -1)
     rest = np.maximum(n - member.sum(axis=2), 1.0)[..., None]
     directions = ((fold_sums.sum(axis=1, keepdims=True) - fold_sums) / rest).reshape(c_total * k_folds, -1)
-    kth = np.ceil(np.arange(1, nb) * len(z_ref) / nb).astype(np.int64) - 1
-    edges = np.sort(z_ref @ directions.T, axis=0)[kth].reshape(nb - 1, c_total, k_folds)
+    proj = (z_ref @ directions.T).reshape(len(z_ref), c_total, k_folds)
+    resampled = np.take_along_axis(proj, ref_draws.T[:, :, None], axis=0)  # (N, C, K): each resample's own rows
+    kth = np.ceil(np.arange(1, nb) * ref_draws.shape[1] / nb).astype(np.int64) - 1
+    edges = np.sort(resampled, axis=0)[kth]  # (nb - 1, C, K)
     own = (z @ directions.T).reshape(n, c_total, k_folds).transpose(1, 0, 2)
     own = np.take_along_axis(own, folds[..., None], axis=2)[..., 0]  # (C, n): on its own fold's direction
     cut = np.take_along_axis(edges.transpose(1, 2, 0), folds[..., None], axis=1)  # (C, n, nb - 1)

@@ -71,7 +71,8 @@ class OodEstimateProtocol(Protocol):
                               f"was meant for, e.g. `reference: {{dataset: fer2013-images, split: val}}`.")
         ref = split_ref(self.params.reference, f"task {task.name!r}: reference", task, predictions=True,
                         features=self.params.method == "feature")
-        if isinstance(self.params.reference, dict) and "dataset_args" not in self.params.reference:
+        named_args = isinstance(self.params.reference, dict) and "dataset_args" in self.params.reference
+        if not named_args:  # a bare split name, or a mapping without dataset_args
             # the task's dataset_args carry over to a reference on the same dataset, but not its `transform`: a
             # corrupted test set is compared with clean in-distribution data (a corrupted reference hid the shift)
             ref = dataclasses.replace(ref, dataset_args={k: v for k, v in ref.dataset_args.items() if k != "transform"})
