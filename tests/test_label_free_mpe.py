@@ -268,3 +268,26 @@ def test_feature_mpe_records_follow_the_sets_estimates():
         name, dataset, path, dataset_args = "t", "synth", None, {}
     with pytest.raises(ConfigError, match="feature_mpe"):
         LabelFreeProtocol(feature_mpe=True, class_families=True).requires(T)
+
+
+def test_feature_estimates_equal_direct_serial_calls():
+    """Each set's estimate (made in a 2-thread pool) equals ``feature_mpe.estimate`` called here, one set after the
+    other, on the set's own feature rows against the fit split without the held-out class (seed = task seed + set
+    index)."""
+    from facebench.metrics import feature_mpe as fmpe
+
+    proto = LabelFreeProtocol(**{**PARAMS, "mpe_resamples": 30}, feature_mpe=True)
+    ctx = _feature_context(np.random.default_rng(1))
+    sets = [s for s in proto._auroc_sets(ctx, np.random.default_rng(ctx.seed), []) if s["detector"] == "msp"]
+    ref = proto._reference_scores("msp", ctx)
+    got = proto._feature_estimates(sets, ref, ctx)
+    fit_x = np.asarray(ctx.extras["fit"].predictions.outputs["features"], np.float64)
+    labels = np.asarray(ctx.extras["fit"].dataset.labels).astype(str)
+    for i in (0, 7, len(sets) - 1):
+        held = sets[i]["family"][len("class:"):] if sets[i]["family"].startswith("class:") else None
+        keep = np.ones(len(labels), bool) if held is None else labels != held
+        direct = fmpe.estimate(fmpe.whitening(fit_x[keep]), ref[0][keep], lfp._set_features(sets[i]),
+                               sets[i]["_scores"], n_resamples=30, confidence=ctx.confidence, seed=ctx.seed + i)
+        np.testing.assert_array_equal(got["auroc"][i], direct["auroc"])
+        np.testing.assert_array_equal(got["auroc_ci"][i], direct["auroc_ci"])
+    assert {s["family"] for s in sets} >= {"far", "mid", "class:neutral"}
