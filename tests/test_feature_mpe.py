@@ -113,22 +113,27 @@ def test_a_pure_in_distribution_set_finds_no_ood_even_with_a_small_reference():
         assert est["pi"] < 0.03 and est["status"] == mpe.STATUS_PI0
 
 
-def test_coordinates_are_cross_fitted():
-    """A test sample's own features do not enter the direction of its fold: changing it moves only its own u."""
+def test_bins_are_cross_fitted():
+    """A test sample's own features do not enter the direction of its fold: changing it moves only its own bin."""
     rng = np.random.default_rng(2)
     z_ref, z_test = rng.normal(size=(500, 4)), rng.normal(size=(100, 4)) + 0.5
-    u, ref_u = fm.discriminant_coordinates(z_ref, z_test, 5, np.random.default_rng(7))
+    fold = np.random.default_rng(7).permutation(np.arange(100) % 5)
+
+    def bins(z):
+        return fm.fold_bins(z, z_ref, np.ones((1, 100)), fold[None], np.arange(500)[None], 5, 20, reference=True)
+
+    (got,), (ref_bins,) = bins(z_test)
     moved = z_test.copy()
     moved[0] += 50.0
-    u2, _ = fm.discriminant_coordinates(z_ref, moved, 5, np.random.default_rng(7))
-    fold = np.random.default_rng(7).permutation(np.arange(100) % 5)
+    (got2,), _ = bins(moved)
     same = fold == fold[0]
-    np.testing.assert_array_equal(u2[same][1:], u[same][1:])
-    assert not np.array_equal(u2[~same], u[~same])  # the other folds' directions saw the change
-    # u is the rank of the projection among the reference's on that fold's direction (by hand for one sample)
+    np.testing.assert_array_equal(got2[same][1:], got[same][1:])
+    assert not np.array_equal(got2[~same], got[~same])  # the other folds' directions saw the change
+    # the bin of u = the rank of the projection among the reference's on that fold's direction (by hand, sample 5)
     d = z_test[fold != fold[5]].mean(axis=0)
-    assert u[5] == np.mean(z_ref @ d < z_test[5] @ d)
-    assert len(ref_u) == 5 and all(np.allclose(np.sort(r), np.arange(500) / 500) for r in ref_u)
+    assert got[5] == min(int(np.sum(z_ref @ d < z_test[5] @ d) * 20 // 500), 19)
+    # the reference's own bins on each direction: 25 of its 500 samples in each of the 20 bins
+    assert ref_bins.shape == (5, 500) and all((np.bincount(b, minlength=20) == 25).all() for b in ref_bins)
 
 
 def test_deconvolution_with_pure_bins_is_the_plain_auroc():
@@ -249,7 +254,7 @@ def test_resampled_bins_equal_the_full_ranks():
     weight = rng.multinomial(n, np.full(n, 1 / n), size=7).astype(float)
     folds = rng.permuted(np.tile(np.arange(n) % k, (7, 1)), axis=1)
     draws = np.vstack([np.arange(1000), rng.integers(0, 1000, (6, 1000))])  # the reference itself, then resamples
-    got = fm._resampled_bins(z, z_ref, weight, folds, draws, k, nb)
+    got = fm.fold_bins(z, z_ref, weight, folds, draws, k, nb)
     for b in range(7):
         d = np.array([(weight[b][folds[b] != j] @ z[folds[b] != j]) / weight[b][folds[b] != j].sum()
                       for j in range(k)])

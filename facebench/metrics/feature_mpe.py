@@ -78,7 +78,7 @@ from ._validation import check_fraction, check_int_at_least
 
 STATUS_SMALL_REFERENCE = "unidentifiable: OOD fraction within what the reference's size can resolve (add ID samples)"
 
-__all__ = ["FeatureMPEOptions", "Whitening", "whitening", "discriminant_coordinates", "bbe_cut", "kappa_at",
+__all__ = ["FeatureMPEOptions", "Whitening", "whitening", "fold_bins", "bbe_cut", "kappa_at",
            "bbe_kappa", "split_kappa", "isotonic_increasing", "bin_posteriors", "deconvolved_auroc", "estimate",
            "decomposition_histogram", "reference_masses", "reference_resolution", "STATUS_SMALL_REFERENCE"]
 
@@ -153,25 +153,6 @@ def whitening(x_ref, shrinkage: float = 1.0) -> Whitening:
     matrix = vec / np.sqrt(eig + ridge)
     held = np.arange(1, len(x), 2)
     return Whitening(mean, matrix, (x[held] - mean) @ matrix, held, len(x))
-
-
-def discriminant_coordinates(z_ref: np.ndarray, z_test: np.ndarray, folds: int, rng: np.random.Generator
-                             ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Cross-fitted ``u`` of the test samples (see step 2 of the module doc) and, per fold, the reference's ``u`` on
-    that fold's direction (``rank / n_R`` of its projection; ties count below, as for the test samples)."""
-    n = len(z_test)
-    fold = rng.permutation(np.arange(n) % min(folds, n))
-    u = np.empty(n)
-    ref_u = []
-    for k in np.unique(fold):
-        held = fold == k
-        rest = z_test[~held] if (~held).any() else z_test
-        direction = rest.mean(axis=0)
-        ref_proj = z_ref @ direction
-        order = np.sort(ref_proj)
-        u[held] = np.searchsorted(order, z_test[held] @ direction, side="left") / len(order)
-        ref_u.append(np.searchsorted(order, ref_proj, side="left") / len(order))
-    return u, ref_u
 
 
 def _bins(u: np.ndarray, n_bins: int) -> np.ndarray:
@@ -327,12 +308,14 @@ def estimate(white: Whitening, ref_scores, test_features, test_scores, n_resampl
                                f"least one per bin); got {white.n_reference}")
     rng = np.random.default_rng(seed)
     q = reference_masses(n_held, nb)
-    u, ref_u = discriminant_coordinates(white.reference, z, opts.folds, rng)
+    k_folds = min(opts.folds, n)
+    folds = rng.permutation(np.arange(n) % k_folds)
+    bins, ref_bins = fold_bins(z, white.reference, np.ones((1, n)), folds[None], np.arange(n_held)[None], k_folds, nb,
+                               reference=True)
+    bins, ref_bins = bins[0], ref_bins[0].ravel()
     sorted_ref = np.sort(r)
-    ref_bins = np.concatenate([_bins(v, nb) for v in ref_u])
-    ref_p = np.tile(_greater(sorted_ref, r[white.held]), len(ref_u))
+    ref_p = np.tile(_greater(sorted_ref, r[white.held]), k_folds)
     ref_mean = np.bincount(ref_bins, ref_p, nb) / np.maximum(np.bincount(ref_bins, None, nb), 1)
-    bins = _bins(u, nb)
     counts = np.bincount(bins, None, nb).astype(np.float64)
     half = rng.permutation(n) % 2 == 0
     kappa = split_kappa(np.bincount(bins[half], None, nb), np.bincount(bins[~half], None, nb), opts.delta, opts.gamma,
@@ -386,8 +369,8 @@ def _interval(data: _Resampling, n_resamples: int, confidence: float, rng) -> tu
     side = rng.permuted(np.tile(np.arange(n) % 2, (b_total, 1)), axis=1) == 0
     folds = rng.permuted(np.tile(np.arange(n) % k_folds, (b_total, 1)), axis=1)
     ref_draws = rng.integers(0, n_held, (b_total, n_held))
-    bins = np.concatenate([_resampled_bins(z, data.z_ref, weight[c:c + 50], folds[c:c + 50], ref_draws[c:c + 50],
-                                           k_folds, nb) for c in range(0, b_total, 50)])
+    bins = np.concatenate([fold_bins(z, data.z_ref, weight[c:c + 50], folds[c:c + 50], ref_draws[c:c + 50], k_folds,
+                                     nb) for c in range(0, b_total, 50)])
     flat = (bins + rows * nb).ravel()
 
     def per_bin(values: np.ndarray) -> np.ndarray:
@@ -415,35 +398,42 @@ def decomposition_histogram(s_id, s_test, ood_weight, bins: int = 40) -> dict:
     posteriors (``ood_weight``, from :func:`estimate`): ``id_part`` = sum of ``(1 - w_i) / n``, ``ood_part`` = sum of
     ``w_i / n`` per bin; also the ID threshold at 95% TPR and the OOD share shown. The keys of
     :func:`facebench.metrics.mpe.decomposition_histogram`, so the same figure draws it. Plain lists (JSON)."""
-    s_id, s_test = np.asarray(s_id, np.float64), np.asarray(s_test, np.float64)
+    s_test = np.asarray(s_test, np.float64)
     w = np.asarray(ood_weight, np.float64)
     if w.shape != s_test.shape:
         raise MetricInputError("ood_weight must hold one weight per test score")
-    lo, hi = float(min(s_id.min(), s_test.min())), float(max(s_id.max(), s_test.max()))
-    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, int(bins) + 1)
+    edges, frame = mpe.display_frame(s_id, s_test, bins)
     n = len(s_test)
-    return {"edges": edges.tolist(), "id_part": (np.histogram(s_test, edges, weights=1.0 - w)[0] / n).tolist(),
-            "ood_part": (np.histogram(s_test, edges, weights=w)[0] / n).tolist(),
-            "test_mass": (np.histogram(s_test, bins=edges)[0] / n).tolist(),
-            "id_threshold_tpr95": float(np.quantile(s_id, 0.05, method="inverted_cdf")), "pi_shown": float(w.mean())}
+    return {**frame, "id_part": (np.histogram(s_test, edges, weights=1.0 - w)[0] / n).tolist(),
+            "ood_part": (np.histogram(s_test, edges, weights=w)[0] / n).tolist(), "pi_shown": float(w.mean())}
 
 
-def _resampled_bins(z, z_ref, weight, folds, ref_draws, k_folds: int, nb: int) -> np.ndarray:
-    """(C, n) bins of ``u`` for C resamples at once: fold directions from the resampled weights, each sample ranked
-    against the resampled reference's projections (rows ``ref_draws``) on its fold's direction. ``floor(rank nb /
-    N) >= m`` iff the sample's projection exceeds the ``ceil(m N / nb)``-th smallest reference projection, so only
-    those nb - 1 order statistics are compared with; the bins equal those of the full ranks."""
+def fold_bins(z, z_ref, weight, folds, ref_draws, k_folds: int, nb: int, reference: bool = False):
+    """Steps 2 and the binning of 3 for C weightings of the test set at once (the point estimate: one, of ones;
+    the bootstrap: its resamples): ``(C, n)`` bins ``floor(u nb)`` of the test samples, ``u = rank / N`` with rank the
+    number of reference projections (rows ``ref_draws`` (C, N) of ``z_ref``) strictly below the sample's own, on its
+    fold's direction = the ``weight``-weighted mean of ``z`` over the other folds (``folds`` (C, n)). ``floor(rank
+    nb / N) >= m`` iff the projection exceeds the ``ceil(m N / nb)``-th smallest reference projection, so only those
+    nb - 1 order statistics are compared with. With ``reference``, also the ``(C, K, N)`` bins of the reference
+    rows themselves on each fold's direction."""
     c_total, n = weight.shape
     member = np.zeros((c_total, k_folds, n))
     member[np.arange(c_total)[:, None], folds, np.arange(n)[None, :]] = weight
     fold_sums = (member.reshape(c_total * k_folds, n) @ z).reshape(c_total, k_folds, -1)
-    rest = np.maximum(n - member.sum(axis=2), 1.0)[..., None]
+    rest = np.maximum(weight.sum(axis=1)[:, None] - member.sum(axis=2), 1.0)[..., None]
     directions = ((fold_sums.sum(axis=1, keepdims=True) - fold_sums) / rest).reshape(c_total * k_folds, -1)
     proj = (z_ref @ directions.T).reshape(len(z_ref), c_total, k_folds)
-    resampled = np.take_along_axis(proj, ref_draws.T[:, :, None], axis=0)  # (N, C, K): each resample's own rows
-    kth = np.ceil(np.arange(1, nb) * ref_draws.shape[1] / nb).astype(np.int64) - 1
-    edges = np.sort(resampled, axis=0)[kth]  # (nb - 1, C, K)
+    resampled = np.take_along_axis(proj, ref_draws.T[:, :, None], axis=0)  # (N, C, K): each weighting's own rows
+    n_ref = ref_draws.shape[1]
+    ordered = np.sort(resampled, axis=0)
+    kth = np.ceil(np.arange(1, nb) * n_ref / nb).astype(np.int64) - 1
+    edges = ordered[kth]  # (nb - 1, C, K)
     own = (z @ directions.T).reshape(n, c_total, k_folds).transpose(1, 0, 2)
     own = np.take_along_axis(own, folds[..., None], axis=2)[..., 0]  # (C, n): on its own fold's direction
     cut = np.take_along_axis(edges.transpose(1, 2, 0), folds[..., None], axis=1)  # (C, n, nb - 1)
-    return (own[..., None] > cut).sum(axis=-1)
+    bins = (own[..., None] > cut).sum(axis=-1)
+    if not reference:
+        return bins
+    ranks = np.array([[np.searchsorted(ordered[:, c, k], resampled[:, c, k], side="left") for k in range(k_folds)]
+                      for c in range(c_total)])
+    return bins, _bins(ranks / n_ref, nb)

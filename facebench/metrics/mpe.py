@@ -77,6 +77,8 @@ from ._validation import check_choice, check_fraction, check_int_at_least, check
 __all__ = [
     "ESTIMATORS",
     "decomposition_histogram",
+    "display_frame",
+    "summary_line",
     "SHIFT_INDICATORS",
     "MPEReport",
     "score_grid",
@@ -405,15 +407,25 @@ class MPEReport:
 
     def summary(self) -> str:
         """One line a user can act on."""
-        if not self.identifiable:
-            return f"{self.reason} (n_test={self.n_test}, method={self.method}); no AUROC estimate"
-        def interval(key: str) -> str:
-            lo, hi = self.intervals[key]
-            return f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) and np.isfinite(hi) else ""
+        return summary_line(self.identifiable, self.reason, self.method, self.n_test, self.n_id, self.confidence,
+                            self.auroc, self.intervals["auroc"], self.pi, self.intervals["pi"], self.fpr95)
 
-        level = f"{self.confidence:.0%} intervals" if interval("auroc") else "no intervals"
-        return (f"estimated AUROC {self.auroc:.3f}{interval('auroc')}, OOD fraction {self.pi:.3f}{interval('pi')}, "
-                f"FPR@95 {self.fpr95:.3f} ({self.method}, {level}, n_test={self.n_test}, n_id={self.n_id})")
+
+def summary_line(identifiable: bool, reason: str, method: str, n_test: int, n_id: int, confidence: float, auroc,
+                 auroc_ci, pi, pi_ci, fpr95=None) -> str:
+    """The one-line summary of a label-free estimate (any method): the AUROC and OOD fraction with their intervals
+    (where finite), FPR@95 when the method gives one, or the reason there is no estimate."""
+    if not identifiable:
+        return f"{reason} (n_test={n_test}, method={method}); no AUROC estimate"
+
+    def interval(ci) -> str:
+        lo, hi = ci
+        return f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) and np.isfinite(hi) else ""
+
+    level = f"{confidence:.0%} intervals" if interval(auroc_ci) else "no intervals"
+    fpr = "" if fpr95 is None else f", FPR@95 {fpr95:.3f}"
+    return (f"estimated AUROC {auroc:.3f}{interval(auroc_ci)}, OOD fraction {pi:.3f}{interval(pi_ci)}{fpr} "
+            f"({method}, {level}, n_test={n_test}, n_id={n_id})")
 
 
 def estimate_ood_auroc(s_id, s_test, method: str = "bbe", n_resamples: int = 1000, confidence: float = 0.95,
@@ -443,15 +455,21 @@ def decomposition_histogram(report: MPEReport, s_id, s_test, bins: int = 40) -> 
     ``(1 - pi) F_id`` and ``pi F_ood`` spread over the same bins (each part's CDF, known at the estimate's grid
     edges, interpolated linearly inside a grid bin); ``pi`` is the raw estimate (0 when there is none), so an
     unidentifiable estimate still shows what was found. Also the ID threshold at 95% TPR. Plain lists (JSON)."""
-    s_id, s_test = np.asarray(s_id, np.float64), np.asarray(s_test, np.float64)
-    lo, hi = float(min(s_id.min(), s_test.min())), float(max(s_id.max(), s_test.max()))
-    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, int(bins) + 1)
+    edges, frame = display_frame(s_id, s_test, bins)
     pi = report.pi_raw if np.isfinite(report.pi_raw) else 0.0
     id_part = (1.0 - pi) * _display_masses(report, report.p_id, edges)
     ood_part = pi * np.nan_to_num(_display_masses(report, report.p_ood, edges)) if pi > 0 else np.zeros(int(bins))
-    return {"edges": edges.tolist(), "id_part": id_part.tolist(), "ood_part": ood_part.tolist(),
-            "test_mass": (np.histogram(s_test, bins=edges)[0] / len(s_test)).tolist(),
-            "id_threshold_tpr95": float(np.quantile(s_id, 0.05, method="inverted_cdf")), "pi_shown": float(pi)}
+    return {**frame, "id_part": id_part.tolist(), "ood_part": ood_part.tolist(), "pi_shown": float(pi)}
+
+
+def display_frame(s_id, s_test, bins: int) -> tuple[np.ndarray, dict]:
+    """What every decomposition figure shares: ``bins`` equal-width bins over both score ranges (the edges), the test
+    scores' histogram on them (fractions) and the ID threshold at 95% TPR; as an array and as JSON lists."""
+    s_id, s_test = np.asarray(s_id, np.float64), np.asarray(s_test, np.float64)
+    lo, hi = float(min(s_id.min(), s_test.min())), float(max(s_id.max(), s_test.max()))
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, int(bins) + 1)
+    return edges, {"edges": edges.tolist(), "test_mass": (np.histogram(s_test, bins=edges)[0] / len(s_test)).tolist(),
+                   "id_threshold_tpr95": float(np.quantile(s_id, 0.05, method="inverted_cdf"))}
 
 
 # --------------------------------------------------------------------------- shift indicators

@@ -134,15 +134,8 @@ class OodEstimateProtocol(Protocol):
             ci = est[key + "_ci"] if ok and resamples > 0 else None
             records.append(MetricRecord(metric, est[key] if ok else None, ci, len(s_test), conv, headline=headline,
                                         higher_is_better=higher, unit="rate" if key != "auroc" else "score"))
-        level = f"{ctx.confidence:.0%} intervals" if ok and resamples > 0 else "no intervals"
-
-        def interval(key: str) -> str:
-            lo, hi = est[key + "_ci"]
-            return f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) and np.isfinite(hi) else ""
-
-        summary = (f"estimated AUROC {est['auroc']:.3f}{interval('auroc')}, OOD fraction {est['pi']:.3f}"
-                   f"{interval('pi')} (feature, {level}, n_test={len(s_test)}, n_id={len(s_id)})" if ok else
-                   f"{est['status']} (n_test={len(s_test)}, method=feature); no AUROC estimate")
+        summary = mpe.summary_line(ok, est["status"], "feature", len(s_test), len(s_id), ctx.confidence, est["auroc"],
+                                   est["auroc_ci"], est["pi"], est["pi_ci"])
         details = {"identifiable": ok, "reason": est["status"], "summary": summary, "method": "feature",
                    "detector": p.detector, "n_test": len(s_test), "n_id": len(s_id), "pi_raw": _finite(est["pi"]),
                    "estimate": {"auroc": _finite(est["auroc"]), "pi": _finite(est["pi"]) if ok else None},
