@@ -272,3 +272,21 @@ def test_vim_on_the_probe_in_leave_one_out():
         name, dataset, path, dataset_args = "t", "synth", None, {}
     with pytest.raises(ConfigError, match="mode: leave_one_out"):
         OpenSetProtocol(score="vim").requires(T)
+
+
+def test_a_corrupted_task_fits_its_detector_on_the_clean_training_split(tmp_path):
+    """End to end: a task on noisy test data with `fit_split: train` fits Mahalanobis on clean training data (the
+    same result as naming the clean split's args), not on noisy training data (a different result)."""
+    noise = "{name: gaussian_noise, severity: 5}"
+    tasks = {"inherited": "train",
+             "clean": "{split: train, dataset_args: {n: 400}}",
+             "noisy": "{split: train, dataset_args: {n: 400, transform: %s}}" % noise}
+    suite = tmp_path / "fit.yaml"
+    suite.write_text("name: fit\ndefaults: {bootstrap: 0}\ntasks:\n" + "".join(
+        f"  - {{name: {name}, dataset: synth, split: test, dataset_args: {{n: 400, transform: {noise}}}, "
+        f"protocol: open_set, params: {{mode: leave_one_out, score: mahalanobis, fit_split: {fit}, "
+        f"open_classes: [fear]}}}}\n" for name, fit in tasks.items()))
+    out = run_suite(suite, "synth-cnn", out=tmp_path / "o", progress=False)
+    assert out.exit_code == 0, [t.get("reason") for t in out.results["tasks"]]
+    auroc = {r["task"]: r["value"] for r in out.results["records"] if r["metric"] == "auroc[open=fear]"}
+    assert auroc["inherited"] == auroc["clean"] != auroc["noisy"]

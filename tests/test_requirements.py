@@ -38,6 +38,33 @@ def test_requirements_follow_the_parameters():
     assert PROTOCOLS.get("closed_set")(head="expression").requirements().head_name == "expression"
 
 
+PERTURBED = {"n": 300, "transform": {"name": "gaussian_noise", "severity": 5},
+             "attack": {"kind": "fgsm", "eps": 0.01}}
+
+
+@pytest.mark.parametrize("protocol, params, role", [
+    ("open_set", {"mode": "leave_one_out", "score": "mahalanobis", "fit_split": "train"}, "fit"),
+    ("label_free", {"detectors": ["mahalanobis"], "fit_split": {"split": "val"}}, "fit"),
+    ("imbalanced", {"train_split": "train"}, "train"),
+    ("ood_estimate", {"reference": {"dataset": "synth", "split": "val"}}, "reference"),
+])
+def test_a_split_on_the_tasks_dataset_is_clean_unless_it_names_its_own_args(protocol, params, role):
+    """A fit split or reference on the task's dataset takes the task's path and dataset_args but not the
+    perturbations of its test data (a detector fitted on noisy training data, or a noisy reference, hides the
+    shift under test); a split that names dataset_args gets exactly those."""
+    from facebench.suite import Task
+
+    task = Task.of("t", "synth", protocol, dataset_args=PERTURBED, path="faces")
+    ref = PROTOCOLS.get(protocol)(**params).requires(task)[role]
+    assert (ref.dataset, ref.path, ref.dataset_args) == ("synth", "faces", {"n": 300})
+    own = {"dataset_args": PERTURBED} if role != "reference" else {"dataset": "synth", "dataset_args": PERTURBED}
+    key = {"fit": "fit_split", "train": "train_split", "reference": "reference"}[role]
+    named = {**params, key: {**({"split": "val"} if isinstance(params[key], str) else params[key]), **own}}
+    assert PROTOCOLS.get(protocol)(**named).requires(task)[role].dataset_args == PERTURBED
+    other = {**params, key: {"dataset": "rafdb", "split": "train"}}
+    assert PROTOCOLS.get(protocol)(**other).requires(task)[role].dataset_args == {}  # another dataset: nothing
+
+
 @pytest.mark.parametrize("protocol, params, message", [
     ("closed_set", {"ece_bins": "fifteen"}, "ece_bins must be an integer; got 'fifteen'"),
     ("closed_set", {"ece_bins": 0}, "ece_bins must lie in [1, inf]"),

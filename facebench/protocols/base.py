@@ -148,11 +148,17 @@ def _check_param(protocol: str, key: str, value, hint, bounds) -> None:
 
 SPLIT_REF_KEYS = ("dataset", "split", "path", "dataset_args", "name")
 
+#: dataset_args that perturb the task's own test data (corruptions, adversarial inputs): a split named on the
+#: same dataset (a fit split, a reference) inherits the task's other dataset_args but not these.
+PERTURBATION_ARGS = ("transform", "attack")
+
 
 def split_ref(value: Any, where: str, task=None, **flags: bool) -> SplitRef:
     """A ``SplitRef`` from a suite parameter: ``{dataset, split, path, dataset_args}`` (``name`` is
-    allowed and ignored here) or a bare split name. Without ``dataset`` it is the task's own dataset,
-    and then ``path`` and ``dataset_args`` default to the task's."""
+    allowed and ignored here) or a bare split name. Without ``dataset`` it is the task's own dataset.
+    On the task's own dataset, ``path`` and ``dataset_args`` default to the task's, less its
+    :data:`PERTURBATION_ARGS`: detectors are fitted on, and corrupted test data is compared with, clean
+    data (name ``dataset_args`` on the split to perturb it too)."""
     if isinstance(value, str):
         value = {"split": value}
     if not isinstance(value, dict):
@@ -167,7 +173,8 @@ def split_ref(value: Any, where: str, task=None, **flags: bool) -> SplitRef:
     if not dataset or "split" not in value:
         raise ConfigError(f"{where} needs `dataset` and `split` (got {value!r}).")
     path = value.get("path", task.path if same else None)
-    args = value.get("dataset_args", dict(task.dataset_args) if same else {}) or {}
+    inherited = {k: v for k, v in task.dataset_args.items() if k not in PERTURBATION_ARGS} if same else {}
+    args = value.get("dataset_args", inherited) or {}
     if not isinstance(args, dict):
         raise ConfigError(f"{where}: dataset_args must be a mapping; got {args!r}.")
     return SplitRef(str(dataset), str(value["split"]), path, dict(args), **flags)

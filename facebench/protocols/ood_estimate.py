@@ -26,7 +26,6 @@ the decomposition splits each test score by its sample's estimated OOD posterior
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,12 +70,7 @@ class OodEstimateProtocol(Protocol):
                               f"was meant for, e.g. `reference: {{dataset: fer2013-images, split: val}}`.")
         ref = split_ref(self.params.reference, f"task {task.name!r}: reference", task, predictions=True,
                         features=self.params.method == "feature")
-        named_args = isinstance(self.params.reference, dict) and "dataset_args" in self.params.reference
-        if not named_args:  # a bare split name, or a mapping without dataset_args
-            # the task's dataset_args carry over to a reference on the same dataset, but not its `transform`: a
-            # corrupted test set is compared with clean in-distribution data (a corrupted reference hid the shift)
-            ref = dataclasses.replace(ref, dataset_args={k: v for k, v in ref.dataset_args.items() if k != "transform"})
-        return {"reference": ref}
+        return {"reference": ref}  # on the task's dataset: clean (split_ref drops its transform)
 
     def _scores(self, preds, ctx: EvalContext) -> np.ndarray:
         logits = np.asarray(preds.outputs[ctx.head], np.float64)
