@@ -159,6 +159,8 @@ defaults: {{bootstrap: 50}}
 tasks:
   - {{name: lfw, dataset: lfw, split: test, path: {tmp_path / 'lfw'}, protocol: verification, params: {{far_targets: [0.5, 0.1]}}}}
   - {{name: fair, dataset: synth, split: test, dataset_args: {{n: 300}}, protocol: fairness, params: {{by: [skin_tone]}}}}
+  - {{name: lfw-blur, dataset: lfw, split: test, path: {tmp_path / 'lfw'}, protocol: verification,
+     dataset_args: {{transform: {{name: gaussian_blur, severity: 4}}}}, params: {{far_targets: [0.5]}}}}
 """)
     out = run_suite(suite, "synth-cnn", out=tmp_path / "o", progress=False)
     assert out.exit_code == 0, [t.get("reason") for t in out.results["tasks"]]
@@ -167,3 +169,37 @@ tasks:
     assert m[("lfw", "tar@far1e-1")]["value"] is None  # 6 impostor pairs cannot resolve 0.1
     assert ("fair", "accuracy[group=tone1]") in m
     assert "flipped" in out.results["tasks"][0]["extra_splits"]
+    assert 0 <= m[("lfw-blur", "accuracy[10fold,insightface]")]["value"] <= 1  # flip-sum of blurred views
+    assert "flipped" in out.results["tasks"][2]["extra_splits"]
+
+
+def test_the_mirrored_view_of_a_corrupted_split_is_corrupted_too(tmp_path):
+    """Flip-sum on a corrupted split fuses f(T x) with f(hflip T x): the planned `flipped` split's images are the
+    mirrors of the task's own (it was hflip of the clean images, which mixed clean data into a robustness
+    number); an untransformed task's mirror is plain hflip; identification builds the same view."""
+    from facebench.pipeline.plan import plan_tasks
+    from facebench.protocols.identification import IdentificationProtocol
+    from facebench.suite import Task, load_suite
+    from facebench.synth.generator import render_split
+
+    faces = render_split("test", 4, seed=3).images
+    for k, name in enumerate(["Ann", "Ann", "Bob", "Bob"]):
+        _jpg(tmp_path / "lfw" / "lfw" / name / f"{name}_{k % 2 + 1:04d}.jpg", np.asarray(faces[k]))
+    (tmp_path / "lfw" / "pairs.txt").write_text("1\t1\nAnn\t1\t2\nAnn\t1\tBob\t1\n")
+    blur = {"name": "gaussian_blur", "severity": 5}
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"""name: s
+tasks:
+  - {{name: blurred, dataset: lfw, split: test, path: {tmp_path / 'lfw'}, protocol: verification,
+     dataset_args: {{transform: {blur}}}}}
+  - {{name: clean, dataset: lfw, split: test, path: {tmp_path / 'lfw'}, protocol: verification}}
+""".replace("'", ""))
+    blurred, clean = plan_tasks(load_suite(suite), log=lambda msg: None)
+    for item in (blurred, clean):
+        own, mirror = item.loader.load("test").images, item.ref_loaders["flipped"].load("test").images
+        for i in range(len(own)):
+            assert (mirror.load(i) == own.load(i)[:, ::-1]).all()
+    assert not (blurred.loader.load("test").images.load(0) == clean.loader.load("test").images.load(0)).all()
+    task = Task.of("id", "scface", "identification", dataset_args={"transform": blur, "distance": 1})
+    flipped = IdentificationProtocol(flip=True).requires(task)["flipped"]
+    assert flipped.dataset_args == {"transform": [blur, "hflip"], "distance": 1}

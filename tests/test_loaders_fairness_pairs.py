@@ -159,6 +159,35 @@ def test_transforms(tmp_path):
         parse_transform({"name": "jpeg", "severity": 9})
 
 
+
+def test_a_list_of_transforms_applies_them_in_order(tmp_path):
+    """[blur, hflip] = the mirror of the blurred image (by hand, from the single transforms); [x] is x (one
+    content tag, one store key); the chain's fingerprint differs from each part's; bad lists say what to write."""
+    from facebench.data.transforms import parse_transforms, with_flip
+
+    _lfw_fixture(tmp_path)
+    blur = {"name": "gaussian_blur", "severity": 4}
+
+    def split(transform):
+        return make_loader(SplitRef("lfw", "test", str(tmp_path), {"transform": transform}), None).load("test")
+
+    blurred, chained, reversed_ = split(blur), split([blur, "hflip"]), split(["hflip", blur])
+    for i in range(3):
+        assert (chained.images.load(i) == blurred.images.load(i)[:, ::-1]).all()
+    assert split([blur]).fingerprint() == blurred.fingerprint()
+    assert split([blur]).content_tag["transform"] == blurred.content_tag["transform"] == parse_transform(blur)
+    prints = {blurred.fingerprint(), chained.fingerprint(), reversed_.fingerprint(), split("hflip").fingerprint()}
+    assert len(prints) == 4
+    assert chained.images.content_fingerprint() != blurred.images.content_fingerprint()
+    assert parse_transforms([blur, "hflip"]) == [parse_transform(blur), {"name": "hflip"}]
+    assert with_flip(None) == "hflip" and with_flip(blur) == [blur, "hflip"]
+    assert with_flip([blur, "jpeg"]) == [blur, "jpeg", "hflip"]
+    for bad in ([], [[blur]]):
+        with pytest.raises(ConfigError, match="non-empty and flat"):
+            parse_transforms(bad)
+    with pytest.raises(ConfigError, match="unknown transform 'blurr'"):
+        split([blur, "blurr"])
+
 def test_noise_and_skimage_nonfaces():
     from facebench.data.nonfaces import NoiseImages, SkimageLFWSubset
 

@@ -1,5 +1,7 @@
 """Image transforms applied on top of any registered dataset: ``dataset_args: {transform: NAME}`` or
-``{transform: {name: NAME, severity: 1..5}}`` in a suite.
+``{transform: {name: NAME, severity: 1..5}}`` in a suite, or a list of them applied in order (``[{name:
+gaussian_blur, severity: 3}, hflip]``: the mirror of the blurred image, as a flip-sum protocol asks of a corrupted
+split).
 
 The transformed split keeps its sample ids and labels; the transform enters the dataset's content
 tag, so it has its own fingerprint and prediction-store entry. Random corruptions are seeded per
@@ -234,6 +236,24 @@ def parse_transform(value: Any) -> dict:
     return out
 
 
+def parse_transforms(value: Any) -> list[dict]:
+    """A transform or a non-empty list of them (applied first to last) -> their normalised specs."""
+    if isinstance(value, (list, tuple)):
+        if not value or any(isinstance(v, (list, tuple)) for v in value):
+            raise ConfigError(f"a list of transforms must be non-empty and flat, e.g. [{{name: gaussian_blur, "
+                              f"severity: 3}}, hflip]; got {value!r}.")
+        return [parse_transform(v) for v in value]
+    return [parse_transform(value)]
+
+
+def with_flip(value: Any) -> Any:
+    """The transform of the mirrored view of a split transformed by ``value`` (None: untransformed): ``hflip``
+    applied last."""
+    if value is None:
+        return "hflip"
+    return [*(value if isinstance(value, (list, tuple)) else [value]), "hflip"]
+
+
 class TransformedImages:
     """An image source with a transform applied on load (seeded per sample index)."""
 
@@ -286,11 +306,13 @@ class TransformedImages:
 
 
 class TransformedLoader:
-    """Wraps a dataset loader: same checks and splits, images transformed, content tag extended."""
+    """Wraps a dataset loader: same checks and splits, images transformed (a list: first to last), content tag
+    extended by the spec (a list of specs for a list)."""
 
     def __init__(self, loader, transform: Any):
         self.loader = loader
-        self.spec = parse_transform(transform)
+        self.specs = parse_transforms(transform)
+        self.spec = self.specs[0] if len(self.specs) == 1 else self.specs  # [x] is x: one key for the same images
 
     def __getattr__(self, name):
         return getattr(self.loader, name)
@@ -302,5 +324,7 @@ class TransformedLoader:
         from dataclasses import replace
 
         ds = self.loader.load(split)
-        return replace(ds, images=TransformedImages(ds.images, self.spec),
-                       content_tag={**ds.content_tag, "transform": self.spec})
+        images = ds.images
+        for spec in self.specs:
+            images = TransformedImages(images, spec)
+        return replace(ds, images=images, content_tag={**ds.content_tag, "transform": self.spec})

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facebench.data.pairs import describe_missing
+from facebench.data.transforms import with_flip
 from facebench.errors import MetricInputError
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import fairness as fm
@@ -71,7 +72,8 @@ class VerificationProtocol(Protocol):
     def requires(self, task) -> dict:
         if not self.params.flip:
             return {}
-        args = {**task.dataset_args, "transform": "hflip"}
+        # the mirror of the split's own images: a corrupted split's mirrored view is corrupted too
+        args = {**task.dataset_args, "transform": with_flip(task.dataset_args.get("transform"))}
         return {"flipped": SplitRef(task.dataset, task.split, task.path, args, predictions=True, features=True)}
 
     def _embeddings(self, ctx: EvalContext) -> np.ndarray:
