@@ -187,6 +187,8 @@ def test_a_list_of_transforms_applies_them_in_order(tmp_path):
             parse_transforms(bad)
     with pytest.raises(ConfigError, match="unknown transform 'blurr'"):
         split([blur, "blurr"])
+    with pytest.raises(ConfigError, match="a name, {name, severity, seed} or a list of them; got 5"):
+        split(5)
 
 def test_noise_and_skimage_nonfaces():
     from facebench.data.nonfaces import NoiseImages, SkimageLFWSubset

@@ -217,7 +217,7 @@ def parse_transform(value: Any) -> dict:
     if isinstance(spec, dict) and isinstance(spec.get("name"), str) and _spec_function(spec["name"]):
         return _parse_resolution(spec) if spec["name"] == RESOLUTION else _parse_imagenet_c(spec)
     if spec is None or "name" not in spec:
-        raise ConfigError(f"transform must be a name or {{name, severity, seed}}; got {value!r}. "
+        raise ConfigError(f"transform must be a name, {{name, severity, seed}} or a list of them; got {value!r}. "
                           f"Transforms: {', '.join(TRANSFORMS)}.")
     unknown = set(spec) - {"name", "severity", "seed"}
     if unknown:
