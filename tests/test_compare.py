@@ -230,3 +230,28 @@ def test_gate_turns_every_input_failure_into_exit_2(tmp_path, monkeypatch):
     monkeypatch.setattr(cmp, "compare_runs", broken)  # an input shape no check foresaw: still fails closed
     report = cmp.gate(tmp_path / "a", tmp_path / "b")
     assert report.exit_code == 2 and "shape compare does not understand (KeyError" in report.reason
+
+
+def test_attributes_and_pairs_are_part_of_what_is_compared(tmp_path):
+    """Another pair list or corrected attributes over the same images leave the dataset fingerprint alone (the
+    stored predictions stay valid) but are other data: the gate cannot judge (exit 2), also against a baseline
+    that predates the annotations fingerprint; the same annotations pass."""
+    def with_fps(**extra):
+        results = _results({"accuracy": 0.80})
+        results["tasks"][0]["fingerprints"].update(extra)
+        return results
+
+    base = _side(tmp_path, "base", with_fps(annotations="a" * 32, extra_annotations={"fit": "b" * 32}))
+    same = _side(tmp_path, "same", with_fps(annotations="a" * 32, extra_annotations={"fit": "b" * 32}))
+    pairs = _side(tmp_path, "pairs", with_fps(annotations="c" * 32, extra_annotations={"fit": "b" * 32}))
+    fit = _side(tmp_path, "fit", with_fps(annotations="a" * 32, extra_annotations={"fit": "d" * 32}))
+    old = _side(tmp_path, "old", with_fps())
+    assert cmp.compare_runs(base, same).exit_code == 0
+    report = cmp.compare_runs(base, pairs)
+    assert report.exit_code == 2 and "annotations fingerprints differ" in report.problems[0]
+    assert "extra_annotations fingerprints differ" in cmp.compare_runs(base, fit).problems[0]
+    stale = cmp.compare_runs(old, same)
+    assert stale.exit_code == 2 and len(stale.problems) == 1  # one line for both annotation fingerprints
+    assert "records no fingerprint of the splits' attributes and pairs" in stale.problems[0]
+    assert "regenerate the baseline" in stale.problems[0]
+    assert cmp.compare_runs(old, old).exit_code == 0  # a split without attributes or pairs records none

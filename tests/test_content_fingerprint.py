@@ -263,6 +263,37 @@ def test_array_images_fingerprint_covers_pixels_and_not_order():
     assert ds(changed).fingerprint() != fp
 
 
+
+def test_annotations_fingerprint_covers_attributes_and_pairs_not_order():
+    """Attributes and pairs are what fairness and verification read beside labels and pixels: any change in
+    them changes the annotations fingerprint (never the dataset fingerprint, which keys stored predictions);
+    the rows' order does not; a split with neither has none. Oracle for the pairs: the hand-made pair lists."""
+    array = np.zeros((4, 8, 8, 3), np.uint8) + np.arange(4, dtype=np.uint8)[:, None, None, None]
+    ids = np.array(["s0", "s1", "s2", "s3"])
+
+    def ds(order=np.arange(4), race=("a", "b", "a", "b"), age=(20, 30, 40, 50), pairs=None):
+        attributes = {"race": np.array(race)[order], "age": np.array(age)[order]}
+        if pairs is not None:  # pairs name image positions: follow the rows' new order
+            where = {int(o): i for i, o in enumerate(order)}
+            pairs = {"a": np.array([where[a] for a in pairs[0]]), "b": np.array([where[b] for b in pairs[1]]),
+                     "same": np.array(pairs[2]), "fold": np.array(pairs[3])}
+        return Dataset("toy", "test", ids[order], (), None, ArrayImages(array[order]), attributes=attributes,
+                       pairs=pairs)
+
+    plain = Dataset("toy", "test", ids, (), None, ArrayImages(array))
+    assert plain.annotations_fingerprint() is None
+    base = ds().annotations_fingerprint()
+    assert ds(np.array([2, 0, 3, 1])).annotations_fingerprint() == base
+    assert ds(race=("a", "b", "b", "b")).annotations_fingerprint() != base
+    assert ds(age=(20, 30, 40, 51)).annotations_fingerprint() != base
+    assert ds().fingerprint() == ds(race=("a", "b", "b", "b")).fingerprint()  # predictions stay valid
+    pairs = ([0, 2], [1, 3], [True, False], [1, 2])
+    with_pairs = ds(pairs=pairs).annotations_fingerprint()
+    assert with_pairs != base and ds(np.array([3, 1, 0, 2]), pairs=pairs).annotations_fingerprint() == with_pairs
+    assert ds(pairs=([0, 2], [1, 3], [True, True], [1, 2])).annotations_fingerprint() != with_pairs
+    assert ds(pairs=([0, 2], [1, 3], [True, False], [1, 1])).annotations_fingerprint() != with_pairs
+    assert ds(pairs=([0, 2], [3, 1], [True, False], [1, 2])).annotations_fingerprint() != with_pairs
+
 def test_generated_data_is_fingerprinted_by_its_tag_not_its_bytes():
     """The synthetic faces and procedural noise: the same fingerprint on every machine (CI baselines)."""
     from facebench.data.nonfaces import NoiseImages

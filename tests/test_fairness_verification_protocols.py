@@ -203,3 +203,37 @@ tasks:
     task = Task.of("id", "scface", "identification", dataset_args={"transform": blur, "distance": 1})
     flipped = IdentificationProtocol(flip=True).requires(task)["flipped"]
     assert flipped.dataset_args == {"transform": [blur, "hflip"], "distance": 1}
+
+
+def test_another_pair_list_over_the_same_images_is_other_data(tmp_path):
+    """A user's story: pairs.txt edited (one genuine pair swapped for another) over the same images. The stored
+    embeddings are reused (the images did not change), the dataset fingerprint stays, the annotations fingerprint
+    changes, and the regression gate says it cannot compare (exit 2) instead of reading the change as the model's."""
+    from facebench.report import compare as cmp
+    from facebench.synth.generator import render_split
+
+    faces = render_split("test", 12, seed=3).images
+    for k, name in enumerate(["Ann"] * 4 + ["Bob"] * 4 + ["Cid"] * 4):
+        _jpg(tmp_path / "lfw" / "lfw" / name / f"{name}_{k % 4 + 1:04d}.jpg", np.asarray(faces[k]))
+    pairs = ["2\t3", "Ann\t1\t2", "Bob\t1\t2", "Cid\t1\t2", "Ann\t1\tBob\t1", "Bob\t2\tCid\t3", "Cid\t4\tAnn\t3",
+             "Ann\t3\t4", "Bob\t3\t4", "Cid\t3\t4", "Ann\t2\tCid\t1", "Bob\t4\tAnn\t4", "Cid\t2\tBob\t3"]
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"name: s\ndefaults: {{bootstrap: 20}}\ntasks:\n  - {{name: lfw, dataset: lfw, split: test, "
+                     f"path: {tmp_path / 'lfw'}, protocol: verification, params: {{far_targets: [0.5]}}}}\n")
+    cache = tmp_path / "cache"
+
+    def run(lines, out):
+        (tmp_path / "lfw" / "pairs.txt").write_text("\n".join(lines) + "\n")
+        result = run_suite(suite, "synth-cnn", out=tmp_path / out, cache_dir=cache, progress=False)
+        assert result.exit_code == 0
+        return result
+
+    first = run(pairs, "a")
+    second = run(pairs[:1] + ["Ann\t1\t3"] + pairs[2:], "b")
+    fa, fb = (r.results["tasks"][0]["fingerprints"] for r in (first, second))
+    assert fa["dataset"] == fb["dataset"] and fa["annotations"] != fb["annotations"]
+    assert second.manifest["timings"]["lfw"]["reused"]  # the embeddings came from the store
+    cmp.write_baseline(tmp_path / "a", tmp_path / "baseline.json")
+    report = cmp.compare_runs(tmp_path / "baseline.json", tmp_path / "b")
+    assert report.exit_code == 2 and any("annotations fingerprints differ" in p for p in report.problems)
+    assert cmp.compare_runs(tmp_path / "baseline.json", run(pairs, "c").out_dir).exit_code == 0

@@ -126,6 +126,20 @@ def test_dataset_fingerprint_difference_splits_and_prefix_lengthens():
     assert "dataset" in table.notes[0]
 
 
+
+def test_other_attributes_or_pairs_over_the_same_images_split_the_column():
+    """Same dataset fingerprint, other annotations (attributes, pairs): other data, so another column; equal
+    annotations share one; the label keeps the dataset fingerprint readable."""
+    a, b, c = make_results("a", TASKS_A), make_results("b", TASKS_A), make_results("c", TASKS_A)
+    for results, annotations in ((a, "1" * 32), (b, "2" * 32), (c, "1" * 32)):
+        for r in results["records"]:
+            if r["task"] == "my_task":
+                r["fingerprints"] = dict(r["fingerprints"], annotations=annotations)
+    cols = [col for col in build_table([a, b]).columns if col.task == "my_task"]
+    dataset = hashlib.sha1(b"my_task").hexdigest()[:16]
+    assert len(cols) == 2 and all(col.dataset_fp.startswith(dataset + ":") for col in cols)
+    assert len([col for col in build_table([a, c]).columns if col.task == "my_task"]) == 1
+
 def test_strict_refuses_with_the_differing_fingerprints():
     runs = [make_results("model-a", TASKS_A),
             make_results("model-b", TASKS_B, protocol_fps={"rafdb-test": "ff99ee88dd776655"})]

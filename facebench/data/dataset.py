@@ -10,6 +10,7 @@ datasets ``ParsingLabels`` (label maps read lazily from their files); both are h
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,6 +213,7 @@ class Dataset:
     landmarks: LandmarkLabels | None = None  # landmark datasets: ground-truth points per sample
     parsing: ParsingLabels | None = None  # face-parsing datasets: ground-truth label maps per sample
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
+    _annotations: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.ids = np.asarray(self.ids).astype(str)
@@ -280,6 +282,26 @@ class Dataset:
                 record["parsing"] = self.parsing.fingerprint_record(order)
             self._fingerprint = hash_object(record)
         return self._fingerprint
+
+    def annotations_fingerprint(self) -> str | None:
+        """Hash of what protocols read beside the labels and pixels: each per-sample attribute (name, dtype and
+        values in id order; strings as UTF-8) and the pair list (:meth:`pairs_fingerprint`); None when the split
+        has neither. Kept apart from :meth:`fingerprint`, which keys the stored predictions (they do not depend
+        on attributes or pairs)."""
+        if not self.attributes and self.pairs is None:
+            return None
+        if self._annotations is not None:
+            return self._annotations
+        order = np.argsort(self.ids, kind="stable")
+        h = hashlib.blake2b(digest_size=16)
+        for name in sorted(self.attributes):
+            values = np.asarray(self.attributes[name])[order]
+            h.update(f"attribute|{name}|{values.dtype.str}\0".encode())
+            h.update("\0".join(map(str, values.tolist())).encode() if values.dtype.kind in "OUS"
+                     else np.ascontiguousarray(values).tobytes())
+        h.update(f"pairs|{self.pairs_fingerprint()}".encode())
+        self._annotations = h.hexdigest()
+        return self._annotations
 
     def pairs_fingerprint(self) -> str | None:
         """Hash of the pair list (image ids of both sides, same flags, folds), None without pairs."""

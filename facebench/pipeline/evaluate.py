@@ -108,6 +108,12 @@ def _fingerprints(item: PlannedTask, own: SplitWork, extras: dict, adapter) -> d
            "protocol": item.protocol.fingerprint(), "preprocess": adapter.input_spec.fingerprint()}
     if extras:
         fps["extra_datasets"] = {role: e.dataset.fingerprint() for role, e in sorted(extras.items())}
+    annotations = own.dataset.annotations_fingerprint()  # attributes and pairs: absent when the split has none
+    if annotations is not None:
+        fps["annotations"] = annotations
+    extra_annotations = {role: e.dataset.annotations_fingerprint() for role, e in sorted(extras.items())}
+    if any(v is not None for v in extra_annotations.values()):
+        fps["extra_annotations"] = {role: v for role, v in extra_annotations.items() if v is not None}
     return fps
 
 

@@ -35,7 +35,7 @@ from typing import Sequence
 
 from facebench.errors import ReportError
 from facebench.report.leaderboard import _column_name
-from facebench.report.tables import _kind, _normalise_runs, _short, _value
+from facebench.report.tables import _kind, _normalise_runs, _short, _value, data_fingerprint
 
 #: protocol -> metric base names (before ``[``) whose mean over the protocol's tasks is reported
 MEAN_OVER_TASKS = {
@@ -174,11 +174,7 @@ def _chosen_metric(records: list[dict], choice: str | None, protocol: str) -> st
 
 
 def _data_fp(task: dict, record: dict) -> str | None:
-    fps = {**((task or {}).get("fingerprints") or {}), **(record.get("fingerprints") or {})}
-    extras = fps.get("extra_datasets")
-    if not extras:
-        return fps.get("dataset")
-    return _digest({"dataset": fps.get("dataset"), "extra": extras})
+    return data_fingerprint({**((task or {}).get("fingerprints") or {}), **(record.get("fingerprints") or {})})
 
 
 def _digest(obj) -> str:

@@ -14,8 +14,8 @@ comparisons, at ``alpha``. Per-metric tolerances come from a YAML/JSON file of
 The gate fails closed. Exit codes:
 
 - 0: every compared metric is a finite number on both sides, every baseline task ran (status ``ok``)
-  on both sides, protocol and dataset fingerprints and metric conventions agree, and no drop exceeds
-  its tolerance;
+  on both sides, protocol and dataset fingerprints (with the other splits' and, where recorded, the
+  attributes' and pairs') and metric conventions agree, and no drop exceeds its tolerance;
 - 1: at least one regression, and everything else judged;
 - 2: cannot compare -- an unreadable, missing, malformed or empty input, a wrong schema or baseline
   format, a failed or skipped task on either side, a metric missing or not finite (``null``, NaN,
@@ -449,9 +449,15 @@ def _task_problems(name: str, bt: dict, nt: dict | None) -> list[str]:
                         f"samples")
     fb_all, fn_all = bt.get("fingerprints"), nt.get("fingerprints")
     fb_all, fn_all = fb_all if isinstance(fb_all, dict) else {}, fn_all if isinstance(fn_all, dict) else {}
-    for key in ("protocol", "dataset", "extra_datasets"):
+    annotations = ("annotations", "extra_annotations")
+    if not any(k in fb_all for k in annotations) and any(k in fn_all for k in annotations):
+        problems.append(_one_line(f"task {name!r}: the baseline records no fingerprint of the splits' attributes "
+                                  f"and pairs (written before facebench recorded them), so comparability is "
+                                  f"unknown -- regenerate the baseline"))
+        fn_all = {k: v for k, v in fn_all.items() if k not in annotations}
+    for key in ("protocol", "dataset", "extra_datasets", *annotations):
         fb, fn = fb_all.get(key), fn_all.get(key)
-        if key != "extra_datasets" and (fb is None or fn is None):
+        if key in ("protocol", "dataset") and (fb is None or fn is None):
             side = "baseline" if fb is None else "run"
             problems.append(f"task {name!r}: the {side} records no {key} fingerprint, so comparability is unknown")
         elif fb != fn:

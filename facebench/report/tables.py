@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import hashlib
 import io
 import json
 import math
@@ -135,10 +136,23 @@ class Table:
         return groups
 
 
+#: The fingerprints of the data a task read: its split, the other splits, their attributes and pairs.
+DATA_FINGERPRINTS = ("dataset", "extra_datasets", "annotations", "extra_annotations")
+
+
+def data_fingerprint(fps: dict) -> str | None:
+    """The data side of a column key: the dataset fingerprint, followed (``:``) by a short digest of the other
+    :data:`DATA_FINGERPRINTS` when the task recorded any (another pair list or corrected attributes over the same
+    images are other data)."""
+    rest = {k: fps[k] for k in DATA_FINGERPRINTS[1:] if fps.get(k)}
+    if not rest:
+        return fps.get("dataset")
+    return f"{fps.get('dataset')}:" + hashlib.sha1(json.dumps(rest, sort_keys=True).encode("utf-8")).hexdigest()[:8]
+
+
 def _fps(record: dict, task_row: dict | None) -> tuple[str | None, str | None]:
-    fps = record.get("fingerprints") or {}
-    task_fps = (task_row or {}).get("fingerprints") or {}
-    return (fps.get("protocol") or task_fps.get("protocol"), fps.get("dataset") or task_fps.get("dataset"))
+    fps = {**((task_row or {}).get("fingerprints") or {}), **(record.get("fingerprints") or {})}
+    return fps.get("protocol"), data_fingerprint(fps)
 
 
 def _wanted(record: dict, metrics) -> bool:
