@@ -108,7 +108,8 @@ def _check_unknowns(task, req, loader, head_labels: tuple | None, model_given: b
     space = tuple(space)
     bad = [c for c in req.unknown_classes if c not in space]
     if bad:
-        raise ConfigError(f"unknown_classes {bad} are not classes of dataset {task.dataset!r}."
+        param = "open_classes" if req.unknowns == "leave-one-out" else "unknown_classes"
+        raise ConfigError(f"{param} {bad} are not classes of dataset {task.dataset!r}."
                           f"{did_you_mean(bad[0], space)} Its classes: {', '.join(space)}.")
     if req.unknowns != "dataset-classes":
         return

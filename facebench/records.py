@@ -207,7 +207,7 @@ class Requirements:
     attribute_names: tuple = ()
     fit_split: bool = False
     unknowns: str = "not-needed"
-    unknown_classes: tuple = ()  # the task's dataset classes an open-set protocol names unknown
+    unknown_classes: tuple = ()  # the task's dataset classes an open-set protocol names unknown (or holds out)
 
     def capabilities(self) -> frozenset:
         """The dataset capabilities (``CAPABILITIES``) these requirements ask of the task's dataset."""

@@ -342,6 +342,20 @@ def test_validate_rejects_unknown_classes_the_dataset_lacks(tmp_path, no_split_l
     assert "unknown_classes ['contempt'] are not classes of dataset 'ferplus'" in _validate_error(tmp_path, seven)
 
 
+
+def test_validate_rejects_open_classes_the_dataset_lacks_before_the_model(tmp_path, no_split_loaded):
+    """leave_one_out's `open_classes` are checked against the dataset's label space with nothing loaded (a typo
+    used to surface only after the model had embedded both splits)."""
+    task = ("  - {name: o, dataset: synth, split: test, protocol: open_set, params: {mode: leave_one_out, "
+            "fit_split: train, open_classes: [fear, hapiness]}}\n")
+    text = _validate_error(tmp_path, task)
+    assert "task 'o': open_classes ['hapiness'] are not classes of dataset 'synth'. Did you mean \"happiness\"?" \
+        in text
+    from facebench.suite import validate_suite
+
+    good = task.replace("hapiness", "happiness")
+    assert validate_suite(_suite(tmp_path, good, "good.yaml"), check_data=False)[1] == []
+
 def test_the_default_unknowns_need_a_class_the_head_lacks(tmp_path, no_split_loaded):
     from facebench.suite import validate_suite
 

@@ -131,7 +131,7 @@ class OpenSetProtocol(Protocol):
             unknowns = "dataset-classes"  # the task's classes that the head lacks (facebench.compat checks them)
         else:
             unknowns = "classes" if p.unknown_classes else "none"
-        named = () if p.mode == "leave_one_out" else tuple(str(c) for c in p.unknown_classes or ())
+        named = tuple(str(c) for c in (p.open_classes if p.mode == "leave_one_out" else p.unknown_classes) or ())
         return Requirements(head_name=p.head, features=self._feature_based(), fit_split=self._feature_based(),
                             unknowns=unknowns, unknown_classes=named)
 
