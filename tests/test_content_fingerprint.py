@@ -294,6 +294,29 @@ def test_annotations_fingerprint_covers_attributes_and_pairs_not_order():
     assert ds(pairs=([0, 2], [1, 3], [True, False], [1, 1])).annotations_fingerprint() != with_pairs
     assert ds(pairs=([0, 2], [3, 1], [True, False], [1, 2])).annotations_fingerprint() != with_pairs
 
+
+def test_annotations_fingerprint_follows_values_not_storage():
+    """The same attribute values stored another way (a wider string dtype, because another split of the file had
+    a longer value; int32 on one platform, int64 on another; NaN from 0/0 or from np.nan; -0.0) hash the same;
+    a pair list's groups count."""
+    array = np.zeros((3, 4, 4, 3), np.uint8)
+
+    def fp(pairs=None, **attributes):
+        return Dataset("toy", "test", np.array(["a", "b", "c"]), (), None, ArrayImages(array),
+                       attributes=attributes, pairs=pairs).annotations_fingerprint()
+
+    assert fp(race=np.array(["x", "y", "x"], dtype="<U1")) == fp(race=np.array(["x", "y", "x"], dtype="<U11"))
+    assert fp(race=np.array(["x", "y", "x"], dtype=object)) == fp(race=np.array(["x", "y", "x"]))
+    assert fp(age=np.array([20, 30, 40], np.int32)) == fp(age=np.array([20, 30, 40], np.int64))
+    with np.errstate(invalid="ignore"):
+        computed_nan = np.zeros(1) / np.zeros(1)
+    assert fp(score=np.array([0.5, computed_nan[0], 0.0])) == fp(score=np.array([0.5, np.nan, -0.0]))
+    assert fp(score=np.array([0.5, np.nan, 0.0])) != fp(score=np.array([0.5, 1.0, 0.0]))
+    assert fp(flag=np.array([True, False, True])) != fp(flag=np.array([True, True, True]))
+    assert fp(age=np.array([20, 30, 40])) != fp(age=np.array(["20", "30", "40"]))  # a number is not its text
+    pairs = {"a": np.array([0]), "b": np.array([1]), "same": np.array([True]), "fold": np.array([1])}
+    assert fp({**pairs, "group": np.array(["g1"])}) != fp({**pairs, "group": np.array(["g2"])}) != fp(pairs)
+
 def test_generated_data_is_fingerprinted_by_its_tag_not_its_bytes():
     """The synthetic faces and procedural noise: the same fingerprint on every machine (CI baselines)."""
     from facebench.data.nonfaces import NoiseImages

@@ -190,6 +190,27 @@ def test_a_list_of_transforms_applies_them_in_order(tmp_path):
     with pytest.raises(ConfigError, match="a name, {name, severity, seed} or a list of them; got 5"):
         split(5)
 
+
+def test_random_steps_of_a_list_draw_independently():
+    """[noise, noise] adds two independent noises: the second step's seed differs from the first's, which stays
+    the single transform's own (the keys of existing splits do not move); the step is in the fingerprint; the
+    ImageNet-C family takes the step into its per-sample seed too."""
+    from facebench.data.images import ArrayImages
+    from facebench.data.transforms import TransformedImages
+
+    grey = ArrayImages(np.full((2, 32, 32, 3), 128, np.uint8))
+    noise = parse_transform({"name": "gaussian_noise", "severity": 2})
+    first, second = TransformedImages(grey, noise), TransformedImages(grey, noise, step=1)
+    d1, d2 = (x.load(0).astype(int) - 128 for x in (first, second))
+    assert not (d1 == d2).all() and abs(np.corrcoef(d1.ravel(), d2.ravel())[0, 1]) < 0.1  # was 1.0
+    single = make_loader(SplitRef("synth", "test", None, {"n": 2, "transform": noise}), None).load("test")
+    chained = make_loader(SplitRef("synth", "test", None, {"n": 2, "transform": [noise, "hflip"]}), None).load("test")
+    assert (chained.images.load(1) == single.images.load(1)[:, ::-1]).all()  # step 0 is the transform alone
+    assert first.content_fingerprint() != second.content_fingerprint()
+    shot = parse_transform({"name": "imagenet_c.shot_noise", "severity": 3})
+    a, b = (TransformedImages(grey, shot, step=k).load(0) for k in (0, 1))
+    assert not (a == b).all()
+
 def test_noise_and_skimage_nonfaces():
     from facebench.data.nonfaces import NoiseImages, SkimageLFWSubset
 

@@ -65,6 +65,25 @@ def test_a_split_on_the_tasks_dataset_is_clean_unless_it_names_its_own_args(prot
     assert PROTOCOLS.get(protocol)(**other).requires(task)[role].dataset_args == {}  # another dataset: nothing
 
 
+def test_a_universal_perturbation_is_fitted_on_the_clean_split_and_flips_refuse_what_they_cannot_mirror():
+    """The adversarial protocol's uap fit split follows the same rule as split_ref (clean unless named); the attacked
+    variant itself keeps the task's transform (it attacks the task's own data). Flip-sum cannot mirror a split with
+    a declared detector or attack: refused with what to do, before anything runs."""
+    from facebench.suite import Task
+
+    task = Task.of("t", "synth", "adversarial", dataset_args=PERTURBED)
+    refs = PROTOCOLS.get("adversarial")(attack="uap", fit="train", eps=[0.01]).requires(task)
+    assert refs["uap_fit"].dataset_args == {"n": 300}
+    (adv,) = [ref for role, ref in refs.items() if role.startswith("adv:")]
+    assert adv.dataset_args["transform"] == PERTURBED["transform"]
+    for key, value in (("detector", "mtcnn-5"), ("attack", PERTURBED["attack"])):
+        flagged = Task.of("v", "lfw", "verification", dataset_args={key: value})
+        for protocol in ("verification", "identification"):
+            with pytest.raises(ConfigError, match=f"cannot mirror a split with a declared `{key}`.*set `flip: false`"):
+                PROTOCOLS.get(protocol)(flip=True).requires(flagged)
+            assert PROTOCOLS.get(protocol)(flip=False).requires(flagged) == {}
+
+
 @pytest.mark.parametrize("protocol, params, message", [
     ("closed_set", {"ece_bins": "fifteen"}, "ece_bins must be an integer; got 'fifteen'"),
     ("closed_set", {"ece_bins": 0}, "ece_bins must lie in [1, inf]"),

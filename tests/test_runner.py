@@ -54,7 +54,7 @@ def test_run_writes_folder_and_reuses_store(suite, tmp_path):
     assert res["schema_version"] == 2  # 2: records carry higher_is_better and unit
     acc = [r for r in res["records"] if r["metric"] == "accuracy" and r["task"] == "clean"][0]
     assert 0.5 < acc["value"] < 1.0 and acc["ci"][0] <= acc["value"] <= acc["ci"][1] and acc["n"] == 300
-    assert set(acc["fingerprints"]) == {"dataset", "model", "protocol", "preprocess"}
+    assert set(acc["fingerprints"]) == {"dataset", "model", "protocol", "preprocess", "annotations"}  # attributes
     # two tasks on one split: the model ran once
     timings = first.manifest["timings"]
     assert timings["clean"]["computed_samples"] == 300

@@ -199,6 +199,21 @@ def _read_mask(path: str) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
+def _canonical_values(values: np.ndarray) -> tuple[str, bytes]:
+    """(kind, bytes) of an attribute column that depend on its values only, not on how an array stores them:
+    text as UTF-8 joined by NUL (whatever the string width), integers as int64, booleans as 0/1 bytes, reals as
+    float64 with one NaN; anything else by each value's ``str``. The shape is flattened with its length."""
+    flat = values.reshape(len(values), -1) if values.ndim > 1 else values
+    if values.dtype.kind == "b":
+        return f"bool{flat.shape[1:]}", np.ascontiguousarray(flat, dtype=np.uint8).tobytes()
+    if values.dtype.kind in "iu":
+        return f"int{flat.shape[1:]}", np.ascontiguousarray(flat, dtype="<i8").tobytes()
+    if values.dtype.kind == "f":
+        real = np.where(np.isnan(flat), np.nan, flat).astype("<f8") + 0.0  # one NaN; -0.0 is 0.0
+        return f"real{flat.shape[1:]}", np.ascontiguousarray(real).tobytes()
+    return f"text{flat.shape[1:]}", "\0".join(map(str, flat.ravel().tolist())).encode()
+
+
 @dataclass
 class Dataset:
     name: str
@@ -295,10 +310,9 @@ class Dataset:
         order = np.argsort(self.ids, kind="stable")
         h = hashlib.blake2b(digest_size=16)
         for name in sorted(self.attributes):
-            values = np.asarray(self.attributes[name])[order]
-            h.update(f"attribute|{name}|{values.dtype.str}\0".encode())
-            h.update("\0".join(map(str, values.tolist())).encode() if values.dtype.kind in "OUS"
-                     else np.ascontiguousarray(values).tobytes())
+            kind, data = _canonical_values(np.asarray(self.attributes[name])[order])
+            h.update(f"attribute|{name}|{kind}|{len(order)}\0".encode())
+            h.update(data)
         h.update(f"pairs|{self.pairs_fingerprint()}".encode())
         self._annotations = h.hexdigest()
         return self._annotations

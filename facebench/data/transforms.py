@@ -123,17 +123,18 @@ def imagenet_c_table(table: str, shape) -> str:
     return table_for(shape) if table == AUTO_TABLE else table
 
 
-def imagenet_c(image, spec: dict, index: int):
+def imagenet_c(image, spec: dict, index: int | str):
     """One ImageNet-C corruption (``spec``: name ``imagenet_c.<corruption>``, severity, seed, table) of the
-    sample at ``index``, with the seed ``variant_seed(seed, index, corruption, severity)``."""
+    sample at ``index`` (an int; ``"index/step"`` for a later step of a list), with the seed
+    ``variant_seed(seed, index, corruption, severity)``."""
     from facebench.data.corruptions import corrupt, variant_seed
 
     name = spec["name"][len(IMAGENET_C_PREFIX):]
-    seed = variant_seed(spec["seed"], int(index), name, spec["severity"])
+    seed = variant_seed(spec["seed"], index if isinstance(index, str) else int(index), name, spec["severity"])
     return corrupt(image, name, spec["severity"], seed, imagenet_c_table(spec["table"], np.shape(image))).image
 
 
-def resolution(image, spec: dict, index: int):
+def resolution(image, spec: dict, index: int | str):
     """``image`` down to short side ``spec["size"]`` px and back up to its own size (Pillow bicubic both ways)."""
     from facebench.data.resolution import degrade_resolution
     from facebench.errors import DataError
@@ -144,7 +145,8 @@ def resolution(image, spec: dict, index: int):
     return degrade_resolution(image, spec["size"])
 
 
-#: transform families whose functions read their whole spec: ``fn(image, spec, sample index)``
+#: transform families whose functions read their whole spec: ``fn(image, spec, sample index)`` (``"index/step"`` at
+#: a later step of a list)
 SPEC_TRANSFORMS: dict[str, Callable] = {RESOLUTION: resolution}
 
 
@@ -255,10 +257,12 @@ def with_flip(value: Any) -> Any:
 
 
 class TransformedImages:
-    """An image source with a transform applied on load (seeded per sample index)."""
+    """An image source with a transform applied on load, seeded per sample index and, from the second step of a
+    list of transforms on (``step`` >= 1), per step too: ``[gaussian_noise, gaussian_noise]`` draws two
+    independent noises (one seed for both would add the same noise twice)."""
 
-    def __init__(self, images, spec: dict, index: np.ndarray | None = None):
-        self.images, self.spec = images, spec
+    def __init__(self, images, spec: dict, index: np.ndarray | None = None, step: int = 0):
+        self.images, self.spec, self.step = images, spec, int(step)
         self.index = np.arange(len(images)) if index is None else np.asarray(index, dtype=np.int64)
         self.spec_fn = _spec_function(spec["name"])  # a family reading its whole spec (None: the classic ones)
         self.fn = self.spec_fn or TRANSFORMS[spec["name"]]
@@ -267,14 +271,15 @@ class TransformedImages:
         return len(self.images)
 
     def load(self, i: int) -> np.ndarray:
-        if self.spec_fn is not None:
-            return self.spec_fn(self.images.load(i), self.spec, int(self.index[i]))
-        rng = np.random.default_rng([self.spec.get("seed", 0), int(self.index[i])])
+        index = int(self.index[i])
+        if self.spec_fn is not None:  # the step joins the sample's key in the family's own seed
+            return self.spec_fn(self.images.load(i), self.spec, index if not self.step else f"{index}/{self.step}")
+        rng = np.random.default_rng([self.spec.get("seed", 0), index, *([self.step] if self.step else [])])
         return self.fn(self.images.load(i), self.spec.get("severity", 1), rng)
 
     def subset(self, indices) -> "TransformedImages":
         idx = np.asarray(indices, dtype=np.int64)
-        return TransformedImages(self.images.subset(idx), self.spec, self.index[idx])
+        return TransformedImages(self.images.subset(idx), self.spec, self.index[idx], self.step)
 
     def describe(self) -> str:
         return f"{self.images.describe()}, transformed by {self.spec}"
@@ -294,8 +299,9 @@ class TransformedImages:
         if base is None:
             return None
         order = np.arange(len(self)) if order is None else np.asarray(order, dtype=np.int64)
+        step = [f"step {self.step}".encode()] if self.step else []  # absent for a first step: keys as before
         return combine("transformed", base, canonical_json(self.spec), self.index[order].astype("<i8").tobytes(),
-                       code_digest([type(self), self.fn, *_family_code(self.spec["name"])]))
+                       *step, code_digest([type(self), self.fn, *_family_code(self.spec["name"])]))
 
     def content_stamp(self) -> dict | None:
         """What the decoded-image cache keys on (``None``: the base source is not cacheable)."""
@@ -325,6 +331,6 @@ class TransformedLoader:
 
         ds = self.loader.load(split)
         images = ds.images
-        for spec in self.specs:
-            images = TransformedImages(images, spec)
+        for step, spec in enumerate(self.specs):
+            images = TransformedImages(images, spec, step=step)
         return replace(ds, images=images, content_tag={**ds.content_tag, "transform": self.spec})

@@ -42,7 +42,8 @@ from facebench.metrics import bootstrap as bs
 from facebench.metrics import fooling
 from facebench.protocols._classify import dropped_warning, matched_head, percentile_ci, sample_bootstrap
 from facebench.protocols._labels import match_labels
-from facebench.protocols.base import EvalContext, MetricRecord, Protocol, SplitRef, TaskResult, choice
+from facebench.protocols.base import (PERTURBATION_ARGS, EvalContext, MetricRecord, Protocol, SplitRef,
+                                     TaskResult, choice)
 from facebench.records import Requirements
 
 DEFAULT_EPS = ["1/255", "2/255", "4/255", "8/255"]
@@ -127,9 +128,10 @@ class AdversarialProtocol(Protocol):
             fit = {"split": p.fit} if isinstance(p.fit, str) else dict(p.fit or {})
             if task is not None:
                 fit.setdefault("dataset", task.dataset)
-                if fit["dataset"] == task.dataset:  # as base.split_ref: the task's folder and loader options
-                    fit.setdefault("path", task.path)
-                    fit.setdefault("dataset_args", {k: v for k, v in task.dataset_args.items() if k != "attack"})
+                if fit["dataset"] == task.dataset:  # as base.split_ref: the task's folder and loader options,
+                    fit.setdefault("path", task.path)  # not the perturbations of its test data
+                    fit.setdefault("dataset_args", {k: v for k, v in task.dataset_args.items()
+                                                    if k not in PERTURBATION_ARGS})
             fit.setdefault("dataset", "?")
             fit["limit"] = p.fit_limit
             spec.update(method=p.method, fit=fit, max_iterations=p.max_iterations, goal=p.goal)

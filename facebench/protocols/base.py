@@ -180,6 +180,22 @@ def split_ref(value: Any, where: str, task=None, **flags: bool) -> SplitRef:
     return SplitRef(str(dataset), str(value["split"]), path, dict(args), **flags)
 
 
+def flipped_ref(task, protocol: str) -> SplitRef:
+    """The task's split mirrored, for flip-sum embeddings: its own transforms, then ``hflip`` (the mirror of a
+    corrupted image is corrupted too). Refused for a split with a declared ``detector`` (detection reads the
+    untransformed files) or an ``attack`` (it would be made anew on the mirrored images, not mirrored)."""
+    from facebench.data.transforms import with_flip
+
+    why = {"detector": "detection reads the untransformed image files",
+           "attack": "the mirrored view would be attacked anew, not mirrored"}
+    for key, reason in why.items():
+        if key in task.dataset_args:
+            raise ConfigError(f"task {task.name!r}: {protocol} with `flip: true` cannot mirror a split with a "
+                              f"declared `{key}` ({reason}); set `flip: false`.")
+    args = {**task.dataset_args, "transform": with_flip(task.dataset_args.get("transform"))}
+    return SplitRef(task.dataset, task.split, task.path, args, predictions=True, features=True)
+
+
 def choice(default, choices):
     """A dataclass field restricted to ``choices`` (checked in Protocol.__init__)."""
     return field(default=default, metadata={"choices": tuple(choices)})

@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facebench.data.transforms import with_flip
 from facebench.errors import ConfigError, MetricInputError
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import identification as im
-from facebench.protocols.base import EvalContext, MetricRecord, Protocol, SplitRef, TaskResult, choice
+from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, choice, flipped_ref
 from facebench.records import Requirements
 
 
@@ -60,9 +59,7 @@ class IdentificationProtocol(Protocol):
     def requires(self, task) -> dict:
         if not self.params.flip:
             return {}
-        # the mirror of the split's own images: a corrupted split's mirrored view is corrupted too
-        args = {**task.dataset_args, "transform": with_flip(task.dataset_args.get("transform"))}
-        return {"flipped": SplitRef(task.dataset, task.split, task.path, args, predictions=True, features=True)}
+        return {"flipped": flipped_ref(task, "identification")}
 
     def _features(self, ctx: EvalContext) -> np.ndarray:
         emb = np.asarray(ctx.predictions.outputs["features"], dtype=np.float64)

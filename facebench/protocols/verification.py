@@ -36,12 +36,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facebench.data.pairs import describe_missing
-from facebench.data.transforms import with_flip
 from facebench.errors import MetricInputError
 from facebench.metrics import bootstrap as bs
 from facebench.metrics import fairness as fm
 from facebench.metrics import verification as vm
-from facebench.protocols.base import EvalContext, MetricRecord, Protocol, SplitRef, TaskResult
+from facebench.protocols.base import EvalContext, MetricRecord, Protocol, TaskResult, flipped_ref
 from facebench.records import Requirements
 
 
@@ -72,9 +71,7 @@ class VerificationProtocol(Protocol):
     def requires(self, task) -> dict:
         if not self.params.flip:
             return {}
-        # the mirror of the split's own images: a corrupted split's mirrored view is corrupted too
-        args = {**task.dataset_args, "transform": with_flip(task.dataset_args.get("transform"))}
-        return {"flipped": SplitRef(task.dataset, task.split, task.path, args, predictions=True, features=True)}
+        return {"flipped": flipped_ref(task, "verification")}
 
     def _embeddings(self, ctx: EvalContext) -> np.ndarray:
         emb = np.asarray(ctx.predictions.outputs["features"], dtype=np.float64)

@@ -233,7 +233,8 @@ def build_table(runs: Sequence[dict], metrics="headline", strict: bool = False) 
                 suffix[k] = f"[p:{p_short[k]} d:{d_short[k]}]"
             else:
                 suffix[k] = f"[{(p_short if p_vary else d_short)[k]}]"
-        what = " and ".join(w for w, v in (("protocol", p_vary), ("dataset", d_vary)) if v)
+        what = " and ".join(w for w, v in (("protocol", p_vary), ("data (dataset, other splits, attributes or "
+                                                                 "pairs)", d_vary)) if v)
         parts = "; ".join(f"{suffix[k]} = {', '.join(found[k])}" for k in ks)
         note_key = (pair[0], tuple(suffix[k] for k in ks), parts)
         if note_key in noted:
