@@ -74,3 +74,39 @@ def test_run_progress_lines_by_hand(monkeypatch):
     assert quiet.getvalue() == "" and first.split_done("y", 0, 0, 0.0).endswith("ETA 0s")
     unknown = pg.RunProgress([5, 5], enabled=True, stream=io.StringIO())
     assert unknown.split_done("x", 5, 0, 0.0, "read from the store").endswith("ETA ?")
+
+
+def test_attacked_rows_have_their_own_unit_and_rate(monkeypatch):
+    """An attacked verification split counts its pairs, at the rate of attacked pairs (seconds each), beside the
+    images at the forward's rate: the ETA is ? until every unit still to come has a rate; numbers by hand."""
+    monkeypatch.setenv(pg.ENV, "plain")
+    out = io.StringIO()
+    run = pg.RunProgress([10, (4, "attacked pairs"), 30], enabled=True, stream=out)
+    run.split_done("a/test", 10, 10, 1.0)
+    run.split_done("a/test", 4, 4, 8.0)
+    run.split_done("c/test", 30, 30, 3.0)
+    assert out.getvalue().splitlines() == [
+        "[1/3] a/test: 10 img computed in 1s; run 10/40 img, 0/4 attacked pairs, ETA ?",
+        "[2/3] a/test: 4 attacked pairs computed in 8s; run 10/40 img, 4/4 attacked pairs, ETA 3s",
+        "[3/3] c/test: 30 img computed in 3s; run 40/40 img, 4/4 attacked pairs, ETA 0s"]
+    late = pg.RunProgress([(2, "attacked pairs"), 100], enabled=True, stream=io.StringIO())
+    assert late.split_done("p", 2, 2, 10.0).endswith("run 2/2 attacked pairs, 0/100 img, ETA ?")
+
+
+def test_the_run_sizes_an_attacked_pair_split_by_its_pairs():
+    import numpy as np
+
+    from facebench.data.dataset import Dataset
+    from facebench.data.images import ArrayImages
+    from facebench.pipeline.execute import _work
+    from facebench.pipeline.plan import SplitWork
+    from facebench.protocols.base import SplitRef
+
+    pairs = {"a": np.array([0, 1, 2]), "b": np.array([3, 4, 5]), "same": np.array([1, 0, 1]), "fold": np.ones(3, int)}
+    ds = Dataset("lfw", "test", np.array([f"s{i}" for i in range(6)]), (), None,
+                 ArrayImages(np.zeros((6, 2, 2, 3), np.uint8)), pairs=pairs)
+    attack = {"kind": "fgsm", "eps": 0.01, "rows": "pairs"}
+    assert _work(SplitWork(SplitRef("lfw", "test", None, {}), dataset=ds)) == 6
+    assert _work(SplitWork(SplitRef("lfw", "test", None, {"attack": attack}), dataset=ds)) == (3, "attacked pairs")
+    per_image = {**attack, "rows": "samples"}
+    assert _work(SplitWork(SplitRef("lfw", "test", None, {"attack": per_image}), dataset=ds)) == (6, "attacked img")

@@ -81,36 +81,63 @@ def progress_bar(total: int, desc: str, enabled: bool, initial: int = 0, unit: s
 
 class RunProgress:
     """The whole execute step at a glance: one line per split as it finishes (``[k/K] what: how, in time``) with
-    the run's overall share of images done and an ETA, above each split's own bar or lines.
+    the run's overall progress and an ETA, above each split's own bar or lines.
 
-    The ETA divides the images still to come by the rate of the images *computed* so far (splits read from the
-    store take no time and do not count towards the rate); before anything was computed it is ``?``. On a
-    terminal an overall tqdm bar stays at the top and the lines go above it (``tqdm.write``); elsewhere the
-    lines are printed as they are. Not ``enabled``: silent.
+    ``sizes`` gives each split's work in the order the splits finish: its image count, or ``(rows, unit)`` for
+    other work (``(600, "attacked pairs")``: an attack costs far more per row than a forward pass, and a pair is
+    not an image). Each unit has its own rate: the ETA adds, unit by unit, the rows still to come divided by the
+    rate of that unit's rows *computed* so far (splits read from the store take no time and do not count towards
+    a rate); while a unit with rows to come has no rate yet the ETA is ``?``. On a terminal an overall tqdm bar
+    stays at the top and the lines go above it (``tqdm.write``); elsewhere the lines are printed as they are.
+    Not ``enabled``: silent.
     """
 
-    def __init__(self, sizes: list[int], enabled: bool, stream=None):
-        self.k_total, self.total = len(sizes), int(sum(sizes))
-        self.k = self.done = self.computed = 0
-        self.busy_s = 0.0
+    def __init__(self, sizes: list, enabled: bool, stream=None):
+        self.work = [(int(s[0]), str(s[1])) if isinstance(s, tuple) else (int(s), "img") for s in sizes]
+        self.units = list(dict.fromkeys(unit for _, unit in self.work)) or ["img"]
+        self.k_total = len(self.work)
+        self.total = {u: sum(n for n, unit in self.work if unit == u) for u in self.units}
+        self.done = dict.fromkeys(self.units, 0)
+        self.computed = dict.fromkeys(self.units, 0)
+        self.busy_s = dict.fromkeys(self.units, 0.0)
+        self.k = 0
         self.enabled = enabled and self.k_total > 1
         self.stream = stream or sys.stderr
         self.bar = None
         if self.enabled and interactive():
-            self.bar = tqdm(total=self.total, unit="img", desc=f"run: {self.k_total} splits", position=0, leave=False)
+            unit = self.units[0] if len(self.units) == 1 else "rows"
+            self.bar = tqdm(total=sum(self.total.values()), unit=unit, desc=f"run: {self.k_total} splits", position=0,
+                            leave=False)
+
+    def _eta(self) -> str:
+        seconds = 0.0
+        for u in self.units:
+            left = self.total[u] - self.done[u]
+            if left <= 0:
+                continue
+            if self.busy_s[u] <= 0 or self.computed[u] <= 0:
+                return "?"
+            seconds += left / (self.computed[u] / self.busy_s[u])
+        return _duration(seconds)
+
+    def _position(self) -> str:
+        if len(self.units) == 1:
+            u = self.units[0]
+            share = 100 * self.done[u] // self.total[u] if self.total[u] else 100
+            return f"{self.done[u]}/{self.total[u]} {u} ({share}%)"
+        return ", ".join(f"{self.done[u]}/{self.total[u]} {u}" for u in self.units)
 
     def split_done(self, what: str, n: int, computed: int, seconds: float, note: str = "") -> str:
-        """Record one finished split (``n`` images, ``computed`` of them by the model in ``seconds``); returns
-        (and shows) its line."""
-        self.k, self.done = self.k + 1, self.done + int(n)
+        """Record one finished split (``n`` rows of its unit, ``computed`` of them by the model in ``seconds``);
+        returns (and shows) its line."""
+        unit = self.work[self.k][1] if self.k < len(self.work) else self.units[0]
+        self.k += 1
+        self.done[unit] = self.done.get(unit, 0) + int(n)
         if computed:
-            self.computed, self.busy_s = self.computed + int(computed), self.busy_s + float(seconds)
-        rate = self.computed / self.busy_s if self.busy_s > 0 else 0.0
-        left = self.total - self.done
-        eta = _duration(left / rate) if rate > 0 else ("0s" if left == 0 else "?")
-        share = 100 * self.done // self.total if self.total else 100
-        line = (f"[{self.k}/{self.k_total}] {what}: {note or f'{computed} img computed'} in {_duration(seconds)}; "
-                f"run {self.done}/{self.total} img ({share}%), ETA {eta}")
+            self.computed[unit] += int(computed)
+            self.busy_s[unit] += float(seconds)
+        line = (f"[{self.k}/{self.k_total}] {what}: {note or f'{computed} {unit} computed'} in {_duration(seconds)}; "
+                f"run {self._position()}, ETA {self._eta()}")
         if not self.enabled:
             return line
         if self.bar is not None:

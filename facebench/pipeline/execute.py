@@ -30,15 +30,28 @@ def execute(work: dict[str, SplitWork], adapter, store, settings: InferenceSetti
     With more than one split, a line per finished split with the run's overall progress and ETA
     (``engine.progress.RunProgress``)."""
     units = [unit for unit in work.values() if unit.predictions]
-    overall = RunProgress([len(unit.dataset) for unit in units], settings.progress)
+    sizes = [_work(unit) for unit in units]
+    overall = RunProgress(sizes, settings.progress)
     try:
-        for unit in units:
+        for unit, size in zip(units, sizes):
             _execute_unit(unit, work, adapter, store, settings, on_bad_image, log)
             r = unit.report
-            overall.split_done(f"{unit.dataset.name}/{unit.dataset.split}", len(unit.dataset), r.computed_samples,
-                               unit.load_s, "read from the store" if r.reused else "")
+            overall.split_done(f"{unit.dataset.name}/{unit.dataset.split}", size if isinstance(size, int) else size[0],
+                               r.computed_samples, unit.load_s, "read from the store" if r.reused else "")
     finally:
         overall.close()
+
+
+def _work(unit: SplitWork):
+    """What a split computes, for the run's ETA: its image count, or for an attacked split ``(rows, unit)``: its
+    pairs (``rows: pairs``, the verification form) or its images, attacked."""
+    if "attack" not in unit.ref.dataset_args:
+        return len(unit.dataset)
+    from facebench.data.attack_spec import parse_attack
+
+    if parse_attack(unit.ref.dataset_args["attack"])["rows"] == "pairs" and unit.dataset.pairs is not None:
+        return len(unit.dataset.pairs["a"]), "attacked pairs"
+    return len(unit.dataset), "attacked img"
 
 
 def _execute_unit(unit: SplitWork, work: dict[str, SplitWork], adapter, store, settings: InferenceSettings,
