@@ -119,6 +119,26 @@ def test_evaluate_is_pure_and_a_failing_protocol_fails_only_its_task(suite, tmp_
         {k: (n, ids.tolist()) for k, (n, ids) in before.items()}  # nothing in the work was changed
 
 
+
+def test_a_value_outside_its_own_interval_is_warned_about(suite, tmp_path, monkeypatch):
+    """A biased estimate can fall outside its own percentile interval (ECE on few samples): the task's warnings
+    and the log say so; values inside their interval, intervals absent and non-finite ends add nothing."""
+    from facebench.protocols.base import MetricRecord, TaskResult
+
+    lines, log = _logs()
+    planned, work, adapter = _chain(suite, tmp_path, log)
+    def record(metric, value, ci):
+        return MetricRecord(metric, value, ci, 120, higher_is_better=False, unit="score")
+
+    records = [record("ece[bins=15]", 0.0401, (0.0434, 0.0921)),  # the case seen on a real run
+               record("accuracy", 0.8, (0.7, 0.9)), record("nll", 0.5, None),
+               record("gap", 0.2, (float("nan"), 0.1)), record("mae", 0.3, (0.1, 0.3))]
+    monkeypatch.setattr(planned[0].protocol, "evaluate", lambda ctx: TaskResult(records, {}, ["own"]))
+    closed = evaluate_step.evaluate_tasks(planned, work, adapter, "synth-cnn", suite.defaults, log).outcomes[0]
+    assert closed.warnings[0] == "own" and len(closed.warnings) == 2
+    assert closed.warnings[1].startswith("ece[bins=15] = 0.0401 lies outside its own interval [0.0434, 0.0921]")
+    assert any("warning (closed): ece[bins=15] = 0.0401 lies outside" in line for line in lines)
+
 def test_nothing_evaluated_is_exit_3(suite):
     planned = plan_step.plan_tasks(suite, _logs()[1])
     for item in planned:

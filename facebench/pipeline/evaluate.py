@@ -8,6 +8,7 @@ are kept. When no task was evaluated the exit code is 3 (``EXIT_NOTHING_EVALUATE
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import traceback
@@ -94,13 +95,30 @@ def _evaluate_task(item: PlannedTask, work: dict[str, SplitWork], adapter, model
         result.details = as_stored(result.details)  # as results.json holds them: a reused result is the same
         if reuse is not None:
             reuse.put(key, result)
-    for w in result.warnings:
+    warnings = [*result.warnings, *interval_warnings(result.records)]
+    for w in warnings:
         log(f"warning ({item.task.name}): {w}")
     where = {"task": item.task.name, "dataset": own.dataset.name, "split": own.dataset.split,
              "protocol": item.task.protocol, "model": model}
     records = [{**where, **rec.to_dict(), "fingerprints": fps} for rec in result.records]
-    outcome = TaskOutcome(status="ok", details=result.details, warnings=tuple(result.warnings), **described)
+    outcome = TaskOutcome(status="ok", details=result.details, warnings=tuple(warnings), **described)
     return outcome, records, result.samples, reused
+
+
+def interval_warnings(records) -> list[str]:
+    """One warning per record whose value lies outside its own interval: an estimator biased at this sample size
+    (ECE reads high on few samples, and its resamples higher still), whose percentile interval then shows the
+    resampled statistic's spread, not a range for the value."""
+    out = []
+    for rec in records:
+        if rec.ci is None or rec.value is None:
+            continue
+        lo, hi = rec.ci
+        if all(math.isfinite(x) for x in (rec.value, lo, hi)) and not lo <= rec.value <= hi:
+            out.append(f"{rec.metric} = {rec.value:.4g} lies outside its own interval [{lo:.4g}, {hi:.4g}]: the "
+                       f"estimate is biased at this sample size, so the interval shows the resampled statistic's "
+                       f"spread, not a range for the value; quote it with care")
+    return out
 
 
 def _fingerprints(item: PlannedTask, own: SplitWork, extras: dict, adapter) -> dict:
