@@ -138,6 +138,12 @@ def test_other_attributes_or_pairs_over_the_same_images_split_the_column():
     cols = [col for col in build_table([a, b]).columns if col.task == "my_task"]
     dataset = hashlib.sha1(b"my_task").hexdigest()[:16]
     assert len(cols) == 2 and all(col.dataset_fp.startswith(dataset + ":") for col in cols)
+    rests = sorted(col.dataset_fp.split(":")[1][:4] for col in cols)  # the labels tell them apart by the rest
+    assert sorted(col.suffix for col in cols) == [f"[{r}]" for r in rests]
+    old = make_results("old", TASKS_A)  # a run from before annotations were recorded: "none"
+    mixed = [col for col in build_table([a, old]).columns if col.task == "my_task"]
+    rest = next(col.dataset_fp for col in mixed if ":" in col.dataset_fp).split(":")[1]
+    assert {col.suffix for col in mixed} == {"[none]", f"[{rest[:4]}]"}
     assert len([col for col in build_table([a, c]).columns if col.task == "my_task"]) == 1
 
 def test_strict_refuses_with_the_differing_fingerprints():

@@ -166,8 +166,12 @@ def _wanted(record: dict, metrics) -> bool:
 
 
 def _short(values: list[str | None]) -> list[str]:
-    """Shortest common prefix length (>= 4) that keeps the distinct fingerprints apart."""
+    """Shortest common prefix length (>= 4) that keeps the distinct fingerprints apart. Data fingerprints that
+    share their dataset part (``dataset:rest``, :func:`data_fingerprint`) are told apart by the rest ("none"
+    where a run recorded none)."""
     texts = ["none" if v is None else str(v) for v in values]
+    if len({t.split(":", 1)[0] for t in texts}) == 1 and any(":" in t for t in texts):
+        texts = [t.split(":", 1)[1] if ":" in t else "none" for t in texts]
     longest = max((len(t) for t in texts), default=4)
     for k in range(4, longest + 1):
         if len({t[:k] for t in texts}) == len(set(texts)):
