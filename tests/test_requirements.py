@@ -84,6 +84,23 @@ def test_a_universal_perturbation_is_fitted_on_the_clean_split_and_flips_refuse_
             assert PROTOCOLS.get(protocol)(flip=False).requires(flagged) == {}
 
 
+def test_robustness_variants_apply_after_the_tasks_own_transform():
+    """A corruption or resolution variant of a transformed split is the variant of the images the task scores
+    (its transform, then the variant's); an untransformed task's variants are the variant alone (keys as before)."""
+    from facebench.suite import Task
+
+    blur = {"name": "gaussian_blur", "severity": 2}
+    for protocol, params in (("corruption", {"corruptions": ["fog"], "severities": [3]}),
+                             ("resolution", {"sizes": [16]})):
+        plain = PROTOCOLS.get(protocol)(**params).requires(Task.of("t", "synth", protocol, dataset_args={"n": 50}))
+        blurred = PROTOCOLS.get(protocol)(**params).requires(
+            Task.of("t", "synth", protocol, dataset_args={"n": 50, "transform": blur}))
+        ((role, ref),), ((role2, ref2),) = plain.items(), blurred.items()
+        assert role == role2 and isinstance(ref.dataset_args["transform"], dict)
+        assert ref2.dataset_args["transform"] == [blur, ref.dataset_args["transform"]]
+        assert ref2.dataset_args["n"] == 50
+
+
 @pytest.mark.parametrize("protocol, params, message", [
     ("closed_set", {"ece_bins": "fifteen"}, "ece_bins must be an integer; got 'fifteen'"),
     ("closed_set", {"ece_bins": 0}, "ece_bins must lie in [1, inf]"),

@@ -248,12 +248,17 @@ def parse_transforms(value: Any) -> list[dict]:
     return [parse_transform(value)]
 
 
-def with_flip(value: Any) -> Any:
-    """The transform of the mirrored view of a split transformed by ``value`` (None: untransformed): ``hflip``
-    applied last."""
+def followed_by(value: Any, last: Any) -> Any:
+    """The transform ``value`` (None: none; one transform or a list) then ``last``: ``last`` alone when there is
+    no ``value`` (so an untransformed split's variants keep their keys), else the list."""
     if value is None:
-        return "hflip"
-    return [*(value if isinstance(value, (list, tuple)) else [value]), "hflip"]
+        return last
+    return [*(value if isinstance(value, (list, tuple)) else [value]), last]
+
+
+def with_flip(value: Any) -> Any:
+    """The transform of the mirrored view of a split transformed by ``value``: ``hflip`` applied last."""
+    return followed_by(value, "hflip")
 
 
 class TransformedImages:

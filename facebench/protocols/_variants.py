@@ -1,8 +1,8 @@
 """Shared by the robustness protocols (``corruption``, ``resolution``): transformed copies of a task's split as
 extra splits, the inner protocol that scores each copy, and verification at thresholds fitted on clean pairs.
 
-Conventions: a variant is the task's own split with ``dataset_args.transform`` set (``data.transforms``), so it
-keeps the split's ids, labels and pairs and has its own store entry; the inner protocol (``closed_set``,
+Conventions: a variant is the task's own split with the variant's transform after its own (``data.transforms``),
+so it keeps the split's ids, labels and pairs and has its own store entry; the inner protocol (``closed_set``,
 ``verification`` or ``landmarks``) scores a variant through an ``EvalContext`` of the variant's dataset and
 predictions, with the task's bootstrap when the protocol's ``variant_cis`` is on (default: each variant's
 value gets the inner protocol's CI where it has one) and none otherwise.
@@ -48,8 +48,11 @@ def make_inner(name: str, params: dict, owner: str):
 
 
 def variant_ref(task, transform: dict, features: bool) -> SplitRef:
-    """The task's split with ``transform`` (predicted, with features when the inner protocol reads them)."""
-    args = {**dict(task.dataset_args), "transform": dict(transform)}
+    """The task's split with ``transform`` applied after the task's own transforms, if any (the variant of the
+    images the task scores; predicted, with features when the inner protocol reads them)."""
+    from facebench.data.transforms import followed_by
+
+    args = {**dict(task.dataset_args), "transform": followed_by(task.dataset_args.get("transform"), dict(transform))}
     return SplitRef(task.dataset, task.split, task.path, args, predictions=True, features=features)
 
 
