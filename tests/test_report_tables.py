@@ -129,12 +129,12 @@ def test_dataset_fingerprint_difference_splits_and_prefix_lengthens():
 
 def test_other_attributes_or_pairs_over_the_same_images_split_the_column():
     """Same dataset fingerprint, other annotations (attributes, pairs): other data, so another column; equal
-    annotations share one; the label keeps the dataset fingerprint readable."""
+    annotations share one; the labels tell the columns apart by the annotations ("none" for a run without)."""
     a, b, c = make_results("a", TASKS_A), make_results("b", TASKS_A), make_results("c", TASKS_A)
-    for results, annotations in ((a, "1" * 32), (b, "2" * 32), (c, "1" * 32)):
+    for results, digest in ((a, "1" * 32), (b, "2" * 32), (c, "1" * 32)):
         for r in results["records"]:
             if r["task"] == "my_task":
-                r["fingerprints"] = dict(r["fingerprints"], annotations=annotations)
+                r["fingerprints"] = dict(r["fingerprints"], annotations=digest)
     cols = [col for col in build_table([a, b]).columns if col.task == "my_task"]
     dataset = hashlib.sha1(b"my_task").hexdigest()[:16]
     assert len(cols) == 2 and all(col.dataset_fp.startswith(dataset + ":") for col in cols)
