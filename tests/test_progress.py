@@ -106,7 +106,7 @@ def test_the_run_sizes_an_attacked_pair_split_by_its_pairs():
     ds = Dataset("lfw", "test", np.array([f"s{i}" for i in range(6)]), (), None,
                  ArrayImages(np.zeros((6, 2, 2, 3), np.uint8)), pairs=pairs)
     attack = {"kind": "fgsm", "eps": 0.01, "rows": "pairs"}
-    assert _work(SplitWork(SplitRef("lfw", "test", None, {}), dataset=ds)) == 6
+    assert _work(SplitWork(SplitRef("lfw", "test", None, {}), dataset=ds)) == (6, "img")
     assert _work(SplitWork(SplitRef("lfw", "test", None, {"attack": attack}), dataset=ds)) == (3, "attacked pairs")
     per_image = {**attack, "rows": "samples"}
     assert _work(SplitWork(SplitRef("lfw", "test", None, {"attack": per_image}), dataset=ds)) == (6, "attacked img")

@@ -228,7 +228,6 @@ class Dataset:
     landmarks: LandmarkLabels | None = None  # landmark datasets: ground-truth points per sample
     parsing: ParsingLabels | None = None  # face-parsing datasets: ground-truth label maps per sample
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
-    _annotations: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.ids = np.asarray(self.ids).astype(str)
@@ -299,14 +298,12 @@ class Dataset:
         return self._fingerprint
 
     def annotations_fingerprint(self) -> str | None:
-        """Hash of what protocols read beside the labels and pixels: each per-sample attribute (name, dtype and
-        values in id order; strings as UTF-8) and the pair list (:meth:`pairs_fingerprint`); None when the split
-        has neither. Kept apart from :meth:`fingerprint`, which keys the stored predictions (they do not depend
+        """Hash of what protocols read beside the labels and pixels: each per-sample attribute (name and values in
+        id order, by value: ``_canonical_values``) and the pair list (:meth:`pairs_fingerprint`); None when the
+        split has neither. Kept apart from :meth:`fingerprint`, which keys the stored predictions (they do not depend
         on attributes or pairs)."""
         if not self.attributes and self.pairs is None:
             return None
-        if self._annotations is not None:
-            return self._annotations
         order = np.argsort(self.ids, kind="stable")
         h = hashlib.blake2b(digest_size=16)
         for name in sorted(self.attributes):
@@ -314,8 +311,7 @@ class Dataset:
             h.update(f"attribute|{name}|{kind}|{len(order)}\0".encode())
             h.update(data)
         h.update(f"pairs|{self.pairs_fingerprint()}".encode())
-        self._annotations = h.hexdigest()
-        return self._annotations
+        return h.hexdigest()  # not memoised: attributes edited in place count (the evaluation key reads this)
 
     def pairs_fingerprint(self) -> str | None:
         """Hash of the pair list (image ids of both sides, same flags, folds), None without pairs."""

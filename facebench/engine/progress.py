@@ -132,7 +132,7 @@ class RunProgress:
         returns (and shows) its line."""
         unit = self.work[self.k][1] if self.k < len(self.work) else self.units[0]
         self.k += 1
-        self.done[unit] = self.done.get(unit, 0) + int(n)
+        self.done[unit] += int(n)
         if computed:
             self.computed[unit] += int(computed)
             self.busy_s[unit] += float(seconds)

@@ -33,20 +33,20 @@ def execute(work: dict[str, SplitWork], adapter, store, settings: InferenceSetti
     sizes = [_work(unit) for unit in units]
     overall = RunProgress(sizes, settings.progress)
     try:
-        for unit, size in zip(units, sizes):
+        for unit, (rows, _) in zip(units, sizes):
             _execute_unit(unit, work, adapter, store, settings, on_bad_image, log)
             r = unit.report
-            overall.split_done(f"{unit.dataset.name}/{unit.dataset.split}", size if isinstance(size, int) else size[0],
-                               r.computed_samples, unit.load_s, "read from the store" if r.reused else "")
+            overall.split_done(f"{unit.dataset.name}/{unit.dataset.split}", rows, r.computed_samples, unit.load_s,
+                               "read from the store" if r.reused else "")
     finally:
         overall.close()
 
 
-def _work(unit: SplitWork):
-    """What a split computes, for the run's ETA: its image count, or for an attacked split ``(rows, unit)``: its
+def _work(unit: SplitWork) -> tuple[int, str]:
+    """What a split computes, for the run's ETA, as ``(rows, unit)``: its images, or for an attacked split its
     pairs (``rows: pairs``, the verification form) or its images, attacked."""
     if "attack" not in unit.ref.dataset_args:
-        return len(unit.dataset)
+        return len(unit.dataset), "img"
     from facebench.data.attack_spec import parse_attack
 
     if parse_attack(unit.ref.dataset_args["attack"])["rows"] == "pairs" and unit.dataset.pairs is not None:

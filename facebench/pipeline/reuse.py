@@ -69,11 +69,11 @@ def _hash_arrays(h, arrays: dict) -> None:
 
 
 def split_digest(dataset, predictions) -> str:
-    """blake2b of a split as a protocol reads it: fingerprint, attributes, pairs, predictions (None: absent)."""
+    """blake2b of a split as a protocol reads it: fingerprint, attributes and pairs
+    (``Dataset.annotations_fingerprint``), predictions (None: absent)."""
     h = hashlib.blake2b(digest_size=16)
     h.update(dataset.fingerprint().encode())
-    _hash_arrays(h, {f"attribute:{k}": v for k, v in dataset.attributes.items()})
-    _hash_arrays(h, {f"pair:{k}": v for k, v in (dataset.pairs or {}).items()})
+    h.update(f"annotations|{dataset.annotations_fingerprint()}".encode())
     if predictions is None:
         h.update(b"no predictions")
     else:

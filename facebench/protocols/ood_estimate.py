@@ -3,8 +3,8 @@
 The task's split is the unlabelled test set (labels, if any, are not read); ``reference`` names in-distribution
 data the model was meant for (e.g. the validation split of its training set). On the task's own dataset it takes
 the task's ``path`` and ``dataset_args`` unless it names its own, except the perturbations ``transform`` and
-``attack`` (``base.split_ref``): the reference stays clean. The detector's scores on both (``detector``: a logit score, ``msp`` by default; higher = in-distribution)
-make the test set a mixture
+``attack`` (``base.split_ref``): the reference stays clean. The detector's scores on both (``detector``: a logit
+score, ``msp`` by default; higher = in-distribution) make the test set a mixture
 ``F_test = (1 - pi) F_id + pi F_ood`` with ``F_id`` known from the reference: ``method`` (``bbe`` by default)
 estimates the OOD fraction ``pi``, the OOD score distribution is deconvolved, and the detector's AUROC,
 FPR@95 and AUPR on this test set follow, with percentile bootstrap intervals (``resamples``, by default the
@@ -70,7 +70,7 @@ class OodEstimateProtocol(Protocol):
                               f"was meant for, e.g. `reference: {{dataset: fer2013-images, split: val}}`.")
         ref = split_ref(self.params.reference, f"task {task.name!r}: reference", task, predictions=True,
                         features=self.params.method == "feature")
-        return {"reference": ref}  # on the task's dataset: clean (split_ref drops its transform)
+        return {"reference": ref}  # on the task's dataset: clean (split_ref drops its perturbations)
 
     def _scores(self, preds, ctx: EvalContext) -> np.ndarray:
         logits = np.asarray(preds.outputs[ctx.head], np.float64)
